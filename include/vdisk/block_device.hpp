@@ -1,0 +1,162 @@
+// vdisk — the one interface every format backend implements.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vdisk/error.hpp"
+#include "vdisk/io.hpp"
+#include "vdisk/json.hpp"
+
+namespace vdisk {
+
+/// What a range of a device holds, as far as *this layer* knows.
+enum class ExtentKind : uint8_t {
+    data,         ///< allocated here: read it
+    zero,         ///< reads as zeros here (zero cluster, hole in a raw file); does not consult the backing
+    unallocated,  ///< not present in this layer: reads fall through to the backing device (zeros if none)
+};
+
+/// A run of the virtual disk with one allocation state in one layer.
+struct Extent {
+    uint64_t offset = 0;   ///< virtual offset
+    uint64_t length = 0;   ///< bytes, > 0
+    ExtentKind kind = ExtentKind::unallocated;
+    bool compressed = false;            ///< data stored compressed (no meaningful host offset)
+    const File* file = nullptr;         ///< host file holding uncompressed data, when known
+    std::optional<uint64_t> host_offset;  ///< where the data of `offset` starts in `file`
+};
+
+/// An internal snapshot (qcow2).
+struct SnapshotInfo {
+    std::string id;
+    std::string name;
+    uint64_t vm_state_size = 0;
+    uint64_t date_sec = 0;
+    uint64_t date_nsec = 0;
+    uint64_t vm_clock_nsec = 0;
+    uint64_t icount = UINT64_MAX;  ///< UINT64_MAX: not recorded
+};
+
+/// What `vdisk info` shows. Field names follow qemu-img's JSON where one exists.
+struct ImageInfo {
+    std::string format;                      ///< "qcow2", "vmdk", ...
+    uint64_t virtual_size = 0;
+    std::optional<uint64_t> cluster_size;    ///< allocation granularity (cluster, grain, block)
+    bool dirty = false;
+    bool encrypted = false;
+    std::optional<std::string> backing_filename;  ///< as stored in the image
+    std::optional<std::string> backing_format;
+    std::vector<SnapshotInfo> snapshots;
+    /// qemu-img's "format-specific": {"type": "qcow2", "data": {...}}; null when there is nothing.
+    Json format_specific;
+};
+
+/// Reference from an image to the image below it in a chain.
+struct BackingReference {
+    /// Candidate names, most preferred first, as stored in the image (resolved relative to the image).
+    std::vector<std::string> names;
+    /// Format name if the image records it (qcow2 backing format extension); empty: probe.
+    std::string format;
+};
+
+/// A virtual disk (one layer, with an optional backing device below it).
+///
+/// Public methods are non-virtual: they check bounds, read-only state and alignment once and then call
+/// the protected do_* hooks, which may therefore assume in-range requests with length > 0. Not
+/// thread-safe: one caller at a time (compress_chunk excepted).
+class BlockDevice {
+public:
+    virtual ~BlockDevice();
+    BlockDevice(const BlockDevice&) = delete;
+    BlockDevice& operator=(const BlockDevice&) = delete;
+
+    /// Virtual size in bytes.
+    uint64_t size() const noexcept { return size_; }
+    bool read_only() const noexcept { return read_only_; }
+
+    /// Read buf.size() bytes at offset; out_of_range if [offset, offset+len) is not inside the device.
+    Status read(uint64_t offset, std::span<uint8_t> buf);
+    /// Write; unaligned edges are read-modified-written by this layer. read_only error when read-only.
+    Status write(uint64_t offset, std::span<const uint8_t> buf);
+    /// Make [offset, offset+len) read as zeros; `may_unmap` lets the backend deallocate.
+    Status write_zeroes(uint64_t offset, uint64_t len, bool may_unmap = true);
+    /// Hint that the range is unused; content afterwards is unspecified but reads stay in range.
+    Status discard(uint64_t offset, uint64_t len);
+    Status flush();
+    /// Change the virtual size (formats that support it).
+    Status resize(uint64_t new_size);
+    /// Finish writing (footers, final metadata) and flush. Idempotent. A device that was written must be
+    /// closed to report errors; the destructor closes silently.
+    Status close();
+
+    /// Allocation state of this layer at `offset`, covering at most max_len bytes (clamped to the end).
+    /// out_of_range when offset >= size(). The result starts at `offset` and has length in (0, max_len].
+    Result<Extent> block_status(uint64_t offset, uint64_t max_len);
+
+    ImageInfo info() const { return do_info(); }
+
+    /// The device below this one, if any.
+    BlockDevice* backing() const noexcept { return backing_.get(); }
+    /// The reference this image records to its backing image (nullopt: none).
+    virtual std::optional<BackingReference> backing_reference() const { return std::nullopt; }
+    /// Attach the backing device (done by the generic opener). Calls check_backing first.
+    Status attach_backing(std::unique_ptr<BlockDevice> backing);
+
+    /// Files making up this layer (for actual-size and identity). The first is the main file.
+    virtual std::vector<File*> files() const = 0;
+
+    /// Granularity that do_write requires; unaligned writes are read-modify-written. Power of two.
+    virtual uint64_t write_granularity() const { return 512; }
+    /// True when writes must arrive in increasing offset order (streamOptimized VMDK).
+    virtual bool sequential_writes_only() const { return false; }
+
+    /// Compression support for convert -c. 0 = no compressed writes. Chunks are aligned to this size and
+    /// exactly this long (except the last one of the device).
+    virtual uint64_t compress_granularity() const { return 0; }
+    /// Compress one chunk; thread-safe and independent of the device's state. An empty result means
+    /// "not worth compressing": the caller writes the chunk normally.
+    virtual Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const;
+    /// Store an already compressed chunk at `offset` (aligned to compress_granularity).
+    virtual Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+                                          uint64_t raw_length);
+
+protected:
+    BlockDevice(uint64_t size, bool read_only) : size_(size), read_only_(read_only) {}
+
+    /// Read [offset, offset+buf.size()), in range, length > 0. Unallocated parts must be filled with
+    /// read_from_backing(); zero parts with zeros.
+    virtual Status do_read(uint64_t offset, std::span<uint8_t> buf) = 0;
+    /// Write an in-range range aligned to write_granularity() (both ends, except at the device's end).
+    virtual Status do_write(uint64_t offset, std::span<const uint8_t> buf);
+    /// Default: writes zero buffers through do_write. Range aligned like do_write.
+    virtual Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap);
+    /// Default: does nothing (discard is a hint).
+    virtual Status do_discard(uint64_t offset, uint64_t len);
+    virtual Status do_flush();
+    virtual Status do_resize(uint64_t new_size);
+    virtual Status do_close();
+    /// Allocation state; offset < size(), max_len > 0 and offset + max_len <= size().
+    virtual Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) = 0;
+    virtual ImageInfo do_info() const = 0;
+    /// Validate a backing device before it is attached (VMDK parentCID, VHD parent UUID, ...).
+    virtual Status check_backing(BlockDevice& backing);
+
+    /// Read from the backing device; zeros where there is none or past its end.
+    Status read_from_backing(uint64_t offset, std::span<uint8_t> buf);
+    void set_size(uint64_t size) noexcept { size_ = size; }
+    bool closed() const noexcept { return closed_; }
+
+private:
+    uint64_t size_;
+    bool read_only_;
+    bool closed_ = false;
+    std::unique_ptr<BlockDevice> backing_;
+    Status rmw_write(uint64_t offset, std::span<const uint8_t> buf);
+};
+
+}  // namespace vdisk

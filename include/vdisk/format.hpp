@@ -1,0 +1,165 @@
+// vdisk — format plug-ins, open/create options and the registry.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "vdisk/block_device.hpp"
+#include "vdisk/error.hpp"
+#include "vdisk/io.hpp"
+
+namespace vdisk {
+
+/// Caps that bound what a hostile image can make vdisk do.
+struct Limits {
+    uint32_t max_chain_depth = 16;                 ///< backing chain layers below the top image
+    uint64_t max_metadata_bytes = 512ull << 20;    ///< tables held in memory per image (L1, BAT, GD, ...)
+    uint64_t max_cache_bytes = 32ull << 20;        ///< metadata caches (qcow2 L2, vmdk GT) per image
+    uint64_t max_descriptor_bytes = 1ull << 20;    ///< VMDK text descriptors
+    uint32_t max_extents = 4096;                   ///< VMDK extent lines
+    uint32_t max_snapshots = 65536;                ///< qcow2 internal snapshots listed
+};
+
+/// How to open an image.
+struct OpenOptions {
+    bool read_write = false;
+    /// No file other than the one named may be opened (backing, data file, extents, parents): any
+    /// external reference is an access_denied error. Raw is only used when the format is given.
+    bool untrusted = false;
+    /// Format name (or alias); empty: probe.
+    std::string format;
+    /// Accept a VMDK parentCID / VHD parent UUID mismatch.
+    bool force_parent_mismatch = false;
+    /// Do not open the backing chain at all (info, check of one layer).
+    bool no_backing = false;
+    /// qcow2 internal snapshot to read instead of the active layer: "id" or "name" (empty: active).
+    std::string snapshot;
+    Limits limits;
+};
+
+/// Passed to Format::open/create: the file system, options and the way to reach other files.
+class OpenContext {
+public:
+    OpenContext(FileSystem& fs, std::string image_name, const OpenOptions& options)
+        : fs_(fs), name_(std::move(image_name)), options_(options) {}
+
+    FileSystem& fs() const { return fs_; }
+    const std::string& image_name() const { return name_; }
+    const OpenOptions& options() const { return options_; }
+    const Limits& limits() const { return options_.limits; }
+
+    /// Open a file the image refers to (extent, data file), resolved relative to the image's directory.
+    /// Refused with access_denied in untrusted mode; `what` names the reference in the message.
+    Result<std::unique_ptr<File>> open_related(std::string_view ref, Access access,
+                                               std::string_view what) const;
+    /// Create a file next to the image (split extents, descriptor files).
+    Result<std::unique_ptr<File>> create_related(std::string_view ref) const;
+
+private:
+    FileSystem& fs_;
+    std::string name_;
+    const OpenOptions& options_;
+};
+
+/// One -o option a format accepts at create time, spelled as qemu-img spells it.
+struct OptionSpec {
+    std::string_view name;
+    std::string_view help;
+};
+
+/// -o key=value pairs plus the size.
+struct CreateOptions {
+    std::optional<uint64_t> size;
+    std::vector<std::pair<std::string, std::string>> values;
+
+    /// Value of an option, or nullopt.
+    std::optional<std::string> get(std::string_view key) const;
+    /// Boolean option: on/off/true/false/yes/no; invalid_argument otherwise.
+    Result<bool> get_bool(std::string_view key, bool dflt) const;
+    /// Size option with suffixes (k, M, G, T; bytes when none).
+    Result<uint64_t> get_size(std::string_view key, uint64_t dflt) const;
+    void set(std::string key, std::string value);
+};
+
+/// Parse "10G", "512M", "1024", "1.5G" (binary multiples, as qemu-img).
+Result<uint64_t> parse_size(std::string_view text);
+/// Parse "k=v,k2=v2" (",," escapes a comma) into values.
+Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::string_view text);
+
+enum class RepairMode { none, leaks, all };
+
+/// The result of a consistency check, in qemu-img's terms.
+struct CheckResult {
+    uint64_t corruptions = 0;
+    uint64_t leaks = 0;
+    uint64_t check_errors = 0;
+    uint64_t corruptions_fixed = 0;
+    uint64_t leaks_fixed = 0;
+    std::optional<uint64_t> image_end_offset;
+    std::optional<uint64_t> total_clusters;
+    std::optional<uint64_t> allocated_clusters;
+    std::optional<uint64_t> fragmented_clusters;
+    std::optional<uint64_t> compressed_clusters;
+    std::vector<std::string> messages;  ///< one line per problem found
+};
+
+/// A format plug-in. Stateless and const: one instance serves any number of images.
+class Format {
+public:
+    virtual ~Format() = default;
+    /// Canonical name ("vhd").
+    virtual std::string_view name() const noexcept = 0;
+    /// Other accepted names ("vpc").
+    virtual std::span<const std::string_view> aliases() const noexcept { return {}; }
+    /// Score how likely the file is this format: 0 = not at all; ~64 a magic; more for checksums.
+    /// Pure: no I/O. `head` is the first min(64 KiB, size) bytes, `tail` the last min(512, size) bytes.
+    virtual int probe(std::span<const uint8_t> head, std::span<const uint8_t> tail,
+                      uint64_t file_size) const noexcept = 0;
+    /// Open an image whose main file is `file`.
+    virtual Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file,
+                                                      const OpenContext& ctx) const = 0;
+    /// Options accepted by create (validated by the generic layer before create is called).
+    virtual std::span<const OptionSpec> create_options() const noexcept { return {}; }
+    /// Create a new image named ctx.image_name() through ctx.fs() and return it opened read-write.
+    /// opts.size is set (the generic layer takes it from the backing file when omitted).
+    virtual Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts,
+                                                        const OpenContext& ctx) const;
+    /// Consistency check of an image opened by this format.
+    virtual Result<CheckResult> check(BlockDevice& device, RepairMode repair) const;
+};
+
+/// The list of formats, in probing order. No global state: callers own their registry.
+class Registry {
+public:
+    Registry() = default;
+    explicit Registry(std::vector<std::unique_ptr<Format>> formats) : formats_(std::move(formats)) {}
+    Registry(Registry&&) = default;
+    Registry& operator=(Registry&&) = default;
+
+    /// All formats vdisk ships: raw, qcow2, vmdk, vhd, vhdx, vdi.
+    static Registry builtin();
+
+    void add(std::unique_ptr<Format> format) { formats_.push_back(std::move(format)); }
+    /// Find by name or alias; nullptr when unknown.
+    const Format* find(std::string_view name) const;
+    /// Like find, with a not_found error listing the known names.
+    Result<const Format*> lookup(std::string_view name) const;
+    std::vector<const Format*> formats() const;
+
+    /// Probe a file. The highest score wins; two non-raw formats with the same best score are an error
+    /// (ambiguous); when nothing scores above raw, raw is chosen unless `allow_raw` is false.
+    Result<const Format*> probe(File& file, bool allow_raw = true) const;
+    /// Every format that scores > 1 on the file, with its score, best first.
+    Result<std::vector<std::pair<const Format*, int>>> probe_all(File& file) const;
+
+private:
+    std::vector<std::unique_ptr<Format>> formats_;
+};
+
+}  // namespace vdisk

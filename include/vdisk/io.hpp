@@ -1,0 +1,167 @@
+// vdisk — files and file systems.
+//
+// Backends never see a host path and never call open(2): every byte they read or write goes through a
+// File obtained from a FileSystem. Two implementations ship: a POSIX one rooted at a directory, and an
+// in-memory one holding several named files (tests, fuzzers, benchmarks).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vdisk/error.hpp"
+
+namespace vdisk {
+
+/// Identity of an underlying file, for detecting cycles in backing chains regardless of the name used.
+struct FileIdentity {
+    uint64_t device = 0;
+    uint64_t inode = 0;
+    bool operator==(const FileIdentity&) const = default;
+};
+
+/// A range [start, end) of bytes that hold data (as opposed to a hole).
+struct DataRange {
+    uint64_t start = 0;
+    uint64_t end = 0;
+};
+
+/// A random-access file. Thread-compatible: concurrent read_at calls on one File are allowed
+/// (positional I/O); writes must be serialised by the caller.
+class File {
+public:
+    virtual ~File() = default;
+
+    /// Read up to buf.size() bytes at `offset`. Returns the number read; fewer than asked only at end of
+    /// file (0 at or past the end). Never fails for reading past the end.
+    virtual Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) = 0;
+
+    /// Write all of `buf` at `offset`, growing the file if needed.
+    virtual Status write_at(uint64_t offset, std::span<const uint8_t> buf) = 0;
+
+    /// Current size in bytes.
+    virtual Result<uint64_t> size() = 0;
+
+    /// Truncate or extend (extension reads as zeros and stays sparse where the host allows).
+    virtual Status resize(uint64_t new_size) = 0;
+
+    /// Make written data durable.
+    virtual Status sync() = 0;
+
+    /// Deallocate [offset, offset+len) so it reads as zeros. Default: writes zeros.
+    virtual Status punch_hole(uint64_t offset, uint64_t len);
+
+    /// Reserve space for [offset, offset+len) without changing content (fallocate). Default: no-op success.
+    virtual Status allocate(uint64_t offset, uint64_t len);
+
+    /// The first data range at or after `offset` (SEEK_DATA/SEEK_HOLE); nullopt when only holes remain.
+    /// Default: the whole file is data.
+    virtual Result<std::optional<DataRange>> next_data(uint64_t offset);
+
+    /// Bytes the file occupies on its storage (st_blocks * 512), or nullopt when unknown.
+    virtual std::optional<uint64_t> allocated_size() { return std::nullopt; }
+
+    /// The name this file was opened under (for messages), as given to the FileSystem.
+    virtual const std::string& name() const = 0;
+
+    /// Identity for cycle detection. Distinct files have distinct identities.
+    virtual FileIdentity identity() const = 0;
+};
+
+/// Read exactly buf.size() bytes at offset or fail with ErrorCode::corrupt ("truncated") naming `what`.
+Status read_exact(File& f, uint64_t offset, std::span<uint8_t> buf, std::string_view what = "data");
+
+/// Read at offset; bytes past the end of the file read as zeros.
+Status read_zero_fill(File& f, uint64_t offset, std::span<uint8_t> buf);
+
+enum class Access { read_only, read_write };
+
+/// What names a FileSystem may follow.
+enum class NamePolicy {
+    any,            ///< absolute names and names that climb out of the root ("..") are allowed
+    relative_only,  ///< only relative names that stay inside the root
+};
+
+/// A set of named files. Names use '/' as separator. Relative names are relative to the root.
+class FileSystem {
+public:
+    virtual ~FileSystem() = default;
+    virtual Result<std::unique_ptr<File>> open(std::string_view name, Access access) = 0;
+    /// Create (or truncate) a file for writing. `exclusive` fails with access_denied if it exists.
+    virtual Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive = false) = 0;
+    virtual Status rename(std::string_view from, std::string_view to) = 0;
+    virtual Status remove(std::string_view name) = 0;
+    virtual bool exists(std::string_view name) = 0;
+};
+
+/// Directory part of a name ("a/b/c.vmdk" -> "a/b", "c.vmdk" -> "").
+std::string_view dir_name(std::string_view name);
+/// Last component of a name.
+std::string_view base_name(std::string_view name);
+/// Resolve `ref` (as found inside the image `referrer`) to a FileSystem name: absolute refs stay,
+/// relative refs are joined to the referrer's directory; "." and ".." components are folded.
+std::string resolve_reference(std::string_view referrer, std::string_view ref);
+/// True when a name is absolute or climbs above its start with "..".
+bool escapes_directory(std::string_view name);
+
+/// A file system over the host, rooted at `root` (empty: the process's working directory).
+std::unique_ptr<FileSystem> make_posix_file_system(std::string root = {}, NamePolicy policy = NamePolicy::any);
+
+/// An in-memory file system. Files persist as long as the FileSystem; Files opened from it keep
+/// their data alive even after removal.
+class MemoryFileSystem : public FileSystem {
+public:
+    MemoryFileSystem();
+    ~MemoryFileSystem() override;
+    Result<std::unique_ptr<File>> open(std::string_view name, Access access) override;
+    Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive = false) override;
+    Status rename(std::string_view from, std::string_view to) override;
+    Status remove(std::string_view name) override;
+    bool exists(std::string_view name) override;
+
+    /// Put a file with the given content (replacing any of that name).
+    void add(std::string_view name, std::vector<uint8_t> content);
+    /// Content of a file, or nullopt.
+    std::optional<std::vector<uint8_t>> content(std::string_view name) const;
+    /// Names of all files, sorted.
+    std::vector<std::string> names() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+/// Wraps a FileSystem so that files created through it are written under temporary names beside their
+/// final names. commit() flushes and renames them all into place; destruction without commit removes
+/// them. Used by convert/create so that a failed run leaves nothing half-written.
+class StagingFileSystem : public FileSystem {
+public:
+    explicit StagingFileSystem(FileSystem& base);
+    ~StagingFileSystem() override;
+    Result<std::unique_ptr<File>> open(std::string_view name, Access access) override;
+    Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive = false) override;
+    Status rename(std::string_view from, std::string_view to) override;
+    Status remove(std::string_view name) override;
+    bool exists(std::string_view name) override;
+
+    /// Sync and rename every staged file to its final name. Files must be closed by the caller first.
+    Status commit();
+    /// Remove every staged file (also done by the destructor when not committed).
+    void abort();
+
+private:
+    struct Staged {
+        std::string final_name;
+        std::string temp_name;
+    };
+    FileSystem& base_;
+    std::vector<Staged> staged_;
+    bool done_ = false;
+    const Staged* find(std::string_view final_name) const;
+};
+
+}  // namespace vdisk

@@ -1,0 +1,90 @@
+// vdisk — the library's operations: open (with backing chains), create, convert, map, compare.
+//
+//   #include <vdisk/vdisk.hpp>
+//   auto reg = vdisk::Registry::builtin();
+//   auto fs = vdisk::make_posix_file_system();
+//   auto dev = vdisk::open_image(reg, *fs, "disk.vmdk", {});
+//   if (!dev) { std::cerr << dev.error().to_string() << "\n"; return 1; }
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "vdisk/block_device.hpp"
+#include "vdisk/error.hpp"
+#include "vdisk/format.hpp"
+#include "vdisk/io.hpp"
+#include "vdisk/json.hpp"
+
+namespace vdisk {
+
+/// Library version string ("0.1.0").
+std::string_view version() noexcept;
+
+/// An opened image: the top device (with its chain attached) and the format it was opened as.
+struct OpenedImage {
+    std::unique_ptr<BlockDevice> device;
+    const Format* format = nullptr;
+};
+
+/// Open `name` through `fs`: probe (or use options.format), open, then open and attach the backing
+/// chain, each layer resolved relative to the layer above. Chains deeper than
+/// options.limits.max_chain_depth and chains that revisit a file (by identity) are errors.
+Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
+                               const OpenOptions& options);
+
+/// Create a new image. When opts.size is unset and a backing_file option is given, the size is taken
+/// from the backing image. Unknown option names are an invalid_argument error naming the option.
+/// The returned device is open read-write; close() it to finish.
+Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs,
+                                                  std::string_view name, std::string_view format,
+                                                  CreateOptions opts);
+
+/// Allocation status through the whole chain: data and zero extents of the topmost layer that has
+/// them; `depth` is the layer (0 = top) that answered, or the chain length when no layer has the range.
+struct MappedExtent {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool data = false;     ///< some layer holds data (else: reads as zeros)
+    bool zero = false;     ///< reads as zeros
+    bool present = false;  ///< allocated in some layer (qemu-img's "present")
+    bool compressed = false;
+    uint32_t depth = 0;
+    const File* file = nullptr;
+    std::optional<uint64_t> host_offset;
+};
+Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len);
+
+/// Progress callback: (bytes done, bytes total).
+using ProgressFn = std::function<void(uint64_t, uint64_t)>;
+
+struct ConvertOptions {
+    std::string output_format;       ///< name or alias
+    CreateOptions create;            ///< -o values (size is set by convert)
+    bool compress = false;           ///< -c
+    unsigned threads = 0;            ///< worker threads for compression; 0 = number of cores
+    uint64_t chunk_size = 2u << 20;  ///< copy unit
+    ProgressFn progress;
+    const std::atomic<bool>* cancel = nullptr;  ///< set to true to abort (the target is removed)
+};
+
+/// Copy every byte of `source` (through its chain) into a new image `dest_name` on `fs`. Unallocated
+/// and zero ranges are not written (the target stays sparse); all-zero buffers are detected. The target
+/// is written under temporary names and renamed into place only after a successful close and sync: on
+/// failure nothing is left behind.
+Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
+               std::string_view dest_name, const ConvertOptions& options);
+
+/// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
+/// (a size difference counts as a difference at the shorter size, unless the extra part reads zero
+/// and `strict_size` is false).
+Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size = false);
+
+/// The JSON object `vdisk info --output=json` prints, qemu-img's field names.
+Json info_json(const OpenedImage& image, std::string_view filename);
+
+}  // namespace vdisk

@@ -1,0 +1,131 @@
+// Whole-chain mapping, comparison and the info JSON.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "util/bytes.hpp"
+#include "vdisk/vdisk.hpp"
+
+namespace vdisk {
+
+Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len) {
+    if (offset >= top.size())
+        return make_error(ErrorCode::out_of_range, "map at " + hex(offset) + " is past the end (" + hex(top.size()) + ")");
+    uint64_t len = std::min(max_len, top.size() - offset);
+    BlockDevice* d = &top;
+    uint32_t depth = 0;
+    MappedExtent m;
+    m.offset = offset;
+    while (true) {
+        if (offset >= d->size()) {  // a backing image shorter than its overlay reads zeros
+            m.length = len;
+            m.zero = true;
+            m.depth = depth;
+            return m;
+        }
+        VDISK_ASSIGN(Extent e, d->block_status(offset, std::min(len, d->size() - offset)));
+        len = e.length;
+        if (e.kind != ExtentKind::unallocated) {
+            m.length = len;
+            m.present = true;
+            m.data = e.kind == ExtentKind::data;
+            m.zero = e.kind == ExtentKind::zero;
+            m.compressed = e.compressed;
+            m.depth = depth;
+            m.file = e.file;
+            m.host_offset = e.host_offset;
+            return m;
+        }
+        if (!d->backing()) {
+            m.length = len;
+            m.zero = true;
+            m.depth = depth;
+            return m;
+        }
+        d = d->backing();
+        ++depth;
+    }
+}
+
+Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size) {
+    if (strict_size && a.size() != b.size()) return std::optional<uint64_t>(std::min(a.size(), b.size()));
+    const uint64_t common = std::min(a.size(), b.size());
+    constexpr uint64_t kChunk = 1 << 20;
+    std::vector<uint8_t> ba(kChunk), bb(kChunk);
+    uint64_t off = 0;
+    while (off < common) {
+        uint64_t n = std::min(kChunk, common - off);
+        VDISK_ASSIGN(MappedExtent ma, map_extent(a, off, n));
+        VDISK_ASSIGN(MappedExtent mb, map_extent(b, off, n));
+        n = std::min(ma.length, mb.length);
+        if (!ma.data && !mb.data) {
+            off += n;
+            continue;
+        }
+        VDISK_TRY(a.read(off, std::span<uint8_t>(ba.data(), n)));
+        VDISK_TRY(b.read(off, std::span<uint8_t>(bb.data(), n)));
+        if (std::memcmp(ba.data(), bb.data(), n) != 0) {
+            for (uint64_t i = 0; i < n; ++i)
+                if (ba[i] != bb[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
+        }
+        off += n;
+    }
+    // The longer one must read zeros past the shorter's end.
+    BlockDevice& longer = a.size() > b.size() ? a : b;
+    while (off < longer.size()) {
+        uint64_t n = std::min(kChunk, longer.size() - off);
+        VDISK_ASSIGN(MappedExtent m, map_extent(longer, off, n));
+        n = m.length;
+        if (m.data) {
+            VDISK_TRY(longer.read(off, std::span<uint8_t>(ba.data(), n)));
+            for (uint64_t i = 0; i < n; ++i)
+                if (ba[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
+        }
+        off += n;
+    }
+    return std::optional<uint64_t>{};
+}
+
+Json info_json(const OpenedImage& image, std::string_view filename) {
+    ImageInfo inf = image.device->info();
+    Json j = Json::object();
+    if (!inf.snapshots.empty()) {
+        Json snaps = Json::array();
+        for (auto& s : inf.snapshots) {
+            Json o = Json::object();
+            if (s.icount != UINT64_MAX) o.set("icount", s.icount);
+            o.set("vm-clock-nsec", s.vm_clock_nsec % 1000000000ull);
+            o.set("name", s.name);
+            o.set("date-sec", s.date_sec);
+            o.set("date-nsec", s.date_nsec);
+            o.set("vm-clock-sec", s.vm_clock_nsec / 1000000000ull);
+            o.set("id", s.id);
+            o.set("vm-state-size", s.vm_state_size);
+            snaps.push(std::move(o));
+        }
+        j.set("snapshots", std::move(snaps));
+    }
+    j.set("virtual-size", inf.virtual_size);
+    j.set("filename", std::string(filename));
+    if (inf.cluster_size) j.set("cluster-size", *inf.cluster_size);
+    j.set("format", inf.format.empty() ? std::string(image.format->name()) : inf.format);
+    uint64_t actual = 0;
+    bool have_actual = false;
+    for (File* f : image.device->files())
+        if (auto a = f->allocated_size()) {
+            actual += *a;
+            have_actual = true;
+        }
+    if (have_actual) j.set("actual-size", actual);
+    if (inf.encrypted) j.set("encrypted", true);
+    if (inf.backing_filename) {
+        j.set("backing-filename", *inf.backing_filename);
+        j.set("full-backing-filename", resolve_reference(filename, *inf.backing_filename));
+        if (inf.backing_format) j.set("backing-filename-format", *inf.backing_format);
+    }
+    if (!inf.format_specific.is_null()) j.set("format-specific", inf.format_specific);
+    j.set("dirty-flag", inf.dirty);
+    return j;
+}
+
+}  // namespace vdisk

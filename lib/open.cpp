@@ -1,0 +1,131 @@
+// Opening images with their backing chains, and creating images.
+#include <algorithm>
+
+#include "vdisk/vdisk.hpp"
+
+namespace vdisk {
+
+std::string_view version() noexcept { return VDISK_VERSION_STRING; }
+
+namespace {
+
+struct ChainState {
+    std::vector<FileIdentity> seen;
+};
+
+Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
+                               const OpenOptions& options, std::string_view format_name, uint32_t depth,
+                               bool writable, ChainState& chain) {
+    auto file_r = fs.open(name, writable ? Access::read_write : Access::read_only);
+    if (!file_r) return std::move(file_r).error();
+    auto file = std::move(*file_r);
+    FileIdentity id = file->identity();
+    if (std::find(chain.seen.begin(), chain.seen.end(), id) != chain.seen.end()) {
+        Error e = make_error(ErrorCode::corrupt, "backing chain loops: '" + name + "' is already part of the chain");
+        e.file = name;
+        return e;
+    }
+    chain.seen.push_back(id);
+
+    const Format* fmt = nullptr;
+    if (!format_name.empty()) {
+        VDISK_ASSIGN(fmt, reg.lookup(format_name));
+    } else {
+        auto p = reg.probe(*file, !options.untrusted);
+        if (!p) {
+            Error e = std::move(p).error();
+            if (options.untrusted && e.code == ErrorCode::invalid_format)
+                e.message += " (untrusted mode never guesses raw: give -f raw)";
+            return std::move(e).in(name);
+        }
+        fmt = *p;
+    }
+
+    OpenOptions layer_opts = options;
+    layer_opts.read_write = writable;
+    if (depth > 0) layer_opts.snapshot.clear();
+    OpenContext ctx(fs, name, layer_opts);
+    auto dev_r = fmt->open(std::move(file), ctx);
+    if (!dev_r) return std::move(dev_r).error().in(name, fmt->name());
+    auto dev = std::move(*dev_r);
+    // Extent files of this layer count too: a chain that comes back to one of them is a loop.
+    auto files = dev->files();
+    for (size_t i = 1; i < files.size(); ++i) chain.seen.push_back(files[i]->identity());
+
+    if (!options.no_backing) {
+        if (auto ref = dev->backing_reference(); ref && !ref->names.empty()) {
+            if (options.untrusted) {
+                Error e = make_error(ErrorCode::access_denied, "untrusted image has a backing file '" + ref->names[0] +
+                                                                   "'; refusing to open it");
+                return std::move(e).in(name, fmt->name());
+            }
+            if (depth + 1 > options.limits.max_chain_depth) {
+                Error e = make_error(ErrorCode::limit_exceeded,
+                                     "backing chain deeper than " + std::to_string(options.limits.max_chain_depth) +
+                                         " images (at '" + ref->names[0] + "')");
+                return std::move(e).in(name, fmt->name());
+            }
+            std::string chosen;
+            for (auto& cand : ref->names) {
+                if (cand.empty()) continue;
+                std::string resolved = resolve_reference(name, cand);
+                if (fs.exists(resolved)) {
+                    chosen = resolved;
+                    break;
+                }
+            }
+            if (chosen.empty()) {
+                std::string list;
+                for (auto& c : ref->names) list += (list.empty() ? "'" : ", '") + c + "'";
+                Error e = make_error(ErrorCode::not_found, "backing file not found: " + list);
+                return std::move(e).in(name, fmt->name());
+            }
+            VDISK_ASSIGN(auto parent, open_layer(reg, fs, chosen, options, ref->format, depth + 1, false, chain));
+            auto st = dev->attach_backing(std::move(parent.device));
+            if (!st) return std::move(st).error().in(name, fmt->name());
+        }
+    }
+    return OpenedImage{std::move(dev), fmt};
+}
+
+}  // namespace
+
+Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
+                               const OpenOptions& options) {
+    ChainState chain;
+    return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
+}
+
+Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs, std::string_view name,
+                                                  std::string_view format, CreateOptions opts) {
+    VDISK_ASSIGN(const Format* fmt, registry.lookup(format));
+    auto table = fmt->create_options();
+    for (auto& [k, v] : opts.values) {
+        bool known = std::any_of(table.begin(), table.end(), [&](const OptionSpec& s) { return s.name == k; });
+        if (!known) {
+            std::string names;
+            for (auto& s : table) names += (names.empty() ? "" : ", ") + std::string(s.name);
+            return make_error(ErrorCode::invalid_argument, std::string(fmt->name()) + " does not support option '" + k +
+                                                               "' (supported: " + (names.empty() ? "none" : names) + ")");
+        }
+    }
+    if (!opts.size) {
+        auto backing = opts.get("backing_file");
+        if (!backing)
+            return make_error(ErrorCode::invalid_argument, "image size is required (or a backing_file to take it from)");
+        OpenOptions bo;
+        bo.format = opts.get("backing_fmt").value_or("");
+        std::string resolved = resolve_reference(name, *backing);
+        auto b = open_image(registry, fs, resolved, bo);
+        if (!b) return std::move(b).error();
+        opts.size = b->device->size();
+    }
+    OpenOptions oo;
+    oo.read_write = true;
+    OpenContext ctx(fs, std::string(name), oo);
+    auto dev = fmt->create(opts, ctx);
+    if (!dev) return std::move(dev).error().in(name, fmt->name());
+    return dev;
+}
+
+}  // namespace vdisk

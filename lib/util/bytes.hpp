@@ -1,0 +1,31 @@
+// Small byte-buffer helpers shared by the backends.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+
+namespace vdisk::util {
+
+/// True when every byte is zero (word-at-a-time).
+bool is_zero(std::span<const uint8_t> buf) noexcept;
+
+/// CRC-32C (Castagnoli), as used by VHDX. `seed` continues a running CRC.
+uint32_t crc32c(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
+
+/// Deflate helpers. raw=true: raw deflate (no zlib header; qcow2); raw=false: zlib stream (vmdk).
+/// inflate fills exactly out.size() bytes or fails; it never writes past `out` (bounded output).
+bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw, size_t* produced = nullptr);
+/// Compress `in` at `level`; returns false if the result would not fit `out_capacity`.
+bool deflate_into(std::span<const uint8_t> in, std::string& out, bool raw, int level, size_t out_capacity);
+
+/// Format a 16-byte little-endian-mixed GUID (Microsoft layout) as text.
+std::string guid_to_string(const uint8_t* g);
+/// Format 16 bytes as an RFC 4122 UUID in byte order.
+std::string uuid_to_string(const uint8_t* u);
+/// Fresh random UUID (libuuid).
+void generate_uuid(uint8_t out[16]);
+
+}  // namespace vdisk::util

@@ -1,0 +1,3 @@
+#include <cstdio>
+#include "vdisk/vdisk.hpp"
+int main() { std::puts("vdisk"); return 0; }
