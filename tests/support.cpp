@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -247,5 +248,71 @@ std::vector<uint8_t> pattern(size_t len, uint32_t seed) {
 }
 
 std::string tool_path() { return VDISK_TOOL_PATH; }
+
+}  // namespace vt
+
+namespace vt {
+
+vdisk::Json manifest_entry(const std::string& root, const std::string& rel) {
+    auto m = corpus_manifest(root);
+    for (const char* section : {"real", "hostile"}) {
+        if (auto* arr = m.get(section) ? m.get(section)->as_array() : nullptr)
+            for (auto& e : *arr)
+                if (auto* f = e.get("file"); f && f->as_string() && *f->as_string() == rel) return e;
+    }
+    FAIL("no manifest entry for " << rel);
+    return {};
+}
+
+void verify_manifest_entry(const vdisk::Registry& reg, const std::string& root, const vdisk::Json& entry,
+                           const std::string& dir, const std::string& expect_format, const std::string& open_name) {
+    std::string rel = *entry.get("file")->as_string();
+    INFO("corpus image " << rel);
+    // Unpack the whole folder: chains, data files and descriptors refer to their neighbours by name.
+    std::string folder = rel.substr(0, rel.rfind('/'));
+    for (auto& de : std::filesystem::directory_iterator(root + "/" + folder))
+        unpack_corpus(root, folder + "/" + de.path().filename().string(), dir);
+    std::string base = rel.substr(rel.rfind('/') + 1);
+    for (const char* ext : {".xz", ".bz2", ".gz"})
+        if (base.size() > std::strlen(ext) && base.compare(base.size() - std::strlen(ext), std::strlen(ext), ext) == 0)
+            base.resize(base.size() - std::strlen(ext));
+    std::string path = dir + "/" + (open_name.empty() ? base : open_name);
+    auto img = open_host(reg, path);
+    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    CHECK(std::string(img->format->name()) == expect_format);
+    auto& dev = *img->device;
+    CHECK(dev.size() == *entry.get("virtual_size")->as_uint());
+    std::vector<std::pair<uint64_t, uint64_t>> extents;
+    if (auto* arr = entry.get("data_extents")->as_array())
+        for (auto& x : *arr) {
+            uint64_t off = *x.get("offset")->as_uint(), len = *x.get("length")->as_uint();
+            CHECK_MESSAGE(sha256_range(dev, off, len) == *x.get("sha256")->as_string(),
+                          "data extent at " << off << " (+" << len << ")");
+            extents.emplace_back(off, off + len);
+        }
+    // Everything outside the recorded extents reads as zeros.
+    std::vector<uint8_t> buf(1 << 20);
+    uint64_t off = 0;
+    size_t next = 0;
+    while (off < dev.size()) {
+        while (next < extents.size() && extents[next].second <= off) ++next;
+        if (next < extents.size() && extents[next].first <= off) {
+            off = extents[next].second;
+            continue;
+        }
+        uint64_t limit = next < extents.size() ? extents[next].first : dev.size();
+        auto m = vdisk::map_extent(dev, off, std::min<uint64_t>(limit - off, buf.size()));
+        REQUIRE_MESSAGE(m.ok(), (m.ok() ? "" : m.error().to_string()));
+        if (m->data) {
+            auto r = dev.read(off, std::span<uint8_t>(buf.data(), m->length));
+            REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+            bool zero = std::all_of(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(m->length),
+                                    [](uint8_t b) { return b == 0; });
+            CHECK_MESSAGE(zero, "non-zero data outside the recorded extents at " << off);
+            if (!zero) return;
+        }
+        off += m->length;
+    }
+}
 
 }  // namespace vt

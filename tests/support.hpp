@@ -47,6 +47,15 @@ std::string unpack_corpus(const std::string& root, const std::string& rel, const
 /// The corpus manifest.
 vdisk::Json corpus_manifest(const std::string& root);
 
+/// Check one manifest entry (an object from manifest.json "real"): unpack every file of its corpus folder
+/// into `dir`, open it with `reg` (probing), and compare virtual size, each data extent's SHA-256, and
+/// zeros everywhere else against what qemu-img recorded. `expect_format` is vdisk's name ("vhd" for vpc).
+void verify_manifest_entry(const vdisk::Registry& reg, const std::string& root, const vdisk::Json& entry,
+                           const std::string& dir, const std::string& expect_format,
+                           const std::string& open_name = "");
+/// The manifest entry for a corpus path like "real/dfvfs/ext2.qcow2.xz".
+vdisk::Json manifest_entry(const std::string& root, const std::string& rel);
+
 /// Lower-case hex SHA-256.
 std::string sha256_hex(const uint8_t* data, size_t len);
 /// SHA-256 of [offset, offset+len) of a device.
