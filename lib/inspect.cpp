@@ -86,8 +86,8 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
     return std::optional<uint64_t>{};
 }
 
-Json info_json(const OpenedImage& image, std::string_view filename) {
-    ImageInfo inf = image.device->info();
+Json info_json(BlockDevice& device, std::string_view filename) {
+    ImageInfo inf = device.info();
     Json j = Json::object();
     if (!inf.snapshots.empty()) {
         Json snaps = Json::array();
@@ -108,10 +108,10 @@ Json info_json(const OpenedImage& image, std::string_view filename) {
     j.set("virtual-size", inf.virtual_size);
     j.set("filename", std::string(filename));
     if (inf.cluster_size) j.set("cluster-size", *inf.cluster_size);
-    j.set("format", inf.format.empty() ? std::string(image.format->name()) : inf.format);
+    j.set("format", inf.format);
     uint64_t actual = 0;
     bool have_actual = false;
-    for (File* f : image.device->files())
+    for (File* f : device.files())
         if (auto a = f->allocated_size()) {
             actual += *a;
             have_actual = true;

@@ -1,3 +1,64 @@
-#include <cstdio>
-#include "vdisk/vdisk.hpp"
-int main() { std::puts("vdisk"); return 0; }
+// vdisk — convert and inspect virtual disk images, with qemu-img's syntax.
+#include <cstring>
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace {
+
+struct Command {
+    const char* name;
+    int (*run)(vdisk::cli::Env&, int, char**);
+    const char* synopsis;
+};
+
+constexpr Command kCommands[] = {
+    {"info", vdisk::cli::cmd_info, "info [-f FMT] [--output=human|json] [--backing-chain] [--untrusted] IMG"},
+    {"convert", vdisk::cli::cmd_convert,
+     "convert [-f FMT] -O FMT [-o k=v,...] [-c] [-p] [-m N] [-l snapshot.name=NAME|snapshot.id=ID] [--untrusted] SRC DST"},
+    {"create", vdisk::cli::cmd_create, "create -f FMT [-o k=v,...] [-b BACKING [-F BACKING_FMT]] IMG [SIZE]"},
+    {"check", vdisk::cli::cmd_check, "check [-f FMT] [--output=human|json] [-r leaks|all] [--untrusted] IMG"},
+    {"map", vdisk::cli::cmd_map, "map [-f FMT] [--output=human|json] [--untrusted] IMG"},
+    {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [--untrusted] IMG1 IMG2"},
+    {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] IMG [+|-]SIZE"},
+    {"sample", vdisk::cli::cmd_sample, "sample FILE [SIZE]   (write a raw image with a known test pattern)"},
+};
+
+void usage(std::ostream& os) {
+    os << "usage: vdisk [--version] [--help] COMMAND [args]\n\nCommands (qemu-img syntax):\n";
+    for (auto& c : kCommands) os << "  vdisk " << c.synopsis << "\n";
+    os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2\n"
+          "Sizes take k, M, G, T suffixes (binary). Errors: one line on stderr, exit status 1.\n"
+          "--untrusted (every command): open no file but the one named; never guess raw.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        usage(std::cerr);
+        return 1;
+    }
+    std::string_view cmd = argv[1];
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+        usage(std::cout);
+        return 0;
+    }
+    if (cmd == "--version" || cmd == "-V") {
+        std::cout << "vdisk version " << vdisk::version() << "\n";
+        return 0;
+    }
+    for (auto& c : kCommands) {
+        if (cmd != c.name) continue;
+        for (int i = 2; i < argc; ++i)
+            if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+                std::cout << "usage: vdisk " << c.synopsis << "\n";
+                return 0;
+            }
+        vdisk::cli::Env env;
+        return c.run(env, argc, argv);
+    }
+    std::cerr << "vdisk: unknown command '" << cmd << "'\n";
+    usage(std::cerr);
+    return 1;
+}

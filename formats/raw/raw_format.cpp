@@ -39,8 +39,11 @@ protected:
             e.file = file_.get();
             e.host_offset = offset;
         } else {
+            // A hole still maps to the same place in the file (qemu-img map reports its offset too).
             e.kind = ExtentKind::zero;
             e.length = range ? std::min(max_len, range->start - offset) : max_len;
+            e.file = file_.get();
+            e.host_offset = offset;
         }
         return e;
     }

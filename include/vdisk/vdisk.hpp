@@ -84,7 +84,7 @@ Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
 /// and `strict_size` is false).
 Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size = false);
 
-/// The JSON object `vdisk info --output=json` prints, qemu-img's field names.
-Json info_json(const OpenedImage& image, std::string_view filename);
+/// The JSON object `vdisk info --output=json` prints for one layer, qemu-img's field names.
+Json info_json(BlockDevice& device, std::string_view filename);
 
 }  // namespace vdisk

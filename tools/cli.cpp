@@ -1,0 +1,207 @@
+#include "cli.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+namespace vdisk::cli {
+
+bool Args::has(std::string_view name) const {
+    for (auto& o : opts)
+        if (o.name == name) return true;
+    return false;
+}
+
+std::optional<std::string> Args::get(std::string_view name) const {
+    std::optional<std::string> v;
+    for (auto& o : opts)
+        if (o.name == name) v = o.value;
+    return v;
+}
+
+std::vector<std::string> Args::all(std::string_view name) const {
+    std::vector<std::string> v;
+    for (auto& o : opts)
+        if (o.name == name) v.push_back(o.value);
+    return v;
+}
+
+Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
+    Args a;
+    auto bad = [](std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); };
+    for (int i = first; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "--") {
+            for (++i; i < argc; ++i) a.positional.emplace_back(argv[i]);
+            break;
+        }
+        if (arg.size() > 2 && arg.substr(0, 2) == "--") {
+            std::string_view body = arg.substr(2);
+            std::string_view name = body.substr(0, body.find('='));
+            bool takes = false, found = false;
+            for (auto l : spec.longs) {
+                bool t = !l.empty() && l.back() == '=';
+                if ((t ? l.substr(0, l.size() - 1) : l) == name) {
+                    found = true;
+                    takes = t;
+                }
+            }
+            if (!found) return bad("unrecognized option '" + std::string(arg) + "'");
+            Opt o{std::string(name), {}};
+            if (takes) {
+                if (body.find('=') != std::string_view::npos) o.value = std::string(body.substr(body.find('=') + 1));
+                else if (i + 1 < argc) o.value = argv[++i];
+                else return bad("option '--" + std::string(name) + "' requires an argument");
+            } else if (body.find('=') != std::string_view::npos) {
+                return bad("option '--" + std::string(name) + "' takes no argument");
+            }
+            a.opts.push_back(std::move(o));
+            continue;
+        }
+        if (arg.size() > 1 && arg[0] == '-') {
+            for (size_t k = 1; k < arg.size(); ++k) {
+                char c = arg[k];
+                auto pos = spec.shorts.find(c);
+                if (pos == std::string_view::npos || c == ':')
+                    return bad(std::string("invalid option -- '") + c + "'");
+                bool takes = pos + 1 < spec.shorts.size() && spec.shorts[pos + 1] == ':';
+                Opt o{std::string(1, c), {}};
+                if (takes) {
+                    if (k + 1 < arg.size()) o.value = std::string(arg.substr(k + 1));
+                    else if (i + 1 < argc) o.value = argv[++i];
+                    else return bad(std::string("option requires an argument -- '") + c + "'");
+                    a.opts.push_back(std::move(o));
+                    break;
+                }
+                a.opts.push_back(std::move(o));
+            }
+            continue;
+        }
+        a.positional.emplace_back(arg);
+    }
+    return a;
+}
+
+int fail(const Error& e) {
+    std::cerr << "vdisk: " << e.to_string() << "\n";
+    return 1;
+}
+
+int fail(std::string_view message) {
+    std::cerr << "vdisk: " << message << "\n";
+    return 1;
+}
+
+Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
+                             bool read_write, const std::string& snapshot) {
+    OpenOptions o;
+    o.format = format;
+    o.untrusted = untrusted;
+    o.read_write = read_write;
+    o.snapshot = snapshot;
+    if (untrusted) {
+        // Tighter caps for images from strangers.
+        o.limits.max_metadata_bytes = 64ull << 20;
+        o.limits.max_descriptor_bytes = 64ull << 10;
+        o.limits.max_extents = 256;
+        o.limits.max_snapshots = 1024;
+    }
+    if (!format.empty()) {
+        auto f = env.registry.lookup(format);
+        if (!f) return std::move(f).error();
+    }
+    return open_image(env.registry, *env.fs, path, o);
+}
+
+std::string human_size(uint64_t bytes) {
+    static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = static_cast<double>(bytes);
+    int e = 0;
+    std::frexp(v / (1000.0 / 1024.0), &e);
+    int i = e > 0 ? (e - 1) / 10 : 0;
+    if (i > 6) i = 6;
+    double div = std::ldexp(1.0, i * 10);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%0.3g %s", v / div, units[i]);
+    return buf;
+}
+
+static std::string scalar(const Json& v) {
+    if (auto* s = v.as_string()) return *s;
+    if (auto* b = v.as_bool()) return *b ? "true" : "false";
+    return v.dump(0);
+}
+
+void print_human_tree(const Json& j, int indent) {
+    const auto* obj = j.as_object();
+    if (!obj) return;
+    for (auto& [k, v] : *obj) {
+        std::string key = k;
+        for (auto& c : key)
+            if (c == '-') c = ' ';
+        std::string pad(static_cast<size_t>(indent), ' ');
+        if (v.is_object()) {
+            std::cout << pad << key << ":\n";
+            print_human_tree(v, indent + 4);
+        } else if (auto* arr = v.as_array()) {
+            std::cout << pad << key << ":\n";
+            for (size_t i = 0; i < arr->size(); ++i) {
+                if ((*arr)[i].is_object()) {
+                    std::cout << pad << "    [" << i << "]:\n";
+                    print_human_tree((*arr)[i], indent + 8);
+                } else {
+                    std::cout << pad << "    [" << i << "]: " << scalar((*arr)[i]) << "\n";
+                }
+            }
+        } else {
+            std::cout << pad << key << ": " << scalar(v) << "\n";
+        }
+    }
+}
+
+std::optional<bool> output_is_json(const Args& a) {
+    auto o = a.get("output");
+    if (!o || *o == "human") return false;
+    if (*o == "json") return true;
+    fail("--output must be 'human' or 'json', not '" + *o + "'");
+    return std::nullopt;
+}
+
+ProgressFn progress_printer() {
+    auto last = std::make_shared<int>(-1);
+    return [last](uint64_t done, uint64_t total) {
+        int pct100 = total ? static_cast<int>(done * 10000 / total) : 10000;
+        if (pct100 / 100 == *last / 100 && pct100 != 10000) return;
+        *last = pct100;
+        std::fprintf(stderr, "    (%d.%02d/100%%)\r", pct100 / 100, pct100 % 100);
+        if (done >= total) std::fprintf(stderr, "\n");
+        std::fflush(stderr);
+    };
+}
+
+/// -o help / -o ? : list a format's create options.
+int print_option_help(Env& env, const std::string& fmt_name) {
+    auto fmt = env.registry.lookup(fmt_name);
+    if (!fmt) return fail(fmt.error());
+    std::cout << "Supported options:\n";
+    for (auto& o : (*fmt)->create_options()) std::printf("  %-22s - %.*s\n", std::string(o.name).c_str(),
+                                                         static_cast<int>(o.help.size()), o.help.data());
+    std::printf("  %-22s - %s\n", "size", "Virtual disk size");
+    return 0;
+}
+
+/// Merge all -o arguments; "help" or "?" anywhere asks for the option list.
+Result<std::vector<std::pair<std::string, std::string>>> collect_options(const Args& a, bool& want_help) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (auto& text : a.all("o")) {
+        if (text == "help" || text == "?") {
+            want_help = true;
+            continue;
+        }
+        VDISK_ASSIGN(auto kv, parse_option_list(text));
+        for (auto& p : kv) out.push_back(std::move(p));
+    }
+    return out;
+}
+
+}  // namespace vdisk::cli

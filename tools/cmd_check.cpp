@@ -1,0 +1,85 @@
+// vdisk check: qemu-img check's output and exit codes (0 clean, 1 check failed, 2 corruptions,
+// 3 leaks, 63 format has no check).
+#include <cstdio>
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace vdisk::cli {
+
+int cmd_check(Env& env, int argc, char** argv) {
+    auto args = parse_args(argc, argv, 2, {"f:r:qU", {"output=", "untrusted", "force-share"}});
+    if (!args) return fail(args.error());
+    auto json = output_is_json(*args);
+    if (!json) return 1;
+    if (args->positional.size() != 1) return fail("check: expected exactly one image");
+    RepairMode repair = RepairMode::none;
+    if (auto r = args->get("r")) {
+        if (*r == "leaks") repair = RepairMode::leaks;
+        else if (*r == "all") repair = RepairMode::all;
+        else return fail("check: -r expects 'leaks' or 'all'");
+    }
+    const std::string& path = args->positional[0];
+    OpenOptions oo;
+    auto img = open_cli(env, path, args->get("f").value_or(""), args->has("untrusted"), repair != RepairMode::none);
+    if (!img) return fail(img.error());
+    auto res = img->format->check(*img->device, repair);
+    if (!res) {
+        if (res.error().code == ErrorCode::unsupported) {
+            std::cerr << "vdisk: This image format does not support checks\n";
+            return 63;
+        }
+        return fail(std::move(res).error().in(path, img->format->name()));
+    }
+    if (auto st = img->device->close(); !st) return fail(std::move(st).error().in(path));
+    const CheckResult& c = *res;
+    if (*json) {
+        Json j = Json::object();
+        if (c.image_end_offset) j.set("image-end-offset", *c.image_end_offset);
+        if (c.total_clusters) j.set("total-clusters", *c.total_clusters);
+        j.set("check-errors", c.check_errors);
+        if (c.leaks) j.set("leaks", c.leaks);
+        if (c.corruptions) j.set("corruptions", c.corruptions);
+        if (c.allocated_clusters) j.set("allocated-clusters", *c.allocated_clusters);
+        j.set("filename", path);
+        j.set("format", std::string(img->format->name()));
+        if (c.compressed_clusters && *c.compressed_clusters) j.set("compressed-clusters", *c.compressed_clusters);
+        if (c.fragmented_clusters && *c.fragmented_clusters) j.set("fragmented-clusters", *c.fragmented_clusters);
+        if (c.leaks_fixed) j.set("leaks-fixed", c.leaks_fixed);
+        if (c.corruptions_fixed) j.set("corruptions-fixed", c.corruptions_fixed);
+        std::cout << j.dump(4) << "\n";
+    } else if (!args->has("q")) {
+        for (auto& m : c.messages) std::cout << m << "\n";
+        if (c.corruptions_fixed || c.leaks_fixed)
+            std::cout << "The following inconsistencies were found and repaired:\n\n    " << c.leaks_fixed
+                      << " leaked clusters\n    " << c.corruptions_fixed << " corruptions\n\n";
+        if (c.corruptions == 0 && c.leaks == 0 && c.check_errors == 0) {
+            std::cout << "No errors were found on the image.\n";
+        } else {
+            if (c.corruptions)
+                std::cout << "\n" << c.corruptions << " errors were found on the image.\n"
+                          << "Data may be corrupted, or further writes to the image may corrupt it.\n";
+            if (c.leaks)
+                std::cout << "\n" << c.leaks << " leaked clusters were found on the image.\n"
+                          << "This means waste of disk space, but no harm to data.\n";
+            if (c.check_errors)
+                std::cout << "\n" << c.check_errors << " internal errors have occurred during the check.\n";
+        }
+        if (c.total_clusters && c.allocated_clusters && *c.total_clusters) {
+            double t = static_cast<double>(*c.total_clusters);
+            double a = static_cast<double>(*c.allocated_clusters);
+            std::printf("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
+                        (unsigned long long)*c.allocated_clusters, (unsigned long long)*c.total_clusters,
+                        a * 100.0 / t, a ? c.fragmented_clusters.value_or(0) * 100.0 / a : 0.0,
+                        a ? c.compressed_clusters.value_or(0) * 100.0 / a : 0.0);
+        }
+        if (c.image_end_offset) std::printf("Image end offset: %llu\n", (unsigned long long)*c.image_end_offset);
+        std::fflush(stdout);
+    }
+    if (c.check_errors) return 1;
+    if (c.corruptions) return 2;
+    if (c.leaks) return 3;
+    return 0;
+}
+
+}  // namespace vdisk::cli

@@ -1,0 +1,58 @@
+// vdisk convert: one engine (lib/convert.cpp), qemu-img's options.
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace vdisk::cli {
+
+int cmd_convert(Env& env, int argc, char** argv) {
+    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads="}});
+    if (!args) return fail(args.error());
+    std::string out_fmt = args->get("O").value_or("raw");
+    bool want_help = false;
+    auto kv = collect_options(*args, want_help);
+    if (!kv) return fail(kv.error());
+    if (want_help) return print_option_help(env, out_fmt);
+    if (auto f = env.registry.lookup(out_fmt); !f) return fail(f.error());
+    if (args->has("n")) return fail("convert: -n (use an existing target) is not supported; the target is always created");
+    if (args->positional.size() != 2)
+        return fail(args->positional.size() > 2 ? "convert: concatenating several sources is not supported"
+                                                : "convert: expected SRC and DST (see vdisk convert --help)");
+    const std::string& src = args->positional[0];
+    const std::string& dst = args->positional[1];
+    if (src == dst) return fail("convert: source and target are the same file");
+
+    std::string snapshot;
+    if (auto l = args->get("l")) {
+        if (l->rfind("snapshot.name=", 0) == 0) snapshot = l->substr(14);
+        else if (l->rfind("snapshot.id=", 0) == 0) snapshot = l->substr(12);
+        else if (l->find('=') == std::string::npos) snapshot = *l;
+        else return fail("convert: -l expects snapshot.name=NAME or snapshot.id=ID");
+    }
+    if (auto s = args->get("s")) snapshot = *s;
+
+    auto img = open_cli(env, src, args->get("f").value_or(""), args->has("untrusted"), false, snapshot);
+    if (!img) return fail(img.error());
+
+    ConvertOptions co;
+    co.output_format = out_fmt;
+    co.create.values = std::move(*kv);
+    co.compress = args->has("c");
+    auto threads = args->get("m") ? args->get("m") : args->get("threads");
+    if (threads) {
+        char* end = nullptr;
+        unsigned long n = std::strtoul(threads->c_str(), &end, 10);
+        if (!end || *end || n < 1 || n > 256) return fail("convert: -m expects a thread count from 1 to 256");
+        co.threads = static_cast<unsigned>(n);
+    }
+    if (args->has("p")) co.progress = progress_printer();
+    auto st = convert(env.registry, *img->device, *env.fs, dst, co);
+    if (!st) {
+        Error e = std::move(st).error();
+        if (e.file.empty()) e.file = dst;
+        return fail(e);
+    }
+    return 0;
+}
+
+}  // namespace vdisk::cli

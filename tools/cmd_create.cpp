@@ -1,0 +1,49 @@
+// vdisk create: a new image, published atomically.
+#include <iostream>
+
+#include "cli.hpp"
+
+namespace vdisk::cli {
+
+int cmd_create(Env& env, int argc, char** argv) {
+    auto args = parse_args(argc, argv, 2, {"f:o:b:F:qu", {}});
+    if (!args) return fail(args.error());
+    std::string fmt = args->get("f").value_or("raw");
+    bool want_help = false;
+    auto kv = collect_options(*args, want_help);
+    if (!kv) return fail(kv.error());
+    if (want_help) return print_option_help(env, fmt);
+    if (auto f = env.registry.lookup(fmt); !f) return fail(f.error());
+    if (args->positional.empty() || args->positional.size() > 2)
+        return fail("create: expected IMG [SIZE] (see vdisk create --help)");
+    const std::string& name = args->positional[0];
+    CreateOptions co;
+    co.values = std::move(*kv);
+    if (auto b = args->get("b")) co.set("backing_file", *b);
+    if (auto bf = args->get("F")) co.set("backing_fmt", *bf);
+    if (args->positional.size() == 2) {
+        auto size = parse_size(args->positional[1]);
+        if (!size) return fail(size.error());
+        co.size = *size;
+    } else if (auto s = co.get("size")) {
+        auto size = parse_size(*s);
+        if (!size) return fail(size.error());
+        co.size = *size;
+    }
+    std::erase_if(co.values, [](auto& p) { return p.first == "size"; });
+    if (!args->has("q")) {
+        std::cout << "Formatting '" << name << "', fmt=" << fmt;
+        for (auto& [k, v] : co.values) std::cout << " " << k << "=" << v;
+        if (co.size) std::cout << " size=" << *co.size;
+        std::cout << "\n";
+    }
+    StagingFileSystem stage(*env.fs);
+    auto dev = create_image(env.registry, stage, name, fmt, co);
+    if (!dev) return fail(dev.error());
+    if (auto st = (*dev)->close(); !st) return fail(std::move(st).error().in(name, fmt));
+    dev->reset();
+    if (auto st = stage.commit(); !st) return fail(st.error());
+    return 0;
+}
+
+}  // namespace vdisk::cli
