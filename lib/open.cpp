@@ -100,7 +100,8 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
                                                   std::string_view format, CreateOptions opts) {
     VDISK_ASSIGN(const Format* fmt, registry.lookup(format));
     auto table = fmt->create_options();
-    for (auto& [k, v] : opts.values) {
+    for (const auto& kv : opts.values) {
+        const std::string& k = kv.first;
         bool known = std::any_of(table.begin(), table.end(), [&](const OptionSpec& s) { return s.name == k; });
         if (!known) {
             std::string names;

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# vdisk vs qemu-img, side by side on the same inputs. Builds a workload once (an ext4 file system with real
+# files, made with mkfs.ext4 -d, no mount needed) in every source format, then for each case runs the two
+# tools alternately RUNS times, each run timed to durable output (command + sync), and prints medians,
+# the time ratio vdisk/qemu-img, peak RSS and output sizes. Every output is checked with qemu-img compare.
+#
+# usage: bench/compare.sh [-g GIB] [-d DATA_GIB] [-r RUNS] [-c CASES] [VDISK_BINARY]
+#   CASES: comma list of vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c (default: all)
+set -euo pipefail
+gib=8 data_gib=2 runs=3 cases=vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c
+while getopts "g:d:r:c:" o; do
+  case $o in g) gib=$OPTARG ;; d) data_gib=$OPTARG ;; r) runs=$OPTARG ;; c) cases=$OPTARG ;; *) exit 2 ;; esac
+done
+shift $((OPTIND - 1))
+root=$(cd "$(dirname "$0")/.." && pwd)
+vdisk=${1:-$root/build/release/tools/vdisk}
+[ -x "$vdisk" ] || { echo "build vdisk first (tools/demo.sh builds $root/build/release)"; exit 1; }
+cache=${VDISK_BENCH_CACHE:-$root/build/bench-cache}/${gib}g-${data_gib}g
+out=${VDISK_BENCH_OUT:-$root/build/bench-out}
+mkdir -p "$cache" "$out"
+
+# --- workload, cached between runs -------------------------------------------------------------------
+if [ ! -f "$cache/disk.raw" ]; then
+  echo "bench: building a ${gib} GiB ext4 image holding ${data_gib} GiB of files (cached in $cache)"
+  tree=$cache/tree
+  rm -rf "$tree" && mkdir -p "$tree"
+  # Files of mixed sizes and compressibility: text-like, binary-random, and zero-padded.
+  total=$((data_gib * 1024))
+  i=0
+  while [ $((i * 8)) -lt "$total" ]; do
+    d=$tree/dir$((i / 64)); mkdir -p "$d"
+    case $((i % 3)) in
+      0) head -c 8M /dev/urandom > "$d/rand$i.bin" ;;
+      1) base64 -w 100 /dev/urandom | head -c 8M > "$d/text$i.txt" ;;
+      2) { head -c 2M /dev/urandom; head -c 6M /dev/zero; } > "$d/mixed$i.dat" ;;
+    esac
+    i=$((i + 1))
+  done
+  truncate -s "${gib}G" "$cache/disk.raw.tmp"
+  mkfs.ext4 -q -F -d "$tree" "$cache/disk.raw.tmp"
+  rm -rf "$tree"
+  mv "$cache/disk.raw.tmp" "$cache/disk.raw"
+fi
+for f in vmdk qcow2; do
+  [ -f "$cache/disk.$f" ] || qemu-img convert -f raw -O $f "$cache/disk.raw" "$cache/disk.$f"
+done
+
+# --- one timed run: prints "seconds rss_kib output_bytes" ------------------------------------------------
+timed() { # output_file command...
+  local dst=$1; shift
+  rm -f "$dst"
+  sync
+  local t0 t1 rss
+  t0=$(date +%s.%N)
+  /usr/bin/time -f "%M" -o "$out/rss" "$@" >/dev/null
+  sync
+  t1=$(date +%s.%N)
+  rss=$(tail -n 1 "$out/rss")
+  echo "$(echo "$t1 - $t0" | bc -l) $rss $(du -B1 --apparent-size "$dst" | cut -f1) $(du -B1 "$dst" | cut -f1)"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+printf "%-14s %9s %9s %7s %9s %9s %12s %12s %s\n" case vdisk_s qemu_s ratio vdisk_MiB qemu_MiB vdisk_alloc qemu_alloc verified
+IFS=, read -ra list <<< "$cases"
+for c in "${list[@]}"; do
+  case $c in
+    vmdk-qcow2) src=$cache/disk.vmdk sf=vmdk of=qcow2 opts=() vopts=() ;;
+    qcow2-vmdk) src=$cache/disk.qcow2 sf=qcow2 of=vmdk opts=() vopts=() ;;
+    qcow2-vhdx) src=$cache/disk.qcow2 sf=qcow2 of=vhdx opts=() vopts=() ;;
+    vmdk-raw)   src=$cache/disk.vmdk sf=vmdk of=raw opts=() vopts=() ;;
+    qcow2-stream) src=$cache/disk.qcow2 sf=qcow2 of=vmdk opts=(-o subformat=streamOptimized) vopts=(-o subformat=streamOptimized) ;;
+    raw-qcow2c) src=$cache/disk.raw sf=raw of=qcow2 opts=(-c) vopts=(-c) ;;
+    *) echo "unknown case $c"; exit 2 ;;
+  esac
+  : > "$out/v.times"; : > "$out/q.times"
+  for r in $(seq "$runs"); do
+    timed "$out/v.$of" "$vdisk" convert -f $sf -O $of "${vopts[@]}" "$src" "$out/v.$of" >> "$out/v.times"
+    timed "$out/q.$of" qemu-img convert -f $sf -O $of "${opts[@]}" "$src" "$out/q.$of" >> "$out/q.times"
+  done
+  vt=$(cut -d' ' -f1 "$out/v.times" | median); qt=$(cut -d' ' -f1 "$out/q.times" | median)
+  vr=$(cut -d' ' -f2 "$out/v.times" | sort -g | tail -1); qr=$(cut -d' ' -f2 "$out/q.times" | sort -g | tail -1)
+  va=$(tail -1 "$out/v.times" | cut -d' ' -f4); qa=$(tail -1 "$out/q.times" | cut -d' ' -f4)
+  if qemu-img compare -q -f $sf -F $of "$src" "$out/v.$of"; then ok=yes; else ok=NO; fi
+  printf "%-14s %9.2f %9.2f %7.2f %9.1f %9.1f %12s %12s %s\n" "$c" "$vt" "$qt" "$(echo "$vt / $qt" | bc -l)" \
+    "$(echo "$vr / 1024" | bc -l)" "$(echo "$qr / 1024" | bc -l)" "$va" "$qa" "$ok"
+  rm -f "$out/v.$of" "$out/q.$of"
+done

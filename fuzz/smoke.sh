@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run one libFuzzer target briefly on a seed corpus of tiny valid images made at run time
+# (by qemu-img and by vdisk itself), plus the shared corpus images of that format when present.
+# usage: fuzz/smoke.sh FUZZ_BINARY FORMAT SECONDS
+set -euo pipefail
+bin=$1 fmt=$2 secs=${3:-10}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+seeds=$work/seeds
+mkdir -p "$seeds"
+qfmt=$fmt
+[ "$fmt" = vhd ] && qfmt=vpc
+make_seed() { # name, qemu-img format, create options
+  local name=$1 f=$2 opts=$3
+  if qemu-img create -q -f "$f" ${opts:+-o "$opts"} "$work/$name" 1M 2>/dev/null; then
+    qemu-io -f "$f" -c 'write -P 0xa5 0 4k' -c 'write -z 64k 64k' "$work/$name" >/dev/null 2>&1 || true
+    cp "$work/$name" "$seeds/$name"
+  fi
+}
+case "$fmt" in
+  qcow2) make_seed a.qcow2 qcow2 "cluster_size=4096"; make_seed b.qcow2 qcow2 "compat=0.10,cluster_size=512"
+         make_seed c.qcow2 qcow2 "extended_l2=on,cluster_size=16k" ;;
+  vmdk)  make_seed a.vmdk vmdk ""; make_seed b.vmdk vmdk "subformat=streamOptimized" ;;
+  vhd)   make_seed a.vhd vpc ""; make_seed b.vhd vpc "subformat=fixed" ;;
+  vhdx)  make_seed a.vhdx vhdx "block_size=1M,log_size=1M" ;;
+  vdi)   make_seed a.vdi vdi ""; make_seed b.vdi vdi "static=on" ;;
+  raw)   head -c 4096 /dev/urandom > "$seeds/a.raw" ;;
+  any|chain)
+         for f in qcow2 vmdk vpc vhdx vdi; do make_seed "s.$f" $f ""; done ;;
+esac
+# Real images of the format from the shared corpus, when they are small.
+if [ -d "$root/../shared/corpus/real" ]; then
+  while IFS= read -r f; do
+    out="$seeds/corpus-$(basename "${f%.*}")"
+    case "$f" in
+      *.xz) xz -dc "$f" > "$out" ;; *.bz2) bzip2 -dc "$f" > "$out" ;; *.gz) gzip -dc "$f" > "$out" ;;
+    esac
+    [ "$(stat -c %s "$out")" -le 1048576 ] || rm -f "$out"
+  done < <(find "$root/../shared/corpus/real" -type f -name "*.$qfmt*" ! -name '*.md' 2>/dev/null || true)
+fi
+cp -r "$seeds" "$work/run"
+dict=$root/fuzz/magics.dict
+args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=1048576 -print_final_stats=1)
+[ -f "$dict" ] && args+=(-dict="$dict")
+if "$bin" "${args[@]}" "$work/run" > "$work/log" 2>&1; then
+  grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)' "$work/log"
+else
+  tail -n 80 "$work/log"
+  exit 1
+fi

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite from nothing: install packages, build the libFuzzer targets (clang) and the
+# library, tool and tests with ASan+UBSan, then run everything through ctest (doctest cases, the tool
+# against qemu-img, fuzz smoke runs on seed corpora).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/tools/setup-debian.sh"
+build=${VDISK_BUILD_DIR:-$root/build}
+jobs=$(nproc)
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+
+cmake -S "$root" -B "$build/fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DVDISK_FUZZ=ON -DVDISK_BUILD_TESTS=OFF -DVDISK_BUILD_TOOLS=OFF "${launcher[@]}" >/dev/null
+cmake --build "$build/fuzz" -j "$jobs"
+
+cmake -S "$root" -B "$build/test" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVDISK_SANITIZE=ON \
+  -DVDISK_BUILD_BENCH=ON -DVDISK_FUZZ_BIN_DIR="$build/fuzz/fuzz" "${launcher[@]}" >/dev/null
+cmake --build "$build/test" -j "$jobs"
+
+cd "$build/test"
+exec ctest --output-on-failure -j "$jobs" --timeout 900
