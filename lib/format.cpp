@@ -131,6 +131,7 @@ Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::
 
 Result<std::unique_ptr<File>> OpenContext::open_related(std::string_view ref, Access access,
                                                         std::string_view what) const {
+    if (options_.references) options_.references->push_back(std::string(what) + " '" + std::string(ref) + "'");
     if (options_.untrusted) {
         Error e = make_error(ErrorCode::access_denied, "untrusted image refers to another file (" + std::string(what) +
                                                            " '" + std::string(ref) + "'); refusing to open it");

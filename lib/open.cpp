@@ -52,8 +52,13 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
     auto files = dev->files();
     for (size_t i = 1; i < files.size(); ++i) chain.seen.push_back(files[i]->identity());
 
+    if (options.no_backing && options.references) {
+        if (auto ref = dev->backing_reference(); ref && !ref->names.empty())
+            options.references->push_back("backing file '" + ref->names[0] + "'");
+    }
     if (!options.no_backing) {
         if (auto ref = dev->backing_reference(); ref && !ref->names.empty()) {
+            if (options.references) options.references->push_back("backing file '" + ref->names[0] + "'");
             if (options.untrusted) {
                 Error e = make_error(ErrorCode::access_denied, "untrusted image has a backing file '" + ref->names[0] +
                                                                    "'; refusing to open it");

@@ -200,3 +200,33 @@ TEST_CASE("unaligned writes are read-modify-written by the generic layer") {
     std::fill(data.begin() + 50, data.begin() + 60, 0);
     CHECK(back == data);
 }
+
+TEST_CASE("safety report: raw needs -f raw, MBR partitions must fit the disk") {
+    Registry reg;
+    reg.add(make_raw_format());
+    MemoryFileSystem fs;
+    std::vector<uint8_t> disk(1 << 20, 0);
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    uint8_t* e = disk.data() + 446;
+    e[4] = 0x83;      // Linux
+    e[8] = 2048 & 0xff;
+    e[9] = 2048 >> 8;  // start 2048
+    e[12] = 0;
+    e[13] = 0x04;      // 1024 sectors: ends at 3072 > 2048 sectors of the disk
+    fs.add("bad.raw", disk);
+    e[13] = 0x02;      // 512 sectors starting at 2048: still past 2048 sectors
+    e[9] = 0x04;       // start 1024, 512 sectors: inside
+    fs.add("good.raw", disk);
+    Limits lim;
+    Json unknown = safety_report(reg, fs, "good.raw", "", lim);
+    CHECK(*unknown.get("verdict")->as_string() == "unsafe");
+    Json good = safety_report(reg, fs, "good.raw", "raw", lim);
+    CHECK(*good.get("verdict")->as_string() == "safe");
+    CHECK(*good.get("virtual-size")->as_uint() == (1u << 20));
+    Json bad = safety_report(reg, fs, "bad.raw", "raw", lim);
+    CHECK(*bad.get("verdict")->as_string() == "unsafe");
+    CHECK(bad.dump().find("MBR partition 1 ends past the end of the disk") != std::string::npos);
+    Json missing = safety_report(reg, fs, "nope.raw", "raw", lim);
+    CHECK(*missing.get("verdict")->as_string() == "unsafe");
+}

@@ -48,6 +48,43 @@ static void print_human(const Json& j, const std::vector<SnapshotInfo>& snaps) {
     }
 }
 
+// --untrusted: the usual information when the image opens under untrusted rules, plus the safety report.
+// Exit status 1 when the verdict is unsafe.
+static int untrusted_info(Env& env, const std::string& path, const std::string& format, bool json) {
+    Limits limits;
+    limits.max_metadata_bytes = 64ull << 20;
+    limits.max_descriptor_bytes = 64ull << 10;
+    limits.max_extents = 256;
+    limits.max_snapshots = 1024;
+    Json report = safety_report(env.registry, *env.fs, path, format, limits);
+    bool safe = report.get("verdict") && *report.get("verdict")->as_string() == "safe";
+    Json out = Json::object();
+    std::vector<SnapshotInfo> snaps;
+    if (safe) {
+        auto img = open_cli(env, path, format, true);
+        if (img) {
+            out = info_json(*img->device, path);
+            snaps = img->device->info().snapshots;
+        }
+    }
+    if (json) {
+        out.set("safety", report);
+        std::cout << out.dump(4) << "\n";
+    } else {
+        if (out.get("format")) print_human(out, snaps);
+        std::cout << "Safety report:\n";
+        print_human_tree(report, 4);
+    }
+    if (!safe) {
+        std::string why;
+        if (auto* rs = report.get("reasons"); rs && rs->as_array() && !rs->as_array()->empty())
+            why = *(*rs->as_array())[0].as_string();
+        std::cerr << "vdisk: " << path << ": unsafe image: " << why << "\n";
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_info(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2, {"f:U", {"output=", "untrusted", "backing-chain", "force-share", "image-opts"}});
     if (!args) return fail(args.error());
@@ -55,7 +92,8 @@ int cmd_info(Env& env, int argc, char** argv) {
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("info: expected exactly one image (see vdisk info --help)");
     const std::string& path = args->positional[0];
-    auto img = open_cli(env, path, args->get("f").value_or(""), args->has("untrusted"));
+    if (args->has("untrusted")) return untrusted_info(env, path, args->get("f").value_or(""), *json);
+    auto img = open_cli(env, path, args->get("f").value_or(""), false);
     if (!img) return fail(img.error());
     if (args->has("backing-chain")) {
         // One entry per layer, top first, as qemu-img --backing-chain.

@@ -38,6 +38,8 @@ int cmd_sample(Env& env, int argc, char** argv) {
     fill();
     const char* text = "vdisk sample image: this sector is data, the 64 KiB block after next is zeros.";
     std::copy(text, text + std::strlen(text), block.begin() + 3);
+    // An empty but valid MBR partition table, so the sample passes `info --untrusted` partition checks.
+    std::fill(block.begin() + 446, block.begin() + 510, 0);
     block[510] = 0x55;
     block[511] = 0xaa;
     uint64_t written = 0;

@@ -41,6 +41,9 @@ struct OpenOptions {
     /// qcow2 internal snapshot to read instead of the active layer: "id" or "name" (empty: active).
     std::string snapshot;
     Limits limits;
+    /// When set, every reference the image makes to another file (backing file, data file, extent,
+    /// parent) is appended here as `KIND 'NAME'`, whether it is followed or refused.
+    std::vector<std::string>* references = nullptr;
 };
 
 /// Passed to Format::open/create: the file system, options and the way to reach other files.

@@ -87,4 +87,12 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
 /// The JSON object `vdisk info --output=json` prints for one layer, qemu-img's field names.
 Json info_json(BlockDevice& device, std::string_view filename);
 
+/// A safety report for an image from a stranger (`vdisk info --untrusted`), in the spirit of OpenStack's
+/// format_inspector: the detected format and whether it matches `claimed_format` (may be empty), every
+/// format whose probe matches the bytes (polyglots), the virtual size, every reference to another file,
+/// features that matter (encryption, dirty/corrupt flags), MBR/GPT sanity for raw images, and
+/// {"verdict": "safe"|"unsafe", "reasons": [...]}. Opens nothing but `name`.
+Json safety_report(const Registry& registry, FileSystem& fs, std::string_view name, std::string_view claimed_format,
+                   const Limits& limits);
+
 }  // namespace vdisk
