@@ -1,6 +1,8 @@
 // The one conversion engine: walk the source's allocation through its chain, copy what holds data,
 // skip what reads as zeros, optionally compress on worker threads, and publish the target atomically.
 #include <algorithm>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -15,43 +17,149 @@ bool cancelled(const ConvertOptions& o) { return o.cancel && o.cancel->load(); }
 
 Error cancel_error() { return make_error(ErrorCode::io, "conversion cancelled"); }
 
-// Plain copy: extent-driven, large reads, zero detection per 64 KiB so that zero runs inside
-// allocated data stay holes in the target.
-Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
+// Plain copy, extent-driven and pipelined. A reader thread walks the source's allocation through its chain,
+// skips what reads as zeros without reading it, reads data in windows aligned to the target's unit (so the
+// target never has to read-modify-write, which a streamOptimized VMDK cannot), and finds the all-zero units
+// inside; the calling thread writes the non-zero runs in increasing order. At most kSlots windows are in
+// flight, so memory is bounded whatever the image size.
+struct Window {
+    uint64_t start = 0;
+    uint64_t length = 0;
+    std::vector<uint8_t> data;
+    std::vector<std::pair<uint64_t, uint64_t>> runs;  // non-zero [begin, end) relative to start
+};
+
+class WindowQueue {
+public:
+    explicit WindowQueue(size_t slots) : free_(slots) {}
+    // Reader side.
+    std::unique_ptr<Window> take_free() {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return !spare_.empty() || free_ > 0 || stop_; });
+        if (stop_) return nullptr;
+        if (!spare_.empty()) {
+            auto w = std::move(spare_.back());
+            spare_.pop_back();
+            return w;
+        }
+        --free_;
+        return std::make_unique<Window>();
+    }
+    void push_full(std::unique_ptr<Window> w) {
+        std::lock_guard l(mu_);
+        full_.push_back(std::move(w));
+        cv_.notify_all();
+    }
+    void finish(Status st) {
+        std::lock_guard l(mu_);
+        done_ = true;
+        status_ = std::move(st);
+        cv_.notify_all();
+    }
+    // Writer side: nullptr when the reader is done (check status()).
+    std::unique_ptr<Window> take_full() {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return !full_.empty() || done_; });
+        if (full_.empty()) return nullptr;
+        auto w = std::move(full_.front());
+        full_.erase(full_.begin());
+        return w;
+    }
+    void give_back(std::unique_ptr<Window> w) {
+        std::lock_guard l(mu_);
+        spare_.push_back(std::move(w));
+        cv_.notify_all();
+    }
+    void stop() {
+        std::lock_guard l(mu_);
+        stop_ = true;
+        cv_.notify_all();
+    }
+    bool stopped() {
+        std::lock_guard l(mu_);
+        return stop_;
+    }
+    Status status() {
+        std::lock_guard l(mu_);
+        return status_;
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    size_t free_;
+    std::vector<std::unique_ptr<Window>> spare_, full_;
+    bool done_ = false, stop_ = false;
+    Status status_;
+};
+
+Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, WindowQueue& q) {
     const uint64_t size = src.size();
-    const uint64_t chunk = std::max<uint64_t>(o.chunk_size, 64 * 1024);
-    const uint64_t zero_unit = std::max<uint64_t>(dst.write_granularity(), 64 * 1024);
-    std::vector<uint8_t> buf(static_cast<size_t>(chunk));
     uint64_t off = 0;
     while (off < size) {
         if (cancelled(o)) return cancel_error();
-        VDISK_ASSIGN(MappedExtent m, map_extent(src, off, std::min(chunk, size - off)));
+        if (q.stopped()) return ok();
+        VDISK_ASSIGN(MappedExtent m, map_extent(src, off, size - off));
         if (!m.data) {
             off += m.length;
-            if (o.progress) o.progress(off, size);
             continue;
         }
-        std::span<uint8_t> b(buf.data(), static_cast<size_t>(m.length));
-        VDISK_TRY(src.read(off, b));
-        // Write the non-zero runs, aligned to zero_unit boundaries of the virtual disk.
-        uint64_t pos = 0;
-        while (pos < m.length) {
-            uint64_t unit_end = std::min<uint64_t>(m.length, util::align_down(off + pos, zero_unit) + zero_unit - off);
-            bool zero = util::is_zero(b.subspan(static_cast<size_t>(pos), static_cast<size_t>(unit_end - pos)));
-            uint64_t run_end = unit_end;
-            while (run_end < m.length) {
-                uint64_t next_end = std::min<uint64_t>(m.length, run_end + zero_unit);
-                bool z = util::is_zero(b.subspan(static_cast<size_t>(run_end), static_cast<size_t>(next_end - run_end)));
-                if (z != zero) break;
-                run_end = next_end;
-            }
-            if (!zero)
-                VDISK_TRY(dst.write(off + pos, b.subspan(static_cast<size_t>(pos), static_cast<size_t>(run_end - pos))));
-            pos = run_end;
+        const uint64_t start = util::align_down(off, unit);
+        const uint64_t limit = std::min(size, start + chunk);
+        // Extend over following data extents up to the window limit.
+        uint64_t data_end = off + m.length;
+        while (data_end < limit) {
+            VDISK_ASSIGN(MappedExtent n, map_extent(src, data_end, limit - data_end));
+            if (!n.data) break;
+            data_end += n.length;
         }
-        off += m.length;
-        if (o.progress) o.progress(off, size);
+        const uint64_t end = std::min({limit, util::align_up(data_end, unit).value_or(size), size});
+        auto w = q.take_free();
+        if (!w) return ok();
+        w->start = start;
+        w->length = end - start;
+        w->data.resize(static_cast<size_t>(chunk));
+        w->runs.clear();
+        std::span<uint8_t> b(w->data.data(), static_cast<size_t>(w->length));
+        VDISK_TRY(src.read(start, b));
+        for (uint64_t pos = 0; pos < w->length;) {
+            uint64_t n = std::min(unit, w->length - pos);
+            bool zero = util::is_zero(b.subspan(static_cast<size_t>(pos), static_cast<size_t>(n)));
+            if (!zero) {
+                if (!w->runs.empty() && w->runs.back().second == pos) w->runs.back().second = pos + n;
+                else w->runs.emplace_back(pos, pos + n);
+            }
+            pos += n;
+        }
+        q.push_full(std::move(w));
+        off = end;
     }
+    return ok();
+}
+
+Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
+    // 4 KiB zero detection keeps raw targets as sparse as the host file system allows.
+    const uint64_t unit = std::max<uint64_t>(dst.write_granularity(), 4096);
+    const uint64_t chunk = std::max(unit, util::align_up(std::max<uint64_t>(o.chunk_size, unit), unit).value_or(unit));
+    WindowQueue q(4);
+    std::thread reader([&] { q.finish(read_windows(src, unit, chunk, o, q)); });
+    Status st;
+    while (auto w = q.take_full()) {
+        for (auto& [b, e] : w->runs) {
+            st = dst.write(w->start + b, std::span<const uint8_t>(w->data.data() + b, static_cast<size_t>(e - b)));
+            if (!st) break;
+        }
+        if (o.progress) o.progress(w->start + w->length, src.size());
+        q.give_back(std::move(w));
+        if (!st) {
+            q.stop();
+            break;
+        }
+    }
+    reader.join();
+    if (!st) return st;
+    VDISK_TRY(q.status());
+    if (o.progress) o.progress(src.size(), src.size());
     return ok();
 }
 
