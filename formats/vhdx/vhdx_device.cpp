@@ -1,0 +1,490 @@
+// The VHDX block device: reads through the BAT and sector bitmaps, block allocation on write, and the
+// consistency check.
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vhdx_internal.hpp"
+
+namespace vdisk::vhdx {
+namespace {
+
+bool iequal(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+            return false;
+    return true;
+}
+
+class VhdxDevice final : public BlockDevice {
+public:
+    VhdxDevice(std::unique_ptr<File> file, uint64_t file_size, bool overlay, ActiveHeader hdr, Geometry geo,
+               std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch, bool fresh)
+        : BlockDevice(geo.virtual_size, read_only),
+          file_(std::move(file)),
+          file_size_(file_size),
+          overlay_(overlay),
+          hdr_(hdr),
+          g_(std::move(geo)),
+          bat_(std::move(bat)),
+          force_parent_mismatch_(force_parent_mismatch),
+          headers_rotated_(fresh) {
+        uint64_t end = file_size_;
+        for (uint64_t b = 0; b < g_.data_blocks; ++b) {
+            uint64_t e = bat_[payload_index(g_, b)];
+            uint8_t st = e & kBatStateMask;
+            if (st == kPayloadFullyPresent || st == kPayloadPartiallyPresent)
+                end = std::max(end, host_of(e) + std::min<uint64_t>(g_.block_size, (uint64_t(1) << 63) - host_of(e)));
+        }
+        alloc_end_ = util::align_up(end, MiB).value_or(end);
+    }
+    ~VhdxDevice() override {
+        if (!read_only()) (void)close();
+    }
+
+    std::vector<File*> files() const override { return {file_.get()}; }
+    uint64_t write_granularity() const override { return g_.logical_sector; }
+
+    std::optional<BackingReference> backing_reference() const override {
+        if (!g_.has_parent) return std::nullopt;
+        BackingReference r;
+        for (const std::string* s : {&g_.relative_path, &g_.volume_path, &g_.absolute_win32_path})
+            if (!s->empty()) r.names.push_back(*s);
+        r.format = "vhdx";
+        return r;
+    }
+
+    const Header& header() const { return hdr_.h; }
+    const Geometry& geometry() const { return g_; }
+    CheckResult run_check();
+
+protected:
+    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
+    Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
+    Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
+    Status do_flush() override;
+    Status do_close() override { return do_flush(); }
+    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    ImageInfo do_info() const override;
+    Status check_backing(BlockDevice& backing) override;
+
+private:
+    static uint64_t host_of(uint64_t entry) { return (entry >> kBatOffsetShift) << kBatOffsetShift; }
+    uint64_t entry_at(uint64_t index) const { return g_.bat_offset + index * 8; }
+
+    // The payload entry of `block`, validated for use: a present block must lie inside the file.
+    Result<uint64_t> payload(uint64_t block) const;
+    Result<uint64_t> bitmap_host(uint64_t block) const;
+    // Read the bits of sectors [first, first+count) of `block` into `bits` (one byte per sector).
+    Status read_bitmap(uint64_t block, uint64_t first, uint64_t count, std::vector<uint8_t>& bits) const;
+    Status begin_write();
+    Status allocate_block(uint64_t block, uint8_t old_state);
+    Status materialize_block(uint64_t block, uint64_t host);
+    // One block's worth of extent at `offset` (not merged with the next block).
+    Result<Extent> block_extent(uint64_t offset, uint64_t max_len);
+
+    std::unique_ptr<File> file_;
+    uint64_t file_size_;
+    bool overlay_;
+    ActiveHeader hdr_;
+    Geometry g_;
+    std::vector<uint64_t> bat_;
+    bool force_parent_mismatch_;
+    bool headers_rotated_;
+    uint64_t alloc_end_ = 0;
+    std::set<uint64_t> dirty_;  // BAT indices changed since the last flush
+};
+
+Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
+    uint64_t idx = payload_index(g_, block);
+    uint64_t e = bat_[idx];
+    uint8_t st = e & kBatStateMask;
+    switch (st) {
+        case kPayloadNotPresent:
+        case kPayloadUndefined:
+        case kPayloadZero:
+        case kPayloadUnmapped:
+            return e;
+        case kPayloadPartiallyPresent:
+            if (!g_.has_parent)
+                return err(ErrorCode::corrupt,
+                           "BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT in an image without a parent",
+                           entry_at(idx));
+            [[fallthrough]];
+        case kPayloadFullyPresent: {
+            uint64_t h = host_of(e);
+            if (h < kHeaderSectionSize || !util::range_within(h, g_.block_size, file_size_))
+                return err(ErrorCode::corrupt,
+                           "BAT entry " + std::to_string(idx) + " points to block at " + hex(h) +
+                               " outside the file (size " + hex(file_size_) + ")",
+                           entry_at(idx));
+            return e;
+        }
+        default:
+            return err(ErrorCode::corrupt,
+                       "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st),
+                       entry_at(idx));
+    }
+}
+
+Result<uint64_t> VhdxDevice::bitmap_host(uint64_t block) const {
+    uint64_t idx = bitmap_index(g_, block);
+    if (idx >= bat_.size())
+        return err(ErrorCode::corrupt, "sector bitmap entry " + std::to_string(idx) + " is beyond the BAT",
+                   entry_at(payload_index(g_, block)));
+    uint64_t e = bat_[idx];
+    uint64_t h = host_of(e);
+    if ((e & kBatStateMask) != kSbPresent)
+        return err(ErrorCode::corrupt,
+                   "sector bitmap entry " + std::to_string(idx) + " of a PARTIALLY_PRESENT block is not present",
+                   entry_at(idx));
+    if (h < kHeaderSectionSize || !util::range_within(h, kSectorBitmapBlockSize, file_size_))
+        return err(ErrorCode::corrupt,
+                   "sector bitmap entry " + std::to_string(idx) + " points to " + hex(h) + " outside the file",
+                   entry_at(idx));
+    return h;
+}
+
+Status VhdxDevice::read_bitmap(uint64_t block, uint64_t first, uint64_t count, std::vector<uint8_t>& bits) const {
+    VDISK_ASSIGN(uint64_t h, bitmap_host(block));
+    uint64_t per_block = g_.block_size / g_.logical_sector;
+    uint64_t bit0 = (block % g_.chunk_ratio) * per_block + first;
+    uint64_t byte0 = bit0 / 8, byte1 = (bit0 + count + 7) / 8;
+    std::vector<uint8_t> raw(static_cast<size_t>(byte1 - byte0));
+    VDISK_TRY(read_zero_fill(*file_, h + byte0, raw));
+    bits.resize(static_cast<size_t>(count));
+    for (uint64_t i = 0; i < count; ++i) {
+        uint64_t b = bit0 + i - byte0 * 8;
+        bits[i] = (raw[b / 8] >> (b % 8)) & 1;
+    }
+    return ok();
+}
+
+Status VhdxDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
+    while (!buf.empty()) {
+        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), g_.block_size - inb));
+        auto part = buf.first(n);
+        VDISK_ASSIGN(uint64_t e, payload(block));
+        switch (e & kBatStateMask) {
+            case kPayloadFullyPresent:
+                VDISK_TRY(read_zero_fill(*file_, host_of(e) + inb, part));
+                break;
+            case kPayloadNotPresent:
+                VDISK_TRY(read_from_backing(offset, part));
+                break;
+            case kPayloadPartiallyPresent: {
+                uint64_t ls = g_.logical_sector;
+                uint64_t s0 = inb / ls, s1 = (inb + n + ls - 1) / ls;
+                std::vector<uint8_t> bits;
+                VDISK_TRY(read_bitmap(block, s0, s1 - s0, bits));
+                uint64_t p = inb;
+                while (p < inb + n) {
+                    uint64_t s = p / ls;
+                    uint8_t v = bits[s - s0];
+                    uint64_t t = s + 1;
+                    while (t < s1 && bits[t - s0] == v) ++t;
+                    uint64_t q = std::min(inb + n, t * ls);
+                    auto sub = part.subspan(static_cast<size_t>(p - inb), static_cast<size_t>(q - p));
+                    if (v)
+                        VDISK_TRY(read_zero_fill(*file_, host_of(e) + p, sub));
+                    else
+                        VDISK_TRY(read_from_backing(block * g_.block_size + p, sub));
+                    p = q;
+                }
+                break;
+            }
+            default:  // ZERO, UNMAPPED, UNDEFINED: zeros in this layer (2.5.1.1)
+                std::fill(part.begin(), part.end(), 0);
+        }
+        offset += n;
+        buf = buf.subspan(n);
+    }
+    return ok();
+}
+
+Result<Extent> VhdxDevice::block_extent(uint64_t offset, uint64_t max_len) {
+    uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
+    uint64_t n = std::min<uint64_t>(max_len, g_.block_size - inb);
+    Extent x;
+    x.offset = offset;
+    x.length = n;
+    VDISK_ASSIGN(uint64_t e, payload(block));
+    switch (e & kBatStateMask) {
+        case kPayloadFullyPresent:
+            x.kind = ExtentKind::data;
+            x.file = file_.get();
+            x.host_offset = host_of(e) + inb;
+            break;
+        case kPayloadNotPresent:
+            x.kind = ExtentKind::unallocated;
+            break;
+        case kPayloadPartiallyPresent: {
+            uint64_t ls = g_.logical_sector;
+            uint64_t s0 = inb / ls, s1 = (inb + n + ls - 1) / ls;
+            std::vector<uint8_t> bits;
+            VDISK_TRY(read_bitmap(block, s0, s1 - s0, bits));
+            uint64_t t = s0 + 1;
+            while (t < s1 && bits[t - s0] == bits[0]) ++t;
+            x.length = std::min(inb + n, t * ls) - inb;
+            if (bits[0]) {
+                x.kind = ExtentKind::data;
+                x.file = file_.get();
+                x.host_offset = host_of(e) + inb;
+            } else {
+                x.kind = ExtentKind::unallocated;
+            }
+            break;
+        }
+        default:
+            x.kind = ExtentKind::zero;
+    }
+    return x;
+}
+
+Result<Extent> VhdxDevice::do_block_status(uint64_t offset, uint64_t max_len) {
+    VDISK_ASSIGN(Extent x, block_extent(offset, max_len));
+    // Merge following blocks of the same kind (and, for data, contiguous in the file).
+    while (x.length < max_len && (x.offset + x.length) % g_.block_size == 0) {
+        auto next = block_extent(x.offset + x.length, max_len - x.length);
+        if (!next || next->kind != x.kind) break;
+        if (x.kind == ExtentKind::data && *next->host_offset != *x.host_offset + x.length) break;
+        x.length += next->length;
+    }
+    return x;
+}
+
+Status VhdxDevice::begin_write() {
+    if (headers_rotated_) return ok();
+    // 2.2.2: FileWriteGuid changes before the first modification after open, DataWriteGuid before the first
+    // change a user can see, so children whose parent_linkage named the old GUID notice.
+    hdr_.h.file_write_guid = random_guid();
+    hdr_.h.data_write_guid = random_guid();
+    VDISK_TRY(write_headers(*file_, hdr_.h, hdr_.slot));
+    headers_rotated_ = true;
+    return ok();
+}
+
+Status VhdxDevice::allocate_block(uint64_t block, uint8_t old_state) {
+    uint64_t host = alloc_end_;
+    auto end = util::add<uint64_t>(host, g_.block_size);
+    if (!end || *end >= (uint64_t(1) << 63)) return err(ErrorCode::corrupt, "file offset overflow allocating a block");
+    if (*end > file_size_) {
+        VDISK_TRY(file_->resize(*end));
+        file_size_ = *end;
+    }
+    alloc_end_ = *end;
+    if (g_.has_parent && old_state == kPayloadNotPresent && backing()) {
+        // A fully present block must hold the parent's data for the sectors not written now.
+        std::vector<uint8_t> blk(g_.block_size);
+        uint64_t voff = block * g_.block_size;
+        uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
+        VDISK_TRY(read_from_backing(voff, std::span<uint8_t>(blk.data(), len)));
+        VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
+    }
+    uint64_t idx = payload_index(g_, block);
+    bat_[idx] = host | kPayloadFullyPresent;
+    dirty_.insert(idx);
+    return ok();
+}
+
+Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
+    std::vector<uint8_t> blk(g_.block_size);
+    uint64_t voff = block * g_.block_size;
+    uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
+    VDISK_TRY(do_read(voff, std::span<uint8_t>(blk.data(), len)));
+    VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
+    uint64_t idx = payload_index(g_, block);
+    bat_[idx] = host | kPayloadFullyPresent;
+    dirty_.insert(idx);
+    return ok();
+}
+
+Status VhdxDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
+    VDISK_TRY(begin_write());
+    while (!buf.empty()) {
+        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), g_.block_size - inb));
+        VDISK_ASSIGN(uint64_t e, payload(block));
+        uint8_t st = e & kBatStateMask;
+        if (st == kPayloadPartiallyPresent) {
+            VDISK_TRY(materialize_block(block, host_of(e)));
+        } else if (st != kPayloadFullyPresent) {
+            VDISK_TRY(allocate_block(block, st));
+        }
+        uint64_t host = host_of(bat_[payload_index(g_, block)]);
+        VDISK_TRY(file_->write_at(host + inb, buf.first(n)));
+        offset += n;
+        buf = buf.subspan(n);
+    }
+    return ok();
+}
+
+Status VhdxDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
+    VDISK_TRY(begin_write());
+    while (len) {
+        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
+        uint64_t n = std::min<uint64_t>(len, g_.block_size - inb);
+        bool whole = inb == 0 && (n == g_.block_size || offset + n == size());
+        VDISK_ASSIGN(uint64_t e, payload(block));
+        uint8_t st = e & kBatStateMask;
+        uint64_t idx = payload_index(g_, block);
+        bool reads_zero = st == kPayloadZero || st == kPayloadUnmapped || st == kPayloadUndefined ||
+                          (st == kPayloadNotPresent && !backing());
+        if (reads_zero) {
+            // nothing to do
+        } else if (whole && st == kPayloadFullyPresent && may_unmap) {
+            VDISK_TRY(file_->punch_hole(host_of(e), n));
+        } else if (whole && st == kPayloadNotPresent) {
+            bat_[idx] = kPayloadZero;
+            dirty_.insert(idx);
+        } else {
+            VDISK_TRY(BlockDevice::do_write_zeroes(offset, n, may_unmap));
+        }
+        offset += n;
+        len -= n;
+    }
+    return ok();
+}
+
+Status VhdxDevice::do_flush() {
+    if (dirty_.empty()) return file_->sync();
+    // Data first, then the BAT entries that point at it: a crash in between leaves blocks unreferenced,
+    // never a BAT entry naming unwritten data.
+    VDISK_TRY(file_->sync());
+    constexpr uint64_t kPage = 4096 / 8;
+    std::vector<uint8_t> page(4096);
+    uint64_t last_page = UINT64_MAX;
+    for (uint64_t idx : dirty_) {
+        uint64_t p = idx / kPage;
+        if (p == last_page) continue;
+        last_page = p;
+        uint64_t first = p * kPage;
+        uint64_t count = std::min<uint64_t>(kPage, bat_.size() - first);
+        for (uint64_t i = 0; i < count; ++i) util::store_le<uint64_t>(page.data() + i * 8, bat_[first + i]);
+        VDISK_TRY(file_->write_at(g_.bat_offset + first * 8, std::span<const uint8_t>(page.data(), count * 8)));
+    }
+    dirty_.clear();
+    return file_->sync();
+}
+
+ImageInfo VhdxDevice::do_info() const {
+    ImageInfo i;
+    i.format = "vhdx";
+    i.virtual_size = size();
+    i.cluster_size = g_.block_size;
+    // A log not yet replayed into the file (read-only open) is what VHDX has for a dirty image.
+    i.dirty = overlay_;
+    if (g_.has_parent) {
+        if (auto r = backing_reference(); r && !r->names.empty()) i.backing_filename = r->names[0];
+        i.backing_format = "vhdx";
+    }
+    return i;
+}
+
+Status VhdxDevice::check_backing(BlockDevice& backing) {
+    auto* parent = dynamic_cast<VhdxDevice*>(&backing);
+    if (!parent) {
+        if (force_parent_mismatch_) return ok();
+        return err(ErrorCode::corrupt, "parent of a differencing VHDX must be a VHDX image");
+    }
+    std::string want = guid_text(parent->header().data_write_guid);
+    if (iequal(g_.parent_linkage, want) || (!g_.parent_linkage2.empty() && iequal(g_.parent_linkage2, want)))
+        return ok();
+    if (force_parent_mismatch_) return ok();
+    return err(ErrorCode::corrupt, "parent_linkage " + g_.parent_linkage + " does not match the parent's DataWriteGuid " +
+                                       want);
+}
+
+CheckResult VhdxDevice::run_check() {
+    CheckResult r;
+    auto corrupt = [&](std::string m) {
+        ++r.corruptions;
+        r.messages.push_back(std::move(m));
+    };
+    if (overlay_) corrupt("log has not been replayed (open the image read-write to replay it)");
+    // Every allocated range, to find overlaps; the metadata structures come first.
+    std::vector<std::pair<uint64_t, uint64_t>> used;  // [start, end)
+    std::vector<std::string> what;
+    used.emplace_back(0, kHeaderSectionSize);
+    what.emplace_back("header section");
+    used.emplace_back(hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value());
+    what.emplace_back("log");
+    used.emplace_back(g_.bat_offset, g_.bat_offset + g_.bat_length);
+    what.emplace_back("BAT");
+    used.emplace_back(g_.metadata_offset, g_.metadata_offset + g_.metadata_length);
+    what.emplace_back("metadata region");
+    uint64_t allocated = 0, end = alloc_end_;
+    auto add_block = [&](uint64_t idx, uint64_t host, uint64_t len, const char* kind) {
+        std::string name = std::string(kind) + " (BAT entry " + std::to_string(idx) + ") at " + hex(host);
+        if (host < kHeaderSectionSize || !util::range_within(host, len, file_size_)) {
+            corrupt(name + " lies outside the file (size " + hex(file_size_) + ")");
+            return;
+        }
+        used.emplace_back(host, host + len);
+        what.push_back(std::move(name));
+    };
+    for (uint64_t idx = 0; idx < bat_.size(); ++idx) {
+        uint64_t e = bat_[idx];
+        uint8_t st = e & kBatStateMask;
+        bool is_bitmap = (idx + 1) % (g_.chunk_ratio + 1) == 0;
+        if (e & 0xffff8) corrupt("BAT entry " + std::to_string(idx) + " has reserved bits set: " + hex(e));
+        if (is_bitmap) {
+            if (st == kSbPresent) add_block(idx, host_of(e), kSectorBitmapBlockSize, "sector bitmap");
+            else if (st != kSbNotPresent)
+                corrupt("sector bitmap entry " + std::to_string(idx) + " has invalid state " + std::to_string(st));
+            continue;
+        }
+        switch (st) {
+            case kPayloadFullyPresent:
+            case kPayloadPartiallyPresent:
+                if (st == kPayloadPartiallyPresent && !g_.has_parent)
+                    corrupt("BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent");
+                ++allocated;
+                add_block(idx, host_of(e), g_.block_size, "payload block");
+                break;
+            case kPayloadNotPresent:
+            case kPayloadUndefined:
+            case kPayloadZero:
+            case kPayloadUnmapped:
+                break;
+            default:
+                corrupt("BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st));
+        }
+    }
+    std::vector<size_t> order(used.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return used[a].first < used[b].first; });
+    size_t reach = order.empty() ? 0 : order[0];
+    for (size_t k = 1; k < order.size(); ++k) {
+        size_t i = order[k];
+        if (used[i].first < used[reach].second) corrupt(what[i] + " overlaps " + what[reach]);
+        if (used[i].second > used[reach].second) reach = i;
+    }
+    r.image_end_offset = end;
+    r.total_clusters = g_.data_blocks;
+    r.allocated_clusters = allocated;
+    return r;
+}
+
+}  // namespace
+
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
+                                         std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
+                                         bool fresh) {
+    auto sz = file->size();
+    uint64_t size = sz ? *sz : 0;
+    return std::make_unique<VhdxDevice>(std::move(file), size, overlay, hdr, std::move(geo), std::move(bat), read_only,
+                                        force_parent_mismatch, fresh);
+}
+
+Result<CheckResult> check_device(BlockDevice& dev) {
+    auto* d = dynamic_cast<VhdxDevice*>(&dev);
+    if (!d) return make_error(ErrorCode::invalid_argument, "not a VHDX device");
+    return d->run_check();
+}
+
+}  // namespace vdisk::vhdx

@@ -1,0 +1,535 @@
+// VHDX (MS-VHDX): probe, open (headers, log, region table, metadata, BAT), create, check.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vhdx_internal.hpp"
+
+namespace vdisk::vhdx {
+
+std::string guid_text(const Guid& g) {
+    std::string s = util::guid_to_string(g.b);
+    for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return "{" + s + "}";
+}
+
+Guid random_guid() {
+    Guid g;
+    util::generate_uuid(g.b);
+    return g;
+}
+
+uint32_t crc_with_hole(std::span<const uint8_t> buf, size_t at) {
+    static constexpr uint8_t zero4[4] = {0, 0, 0, 0};
+    uint32_t c = util::crc32c(buf.first(at));
+    c = util::crc32c(zero4, c);
+    return util::crc32c(buf.subspan(at + 4), c);
+}
+
+Error err(ErrorCode code, std::string msg, std::optional<uint64_t> offset) {
+    Error e = make_error(code, std::move(msg));
+    e.offset = offset;
+    return e;
+}
+
+void encode_header(const Header& h, uint8_t* out) {
+    Header c = h;
+    c.checksum = 0;
+    std::memcpy(out, &c, sizeof c);
+    util::store_le<uint32_t>(out + 4, util::crc32c(std::span<const uint8_t>(out, kHeaderSize)));
+}
+
+Status write_headers(File& file, Header& h, int& current_slot) {
+    uint8_t buf[kHeaderSize];
+    for (int i = 0; i < 2; ++i) {
+        h.sequence_number = h.sequence_number.value() + 1;
+        int slot = 1 - current_slot;
+        encode_header(h, buf);
+        VDISK_TRY(file.write_at(slot == 0 ? kHeader1Offset : kHeader2Offset, buf));
+        VDISK_TRY(file.sync());
+        current_slot = slot;
+    }
+    return ok();
+}
+
+namespace {
+
+// UTF-16LE to UTF-8; unpaired surrogates become U+FFFD.
+std::string utf16_to_utf8(const uint8_t* p, size_t bytes) {
+    std::string out;
+    for (size_t i = 0; i + 1 < bytes; i += 2) {
+        uint32_t c = util::load_le<uint16_t>(p + i);
+        if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
+            uint32_t lo = util::load_le<uint16_t>(p + i + 2);
+            if (lo >= 0xdc00 && lo < 0xe000) {
+                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+                i += 2;
+            } else {
+                c = 0xfffd;
+            }
+        } else if (c >= 0xd800 && c < 0xe000) {
+            c = 0xfffd;
+        }
+        if (c < 0x80) {
+            out += static_cast<char>(c);
+        } else if (c < 0x800) {
+            out += static_cast<char>(0xc0 | (c >> 6));
+            out += static_cast<char>(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            out += static_cast<char>(0xe0 | (c >> 12));
+            out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+            out += static_cast<char>(0x80 | (c & 0x3f));
+        } else {
+            out += static_cast<char>(0xf0 | (c >> 18));
+            out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
+            out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+            out += static_cast<char>(0x80 | (c & 0x3f));
+        }
+    }
+    return out;
+}
+
+bool header_valid(const uint8_t* buf, Header& out) {
+    std::memcpy(&out, buf, sizeof out);
+    if (out.signature.value() != kHeaderSignature) return false;
+    return crc_with_hole(std::span<const uint8_t>(buf, kHeaderSize), 4) == out.checksum.value();
+}
+
+// 2.2.2: the current header is the valid one with the larger sequence number. Disk2vhd writes both with
+// the same number; either is then current (they agree), we take the first.
+Result<ActiveHeader> read_headers(File& f) {
+    std::vector<uint8_t> buf(kHeaderSize);
+    Header h[2];
+    bool valid[2];
+    for (int i = 0; i < 2; ++i) {
+        VDISK_TRY(read_zero_fill(f, i == 0 ? kHeader1Offset : kHeader2Offset, buf));
+        valid[i] = header_valid(buf.data(), h[i]);
+    }
+    if (!valid[0] && !valid[1])
+        return err(ErrorCode::corrupt, "neither VHDX header has a valid signature and CRC-32C", kHeader1Offset);
+    int pick = !valid[0] ? 1 : !valid[1] ? 0 : (h[1].sequence_number.value() > h[0].sequence_number.value() ? 1 : 0);
+    const Header& a = h[pick];
+    uint64_t at = pick == 0 ? kHeader1Offset : kHeader2Offset;
+    if (a.version.value() != 1)
+        return err(ErrorCode::unsupported, "VHDX header version " + std::to_string(a.version.value()), at);
+    if (a.log_version.value() != 0)
+        return err(ErrorCode::unsupported, "VHDX log version " + std::to_string(a.log_version.value()), at);
+    return ActiveHeader{a, pick};
+}
+
+struct Region {
+    uint64_t offset = 0, length = 0;
+    bool found = false;
+};
+
+Status read_regions(File& f, uint64_t file_size, Region& bat, Region& meta) {
+    std::vector<uint8_t> buf(kRegionTableSize);
+    std::optional<Error> first_error;
+    for (uint64_t table : {kRegionTable1Offset, kRegionTable2Offset}) {
+        VDISK_TRY(read_zero_fill(f, table, buf));
+        RegionTableHeader h;
+        std::memcpy(&h, buf.data(), sizeof h);
+        if (h.signature.value() != kRegionSignature || crc_with_hole(buf, 4) != h.checksum.value()) {
+            if (!first_error)
+                first_error = err(ErrorCode::corrupt, "region table has a bad signature or CRC-32C", table);
+            continue;
+        }
+        uint32_t count = h.entry_count.value();
+        if (count > kMaxRegionEntries)
+            return err(ErrorCode::corrupt, "region table entry count " + std::to_string(count) + " exceeds 2047", table);
+        bat = meta = Region{};
+        std::vector<std::pair<uint64_t, uint64_t>> spans;
+        for (uint32_t i = 0; i < count; ++i) {
+            RegionTableEntry e;
+            uint64_t at = sizeof(RegionTableHeader) + uint64_t(i) * sizeof e;
+            std::memcpy(&e, buf.data() + at, sizeof e);
+            uint64_t off = e.file_offset.value(), len = e.length.value();
+            Region* r = guid_eq(e.guid, kBatRegionGuid) ? &bat : guid_eq(e.guid, kMetadataRegionGuid) ? &meta : nullptr;
+            if (!r) {
+                if (e.flags.value() & 1)
+                    return err(ErrorCode::unsupported, "unknown required region " + guid_text(e.guid), table + at);
+                continue;
+            }
+            if (r->found) return err(ErrorCode::corrupt, "region " + guid_text(e.guid) + " listed twice", table + at);
+            if (off < kHeaderSectionSize || off % kRegionAlignment || len == 0 || len % kRegionAlignment)
+                return err(ErrorCode::corrupt,
+                           "region " + guid_text(e.guid) + " at " + hex(off) + " length " + hex(len) +
+                               " is not 1 MiB aligned past the header section",
+                           table + at);
+            if (!util::range_within(off, len, file_size))
+                return err(ErrorCode::corrupt,
+                           "region " + guid_text(e.guid) + " [" + hex(off) + ", +" + hex(len) +
+                               ") extends past end of file (" + hex(file_size) + ")",
+                           table + at);
+            for (auto& s : spans)
+                if (off < s.first + s.second && s.first < off + len)
+                    return err(ErrorCode::corrupt, "region at " + hex(off) + " overlaps another region", table + at);
+            spans.emplace_back(off, len);
+            *r = Region{off, len, true};
+        }
+        if (!bat.found) return err(ErrorCode::corrupt, "region table has no BAT region", table);
+        if (!meta.found) return err(ErrorCode::corrupt, "region table has no metadata region", table);
+        return ok();
+    }
+    return std::move(*first_error);
+}
+
+Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geometry& g) {
+    if (item.size() < sizeof(ParentLocatorHeader))
+        return err(ErrorCode::corrupt, "parent locator of " + std::to_string(item.size()) + " bytes is too short", at);
+    ParentLocatorHeader h;
+    std::memcpy(&h, item.data(), sizeof h);
+    if (!guid_eq(h.locator_type, kVhdxParentLocatorType))
+        return err(ErrorCode::unsupported, "parent locator type " + guid_text(h.locator_type), at);
+    uint64_t count = h.key_value_count.value();
+    if (sizeof(ParentLocatorHeader) + count * sizeof(ParentLocatorEntry) > item.size())
+        return err(ErrorCode::corrupt, "parent locator key/value count " + std::to_string(count) + " overruns the item",
+                   at);
+    for (uint64_t i = 0; i < count; ++i) {
+        ParentLocatorEntry e;
+        std::memcpy(&e, item.data() + sizeof h + i * sizeof e, sizeof e);
+        uint64_t ko = e.key_offset.value(), vo = e.value_offset.value();
+        uint64_t kl = e.key_length.value(), vl = e.value_length.value();
+        if (!util::range_within(ko, kl, item.size()) || !util::range_within(vo, vl, item.size()))
+            return err(ErrorCode::corrupt, "parent locator entry " + std::to_string(i) + " points outside the item", at);
+        std::string key = utf16_to_utf8(item.data() + ko, kl);
+        std::string value = utf16_to_utf8(item.data() + vo, vl);
+        // Windows separators: the file system layer speaks '/'.
+        std::replace(value.begin(), value.end(), '\\', '/');
+        if (key == "parent_linkage") g.parent_linkage = value;
+        else if (key == "parent_linkage2") g.parent_linkage2 = value;
+        else if (key == "relative_path") g.relative_path = value;
+        else if (key == "volume_path") g.volume_path = value;
+        else if (key == "absolute_win32_path") g.absolute_win32_path = value;
+    }
+    return ok();
+}
+
+Status read_metadata(File& f, const Region& meta, Geometry& g) {
+    std::vector<uint8_t> table(kMetadataTableSize);
+    VDISK_TRY(read_exact(f, meta.offset, table, "VHDX metadata table"));
+    MetadataTableHeader h;
+    std::memcpy(&h, table.data(), sizeof h);
+    if (h.signature.value() != kMetadataSignature)
+        return err(ErrorCode::corrupt, "metadata table signature is wrong", meta.offset);
+    uint32_t count = h.entry_count.value();
+    if (count > kMaxMetadataEntries)
+        return err(ErrorCode::corrupt, "metadata table entry count " + std::to_string(count) + " exceeds 2047",
+                   meta.offset);
+    bool have_params = false, have_size = false, have_lss = false, have_pss = false, have_locator = false;
+    for (uint32_t i = 0; i < count; ++i) {
+        MetadataTableEntry e;
+        uint64_t at = meta.offset + sizeof h + uint64_t(i) * sizeof e;
+        std::memcpy(&e, table.data() + sizeof h + uint64_t(i) * sizeof e, sizeof e);
+        uint64_t off = e.offset.value(), len = e.length.value();
+        const Guid& id = e.item_id;
+        bool known = guid_eq(id, kFileParametersGuid) || guid_eq(id, kVirtualDiskSizeGuid) || guid_eq(id, kPage83Guid) ||
+                     guid_eq(id, kLogicalSectorSizeGuid) || guid_eq(id, kPhysicalSectorSizeGuid) ||
+                     guid_eq(id, kParentLocatorGuid);
+        if (!known) {
+            if (e.flags.value() & kMetaIsRequired)
+                return err(ErrorCode::unsupported, "unknown required metadata item " + guid_text(id), at);
+            continue;
+        }
+        if (len > kMaxMetadataItemLength || (len && off < kMetadataTableSize) || !util::range_within(off, len, meta.length))
+            return err(ErrorCode::corrupt,
+                       "metadata item " + guid_text(id) + " at " + hex(off) + " length " + hex(len) +
+                           " lies outside the metadata region",
+                       at);
+        std::vector<uint8_t> item(static_cast<size_t>(len));
+        VDISK_TRY(read_exact(f, meta.offset + off, item, "VHDX metadata item"));
+        uint64_t item_at = meta.offset + off;
+        auto need = [&](size_t n) -> Status {
+            if (item.size() < n)
+                return err(ErrorCode::corrupt, "metadata item " + guid_text(id) + " is " + std::to_string(item.size()) +
+                                                   " bytes, expected " + std::to_string(n), at);
+            return ok();
+        };
+        if (guid_eq(id, kFileParametersGuid)) {
+            VDISK_TRY(need(8));
+            FileParameters p;
+            std::memcpy(&p, item.data(), sizeof p);
+            uint64_t bs = p.block_size.value();
+            if (!util::is_pow2(bs) || bs < kMinBlockSize || bs > kMaxBlockSize)
+                return err(ErrorCode::corrupt, "block size " + hex(bs) + " is not a power of two in 1..256 MiB", item_at);
+            g.block_size = static_cast<uint32_t>(bs);
+            g.leave_allocated = p.flags.value() & kLeaveBlocksAllocated;
+            g.has_parent = p.flags.value() & kHasParent;
+            have_params = true;
+        } else if (guid_eq(id, kVirtualDiskSizeGuid)) {
+            VDISK_TRY(need(8));
+            g.virtual_size = util::load_le<uint64_t>(item.data());
+            have_size = true;
+        } else if (guid_eq(id, kPage83Guid)) {
+            VDISK_TRY(need(16));
+            std::memcpy(g.page83.b, item.data(), 16);
+        } else if (guid_eq(id, kLogicalSectorSizeGuid)) {
+            VDISK_TRY(need(4));
+            g.logical_sector = util::load_le<uint32_t>(item.data());
+            if (g.logical_sector != 512 && g.logical_sector != 4096)
+                return err(ErrorCode::corrupt, "logical sector size " + std::to_string(g.logical_sector) +
+                                                   " is neither 512 nor 4096", item_at);
+            have_lss = true;
+        } else if (guid_eq(id, kPhysicalSectorSizeGuid)) {
+            VDISK_TRY(need(4));
+            g.physical_sector = util::load_le<uint32_t>(item.data());
+            if (g.physical_sector != 512 && g.physical_sector != 4096)
+                return err(ErrorCode::corrupt, "physical sector size " + std::to_string(g.physical_sector) +
+                                                   " is neither 512 nor 4096", item_at);
+            have_pss = true;
+        } else {
+            VDISK_TRY(parse_parent_locator(item, item_at, g));
+            have_locator = true;
+        }
+    }
+    if (!have_params) return err(ErrorCode::corrupt, "metadata has no file parameters item", meta.offset);
+    if (!have_size) return err(ErrorCode::corrupt, "metadata has no virtual disk size item", meta.offset);
+    if (!have_lss) return err(ErrorCode::corrupt, "metadata has no logical sector size item", meta.offset);
+    if (!have_pss) g.physical_sector = g.logical_sector;
+    if (g.virtual_size == 0 || g.virtual_size > kMaxVirtualSize || g.virtual_size % g.logical_sector)
+        return err(ErrorCode::corrupt,
+                   "virtual disk size " + hex(g.virtual_size) +
+                       " is zero, above 64 TiB or not a multiple of the logical sector size",
+                   meta.offset);
+    if (g.has_parent) {
+        if (!have_locator) return err(ErrorCode::corrupt, "differencing VHDX has no parent locator", meta.offset);
+        if (g.relative_path.empty() && g.volume_path.empty() && g.absolute_win32_path.empty())
+            return err(ErrorCode::corrupt, "parent locator names no parent path", meta.offset);
+    }
+    return ok();
+}
+
+class VhdxFormat final : public Format {
+public:
+    std::string_view name() const noexcept override { return "vhdx"; }
+
+    int probe(std::span<const uint8_t> head, std::span<const uint8_t>, uint64_t file_size) const noexcept override {
+        if (head.size() < 8 || std::memcmp(head.data(), kFileSignature, 8) != 0) return 0;
+        return file_size >= kHeaderSectionSize ? 72 : 64;
+    }
+
+    Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
+        if (!ctx.options().snapshot.empty())
+            return make_error(ErrorCode::unsupported, "VHDX images have no internal snapshots");
+        VDISK_ASSIGN(uint64_t file_size, file->size());
+        uint8_t sig[8] = {};
+        VDISK_TRY(read_zero_fill(*file, kFileIdOffset, sig));
+        if (std::memcmp(sig, kFileSignature, 8) != 0)
+            return err(ErrorCode::invalid_format, "file type identifier is not 'vhdxfile'", 0);
+        VDISK_ASSIGN(ActiveHeader hdr, read_headers(*file));
+        const bool rw = ctx.options().read_write;
+
+        bool overlay = false;
+        if (!guid_is_zero(hdr.h.log_guid)) {
+            VDISK_ASSIGN(LogReplay log, read_log(*file, hdr.h, file_size, ctx.limits()));
+            if (rw) {
+                // 2.3.3: replay, then record that the log is empty by clearing LogGuid in both headers.
+                if (!log.writes.empty() || log.last_file_offset > file_size) VDISK_TRY(replay_into(*file, log, file_size));
+                hdr.h.log_guid = Guid{};
+                VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
+                VDISK_ASSIGN(file_size, file->size());
+            } else if (log.entries) {
+                file = make_overlay(std::move(file), std::move(log), file_size);
+                overlay = true;
+                VDISK_ASSIGN(file_size, file->size());
+            }
+        }
+
+        Region bat, meta;
+        VDISK_TRY(read_regions(*file, file_size, bat, meta));
+        Geometry g;
+        g.bat_offset = bat.offset;
+        g.bat_length = bat.length;
+        g.metadata_offset = meta.offset;
+        g.metadata_length = meta.length;
+        VDISK_TRY(read_metadata(*file, meta, g));
+
+        // 2.5: payload and sector bitmap entries interleave, one bitmap entry after every chunk_ratio blocks.
+        g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
+        g.data_blocks = util::div_round_up(g.virtual_size, g.block_size);
+        g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
+        g.bat_entries = g.has_parent ? g.bitmap_blocks * (g.chunk_ratio + 1)
+                                     : g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
+        uint64_t bat_bytes = g.bat_entries * 8;  // <= 2^26 * 8 for 64 TiB / 1 MiB blocks: no overflow
+        if (bat_bytes > g.bat_length)
+            return err(ErrorCode::corrupt,
+                       "BAT region of " + hex(g.bat_length) + " bytes cannot hold " + std::to_string(g.bat_entries) +
+                           " entries",
+                       g.bat_offset);
+        if (bat_bytes > ctx.limits().max_metadata_bytes)
+            return err(ErrorCode::limit_exceeded, "BAT of " + hex(bat_bytes) + " bytes exceeds the metadata limit",
+                       g.bat_offset);
+        std::vector<uint8_t> raw(static_cast<size_t>(bat_bytes));
+        VDISK_TRY(read_exact(*file, g.bat_offset, raw, "VHDX BAT"));
+        std::vector<uint64_t> entries(static_cast<size_t>(g.bat_entries));
+        for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw.data() + i * 8);
+        raw = {};
+        // Per-entry validation happens on access (and in check): one bad entry should not hide the rest.
+        return make_device(std::move(file), overlay, hdr, std::move(g), std::move(entries), !rw,
+                           ctx.options().force_parent_mismatch, false);
+    }
+
+    std::span<const OptionSpec> create_options() const noexcept override;
+    Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
+
+    Result<CheckResult> check(BlockDevice& device, RepairMode) const override { return check_device(device); }
+};
+
+constexpr OptionSpec kOptions[] = {
+    {"subformat", "dynamic (default) or fixed"},
+    {"block_size", "block size, 1 MiB to 256 MiB, power of two; 0 (default) picks by image size"},
+    {"log_size", "log size, a multiple of 1 MiB (default 1 MiB)"},
+    {"block_state_zero", "on (default): unallocated blocks of a dynamic image are marked ZERO"},
+};
+
+std::span<const OptionSpec> VhdxFormat::create_options() const noexcept { return kOptions; }
+
+void put_meta_entry(std::vector<uint8_t>& region, int i, const Guid& id, uint32_t off, uint32_t len, uint32_t flags) {
+    MetadataTableEntry e{};
+    e.item_id = id;
+    e.offset = off;
+    e.length = len;
+    e.flags = flags;
+    std::memcpy(region.data() + sizeof(MetadataTableHeader) + i * sizeof e, &e, sizeof e);
+}
+
+Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opts, const OpenContext& ctx) const {
+    std::string sub = opts.get("subformat").value_or("dynamic");
+    if (sub != "dynamic" && sub != "fixed")
+        return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
+    const bool fixed = sub == "fixed";
+    VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
+    VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
+    VDISK_ASSIGN(bool state_zero, opts.get_bool("block_state_zero", true));
+    if (opts.get("backing_file"))
+        return make_error(ErrorCode::unsupported, "creating differencing VHDX images is not supported");
+    uint64_t size = *opts.size;
+    if (size == 0 || size > kMaxVirtualSize)
+        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
+                                                           " must be between 1 byte and 64 TiB");
+    size = *util::align_up(size, 512);
+    if (block_size == 0)  // the same size classes qemu-img uses, so images match block for block
+        block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
+    if (!util::is_pow2(block_size) || block_size < kMinBlockSize || block_size > kMaxBlockSize)
+        return make_error(ErrorCode::invalid_argument,
+                          "block_size " + std::to_string(block_size) + " must be a power of two in 1 MiB..256 MiB");
+    if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
+        return make_error(ErrorCode::invalid_argument, "log_size " + std::to_string(log_size) +
+                                                           " must be a multiple of 1 MiB below 4 GiB");
+    Geometry g;
+    g.virtual_size = size;
+    g.block_size = static_cast<uint32_t>(block_size);
+    g.logical_sector = 512;
+    g.physical_sector = 512;
+    g.leave_allocated = fixed;
+    g.page83 = random_guid();
+    g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
+    g.data_blocks = util::div_round_up(size, block_size);
+    g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
+    g.bat_entries = g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
+    if (g.bat_entries * 8 > ctx.limits().max_metadata_bytes)
+        return make_error(ErrorCode::limit_exceeded, "BAT of " + std::to_string(g.bat_entries) +
+                                                         " entries exceeds the metadata limit");
+    const uint64_t log_offset = kHeaderSectionSize;
+    g.metadata_offset = log_offset + log_size;
+    g.metadata_length = 1 * MiB;
+    g.bat_offset = g.metadata_offset + g.metadata_length;
+    g.bat_length = *util::align_up(g.bat_entries * 8, MiB);
+    const uint64_t data_start = g.bat_offset + g.bat_length;
+
+    VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
+
+    // File type identifier with a creator string.
+    std::vector<uint8_t> buf(kHeaderSectionSize, 0);
+    std::memcpy(buf.data(), kFileSignature, 8);
+    const char* creator = "vdisk";
+    for (size_t i = 0; creator[i]; ++i) buf[8 + 2 * i] = static_cast<uint8_t>(creator[i]);
+    // Region tables (identical copies).
+    {
+        std::vector<uint8_t> rt(kRegionTableSize, 0);
+        RegionTableHeader h{};
+        h.signature = kRegionSignature;
+        h.entry_count = 2;
+        std::memcpy(rt.data(), &h, sizeof h);
+        RegionTableEntry e[2]{};
+        e[0].guid = kBatRegionGuid;
+        e[0].file_offset = g.bat_offset;
+        e[0].length = static_cast<uint32_t>(g.bat_length);
+        e[0].flags = 1;
+        e[1].guid = kMetadataRegionGuid;
+        e[1].file_offset = g.metadata_offset;
+        e[1].length = static_cast<uint32_t>(g.metadata_length);
+        e[1].flags = 1;
+        std::memcpy(rt.data() + sizeof h, e, sizeof e);
+        util::store_le<uint32_t>(rt.data() + 4, util::crc32c(rt));
+        std::memcpy(buf.data() + kRegionTable1Offset, rt.data(), rt.size());
+        std::memcpy(buf.data() + kRegionTable2Offset, rt.data(), rt.size());
+    }
+    VDISK_TRY(file->write_at(0, buf));
+
+    // Metadata region: the table, then the items from 64 KiB.
+    {
+        std::vector<uint8_t> m(static_cast<size_t>(g.metadata_length), 0);
+        MetadataTableHeader h{};
+        h.signature = kMetadataSignature;
+        h.entry_count = 5;
+        std::memcpy(m.data(), &h, sizeof h);
+        const uint32_t base = kMetadataTableSize;
+        put_meta_entry(m, 0, kFileParametersGuid, base, 8, kMetaIsRequired);
+        put_meta_entry(m, 1, kVirtualDiskSizeGuid, base + 8, 8, kMetaIsRequired | kMetaIsVirtualDisk);
+        put_meta_entry(m, 2, kPage83Guid, base + 16, 16, kMetaIsRequired | kMetaIsVirtualDisk);
+        put_meta_entry(m, 3, kLogicalSectorSizeGuid, base + 32, 4, kMetaIsRequired | kMetaIsVirtualDisk);
+        put_meta_entry(m, 4, kPhysicalSectorSizeGuid, base + 36, 4, kMetaIsRequired | kMetaIsVirtualDisk);
+        util::store_le<uint32_t>(m.data() + base, g.block_size);
+        util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : 0);
+        util::store_le<uint64_t>(m.data() + base + 8, g.virtual_size);
+        std::memcpy(m.data() + base + 16, g.page83.b, 16);
+        util::store_le<uint32_t>(m.data() + base + 32, g.logical_sector);
+        util::store_le<uint32_t>(m.data() + base + 36, g.physical_sector);
+        VDISK_TRY(file->write_at(g.metadata_offset, m));
+    }
+
+    // BAT: fixed images get every block laid out in order; dynamic ones start empty.
+    std::vector<uint64_t> bat(static_cast<size_t>(g.bat_entries), 0);
+    uint64_t end = data_start;
+    for (uint64_t b = 0; b < g.data_blocks; ++b) {
+        uint64_t& e = bat[static_cast<size_t>(payload_index(g, b))];
+        if (fixed) {
+            e = end | kPayloadFullyPresent;
+            end += block_size;
+        } else {
+            e = state_zero ? kPayloadZero : kPayloadNotPresent;
+        }
+    }
+    {
+        std::vector<uint8_t> raw(static_cast<size_t>(g.bat_length), 0);
+        for (size_t i = 0; i < bat.size(); ++i) util::store_le<uint64_t>(raw.data() + i * 8, bat[i]);
+        VDISK_TRY(file->write_at(g.bat_offset, raw));
+    }
+    VDISK_TRY(file->resize(end));
+    if (fixed) VDISK_TRY(file->allocate(data_start, end - data_start));
+
+    ActiveHeader hdr;
+    hdr.h = Header{};
+    hdr.h.signature = kHeaderSignature;
+    hdr.h.sequence_number = 0;
+    hdr.h.file_write_guid = random_guid();
+    hdr.h.data_write_guid = random_guid();
+    hdr.h.version = 1;
+    hdr.h.log_version = 0;
+    hdr.h.log_length = static_cast<uint32_t>(log_size);
+    hdr.h.log_offset = log_offset;
+    hdr.slot = 1;
+    VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
+    return make_device(std::move(file), false, hdr, std::move(g), std::move(bat), false, false, true);
+}
+
+}  // namespace
+}  // namespace vdisk::vhdx
+
+namespace vdisk {
+std::unique_ptr<Format> make_vhdx_format() { return std::make_unique<vhdx::VhdxFormat>(); }
+}  // namespace vdisk

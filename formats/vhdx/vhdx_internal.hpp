@@ -1,0 +1,106 @@
+// Shared between the VHDX sources: the parsed image description, the log, the device.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vdisk/format.hpp"
+#include "vhdx_layout.hpp"
+
+namespace vdisk::vhdx {
+
+inline bool guid_is_zero(const Guid& g) {
+    for (uint8_t b : g.b)
+        if (b) return false;
+    return true;
+}
+inline bool guid_eq(const Guid& a, const Guid& b) {
+    for (int i = 0; i < 16; ++i)
+        if (a.b[i] != b.b[i]) return false;
+    return true;
+}
+/// "{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}" in upper case, the form parent_linkage values use.
+std::string guid_text(const Guid& g);
+Guid random_guid();
+/// CRC-32C of `buf` with the 4 bytes at `checksum_at` taken as zero.
+uint32_t crc_with_hole(std::span<const uint8_t> buf, size_t checksum_at);
+
+Error err(ErrorCode code, std::string msg, std::optional<uint64_t> offset = std::nullopt);
+
+/// One change the log makes to the file: `length` bytes at `offset`, either `data` (4 KiB) or zeros.
+struct LogWrite {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    std::vector<uint8_t> data;  // empty: zeros
+};
+
+/// The active log sequence, ready to replay.
+struct LogReplay {
+    std::vector<LogWrite> writes;  ///< in replay order
+    uint64_t flushed_file_offset = 0;
+    uint64_t last_file_offset = 0;
+    uint64_t head_sequence = 0;
+    uint32_t entries = 0;
+};
+
+/// Parse the log region named by a header whose LogGuid is non-zero. An empty result (no entries)
+/// means no valid sequence was found: per 2.3.3 there is then nothing to replay.
+Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits);
+/// Write the replay into the file, extending it to last_file_offset; syncs.
+Status replay_into(File& file, const LogReplay& log, uint64_t file_size);
+/// A read-only view of `base` with the replay applied in memory. Reads see the log's sectors; the size
+/// is at least last_file_offset.
+std::unique_ptr<File> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size);
+
+/// The header we act on, and which slot (0/1) it came from.
+struct ActiveHeader {
+    Header h;
+    int slot = 0;
+};
+
+/// Everything open() learns from the headers, regions and metadata.
+struct Geometry {
+    uint64_t virtual_size = 0;
+    uint32_t block_size = 0;
+    uint32_t logical_sector = 512;
+    uint32_t physical_sector = 512;
+    bool leave_allocated = false;
+    bool has_parent = false;
+    Guid page83{};
+    uint64_t chunk_ratio = 0;
+    uint64_t data_blocks = 0;
+    uint64_t bitmap_blocks = 0;
+    uint64_t bat_entries = 0;
+    uint64_t bat_offset = 0;
+    uint64_t bat_length = 0;
+    uint64_t metadata_offset = 0;
+    uint64_t metadata_length = 0;
+    // Parent locator values, already converted to '/' separators.
+    std::string parent_linkage, parent_linkage2, relative_path, volume_path, absolute_win32_path;
+};
+
+/// Which BAT index holds payload block `block`, and which holds the sector bitmap of its chunk.
+inline uint64_t payload_index(const Geometry& g, uint64_t block) { return block + block / g.chunk_ratio; }
+inline uint64_t bitmap_index(const Geometry& g, uint64_t block) {
+    return (block / g.chunk_ratio) * (g.chunk_ratio + 1) + g.chunk_ratio;
+}
+
+/// `overlay`: the file is an in-memory log replay (read-only). `fresh`: just created, so the first write
+/// need not rotate the write GUIDs.
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
+                                         std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
+                                         bool fresh);
+
+/// Serialise a header into 4 KiB with its checksum.
+void encode_header(const Header& h, uint8_t* out);
+/// Write the header as the spec's update procedure asks: the stale slot first, flush, then the other, so
+/// one valid header exists at every moment. `h.sequence_number` is the sequence of the current one.
+Status write_headers(File& file, Header& h, int& current_slot);
+
+/// For Format::check.
+Result<CheckResult> check_device(BlockDevice& dev);
+
+}  // namespace vdisk::vhdx

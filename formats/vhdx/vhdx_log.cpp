@@ -1,0 +1,285 @@
+// VHDX metadata log (MS-VHDX 2.3): finding the active sequence, replaying it into the file, or applying it
+// in memory for read-only opens (qemu-img refuses those; the image's true content needs the replay).
+#include <algorithm>
+#include <cstring>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vhdx_internal.hpp"
+
+namespace vdisk::vhdx {
+namespace {
+
+// No valid VHDX is larger than 64 TiB of payload plus its metadata; a log that claims a bigger file is
+// hostile, not big.
+constexpr uint64_t kMaxLogFileOffset = 128 * TiB;
+
+struct ParsedEntry {
+    uint64_t sequence = 0;
+    uint32_t length = 0;
+    uint32_t tail = 0;
+    uint64_t flushed = 0;
+    uint64_t last = 0;
+    std::vector<LogWrite> writes;
+};
+
+class LogScanner {
+public:
+    LogScanner(const std::vector<uint8_t>& log, const Guid& guid, uint64_t log_offset)
+        : log_(log), guid_(guid), log_offset_(log_offset) {}
+
+    // Copy `len` bytes starting at log position `pos`, wrapping around the circular buffer.
+    void gather(uint64_t pos, uint64_t len, uint8_t* out) const {
+        uint64_t n = log_.size();
+        while (len) {
+            uint64_t p = pos % n;
+            uint64_t k = std::min(len, n - p);
+            std::memcpy(out, log_.data() + p, k);
+            out += k;
+            pos += k;
+            len -= k;
+        }
+    }
+
+    // The entry at `pos`, or nullopt when it is not a valid entry of this log (2.3.1 validity rules).
+    std::optional<ParsedEntry> parse(uint64_t pos) {
+        const uint64_t n = log_.size();
+        LogEntryHeader h;
+        std::memcpy(&h, log_.data() + pos, sizeof h);  // pos is sector aligned: the header never wraps
+        if (h.signature.value() != kLogEntrySignature) return std::nullopt;
+        uint32_t len = h.entry_length.value();
+        if (len == 0 || len % kLogSectorSize || len > n) return std::nullopt;
+        if (h.tail.value() % kLogSectorSize || h.tail.value() >= n) return std::nullopt;
+        if (!guid_eq(h.log_guid, guid_) || h.sequence_number.value() == 0) return std::nullopt;
+        uint64_t dcount = h.descriptor_count.value();
+        uint64_t desc_bytes = util::align_up(sizeof(LogEntryHeader) + dcount * sizeof(LogDescriptor),
+                                             kLogSectorSize).value_or(UINT64_MAX);
+        if (desc_bytes > len) return std::nullopt;
+        if (h.last_file_offset.value() > kMaxLogFileOffset || h.flushed_file_offset.value() > kMaxLogFileOffset)
+            return std::nullopt;
+        // A hostile log can put "loge" in every sector with a huge length; bound the checksumming work.
+        if (crc_budget_ < len) {
+            budget_exhausted_ = true;
+            return std::nullopt;
+        }
+        crc_budget_ -= len;
+        std::vector<uint8_t> e(len);
+        gather(pos, len, e.data());
+        if (crc_with_hole(e, 4) != h.checksum.value()) return std::nullopt;
+
+        ParsedEntry out;
+        out.sequence = h.sequence_number.value();
+        out.length = len;
+        out.tail = h.tail.value();
+        out.flushed = h.flushed_file_offset.value();
+        out.last = h.last_file_offset.value();
+        uint64_t data_sector = desc_bytes;
+        for (uint64_t i = 0; i < dcount; ++i) {
+            LogDescriptor d;
+            std::memcpy(&d, e.data() + sizeof(LogEntryHeader) + i * sizeof(LogDescriptor), sizeof d);
+            if (d.sequence_number.value() != out.sequence) return std::nullopt;
+            uint64_t off = d.file_offset.value();
+            if (off % kLogSectorSize) return std::nullopt;
+            LogWrite w;
+            w.offset = off;
+            if (d.signature.value() == kZeroDescSignature) {
+                w.length = d.leading_bytes.value();
+                if (w.length == 0 || w.length % kLogSectorSize) return std::nullopt;
+            } else if (d.signature.value() == kDataDescSignature) {
+                if (data_sector + kLogSectorSize > len) return std::nullopt;
+                LogDataSector s;
+                std::memcpy(&s, e.data() + data_sector, sizeof s);
+                data_sector += kLogSectorSize;
+                uint64_t seq = (uint64_t(s.sequence_high.value()) << 32) | s.sequence_low.value();
+                if (s.signature.value() != kDataSectorSignature || seq != out.sequence) return std::nullopt;
+                // The sector's first 8 and last 4 bytes live in the descriptor (the data sector keeps its
+                // signature and sequence halves there instead).
+                w.length = kLogSectorSize;
+                w.data.resize(kLogSectorSize);
+                util::store_le<uint64_t>(w.data.data(), d.leading_bytes.value());
+                std::memcpy(w.data.data() + 8, s.data, sizeof s.data);
+                util::store_le<uint32_t>(w.data.data() + 8 + sizeof s.data, d.trailing_bytes.value());
+            } else {
+                return std::nullopt;
+            }
+            auto end = util::add(w.offset, w.length);
+            if (!end || *end > kMaxLogFileOffset) return std::nullopt;
+            out.writes.push_back(std::move(w));
+        }
+        return out;
+    }
+
+    bool budget_exhausted() const { return budget_exhausted_; }
+
+private:
+    const std::vector<uint8_t>& log_;
+    Guid guid_;
+    uint64_t log_offset_;
+    uint64_t crc_budget_ = 0;
+    bool budget_exhausted_ = false;
+
+public:
+    void set_budget(uint64_t b) { crc_budget_ = b; }
+};
+
+}  // namespace
+
+Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits) {
+    uint64_t log_off = header.log_offset.value();
+    uint64_t log_len = header.log_length.value();
+    if (log_len == 0 || log_len % MiB)
+        return err(ErrorCode::corrupt, "log length " + hex(log_len) + " is not a non-zero multiple of 1 MiB");
+    if (log_off < kHeaderSectionSize || log_off % MiB)
+        return err(ErrorCode::corrupt, "log offset " + hex(log_off) + " is not 1 MiB aligned past the header section");
+    if (!util::range_within(log_off, log_len, file_size))
+        return err(ErrorCode::corrupt,
+                   "log region [" + hex(log_off) + ", +" + hex(log_len) + ") extends past end of file (" +
+                       hex(file_size) + ")",
+                   log_off);
+    if (log_len > limits.max_metadata_bytes)
+        return err(ErrorCode::limit_exceeded, "log of " + hex(log_len) + " bytes exceeds the metadata limit",
+                   log_off);
+    std::vector<uint8_t> log(static_cast<size_t>(log_len));
+    VDISK_TRY(read_exact(file, log_off, log, "VHDX log"));
+
+    LogScanner sc(log, header.log_guid, log_off);
+    sc.set_budget(8 * log_len + 16 * MiB);
+    std::vector<ParsedEntry> best;
+    uint64_t best_head = 0;
+    uint64_t pos = 0;
+    while (pos < log_len) {
+        auto first = sc.parse(pos);
+        if (!first) {
+            if (sc.budget_exhausted())
+                return err(ErrorCode::corrupt, "log scan gave up: too many invalid entries", log_off);
+            pos += kLogSectorSize;
+            continue;
+        }
+        // Follow entries with consecutive sequence numbers (2.3.2 "log sequence").
+        std::vector<ParsedEntry> seq;
+        std::vector<uint64_t> starts;
+        uint64_t at = pos, covered = 0;
+        std::optional<ParsedEntry> cur = std::move(first);
+        while (cur) {
+            covered += cur->length;
+            starts.push_back(at);
+            seq.push_back(std::move(*cur));
+            if (covered >= log_len) break;
+            at = (at + seq.back().length) % log_len;
+            cur = sc.parse(at);
+            if (cur && cur->sequence != seq.back().sequence + 1) cur.reset();
+        }
+        // Valid when the head's tail names an entry of the sequence; replay starts there.
+        const ParsedEntry& head = seq.back();
+        for (size_t i = 0; i < starts.size(); ++i) {
+            if (starts[i] != head.tail) continue;
+            if (best.empty() || head.sequence > best_head) {
+                best_head = head.sequence;
+                best.assign(std::make_move_iterator(seq.begin() + static_cast<std::ptrdiff_t>(i)),
+                            std::make_move_iterator(seq.end()));
+            }
+            break;
+        }
+        if (pos + covered >= log_len) break;
+        pos += std::max<uint64_t>(covered, kLogSectorSize);
+    }
+
+    LogReplay r;
+    if (best.empty()) return r;
+    r.flushed_file_offset = best.back().flushed;
+    r.last_file_offset = best.back().last;
+    r.head_sequence = best.back().sequence;
+    r.entries = static_cast<uint32_t>(best.size());
+    if (r.flushed_file_offset > file_size)
+        return err(ErrorCode::corrupt,
+                   "file is shorter (" + hex(file_size) + ") than the log's flushed file offset " +
+                       hex(r.flushed_file_offset),
+                   log_off);
+    uint64_t limit = std::max(file_size, r.last_file_offset);
+    for (auto& e : best)
+        for (auto& w : e.writes) {
+            if (w.offset + w.length > limit)
+                return err(ErrorCode::corrupt,
+                           "log descriptor writes [" + hex(w.offset) + ", +" + hex(w.length) +
+                               ") past the file's last offset " + hex(limit),
+                           log_off);
+            if (w.offset < kHeaderSectionSize)
+                return err(ErrorCode::corrupt, "log descriptor targets the header section at " + hex(w.offset),
+                           log_off);
+            r.writes.push_back(std::move(w));
+        }
+    return r;
+}
+
+Status replay_into(File& file, const LogReplay& log, uint64_t file_size) {
+    std::vector<uint8_t> zeros;
+    for (const auto& w : log.writes) {
+        if (!w.data.empty()) {
+            VDISK_TRY(file.write_at(w.offset, w.data));
+            continue;
+        }
+        if (zeros.empty()) zeros.assign(1 * MiB, 0);
+        for (uint64_t done = 0; done < w.length;) {
+            uint64_t k = std::min<uint64_t>(w.length - done, zeros.size());
+            VDISK_TRY(file.write_at(w.offset + done, std::span<const uint8_t>(zeros.data(), k)));
+            done += k;
+        }
+    }
+    if (file_size < log.last_file_offset) VDISK_TRY(file.resize(log.last_file_offset));
+    return file.sync();
+}
+
+namespace {
+
+class OverlayFile final : public File {
+public:
+    OverlayFile(std::unique_ptr<File> base, LogReplay log, uint64_t base_size)
+        : base_(std::move(base)), log_(std::move(log)), base_size_(base_size) {
+        size_ = std::max(base_size_, log_.last_file_offset);
+        for (auto& w : log_.writes) size_ = std::max(size_, w.offset + w.length);
+    }
+
+    Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) override {
+        if (offset >= size_) return size_t(0);
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), size_ - offset));
+        auto part = buf.first(n);
+        VDISK_TRY(read_zero_fill(*base_, offset, part));
+        uint64_t end = offset + n;
+        for (const auto& w : log_.writes) {
+            uint64_t s = std::max(offset, w.offset), e = std::min(end, w.offset + w.length);
+            if (s >= e) continue;
+            uint8_t* dst = part.data() + (s - offset);
+            if (w.data.empty())
+                std::memset(dst, 0, e - s);
+            else
+                std::memcpy(dst, w.data.data() + (s - w.offset), e - s);
+        }
+        return n;
+    }
+    Status write_at(uint64_t, std::span<const uint8_t>) override {
+        return make_error(ErrorCode::read_only, "VHDX with an unreplayed log is open read-only");
+    }
+    Result<uint64_t> size() override { return size_; }
+    Status resize(uint64_t) override {
+        return make_error(ErrorCode::read_only, "VHDX with an unreplayed log is open read-only");
+    }
+    Status sync() override { return ok(); }
+    std::optional<uint64_t> allocated_size() override { return base_->allocated_size(); }
+    const std::string& name() const override { return base_->name(); }
+    FileIdentity identity() const override { return base_->identity(); }
+
+private:
+    std::unique_ptr<File> base_;
+    LogReplay log_;
+    uint64_t base_size_;
+    uint64_t size_;
+};
+
+}  // namespace
+
+std::unique_ptr<File> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size) {
+    return std::make_unique<OverlayFile>(std::move(base), std::move(log), base_size);
+}
+
+}  // namespace vdisk::vhdx
