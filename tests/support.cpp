@@ -270,8 +270,13 @@ void verify_manifest_entry(const vdisk::Registry& reg, const std::string& root, 
     INFO("corpus image " << rel);
     // Unpack the whole folder: chains, data files and descriptors refer to their neighbours by name.
     std::string folder = rel.substr(0, rel.rfind('/'));
-    for (auto& de : std::filesystem::directory_iterator(root + "/" + folder))
-        unpack_corpus(root, folder + "/" + de.path().filename().string(), dir);
+    // Already unpacked into this directory (several entries of one folder share it): reuse.
+    for (auto& de : std::filesystem::directory_iterator(root + "/" + folder)) {
+        std::string fn = de.path().filename().string();
+        std::string plain = fn.substr(0, fn.rfind('.'));
+        if (!std::filesystem::exists(dir + "/" + plain) && !std::filesystem::exists(dir + "/" + fn))
+            unpack_corpus(root, folder + "/" + fn, dir);
+    }
     std::string base = rel.substr(rel.rfind('/') + 1);
     for (const char* ext : {".xz", ".bz2", ".gz"})
         if (base.size() > std::strlen(ext) && base.compare(base.size() - std::strlen(ext), std::strlen(ext), ext) == 0)
