@@ -161,3 +161,11 @@ TEST_CASE("sample writes a deterministic pattern") {
     CHECK(a[511] == 0xaa);
     CHECK(a.back() == 0xee);
 }
+
+TEST_CASE("convert to - streams the image to stdout") {
+    vt::TempDir t;
+    std::string p = make_sparse_raw(t);
+    auto r = run(V() + " convert -O raw " + sh_quote(p) + " - > " + sh_quote(t / "streamed.raw"));
+    REQUIRE_MESSAGE(r.status == 0, r.output);
+    CHECK(vt::read_file(p) == vt::read_file(t / "streamed.raw"));
+}

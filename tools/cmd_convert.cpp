@@ -1,4 +1,6 @@
 // vdisk convert: one engine (lib/convert.cpp), qemu-img's options.
+#include <unistd.h>
+
 #include <iostream>
 
 #include "cli.hpp"
@@ -46,7 +48,13 @@ int cmd_convert(Env& env, int argc, char** argv) {
         co.threads = static_cast<unsigned>(n);
     }
     if (args->has("p")) co.progress = progress_printer();
-    auto st = convert(env.registry, *img->device, *env.fs, dst, co);
+    // "-" streams the image to stdout (formats written in one forward pass: vmdk streamOptimized, raw).
+    std::unique_ptr<FileSystem> stream;
+    if (dst == "-") {
+        if (::isatty(1)) return fail("convert: refusing to write an image to a terminal");
+        stream = make_stream_file_system(1, "-");
+    }
+    auto st = convert(env.registry, *img->device, stream ? *stream : *env.fs, dst, co);
     if (!st) {
         Error e = std::move(st).error();
         if (e.file.empty()) e.file = dst;

@@ -111,6 +111,12 @@ bool escapes_directory(std::string_view name);
 /// A file system over the host, rooted at `root` (empty: the process's working directory).
 std::unique_ptr<FileSystem> make_posix_file_system(std::string root = {}, NamePolicy policy = NamePolicy::any);
 
+/// A file system holding exactly one file: the already-open descriptor `fd` (a pipe, stdout), written
+/// strictly forward. Any name given to create() names that stream; writes behind the current end fail with
+/// invalid_argument (the format cannot be streamed), gaps are filled with zeros, reads fail. For
+/// `convert ... -` of formats that write in one forward pass (streamOptimized VMDK, raw).
+std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name = "-");
+
 /// An in-memory file system. Files persist as long as the FileSystem; Files opened from it keep
 /// their data alive even after removal.
 class MemoryFileSystem : public FileSystem {
