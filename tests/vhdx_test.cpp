@@ -1,7 +1,9 @@
 // VHDX backend: corpus images, log replay, differencing, create/write against qemu-img, malformed input.
 #include <cstring>
+#include <filesystem>
 
 #include "support.hpp"
+#include "util/bytes.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -37,3 +39,364 @@ TEST_CASE("corpus: dirty log replayed in memory on a read-only open") {
 }
 TEST_CASE("corpus: Windows 10 dynamic") { verify("real/dissect.hypervisor/dynamic.vhdx.gz"); }
 TEST_CASE("corpus: Windows 10 fixed") { verify("real/dissect.hypervisor/fixed.vhdx.gz"); }
+
+// ---------------------------------------------------------------------------------------------------------
+// Helpers for building and patching images in memory.
+namespace {
+
+constexpr uint64_t MiB = 1ull << 20;
+
+uint32_t le32(const std::vector<uint8_t>& b, size_t at) { uint32_t v; std::memcpy(&v, b.data() + at, 4); return v; }
+uint64_t le64(const std::vector<uint8_t>& b, size_t at) { uint64_t v; std::memcpy(&v, b.data() + at, 8); return v; }
+void put32(std::vector<uint8_t>& b, size_t at, uint32_t v) { std::memcpy(b.data() + at, &v, 4); }
+void put64(std::vector<uint8_t>& b, size_t at, uint64_t v) { std::memcpy(b.data() + at, &v, 8); }
+void put16(std::vector<uint8_t>& b, size_t at, uint16_t v) { std::memcpy(b.data() + at, &v, 2); }
+
+uint32_t crc_hole(const uint8_t* p, size_t len) {
+    std::vector<uint8_t> c(p, p + len);
+    std::memset(c.data() + 4, 0, 4);
+    return util::crc32c(c);
+}
+void fix_headers(std::vector<uint8_t>& b) {
+    for (size_t at : {size_t(64 << 10), size_t(128 << 10)}) put32(b, at + 4, crc_hole(b.data() + at, 4096));
+}
+void fix_regions(std::vector<uint8_t>& b) {
+    for (size_t at : {size_t(192 << 10), size_t(256 << 10)}) put32(b, at + 4, crc_hole(b.data() + at, 64 << 10));
+}
+
+// Layout of images vdisk creates with the default 1 MiB log (see vhdx_format.cpp create()).
+constexpr size_t kMeta = 2 * MiB;      // metadata region
+constexpr size_t kItems = kMeta + (64 << 10);
+constexpr size_t kBat = 3 * MiB;       // BAT region
+
+// A small dynamic image made by vdisk (1 MiB blocks), with `writes` applied, as bytes.
+std::vector<uint8_t> small_image(uint64_t size = 16 * MiB,
+                                 std::vector<std::pair<uint64_t, std::vector<uint8_t>>> writes = {},
+                                 std::string opts = "block_size=1M") {
+    auto reg = make_reg();
+    MemoryFileSystem fs;
+    CreateOptions co;
+    co.size = size;
+    auto kv = parse_option_list(opts);
+    REQUIRE(kv);
+    co.values = *kv;
+    auto dev = create_image(reg, fs, "img.vhdx", "vhdx", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    for (auto& [off, data] : writes) REQUIRE((*dev)->write(off, data).ok());
+    REQUIRE((*dev)->close().ok());
+    dev->reset();
+    return *fs.content("img.vhdx");
+}
+
+Result<OpenedImage> open_mem(MemoryFileSystem& fs, const std::vector<uint8_t>& bytes, bool rw = false,
+                             OpenOptions o = {}) {
+    static auto reg = make_reg();
+    fs.add("img.vhdx", bytes);
+    o.read_write = rw;
+    return open_image(reg, fs, "img.vhdx", o);
+}
+
+ErrorCode open_error(const std::vector<uint8_t>& bytes, OpenOptions o = {}) {
+    MemoryFileSystem fs;
+    o.format = "vhdx";
+    auto r = open_mem(fs, bytes, false, o);
+    REQUIRE_MESSAGE(!r.ok(), "image unexpectedly opened");
+    INFO(r.error().to_string());
+    return r.error().code;
+}
+
+std::vector<uint8_t> bytes_of(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
+
+// One log entry (MS-VHDX 2.3.1): data descriptors for 4 KiB sectors, zero descriptors for ranges.
+struct LogData { uint64_t file_offset; std::vector<uint8_t> sector; };
+struct LogZero { uint64_t file_offset; uint64_t length; };
+std::vector<uint8_t> log_entry(uint64_t seq, uint32_t tail, const uint8_t* guid, std::vector<LogData> data,
+                               std::vector<LogZero> zeros, uint64_t flushed, uint64_t last) {
+    size_t ndesc = data.size() + zeros.size();
+    size_t desc_bytes = ((64 + 32 * ndesc) + 4095) / 4096 * 4096;
+    std::vector<uint8_t> e(desc_bytes + 4096 * data.size(), 0);
+    put32(e, 0, 0x65676f6c);
+    put32(e, 8, static_cast<uint32_t>(e.size()));
+    put32(e, 12, tail);
+    put64(e, 16, seq);
+    put32(e, 24, static_cast<uint32_t>(ndesc));
+    std::memcpy(e.data() + 32, guid, 16);
+    put64(e, 48, flushed);
+    put64(e, 56, last);
+    size_t d = 64;
+    for (auto& z : zeros) {
+        put32(e, d, 0x6f72657a);
+        put64(e, d + 8, z.length);
+        put64(e, d + 16, z.file_offset);
+        put64(e, d + 24, seq);
+        d += 32;
+    }
+    size_t s = desc_bytes;
+    for (auto& x : data) {
+        put32(e, d, 0x63736564);
+        put32(e, d + 4, le32(x.sector, 4092));
+        put64(e, d + 8, le64(x.sector, 0));
+        put64(e, d + 16, x.file_offset);
+        put64(e, d + 24, seq);
+        d += 32;
+        put32(e, s, 0x61746164);
+        put32(e, s + 4, static_cast<uint32_t>(seq >> 32));
+        std::memcpy(e.data() + s + 8, x.sector.data() + 8, 4084);
+        put32(e, s + 4092, static_cast<uint32_t>(seq));
+        s += 4096;
+    }
+    put32(e, 4, util::crc32c(e));
+    return e;
+}
+
+void set_log_guid(std::vector<uint8_t>& img, const uint8_t* guid) {
+    for (size_t at : {size_t(64 << 10), size_t(128 << 10)}) std::memcpy(img.data() + at + 48, guid, 16);
+    fix_headers(img);
+}
+
+const uint8_t kGuid[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+
+uint64_t block_host(const std::vector<uint8_t>& img, uint64_t bat_index) {
+    return (le64(img, kBat + bat_index * 8) >> 20) << 20;
+}
+
+std::vector<uint8_t> read_dev(BlockDevice& dev, uint64_t off, size_t len) {
+    std::vector<uint8_t> b(len);
+    auto r = dev.read(off, b);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+    return b;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+TEST_CASE("corpus: dirty log is pending read-only and replayed into the file read-write") {
+    auto root = vt::need_corpus();
+    if (!root) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string rel = "real/qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2";
+    std::string path = vt::unpack_corpus(*root, rel, tmp.path);
+    {
+        auto ro = vt::open_host(reg, path);
+        REQUIRE(ro.ok());
+        CHECK(ro->device->info().dirty);
+        auto chk = ro->format->check(*ro->device, RepairMode::none);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == 1);
+    }
+    std::string before = vt::sha256_file(path);
+    {
+        auto rw = vt::open_host(reg, path, "", true);
+        REQUIRE_MESSAGE(rw.ok(), (rw.ok() ? "" : rw.error().to_string()));
+        CHECK(!rw->device->info().dirty);
+        REQUIRE(rw->device->close().ok());
+    }
+    CHECK(vt::sha256_file(path) != before);
+    // The replayed file is clean for qemu-img too (it refuses images with a pending log read-only).
+    if (vt::need_qemu()) {
+        auto r = vt::run("qemu-img check -f vhdx " + vt::sh_quote(path));
+        CHECK_MESSAGE(r.status == 0, r.output);
+    }
+    auto entry = vt::manifest_entry(*root, rel);
+    auto ro = vt::open_host(reg, path);
+    REQUIRE(ro.ok());
+    CHECK(!ro->device->info().dirty);
+    for (auto& x : *entry.get("data_extents")->as_array())
+        CHECK(vt::sha256_range(*ro->device, *x.get("offset")->as_uint(), *x.get("length")->as_uint()) ==
+              *x.get("sha256")->as_string());
+}
+
+TEST_CASE("corpus: differencing checkpoint without its parent") {
+    auto root = vt::need_corpus();
+    if (!root) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string path = vt::unpack_corpus(*root, "real/dissect.hypervisor/differencing.avhdx.gz", tmp.path);
+    auto r = vt::open_host(reg, path);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == ErrorCode::not_found);
+    CHECK(r.error().message.find("Generation 1_49C4BAF3") != std::string::npos);
+    auto fs = make_posix_file_system();
+    OpenOptions o;
+    o.no_backing = true;
+    auto img = open_image(reg, *fs, path, o);
+    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    CHECK(img->device->size() == 8ull << 30);
+    auto ref = img->device->backing_reference();
+    REQUIRE(ref);
+    REQUIRE(!ref->names.empty());
+    CHECK(ref->names[0].find('\\') == std::string::npos);
+    CHECK(ref->names[0].find(".avhdx") != std::string::npos);
+    auto info = img->device->info();
+    CHECK(info.cluster_size == 2u << 20);
+    REQUIRE(info.backing_filename);
+    // Without the parent the unallocated parts read as zeros and the allocated ones are readable.
+    auto m = map_extent(*img->device, 0, 1ull << 30);
+    REQUIRE(m.ok());
+    auto chk = img->format->check(*img->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+}
+
+TEST_CASE("qemu-made images with qemu-io writes read identically") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    for (std::string opts : {"block_size=1M", "block_size=8M,block_state_zero=off", "subformat=fixed,block_size=2M"}) {
+        INFO(opts);
+        std::string img = tmp / "q.vhdx";
+        REQUIRE(vt::run("qemu-img create -f vhdx -o " + opts + " " + img + " 40M").status == 0);
+        auto w = vt::run("qemu-io -f vhdx -c 'write -P 0xab 0 64k' -c 'write -P 0x5c 1536k 3M' -c 'write -P 0x11 "
+                         "40894464 512' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        auto want = vt::qemu_read_raw(img, "vhdx", tmp.path);
+        auto dev = vt::open_host(reg, img);
+        REQUIRE(dev.ok());
+        CHECK(vt::read_all(*dev->device) == want);
+        auto chk = dev->format->check(*dev->device, RepairMode::none);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == 0);
+        std::filesystem::remove(img);
+    }
+}
+
+namespace {
+// Apply the same writes to a vdisk VHDX and a raw file, then let qemu-img check and compare them.
+void write_and_compare(const std::string& opts, uint64_t size,
+                       const std::vector<std::pair<uint64_t, std::vector<uint8_t>>>& writes) {
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system(tmp.path);
+    CreateOptions co;
+    co.size = size;
+    co.values = *parse_option_list(opts);
+    auto dev = create_image(reg, *fs, "out.vhdx", "vhdx", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CreateOptions ro;
+    ro.size = size;
+    auto raw = create_image(reg, *fs, "ref.raw", "raw", ro);
+    REQUIRE(raw.ok());
+    for (auto& [off, data] : writes) {
+        REQUIRE((*dev)->write(off, data).ok());
+        REQUIRE((*raw)->write(off, data).ok());
+    }
+    REQUIRE((*dev)->close().ok());
+    REQUIRE((*raw)->close().ok());
+    dev->reset();
+    raw->reset();
+    auto c = vt::run("qemu-img check -f vhdx " + tmp / "out.vhdx");
+    CHECK_MESSAGE(c.status == 0, c.output);
+    auto cmp = vt::run("qemu-img compare -f vhdx -F raw " + tmp / "out.vhdx" + " " + tmp / "ref.raw");
+    CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    auto info = vt::run("qemu-img info --output=json " + tmp / "out.vhdx");
+    CHECK(info.output.find("\"virtual-size\": " + std::to_string(size)) != std::string::npos);
+    if (vt::have("vhdiinfo")) {
+        auto v = vt::run("vhdiinfo " + tmp / "out.vhdx");
+        CHECK_MESSAGE(v.status == 0, v.output);
+    }
+    // And vdisk reads its own image back.
+    auto back = vt::open_host(reg, tmp / "out.vhdx");
+    REQUIRE(back.ok());
+    auto chk = back->format->check(*back->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+    for (auto& [off, data] : writes) {
+        auto got = read_dev(*back->device, off, data.size());
+        (void)got;
+    }
+}
+}  // namespace
+
+TEST_CASE("create and write: dynamic, fixed, block_state_zero=off, unaligned writes") {
+    if (!vt::need_qemu()) return;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+        {0, vt::pattern(65536, 1)},
+        {3 * MiB - 100, vt::pattern(300, 2)},          // unaligned, crosses a block boundary
+        {9 * MiB, vt::pattern(2 * MiB + 512, 3)},      // several blocks
+        {0, vt::pattern(512, 4)},                      // rewrite an allocated block
+        {24 * MiB - 512, vt::pattern(512, 5)},         // last sector
+    };
+    write_and_compare("block_size=1M", 24 * MiB, w);
+    write_and_compare("", 24 * MiB, w);
+    write_and_compare("block_state_zero=off,log_size=2M", 24 * MiB, w);
+    write_and_compare("subformat=fixed,block_size=4M", 24 * MiB, w);
+}
+
+TEST_CASE("create: > 4 GiB sparse image with data past 4 GiB") {
+    if (!vt::need_qemu()) return;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+        {(5ull << 30) + 12345 * 512, vt::pattern(70000, 7)},
+        {(6ull << 30) - 4096, vt::pattern(4096, 8)},
+    };
+    write_and_compare("block_size=1M", 6ull << 30, w);
+}
+
+TEST_CASE("create: qemu's block size rule and info") {
+    auto reg = make_reg();
+    for (auto [size, bs] : std::vector<std::pair<uint64_t, uint64_t>>{
+             {512 * MiB, 8 * MiB}, {2ull << 30, 16 * MiB}, {200ull << 30, 32 * MiB}, {40ull << 40, 64 * MiB}}) {
+        MemoryFileSystem fs;
+        CreateOptions co;
+        co.size = size;
+        auto dev = create_image(reg, fs, "a.vhdx", "vhdx", co);
+        REQUIRE(dev.ok());
+        auto i = (*dev)->info();
+        CHECK(i.cluster_size == bs);
+        CHECK(i.virtual_size == size);
+        CHECK(i.format_specific.is_null());
+    }
+    MemoryFileSystem fs;
+    CreateOptions co;
+    co.size = 1 * MiB;
+    for (const char* bad : {"block_size=3M", "block_size=512M", "log_size=1000", "subformat=sparse"}) {
+        co.values = *parse_option_list(bad);
+        auto dev = create_image(reg, fs, "b.vhdx", "vhdx", co);
+        REQUIRE(!dev.ok());
+        CHECK(dev.error().code == ErrorCode::invalid_argument);
+    }
+}
+
+TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu image rotates GUIDs") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system(tmp.path);
+    auto data = vt::pattern(3 * MiB, 9);
+    std::fill(data.begin() + MiB, data.begin() + 2 * MiB, 0);
+    vt::write_file(tmp / "src.raw", data);
+    {
+        OpenOptions o;
+        o.format = "raw";
+        auto src = open_image(reg, *fs, "src.raw", o);
+        REQUIRE(src.ok());
+        ConvertOptions co;
+        co.output_format = "vhdx";
+        co.create.values = *parse_option_list("block_size=1M");
+        auto st = convert(reg, *src->device, *fs, "dst.vhdx", co);
+        REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+    }
+    auto cmp = vt::run("qemu-img compare -f raw -F vhdx " + tmp / "src.raw" + " " + tmp / "dst.vhdx");
+    CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    CHECK(vt::run("qemu-img check -f vhdx " + tmp / "dst.vhdx").status == 0);
+
+    // Open a qemu-made image read-write, write, close: qemu sees the data, headers changed.
+    std::string q = tmp / "q.vhdx";
+    REQUIRE(vt::run("qemu-img create -f vhdx -o block_size=1M " + q + " 20M").status == 0);
+    auto before = vt::read_file(q);
+    {
+        auto rw = vt::open_host(reg, q, "", true);
+        REQUIRE(rw.ok());
+        REQUIRE(rw->device->write(5 * MiB + 512, bytes_of(8192, 0xcd)).ok());
+        REQUIRE(rw->device->close().ok());
+    }
+    auto after = vt::read_file(q);
+    // DataWriteGuid (header offset 32) changed in the header with the larger sequence number.
+    auto cur = [](const std::vector<uint8_t>& b) {
+        return le64(b, (128 << 10) + 8) > le64(b, (64 << 10) + 8) ? size_t(128 << 10) : size_t(64 << 10);
+    };
+    CHECK(std::memcmp(before.data() + cur(before) + 32, after.data() + cur(after) + 32, 16) != 0);
+    auto r = vt::run("qemu-io -f vhdx -c 'read -P 0xcd 5243392 8192' -c 'read -P 0 0 5243392' " + q);
+    CHECK_MESSAGE((r.status == 0 && r.output.find("Pattern verification failed") == std::string::npos), r.output);
+    CHECK(vt::run("qemu-img check -f vhdx " + q).status == 0);
+}
