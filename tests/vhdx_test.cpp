@@ -400,3 +400,261 @@ TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu
     CHECK_MESSAGE((r.status == 0 && r.output.find("Pattern verification failed") == std::string::npos), r.output);
     CHECK(vt::run("qemu-img check -f vhdx " + q).status == 0);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// The log (MS-VHDX 2.3), with entries built by hand.
+namespace {
+struct LogFixture {
+    std::vector<uint8_t> img = small_image(16 * MiB, {{0, bytes_of(MiB, 0x11)}});
+    uint64_t host = block_host(img, 0);
+    std::vector<uint8_t> sector(uint8_t v) { return bytes_of(4096, v); }
+    void place(size_t log_pos, const std::vector<uint8_t>& e) {
+        for (size_t i = 0; i < e.size(); ++i) img[MiB + (log_pos + i) % MiB] = e[i];
+    }
+};
+}  // namespace
+
+TEST_CASE("log: read-only open applies the active sequence in memory, read-write replays it") {
+    LogFixture f;
+    auto e = log_entry(5, 0, kGuid, {{f.host, f.sector(0x22)}}, {{f.host + 8192, 8192}}, f.img.size(), f.img.size());
+    f.place(0, e);
+    set_log_guid(f.img, kGuid);
+    {
+        MemoryFileSystem fs;
+        auto ro = open_mem(fs, f.img);
+        REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
+        CHECK(ro->device->info().dirty);
+        CHECK(read_dev(*ro->device, 0, 4096) == f.sector(0x22));
+        CHECK(read_dev(*ro->device, 4096, 4096) == f.sector(0x11));
+        CHECK(read_dev(*ro->device, 8192, 8192) == bytes_of(8192, 0));
+        CHECK(read_dev(*ro->device, 16384, 4096) == f.sector(0x11));
+        CHECK(fs.content("img.vhdx") == f.img);  // nothing written
+    }
+    MemoryFileSystem fs;
+    {
+        auto rw = open_mem(fs, f.img, true);
+        REQUIRE_MESSAGE(rw.ok(), (rw.ok() ? "" : rw.error().to_string()));
+        CHECK(!rw->device->info().dirty);
+        CHECK(read_dev(*rw->device, 0, 4096) == f.sector(0x22));
+        REQUIRE(rw->device->close().ok());
+    }
+    auto replayed = *fs.content("img.vhdx");
+    for (size_t at : {size_t(64 << 10), size_t(128 << 10)})
+        CHECK(std::all_of(replayed.begin() + at + 48, replayed.begin() + at + 64, [](uint8_t b) { return b == 0; }));
+    MemoryFileSystem fs2;
+    auto again = open_mem(fs2, replayed);
+    REQUIRE(again.ok());
+    CHECK(!again->device->info().dirty);
+    CHECK(read_dev(*again->device, 0, 4096) == f.sector(0x22));
+    CHECK(read_dev(*again->device, 8192, 8192) == bytes_of(8192, 0));
+    if (vt::need_qemu()) {
+        vt::TempDir tmp;
+        vt::write_file(tmp / "r.vhdx", replayed);
+        auto c = vt::run("qemu-img check -f vhdx " + tmp / "r.vhdx");
+        CHECK_MESSAGE(c.status == 0, c.output);
+        auto raw = vt::qemu_read_raw(tmp / "r.vhdx", "vhdx", tmp.path);
+        CHECK(raw == vt::read_all(*again->device));
+    }
+}
+
+TEST_CASE("log: active sequence selection, wrap-around and garbage") {
+    auto first_sectors = [](const std::vector<uint8_t>& img) {
+        MemoryFileSystem fs;
+        auto ro = open_mem(fs, img);
+        REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
+        auto b = read_dev(*ro->device, 0, 8192);
+        return std::make_pair(b[0], b[4096]);
+    };
+    SUBCASE("a sequence whose head's tail is the earlier entry replays both") {
+        LogFixture f;
+        auto e1 = log_entry(5, 0, kGuid, {{f.host, f.sector(0x22)}}, {}, 0, 0);
+        auto e2 = log_entry(6, 0, kGuid, {{f.host + 4096, f.sector(0x33)}}, {}, 0, 0);
+        f.place(0, e1);
+        f.place(e1.size(), e2);
+        set_log_guid(f.img, kGuid);
+        CHECK(first_sectors(f.img) == std::make_pair(uint8_t(0x22), uint8_t(0x33)));
+    }
+    SUBCASE("a head whose tail is itself replays only itself") {
+        LogFixture f;
+        auto e1 = log_entry(5, 0, kGuid, {{f.host, f.sector(0x22)}}, {}, 0, 0);
+        auto e2 = log_entry(6, static_cast<uint32_t>(e1.size()), kGuid, {{f.host + 4096, f.sector(0x33)}}, {}, 0, 0);
+        f.place(0, e1);
+        f.place(e1.size(), e2);
+        set_log_guid(f.img, kGuid);
+        CHECK(first_sectors(f.img) == std::make_pair(uint8_t(0x11), uint8_t(0x33)));
+    }
+    SUBCASE("a gap in sequence numbers splits sequences; the highest head wins") {
+        LogFixture f;
+        auto e1 = log_entry(9, 0, kGuid, {{f.host, f.sector(0x22)}}, {}, 0, 0);
+        auto e2 = log_entry(7, static_cast<uint32_t>(e1.size()), kGuid, {{f.host + 4096, f.sector(0x33)}}, {}, 0, 0);
+        f.place(0, e1);
+        f.place(e1.size(), e2);
+        set_log_guid(f.img, kGuid);
+        CHECK(first_sectors(f.img) == std::make_pair(uint8_t(0x22), uint8_t(0x11)));
+    }
+    SUBCASE("an entry wrapping around the end of the circular log") {
+        LogFixture f;
+        auto e = log_entry(3, static_cast<uint32_t>(MiB - 4096), kGuid, {{f.host, f.sector(0x44)}}, {}, 0, 0);
+        REQUIRE(e.size() == 8192);
+        f.place(MiB - 4096, e);
+        set_log_guid(f.img, kGuid);
+        CHECK(first_sectors(f.img) == std::make_pair(uint8_t(0x44), uint8_t(0x11)));
+    }
+    SUBCASE("bad CRC, foreign log GUID and random bytes are not replayed") {
+        LogFixture f;
+        auto e = log_entry(5, 0, kGuid, {{f.host, f.sector(0x22)}}, {}, 0, 0);
+        e[100] ^= 1;
+        f.place(0, e);
+        uint8_t other[16] = {9};
+        auto e2 = log_entry(6, 8192, other, {{f.host, f.sector(0x33)}}, {}, 0, 0);
+        f.place(8192, e2);
+        auto junk = vt::pattern(64 << 10, 3);
+        std::memcpy(junk.data(), "loge", 4);
+        f.place(65536, junk);
+        set_log_guid(f.img, kGuid);
+        CHECK(first_sectors(f.img) == std::make_pair(uint8_t(0x11), uint8_t(0x11)));
+    }
+    SUBCASE("structural log errors are corrupt") {
+        LogFixture f;
+        auto bad_target = log_entry(5, 0, kGuid, {{64 << 10, f.sector(0)}}, {}, 0, 0);
+        f.place(0, bad_target);
+        set_log_guid(f.img, kGuid);
+        CHECK(open_error(f.img) == ErrorCode::corrupt);
+        LogFixture g;
+        auto truncated = log_entry(5, 0, kGuid, {{g.host, g.sector(0)}}, {}, g.img.size() + MiB, 0);
+        g.place(0, truncated);
+        set_log_guid(g.img, kGuid);
+        CHECK(open_error(g.img) == ErrorCode::corrupt);
+        LogFixture h;
+        set_log_guid(h.img, kGuid);
+        for (size_t at : {size_t(64 << 10), size_t(128 << 10)}) put64(h.img, at + 72, 1ull << 40);
+        fix_headers(h.img);
+        CHECK(open_error(h.img) == ErrorCode::corrupt);
+        OpenOptions o;
+        o.limits.max_metadata_bytes = 64 << 10;
+        LogFixture k;
+        set_log_guid(k.img, kGuid);
+        CHECK(open_error(k.img, o) == ErrorCode::limit_exceeded);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+TEST_CASE("malformed images give exact error codes") {
+    const auto base = small_image();
+    auto patched = [&](auto fn) {
+        auto b = base;
+        fn(b);
+        return b;
+    };
+    CHECK(open_error(patched([](auto& b) { b[3] = 'X'; })) == ErrorCode::invalid_format);
+    CHECK(open_error(patched([](auto& b) { b.resize(100 << 10); })) == ErrorCode::corrupt);
+    SUBCASE("both headers bad") {
+        CHECK(open_error(patched([](auto& b) { b[(64 << 10) + 20] ^= 1; b[(128 << 10)] = 'x'; })) == ErrorCode::corrupt);
+        // One bad header is fine: the other one is used.
+        MemoryFileSystem fs;
+        CHECK(open_mem(fs, patched([](auto& b) { b[(64 << 10) + 20] ^= 1; })).ok());
+    }
+    SUBCASE("header version") {
+        CHECK(open_error(patched([](auto& b) { put16(b, (64 << 10) + 66, 2); put16(b, (128 << 10) + 66, 2); fix_headers(b); })) ==
+              ErrorCode::unsupported);
+    }
+    SUBCASE("region table") {
+        CHECK(open_error(patched([](auto& b) { put32(b, (192 << 10) + 8, 100000); put32(b, (256 << 10) + 8, 100000); fix_regions(b); })) ==
+              ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) { b[(192 << 10) + 30] ^= 1; b[(256 << 10) + 30] ^= 1; })) == ErrorCode::corrupt);
+        // BAT region past the end of the file.
+        CHECK(open_error(patched([](auto& b) { for (size_t t : {192u << 10, 256u << 10}) put64(b, t + 16 + 16, 1ull << 40); fix_regions(b); })) ==
+              ErrorCode::corrupt);
+        // Unknown required region.
+        CHECK(open_error(patched([](auto& b) { for (size_t t : {192u << 10, 256u << 10}) b[t + 16] ^= 0xff; fix_regions(b); })) ==
+              ErrorCode::unsupported);
+        // Misaligned region.
+        CHECK(open_error(patched([](auto& b) { for (size_t t : {192u << 10, 256u << 10}) put64(b, t + 16 + 16, 3 * MiB + 4096); fix_regions(b); })) ==
+              ErrorCode::corrupt);
+    }
+    SUBCASE("metadata") {
+        CHECK(open_error(patched([](auto& b) { put16(b, kMeta + 10, 60000); })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) { b[kMeta] = 'x'; })) == ErrorCode::corrupt);
+        for (uint32_t bs : {0u, 4096u, 3u << 20, 512u << 20, 0x80000000u})
+            CHECK(open_error(patched([&](auto& b) { put32(b, kItems, bs); })) == ErrorCode::corrupt);
+        for (uint32_t ls : {0u, 1024u, 8192u})
+            CHECK(open_error(patched([&](auto& b) { put32(b, kItems + 32, ls); })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) { put32(b, kItems + 36, 1000); })) == ErrorCode::corrupt);
+        for (uint64_t vs : {0ull, ~0ull, ~0ull - 511, (64ull << 40) + 512, 1000ull})
+            CHECK(open_error(patched([&](auto& b) { put64(b, kItems + 8, vs); })) == ErrorCode::corrupt);
+        // 64 TiB with 1 MiB blocks needs a 512 MiB BAT; the region holds 1 MiB.
+        CHECK(open_error(patched([](auto& b) { put64(b, kItems + 8, 64ull << 40); })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) { b[kItems + 4] |= 2; })) == ErrorCode::corrupt);  // has-parent, no locator
+        // Item outside the region, oversized item, unknown required item, missing item.
+        CHECK(open_error(patched([](auto& b) { put32(b, kMeta + 32 + 16, 0xfffff0); })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) { put32(b, kMeta + 32 + 20, 2 * MiB); })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) { b[kMeta + 32 + 32 * 3] ^= 0xff; })) == ErrorCode::unsupported);
+        CHECK(open_error(patched([](auto& b) { b[kMeta + 32] ^= 0xff; b[kMeta + 32 + 24] = 0; })) == ErrorCode::corrupt);
+    }
+    SUBCASE("BAT limit") {
+        OpenOptions o;
+        o.limits.max_metadata_bytes = 64;
+        CHECK(open_error(base, o) == ErrorCode::limit_exceeded);
+    }
+}
+
+TEST_CASE("BAT entries past EOF, overlapping or invalid: reads fail cleanly and check reports them") {
+    auto base = small_image(16 * MiB, {{0, bytes_of(MiB, 1)}, {MiB, bytes_of(MiB, 2)}});
+    auto reg = make_reg();
+    auto run = [&](std::vector<uint8_t> img, uint64_t read_at, uint64_t expect_corruptions) {
+        MemoryFileSystem fs;
+        auto r = open_mem(fs, img);
+        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+        std::vector<uint8_t> b(4096);
+        auto st = r->device->read(read_at, b);
+        REQUIRE(!st.ok());
+        CHECK(st.error().code == ErrorCode::corrupt);
+        CHECK(st.error().offset.has_value());
+        CHECK(!r->device->block_status(read_at, 4096).ok());
+        auto chk = r->format->check(*r->device, RepairMode::none);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == expect_corruptions);
+        // Other blocks still read.
+        CHECK(read_dev(*r->device, 5 * MiB, 16) == bytes_of(16, 0));
+    };
+    {
+        auto img = base;
+        put64(img, kBat + 8, (1ull << 40) | 6);  // block 1 far past EOF
+        run(img, MiB, 1);
+    }
+    {
+        auto img = base;
+        put64(img, kBat + 8, (img.size() - MiB / 2) | 6);  // block 1 straddles EOF (1 MiB units: clamp)
+        put64(img, kBat + 8, ((img.size() >> 20) << 20) | 6);
+        run(img, MiB, 1);
+    }
+    {
+        auto img = base;
+        put64(img, kBat + 16, 5);  // invalid state
+        run(img, 2 * MiB, 1);
+    }
+    {
+        auto img = base;
+        put64(img, kBat + 16, 7);  // partially present in a non-differencing image
+        run(img, 2 * MiB, 2);
+    }
+    {
+        auto img = base;
+        put64(img, kBat + 16, (2 * MiB) | 6);  // points at the metadata region
+        MemoryFileSystem fs;
+        auto r = open_mem(fs, img);
+        REQUIRE(r.ok());
+        auto chk = r->format->check(*r->device, RepairMode::none);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == 1);
+        REQUIRE(!chk->messages.empty());
+        CHECK(chk->messages[0].find("overlaps") != std::string::npos);
+        put64(img, kBat + 16, block_host(img, 0) | 6);  // shares block 0's space
+        fs.add("img.vhdx", img);
+        auto r2 = open_image(reg, fs, "img.vhdx", {});
+        REQUIRE(r2.ok());
+        auto chk2 = r2->format->check(*r2->device, RepairMode::none);
+        REQUIRE(chk2.ok());
+        CHECK(chk2->corruptions == 1);
+    }
+}
