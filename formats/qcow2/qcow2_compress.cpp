@@ -1,0 +1,60 @@
+// qcow2 compressed clusters: raw deflate (window bits -12, as QEMU writes them) or zstd frames.
+// Decompression is bounded to exactly one cluster; trailing bytes of the last sector are ignored.
+#include <zstd.h>
+
+#include <string>
+
+#include "qcow2_internal.hpp"
+#include "util/bytes.hpp"
+
+namespace vdisk::qcow2 {
+
+bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uint8_t type) {
+    if (type == kCompressionZlib) return util::inflate_into(in, out, true);
+    ZSTD_DCtx* dctx = ZSTD_createDCtx();
+    if (!dctx) return false;
+    // The stored size is rounded up to sectors, so the input may hold padding after the frame: stream
+    // until the cluster is full or the frame ends, never past the output buffer.
+    ZSTD_inBuffer ib{in.data(), in.size(), 0};
+    ZSTD_outBuffer ob{out.data(), out.size(), 0};
+    bool good = false;
+    for (;;) {
+        size_t r = ZSTD_decompressStream(dctx, &ob, &ib);
+        if (ZSTD_isError(r)) break;
+        if (ob.pos == ob.size) {
+            good = true;
+            break;
+        }
+        if (r == 0 || ib.pos == ib.size) break;  // frame ended (or input ran out) before the cluster was full
+    }
+    ZSTD_freeDCtx(dctx);
+    return good;
+}
+
+Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type) {
+    std::vector<uint8_t> out;
+    if (type == kCompressionZlib) {
+        std::string s;
+        if (!util::deflate_into(in, s, true, 6, in.size() - 1)) return out;  // did not shrink
+        out.assign(s.begin(), s.end());
+        return out;
+    }
+    out.resize(ZSTD_compressBound(in.size()));
+    size_t r = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
+    if (ZSTD_isError(r)) return make_error(ErrorCode::io, std::string("zstd compression failed: ") + ZSTD_getErrorName(r));
+    if (r >= in.size()) return std::vector<uint8_t>{};
+    out.resize(r);
+    return out;
+}
+
+Result<std::vector<uint8_t>> Qcow2Device::compress_chunk(std::span<const uint8_t> chunk) const {
+    if (chunk.size() < cluster_size_) {
+        // The device's last, partial cluster: compress it padded to a whole cluster.
+        std::vector<uint8_t> padded(static_cast<size_t>(cluster_size_), 0);
+        std::copy(chunk.begin(), chunk.end(), padded.begin());
+        return compress_cluster(padded, h_.compression);
+    }
+    return compress_cluster(chunk, h_.compression);
+}
+
+}  // namespace vdisk::qcow2

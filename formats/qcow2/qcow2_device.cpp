@@ -1,0 +1,395 @@
+// qcow2 device: snapshot table and L1 loading, cluster mapping, reads, block status, writes, resize, info.
+#include <algorithm>
+#include <cstring>
+
+#include "qcow2_internal.hpp"
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+
+namespace vdisk::qcow2 {
+
+// ---- ClusterCache ----------------------------------------------------------------------------------
+
+std::vector<uint8_t>* ClusterCache::find(uint64_t key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    items_.splice(items_.begin(), items_, it->second);
+    return &it->second->second;
+}
+
+std::vector<uint8_t>& ClusterCache::insert(uint64_t key, std::vector<uint8_t> data) {
+    erase(key);
+    while (items_.size() >= capacity_) {
+        index_.erase(items_.back().first);
+        items_.pop_back();
+    }
+    items_.emplace_front(key, std::move(data));
+    index_[key] = items_.begin();
+    return items_.front().second;
+}
+
+void ClusterCache::erase(uint64_t key) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return;
+    items_.erase(it->second);
+    index_.erase(it);
+}
+
+void ClusterCache::clear() {
+    items_.clear();
+    index_.clear();
+}
+
+// ---- open ------------------------------------------------------------------------------------------
+
+namespace {
+size_t cache_slots(uint64_t budget, uint64_t cluster_size, uint64_t share) {
+    return static_cast<size_t>(std::max<uint64_t>(1, budget / share / cluster_size));
+}
+}  // namespace
+
+Qcow2Device::Qcow2Device(std::unique_ptr<File> file, std::unique_ptr<File> data_file, Header h, uint64_t file_size,
+                         bool read_only, const Limits& limits)
+    : BlockDevice(h.size, read_only),
+      file_(std::move(file)),
+      data_file_(std::move(data_file)),
+      h_(std::move(h)),
+      file_size_(file_size),
+      limits_(limits),
+      cluster_size_(1ull << h_.cluster_bits),
+      entry_bytes_((h_.incompat & kIncompatExtendedL2) ? 16 : 8),
+      l2_entries_(cluster_size_ / entry_bytes_),
+      sub_size_((h_.incompat & kIncompatExtendedL2) ? cluster_size_ / kSubclusters : cluster_size_),
+      l2_cache_(cache_slots(limits.max_cache_bytes, cluster_size_, 2)),
+      rb_cache_(cache_slots(limits.max_cache_bytes, cluster_size_, 4)) {}
+
+std::vector<File*> Qcow2Device::files() const {
+    std::vector<File*> v{file_.get()};
+    if (data_file_) v.push_back(data_file_.get());
+    return v;
+}
+
+std::optional<BackingReference> Qcow2Device::backing_reference() const {
+    if (!h_.backing_name || h_.backing_name->empty()) return std::nullopt;
+    BackingReference r;
+    r.names.push_back(*h_.backing_name);
+    r.format = h_.backing_format;
+    return r;
+}
+
+Status Qcow2Device::load(const std::string& snapshot_name) {
+    // Snapshot table: entries are variable-sized, so read through a bounded sliding window.
+    uint64_t pos = h_.snapshots_offset, meta = 0;
+    std::vector<uint8_t> win;
+    uint64_t win_off = 0;
+    auto fetch = [&](uint64_t off, size_t len, uint8_t* out) -> Status {
+        if (off < win_off || off + len > win_off + win.size()) {
+            win_off = off;
+            win.assign(static_cast<size_t>(std::max<uint64_t>(len, 256 << 10)), 0);
+            // Like QEMU, bytes past the end of the file read as zeros; the metadata cap bounds the walk.
+            VDISK_TRY(read_zero_fill(*file_, off, win));
+        }
+        std::memcpy(out, &win[static_cast<size_t>(off - win_off)], len);
+        return ok();
+    };
+    snapshots_.reserve(h_.nb_snapshots);
+    for (uint32_t i = 0; i < h_.nb_snapshots; ++i) {
+        SnapshotHeader sh;
+        VDISK_TRY(fetch(pos, sizeof sh, reinterpret_cast<uint8_t*>(&sh)));
+        Snapshot s;
+        s.entry_offset = pos;
+        s.l1_offset = sh.l1_table_offset.value();
+        s.l1_size = sh.l1_size.value();
+        s.info.date_sec = sh.date_sec.value();
+        s.info.date_nsec = sh.date_nsec.value();
+        s.info.vm_clock_nsec = sh.vm_clock_nsec.value();
+        s.info.vm_state_size = sh.vm_state_size.value();
+        s.disk_size = h_.size;
+        uint32_t extra = sh.extra_data_size.value();
+        if (extra > 1024) return corrupt_at("snapshot extra data size " + std::to_string(extra) + " exceeds 1024", pos);
+        uint64_t entry = sizeof sh + extra + sh.id_str_size.value() + sh.name_size.value();
+        meta += entry;
+        if (meta > limits_.max_metadata_bytes)
+            return limit_exceeded_error();
+        std::vector<uint8_t> rest(static_cast<size_t>(entry - sizeof sh));
+        if (!rest.empty()) VDISK_TRY(fetch(pos + sizeof sh, rest.size(), rest.data()));
+        SnapshotExtra ex{};
+        if (extra) std::memcpy(&ex, rest.data(), std::min<size_t>(extra, sizeof ex));
+        if (extra >= 8) s.info.vm_state_size = ex.vm_state_size_large.value();
+        if (extra >= 16) s.disk_size = ex.disk_size.value();
+        if (extra >= 24) s.info.icount = ex.icount.value();
+        s.info.id.assign(reinterpret_cast<const char*>(rest.data() + extra), sh.id_str_size.value());
+        s.info.name.assign(reinterpret_cast<const char*>(rest.data() + extra + sh.id_str_size.value()),
+                           sh.name_size.value());
+        snapshots_.push_back(std::move(s));
+        pos += (entry + 7) & ~uint64_t(7);
+    }
+
+    uint64_t l1_off = h_.l1_offset;
+    uint32_t l1_size = h_.l1_size;
+    if (!snapshot_name.empty()) {
+        const Snapshot* found = nullptr;
+        for (auto& s : snapshots_)
+            if (s.info.id == snapshot_name) found = &s;
+        if (!found)
+            for (auto& s : snapshots_)
+                if (s.info.name == snapshot_name) found = &s;
+        if (!found) return make_error(ErrorCode::not_found, "no internal snapshot with id or name '" + snapshot_name + "'");
+        l1_off = found->l1_offset;
+        l1_size = found->l1_size;
+        if (uint64_t(l1_size) * 8 > limits_.max_metadata_bytes)
+            return make_error(ErrorCode::limit_exceeded, "snapshot L1 table of " + std::to_string(l1_size) +
+                                                             " entries exceeds the metadata limit");
+        if (!util::is_aligned(l1_off, cluster_size_) ||
+            !util::range_within(l1_off, uint64_t(l1_size) * 8, file_size_) || (l1_size && l1_off == 0))
+            return corrupt_at("snapshot '" + found->info.name + "' L1 table at " + hex(l1_off) + " is invalid",
+                              found->entry_offset);
+        uint64_t covered = util::mul<uint64_t>(uint64_t(l1_size), l2_entries_ * cluster_size_).value_or(UINT64_MAX);
+        if (covered < found->disk_size)
+            return corrupt_at("snapshot '" + found->info.name + "' L1 table is too small for its disk size",
+                              found->entry_offset);
+        set_size(found->disk_size);
+        snapshot_view_ = true;
+    }
+    l1_offset_ = l1_off;
+    std::vector<uint8_t> raw(static_cast<size_t>(uint64_t(l1_size) * 8));
+    if (!raw.empty()) VDISK_TRY(read_exact(*file_, l1_off, raw, "L1 table"));
+    l1_.resize(l1_size);
+    for (uint32_t i = 0; i < l1_size; ++i) l1_[i] = util::load_be<uint64_t>(&raw[i * 8]);
+
+    if (!read_only()) {
+        if (h_.incompat & kIncompatCorrupt)
+            write_refusal_ = make_error(ErrorCode::corrupt, "image is marked corrupt; refusing to write (run check)");
+        else if (h_.incompat & kIncompatDirty)
+            write_refusal_ = make_error(ErrorCode::unsupported, "image is dirty (lazy refcounts); repair it first");
+        else if (h_.nb_snapshots)
+            write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with internal snapshots is not supported");
+        else if (data_file_)
+            write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with an external data file is not supported");
+        else if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
+            write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with persistent bitmaps is not supported");
+    }
+    return ok();
+}
+
+Error Qcow2Device::limit_exceeded_error() const {
+    return make_error(ErrorCode::limit_exceeded, "snapshot table exceeds the metadata limit of " +
+                                                     std::to_string(limits_.max_metadata_bytes) + " bytes");
+}
+
+Status Qcow2Device::init_new(uint64_t) {
+    l1_offset_ = h_.l1_offset;
+    l1_.assign(h_.l1_size, 0);
+    return ok();
+}
+
+Status Qcow2Device::refuse_if_needed() {
+    if (write_refusal_) return *write_refusal_;
+    if (snapshot_view_) return make_error(ErrorCode::read_only, "an internal snapshot is read-only");
+    return ok();
+}
+
+// ---- mapping ---------------------------------------------------------------------------------------
+
+Result<std::vector<uint8_t>*> Qcow2Device::l2_table(uint64_t l2_offset) {
+    if (auto* t = l2_cache_.find(l2_offset)) return t;
+    std::vector<uint8_t> t(static_cast<size_t>(cluster_size_));
+    VDISK_TRY(read_exact(*file_, l2_offset, t, "L2 table"));
+    return &l2_cache_.insert(l2_offset, std::move(t));
+}
+
+Result<L2Entry> Qcow2Device::l2_entry_at(const uint8_t* table, uint64_t index) const {
+    L2Entry e;
+    e.word = util::load_be<uint64_t>(table + index * entry_bytes_);
+    if (entry_bytes_ == 16) e.bitmap = util::load_be<uint64_t>(table + index * entry_bytes_ + 8);
+    return e;
+}
+
+Result<L2Entry> Qcow2Device::lookup(uint64_t vc, uint64_t* l2_offset_out) {
+    uint64_t l1i = vc / l2_entries_;
+    if (l2_offset_out) *l2_offset_out = 0;
+    if (l1i >= l1_.size()) return L2Entry{};
+    uint64_t l2off = l1_[l1i] & kOffsetMask;
+    if (l2off == 0) return L2Entry{};
+    if (!util::is_aligned(l2off, cluster_size_))
+        return corrupt_at("L1 entry " + std::to_string(l1i) + " points to unaligned L2 table " + hex(l2off),
+                          l1_offset_ + l1i * 8);
+    if (!util::range_within(l2off, cluster_size_, file_size_))
+        return corrupt_at("L1 entry " + std::to_string(l1i) + " points to L2 table " + hex(l2off) +
+                              " past the end of the file (" + hex(file_size_) + ")",
+                          l1_offset_ + l1i * 8);
+    if (l2_offset_out) *l2_offset_out = l2off;
+    VDISK_ASSIGN(auto* t, l2_table(l2off));
+    return l2_entry_at(t->data(), vc % l2_entries_);
+}
+
+std::pair<uint64_t, uint64_t> Qcow2Device::compressed_span(uint64_t word) const {
+    uint32_t shift = 62 - (h_.cluster_bits - 8);
+    uint64_t off = word & ((1ull << shift) - 1);
+    uint64_t sectors = ((word >> shift) & ((1ull << (h_.cluster_bits - 8)) - 1)) + 1;
+    uint64_t end = util::align_down(off, 512) + sectors * 512;  // exclusive
+    return {off / cluster_size_, (end - 1) / cluster_size_};
+}
+
+Result<Mapping> Qcow2Device::map(uint64_t offset, uint64_t max_len) {
+    uint64_t vc = offset >> h_.cluster_bits;
+    uint64_t in = offset & (cluster_size_ - 1);
+    Mapping m;
+    m.length = std::min(max_len, cluster_size_ - in);
+    uint64_t l2off = 0;
+    VDISK_ASSIGN(L2Entry e, lookup(vc, &l2off));
+    uint64_t where = l2off + (vc % l2_entries_) * entry_bytes_;
+    if (e.word & kFlagCompressed) {
+        if (data_file_) return corrupt_at("compressed cluster in an image with an external data file", where);
+        m.kind = ExtentKind::data;
+        m.compressed = true;
+        m.host = e.word & ~(kFlagCompressed | kFlagCopied);
+        uint64_t coff = m.host & ((1ull << (62 - (h_.cluster_bits - 8))) - 1);
+        if (coff >= file_size_)
+            return corrupt_at("compressed cluster descriptor " + hex(e.word) + " points past the end of the file (" +
+                                  hex(file_size_) + ")",
+                              where);
+        return m;
+    }
+    uint64_t host = e.word & kOffsetMask;
+    bool has_host = host != 0 || (data_file_ && (e.word & kFlagCopied));
+    if (has_host) {
+        if (!util::is_aligned(host, cluster_size_))
+            return corrupt_at("L2 entry " + hex(e.word) + " has an unaligned cluster offset " + hex(host), where);
+        // QEMU leaves the file ending inside the last data cluster when only its head was written:
+        // the cluster must start inside the file; its tail reads as zeros.
+        if (!data_file_ && host >= file_size_)
+            return corrupt_at("L2 entry " + hex(e.word) + " points past the end of the file (" + hex(file_size_) + ")",
+                              where);
+    }
+    if (entry_bytes_ == 8) {
+        if (h_.version >= 3 && (e.word & kFlagZero)) m.kind = ExtentKind::zero;
+        else if (!has_host) m.kind = ExtentKind::unallocated;
+        else {
+            m.kind = ExtentKind::data;
+            m.host = host + in;
+        }
+        return m;
+    }
+    // Extended L2: bits 0-31 of the bitmap say "allocated", bits 32-63 "reads as zero", per subcluster.
+    auto state = [&](uint64_t sc) -> Result<ExtentKind> {
+        bool alloc = (e.bitmap >> sc) & 1, zero = (e.bitmap >> (32 + sc)) & 1;
+        if (alloc && zero)
+            return corrupt_at("extended L2 entry marks subcluster " + std::to_string(sc) + " both allocated and zero",
+                              where);
+        if (alloc && !has_host)
+            return corrupt_at("extended L2 entry marks subcluster " + std::to_string(sc) +
+                                  " allocated in an unallocated cluster",
+                              where);
+        return alloc ? ExtentKind::data : zero ? ExtentKind::zero : ExtentKind::unallocated;
+    };
+    uint64_t sc = in / sub_size_;
+    VDISK_ASSIGN(m.kind, state(sc));
+    uint64_t len = (sc + 1) * sub_size_ - in;
+    for (uint64_t s = sc + 1; s < kSubclusters && len < m.length; ++s) {
+        VDISK_ASSIGN(ExtentKind k, state(s));
+        if (k != m.kind) break;
+        len += sub_size_;
+    }
+    m.length = std::min(m.length, len);
+    if (m.kind == ExtentKind::data) m.host = host + in;
+    return m;
+}
+
+Status Qcow2Device::read_compressed(uint64_t word, uint64_t in_cluster, std::span<uint8_t> out) {
+    if (zcache_.empty() || zcache_word_ != word) {
+        zcache_.resize(static_cast<size_t>(cluster_size_));
+        zcache_word_ = 0;
+        VDISK_TRY(decompress(word, zcache_));
+        zcache_word_ = word;
+    }
+    std::memcpy(out.data(), zcache_.data() + in_cluster, out.size());
+    return ok();
+}
+
+Status Qcow2Device::decompress(uint64_t word, std::span<uint8_t> out) {
+    uint32_t shift = 62 - (h_.cluster_bits - 8);
+    uint64_t coff = word & ((1ull << shift) - 1);
+    uint64_t sectors = ((word >> shift) & ((1ull << (h_.cluster_bits - 8)) - 1)) + 1;
+    uint64_t csize = sectors * 512 - (coff & 511);
+    std::vector<uint8_t> in(static_cast<size_t>(csize));
+    VDISK_TRY(read_zero_fill(data(), coff, in));
+    if (!decompress_cluster(in, out, h_.compression))
+        return corrupt_at("compressed cluster at " + hex(coff) + " (" + std::to_string(csize) +
+                              " bytes) does not decompress to one cluster",
+                          coff);
+    return ok();
+}
+
+Status Qcow2Device::do_read(uint64_t offset, std::span<uint8_t> buf) {
+    while (!buf.empty()) {
+        VDISK_ASSIGN(Mapping m, map(offset, buf.size()));
+        auto part = buf.first(static_cast<size_t>(m.length));
+        if (m.compressed) {
+            VDISK_TRY(read_compressed(m.host, offset & (cluster_size_ - 1), part));
+        } else if (m.kind == ExtentKind::data) {
+            VDISK_TRY(read_zero_fill(data(), m.host, part));
+        } else if (m.kind == ExtentKind::zero) {
+            std::fill(part.begin(), part.end(), 0);
+        } else {
+            VDISK_TRY(read_from_backing(offset, part));
+        }
+        offset += m.length;
+        buf = buf.subspan(static_cast<size_t>(m.length));
+    }
+    return ok();
+}
+
+Result<Extent> Qcow2Device::do_block_status(uint64_t offset, uint64_t max_len) {
+    VDISK_ASSIGN(Mapping m, map(offset, max_len));
+    Extent e;
+    e.offset = offset;
+    e.length = m.length;
+    e.kind = m.kind;
+    e.compressed = m.compressed;
+    if (m.kind == ExtentKind::data && !m.compressed) {
+        e.file = &data();
+        e.host_offset = m.host;
+    }
+    // Coalesce following pieces with the same state (and contiguous host offsets), within a bounded walk.
+    for (unsigned steps = 0; e.length < max_len && steps < 65536; ++steps) {
+        VDISK_ASSIGN(Mapping n, map(offset + e.length, max_len - e.length));
+        if (n.kind != m.kind || n.compressed != m.compressed) break;
+        if (m.kind == ExtentKind::data && !m.compressed && n.host != *e.host_offset + e.length) break;
+        e.length += n.length;
+    }
+    return e;
+}
+
+ImageInfo Qcow2Device::do_info() const {
+    ImageInfo i;
+    i.format = "qcow2";
+    i.virtual_size = size();
+    i.cluster_size = cluster_size_;
+    i.dirty = (h_.incompat & kIncompatDirty) != 0;
+    i.backing_filename = h_.backing_name;
+    if (!h_.backing_format.empty()) i.backing_format = h_.backing_format;
+    for (auto& s : snapshots_) i.snapshots.push_back(s.info);
+    Json d = Json::object();
+    d.set("compat", h_.version >= 3 ? "1.1" : "0.10");
+    d.set("compression-type", h_.compression == kCompressionZstd ? "zstd" : "zlib");
+    if (h_.version >= 3) {
+        d.set("lazy-refcounts", (h_.compat & kCompatLazyRefcounts) != 0);
+        d.set("refcount-bits", uint64_t(1) << h_.refcount_order);
+        if (h_.data_file_name) {
+            d.set("data-file", *h_.data_file_name);
+            d.set("data-file-raw", (h_.autoclear & kAutoclearDataFileRaw) != 0);
+        }
+        d.set("corrupt", (h_.incompat & kIncompatCorrupt) != 0);
+        d.set("extended-l2", (h_.incompat & kIncompatExtendedL2) != 0);
+    } else {
+        d.set("refcount-bits", uint64_t(1) << h_.refcount_order);
+    }
+    i.format_specific = Json::object();
+    i.format_specific.set("type", "qcow2");
+    i.format_specific.set("data", std::move(d));
+    return i;
+}
+
+}  // namespace vdisk::qcow2

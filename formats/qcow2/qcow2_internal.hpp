@@ -1,0 +1,185 @@
+// The qcow2 device shared by the format's translation units: header state, L1/L2 mapping with a bounded
+// L2 cache, refcount maintenance and cluster allocation, compression.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "qcow2_layout.hpp"
+#include "vdisk/format.hpp"
+
+namespace vdisk::qcow2 {
+
+/// The header after parsing and validation (native byte order).
+struct Header {
+    uint32_t version = 3;
+    uint32_t cluster_bits = 16;
+    uint64_t size = 0;
+    uint32_t crypt_method = 0;
+    uint32_t l1_size = 0;
+    uint64_t l1_offset = 0;
+    uint64_t rt_offset = 0;
+    uint32_t rt_clusters = 0;
+    uint32_t nb_snapshots = 0;
+    uint64_t snapshots_offset = 0;
+    uint64_t incompat = 0;
+    uint64_t compat = 0;
+    uint64_t autoclear = 0;
+    uint32_t refcount_order = 4;
+    uint32_t header_length = kHeaderV3Length;
+    uint8_t compression = kCompressionZlib;
+    std::optional<std::string> backing_name;
+    std::string backing_format;
+    std::optional<std::string> data_file_name;
+    bool has_bitmaps_ext = false;
+};
+
+struct Snapshot {
+    SnapshotInfo info;
+    uint64_t l1_offset = 0;
+    uint32_t l1_size = 0;
+    uint64_t disk_size = 0;
+    uint64_t entry_offset = 0;  ///< where the entry starts in the file (for messages)
+};
+
+/// A small LRU of whole clusters keyed by host offset (L2 tables, refcount blocks).
+class ClusterCache {
+public:
+    explicit ClusterCache(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
+    std::vector<uint8_t>* find(uint64_t key);
+    std::vector<uint8_t>& insert(uint64_t key, std::vector<uint8_t> data);
+    void erase(uint64_t key);
+    void clear();
+
+private:
+    size_t capacity_;
+    std::list<std::pair<uint64_t, std::vector<uint8_t>>> items_;
+    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, std::vector<uint8_t>>>::iterator> index_;
+};
+
+/// One L2 entry (the 64-bit descriptor and, with extended L2 entries, the subcluster bitmap).
+struct L2Entry {
+    uint64_t word = 0;
+    uint64_t bitmap = 0;
+};
+
+/// Where one cluster-bounded piece of the virtual disk lives.
+struct Mapping {
+    ExtentKind kind = ExtentKind::unallocated;
+    uint64_t length = 0;
+    bool compressed = false;
+    uint64_t host = 0;   ///< host byte offset (data), or the compressed descriptor
+};
+
+class Qcow2Device final : public BlockDevice {
+public:
+    Qcow2Device(std::unique_ptr<File> file, std::unique_ptr<File> data_file, Header h, uint64_t file_size,
+                bool read_only, const Limits& limits);
+
+    /// Load L1 (active or the named snapshot's), refcount table and snapshots; called once by open.
+    Status load(const std::string& snapshot_name);
+    /// Initialise an empty image written by create.
+    Status init_new(uint64_t l1_clusters);
+
+    std::vector<File*> files() const override;
+    std::optional<BackingReference> backing_reference() const override;
+    uint64_t write_granularity() const override { return cluster_size_; }
+    uint64_t compress_granularity() const override { return cluster_size_; }
+    Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
+    Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+                                  uint64_t raw_length) override;
+
+    // Used by create (preallocation) and check.
+    Status preallocate(bool full_zero, bool falloc);
+    const Header& header() const { return h_; }
+    uint64_t cluster_size() const { return cluster_size_; }
+    uint64_t l2_entries() const { return l2_entries_; }
+    File& main_file() const { return *file_; }
+    uint64_t file_size() const { return file_size_; }
+    const std::vector<uint64_t>& l1() const { return l1_; }
+    const std::vector<Snapshot>& snapshots() const { return snapshots_; }
+    const Limits& limits() const { return limits_; }
+    Result<std::vector<uint64_t>> load_refcount_table_for_check();
+    Result<L2Entry> l2_entry_at(const uint8_t* table, uint64_t index) const;
+    Result<std::vector<uint8_t>*> l2_table(uint64_t l2_offset);
+    uint64_t refcount_max() const;
+    Result<uint64_t> get_refcount(uint64_t cluster);
+    Status set_refcount(uint64_t cluster, uint64_t value);
+    /// Host clusters a compressed descriptor covers: [first, last].
+    std::pair<uint64_t, uint64_t> compressed_span(uint64_t word) const;
+    Status write_header_field(uint64_t off, std::span<const uint8_t> bytes);
+    void refresh_file_size(uint64_t size) { file_size_ = size; }
+
+protected:
+    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
+    Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
+    Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
+    Status do_discard(uint64_t offset, uint64_t len) override;
+    Status do_flush() override;
+    Status do_resize(uint64_t new_size) override;
+    Status do_close() override;
+    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    ImageInfo do_info() const override;
+
+private:
+    std::unique_ptr<File> file_;
+    std::unique_ptr<File> data_file_;
+    Header h_;
+    uint64_t file_size_;
+    Limits limits_;
+    uint64_t cluster_size_;
+    uint32_t entry_bytes_;   // 8, or 16 with extended L2 entries
+    uint64_t l2_entries_;
+    uint64_t sub_size_;      // subcluster size (== cluster size without extended L2)
+    std::vector<uint64_t> l1_;
+    uint64_t l1_offset_ = 0;
+    bool snapshot_view_ = false;
+    std::vector<Snapshot> snapshots_;
+    std::vector<uint64_t> rt_;   // refcount table (loaded when writable)
+    bool rt_loaded_ = false;
+    uint64_t free_hint_ = 0;
+    uint64_t compressed_cursor_ = 0;  // next free byte in the cluster used for packing compressed data
+    ClusterCache l2_cache_;
+    ClusterCache rb_cache_;
+    uint64_t zcache_word_ = 0;
+    std::vector<uint8_t> zcache_;
+    std::optional<Error> write_refusal_;
+
+    File& data() const { return data_file_ ? *data_file_ : *file_; }
+    Status refuse_if_needed();
+    Error limit_exceeded_error() const;
+    Result<Mapping> map(uint64_t offset, uint64_t max_len);
+    Result<L2Entry> lookup(uint64_t vcluster, uint64_t* l2_offset_out = nullptr);
+    Status decompress(uint64_t word, std::span<uint8_t> out);
+    Status read_compressed(uint64_t word, uint64_t in_cluster, std::span<uint8_t> out);
+
+    // Writing.
+    Result<uint64_t> ensure_l2(uint64_t l1_index);
+    Status store_l2(uint64_t l2_offset, uint64_t first, uint64_t count);
+    Status write_run(uint64_t vc, uint64_t count, std::span<const uint8_t> data);
+    Status release(const L2Entry& e);
+    Status zero_or_discard(uint64_t offset, uint64_t len, bool discard, bool may_unmap);
+    Status grow_l1(uint64_t entries);
+
+    // Refcounts and allocation (qcow2_refcount.cpp).
+    Status ensure_refcount_table();
+    uint64_t rb_entries() const { return (cluster_size_ * 8) >> h_.refcount_order; }
+    Result<std::vector<uint8_t>*> refblock(uint64_t offset);
+    Result<uint64_t> alloc_clusters(uint64_t n);
+    Status create_refblock(uint64_t index);
+    Status grow_refcount_table(uint64_t needed_index);
+    Status free_clusters(uint64_t first, uint64_t n);
+};
+
+Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type);
+/// Decompress into exactly `out` (one cluster); false on a malformed stream.
+bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uint8_t type);
+
+Error corrupt_at(std::string message, uint64_t offset);
+
+}  // namespace vdisk::qcow2

@@ -1,0 +1,219 @@
+// qcow2 refcounts: table and block access, cluster allocation, growth of refcount blocks and the table.
+//
+// Invariant kept by every path here: a cluster is only handed out after its refcount is on disk, and a
+// refcount block or table is only referenced after it is written, so a crash leaks at worst.
+#include <algorithm>
+#include <cstring>
+
+#include "qcow2_internal.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+
+namespace vdisk::qcow2 {
+
+namespace {
+
+// Entries are refcount_bits wide; sub-byte widths are packed starting at the low bits of each byte,
+// wider ones are big-endian.
+uint64_t get_entry(const uint8_t* blk, uint64_t i, uint32_t order) {
+    uint32_t bits = 1u << order;
+    if (bits < 8) return (blk[i * bits / 8] >> ((i * bits) % 8)) & ((1u << bits) - 1);
+    const uint8_t* p = blk + i * (bits / 8);
+    switch (bits) {
+        case 8: return p[0];
+        case 16: return util::load_be<uint16_t>(p);
+        case 32: return util::load_be<uint32_t>(p);
+        default: return util::load_be<uint64_t>(p);
+    }
+}
+
+// Returns the byte offset within the block that changed and its length.
+std::pair<size_t, size_t> set_entry(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v) {
+    uint32_t bits = 1u << order;
+    if (bits < 8) {
+        size_t b = static_cast<size_t>(i * bits / 8);
+        uint32_t shift = (i * bits) % 8;
+        uint8_t mask = static_cast<uint8_t>(((1u << bits) - 1) << shift);
+        blk[b] = static_cast<uint8_t>((blk[b] & ~mask) | ((v << shift) & mask));
+        return {b, 1};
+    }
+    size_t b = static_cast<size_t>(i * (bits / 8));
+    switch (bits) {
+        case 8: blk[b] = static_cast<uint8_t>(v); break;
+        case 16: util::store_be<uint16_t>(blk + b, static_cast<uint16_t>(v)); break;
+        case 32: util::store_be<uint32_t>(blk + b, static_cast<uint32_t>(v)); break;
+        default: util::store_be<uint64_t>(blk + b, v); break;
+    }
+    return {b, bits / 8};
+}
+
+}  // namespace
+
+uint64_t Qcow2Device::refcount_max() const {
+    return h_.refcount_order == 6 ? UINT64_MAX : (uint64_t(1) << (1u << h_.refcount_order)) - 1;
+}
+
+Status Qcow2Device::ensure_refcount_table() {
+    if (rt_loaded_) return ok();
+    uint64_t entries = uint64_t(h_.rt_clusters) * cluster_size_ / 8;
+    std::vector<uint8_t> raw(static_cast<size_t>(entries * 8));
+    VDISK_TRY(read_exact(*file_, h_.rt_offset, raw, "refcount table"));
+    rt_.resize(static_cast<size_t>(entries));
+    for (size_t i = 0; i < rt_.size(); ++i) rt_[i] = util::load_be<uint64_t>(&raw[i * 8]);
+    rt_loaded_ = true;
+    return ok();
+}
+
+Result<std::vector<uint64_t>> Qcow2Device::load_refcount_table_for_check() {
+    VDISK_TRY(ensure_refcount_table());
+    return rt_;
+}
+
+Result<std::vector<uint8_t>*> Qcow2Device::refblock(uint64_t offset) {
+    if (auto* b = rb_cache_.find(offset)) return b;
+    std::vector<uint8_t> b(static_cast<size_t>(cluster_size_));
+    VDISK_TRY(read_exact(*file_, offset, b, "refcount block"));
+    return &rb_cache_.insert(offset, std::move(b));
+}
+
+Result<uint64_t> Qcow2Device::get_refcount(uint64_t cluster) {
+    VDISK_TRY(ensure_refcount_table());
+    uint64_t r = cluster / rb_entries();
+    if (r >= rt_.size()) return uint64_t(0);
+    uint64_t off = rt_[r] & ~uint64_t(511);
+    if (off == 0) return uint64_t(0);
+    if (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_))
+        return corrupt_at("refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off),
+                          h_.rt_offset + r * 8);
+    VDISK_ASSIGN(auto* blk, refblock(off));
+    return get_entry(blk->data(), cluster % rb_entries(), h_.refcount_order);
+}
+
+Status Qcow2Device::set_refcount(uint64_t cluster, uint64_t value) {
+    if (value > refcount_max())
+        return make_error(ErrorCode::limit_exceeded, "refcount of cluster " + hex(cluster * cluster_size_) +
+                                                         " would exceed the maximum of " + std::to_string(refcount_max()));
+    VDISK_TRY(ensure_refcount_table());
+    uint64_t r = cluster / rb_entries();
+    if (r >= rt_.size()) VDISK_TRY(grow_refcount_table(r));
+    if ((rt_[r] & ~uint64_t(511)) == 0) VDISK_TRY(create_refblock(r));
+    uint64_t off = rt_[r] & ~uint64_t(511);
+    if (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_))
+        return corrupt_at("refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off),
+                          h_.rt_offset + r * 8);
+    VDISK_ASSIGN(auto* blk, refblock(off));
+    auto [b, n] = set_entry(blk->data(), cluster % rb_entries(), h_.refcount_order, value);
+    return file_->write_at(off + b, std::span<const uint8_t>(blk->data() + b, n));
+}
+
+// A missing refcount block for range `index` goes into the first cluster of that range: every cluster
+// of the range has refcount 0, so that cluster is free, and the block then counts itself.
+Status Qcow2Device::create_refblock(uint64_t index) {
+    uint64_t cluster = index * rb_entries();
+    std::vector<uint8_t> blk(static_cast<size_t>(cluster_size_), 0);
+    set_entry(blk.data(), 0, h_.refcount_order, 1);
+    uint64_t off = cluster * cluster_size_;
+    VDISK_TRY(file_->write_at(off, blk));
+    file_size_ = std::max(file_size_, off + cluster_size_);
+    rb_cache_.insert(off, std::move(blk));
+    rt_[index] = off;
+    uint8_t e[8];
+    util::store_be<uint64_t>(e, off);
+    return file_->write_at(h_.rt_offset + index * 8, e);
+}
+
+// The new table and the refcount blocks that cover it go into the first range the old table did not
+// cover (free by construction): [k blocks][T table clusters], each block covering its own range.
+Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
+    const uint64_t epb = rb_entries(), cs = cluster_size_;
+    uint64_t old_entries = rt_.size();
+    uint64_t base = old_entries;  // first block index not covered
+    uint64_t n = std::max<uint64_t>(needed_index + 1, old_entries * 2);
+    uint64_t t = 0, k = 0;
+    for (;;) {
+        t = util::div_round_up(n * 8, cs);
+        k = 1;
+        while (k * epb < k + t) ++k;
+        if (n >= base + k) break;
+        n = base + k;
+    }
+    n = t * cs / 8;
+    if (n * 8 > limits_.max_metadata_bytes || t > UINT32_MAX)
+        return make_error(ErrorCode::limit_exceeded, "refcount table would grow past the metadata limit");
+    uint64_t start = base * epb;
+    std::vector<uint8_t> blocks(static_cast<size_t>(k * cs), 0);
+    for (uint64_t c = start; c < start + k + t; ++c)
+        set_entry(&blocks[static_cast<size_t>((c / epb - base) * cs)], c % epb, h_.refcount_order, 1);
+    std::vector<uint64_t> table(rt_);
+    table.resize(static_cast<size_t>(n), 0);
+    for (uint64_t i = 0; i < k; ++i) table[base + i] = (start + i) * cs;
+    std::vector<uint8_t> raw(static_cast<size_t>(t * cs), 0);
+    for (size_t i = 0; i < table.size(); ++i) util::store_be<uint64_t>(&raw[i * 8], table[i]);
+    VDISK_TRY(file_->write_at(start * cs, blocks));
+    VDISK_TRY(file_->write_at((start + k) * cs, raw));
+    file_size_ = std::max(file_size_, (start + k + t) * cs);
+    VDISK_TRY(file_->sync());
+    uint8_t hdr[12];
+    util::store_be<uint64_t>(hdr, (start + k) * cs);
+    util::store_be<uint32_t>(hdr + 8, static_cast<uint32_t>(t));
+    VDISK_TRY(write_header_field(kOffRefcountTable, hdr));
+    for (uint64_t i = 0; i < k; ++i)
+        rb_cache_.insert((start + i) * cs, std::vector<uint8_t>(blocks.begin() + static_cast<std::ptrdiff_t>(i * cs),
+                                                                blocks.begin() + static_cast<std::ptrdiff_t>((i + 1) * cs)));
+    uint64_t old_off = h_.rt_offset, old_clusters = h_.rt_clusters;
+    h_.rt_offset = (start + k) * cs;
+    h_.rt_clusters = static_cast<uint32_t>(t);
+    rt_ = std::move(table);
+    return free_clusters(old_off / cs, old_clusters);
+}
+
+Result<uint64_t> Qcow2Device::alloc_clusters(uint64_t n) {
+    VDISK_TRY(ensure_refcount_table());
+    const uint64_t epb = rb_entries();
+    for (unsigned attempt = 0; attempt < 64; ++attempt) {
+        uint64_t start = free_hint_, c = free_hint_;
+        while (c - start < n) {
+            VDISK_ASSIGN(uint64_t rc, get_refcount(c));
+            ++c;
+            if (rc) start = c;
+        }
+        bool changed = false;
+        for (uint64_t r = start / epb; r <= (start + n - 1) / epb; ++r) {
+            if (r >= rt_.size()) {
+                VDISK_TRY(grow_refcount_table(r));
+                changed = true;
+                break;
+            }
+            if ((rt_[r] & ~uint64_t(511)) == 0) {
+                VDISK_TRY(create_refblock(r));
+                changed = true;
+            }
+        }
+        if (changed) continue;
+        for (uint64_t i = 0; i < n; ++i) VDISK_TRY(set_refcount(start + i, 1));
+        free_hint_ = start + n;
+        return start * cluster_size_;
+    }
+    return make_error(ErrorCode::corrupt, "cluster allocation does not converge (refcount structures inconsistent)");
+}
+
+Status Qcow2Device::free_clusters(uint64_t first, uint64_t n) {
+    for (uint64_t c = first; c < first + n; ++c) {
+        VDISK_ASSIGN(uint64_t rc, get_refcount(c));
+        if (rc == 0)
+            return corrupt_at("refcount of cluster " + hex(c * cluster_size_) + " is already 0 when freeing it",
+                              c * cluster_size_);
+        VDISK_TRY(set_refcount(c, rc - 1));
+        if (rc == 1) {
+            free_hint_ = std::min(free_hint_, c);
+            if (compressed_cursor_ && compressed_cursor_ / cluster_size_ == c) compressed_cursor_ = 0;
+        }
+    }
+    return ok();
+}
+
+Status Qcow2Device::write_header_field(uint64_t off, std::span<const uint8_t> bytes) {
+    return file_->write_at(off, bytes);
+}
+
+}  // namespace vdisk::qcow2

@@ -1,0 +1,357 @@
+// qcow2 writes: cluster allocation into L2 tables, zero clusters, discard, compressed clusters, resize.
+//
+// Ordering, so that a crash can leak clusters but never expose garbage: a new cluster's refcount is
+// written first, then its data, then the L2 entry, then (for a new L2 table) the L1 entry. Freeing runs
+// the other way round: the L2 entry is cleared before the refcount drops.
+#include <algorithm>
+#include <cstring>
+
+#include "qcow2_internal.hpp"
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+
+namespace vdisk::qcow2 {
+
+namespace {
+constexpr uint64_t kAllAllocated = 0xffffffffull;       // extended L2: every subcluster allocated
+constexpr uint64_t kAllZero = 0xffffffffull << 32;      // extended L2: every subcluster reads as zero
+}  // namespace
+
+Result<uint64_t> Qcow2Device::ensure_l2(uint64_t l1i) {
+    if (l1i >= l1_.size())
+        return make_error(ErrorCode::out_of_range, "L1 index " + std::to_string(l1i) + " beyond the L1 table");
+    uint64_t off = l1_[l1i] & kOffsetMask;
+    if (off) {
+        if (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_))
+            return corrupt_at("L1 entry " + std::to_string(l1i) + " points to invalid L2 table " + hex(off),
+                              l1_offset_ + l1i * 8);
+        if (!(l1_[l1i] & kFlagCopied)) {
+            VDISK_ASSIGN(uint64_t rc, get_refcount(off / cluster_size_));
+            if (rc != 1)
+                return make_error(ErrorCode::unsupported, "L2 table " + hex(off) + " is shared (refcount " +
+                                                              std::to_string(rc) + "); copy-on-write of L2 tables is not supported");
+            l1_[l1i] |= kFlagCopied;
+            uint8_t e[8];
+            util::store_be<uint64_t>(e, l1_[l1i]);
+            VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
+        }
+        return off;
+    }
+    VDISK_ASSIGN(off, alloc_clusters(1));
+    std::vector<uint8_t> zero(static_cast<size_t>(cluster_size_), 0);
+    VDISK_TRY(file_->write_at(off, zero));
+    file_size_ = std::max(file_size_, off + cluster_size_);
+    l2_cache_.insert(off, std::move(zero));
+    l1_[l1i] = off | kFlagCopied;
+    uint8_t e[8];
+    util::store_be<uint64_t>(e, l1_[l1i]);
+    VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
+    return off;
+}
+
+Status Qcow2Device::store_l2(uint64_t l2_offset, uint64_t first, uint64_t count) {
+    VDISK_ASSIGN(auto* t, l2_table(l2_offset));
+    size_t a = static_cast<size_t>(first * entry_bytes_), n = static_cast<size_t>(count * entry_bytes_);
+    return file_->write_at(l2_offset + a, std::span<const uint8_t>(t->data() + a, n));
+}
+
+// Drop the reference an L2 entry held (after the entry itself no longer points there).
+Status Qcow2Device::release(const L2Entry& e) {
+    if (e.word & kFlagCompressed) {
+        auto [first, last] = compressed_span(e.word & ~(kFlagCompressed | kFlagCopied));
+        return free_clusters(first, last - first + 1);
+    }
+    uint64_t host = e.word & kOffsetMask;
+    if (host) return free_clusters(host / cluster_size_, 1);
+    return ok();
+}
+
+namespace {
+void put_entry(std::vector<uint8_t>& t, uint64_t i, uint32_t eb, const L2Entry& e) {
+    util::store_be<uint64_t>(&t[i * eb], e.word);
+    if (eb == 16) util::store_be<uint64_t>(&t[i * eb + 8], e.bitmap);
+}
+}  // namespace
+
+// Write whole clusters [vc, vc + count) that share one L2 table. `data` holds the bytes (possibly short
+// at the device's end); an empty span preallocates without writing data.
+Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8_t> data) {
+    VDISK_ASSIGN(uint64_t l2off, ensure_l2(vc / l2_entries_));
+    uint64_t first = vc % l2_entries_;
+    std::vector<L2Entry> old(static_cast<size_t>(count)), now(static_cast<size_t>(count));
+    {
+        VDISK_ASSIGN(auto* t, l2_table(l2off));
+        for (uint64_t i = 0; i < count; ++i) {
+            VDISK_ASSIGN(old[i], l2_entry_at(t->data(), first + i));
+        }
+    }
+    std::vector<bool> in_place(static_cast<size_t>(count));
+    for (uint64_t i = 0; i < count; ++i) {
+        uint64_t host = old[i].word & kOffsetMask;
+        bool compressed = old[i].word & kFlagCompressed;
+        in_place[i] = !compressed && host != 0;
+        if (in_place[i] && !(old[i].word & kFlagCopied)) {
+            VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
+            if (rc != 1)
+                return make_error(ErrorCode::unsupported, "data cluster " + hex(host) + " is shared (refcount " +
+                                                              std::to_string(rc) + ")");
+        }
+        if (in_place[i] && host >= file_size_)
+            return corrupt_at("L2 entry " + hex(old[i].word) + " points past the end of the file",
+                              l2off + (first + i) * entry_bytes_);
+    }
+    auto cluster_bytes = [&](uint64_t i, uint64_t n) -> std::span<const uint8_t> {
+        uint64_t a = i * cluster_size_;
+        if (a >= data.size()) return {};
+        return data.subspan(static_cast<size_t>(a), static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, data.size() - a)));
+    };
+    auto write_host = [&](uint64_t host, uint64_t i, uint64_t n) -> Status {
+        if (data.empty()) {
+            file_size_ = std::max(file_size_, host + n * cluster_size_);
+            return file_->resize(std::max(file_size_, host + n * cluster_size_));
+        }
+        auto bytes = cluster_bytes(i, n);
+        VDISK_TRY(file_->write_at(host, bytes));
+        if (bytes.size() < n * cluster_size_) {
+            // The device's last cluster is partial: the host cluster still ends inside the file.
+            std::vector<uint8_t> pad(static_cast<size_t>(n * cluster_size_ - bytes.size()), 0);
+            VDISK_TRY(file_->write_at(host + bytes.size(), pad));
+        }
+        file_size_ = std::max(file_size_, host + n * cluster_size_);
+        return ok();
+    };
+    uint64_t i = 0;
+    while (i < count) {
+        uint64_t j = i + 1;
+        if (in_place[i]) {
+            uint64_t base = old[i].word & kOffsetMask;
+            while (j < count && in_place[j] && (old[j].word & kOffsetMask) == base + (j - i) * cluster_size_) ++j;
+            if (!data.empty()) VDISK_TRY(write_host(base, i, j - i));
+            for (uint64_t x = i; x < j; ++x) now[x].word = (old[x].word & kOffsetMask) | kFlagCopied;
+        } else {
+            while (j < count && !in_place[j]) ++j;
+            VDISK_ASSIGN(uint64_t host, alloc_clusters(j - i));
+            VDISK_TRY(write_host(host, i, j - i));
+            for (uint64_t x = i; x < j; ++x) now[x].word = (host + (x - i) * cluster_size_) | kFlagCopied;
+        }
+        for (uint64_t x = i; x < j; ++x) now[x].bitmap = entry_bytes_ == 16 ? kAllAllocated : 0;
+        i = j;
+    }
+    {
+        VDISK_ASSIGN(auto* t, l2_table(l2off));
+        auto& tt = *t;
+        for (uint64_t x = 0; x < count; ++x) put_entry(tt, first + x, entry_bytes_, now[x]);
+    }
+    VDISK_TRY(store_l2(l2off, first, count));
+    for (uint64_t x = 0; x < count; ++x)
+        if (!in_place[x]) VDISK_TRY(release(old[x]));
+    return ok();
+}
+
+Status Qcow2Device::do_write(uint64_t offset, std::span<const uint8_t> buf) {
+    VDISK_TRY(refuse_if_needed());
+    uint64_t vc = offset >> h_.cluster_bits;
+    while (!buf.empty()) {
+        uint64_t n = std::min<uint64_t>(l2_entries_ - vc % l2_entries_,
+                                        util::div_round_up(buf.size(), cluster_size_));
+        auto part = buf.first(static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, buf.size())));
+        VDISK_TRY(write_run(vc, n, part));
+        buf = buf.subspan(part.size());
+        vc += n;
+    }
+    return ok();
+}
+
+Status Qcow2Device::preallocate(bool full_zero, bool falloc) {
+    uint64_t clusters = util::div_round_up(size(), cluster_size_);
+    for (uint64_t vc = 0; vc < clusters;) {
+        uint64_t n = std::min<uint64_t>(l2_entries_ - vc % l2_entries_, clusters - vc);
+        if (full_zero) {
+            std::vector<uint8_t> zero(static_cast<size_t>(n * cluster_size_), 0);
+            VDISK_TRY(write_run(vc, n, zero));
+        } else {
+            VDISK_TRY(write_run(vc, n, {}));
+        }
+        vc += n;
+    }
+    if (falloc) VDISK_TRY(file_->allocate(0, file_size_));
+    return ok();
+}
+
+// Whole clusters only (the generic layer aligns to write_granularity); the last may be partial.
+Status Qcow2Device::zero_or_discard(uint64_t offset, uint64_t len, bool discard, bool may_unmap) {
+    VDISK_TRY(refuse_if_needed());
+    bool has_backing = h_.backing_name.has_value() || backing() != nullptr;
+    bool v3 = h_.version >= 3;
+    if (!discard && !v3 && has_backing) return BlockDevice::do_write_zeroes(offset, len, may_unmap);
+    uint64_t vc = offset >> h_.cluster_bits;
+    uint64_t end_vc = util::div_round_up(offset + len, cluster_size_);
+    while (vc < end_vc) {
+        uint64_t l1i = vc / l2_entries_;
+        uint64_t n = std::min<uint64_t>(l2_entries_ - vc % l2_entries_, end_vc - vc);
+        uint64_t l2off = l1i < l1_.size() ? (l1_[l1i] & kOffsetMask) : 0;
+        bool need_marks = !discard && v3 && has_backing;
+        if (l2off == 0 && !need_marks) {
+            vc += n;
+            continue;
+        }
+        VDISK_ASSIGN(l2off, ensure_l2(l1i));
+        uint64_t first = vc % l2_entries_;
+        std::vector<L2Entry> old(static_cast<size_t>(n));
+        std::vector<bool> drop(static_cast<size_t>(n));
+        {
+            VDISK_ASSIGN(auto* t, l2_table(l2off));
+            auto& tt = *t;
+            for (uint64_t i = 0; i < n; ++i) {
+                VDISK_ASSIGN(old[i], l2_entry_at(tt.data(), first + i));
+                uint64_t host = old[i].word & kOffsetMask;
+                bool compressed = old[i].word & kFlagCompressed;
+                L2Entry e;
+                if (discard || (!v3 && !has_backing)) {
+                    drop[i] = true;  // unallocated: reads zeros (no backing) or whatever discard allows
+                } else if (!may_unmap && host && !compressed) {
+                    e.word = host | kFlagCopied | (entry_bytes_ == 8 ? kFlagZero : 0);
+                    e.bitmap = entry_bytes_ == 16 ? kAllZero : 0;
+                } else {
+                    drop[i] = true;
+                    e.word = entry_bytes_ == 8 ? kFlagZero : 0;
+                    e.bitmap = entry_bytes_ == 16 ? kAllZero : 0;
+                }
+                put_entry(tt, first + i, entry_bytes_, e);
+            }
+        }
+        VDISK_TRY(store_l2(l2off, first, n));
+        for (uint64_t i = 0; i < n; ++i)
+            if (drop[i]) VDISK_TRY(release(old[i]));
+        vc += n;
+    }
+    return ok();
+}
+
+Status Qcow2Device::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
+    return zero_or_discard(offset, len, false, may_unmap);
+}
+
+Status Qcow2Device::do_discard(uint64_t offset, uint64_t len) {
+    // Only whole clusters can be dropped; the partial edges are left as they are (discard is a hint).
+    uint64_t a = util::align_up(offset, cluster_size_).value_or(size());
+    uint64_t end = offset + len;
+    uint64_t b = end == size() ? end : util::align_down(end, cluster_size_);
+    if (a >= b) return ok();
+    return zero_or_discard(a, b - a, true, true);
+}
+
+Status Qcow2Device::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length) {
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
+    VDISK_TRY(refuse_if_needed());
+    if (!util::is_aligned(offset, cluster_size_) || offset >= size() || raw_length > cluster_size_)
+        return make_error(ErrorCode::invalid_argument, "compressed chunk at " + hex(offset) + " is not one cluster");
+    if (compressed.empty() || compressed.size() > cluster_size_)
+        return make_error(ErrorCode::invalid_argument, "compressed chunk of " + std::to_string(compressed.size()) +
+                                                           " bytes does not fit a cluster");
+    // Pack consecutive compressed clusters into shared host clusters; one descriptor never spans two.
+    uint64_t pos = compressed_cursor_;
+    uint64_t room = pos ? cluster_size_ - (pos % cluster_size_) : 0;
+    if (!pos || pos % cluster_size_ == 0 || room < compressed.size()) {
+        VDISK_ASSIGN(pos, alloc_clusters(1));
+    } else {
+        VDISK_ASSIGN(uint64_t rc, get_refcount(pos / cluster_size_));
+        VDISK_TRY(set_refcount(pos / cluster_size_, rc + 1));
+    }
+    VDISK_TRY(file_->write_at(pos, compressed));
+    file_size_ = std::max(file_size_, pos + compressed.size());
+    compressed_cursor_ = pos + compressed.size();
+    uint32_t shift = 62 - (h_.cluster_bits - 8);
+    uint64_t extra_sectors = (pos + compressed.size() - 1) / 512 - pos / 512;
+    L2Entry e;
+    e.word = kFlagCompressed | (extra_sectors << shift) | pos;
+    uint64_t vc = offset >> h_.cluster_bits;
+    VDISK_ASSIGN(uint64_t l2off, ensure_l2(vc / l2_entries_));
+    L2Entry old;
+    {
+        VDISK_ASSIGN(auto* t, l2_table(l2off));
+        auto& tt = *t;
+        VDISK_ASSIGN(old, l2_entry_at(tt.data(), vc % l2_entries_));
+        put_entry(tt, vc % l2_entries_, entry_bytes_, e);
+    }
+    VDISK_TRY(store_l2(l2off, vc % l2_entries_, 1));
+    return release(old);
+}
+
+Status Qcow2Device::grow_l1(uint64_t entries) {
+    if (entries * 8 > limits_.max_metadata_bytes || entries > UINT32_MAX / 8)
+        return make_error(ErrorCode::limit_exceeded, "L1 table of " + std::to_string(entries) + " entries is too large");
+    uint64_t old_clusters = util::div_round_up(l1_.size() * 8, cluster_size_);
+    uint64_t new_clusters = util::div_round_up(entries * 8, cluster_size_);
+    uint64_t old_off = l1_offset_;
+    std::vector<uint64_t> l1 = l1_;
+    l1.resize(static_cast<size_t>(entries), 0);
+    std::vector<uint8_t> raw(static_cast<size_t>(new_clusters * cluster_size_), 0);
+    for (size_t i = 0; i < l1.size(); ++i) util::store_be<uint64_t>(&raw[i * 8], l1[i]);
+    uint64_t off = old_off;
+    if (new_clusters > old_clusters || old_off == 0) {
+        VDISK_ASSIGN(off, alloc_clusters(new_clusters));
+    }
+    if (off == old_off) {
+        // Same clusters: only the new entries (and the tail of the last cluster) change.
+        size_t a = l1_.size() * 8;
+        VDISK_TRY(file_->write_at(off + a, std::span<const uint8_t>(raw.data() + a, raw.size() - a)));
+    } else {
+        VDISK_TRY(file_->write_at(off, raw));
+    }
+    file_size_ = std::max(file_size_, off + raw.size());
+    VDISK_TRY(file_->sync());
+    uint8_t hdr[12];
+    util::store_be<uint32_t>(hdr, static_cast<uint32_t>(entries));
+    util::store_be<uint64_t>(hdr + 4, off);
+    VDISK_TRY(write_header_field(kOffL1Size, hdr));
+    l1_ = std::move(l1);
+    l1_offset_ = off;
+    h_.l1_size = static_cast<uint32_t>(entries);
+    h_.l1_offset = off;
+    if (off != old_off && old_clusters && old_off) VDISK_TRY(free_clusters(old_off / cluster_size_, old_clusters));
+    return ok();
+}
+
+Status Qcow2Device::do_resize(uint64_t new_size) {
+    VDISK_TRY(refuse_if_needed());
+    uint64_t per_l2 = l2_entries_ * cluster_size_;
+    if (new_size > (uint64_t(1) << 56))
+        return make_error(ErrorCode::invalid_argument, "size " + std::to_string(new_size) + " is too large for qcow2");
+    if (new_size < size()) {
+        uint64_t first = util::div_round_up(new_size, cluster_size_);
+        uint64_t end = util::div_round_up(size(), cluster_size_);
+        for (uint64_t vc = first; vc < end;) {
+            uint64_t l1i = vc / l2_entries_;
+            if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) {
+                vc = (l1i + 1) * l2_entries_;
+                continue;
+            }
+            VDISK_ASSIGN(L2Entry e, lookup(vc));
+            if (e.word & (kOffsetMask | kFlagCompressed) || (e.bitmap & kAllAllocated))
+                return make_error(ErrorCode::unsupported, "cannot shrink: cluster at virtual offset " +
+                                                              hex(vc * cluster_size_) + " is allocated");
+            ++vc;
+        }
+    } else {
+        uint64_t need = util::div_round_up(new_size, per_l2);
+        if (need > l1_.size()) VDISK_TRY(grow_l1(need));
+    }
+    uint8_t b[8];
+    util::store_be<uint64_t>(b, new_size);
+    VDISK_TRY(write_header_field(kOffSize, b));
+    h_.size = new_size;
+    set_size(new_size);
+    return ok();
+}
+
+Status Qcow2Device::do_flush() {
+    VDISK_TRY(file_->sync());
+    if (data_file_) VDISK_TRY(data_file_->sync());
+    return ok();
+}
+
+Status Qcow2Device::do_close() { return do_flush(); }
+
+}  // namespace vdisk::qcow2
