@@ -4,6 +4,7 @@
 
 #include "support.hpp"
 #include "util/bytes.hpp"
+#include "../fuzz/fuzz_common.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -826,5 +827,37 @@ TEST_CASE("differencing: parent_linkage mismatch and writes that materialise blo
         auto chk = img->format->check(*img->device, RepairMode::none);
         REQUIRE(chk.ok());
         CHECK(chk->corruptions == 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+TEST_CASE("random corruption of structures: clean errors or bounded reads") {
+    LogFixture f;
+    auto e = log_entry(5, 0, kGuid, {{f.host, f.sector(0x22)}}, {{f.host + 8192, 8192}}, 0, 0);
+    f.place(0, e);
+    set_log_guid(f.img, kGuid);
+    const auto base = f.img;
+    uint32_t seed = 12345;
+    auto rnd = [&] { seed = seed * 1103515245 + 12345; return seed >> 8; };
+    // Where the structures are: headers, region tables, log entry, metadata table and items, BAT.
+    const std::vector<std::pair<size_t, size_t>> areas = {
+        {64 << 10, 96}, {128 << 10, 96}, {192 << 10, 96}, {256 << 10, 96}, {MiB, 12288},
+        {kMeta, 256}, {kItems, 64}, {kBat, 64}};
+    auto reg = make_reg();
+    for (int iter = 0; iter < 120; ++iter) {
+        auto img = base;
+        int flips = 1 + rnd() % 4;
+        for (int k = 0; k < flips; ++k) {
+            auto [start, len] = areas[rnd() % areas.size()];
+            size_t at = start + rnd() % len;
+            img[at] = static_cast<uint8_t>(rnd() % 3 == 0 ? 0xff : img[at] ^ (1u << (rnd() % 8)));
+        }
+        if (rnd() % 2) {
+            fix_headers(img);
+            fix_regions(img);
+        }
+        MemoryFileSystem fs;
+        fs.add("img.vhdx", img);
+        vdisk::fuzz::exercise(reg, fs, "img.vhdx", vdisk::fuzz::fuzz_options("vhdx"), 1 << 20);
     }
 }

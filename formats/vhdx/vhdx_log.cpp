@@ -26,8 +26,7 @@ struct ParsedEntry {
 
 class LogScanner {
 public:
-    LogScanner(const std::vector<uint8_t>& log, const Guid& guid, uint64_t log_offset)
-        : log_(log), guid_(guid), log_offset_(log_offset) {}
+    LogScanner(const std::vector<uint8_t>& log, const Guid& guid) : log_(log), guid_(guid) {}
 
     // Copy `len` bytes starting at log position `pos`, wrapping around the circular buffer.
     void gather(uint64_t pos, uint64_t len, uint8_t* out) const {
@@ -115,7 +114,6 @@ public:
 private:
     const std::vector<uint8_t>& log_;
     Guid guid_;
-    uint64_t log_offset_;
     uint64_t crc_budget_ = 0;
     bool budget_exhausted_ = false;
 
@@ -143,7 +141,7 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
     std::vector<uint8_t> log(static_cast<size_t>(log_len));
     VDISK_TRY(read_exact(file, log_off, log, "VHDX log"));
 
-    LogScanner sc(log, header.log_guid, log_off);
+    LogScanner sc(log, header.log_guid);
     sc.set_budget(8 * log_len + 16 * MiB);
     std::vector<ParsedEntry> best;
     uint64_t best_head = 0;
