@@ -171,6 +171,7 @@ private:
     uint64_t rb_entries() const { return (cluster_size_ * 8) >> h_.refcount_order; }
     Result<std::vector<uint8_t>*> refblock(uint64_t offset);
     Result<uint64_t> alloc_clusters(uint64_t n);
+    Result<std::pair<uint64_t, uint64_t>> alloc_some(uint64_t n, bool exact);
     Status create_refblock(uint64_t index);
     Status grow_refcount_table(uint64_t needed_index);
     Status free_clusters(uint64_t first, uint64_t n);

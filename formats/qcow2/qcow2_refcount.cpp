@@ -167,18 +167,35 @@ Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
     return free_clusters(old_off / cs, old_clusters);
 }
 
-Result<uint64_t> Qcow2Device::alloc_clusters(uint64_t n) {
+// Up to n contiguous free clusters at or after the hint; at least one. Refcount blocks missing for the
+// run are created first (each in the first cluster of its range, which may shorten the run), so the loop
+// settles within a few rounds.
+Result<std::pair<uint64_t, uint64_t>> Qcow2Device::alloc_some(uint64_t n, bool exact) {
     VDISK_TRY(ensure_refcount_table());
     const uint64_t epb = rb_entries();
     for (unsigned attempt = 0; attempt < 64; ++attempt) {
-        uint64_t start = free_hint_, c = free_hint_;
-        while (c - start < n) {
-            VDISK_ASSIGN(uint64_t rc, get_refcount(c));
-            ++c;
-            if (rc) start = c;
+        uint64_t start = free_hint_;
+        for (;;) {
+            VDISK_ASSIGN(uint64_t rc, get_refcount(start));
+            if (!rc) break;
+            ++start;
         }
+        uint64_t len = 1;
+        while (len < n) {
+            VDISK_ASSIGN(uint64_t rc, get_refcount(start + len));
+            if (rc) {
+                if (exact) {
+                    start = start + len + 1;
+                    len = 0;
+                    continue;
+                }
+                break;
+            }
+            ++len;
+        }
+        if (len == 0) continue;
         bool changed = false;
-        for (uint64_t r = start / epb; r <= (start + n - 1) / epb; ++r) {
+        for (uint64_t r = start / epb; r <= (start + len - 1) / epb; ++r) {
             if (r >= rt_.size()) {
                 VDISK_TRY(grow_refcount_table(r));
                 changed = true;
@@ -190,11 +207,17 @@ Result<uint64_t> Qcow2Device::alloc_clusters(uint64_t n) {
             }
         }
         if (changed) continue;
-        for (uint64_t i = 0; i < n; ++i) VDISK_TRY(set_refcount(start + i, 1));
-        free_hint_ = start + n;
-        return start * cluster_size_;
+        for (uint64_t i = 0; i < len; ++i) VDISK_TRY(set_refcount(start + i, 1));
+        free_hint_ = start + len;
+        return std::make_pair(start * cluster_size_, len);
     }
-    return make_error(ErrorCode::corrupt, "cluster allocation does not converge (refcount structures inconsistent)");
+    return make_error(ErrorCode::limit_exceeded, "cannot find " + std::to_string(n) +
+                                                     " contiguous free clusters between refcount blocks");
+}
+
+Result<uint64_t> Qcow2Device::alloc_clusters(uint64_t n) {
+    VDISK_ASSIGN(auto run, alloc_some(n, true));
+    return run.first;
 }
 
 Status Qcow2Device::free_clusters(uint64_t first, uint64_t n) {

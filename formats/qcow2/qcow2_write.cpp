@@ -131,9 +131,12 @@ Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8
             for (uint64_t x = i; x < j; ++x) now[x].word = (old[x].word & kOffsetMask) | kFlagCopied;
         } else {
             while (j < count && !in_place[j]) ++j;
-            VDISK_ASSIGN(uint64_t host, alloc_clusters(j - i));
-            VDISK_TRY(write_host(host, i, j - i));
-            for (uint64_t x = i; x < j; ++x) now[x].word = (host + (x - i) * cluster_size_) | kFlagCopied;
+            for (uint64_t x = i; x < j;) {
+                VDISK_ASSIGN(auto run, alloc_some(j - x, false));
+                VDISK_TRY(write_host(run.first, x, run.second));
+                for (uint64_t y = 0; y < run.second; ++y) now[x + y].word = (run.first + y * cluster_size_) | kFlagCopied;
+                x += run.second;
+            }
         }
         for (uint64_t x = i; x < j; ++x) now[x].bitmap = entry_bytes_ == 16 ? kAllAllocated : 0;
         i = j;
