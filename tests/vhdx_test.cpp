@@ -592,6 +592,12 @@ TEST_CASE("malformed images give exact error codes") {
         CHECK(open_error(patched([](auto& b) { b[kMeta + 32 + 32 * 3] ^= 0xff; })) == ErrorCode::unsupported);
         CHECK(open_error(patched([](auto& b) { b[kMeta + 32] ^= 0xff; b[kMeta + 32 + 24] = 0; })) == ErrorCode::corrupt);
     }
+    SUBCASE("duplicate metadata item") {
+        CHECK(open_error(patched([](auto& b) {
+                  std::memcpy(b.data() + kMeta + 32 + 32 * 5, b.data() + kMeta + 32, 32);
+                  put16(b, kMeta + 10, 6);
+              })) == ErrorCode::corrupt);
+    }
     SUBCASE("BAT limit") {
         OpenOptions o;
         o.limits.max_metadata_bytes = 64;

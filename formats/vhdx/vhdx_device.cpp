@@ -32,14 +32,9 @@ public:
           bat_(std::move(bat)),
           force_parent_mismatch_(force_parent_mismatch),
           headers_rotated_(fresh) {
-        uint64_t end = file_size_;
-        for (uint64_t b = 0; b < g_.data_blocks; ++b) {
-            uint64_t e = bat_[payload_index(g_, b)];
-            uint8_t st = e & kBatStateMask;
-            if (st == kPayloadFullyPresent || st == kPayloadPartiallyPresent)
-                end = std::max(end, host_of(e) + std::min<uint64_t>(g_.block_size, (uint64_t(1) << 63) - host_of(e)));
-        }
-        alloc_end_ = util::align_up(end, MiB).value_or(end);
+        // Valid blocks all lie inside the file (entries past EOF are refused on access), so new blocks go
+        // after its end, 1 MiB aligned as 2.5 requires.
+        alloc_end_ = util::align_up(file_size_, MiB).value_or(file_size_);
     }
     ~VhdxDevice() override {
         if (!read_only()) (void)close();

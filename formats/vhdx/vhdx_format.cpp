@@ -229,6 +229,11 @@ Status read_metadata(File& f, const Region& meta, Geometry& g) {
         bool known = guid_eq(id, kFileParametersGuid) || guid_eq(id, kVirtualDiskSizeGuid) || guid_eq(id, kPage83Guid) ||
                      guid_eq(id, kLogicalSectorSizeGuid) || guid_eq(id, kPhysicalSectorSizeGuid) ||
                      guid_eq(id, kParentLocatorGuid);
+        for (uint32_t j = 0; j < i; ++j)
+            if (std::memcmp(table.data() + sizeof h + uint64_t(j) * sizeof e, id.b, 16) == 0 &&
+                (util::load_le<uint32_t>(table.data() + sizeof h + uint64_t(j) * sizeof e + 24) & kMetaIsUser) ==
+                    (e.flags.value() & kMetaIsUser))
+                return err(ErrorCode::corrupt, "metadata item " + guid_text(id) + " is listed twice", at);
         if (!known) {
             if (e.flags.value() & kMetaIsRequired)
                 return err(ErrorCode::unsupported, "unknown required metadata item " + guid_text(id), at);
