@@ -8,6 +8,8 @@
 
 namespace vdisk::qcow2 {
 
+Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair);
+
 Error corrupt_at(std::string message, uint64_t offset) {
     Error e = make_error(ErrorCode::corrupt, std::move(message));
     e.offset = offset;
@@ -239,6 +241,12 @@ public:
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
+
+    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
+        auto* q = dynamic_cast<Qcow2Device*>(&device);
+        if (!q) return make_error(ErrorCode::invalid_argument, "not a qcow2 device");
+        return check_image(*q, repair);
+    }
 
 };
 

@@ -1,0 +1,208 @@
+// qcow2 consistency check: rebuild every refcount from the metadata (header, L1/L2 tables of the active
+// layer and of each snapshot, snapshot table, refcount structures) and compare with the stored ones.
+// Numbers follow `qemu-img check`: corruptions (stored refcount too low, bad pointers), leaks (stored
+// refcount too high), image end offset and the allocation statistics of the active layer.
+#include <algorithm>
+#include <cstring>
+
+#include "qcow2_internal.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+
+namespace vdisk::qcow2 {
+
+namespace {
+
+constexpr size_t kMaxMessages = 1000;
+
+struct Checker {
+    Qcow2Device& dev;
+    CheckResult res;
+    std::vector<uint32_t> counts;  // rebuilt refcount per host cluster of the file
+    uint64_t cs;
+    uint64_t file_size;
+    uint64_t next_contiguous = 0;
+
+    void note(std::string m) {
+        if (res.messages.size() < kMaxMessages) res.messages.push_back(std::move(m));
+    }
+    void corruption(std::string m) {
+        ++res.corruptions;
+        note("ERROR " + std::move(m));
+    }
+    // Count one reference to [off, off + len) (host bytes), reporting anything outside the file.
+    void ref(uint64_t off, uint64_t len, const char* what) {
+        if (len == 0) return;
+        if (off >= file_size || !util::range_within(off, len, util::align_up(file_size, cs).value_or(file_size))) {
+            corruption(std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size) + ")");
+            return;
+        }
+        for (uint64_t c = off / cs; c <= (off + len - 1) / cs; ++c)
+            if (counts[c] != UINT32_MAX) ++counts[c];
+    }
+
+    Status walk_l1(uint64_t l1_off, uint64_t l1_size, bool active) {
+        if (!util::is_aligned(l1_off, cs) || !util::range_within(l1_off, l1_size * 8, file_size)) {
+            corruption("L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid");
+            return ok();
+        }
+        ref(l1_off, l1_size * 8, "L1 table");
+        std::vector<uint8_t> raw(static_cast<size_t>(l1_size * 8));
+        if (!raw.empty()) VDISK_TRY(read_exact(dev.main_file(), l1_off, raw, "L1 table"));
+        for (uint64_t i = 0; i < l1_size; ++i) {
+            uint64_t e = util::load_be<uint64_t>(&raw[i * 8]);
+            uint64_t l2 = e & kOffsetMask;
+            if (!l2) continue;
+            if (!util::is_aligned(l2, cs) || !util::range_within(l2, cs, file_size)) {
+                corruption("L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2));
+                continue;
+            }
+            ref(l2, cs, "L2 table");
+            if (active && (e & kFlagCopied)) {
+                VDISK_ASSIGN(uint64_t rc, dev.get_refcount(l2 / cs));
+                if (rc != 1) corruption("OFLAG_COPIED L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=" + hex(e) +
+                                        " refcount=" + std::to_string(rc));
+            }
+            next_contiguous = 0;  // fragmentation is counted within each L2 table, as qemu-img does
+            VDISK_ASSIGN(auto* t, dev.l2_table(l2));
+            std::vector<uint8_t> table = *t;  // the cache may evict while refcounts are read below
+            for (uint64_t j = 0; j < dev.l2_entries(); ++j) VDISK_TRY(check_l2_entry(table.data(), l2, j, active));
+        }
+        return ok();
+    }
+
+    Status check_l2_entry(const uint8_t* table, uint64_t l2, uint64_t j, bool active) {
+        VDISK_ASSIGN(L2Entry e, dev.l2_entry_at(table, j));
+        bool ext = (dev.header().incompat & kIncompatExtendedL2) != 0;
+        uint64_t at = l2 + j * (ext ? 16 : 8);
+        if (e.word & kFlagCompressed) {
+            uint64_t word = e.word & ~(kFlagCompressed | kFlagCopied);
+            auto [first, last] = dev.compressed_span(word);
+            uint32_t shift = 62 - (dev.header().cluster_bits - 8);
+            uint64_t coff = word & ((1ull << shift) - 1);
+            if (first * cs >= file_size || last * cs >= util::align_up(file_size, cs).value_or(file_size)) {
+                corruption("compressed cluster descriptor " + hex(e.word) + " at " + hex(at) + " points past the end of the file");
+                return ok();
+            }
+            ref(coff, (last - first + 1) * cs - (coff - first * cs), "compressed cluster");
+            if (active) {
+                res.allocated_clusters = res.allocated_clusters.value_or(0) + 1;
+                res.compressed_clusters = res.compressed_clusters.value_or(0) + 1;
+                res.fragmented_clusters = res.fragmented_clusters.value_or(0) + 1;
+            }
+            return ok();
+        }
+        uint64_t host = e.word & kOffsetMask;
+        if (!host) return ok();
+        if (!util::is_aligned(host, cs)) {
+            corruption("L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset");
+            return ok();
+        }
+        if (host >= file_size) {
+            corruption("L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file (" +
+                       hex(file_size) + ")");
+            return ok();
+        }
+        ref(host, cs, "data cluster");
+        if (active) {
+            res.allocated_clusters = res.allocated_clusters.value_or(0) + 1;
+            if (next_contiguous && host != next_contiguous)
+                res.fragmented_clusters = res.fragmented_clusters.value_or(0) + 1;
+            next_contiguous = host + cs;
+            VDISK_ASSIGN(uint64_t rc, dev.get_refcount(host / cs));
+            if ((rc == 1) != ((e.word & kFlagCopied) != 0))
+                corruption("OFLAG_COPIED data cluster: l2_entry=" + hex(e.word) + " refcount=" + std::to_string(rc));
+        }
+        return ok();
+    }
+};
+
+}  // namespace
+
+Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
+    const Header& h = dev.header();
+    if (h.has_bitmaps_ext)
+        return make_error(ErrorCode::unsupported, "checking images with persistent bitmaps is not supported");
+    if (repair != RepairMode::none && dev.read_only())
+        return make_error(ErrorCode::read_only, "repair needs the image opened read-write");
+    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size()};
+    uint64_t nclusters = util::div_round_up(ck.file_size, ck.cs);
+    if (nclusters * sizeof(uint32_t) > dev.limits().max_metadata_bytes)
+        return make_error(ErrorCode::limit_exceeded, "refcount rebuild for " + std::to_string(nclusters) +
+                                                         " clusters exceeds the metadata limit");
+    ck.counts.assign(static_cast<size_t>(nclusters), 0);
+    ck.res.total_clusters = util::div_round_up(h.size, ck.cs);
+    ck.res.allocated_clusters = 0;
+    ck.res.fragmented_clusters = 0;
+    ck.res.compressed_clusters = 0;
+
+    ck.ref(0, ck.cs, "header");
+    VDISK_TRY(ck.walk_l1(h.l1_offset, h.l1_size, true));
+    uint64_t snap_bytes = 0;
+    for (auto& s : dev.snapshots()) {
+        VDISK_TRY(ck.walk_l1(s.l1_offset, s.l1_size, false));
+        snap_bytes = s.entry_offset - h.snapshots_offset;
+    }
+    if (!dev.snapshots().empty()) {
+        // The table ends after the last entry; its size is recomputed from that entry.
+        const Snapshot& last = dev.snapshots().back();
+        uint8_t fixed[sizeof(SnapshotHeader)];
+        VDISK_TRY(read_zero_fill(dev.main_file(), last.entry_offset, fixed));
+        SnapshotHeader sh;
+        std::memcpy(&sh, fixed, sizeof sh);
+        snap_bytes += (sizeof sh + sh.extra_data_size.value() + sh.id_str_size.value() + sh.name_size.value() + 7) & ~7ull;
+        ck.ref(h.snapshots_offset, snap_bytes, "snapshot table");
+    }
+    ck.ref(h.rt_offset, uint64_t(h.rt_clusters) * ck.cs, "refcount table");
+    VDISK_ASSIGN(auto rt, dev.load_refcount_table_for_check());
+    std::vector<bool> bad_block(rt.size(), false);
+    for (size_t i = 0; i < rt.size(); ++i) {
+        uint64_t off = rt[i] & ~uint64_t(511);
+        if (!off) continue;
+        if (!util::is_aligned(off, ck.cs) || !util::range_within(off, ck.cs, ck.file_size)) {
+            ck.corruption("refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid");
+            bad_block[i] = true;
+            continue;
+        }
+        ck.ref(off, ck.cs, "refcount block");
+    }
+
+    // Compare rebuilt and stored refcounts.
+    const uint64_t epb = (ck.cs * 8) >> h.refcount_order;
+    uint64_t highest = 0;
+    bool any = false;
+    for (uint64_t c = 0; c < nclusters; ++c) {
+        uint64_t r = c / epb;
+        uint64_t stored = 0;
+        if (r < rt.size() && !bad_block[r]) {
+            VDISK_ASSIGN(stored, dev.get_refcount(c));
+        }
+        uint64_t want = ck.counts[c];
+        if (stored || want) {
+            highest = c;
+            any = true;
+        }
+        if (stored == want) continue;
+        if (stored < want) {
+            ck.corruption("cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                          " reference=" + std::to_string(want));
+            if (repair == RepairMode::all && want <= dev.refcount_max()) {
+                VDISK_TRY(dev.set_refcount(c, want));
+                ++ck.res.corruptions_fixed;
+            }
+        } else {
+            ++ck.res.leaks;
+            ck.note("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                    " reference=" + std::to_string(want));
+            if (repair != RepairMode::none) {
+                VDISK_TRY(dev.set_refcount(c, want));
+                ++ck.res.leaks_fixed;
+            }
+        }
+    }
+    ck.res.image_end_offset = any ? (highest + 1) * ck.cs : ck.cs;
+    if (ck.res.leaks_fixed || ck.res.corruptions_fixed) VDISK_TRY(dev.main_file().sync());
+    return std::move(ck.res);
+}
+
+}  // namespace vdisk::qcow2
