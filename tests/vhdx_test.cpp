@@ -539,6 +539,11 @@ TEST_CASE("log: active sequence selection, wrap-around and garbage") {
         g.place(0, truncated);
         set_log_guid(g.img, kGuid);
         CHECK(open_error(g.img) == ErrorCode::corrupt);
+        LogFixture far;
+        auto grow = log_entry(5, 0, kGuid, {{far.host, far.sector(0)}}, {}, 0, 1ull << 45);
+        far.place(0, grow);
+        set_log_guid(far.img, kGuid);
+        CHECK(open_error(far.img) == ErrorCode::corrupt);
         LogFixture h;
         set_log_guid(h.img, kGuid);
         for (size_t at : {size_t(64 << 10), size_t(128 << 10)}) put64(h.img, at + 72, 1ull << 40);

@@ -14,6 +14,7 @@ namespace {
 // No valid VHDX is larger than 64 TiB of payload plus its metadata; a log that claims a bigger file is
 // hostile, not big.
 constexpr uint64_t kMaxLogFileOffset = 128 * TiB;
+constexpr uint64_t kMaxLogGrowth = 16 * GiB;
 
 struct ParsedEntry {
     uint64_t sequence = 0;
@@ -194,6 +195,13 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
                    "file is shorter (" + hex(file_size) + ") than the log's flushed file offset " +
                        hex(r.flushed_file_offset),
                    log_off);
+    // The log may grow the file (blocks allocated just before a crash), but not without bound: replay
+    // would otherwise turn a hostile LastFileOffset into terabytes of file.
+    if (r.last_file_offset > file_size && r.last_file_offset - file_size > kMaxLogGrowth)
+        return err(ErrorCode::corrupt,
+                   "log's last file offset " + hex(r.last_file_offset) + " is far past the end of the file (" +
+                       hex(file_size) + ")",
+                   log_off);
     uint64_t limit = std::max(file_size, r.last_file_offset);
     for (auto& e : best)
         for (auto& w : e.writes) {
@@ -211,20 +219,13 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
 }
 
 Status replay_into(File& file, const LogReplay& log, uint64_t file_size) {
-    std::vector<uint8_t> zeros;
-    for (const auto& w : log.writes) {
-        if (!w.data.empty()) {
-            VDISK_TRY(file.write_at(w.offset, w.data));
-            continue;
-        }
-        if (zeros.empty()) zeros.assign(1 * MiB, 0);
-        for (uint64_t done = 0; done < w.length;) {
-            uint64_t k = std::min<uint64_t>(w.length - done, zeros.size());
-            VDISK_TRY(file.write_at(w.offset + done, std::span<const uint8_t>(zeros.data(), k)));
-            done += k;
-        }
-    }
     if (file_size < log.last_file_offset) VDISK_TRY(file.resize(log.last_file_offset));
+    for (const auto& w : log.writes) {
+        if (!w.data.empty())
+            VDISK_TRY(file.write_at(w.offset, w.data));
+        else
+            VDISK_TRY(file.punch_hole(w.offset, w.length));  // reads as zeros, without writing them
+    }
     return file.sync();
 }
 
