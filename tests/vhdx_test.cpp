@@ -815,6 +815,19 @@ TEST_CASE("differencing: parent_linkage mismatch and writes that materialise blo
         fs2.add("vm/parent.vhdx", f.parent);
         CHECK(f.open(fs2, o).ok());
     }
+    SUBCASE("without its parent a differencing image reads but refuses writes") {
+        DiffFixture f;
+        MemoryFileSystem fs;
+        OpenOptions o;
+        o.no_backing = true;
+        o.read_write = true;
+        auto img = f.open(fs, o);
+        REQUIRE(img.ok());
+        CHECK(read_dev(*img->device, MiB, 4096) == std::vector<uint8_t>(f.r.begin(), f.r.begin() + 4096));
+        auto st = img->device->write(0, bytes_of(512, 1));
+        REQUIRE(!st.ok());
+        CHECK(st.error().code == ErrorCode::invalid_argument);
+    }
     SUBCASE("missing parent names it") {
         DiffFixture f;
         MemoryFileSystem fs;

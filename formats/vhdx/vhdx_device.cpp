@@ -253,6 +253,9 @@ Result<Extent> VhdxDevice::do_block_status(uint64_t offset, uint64_t max_len) {
 }
 
 Status VhdxDevice::begin_write() {
+    // Copy-up needs the parent: without it a partly written block would lose the parent's sectors.
+    if (g_.has_parent && !backing())
+        return err(ErrorCode::invalid_argument, "differencing VHDX opened without its parent cannot be written");
     if (headers_rotated_) return ok();
     // 2.2.2: FileWriteGuid changes before the first modification after open, DataWriteGuid before the first
     // change a user can see, so children whose parent_linkage named the old GUID notice.
@@ -331,7 +334,7 @@ Status VhdxDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap
                           (st == kPayloadNotPresent && !backing());
         if (reads_zero) {
             // nothing to do
-        } else if (whole && st == kPayloadFullyPresent && may_unmap) {
+        } else if (whole && st == kPayloadFullyPresent && may_unmap && !g_.leave_allocated) {
             VDISK_TRY(file_->punch_hole(host_of(e), n));
         } else if (whole && st == kPayloadNotPresent) {
             bat_[idx] = kPayloadZero;
