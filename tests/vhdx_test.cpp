@@ -945,3 +945,28 @@ TEST_CASE("log: a log full of plausible entry headers is bounded work") {
     set_log_guid(f.img, kGuid);
     CHECK(open_error(f.img) == ErrorCode::corrupt);
 }
+
+TEST_CASE("resize grows in place (qemu-img cannot resize VHDX at all)") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "g.vhdx";
+    REQUIRE(vt::run("qemu-img create -f vhdx -o block_size=1M " + img + " 10752K").status == 0);
+    REQUIRE(vt::run("qemu-io -f vhdx -c 'write -P 0x3c 10M 512K' " + img).status == 0);
+    {
+        auto rw = vt::open_host(reg, img, "", true);
+        REQUIRE(rw.ok());
+        CHECK(rw->device->resize(5 * MiB).error().code == ErrorCode::unsupported);
+        CHECK(rw->device->resize((200ull << 30) + 512).error().code == ErrorCode::unsupported);  // BAT too small
+        REQUIRE(rw->device->resize(6ull << 30).ok());
+        CHECK(rw->device->size() == 6ull << 30);
+        REQUIRE(rw->device->write((6ull << 30) - 4096, bytes_of(4096, 0x4d)).ok());
+        REQUIRE(rw->device->close().ok());
+    }
+    auto info = vt::run("qemu-img info --output=json " + img);
+    CHECK(info.output.find("\"virtual-size\": 6442450944") != std::string::npos);
+    CHECK(vt::run("qemu-img check -f vhdx " + img).status == 0);
+    auto r = vt::run("qemu-io -f vhdx -c 'read -P 0x3c 10M 512K' -c 'read -P 0 10752K 512K' -c 'read -P 0 11M 1M' "
+                     "-c 'read -P 0x4d 6442446848 4096' " + img);
+    CHECK_MESSAGE((r.status == 0 && r.output.find("verification failed") == std::string::npos), r.output);
+}

@@ -61,6 +61,7 @@ protected:
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_flush() override;
+    Status do_resize(uint64_t new_size) override;
     Status do_close() override { return do_flush(); }
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
@@ -367,6 +368,49 @@ Status VhdxDevice::do_flush() {
     }
     dirty_.clear();
     return file_->sync();
+}
+
+// Growing needs no data movement while the BAT region (1 MiB granular) has room for the new entries:
+// payload and bitmap entries of existing blocks keep their indices.
+Status VhdxDevice::do_resize(uint64_t new_size) {
+    if (new_size == size()) return ok();
+    if (new_size < size()) return err(ErrorCode::unsupported, "shrinking a VHDX image is not supported");
+    if (g_.has_parent) return err(ErrorCode::unsupported, "resizing a differencing VHDX image is not supported");
+    if (new_size > kMaxVirtualSize || new_size % g_.logical_sector)
+        return err(ErrorCode::invalid_argument, "new VHDX size " + std::to_string(new_size) +
+                                                    " must be a multiple of the logical sector size up to 64 TiB");
+    uint64_t blocks = util::div_round_up(new_size, g_.block_size);
+    uint64_t entries = blocks + (blocks - 1) / g_.chunk_ratio;
+    if (entries * 8 > g_.bat_length)
+        return err(ErrorCode::unsupported, "growing to " + std::to_string(new_size) + " bytes needs a BAT larger than its " +
+                                               hex(g_.bat_length) + "-byte region");
+    VDISK_TRY(begin_write());
+    VDISK_TRY(do_flush());
+    // The old last block may extend past the old end with stale bytes; the grown disk must read zeros there.
+    uint64_t tail = size() % g_.block_size;
+    if (tail) {
+        uint64_t last = size() / g_.block_size;
+        VDISK_ASSIGN(uint64_t e, payload(last));
+        if ((e & kBatStateMask) == kPayloadFullyPresent) {
+            std::vector<uint8_t> zeros(static_cast<size_t>(g_.block_size - tail), 0);
+            VDISK_TRY(file_->write_at(host_of(e) + tail, zeros));
+        }
+    }
+    // New entries (all NOT_PRESENT) reach the disk before the size that makes them reachable.
+    std::vector<uint8_t> raw(static_cast<size_t>((entries - bat_.size()) * 8), 0);
+    VDISK_TRY(file_->write_at(g_.bat_offset + bat_.size() * 8, raw));
+    VDISK_TRY(file_->sync());
+    uint8_t sz[8];
+    util::store_le<uint64_t>(sz, new_size);
+    VDISK_TRY(file_->write_at(g_.size_item_offset, sz));
+    VDISK_TRY(file_->sync());
+    bat_.resize(static_cast<size_t>(entries), 0);
+    g_.virtual_size = new_size;
+    g_.data_blocks = blocks;
+    g_.bitmap_blocks = util::div_round_up(blocks, g_.chunk_ratio);
+    g_.bat_entries = entries;
+    set_size(new_size);
+    return ok();
 }
 
 ImageInfo VhdxDevice::do_info() const {

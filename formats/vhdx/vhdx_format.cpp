@@ -267,6 +267,7 @@ Status read_metadata(File& f, const Region& meta, Geometry& g) {
         } else if (guid_eq(id, kVirtualDiskSizeGuid)) {
             VDISK_TRY(need(8));
             g.virtual_size = util::load_le<uint64_t>(item.data());
+            g.size_item_offset = item_at;
             have_size = true;
         } else if (guid_eq(id, kPage83Guid)) {
             VDISK_TRY(need(16));
@@ -441,6 +442,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     const uint64_t log_offset = kHeaderSectionSize;
     g.metadata_offset = log_offset + log_size;
     g.metadata_length = 1 * MiB;
+    g.size_item_offset = g.metadata_offset + kMetadataTableSize + 8;
     g.bat_offset = g.metadata_offset + g.metadata_length;
     g.bat_length = *util::align_up(g.bat_entries * 8, MiB);
     const uint64_t data_start = g.bat_offset + g.bat_length;

@@ -78,6 +78,7 @@ struct Geometry {
     uint64_t bat_length = 0;
     uint64_t metadata_offset = 0;
     uint64_t metadata_length = 0;
+    uint64_t size_item_offset = 0;  // file offset of the virtual disk size item (for resize)
     // Parent locator values, already converted to '/' separators.
     std::string parent_linkage, parent_linkage2, relative_path, volume_path, absolute_win32_path;
 };
