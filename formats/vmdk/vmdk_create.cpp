@@ -1,0 +1,371 @@
+// VMDK create (all hosted subformats) and consistency check.
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vmdk_internal.hpp"
+
+namespace vdisk::vmdk {
+namespace {
+
+constexpr uint64_t kGrainSectors = 128;        // 64 KiB grains, as VMware and qemu-img write them
+constexpr uint64_t kGtes = 512;
+constexpr uint64_t kEmbeddedDescSectors = 20;
+constexpr uint64_t kSplitBytes = 2ull << 30;   // split subformats: at most 2 GiB per extent
+
+struct Plan {
+    std::string subformat;
+    bool split = false;
+    bool flat = false;
+    bool stream = false;
+};
+
+SparseExtentHeader base_header(uint64_t capacity_sectors) {
+    SparseExtentHeader h;
+    std::memset(&h, 0, sizeof h);
+    h.magic = kSparseMagic;
+    h.capacity = capacity_sectors;
+    h.grain_size = kGrainSectors;
+    h.num_gtes_per_gt = kGtes;
+    h.single_end_line_char = '\n';
+    h.non_end_line_char = ' ';
+    h.double_end_line_char1 = '\r';
+    h.double_end_line_char2 = '\n';
+    return h;
+}
+
+// Lay out a hosted sparse extent with every grain table preallocated (redundant copy first, as VMware does).
+Result<DiskExtent> make_sparse(File& f, uint64_t capacity, const std::string* embedded, bool zeroed_grain) {
+    uint64_t cap_sectors = util::div_round_up(capacity, kSector);
+    uint64_t num_gts = util::div_round_up(cap_sectors, kGrainSectors * kGtes);
+    uint64_t gd_sectors = util::div_round_up(num_gts * 4, kSector);
+    uint64_t gt_sectors = kGtes * 4 / kSector;
+    uint64_t desc_off = embedded ? 1 : 0;
+    uint64_t desc_sectors = embedded ? kEmbeddedDescSectors : 0;
+    uint64_t rgd = 1 + desc_sectors;
+    uint64_t gd = rgd + gd_sectors + num_gts * gt_sectors;
+    uint64_t overhead = *util::align_up(gd + gd_sectors + num_gts * gt_sectors, kGrainSectors);
+    SparseExtentHeader h = base_header(cap_sectors);
+    h.version = zeroed_grain ? 2 : 1;
+    h.flags = kFlagValidNewline | kFlagRedundantGt | (zeroed_grain ? kFlagZeroedGrainGte : 0);
+    h.descriptor_offset = desc_off;
+    h.descriptor_size = desc_sectors;
+    h.rgd_offset = rgd;
+    h.gd_offset = gd;
+    h.overhead = overhead;
+    std::vector<uint8_t> meta(overhead * kSector, 0);
+    std::memcpy(meta.data(), &h, sizeof h);
+    if (embedded) std::memcpy(meta.data() + kSector, embedded->data(), embedded->size());
+    DiskExtent e;
+    e.kind = StoreKind::hosted;
+    e.type = ExtentType::sparse;
+    e.file = &f;
+    e.grain = kGrainSectors * kSector;
+    e.gtes_per_gt = kGtes;
+    e.capacity = cap_sectors * kSector;
+    e.gd_offset = gd * kSector;
+    e.rgd_offset = rgd * kSector;
+    e.overhead = overhead * kSector;
+    e.zeroed_gte = zeroed_grain;
+    e.header = h;
+    for (uint64_t i = 0; i < num_gts; ++i) {
+        uint64_t rgt = rgd + gd_sectors + i * gt_sectors;
+        uint64_t gt = gd + gd_sectors + i * gt_sectors;
+        util::store_le<uint32_t>(meta.data() + rgd * kSector + i * 4, static_cast<uint32_t>(rgt));
+        util::store_le<uint32_t>(meta.data() + gd * kSector + i * 4, static_cast<uint32_t>(gt));
+        e.rgd.push_back(rgt);
+        e.gd.push_back(gt);
+    }
+    VDISK_TRY(f.write_at(0, meta));
+    e.file_size = meta.size();
+    return e;
+}
+
+std::string strip_vmdk(std::string_view base) {
+    if (base.size() > 5 && base.substr(base.size() - 5) == ".vmdk") base.remove_suffix(5);
+    return std::string(base);
+}
+
+std::string uuid_text() {
+    uint8_t u[16];
+    util::generate_uuid(u);
+    static const char* digits = "0123456789abcdef";
+    std::string s;
+    for (int i = 0; i < 16; ++i) {
+        if (i) s += i == 8 ? '-' : ' ';
+        s += digits[u[i] >> 4];
+        s += digits[u[i] & 15];
+    }
+    return s;
+}
+
+uint32_t random_cid() {
+    std::random_device rd;
+    uint32_t v;
+    do v = rd(); while (v >= 0xfffffffeu);
+    return v;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx) {
+    Plan p;
+    p.subformat = opts.get("subformat").value_or("monolithicSparse");
+    if (p.subformat == "monolithicSparse") {
+    } else if (p.subformat == "monolithicFlat") {
+        p.flat = true;
+    } else if (p.subformat == "twoGbMaxExtentSparse") {
+        p.split = true;
+    } else if (p.subformat == "twoGbMaxExtentFlat") {
+        p.split = p.flat = true;
+    } else if (p.subformat == "streamOptimized") {
+        p.stream = true;
+    } else {
+        return make_error(ErrorCode::invalid_argument, "unknown subformat '" + p.subformat + "'");
+    }
+    std::string adapter = opts.get("adapter_type").value_or("ide");
+    if (adapter != "ide" && adapter != "lsilogic" && adapter != "buslogic" && adapter != "legacyESX")
+        return make_error(ErrorCode::invalid_argument, "unknown adapter_type '" + adapter + "'");
+    VDISK_ASSIGN(bool compat6, opts.get_bool("compat6", false));
+    auto hw = opts.get("hwversion");
+    if (compat6 && hw && *hw != "6")
+        return make_error(ErrorCode::invalid_argument, "compat6 conflicts with hwversion=" + *hw);
+    std::string hwversion = compat6 ? "6" : hw.value_or("4");
+    if (hwversion.empty() || hwversion.find_first_not_of("0123456789") != std::string::npos)
+        return make_error(ErrorCode::invalid_argument, "hwversion must be a number, not '" + hwversion + "'");
+    VDISK_ASSIGN(bool zeroed_grain, opts.get_bool("zeroed_grain", false));
+    std::string tools = opts.get("toolsversion").value_or("2147483647");
+    auto backing = opts.get("backing_file");
+    if (auto bf = opts.get("backing_fmt"); bf && *bf != "vmdk")
+        return make_error(ErrorCode::invalid_argument, "a VMDK's parent must be a VMDK, not " + *bf);
+    if (backing && p.flat) return make_error(ErrorCode::invalid_argument, "flat VMDKs cannot have a backing file");
+
+    uint64_t size = *util::align_up(*opts.size, kSector);
+    uint64_t sectors = size / kSector;
+    if (p.stream || !p.split) {
+        // One sparse extent addresses at most 2^32 sectors of grains (32-bit GTEs).
+        if (!p.flat && size > (1ull << 41))
+            return make_error(ErrorCode::invalid_argument, "a sparse VMDK extent is at most 2 TiB");
+    }
+
+    Descriptor d;
+    d.cid = random_cid();
+    d.create_type = p.subformat;
+    if (backing) {
+        auto pf = ctx.open_related(*backing, Access::read_only, "backing file");
+        if (!pf) return std::move(pf).error();
+        OpenOptions po;
+        po.no_backing = true;
+        OpenContext pctx(ctx.fs(), resolve_reference(ctx.image_name(), *backing), po);
+        auto parent = open_vmdk(std::move(*pf), pctx);
+        if (!parent)
+            return make_error(ErrorCode::invalid_argument, "backing file '" + *backing + "' is not a usable VMDK: " +
+                                                               parent.error().message);
+        d.parent_cid = static_cast<VmdkDevice&>(**parent).descriptor().cid;
+        d.parent_hint = *backing;
+    }
+    uint64_t heads = adapter == "ide" ? 16 : 255;
+    uint64_t cyl = std::min<uint64_t>(sectors / (heads * 63), 16383);
+    d.ddb = {{"ddb.virtualHWVersion", hwversion},
+             {"ddb.geometry.cylinders", std::to_string(cyl)},
+             {"ddb.geometry.heads", std::to_string(heads)},
+             {"ddb.geometry.sectors", "63"},
+             {"ddb.adapterType", adapter},
+             {"ddb.toolsVersion", tools},
+             {"ddb.uuid", uuid_text()}};
+
+    std::string base = std::string(base_name(ctx.image_name()));
+    std::string prefix = strip_vmdk(base);
+    std::vector<std::unique_ptr<File>> files;
+    std::vector<DiskExtent> extents;
+
+    if (!p.flat && !p.split) {
+        // monolithicSparse / streamOptimized: one file, descriptor embedded after the header.
+        d.extents.push_back({ExtentAccess::rw, sectors, ExtentType::sparse, base, 0});
+        std::string text = render_descriptor(d);
+        if (text.size() > kEmbeddedDescSectors * kSector)
+            return make_error(ErrorCode::invalid_argument, "descriptor too long for the embedded area");
+        VDISK_ASSIGN(auto f, ctx.fs().create(ctx.image_name()));
+        DiskExtent e;
+        if (p.stream) {
+            uint64_t num_gts = util::div_round_up(sectors, kGrainSectors * kGtes);
+            SparseExtentHeader h = base_header(sectors);
+            h.version = 3;
+            h.flags = kFlagValidNewline | kFlagCompressed | kFlagMarkers;
+            h.compress_algorithm = kCompressionDeflate;
+            h.descriptor_offset = 1;
+            h.descriptor_size = kEmbeddedDescSectors;
+            h.gd_offset = kGdAtEnd;
+            h.overhead = kGrainSectors;
+            std::vector<uint8_t> meta(kGrainSectors * kSector, 0);
+            std::memcpy(meta.data(), &h, sizeof h);
+            std::memcpy(meta.data() + kSector, text.data(), text.size());
+            VDISK_TRY(f->write_at(0, meta));
+            e.kind = StoreKind::hosted;
+            e.type = ExtentType::sparse;
+            e.grain = kGrainSectors * kSector;
+            e.gtes_per_gt = kGtes;
+            e.capacity = sectors * kSector;
+            e.gd.assign(num_gts, 0);
+            e.compressed = e.markers = true;
+            e.overhead = meta.size();
+            e.file_size = meta.size();
+            e.header = h;
+            e.file = f.get();
+        } else {
+            VDISK_ASSIGN(e, make_sparse(*f, size, &text, zeroed_grain));
+        }
+        e.name = base;
+        e.length = size;
+        extents.push_back(std::move(e));
+        files.push_back(std::move(f));
+        auto dev = std::make_unique<VmdkDevice>(size, false, std::move(d), std::move(files), std::move(extents),
+                                                ctx.limits());
+        if (p.stream) dev->start_stream(dev->extents().front().file_size);
+        return std::unique_ptr<BlockDevice>(std::move(dev));
+    }
+
+    // Descriptor file plus one or more extent files beside it.
+    uint64_t per = p.split ? kSplitBytes : size;
+    uint64_t count = std::max<uint64_t>(1, util::div_round_up(size, per));
+    if (count > 9999) return make_error(ErrorCode::invalid_argument, "too many split extents");
+    VDISK_ASSIGN(auto desc_file, ctx.fs().create(ctx.image_name()));
+    files.push_back(std::move(desc_file));
+    for (uint64_t i = 0; i < count; ++i) {
+        uint64_t start = i * per;
+        uint64_t len = std::min(per, size - start);
+        std::string name;
+        if (p.split) {
+            char num[8];
+            std::snprintf(num, sizeof num, "%03u", static_cast<unsigned>(i + 1));
+            name = prefix + (p.flat ? "-f" : "-s") + num + ".vmdk";
+        } else {
+            name = prefix + "-flat.vmdk";
+        }
+        VDISK_ASSIGN(auto f, ctx.create_related(name));
+        DiskExtent e;
+        if (p.flat) {
+            VDISK_TRY(f->resize(len));
+            e.kind = StoreKind::flat;
+            e.type = ExtentType::flat;
+            e.file_size = len;
+        } else {
+            VDISK_ASSIGN(e, make_sparse(*f, len, nullptr, zeroed_grain));
+        }
+        e.file = f.get();
+        e.name = name;
+        e.start = start;
+        e.length = len;
+        d.extents.push_back({ExtentAccess::rw, len / kSector, p.flat ? ExtentType::flat : ExtentType::sparse, name, 0});
+        extents.push_back(std::move(e));
+        files.push_back(std::move(f));
+    }
+    std::string text = render_descriptor(d);
+    VDISK_TRY(files.front()->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
+    return std::unique_ptr<BlockDevice>(
+        new VmdkDevice(size, false, std::move(d), std::move(files), std::move(extents), ctx.limits()));
+}
+
+// Check ----------------------------------------------------------------------------------------------------
+
+Result<CheckResult> check_vmdk(BlockDevice& device) {
+    auto* dev = dynamic_cast<VmdkDevice*>(&device);
+    if (!dev) return make_error(ErrorCode::invalid_argument, "not a vmdk device");
+    CheckResult r;
+    uint64_t total = 0, allocated = 0, compressed = 0;
+    auto& exts = dev->extents();
+    for (size_t ei = 0; ei < exts.size(); ++ei) {
+        DiskExtent& e = exts[ei];
+        if (e.kind == StoreKind::flat || e.kind == StoreKind::zero) continue;
+        auto problem = [&](std::string msg) {
+            ++r.corruptions;
+            r.messages.push_back("extent '" + e.name + "': " + std::move(msg));
+        };
+        // Metadata ranges a grain must not overlap.
+        std::vector<std::pair<uint64_t, uint64_t>> meta;
+        meta.emplace_back(0, std::max<uint64_t>(kSector, e.kind == StoreKind::hosted ? e.overhead : 0));
+        uint64_t gtb = e.gtes_per_gt * (e.kind == StoreKind::sesparse ? 8 : 4);
+        if (e.kind != StoreKind::sesparse) {
+            meta.emplace_back(e.gd_offset, e.gd.size() * 4);
+            if (!e.rgd.empty()) meta.emplace_back(e.rgd_offset, e.rgd.size() * 4);
+            for (auto* dir : {&e.gd, &e.rgd})
+                for (size_t i = 0; i < dir->size(); ++i) {
+                    uint64_t v = (*dir)[i];
+                    if (!v) continue;
+                    if (!util::range_within(v * kSector, gtb, e.file_size))
+                        problem("grain table " + std::to_string(i) + " at " + hex(v * kSector) +
+                                " lies past the end of the file");
+                    else
+                        meta.emplace_back(v * kSector, gtb);
+                }
+        }
+        std::sort(meta.begin(), meta.end());
+        if (!e.rgd.empty()) {
+            for (size_t i = 0; i < e.gd.size(); ++i) {
+                if ((e.gd[i] == 0) != (e.rgd[i] == 0)) {
+                    problem("grain directory and redundant grain directory disagree at entry " + std::to_string(i));
+                    continue;
+                }
+                if (!e.gd[i] || !util::range_within(e.gd[i] * kSector, gtb, e.file_size) ||
+                    !util::range_within(e.rgd[i] * kSector, gtb, e.file_size))
+                    continue;
+                std::vector<uint8_t> a(gtb), b(gtb);
+                VDISK_TRY(read_exact(*e.file, e.gd[i] * kSector, a, "grain table"));
+                VDISK_TRY(read_exact(*e.file, e.rgd[i] * kSector, b, "redundant grain table"));
+                if (a != b) problem("grain table " + std::to_string(i) + " differs from its redundant copy");
+            }
+        }
+        std::vector<uint64_t> hosts;
+        uint64_t grains = util::div_round_up(std::min(e.length, e.capacity ? e.capacity : e.length), e.grain);
+        total += grains;
+        bool track = true;
+        for (uint64_t gi = 0; gi < grains; ++gi) {
+            auto g = dev->lookup(ei, gi);
+            if (!g) {
+                problem(g.error().message);
+                // Skip the rest of a grain table that cannot be read.
+                gi = (gi / e.gtes_per_gt + 1) * e.gtes_per_gt - 1;
+                continue;
+            }
+            if (g->kind == GrainState::unallocated || g->kind == GrainState::zero) continue;
+            ++allocated;
+            if (g->kind == GrainState::compressed) {
+                ++compressed;
+                continue;
+            }
+            if (g->host + e.grain > e.file_size && g->host + e.grain - e.file_size >= e.grain)
+                problem("grain " + std::to_string(gi) + " at " + hex(g->host) + " lies past the end of the file");
+            auto it = std::upper_bound(meta.begin(), meta.end(), std::make_pair(g->host, UINT64_MAX));
+            if (it != meta.begin()) {
+                auto& m = *std::prev(it);
+                if (g->host < m.first + m.second)
+                    problem("grain " + std::to_string(gi) + " at " + hex(g->host) + " overlaps metadata at " + hex(m.first));
+            }
+            if (it != meta.end() && g->host + e.grain > it->first)
+                problem("grain " + std::to_string(gi) + " at " + hex(g->host) + " overlaps metadata at " + hex(it->first));
+            if (track) {
+                if ((hosts.size() + 1) * 8 > 256ull << 20) {
+                    track = false;
+                    ++r.check_errors;
+                    r.messages.push_back("too many grains to check for overlaps");
+                } else {
+                    hosts.push_back(g->host);
+                }
+            }
+        }
+        std::sort(hosts.begin(), hosts.end());
+        for (size_t i = 1; i < hosts.size(); ++i)
+            if (hosts[i] < hosts[i - 1] + e.grain)
+                problem("grains at " + hex(hosts[i - 1]) + " and " + hex(hosts[i]) + " overlap");
+        if (e.file == dev->files().front() || ei + 1 == exts.size()) r.image_end_offset = e.file_size;
+    }
+    r.total_clusters = total;
+    r.allocated_clusters = allocated;
+    r.compressed_clusters = compressed;
+    return r;
+}
+
+}  // namespace vdisk::vmdk

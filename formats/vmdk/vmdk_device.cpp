@@ -1,0 +1,584 @@
+// VMDK device: reads and writes through flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse),
+// the one-pass streamOptimized writer, block status and info.
+#include <algorithm>
+#include <cstring>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vmdk_internal.hpp"
+
+namespace vdisk::vmdk {
+
+namespace {
+
+uint64_t gte_bytes(const DiskExtent& e) { return e.kind == StoreKind::sesparse ? 8 : 4; }
+uint64_t gt_bytes(const DiskExtent& e) { return e.gtes_per_gt * gte_bytes(e); }
+uint64_t gt_sectors(const DiskExtent& e) { return util::div_round_up(gt_bytes(e), kSector); }
+
+Error corrupt_at(std::string msg, uint64_t offset) {
+    Error e = make_error(ErrorCode::corrupt, std::move(msg));
+    e.offset = offset;
+    return e;
+}
+
+}  // namespace
+
+VmdkDevice::VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
+                       std::vector<DiskExtent> extents, const Limits& limits)
+    : BlockDevice(size, read_only),
+      desc_(std::move(desc)),
+      files_(std::move(files)),
+      extents_(std::move(extents)),
+      limits_(limits) {}
+
+std::vector<File*> VmdkDevice::files() const {
+    std::vector<File*> out;
+    for (auto& f : files_) out.push_back(f.get());
+    return out;
+}
+
+uint64_t VmdkDevice::write_granularity() const {
+    if (stream_writer_) return extents_.front().grain;
+    return 512;
+}
+
+uint64_t VmdkDevice::compress_granularity() const { return stream_writer_ ? extents_.front().grain : 0; }
+
+std::optional<BackingReference> VmdkDevice::backing_reference() const {
+    if (!desc_.parent_hint || desc_.parent_hint->empty()) return std::nullopt;
+    BackingReference r;
+    r.names.push_back(*desc_.parent_hint);
+    return r;
+}
+
+Status VmdkDevice::check_backing(BlockDevice& backing) {
+    if (desc_.parent_cid == 0xffffffffu) return ok();
+    std::optional<uint64_t> parent_cid;
+    if (auto* p = dynamic_cast<VmdkDevice*>(&backing)) {
+        parent_cid = p->descriptor().cid;
+    } else {
+        ImageInfo pi = backing.info();
+        if (auto* d = pi.format_specific.get("data"))
+            if (auto* c = d->get("cid"))
+                if (auto* u = c->as_uint()) parent_cid = *u;
+    }
+    if (!parent_cid || *parent_cid == desc_.parent_cid) return ok();
+    // A wrong parent means the child's grains were written against other data: reading would mix disks.
+    Error e = make_error(ErrorCode::corrupt, "parentCID " + hex(desc_.parent_cid) + " does not match the parent's CID " +
+                                                 hex(*parent_cid) + " (use force to open anyway)");
+    return e;
+}
+
+size_t VmdkDevice::find_extent(uint64_t offset) const {
+    auto it = std::upper_bound(extents_.begin(), extents_.end(), offset,
+                               [](uint64_t off, const DiskExtent& e) { return off < e.start; });
+    return static_cast<size_t>(it - extents_.begin()) - 1;
+}
+
+// Grain tables -----------------------------------------------------------------------------------------
+
+Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
+    DiskExtent& e = extents_[ei];
+    if (stream_writer_ && gt == stream_gt_) return &stream_entries_;
+    if (gt >= e.gd.size()) return nullptr;
+    uint64_t entry = e.gd[gt];
+    if (entry == 0) return nullptr;
+    uint64_t key = (static_cast<uint64_t>(ei) << 40) | gt;
+    if (auto it = gt_cache_.find(key); it != gt_cache_.end()) return &it->second;
+
+    uint64_t off = 0;
+    uint64_t gd_entry_at = e.gd_offset + gt * (e.kind == StoreKind::sesparse ? 8 : 4);
+    if (e.kind == StoreKind::sesparse) {
+        // seSparse GD entries are tagged: 0x1 in the top nibble, the grain table's index in the low 32 bits.
+        if ((entry & 0xffffffff00000000ull) != 0x1000000000000000ull)
+            return corrupt_at("grain directory entry " + hex(entry) + " of seSparse extent '" + e.name +
+                                  "' has an unknown type", gd_entry_at);
+        auto o = util::mul<uint64_t>(entry & 0xffffffffull, gt_bytes(e));
+        auto o2 = o ? util::add<uint64_t>(*o, e.se_gt_base) : std::nullopt;
+        if (!o2) return corrupt_at("grain table index overflows", gd_entry_at);
+        off = *o2;
+    } else {
+        auto o = util::mul<uint64_t>(entry, kSector);
+        if (!o) return corrupt_at("grain table offset overflows", gd_entry_at);
+        off = *o;
+    }
+    if (!util::range_within(off, gt_bytes(e), e.file_size))
+        return corrupt_at("grain table " + std::to_string(gt) + " at " + hex(off) + " of extent '" + e.name +
+                              "' lies past the end of the file (" + hex(e.file_size) + ")",
+                          gd_entry_at);
+    std::vector<uint8_t> raw(gt_bytes(e));
+    VDISK_TRY(read_exact(*e.file, off, raw, "grain table"));
+    std::vector<uint64_t> t(e.gtes_per_gt);
+    for (uint64_t i = 0; i < e.gtes_per_gt; ++i)
+        t[i] = e.kind == StoreKind::sesparse ? util::load_le<uint64_t>(raw.data() + i * 8)
+                                             : util::load_le<uint32_t>(raw.data() + i * 4);
+    uint64_t bytes = t.size() * sizeof(uint64_t);
+    if (gt_cache_bytes_ + bytes > limits_.max_cache_bytes) {
+        gt_cache_.clear();
+        gt_cache_bytes_ = 0;
+    }
+    gt_cache_bytes_ += bytes;
+    auto [it, _] = gt_cache_.emplace(key, std::move(t));
+    return &it->second;
+}
+
+Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
+    DiskExtent& e = extents_[ei];
+    GrainState g;
+    VDISK_ASSIGN(const std::vector<uint64_t>* t, table(ei, gi / e.gtes_per_gt));
+    if (!t) return g;
+    uint64_t v = (*t)[gi % e.gtes_per_gt];
+    if (v == 0) return g;
+    if (e.kind == StoreKind::sesparse) {
+        switch (v >> 60) {
+            case 1:  // unmapped (SCSI UNMAP): reads as zeros
+            case 2:  // zero grain
+                g.kind = GrainState::zero;
+                return g;
+            case 3: {
+                // The grain index is split: its low 12 bits sit in bits 48..59, the rest in bits 0..47.
+                uint64_t idx = ((v & 0x0fff000000000000ull) >> 48) | ((v & 0x0000ffffffffffffull) << 12);
+                auto h = util::mul<uint64_t>(idx, e.grain);
+                auto h2 = h ? util::add<uint64_t>(*h, e.se_grains_base) : std::nullopt;
+                if (!h2 || *h2 >= e.file_size)
+                    return make_error(ErrorCode::corrupt, "grain table entry " + hex(v) + " for grain " +
+                                                              std::to_string(gi) + " points past the end of the file");
+                g.kind = GrainState::data;
+                g.host = *h2;
+                return g;
+            }
+            default:
+                return make_error(ErrorCode::corrupt,
+                                  "grain table entry " + hex(v) + " for grain " + std::to_string(gi) + " has an unknown type");
+        }
+    }
+    if (v == kGteZeroed && e.kind == StoreKind::hosted) {
+        g.kind = GrainState::zero;
+        return g;
+    }
+    uint64_t host = v * kSector;  // v < 2^32: no overflow
+    if (host >= e.file_size)
+        return make_error(ErrorCode::corrupt, "grain table entry for grain " + std::to_string(gi) + " of extent '" +
+                                                  e.name + "' points at " + hex(host) + ", past the end of the file (" +
+                                                  hex(e.file_size) + ")");
+    g.kind = e.compressed ? GrainState::compressed : GrainState::data;
+    g.host = host;
+    return g;
+}
+
+// Reading ------------------------------------------------------------------------------------------------
+
+Status VmdkDevice::read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain) {
+    DiskExtent& e = extents_[ei];
+    uint64_t key = (static_cast<uint64_t>(ei) << 48) ^ gi;
+    if (zkey_ == key && zgrain_.size() == grain.size()) {
+        std::memcpy(grain.data(), zgrain_.data(), grain.size());
+        return ok();
+    }
+    // A deflated grain is never much bigger than the grain; anything larger is corrupt, not a reason to allocate.
+    uint64_t cap = e.grain * 2 + 4096;
+    uint64_t data_at = host;
+    uint64_t len = 0;
+    if (e.markers) {
+        uint8_t head[kGrainMarkerHead];
+        VDISK_TRY(read_exact(*e.file, host, head, "grain marker"));
+        len = util::load_le<uint32_t>(head + 8);
+        data_at = host + kGrainMarkerHead;
+        if (len == 0 || len > cap)
+            return corrupt_at("compressed grain " + std::to_string(gi) + " has size " + std::to_string(len), host);
+        if (!util::range_within(data_at, len, e.file_size))
+            return corrupt_at("compressed grain " + std::to_string(gi) + " of " + std::to_string(len) +
+                                  " bytes runs past the end of the file (" + hex(e.file_size) + ")",
+                              host);
+    } else {
+        len = std::min(cap, e.file_size - host);
+    }
+    std::vector<uint8_t> in(len);
+    VDISK_TRY(read_exact(*e.file, data_at, in, "compressed grain"));
+    size_t produced = 0;
+    if (!util::inflate_into(in, grain, false, &produced))
+        return corrupt_at("compressed grain " + std::to_string(gi) + " does not inflate", host);
+    std::memset(grain.data() + produced, 0, grain.size() - produced);
+    zkey_ = key;
+    zgrain_.assign(grain.begin(), grain.end());
+    return ok();
+}
+
+Status VmdkDevice::read_sparse(size_t ei, uint64_t rel, std::span<uint8_t> buf) {
+    DiskExtent& e = extents_[ei];
+    std::vector<uint8_t> tmp;
+    size_t done = 0;
+    while (done < buf.size()) {
+        uint64_t pos = rel + done;
+        uint64_t gi = pos / e.grain;
+        uint64_t in_grain = pos % e.grain;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.grain - in_grain));
+        auto out = buf.subspan(done, n);
+        VDISK_ASSIGN(GrainState g, lookup(ei, gi));
+        switch (g.kind) {
+            case GrainState::unallocated:
+                VDISK_TRY(read_from_backing(e.start + pos, out));
+                break;
+            case GrainState::zero:
+                std::memset(out.data(), 0, n);
+                break;
+            case GrainState::data:
+                VDISK_TRY(read_zero_fill(*e.file, g.host + in_grain, out));
+                break;
+            case GrainState::compressed:
+                tmp.resize(e.grain);
+                VDISK_TRY(read_compressed(ei, gi, g.host, tmp));
+                std::memcpy(out.data(), tmp.data() + in_grain, n);
+                break;
+        }
+        done += n;
+    }
+    return ok();
+}
+
+Status VmdkDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
+    size_t done = 0;
+    while (done < buf.size()) {
+        uint64_t pos = offset + done;
+        size_t ei = find_extent(pos);
+        DiskExtent& e = extents_[ei];
+        uint64_t rel = pos - e.start;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
+        auto out = buf.subspan(done, n);
+        switch (e.kind) {
+            case StoreKind::flat:
+                VDISK_TRY(read_zero_fill(*e.file, e.flat_offset + rel, out));
+                break;
+            case StoreKind::zero:
+                std::memset(out.data(), 0, n);
+                break;
+            default:
+                VDISK_TRY(read_sparse(ei, rel, out));
+        }
+        done += n;
+    }
+    return ok();
+}
+
+Result<Extent> VmdkDevice::do_block_status(uint64_t offset, uint64_t max_len) {
+    size_t ei = find_extent(offset);
+    DiskExtent& e = extents_[ei];
+    uint64_t rel = offset - e.start;
+    uint64_t limit = std::min(max_len, e.length - rel);
+    Extent x;
+    x.offset = offset;
+    if (e.kind == StoreKind::flat) {
+        x.kind = ExtentKind::data;
+        x.length = limit;
+        x.file = e.file;
+        x.host_offset = e.flat_offset + rel;
+        return x;
+    }
+    if (e.kind == StoreKind::zero) {
+        x.kind = ExtentKind::zero;
+        x.length = limit;
+        return x;
+    }
+    uint64_t gi = rel / e.grain;
+    VDISK_ASSIGN(GrainState first, lookup(ei, gi));
+    uint64_t len = std::min(limit, e.grain - rel % e.grain);
+    // Coalesce following grains of the same kind (and, for data, contiguous in the file); bounded work.
+    for (unsigned steps = 0; len < limit && steps < 65536; ++steps) {
+        VDISK_ASSIGN(GrainState g, lookup(ei, gi + 1 + steps));
+        if (g.kind != first.kind) break;
+        if (g.kind == GrainState::data && g.host != first.host + e.grain * (steps + 1)) break;
+        if (g.kind == GrainState::compressed) break;
+        len = std::min(limit, len + e.grain);
+    }
+    x.length = len;
+    switch (first.kind) {
+        case GrainState::unallocated: x.kind = ExtentKind::unallocated; break;
+        case GrainState::zero: x.kind = ExtentKind::zero; break;
+        case GrainState::data:
+            x.kind = ExtentKind::data;
+            x.file = e.file;
+            x.host_offset = first.host + rel % e.grain;
+            break;
+        case GrainState::compressed:
+            x.kind = ExtentKind::data;
+            x.compressed = true;
+            break;
+    }
+    return x;
+}
+
+// Writing ------------------------------------------------------------------------------------------------
+
+Status VmdkDevice::set_gte(size_t ei, uint64_t gi, uint32_t value) {
+    DiskExtent& e = extents_[ei];
+    uint64_t gt = gi / e.gtes_per_gt;
+    uint64_t j = gi % e.gtes_per_gt;
+    if (gt >= e.gd.size()) return make_error(ErrorCode::corrupt, "grain " + std::to_string(gi) + " lies outside the grain directory");
+    uint64_t gtsz = gt_sectors(e) * kSector;
+    auto alloc_table = [&](std::vector<uint64_t>& dir, uint64_t dir_offset) -> Status {
+        if (dir[gt] != 0) return ok();
+        uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
+        if (at == 0 || at / kSector > 0xffffffffull)
+            return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
+        std::vector<uint8_t> zeros(gtsz, 0);
+        VDISK_TRY(e.file->write_at(at, zeros));
+        e.file_size = at + gtsz;
+        dir[gt] = at / kSector;
+        uint8_t le[4];
+        util::store_le<uint32_t>(le, static_cast<uint32_t>(dir[gt]));
+        return e.file->write_at(dir_offset + gt * 4, le);
+    };
+    VDISK_TRY(alloc_table(e.gd, e.gd_offset));
+    if (!e.rgd.empty()) VDISK_TRY(alloc_table(e.rgd, e.rgd_offset));
+    uint8_t le[4];
+    util::store_le<uint32_t>(le, value);
+    VDISK_TRY(e.file->write_at(e.gd[gt] * kSector + j * 4, le));
+    if (!e.rgd.empty()) VDISK_TRY(e.file->write_at(e.rgd[gt] * kSector + j * 4, le));
+    uint64_t key = (static_cast<uint64_t>(ei) << 40) | gt;
+    if (auto it = gt_cache_.find(key); it != gt_cache_.end()) it->second[j] = value;
+    return ok();
+}
+
+Status VmdkDevice::write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf) {
+    DiskExtent& e = extents_[ei];
+    if (e.kind != StoreKind::hosted || e.compressed)
+        return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
+                                                      (e.compressed ? " compressed" : "") + " extent is not supported");
+    size_t done = 0;
+    std::vector<uint8_t> grain;
+    while (done < buf.size()) {
+        uint64_t pos = rel + done;
+        uint64_t gi = pos / e.grain;
+        uint64_t in_grain = pos % e.grain;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.grain - in_grain));
+        auto piece = buf.subspan(done, n);
+        VDISK_ASSIGN(GrainState g, lookup(ei, gi));
+        if (g.kind == GrainState::data) {
+            VDISK_TRY(e.file->write_at(g.host + in_grain, piece));
+            done += n;
+            continue;
+        }
+        bool zero_piece = util::is_zero(piece);
+        if (zero_piece && (g.kind == GrainState::zero || (g.kind == GrainState::unallocated && !backing()))) {
+            done += n;
+            continue;
+        }
+        if (zero_piece && n == e.grain && e.zeroed_gte) {
+            VDISK_TRY(set_gte(ei, gi, kGteZeroed));
+            done += n;
+            continue;
+        }
+        // Allocate a whole grain: the parts not written come from the backing (copy on write) or are zeros.
+        grain.assign(e.grain, 0);
+        uint64_t gstart = gi * e.grain;
+        if (g.kind == GrainState::unallocated && gstart < e.length) {
+            uint64_t avail = std::min<uint64_t>(e.grain, e.length - gstart);
+            VDISK_TRY(read_from_backing(e.start + gstart, std::span<uint8_t>(grain.data(), avail)));
+        }
+        std::memcpy(grain.data() + in_grain, piece.data(), n);
+        uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
+        if (at == 0 || (at + e.grain) / kSector > 0xffffffffull)
+            return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
+        VDISK_TRY(e.file->write_at(at, grain));
+        e.file_size = at + e.grain;
+        VDISK_TRY(set_gte(ei, gi, static_cast<uint32_t>(at / kSector)));
+        done += n;
+    }
+    return ok();
+}
+
+Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
+    if (stream_writer_) {
+        const DiskExtent& e = extents_.front();
+        for (uint64_t done = 0; done < buf.size(); done += e.grain) {
+            uint64_t n = std::min<uint64_t>(e.grain, buf.size() - done);
+            auto chunk = buf.subspan(done, n);
+            uint64_t gi = (offset + done) / e.grain;
+            if (util::is_zero(chunk)) {
+                if (gi < stream_next_grain_)
+                    return make_error(ErrorCode::invalid_argument,
+                                      "streamOptimized images are written in one forward pass (grain " +
+                                          std::to_string(gi) + " after " + std::to_string(stream_next_grain_) + ")");
+                stream_next_grain_ = gi + 1;
+                continue;
+            }
+            VDISK_ASSIGN(auto z, compress_chunk(chunk));
+            VDISK_TRY(stream_append(gi, z));
+        }
+        return ok();
+    }
+    size_t done = 0;
+    while (done < buf.size()) {
+        uint64_t pos = offset + done;
+        size_t ei = find_extent(pos);
+        DiskExtent& e = extents_[ei];
+        uint64_t rel = pos - e.start;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
+        auto piece = buf.subspan(done, n);
+        if (e.access != ExtentAccess::rw)
+            return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
+        switch (e.kind) {
+            case StoreKind::flat:
+                VDISK_TRY(e.file->write_at(e.flat_offset + rel, piece));
+                break;
+            case StoreKind::zero:
+                if (!util::is_zero(piece))
+                    return make_error(ErrorCode::unsupported, "cannot write data to a ZERO extent");
+                break;
+            default:
+                VDISK_TRY(write_sparse(ei, rel, piece));
+        }
+        done += n;
+    }
+    return ok();
+}
+
+Status VmdkDevice::do_flush() {
+    for (auto& f : files_) VDISK_TRY(f->sync());
+    return ok();
+}
+
+Status VmdkDevice::do_close() {
+    if (stream_writer_ && !stream_done_) VDISK_TRY(stream_finish());
+    if (!read_only()) return do_flush();
+    return ok();
+}
+
+// streamOptimized one-pass writer --------------------------------------------------------------------------
+
+void VmdkDevice::start_stream(uint64_t end) {
+    stream_writer_ = true;
+    stream_end_ = end;
+}
+
+Result<std::vector<uint8_t>> VmdkDevice::compress_chunk(std::span<const uint8_t> chunk) const {
+    if (!stream_writer_) return BlockDevice::compress_chunk(chunk);
+    uint64_t grain = extents_.front().grain;
+    std::vector<uint8_t> padded;
+    if (chunk.size() < grain) {
+        // The last grain of a disk whose size is not a grain multiple is stored whole, zero padded.
+        padded.assign(grain, 0);
+        std::memcpy(padded.data(), chunk.data(), chunk.size());
+        chunk = padded;
+    }
+    std::string out;
+    if (!util::deflate_into(chunk, out, false, 6, grain + grain / 8 + 1024))
+        return make_error(ErrorCode::io, "deflate failed");
+    return std::vector<uint8_t>(out.begin(), out.end());
+}
+
+Status VmdkDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t) {
+    if (!stream_writer_) return BlockDevice::write_compressed_chunk(offset, compressed, 0);
+    return stream_append(offset / extents_.front().grain, compressed);
+}
+
+Status VmdkDevice::stream_flush_gt() {
+    if (stream_gt_ == UINT64_MAX) return ok();
+    DiskExtent& e = extents_.front();
+    bool any = std::any_of(stream_entries_.begin(), stream_entries_.end(), [](uint64_t v) { return v != 0; });
+    if (any) {
+        std::vector<uint8_t> buf((1 + gt_sectors(e)) * kSector, 0);
+        util::store_le<uint64_t>(buf.data(), gt_sectors(e));
+        util::store_le<uint32_t>(buf.data() + 12, kMarkerGt);
+        for (uint64_t i = 0; i < e.gtes_per_gt; ++i)
+            util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(stream_entries_[i]));
+        VDISK_TRY(e.file->write_at(stream_end_, buf));
+        e.gd[stream_gt_] = stream_end_ / kSector + 1;
+        stream_end_ += buf.size();
+        e.file_size = stream_end_;
+        // The table now lives in the file; drop any stale cached copy.
+        gt_cache_.erase(stream_gt_);
+    }
+    stream_gt_ = UINT64_MAX;
+    return ok();
+}
+
+Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compressed) {
+    DiskExtent& e = extents_.front();
+    if (stream_done_) return make_error(ErrorCode::invalid_argument, "streamOptimized image already finished");
+    if (gi < stream_next_grain_)
+        return make_error(ErrorCode::invalid_argument, "streamOptimized images are written in one forward pass (grain " +
+                                                           std::to_string(gi) + " after " +
+                                                           std::to_string(stream_next_grain_) + ")");
+    uint64_t gt = gi / e.gtes_per_gt;
+    if (gt != stream_gt_) {
+        VDISK_TRY(stream_flush_gt());
+        stream_gt_ = gt;
+        stream_entries_.assign(e.gtes_per_gt, 0);
+    }
+    if (stream_end_ / kSector > 0xffffffffull)
+        return make_error(ErrorCode::limit_exceeded, "streamOptimized file would exceed 2 TiB");
+    uint64_t total = util::align_up(kGrainMarkerHead + compressed.size(), kSector).value_or(0);
+    std::vector<uint8_t> buf(total, 0);
+    util::store_le<uint64_t>(buf.data(), gi * (e.grain / kSector));
+    util::store_le<uint32_t>(buf.data() + 8, static_cast<uint32_t>(compressed.size()));
+    std::memcpy(buf.data() + kGrainMarkerHead, compressed.data(), compressed.size());
+    VDISK_TRY(e.file->write_at(stream_end_, buf));
+    stream_entries_[gi % e.gtes_per_gt] = stream_end_ / kSector;
+    stream_end_ += total;
+    e.file_size = stream_end_;
+    stream_next_grain_ = gi + 1;
+    zkey_ = UINT64_MAX;
+    return ok();
+}
+
+Status VmdkDevice::stream_finish() {
+    DiskExtent& e = extents_.front();
+    VDISK_TRY(stream_flush_gt());
+    uint64_t gd_sectors = util::div_round_up(e.gd.size() * 4, kSector);
+    std::vector<uint8_t> buf((1 + gd_sectors) * kSector, 0);
+    util::store_le<uint64_t>(buf.data(), gd_sectors);
+    util::store_le<uint32_t>(buf.data() + 12, kMarkerGd);
+    for (size_t i = 0; i < e.gd.size(); ++i)
+        util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(e.gd[i]));
+    uint64_t gd_at = stream_end_ / kSector + 1;
+    VDISK_TRY(e.file->write_at(stream_end_, buf));
+    stream_end_ += buf.size();
+    // Footer marker, footer (the header with the real GD offset), end-of-stream marker.
+    std::vector<uint8_t> tail(3 * kSector, 0);
+    util::store_le<uint64_t>(tail.data(), 1);
+    util::store_le<uint32_t>(tail.data() + 12, kMarkerFooter);
+    SparseExtentHeader footer = e.header;
+    footer.gd_offset = gd_at;
+    std::memcpy(tail.data() + kSector, &footer, sizeof footer);
+    VDISK_TRY(e.file->write_at(stream_end_, tail));
+    stream_end_ += tail.size();
+    e.file_size = stream_end_;
+    e.gd_offset = gd_at * kSector;
+    stream_done_ = true;
+    stream_writer_ = false;
+    return ok();
+}
+
+// Info -----------------------------------------------------------------------------------------------------
+
+ImageInfo VmdkDevice::do_info() const {
+    ImageInfo i;
+    i.format = "vmdk";
+    i.virtual_size = size();
+    if (!extents_.empty() && extents_.front().grain) i.cluster_size = extents_.front().grain;
+    if (desc_.parent_hint) i.backing_filename = *desc_.parent_hint;
+    Json data = Json::object();
+    data.set("cid", static_cast<uint64_t>(desc_.cid));
+    data.set("parent-cid", static_cast<uint64_t>(desc_.parent_cid));
+    data.set("create-type", desc_.create_type);
+    Json list = Json::array();
+    for (auto& e : extents_) {
+        Json x = Json::object();
+        x.set("virtual-size", e.length);
+        x.set("filename", e.file ? e.file->name() : std::string());
+        if (e.grain) x.set("cluster-size", e.grain);
+        x.set("format", std::string(to_string(e.type)));
+        if (e.compressed) x.set("compressed", true);
+        list.push(std::move(x));
+    }
+    data.set("extents", std::move(list));
+    Json fs = Json::object();
+    fs.set("type", "vmdk");
+    fs.set("data", std::move(data));
+    i.format_specific = std::move(fs);
+    return i;
+}
+
+}  // namespace vdisk::vmdk
