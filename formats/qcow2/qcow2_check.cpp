@@ -93,6 +93,11 @@ struct Checker {
             return ok();
         }
         uint64_t host = e.word & kOffsetMask;
+        if (ext) {
+            uint64_t alloc = e.bitmap & 0xffffffffull, zero = e.bitmap >> 32;
+            if (alloc & zero) corruption("extended L2 entry at " + hex(at) + " marks subclusters allocated and zero");
+            if (alloc && !host) corruption("extended L2 entry at " + hex(at) + " allocates subclusters without a cluster");
+        }
         if (!host) return ok();
         if (!util::is_aligned(host, cs)) {
             corruption("L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset");
