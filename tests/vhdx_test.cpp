@@ -970,3 +970,63 @@ TEST_CASE("resize grows in place (qemu-img cannot resize VHDX at all)") {
                      "-c 'read -P 0x4d 6442446848 4096' " + img);
     CHECK_MESSAGE((r.status == 0 && r.output.find("verification failed") == std::string::npos), r.output);
 }
+
+TEST_CASE("differencing: sector bitmap entries interleave by the chunk ratio (256 MiB blocks, ratio 16)") {
+    // 8 GiB with 256 MiB blocks: 32 blocks in two chunks, BAT = 2 * (16 + 1) entries; block 20's bitmap is
+    // entry 33. Files are sparse on the host.
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system(tmp.path);
+    const uint64_t bs = 256 * MiB, size = 8ull << 30, voff = 20 * bs;
+    for (const char* name : {"parent.vhdx", "child.vhdx"}) {
+        CreateOptions co;
+        co.size = size;
+        co.values = *parse_option_list("block_size=256M,block_state_zero=off");
+        auto dev = create_image(reg, *fs, name, "vhdx", co);
+        REQUIRE(dev.ok());
+        if (std::string(name) == "parent.vhdx") REQUIRE((*dev)->write(voff, bytes_of(65536, 0x5a)).ok());
+        REQUIRE((*dev)->close().ok());
+    }
+    std::vector<uint8_t> parent(256 << 10);  // headers only: the file itself is 256 MiB and sparse
+    {
+        auto f = fs->open("parent.vhdx", Access::read_only);
+        REQUIRE(f.ok());
+        REQUIRE(read_exact(**f, 0, parent).ok());
+    }
+    auto child = vt::read_file(tmp / "child.vhdx");
+    REQUIRE(child.size() <= 5 * MiB);
+    child[kItems + 4] |= 2;
+    auto loc = parent_locator({{"parent_linkage", data_write_guid(parent)}, {"relative_path", "parent.vhdx"}});
+    std::memcpy(child.data() + kItems + 64, loc.data(), loc.size());
+    size_t e = kMeta + 32 + 32 * 5;
+    std::memcpy(child.data() + e, "\x2d\x5f\xd3\xa8\x0b\xb3\x4d\x45\xab\xf7\xd3\xd8\x48\x34\xab\x0c", 16);
+    put32(child, e + 16, (64 << 10) + 64);
+    put32(child, e + 20, static_cast<uint32_t>(loc.size()));
+    put16(child, kMeta + 10, 6);
+    uint64_t host = (child.size() + MiB - 1) / MiB * MiB, sb = host + bs;
+    put64(child, kBat + 21 * 8, host | 7);
+    put64(child, kBat + 33 * 8, sb | 6);
+    vt::write_file(tmp / "child.vhdx", child);
+    std::filesystem::resize_file(tmp / "child.vhdx", sb + MiB);
+    {
+        auto f = fs->open("child.vhdx", Access::read_write);
+        REQUIRE(f.ok());
+        REQUIRE((*f)->write_at(host, bytes_of(4096, 0xc1)).ok());
+        std::vector<uint8_t> bits(1, 0xff);  // sectors 0-7 of block 20 = bits 4 * 524288 .. +7
+        REQUIRE((*f)->write_at(sb + 4 * 524288 / 8, bits).ok());
+    }
+    auto img = vt::open_host(reg, tmp / "child.vhdx");
+    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    CHECK(read_dev(*img->device, voff, 4096) == bytes_of(4096, 0xc1));
+    CHECK(read_dev(*img->device, voff + 4096, 61440) == bytes_of(61440, 0x5a));
+    CHECK(read_dev(*img->device, voff + 65536, 4096) == bytes_of(4096, 0));
+    CHECK(read_dev(*img->device, voff - 4096, 4096) == bytes_of(4096, 0));
+    auto x = img->device->block_status(voff, bs);
+    REQUIRE(x.ok());
+    CHECK(x->kind == ExtentKind::data);
+    CHECK(x->length == 4096);
+    CHECK(*x->host_offset == host);
+    auto chk = img->format->check(*img->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+}
