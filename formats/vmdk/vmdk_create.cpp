@@ -219,6 +219,7 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
             VDISK_ASSIGN(e, make_sparse(*f, size, &text, zeroed_grain));
         }
         e.name = base;
+        e.embedded = true;
         e.length = size;
         extents.push_back(std::move(e));
         files.push_back(std::move(f));

@@ -53,7 +53,7 @@ std::optional<BackingReference> VmdkDevice::backing_reference() const {
 }
 
 Status VmdkDevice::check_backing(BlockDevice& backing) {
-    if (desc_.parent_cid == 0xffffffffu) return ok();
+    if (desc_.parent_cid == 0xffffffffu || force_parent_) return ok();
     std::optional<uint64_t> parent_cid;
     if (auto* p = dynamic_cast<VmdkDevice*>(&backing)) {
         parent_cid = p->descriptor().cid;
@@ -569,7 +569,8 @@ ImageInfo VmdkDevice::do_info() const {
         x.set("virtual-size", e.length);
         x.set("filename", e.file ? e.file->name() : std::string());
         if (e.grain) x.set("cluster-size", e.grain);
-        x.set("format", std::string(to_string(e.type)));
+        // qemu-img leaves the format empty for an extent that no descriptor line names (monolithic files).
+        x.set("format", e.embedded ? std::string() : std::string(to_string(e.type)));
         if (e.compressed) x.set("compressed", true);
         list.push(std::move(x));
     }

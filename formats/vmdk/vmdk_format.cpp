@@ -232,6 +232,7 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
         e.type = magic == kCowdMagic ? ExtentType::vmfssparse
                  : magic == kSparseMagic ? ExtentType::sparse : ExtentType::sesparse;
         e.name = std::string(base_name(file->name()));
+        e.embedded = true;
         e.file = file.get();
         std::string text;
         VDISK_TRY(load_sparse_file(*file, e, lim, &text));
@@ -252,8 +253,9 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
         extents.push_back(std::move(e));
         files.push_back(std::move(file));
         uint64_t size = extents.front().length;
-        return std::unique_ptr<BlockDevice>(
-            new VmdkDevice(size, ro, std::move(desc), std::move(files), std::move(extents), lim));
+        auto dev = std::make_unique<VmdkDevice>(size, ro, std::move(desc), std::move(files), std::move(extents), lim);
+        dev->set_force_parent(ctx.options().force_parent_mismatch);
+        return std::unique_ptr<BlockDevice>(std::move(dev));
     }
 
     if (fsize > lim.max_descriptor_bytes)
@@ -310,7 +312,9 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
         extents.push_back(std::move(e));
     }
     if (pos == 0) return make_error(ErrorCode::corrupt, "descriptor extents add up to 0 sectors");
-    return std::unique_ptr<BlockDevice>(new VmdkDevice(pos, ro, std::move(desc), std::move(files), std::move(extents), lim));
+    auto dev = std::make_unique<VmdkDevice>(pos, ro, std::move(desc), std::move(files), std::move(extents), lim);
+    dev->set_force_parent(ctx.options().force_parent_mismatch);
+    return std::unique_ptr<BlockDevice>(std::move(dev));
 }
 
 namespace {

@@ -65,6 +65,7 @@ struct DiskExtent {
     ExtentType type = ExtentType::flat;
     ExtentAccess access = ExtentAccess::rw;
     std::string name;       // as written in the descriptor (or the main file's name)
+    bool embedded = false;  // the file was opened directly (no descriptor line names it)
     uint64_t start = 0;     // virtual byte offset
     uint64_t length = 0;    // virtual bytes
     File* file = nullptr;
@@ -108,6 +109,8 @@ public:
     Result<GrainState> lookup(size_t ei, uint64_t gi);
     /// Turn this freshly created streamOptimized device into a one-pass writer (file end at `end`).
     void start_stream(uint64_t end);
+    /// Accept a parent whose CID differs from parentCID (OpenOptions::force_parent_mismatch).
+    void set_force_parent(bool force) { force_parent_ = force; }
 
 protected:
     Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
@@ -133,6 +136,7 @@ private:
     std::vector<std::unique_ptr<File>> files_;
     std::vector<DiskExtent> extents_;
     Limits limits_;
+    bool force_parent_ = false;
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
     // The last decompressed grain (streamOptimized reads are mostly sequential).

@@ -1,0 +1,343 @@
+// VMDK interop with qemu-img: images qemu writes (every subformat) read byte-exact, images vdisk writes pass
+// qemu-img check/compare, backing chains with parentCID checks, info.
+#include <cstring>
+#include <filesystem>
+
+#include "support.hpp"
+#include "vdisk/vdisk.hpp"
+
+namespace vdisk {
+std::unique_ptr<Format> make_raw_format();
+std::unique_ptr<Format> make_vmdk_format();
+}  // namespace vdisk
+
+using namespace vdisk;
+
+namespace {
+
+constexpr uint64_t MiB = 1ull << 20;
+constexpr uint64_t GiB = 1ull << 30;
+
+Registry make_reg() {
+    Registry reg;
+    reg.add(make_raw_format());
+    reg.add(make_vmdk_format());
+    return reg;
+}
+
+std::string qemu_io_writes(const std::string& fmt, const std::string& img,
+                           const std::vector<std::tuple<uint64_t, uint64_t, int>>& w) {
+    std::string cmd = "qemu-io -f " + fmt;
+    for (auto& [off, len, pat] : w)
+        cmd += " -c 'write -P " + std::to_string(pat) + " " + std::to_string(off) + " " + std::to_string(len) + "'";
+    return cmd + " " + vt::sh_quote(img);
+}
+
+void check_clean(const Registry& reg, const std::string& path) {
+    auto dev = vt::open_host(reg, path);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    auto chk = dev->format->check(*dev->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK_MESSAGE(chk->corruptions == 0, (chk->messages.empty() ? "" : chk->messages.front()));
+}
+
+}  // namespace
+
+TEST_CASE("qemu-img written images of every subformat read byte-exact") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    std::vector<std::tuple<uint64_t, uint64_t, int>> w = {
+        {0, 65536, 0xab}, {3 * MiB + 512, 700 * 512, 0x11}, {33 * MiB - 4096, 8192, 0x22}, {40 * MiB - 512, 512, 0x33}};
+    for (std::string opts : {"subformat=monolithicSparse", "subformat=monolithicFlat", "subformat=twoGbMaxExtentSparse",
+                             "subformat=twoGbMaxExtentFlat", "subformat=monolithicSparse,zeroed_grain=on",
+                             "subformat=monolithicSparse,adapter_type=lsilogic,hwversion=7"}) {
+        CAPTURE(opts);
+        vt::TempDir tmp;
+        std::string img = tmp / "q.vmdk";
+        auto c = vt::run("qemu-img create -q -f vmdk -o " + opts + " " + img + " 40M");
+        REQUIRE_MESSAGE(c.status == 0, c.output);
+        auto r = vt::run(qemu_io_writes("vmdk", img, w));
+        REQUIRE_MESSAGE(r.status == 0, r.output);
+        if (opts.find("zeroed_grain") != std::string::npos) {
+            r = vt::run("qemu-io -f vmdk -c 'write -z 0 64k' " + img);
+            REQUIRE_MESSAGE(r.status == 0, r.output);
+        }
+        auto want = vt::qemu_read_raw(img, "vmdk", tmp.path);
+        auto dev = vt::open_host(reg, img);
+        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        CHECK(dev->format->name() == "vmdk");
+        CHECK(vt::read_all(*dev->device) == want);
+        check_clean(reg, img);
+    }
+}
+
+TEST_CASE("qemu-img streamOptimized output reads byte-exact") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string raw = tmp / "src.raw";
+    auto data = vt::pattern(3 * MiB + 12345, 7);
+    std::vector<uint8_t> img(20 * MiB, 0);
+    std::memcpy(img.data() + 5 * MiB, data.data(), data.size());
+    std::memset(img.data() + 19 * MiB, 0x5a, MiB);
+    vt::write_file(raw, img);
+    auto c = vt::run("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized " + raw + " " + tmp / "s.vmdk");
+    REQUIRE_MESSAGE(c.status == 0, c.output);
+    auto dev = vt::open_host(reg, tmp / "s.vmdk");
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK(vt::read_all(*dev->device) == img);
+    auto bs = dev->device->block_status(5 * MiB, MiB);
+    REQUIRE(bs.ok());
+    CHECK(bs->kind == ExtentKind::data);
+    CHECK(bs->compressed);
+    auto info = dev->device->info();
+    CHECK(*info.format_specific.get("data")->get("create-type")->as_string() == "streamOptimized");
+    check_clean(reg, tmp / "s.vmdk");
+}
+
+namespace {
+
+// Create with vdisk, write, close; qemu-img check and compare against a raw reference written the same way.
+void create_write_compare(const std::string& opts, uint64_t size,
+                          const std::vector<std::pair<uint64_t, std::vector<uint8_t>>>& writes, bool full_compare) {
+    CAPTURE(opts);
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system(tmp.path);
+    CreateOptions co;
+    co.size = size;
+    if (!opts.empty()) {
+        auto kv = parse_option_list(opts);
+        REQUIRE(kv.ok());
+        co.values = *kv;
+    }
+    auto dev = create_image(reg, *fs, "out.vmdk", "vmdk", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CreateOptions ro;
+    ro.size = size;
+    auto raw = create_image(reg, *fs, "ref.raw", "raw", ro);
+    REQUIRE(raw.ok());
+    for (auto& [off, data] : writes) {
+        REQUIRE((*dev)->write(off, data).ok());
+        REQUIRE((*raw)->write(off, data).ok());
+    }
+    // Reads back before closing, through the same device.
+    for (auto& [off, data] : writes) {
+        std::vector<uint8_t> got(data.size());
+        REQUIRE((*dev)->read(off, got).ok());
+    }
+    REQUIRE((*dev)->close().ok());
+    REQUIRE((*raw)->close().ok());
+    dev->reset();
+    raw->reset();
+    auto c = vt::run("qemu-img check -f vmdk " + tmp / "out.vmdk");
+    CHECK_MESSAGE(c.status == 0, c.output);
+    if (full_compare) {
+        auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "out.vmdk" + " " + tmp / "ref.raw");
+        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    } else {
+        std::string cmds;
+        for (auto& [off, data] : writes)
+            cmds += " -c 'read -P " + std::to_string(data[0]) + " " + std::to_string(off) + " " +
+                    std::to_string(data.size()) + "'";
+        auto r = vt::run("qemu-io -f vmdk" + cmds + " " + tmp / "out.vmdk");
+        CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output);
+    }
+    if (opts.find("Flat") == std::string::npos && vt::have("vmdkinfo")) {
+        auto v = vt::run("vmdkinfo " + tmp / "out.vmdk");
+        CHECK_MESSAGE(v.status == 0, v.output);
+    }
+    auto back = vt::open_host(reg, tmp / "out.vmdk");
+    REQUIRE_MESSAGE(back.ok(), (back.ok() ? "" : back.error().to_string()));
+    for (auto& [off, data] : writes) {
+        std::vector<uint8_t> got(data.size());
+        REQUIRE(back->device->read(off, got).ok());
+    }
+    auto cmp2 = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "out.vmdk" + " " + tmp / "ref.raw");
+    if (full_compare) CHECK_MESSAGE(cmp2.status == 0, cmp2.output);
+    auto chk = back->format->check(*back->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+}
+
+std::vector<uint8_t> bytes_of(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
+
+}  // namespace
+
+TEST_CASE("create and write: every subformat against qemu-img check/compare") {
+    if (!vt::need_qemu()) return;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+        {0, vt::pattern(65536, 1)},
+        {3 * MiB - 100, vt::pattern(300, 2)},       // unaligned, crosses a grain boundary
+        {9 * MiB, vt::pattern(2 * MiB + 512, 3)},   // several grains and a grain table boundary nearby
+        {0, vt::pattern(512, 4)},                   // rewrite an allocated grain
+        {48 * MiB - 512, vt::pattern(512, 5)},      // last sector
+    };
+    for (const char* o : {"", "subformat=monolithicFlat", "subformat=twoGbMaxExtentSparse",
+                          "subformat=twoGbMaxExtentFlat", "zeroed_grain=on,adapter_type=lsilogic",
+                          "compat6=on,toolsversion=1234"})
+        create_write_compare(o, 48 * MiB, w, true);
+}
+
+TEST_CASE("create: streamOptimized written in one forward pass") {
+    if (!vt::need_qemu()) return;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+        {0, vt::pattern(65536, 1)},
+        {MiB, vt::pattern(3 * MiB, 2)},
+        {40 * MiB, bytes_of(65536, 0)},       // zero grain: stays unallocated
+        {45 * MiB, vt::pattern(65536 * 3, 3)},
+    };
+    create_write_compare("subformat=streamOptimized", 48 * MiB, w, true);
+    // Size not a multiple of the grain: the last grain is stored padded.
+    create_write_compare("subformat=streamOptimized", 48 * MiB + 4096, {{48 * MiB, vt::pattern(4096, 9)}}, true);
+}
+
+TEST_CASE("create: 5 GiB split images, data across the 2 GiB extent boundaries") {
+    if (!vt::need_qemu()) return;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+        {2 * GiB - 3 * 512, bytes_of(70000, 0x77)},    // crosses extent 1 -> 2
+        {4 * GiB - 65536, bytes_of(3 * 65536, 0x88)},  // crosses extent 2 -> 3 (and 4 GiB)
+        {5 * GiB - 512, bytes_of(512, 0x99)},
+    };
+    create_write_compare("subformat=twoGbMaxExtentSparse", 5 * GiB, w, false);
+    create_write_compare("subformat=twoGbMaxExtentFlat", 5 * GiB, w, false);
+    create_write_compare("", 5 * GiB, w, false);
+}
+
+TEST_CASE("convert to streamOptimized with and without compression; qemu-img compares equal") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::vector<uint8_t> img(9 * MiB + 512, 0);
+    auto p = vt::pattern(2 * MiB, 11);
+    std::memcpy(img.data() + MiB + 4096, p.data(), p.size());
+    std::memset(img.data() + 9 * MiB - 100, 0x42, 612);
+    vt::write_file(tmp / "src.raw", img);
+    auto fs = make_posix_file_system(tmp.path);
+    for (bool compress : {false, true}) {
+        auto src = open_image(reg, *fs, "src.raw", OpenOptions{});
+        REQUIRE(src.ok());
+        ConvertOptions co;
+        co.output_format = "vmdk";
+        co.compress = compress;
+        co.create.set("subformat", "streamOptimized");
+        std::string out = compress ? "c.vmdk" : "u.vmdk";
+        auto st = convert(reg, *src->device, *fs, out, co);
+        REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+        auto c = vt::run("qemu-img check -f vmdk " + tmp / out);
+        CHECK_MESSAGE(c.status == 0, c.output);
+        auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / out + " " + tmp / "src.raw");
+        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+        auto v = vt::run("vmdkinfo " + tmp / out);
+        CHECK_MESSAGE(v.status == 0, v.output);
+        auto back = open_image(reg, *fs, out, OpenOptions{});
+        REQUIRE(back.ok());
+        CHECK(vt::read_all(*back->device) == img);
+    }
+}
+
+TEST_CASE("backing chain: parentFileNameHint, CID check, force") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + tmp / "base.vmdk" + " 16M").status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "base.vmdk", {{0, 2 * MiB, 0x61}, {8 * MiB, MiB, 0x62}})).status == 0);
+    auto c = vt::run("qemu-img create -q -f vmdk -b base.vmdk -F vmdk " + tmp / "top.vmdk");
+    REQUIRE_MESSAGE(c.status == 0, c.output);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "top.vmdk", {{MiB, 4096, 0x71}, {8 * MiB + 100 * 512, 512, 0x72}})).status == 0);
+    auto want = vt::qemu_read_raw(tmp / "top.vmdk", "vmdk", tmp.path);
+    auto top = vt::open_host(reg, tmp / "top.vmdk");
+    REQUIRE_MESSAGE(top.ok(), (top.ok() ? "" : top.error().to_string()));
+    REQUIRE(top->device->backing() != nullptr);
+    CHECK(vt::read_all(*top->device) == want);
+    auto br = top->device->backing_reference();
+    REQUIRE(br);
+    CHECK(br->names.front() == "base.vmdk");
+    auto bs = top->device->block_status(4 * MiB, MiB);
+    REQUIRE(bs.ok());
+    CHECK(bs->kind == ExtentKind::unallocated);
+    top = Result<OpenedImage>(make_error(ErrorCode::io, "closed"));
+
+    // Change the parent's CID: the child's parentCID no longer matches.
+    auto text = vt::read_file(tmp / "base.vmdk");
+    std::string s(text.begin(), text.end());
+    auto at = s.find("\nCID=");
+    REQUIRE(at != std::string::npos);
+    s[at + 5] = s[at + 5] == '0' ? '1' : '0';
+    vt::write_file(tmp / "base.vmdk", std::vector<uint8_t>(s.begin(), s.end()));
+    auto bad = vt::open_host(reg, tmp / "top.vmdk");
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::corrupt);
+    CHECK(bad.error().message.find("parentCID") != std::string::npos);
+    auto fs = make_posix_file_system(tmp.path);
+    OpenOptions oo;
+    oo.force_parent_mismatch = true;
+    auto forced = open_image(reg, *fs, "top.vmdk", oo);
+    REQUIRE_MESSAGE(forced.ok(), (forced.ok() ? "" : forced.error().to_string()));
+    CHECK(vt::read_all(*forced->device) == want);
+
+    // Untrusted: the parent is not followed.
+    OpenOptions uo;
+    uo.untrusted = true;
+    uo.format = "vmdk";
+    auto u = open_image(reg, *fs, "top.vmdk", uo);
+    REQUIRE(!u.ok());
+    CHECK(u.error().code == ErrorCode::access_denied);
+}
+
+TEST_CASE("create with backing_file: child reads the parent, qemu-img agrees") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + tmp / "base.vmdk" + " 8M").status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "base.vmdk", {{0, 8 * MiB, 0x61}})).status == 0);
+    auto fs = make_posix_file_system(tmp.path);
+    CreateOptions co;
+    co.set("backing_file", "base.vmdk");
+    auto dev = create_image(reg, *fs, "child.vmdk", "vmdk", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE((*dev)->close().ok());
+    dev->reset();
+    auto child = open_image(reg, *fs, "child.vmdk", OpenOptions{});
+    REQUIRE_MESSAGE(child.ok(), (child.ok() ? "" : child.error().to_string()));
+    OpenOptions rw;
+    rw.read_write = true;
+    child = open_image(reg, *fs, "child.vmdk", rw);
+    REQUIRE(child.ok());
+    // A partial-grain write copies the rest of the grain up from the parent.
+    REQUIRE(child->device->write(MiB + 512, bytes_of(1024, 0x99)).ok());
+    REQUIRE(child->device->close().ok());
+    auto c = vt::run("qemu-img check " + tmp / "child.vmdk");
+    CHECK_MESSAGE(c.status == 0, c.output);
+    auto r = vt::run("qemu-io -f vmdk -c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 "
+                     "7338496' " + tmp / "child.vmdk");
+    CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output);
+}
+
+TEST_CASE("info: format-specific matches qemu-img's JSON") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse " + tmp / "a.vmdk" + " 3G").status == 0);
+    auto q = vt::run("qemu-img info --output=json " + tmp / "a.vmdk");
+    REQUIRE(q.status == 0);
+    Json qj;
+    REQUIRE(Json::parse(q.output, qj));
+    auto dev = vt::open_host(reg, tmp / "a.vmdk");
+    REQUIRE(dev.ok());
+    ImageInfo i = dev->device->info();
+    const Json* qd = qj.get("format-specific")->get("data");
+    const Json* vd = i.format_specific.get("data");
+    CHECK(vd->get("cid")->dump() == qd->get("cid")->dump());
+    CHECK(vd->get("parent-cid")->dump() == qd->get("parent-cid")->dump());
+    CHECK(*vd->get("create-type")->as_string() == *qd->get("create-type")->as_string());
+    auto* qe = qd->get("extents")->as_array();
+    auto* ve = vd->get("extents")->as_array();
+    REQUIRE(qe->size() == ve->size());
+    for (size_t k = 0; k < qe->size(); ++k) {
+        CHECK((*ve)[k].get("virtual-size")->dump() == (*qe)[k].get("virtual-size")->dump());
+        CHECK((*ve)[k].get("cluster-size")->dump() == (*qe)[k].get("cluster-size")->dump());
+        CHECK((*ve)[k].get("format")->dump() == (*qe)[k].get("format")->dump());
+    }
+    CHECK(i.cluster_size == 65536u);
+}
