@@ -39,6 +39,16 @@ void expect_clean(const std::string& img) {
     CHECK(*j.get("check-errors")->as_uint() == 0);
 }
 
+// vdisk's own check agrees: nothing leaked, nothing corrupt.
+void expect_vdisk_clean(const Registry& reg, const std::string& img) {
+    auto opened = vt::open_host(reg, img, "qcow2");
+    REQUIRE(opened.ok());
+    auto r = opened->format->check(*opened->device, RepairMode::none);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+    CHECK(r->corruptions == 0);
+    CHECK(r->leaks == 0);
+}
+
 void expect_equal(const std::string& img, const std::string& raw) {
     auto r = vt::run("qemu-img compare -f qcow2 -F raw " + img + " " + raw);
     INFO(r.output);
@@ -115,6 +125,7 @@ TEST_CASE("qcow2 create + random writes pass qemu-img check and compare") {
         dev->reset();
         vt::write_file(tmp / (name + ".raw"), ref);
         expect_clean(tmp / name);
+        expect_vdisk_clean(reg, tmp / name);
         expect_equal(tmp / name, tmp / (name + ".raw"));
         if (std::string(v.opts).find("extended_l2") == std::string::npos &&
             std::string(v.opts).find("zstd") == std::string::npos) {
@@ -184,6 +195,7 @@ TEST_CASE("qcow2 compressed output (convert -c) with zlib and zstd passes check 
         auto st = convert(reg, *in->device, *fs, "c.qcow2", co);
         REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
         expect_clean(tmp / "c.qcow2");
+        expect_vdisk_clean(reg, tmp / "c.qcow2");
         expect_equal(tmp / "c.qcow2", tmp / "src.raw");
         auto out = vt::open_host(reg, tmp / "c.qcow2");
         REQUIRE(out.ok());
@@ -275,4 +287,32 @@ TEST_CASE("qcow2 virtual size above 4 GiB") {
     REQUIRE(raw->device->close().ok());
     raw->device.reset();
     expect_equal(tmp / "big.qcow2", tmp / "big.raw");
+}
+
+TEST_CASE("qcow2 overlay created with backing_file: copy-on-write needs the backing attached") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 2M");
+    sh("qemu-io -f qcow2 -c 'write -P 0x3c 0 2M' " + tmp / "base.qcow2");
+    auto fs = make_posix_file_system(tmp.path);
+    auto dev = create_image(reg, *fs, "ov.qcow2", "qcow2", opts_from("backing_file=base.qcow2,backing_fmt=qcow2", 2 << 20));
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    auto data = vt::pattern(1000, 8);
+    auto st = (*dev)->write(5000, data);
+    REQUIRE(!st.ok());
+    CHECK(st.error().code == ErrorCode::unsupported);
+    auto base = open_image(reg, *fs, "base.qcow2", {});
+    REQUIRE(base.ok());
+    REQUIRE((*dev)->attach_backing(std::move(base->device)).ok());
+    REQUIRE((*dev)->write(5000, data).ok());
+    REQUIRE((*dev)->close().ok());
+    dev->reset();
+    std::vector<uint8_t> ref(2 << 20, 0x3c);
+    std::copy(data.begin(), data.end(), ref.begin() + 5000);
+    vt::write_file(tmp / "ref.raw", ref);
+    expect_clean(tmp / "ov.qcow2");
+    expect_equal(tmp / "ov.qcow2", tmp / "ref.raw");
+    auto info = vt::run("qemu-img info --output=json " + tmp / "ov.qcow2");
+    CHECK(info.output.find("\"backing-filename-format\": \"qcow2\"") != std::string::npos);
 }

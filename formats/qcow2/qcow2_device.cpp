@@ -178,7 +178,7 @@ Error Qcow2Device::limit_exceeded_error() const {
                                                      std::to_string(limits_.max_metadata_bytes) + " bytes");
 }
 
-Status Qcow2Device::init_new(uint64_t) {
+Status Qcow2Device::init_new() {
     l1_offset_ = h_.l1_offset;
     l1_.assign(h_.l1_size, 0);
     return ok();
@@ -325,6 +325,15 @@ Status Qcow2Device::decompress(uint64_t word, std::span<uint8_t> out) {
 Status Qcow2Device::do_read(uint64_t offset, std::span<uint8_t> buf) {
     while (!buf.empty()) {
         VDISK_ASSIGN(Mapping m, map(offset, buf.size()));
+        // Merge following pieces of the same kind (contiguous on the host for data) into one I/O.
+        if (!m.compressed) {
+            while (m.length < buf.size()) {
+                VDISK_ASSIGN(Mapping n, map(offset + m.length, buf.size() - m.length));
+                if (n.kind != m.kind || n.compressed) break;
+                if (m.kind == ExtentKind::data && n.host != m.host + m.length) break;
+                m.length += n.length;
+            }
+        }
         auto part = buf.first(static_cast<size_t>(m.length));
         if (m.compressed) {
             VDISK_TRY(read_compressed(m.host, offset & (cluster_size_ - 1), part));
@@ -333,6 +342,10 @@ Status Qcow2Device::do_read(uint64_t offset, std::span<uint8_t> buf) {
         } else if (m.kind == ExtentKind::zero) {
             std::fill(part.begin(), part.end(), 0);
         } else {
+            if (backing_required_ && !backing())
+                return make_error(ErrorCode::unsupported,
+                                  "backing file '" + h_.backing_name.value_or("") +
+                                      "' is not attached; partial-cluster writes would lose its data");
             VDISK_TRY(read_from_backing(offset, part));
         }
         offset += m.length;

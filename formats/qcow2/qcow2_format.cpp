@@ -235,6 +235,7 @@ public:
         auto dev = std::make_unique<Qcow2Device>(std::move(file), std::move(data_file), std::move(h), fsize,
                                                  !ctx.options().read_write, ctx.limits());
         VDISK_TRY(dev->load(ctx.options().snapshot));
+        if (ctx.options().read_write && ctx.options().no_backing) dev->require_backing();
         return std::unique_ptr<BlockDevice>(std::move(dev));
     }
 
@@ -359,7 +360,8 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
     VDISK_TRY(file->write_at(0, meta));
     auto dev = std::make_unique<Qcow2Device>(std::move(file), nullptr, std::move(h), total * cs, false,
                                              ctx.limits());
-    VDISK_TRY(dev->init_new(l1c));
+    VDISK_TRY(dev->init_new());
+    dev->require_backing();
     if (prealloc != "off") VDISK_TRY(dev->preallocate(prealloc == "full", prealloc == "falloc"));
     return std::unique_ptr<BlockDevice>(std::move(dev));
 }

@@ -84,7 +84,7 @@ public:
     /// Load L1 (active or the named snapshot's), refcount table and snapshots; called once by open.
     Status load(const std::string& snapshot_name);
     /// Initialise an empty image written by create.
-    Status init_new(uint64_t l1_clusters);
+    Status init_new();
 
     std::vector<File*> files() const override;
     std::optional<BackingReference> backing_reference() const override;
@@ -113,7 +113,9 @@ public:
     /// Host clusters a compressed descriptor covers: [first, last].
     std::pair<uint64_t, uint64_t> compressed_span(uint64_t word) const;
     Status write_header_field(uint64_t off, std::span<const uint8_t> bytes);
-    void refresh_file_size(uint64_t size) { file_size_ = size; }
+    /// Writable layer whose backing file is named but not (yet) attached: reads of unallocated
+    /// clusters fail instead of returning zeros, so read-modify-write cannot drop the backing's data.
+    void require_backing() { backing_required_ = h_.backing_name.has_value(); }
 
 protected:
     Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
@@ -139,6 +141,7 @@ private:
     std::vector<uint64_t> l1_;
     uint64_t l1_offset_ = 0;
     bool snapshot_view_ = false;
+    bool backing_required_ = false;  // writable with a named backing file: reads need it attached
     std::vector<Snapshot> snapshots_;
     std::vector<uint64_t> rt_;   // refcount table (loaded when writable)
     bool rt_loaded_ = false;
