@@ -11,6 +11,8 @@
 namespace vdisk::vhdx {
 namespace {
 
+constexpr uint64_t kBitmapWindow = 32768;  // sectors (4 KiB of bitmap)
+
 bool iequal(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
     for (size_t i = 0; i < a.size(); ++i)
@@ -219,8 +221,10 @@ Result<Extent> VhdxDevice::block_extent(uint64_t offset, uint64_t max_len) {
             x.kind = ExtentKind::unallocated;
             break;
         case kPayloadPartiallyPresent: {
+            // Look at a bounded window of the bitmap: a caller walking run by run through an alternating
+            // bitmap must not rescan the rest of a 256 MiB block each time.
             uint64_t ls = g_.logical_sector;
-            uint64_t s0 = inb / ls, s1 = (inb + n + ls - 1) / ls;
+            uint64_t s0 = inb / ls, s1 = std::min((inb + n + ls - 1) / ls, s0 + kBitmapWindow);
             std::vector<uint8_t> bits;
             VDISK_TRY(read_bitmap(block, s0, s1 - s0, bits));
             uint64_t t = s0 + 1;
