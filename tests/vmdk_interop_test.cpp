@@ -341,3 +341,35 @@ TEST_CASE("info: format-specific matches qemu-img's JSON") {
     }
     CHECK(i.cluster_size == 65536u);
 }
+
+TEST_CASE("writing to a parent gives it a new CID: its child then refuses to open") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    for (std::string sub : {"monolithicSparse", "twoGbMaxExtentFlat"}) {
+        CAPTURE(sub);
+        REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=" + sub + " " + tmp / "base.vmdk" + " 4M").status == 0);
+        REQUIRE(vt::run("qemu-img create -q -f vmdk -b base.vmdk -F vmdk " + tmp / "top.vmdk").status == 0);
+        auto fs = make_posix_file_system(tmp.path);
+        REQUIRE(open_image(reg, *fs, "top.vmdk", OpenOptions{}).ok());
+        OpenOptions rw;
+        rw.read_write = true;
+        {
+            auto base = open_image(reg, *fs, "base.vmdk", rw);
+            REQUIRE(base.ok());
+            uint32_t before = static_cast<uint32_t>(*base->device->info().format_specific.get("data")->get("cid")->as_uint());
+            REQUIRE(base->device->write(0, vt::pattern(4096, 1)).ok());
+            REQUIRE(base->device->close().ok());
+            auto again = open_image(reg, *fs, "base.vmdk", OpenOptions{});
+            REQUIRE(again.ok());
+            CHECK(*again->device->info().format_specific.get("data")->get("cid")->as_uint() != before);
+        }
+        auto c = vt::run("qemu-img check -f vmdk " + tmp / "base.vmdk");
+        CHECK_MESSAGE(c.status == 0, c.output);
+        auto q = vt::run("qemu-io -f vmdk -c 'read -P 0 4096 4096' " + tmp / "base.vmdk");
+        CHECK_MESSAGE((q.status == 0 && q.output.find("fail") == std::string::npos), q.output);
+        auto top = open_image(reg, *fs, "top.vmdk", OpenOptions{});
+        REQUIRE(!top.ok());
+        CHECK(top.error().code == ErrorCode::corrupt);
+    }
+}

@@ -408,6 +408,7 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         }
         return ok();
     }
+    if (!cid_updated_) VDISK_TRY(update_cid());
     size_t done = 0;
     while (done < buf.size()) {
         uint64_t pos = offset + done;
@@ -430,6 +431,49 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
                 VDISK_TRY(write_sparse(ei, rel, piece));
         }
         done += n;
+    }
+    return ok();
+}
+
+Status VmdkDevice::update_cid() {
+    cid_updated_ = true;
+    if (!desc_file_) return ok();
+    uint64_t len = desc_room_;
+    if (len == 0) {
+        VDISK_ASSIGN(len, desc_file_->size());
+        if (len > limits_.max_descriptor_bytes) return ok();
+    }
+    std::string text(len, '\0');
+    VDISK_TRY(read_zero_fill(*desc_file_, desc_at_, std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), len)));
+    size_t end = std::min(text.find('\0'), text.size());
+    // Find the "CID=" line (any case, possibly indented) and replace its value.
+    size_t pos = 0;
+    while (pos < end) {
+        size_t nl = text.find('\n', pos);
+        if (nl == std::string::npos || nl > end) nl = end;
+        size_t k = text.find_first_not_of(" \t", pos);
+        if (k < nl && nl - k >= 4 && (text[k] == 'C' || text[k] == 'c') && (text[k + 1] == 'I' || text[k + 1] == 'i') &&
+            (text[k + 2] == 'D' || text[k + 2] == 'd')) {
+            size_t eq = text.find_first_not_of(" \t", k + 3);
+            if (eq < nl && text[eq] == '=') {
+                uint8_t rnd[16];
+                util::generate_uuid(rnd);
+                uint32_t cid = util::load_le<uint32_t>(rnd) % 0xfffffffeu;
+                char hexs[16];
+                std::snprintf(hexs, sizeof hexs, "%08x", cid);
+                size_t vend = nl;
+                while (vend > eq + 1 && (text[vend - 1] == '\r' || text[vend - 1] == ' ')) --vend;
+                std::string updated = text.substr(0, eq + 1) + hexs + text.substr(vend, end - vend);
+                if (desc_room_ && updated.size() > desc_room_) return ok();
+                if (!desc_room_) VDISK_TRY(desc_file_->resize(updated.size()));
+                else updated.resize(std::max<size_t>(updated.size(), end), '\0');  // blank the old tail
+                VDISK_TRY(desc_file_->write_at(desc_at_, std::span<const uint8_t>(
+                                                             reinterpret_cast<const uint8_t*>(updated.data()), updated.size())));
+                desc_.cid = cid;
+                return ok();
+            }
+        }
+        pos = nl + 1;
     }
     return ok();
 }

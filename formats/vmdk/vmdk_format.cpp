@@ -253,8 +253,12 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
         extents.push_back(std::move(e));
         files.push_back(std::move(file));
         uint64_t size = extents.front().length;
+        const auto& h = extents.front().header;
+        bool has_text = !text.empty();
+        uint64_t desc_at = h.descriptor_offset.value() * kSector, desc_room = h.descriptor_size.value() * kSector;
         auto dev = std::make_unique<VmdkDevice>(size, ro, std::move(desc), std::move(files), std::move(extents), lim);
         dev->set_force_parent(ctx.options().force_parent_mismatch);
+        if (has_text) dev->set_descriptor_location(dev->files().front(), desc_at, desc_room);
         return std::unique_ptr<BlockDevice>(std::move(dev));
     }
 
@@ -314,6 +318,7 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
     if (pos == 0) return make_error(ErrorCode::corrupt, "descriptor extents add up to 0 sectors");
     auto dev = std::make_unique<VmdkDevice>(pos, ro, std::move(desc), std::move(files), std::move(extents), lim);
     dev->set_force_parent(ctx.options().force_parent_mismatch);
+    dev->set_descriptor_location(dev->files().front(), 0, 0);
     return std::unique_ptr<BlockDevice>(std::move(dev));
 }
 

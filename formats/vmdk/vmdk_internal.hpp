@@ -111,6 +111,13 @@ public:
     void start_stream(uint64_t end);
     /// Accept a parent whose CID differs from parentCID (OpenOptions::force_parent_mismatch).
     void set_force_parent(bool force) { force_parent_ = force; }
+    /// Where the descriptor text lives, so the first write can give the image a new CID (children then notice
+    /// that their parent changed). room == 0: a descriptor file of its own that may change length.
+    void set_descriptor_location(File* file, uint64_t at, uint64_t room) {
+        desc_file_ = file;
+        desc_at_ = at;
+        desc_room_ = room;
+    }
 
 protected:
     Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
@@ -137,6 +144,11 @@ private:
     std::vector<DiskExtent> extents_;
     Limits limits_;
     bool force_parent_ = false;
+    File* desc_file_ = nullptr;
+    uint64_t desc_at_ = 0;
+    uint64_t desc_room_ = 0;
+    bool cid_updated_ = false;
+    Status update_cid();
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
     // The last decompressed grain (streamOptimized reads are mostly sequential).
