@@ -1,6 +1,7 @@
 // The VHDX block device: reads through the BAT and sector bitmaps, block allocation on write, and the
 // consistency check.
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <set>
 

@@ -1,6 +1,6 @@
 // VHDX (MS-VHDX): probe, open (headers, log, region table, metadata, BAT), create, check.
 #include <algorithm>
-#include <cstdio>
+#include <cctype>
 #include <cstring>
 
 #include "util/bytes.hpp"
