@@ -373,3 +373,40 @@ TEST_CASE("writing to a parent gives it a new CID: its child then refuses to ope
         CHECK(top.error().code == ErrorCode::corrupt);
     }
 }
+
+TEST_CASE("block status: host offsets agree with qemu-img map (sparse and flat)") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    for (std::string sub : {"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse"}) {
+        CAPTURE(sub);
+        vt::TempDir tmp;
+        std::string img = tmp / "m.vmdk";
+        REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=" + sub + " " + img + " 8M").status == 0);
+        REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{MiB, 128 * 1024, 1}, {0, 4096, 2}, {7 * MiB, 65536, 3}})).status == 0);
+        auto q = vt::run("qemu-img map --output=json " + img);
+        REQUIRE(q.status == 0);
+        Json qj;
+        REQUIRE(Json::parse(q.output, qj));
+        auto dev = vt::open_host(reg, img);
+        REQUIRE(dev.ok());
+        for (auto& m : *qj.as_array()) {
+            uint64_t start = *m.get("start")->as_uint();
+            uint64_t length = *m.get("length")->as_uint();
+            bool data = *m.get("data")->as_bool();
+            auto bs = dev->device->block_status(start, length);
+            REQUIRE(bs.ok());
+            CAPTURE(start);
+            CHECK(bs->length <= length);
+            if (data) {
+                CHECK(bs->kind == ExtentKind::data);
+                REQUIRE(bs->host_offset);
+                CHECK(*bs->host_offset == *m.get("offset")->as_uint());
+                REQUIRE(bs->file);
+                if (auto* f = m.get("filename"))
+                    CHECK(std::filesystem::path(*f->as_string()).filename() == std::filesystem::path(bs->file->name()).filename());
+            } else {
+                CHECK(bs->kind != ExtentKind::data);
+            }
+        }
+    }
+}
