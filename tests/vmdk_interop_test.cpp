@@ -410,3 +410,36 @@ TEST_CASE("block status: host offsets agree with qemu-img map (sparse and flat)"
         }
     }
 }
+
+TEST_CASE("vmfsSparse (COWD) extent behind a descriptor, against qemu") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    // Header at sector 0, grain directory at sector 1 (one entry), grain table at sectors 2..33, grains after.
+    std::vector<uint8_t> f(36 * 512 + 2 * 4096, 0);
+    auto put32 = [&](size_t at, uint32_t v) { std::memcpy(f.data() + at, &v, 4); };
+    put32(0, 0x44574f43);  // "COWD"
+    put32(4, 1);
+    put32(8, 3);
+    put32(12, 8192);  // sectors
+    put32(16, 8);     // grain sectors
+    put32(20, 1);     // GD offset
+    put32(24, 1);     // GD entries
+    put32(28, 36 + 16);
+    put32(512, 2);
+    put32(2 * 512 + 3 * 4, 36);        // grain 3
+    put32(2 * 512 + 1000 * 4, 36 + 8);  // grain 1000
+    std::memset(f.data() + 36 * 512, 0xa1, 4096);
+    std::memset(f.data() + 44 * 512, 0xb2, 4096);
+    vt::write_file(tmp / "c-delta.vmdk", f);
+    std::string d = "# Disk DescriptorFile\nversion=1\nCID=11111111\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\n"
+                    "RW 8192 VMFSSPARSE \"c-delta.vmdk\"\n";
+    vt::write_file(tmp / "c.vmdk", std::vector<uint8_t>(d.begin(), d.end()));
+    auto want = vt::qemu_read_raw(tmp / "c.vmdk", "vmdk", tmp.path);
+    auto dev = vt::open_host(reg, tmp / "c.vmdk");
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    auto got = vt::read_all(*dev->device);
+    CHECK(got == want);
+    CHECK(got[3 * 4096] == 0xa1);
+    CHECK(got[1000 * 4096 + 5] == 0xb2);
+}
