@@ -316,3 +316,35 @@ TEST_CASE("qcow2 overlay created with backing_file: copy-on-write needs the back
     auto info = vt::run("qemu-img info --output=json " + tmp / "ov.qcow2");
     CHECK(info.output.find("\"backing-filename-format\": \"qcow2\"") != std::string::npos);
 }
+
+TEST_CASE("qcow2 writes to an image with internal snapshots copy shared L2 tables and clusters") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "snap.qcow2";
+    sh("qemu-img create -q -f qcow2 " + img + " 4M");
+    sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 3M 200k' " + img);
+    sh("qemu-img snapshot -c s1 " + img);
+    sh("qemu-img convert -f qcow2 -O raw -l snapshot.name=s1 " + img + " " + tmp / "s1_before.raw");
+    {
+        auto opened = vt::open_host(reg, img, "qcow2", true);
+        REQUIRE(opened.ok());
+        auto& dev = *opened->device;
+        std::vector<uint8_t> ref = vt::read_all(dev);
+        auto data = vt::pattern(100000, 12);
+        REQUIRE(dev.write(30000, data).ok());
+        std::copy(data.begin(), data.end(), ref.begin() + 30000);
+        REQUIRE(dev.write_zeroes(3 << 20, 65536, false).ok());
+        std::fill_n(ref.begin() + (3 << 20), 65536, 0);
+        REQUIRE(dev.discard(512 << 10, 128 << 10).ok());
+        std::fill_n(ref.begin() + (512 << 10), 128 << 10, 0);
+        CHECK(vt::read_all(dev) == ref);
+        REQUIRE(dev.close().ok());
+        vt::write_file(tmp / "ref.raw", ref);
+    }
+    expect_clean(img);
+    expect_vdisk_clean(reg, img);
+    expect_equal(img, tmp / "ref.raw");
+    sh("qemu-img convert -f qcow2 -O raw -l snapshot.name=s1 " + img + " " + tmp / "s1_after.raw");
+    CHECK(vt::read_file(tmp / "s1_before.raw") == vt::read_file(tmp / "s1_after.raw"));
+}

@@ -163,8 +163,6 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
             write_refusal_ = make_error(ErrorCode::corrupt, "image is marked corrupt; refusing to write (run check)");
         else if (h_.incompat & kIncompatDirty)
             write_refusal_ = make_error(ErrorCode::unsupported, "image is dirty (lazy refcounts); repair it first");
-        else if (h_.nb_snapshots)
-            write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with internal snapshots is not supported");
         else if (data_file_)
             write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with an external data file is not supported");
         else if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))

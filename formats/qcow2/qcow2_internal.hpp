@@ -163,6 +163,7 @@ private:
 
     // Writing.
     Result<uint64_t> ensure_l2(uint64_t l1_index);
+    Result<uint64_t> cow_l2(uint64_t l1_index, uint64_t old_offset);
     Status store_l2(uint64_t l2_offset, uint64_t first, uint64_t count);
     Status write_run(uint64_t vc, uint64_t count, std::span<const uint8_t> data);
     Status release(const L2Entry& e);

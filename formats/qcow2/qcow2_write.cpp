@@ -28,9 +28,7 @@ Result<uint64_t> Qcow2Device::ensure_l2(uint64_t l1i) {
                               l1_offset_ + l1i * 8);
         if (!(l1_[l1i] & kFlagCopied)) {
             VDISK_ASSIGN(uint64_t rc, get_refcount(off / cluster_size_));
-            if (rc != 1)
-                return make_error(ErrorCode::unsupported, "L2 table " + hex(off) + " is shared (refcount " +
-                                                              std::to_string(rc) + "); copy-on-write of L2 tables is not supported");
+            if (rc != 1) return cow_l2(l1i, off);
             l1_[l1i] |= kFlagCopied;
             uint8_t e[8];
             util::store_be<uint64_t>(e, l1_[l1i]);
@@ -47,6 +45,28 @@ Result<uint64_t> Qcow2Device::ensure_l2(uint64_t l1i) {
     uint8_t e[8];
     util::store_be<uint64_t>(e, l1_[l1i]);
     VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
+    return off;
+}
+
+// An L2 table shared with a snapshot: copy it, point the L1 entry at the copy and drop one reference to
+// the original. Data clusters keep their refcounts: qcow2 counts a data cluster once per L1 table that
+// reaches it, and the snapshot's and the active L1 still both do. Entries of the copy lose COPIED.
+Result<uint64_t> Qcow2Device::cow_l2(uint64_t l1i, uint64_t old_off) {
+    VDISK_ASSIGN(auto* t, l2_table(old_off));
+    std::vector<uint8_t> copy = *t;
+    for (uint64_t i = 0; i < l2_entries_; ++i) {
+        uint64_t w = util::load_be<uint64_t>(&copy[i * entry_bytes_]);
+        util::store_be<uint64_t>(&copy[i * entry_bytes_], w & ~kFlagCopied);
+    }
+    VDISK_ASSIGN(uint64_t off, alloc_clusters(1));
+    VDISK_TRY(file_->write_at(off, copy));
+    file_size_ = std::max(file_size_, off + cluster_size_);
+    l2_cache_.insert(off, std::move(copy));
+    l1_[l1i] = off | kFlagCopied;
+    uint8_t e[8];
+    util::store_be<uint64_t>(e, l1_[l1i]);
+    VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
+    VDISK_TRY(free_clusters(old_off / cluster_size_, 1));
     return off;
 }
 
@@ -92,10 +112,9 @@ Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8
         bool compressed = old[i].word & kFlagCompressed;
         in_place[i] = !compressed && host != 0;
         if (in_place[i] && !(old[i].word & kFlagCopied)) {
+            // Shared with a snapshot: the whole cluster is rewritten, so a fresh cluster replaces it.
             VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
-            if (rc != 1)
-                return make_error(ErrorCode::unsupported, "data cluster " + hex(host) + " is shared (refcount " +
-                                                              std::to_string(rc) + ")");
+            if (rc != 1) in_place[i] = false;
         }
         if (in_place[i] && host >= file_size_)
             return corrupt_at("L2 entry " + hex(old[i].word) + " points past the end of the file",
@@ -211,9 +230,14 @@ Status Qcow2Device::zero_or_discard(uint64_t offset, uint64_t len, bool discard,
                 uint64_t host = old[i].word & kOffsetMask;
                 bool compressed = old[i].word & kFlagCompressed;
                 L2Entry e;
+                bool exclusive = false;
+                if (!may_unmap && host && !compressed) {
+                    VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
+                    exclusive = rc == 1;
+                }
                 if (discard || (!v3 && !has_backing)) {
                     drop[i] = true;  // unallocated: reads zeros (no backing) or whatever discard allows
-                } else if (!may_unmap && host && !compressed) {
+                } else if (exclusive) {
                     e.word = host | kFlagCopied | (entry_bytes_ == 8 ? kFlagZero : 0);
                     e.bitmap = entry_bytes_ == 16 ? kAllZero : 0;
                 } else {
