@@ -167,6 +167,29 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
     REQUIRE(chk2.ok());
     CHECK(chk2->corruptions == 1);
 
+    // Two grain directory entries naming the same grain table; a grain table on top of the header.
+    MemoryFileSystem fs4;
+    auto twice = sparse_image("", 80 * MiB);
+    uint64_t gd4 = get64(twice, 56) * 512;
+    put32(twice, gd4 + 4, get32(twice, gd4));
+    auto r4 = open_bytes(fs4, twice);
+    REQUIRE(r4.ok());
+    auto chk4 = r4->format->check(*r4->device, RepairMode::none);
+    REQUIRE(chk4.ok());
+    CHECK(chk4->corruptions >= 1);
+    MemoryFileSystem fs5;
+    auto on_desc = sparse_image("", 80 * MiB);
+    put32(on_desc, gd4 + 8, 1);                              // grain table 2 on top of the descriptor
+    put32(on_desc, get64(on_desc, 48) * 512 + 8, 1);         // and its redundant copy too
+    auto r5 = open_bytes(fs5, on_desc);
+    REQUIRE(r5.ok());
+    auto chk5 = r5->format->check(*r5->device, RepairMode::none);
+    REQUIRE(chk5.ok());
+    CHECK(chk5->corruptions >= 1);
+    bool named = false;
+    for (auto& m : chk5->messages) named = named || m.find("overlaps metadata") != std::string::npos;
+    CHECK(named);
+
     MemoryFileSystem fs3;
     auto r3 = open_bytes(fs3, img);
     REQUIRE(r3.ok());

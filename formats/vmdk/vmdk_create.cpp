@@ -287,7 +287,9 @@ Result<CheckResult> check_vmdk(BlockDevice& device) {
         };
         // Metadata ranges a grain must not overlap.
         std::vector<std::pair<uint64_t, uint64_t>> meta;
-        meta.emplace_back(0, std::max<uint64_t>(kSector, e.kind == StoreKind::hosted ? e.overhead : 0));
+        meta.emplace_back(0, kSector);
+        if (e.kind == StoreKind::hosted && e.header.descriptor_offset.value() && e.header.descriptor_size.value() < (1ull << 40))
+            meta.emplace_back(e.header.descriptor_offset.value() * kSector, e.header.descriptor_size.value() * kSector);
         uint64_t gtb = e.gtes_per_gt * (e.kind == StoreKind::sesparse ? 8 : 4);
         if (e.kind != StoreKind::sesparse) {
             meta.emplace_back(e.gd_offset, e.gd.size() * 4);
@@ -304,6 +306,9 @@ Result<CheckResult> check_vmdk(BlockDevice& device) {
                 }
         }
         std::sort(meta.begin(), meta.end());
+        for (size_t i = 1; i < meta.size(); ++i)
+            if (meta[i].first < meta[i - 1].first + meta[i - 1].second)
+                problem("metadata at " + hex(meta[i].first) + " overlaps metadata at " + hex(meta[i - 1].first));
         if (!e.rgd.empty()) {
             for (size_t i = 0; i < e.gd.size(); ++i) {
                 if ((e.gd[i] == 0) != (e.rgd[i] == 0)) {
@@ -339,6 +344,9 @@ Result<CheckResult> check_vmdk(BlockDevice& device) {
             }
             if (g->host + e.grain > e.file_size && g->host + e.grain - e.file_size >= e.grain)
                 problem("grain " + std::to_string(gi) + " at " + hex(g->host) + " lies past the end of the file");
+            if (e.kind == StoreKind::hosted && g->host < e.overhead)
+                problem("grain " + std::to_string(gi) + " at " + hex(g->host) + " lies inside the metadata area (overhead " +
+                        hex(e.overhead) + ")");
             auto it = std::upper_bound(meta.begin(), meta.end(), std::make_pair(g->host, UINT64_MAX));
             if (it != meta.begin()) {
                 auto& m = *std::prev(it);
