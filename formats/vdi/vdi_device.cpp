@@ -1,0 +1,446 @@
+// VDI device: block map lookups for reads and block status, block allocation for writes, zero marking.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vdi_internal.hpp"
+
+namespace vdisk::vdi {
+
+const char* type_name(uint32_t type) {
+    switch (type) {
+        case kTypeNormal: return "normal";
+        case kTypeFixed: return "fixed";
+        case kTypeUndo: return "undo";
+        case kTypeDiff: return "diff";
+        default: return "unknown";
+    }
+}
+
+namespace {
+
+bool is_allocated(uint32_t entry) { return entry < kBlockZero; }
+bool is_null_uuid(const uint8_t* u) {
+    return std::all_of(u, u + 16, [](uint8_t b) { return b == 0; });
+}
+
+// Offsets of the fields rewritten in place (version 1.x header only).
+constexpr uint64_t kBlocksAllocatedOffset = kHeaderOffset + offsetof(Header1, blocks_allocated);
+constexpr uint64_t kUuidModifyOffset = kHeaderOffset + offsetof(Header1, uuid_modify);
+
+class VdiDevice final : public BlockDevice {
+public:
+    VdiDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap, uint64_t file_size,
+              bool read_only, bool force_parent_mismatch)
+        : BlockDevice(meta.disk_size, read_only),
+          file_(std::move(file)),
+          meta_(std::move(meta)),
+          bmap_(std::move(bmap)),
+          file_size_(file_size),
+          force_parent_mismatch_(force_parent_mismatch) {
+        index_slots();
+    }
+
+    std::vector<File*> files() const override { return {file_.get()}; }
+    uint64_t write_granularity() const override { return kSectorSize; }
+
+    std::optional<BackingReference> backing_reference() const override {
+        // VDI records only the parent's UUID, never a name, and a FileSystem cannot list a directory to
+        // search for it: the caller opens the parent and hands it to attach_backing().
+        return std::nullopt;
+    }
+
+    const Meta& meta() const { return meta_; }
+    const std::vector<uint32_t>& bmap() const { return bmap_; }
+    uint64_t file_size() const { return file_size_; }
+    File& file() { return *file_; }
+
+    Status rewrite_blocks_allocated(uint32_t count) {
+        uint8_t b[4];
+        util::store_le<uint32_t>(b, count);
+        VDISK_TRY(file_->write_at(kBlocksAllocatedOffset, b));
+        meta_.blocks_allocated = count;
+        return ok();
+    }
+
+protected:
+    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
+    Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
+    Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
+    Status do_discard(uint64_t offset, uint64_t len) override;
+    Status do_flush() override { return file_->sync(); }
+    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    ImageInfo do_info() const override;
+    Status check_backing(BlockDevice& backing) override;
+
+private:
+    uint64_t slot_offset(uint32_t slot) const {
+        // Validated at open: offset_data + blocks_in_image * slot_size fits in 64 bits, and slots
+        // handed out by allocation stay below blocks_in_image.
+        return meta_.offset_data + uint64_t{slot} * meta_.slot_size() + meta_.block_extra;
+    }
+    Status no_parent_error(uint64_t block) const {
+        return make_error(ErrorCode::not_found,
+                          "differencing VDI block " + std::to_string(block) +
+                              " is in its parent, which VDI does not name (only uuid " +
+                              util::guid_to_string(meta_.uuid_linkage) +
+                              "); open the parent and attach it with BlockDevice::attach_backing()");
+    }
+    // Fill `buf` with what an unallocated block reads as: the parent for FREE blocks of a differencing
+    // image, zeros otherwise.
+    Status read_unallocated(uint64_t block, uint32_t entry, uint64_t offset, std::span<uint8_t> buf) {
+        if (entry == kBlockFree && meta_.is_diff()) {
+            if (!backing()) return no_parent_error(block);
+            return read_from_backing(offset, buf);
+        }
+        std::fill(buf.begin(), buf.end(), 0);
+        return ok();
+    }
+    bool reads_as_zero_unallocated(uint32_t entry) const { return entry == kBlockZero || !meta_.is_diff(); }
+    uint64_t block_end(uint64_t block) const {
+        return std::min<uint64_t>(size(), (block + 1) * uint64_t{meta_.block_size});
+    }
+    Status set_entry(uint64_t block, uint32_t entry);
+    Status allocate_block(uint64_t block, uint64_t within, std::span<const uint8_t> data);
+    Status unallocate_block(uint64_t block);
+    Status mark_modified();
+    void index_slots();
+
+    std::unique_ptr<File> file_;
+    Meta meta_;
+    std::vector<uint32_t> bmap_;
+    uint64_t file_size_;
+    bool force_parent_mismatch_;
+    bool modified_ = false;
+    uint32_t next_slot_ = 0;          // first slot never used
+    std::vector<uint32_t> free_slots_;  // slots below next_slot_ no block uses (reused first)
+    uint32_t allocated_ = 0;           // entries that point at a slot
+};
+
+void VdiDevice::index_slots() {
+    // Only meaningful for well-formed maps (read-write opens refuse duplicates and out-of-range slots).
+    std::vector<bool> used(meta_.blocks_in_image, false);
+    uint32_t max_used = 0;
+    bool any = false;
+    for (uint32_t e : bmap_) {
+        if (!is_allocated(e)) continue;
+        ++allocated_;
+        if (e < used.size()) used[e] = true;
+        if (!any || e > max_used) max_used = e;
+        any = true;
+    }
+    next_slot_ = any ? max_used + 1 : 0;
+    for (uint32_t s = next_slot_; s-- > 0;)
+        if (s < used.size() && !used[s]) free_slots_.push_back(s);
+}
+
+Status VdiDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
+    const uint64_t bs = meta_.block_size;
+    while (!buf.empty()) {
+        uint64_t block = offset / bs;
+        uint64_t within = offset % bs;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bs - within));
+        uint32_t entry = bmap_[block];
+        auto part = buf.first(n);
+        if (is_allocated(entry)) {
+            uint64_t host = slot_offset(entry) + within;
+            if (host >= file_size_)
+                return make_error(ErrorCode::corrupt, "block map entry " + std::to_string(block) + " (slot " +
+                                                          std::to_string(entry) + ") points at " + hex(host) +
+                                                          ", past the end of the file (" + hex(file_size_) + ")");
+            // A final block cut short by the file's end reads as zeros beyond it.
+            VDISK_TRY(read_zero_fill(*file_, host, part));
+        } else {
+            VDISK_TRY(read_unallocated(block, entry, offset, part));
+        }
+        offset += n;
+        buf = buf.subspan(n);
+    }
+    return ok();
+}
+
+Result<Extent> VdiDevice::do_block_status(uint64_t offset, uint64_t max_len) {
+    const uint64_t bs = meta_.block_size;
+    uint64_t block = offset / bs;
+    uint32_t first = bmap_[block];
+    Extent e;
+    e.offset = offset;
+    // FREE is "not in this layer" for every type (qemu-img too reports a normal image's FREE blocks as
+    // unallocated); ZERO reads as zeros without consulting a parent.
+    e.kind = is_allocated(first) ? ExtentKind::data : first == kBlockZero ? ExtentKind::zero : ExtentKind::unallocated;
+    if (e.kind == ExtentKind::data) {
+        e.file = file_.get();
+        e.host_offset = slot_offset(first) + offset % bs;
+    }
+    uint64_t end = std::min<uint64_t>(offset + max_len, block_end(block));
+    uint32_t prev = first;
+    while (end < offset + max_len) {
+        uint64_t b = end / bs;
+        uint32_t entry = bmap_[b];
+        if (is_allocated(first)) {
+            // Coalesce only physically contiguous slots (no extra data between them).
+            if (!is_allocated(entry) || meta_.block_extra != 0 || entry != prev + 1) break;
+        } else if (entry != first) {
+            break;
+        }
+        prev = entry;
+        end = std::min<uint64_t>(offset + max_len, block_end(b));
+    }
+    e.length = end - offset;
+    return e;
+}
+
+Status VdiDevice::mark_modified() {
+    if (modified_) return ok();
+    // VirtualBox gives an image a new modification UUID when it is first written after opening, so a
+    // child made from an older state (uuid_parent_modify) no longer matches.
+    if (meta_.version == kVersion1_1 || (meta_.version >> 16) == 1) {
+        uint8_t u[16];
+        util::generate_uuid(u);
+        VDISK_TRY(file_->write_at(kUuidModifyOffset, std::span<const uint8_t>(u, 16)));
+        std::memcpy(meta_.uuid_modify, u, 16);
+    }
+    modified_ = true;
+    return ok();
+}
+
+Status VdiDevice::set_entry(uint64_t block, uint32_t entry) {
+    uint8_t b[4];
+    util::store_le<uint32_t>(b, entry);
+    VDISK_TRY(file_->write_at(meta_.offset_bmap + block * 4, b));
+    bmap_[block] = entry;
+    return ok();
+}
+
+Status VdiDevice::allocate_block(uint64_t block, uint64_t within, std::span<const uint8_t> data) {
+    const uint64_t bs = meta_.block_size;
+    uint32_t slot;
+    bool reuse = !free_slots_.empty();
+    if (reuse) {
+        slot = free_slots_.back();
+    } else {
+        if (next_slot_ >= meta_.blocks_in_image)
+            return make_error(ErrorCode::corrupt, "no free block slot left for block " + std::to_string(block));
+        slot = next_slot_;
+    }
+    uint32_t old = bmap_[block];
+    uint64_t base = slot_offset(slot) - meta_.block_extra;
+    // The whole slot is written: extra data (zeros), then the block with the new data merged into what
+    // the block read as before.
+    std::vector<uint8_t> buf(static_cast<size_t>(meta_.slot_size()), 0);
+    auto blockbuf = std::span<uint8_t>(buf).subspan(meta_.block_extra);
+    uint64_t bstart = block * bs;
+    uint64_t valid = block_end(block) - bstart;
+    if (within != 0 || data.size() < valid) {
+        if (!reads_as_zero_unallocated(old)) {
+            if (!backing()) return no_parent_error(block);
+            VDISK_TRY(read_from_backing(bstart, blockbuf.first(static_cast<size_t>(valid))));
+        }
+    }
+    std::copy(data.begin(), data.end(), blockbuf.begin() + static_cast<std::ptrdiff_t>(within));
+    VDISK_TRY(file_->write_at(base, buf));
+    file_size_ = std::max<uint64_t>(file_size_, base + buf.size());
+    if (reuse) free_slots_.pop_back(); else ++next_slot_;
+    // Data before map, map before header count: a crash leaves at worst an unreferenced slot.
+    VDISK_TRY(set_entry(block, slot));
+    ++allocated_;
+    return rewrite_blocks_allocated(allocated_);
+}
+
+Status VdiDevice::unallocate_block(uint64_t block) {
+    uint32_t old = bmap_[block];
+    VDISK_TRY(set_entry(block, kBlockZero));
+    if (!is_allocated(old)) return ok();
+    --allocated_;
+    VDISK_TRY(rewrite_blocks_allocated(allocated_));
+    uint64_t base = slot_offset(old) - meta_.block_extra;
+    if (old + 1 == next_slot_ && base + meta_.slot_size() >= file_size_) {
+        // The last slot: give the space back by shrinking the file.
+        VDISK_TRY(file_->resize(base));
+        file_size_ = base;
+        --next_slot_;
+        // Trailing free slots can go too.
+        while (!free_slots_.empty() && next_slot_ > 0) {
+            auto it = std::find(free_slots_.begin(), free_slots_.end(), next_slot_ - 1);
+            if (it == free_slots_.end()) break;
+            free_slots_.erase(it);
+            --next_slot_;
+            base = slot_offset(next_slot_) - meta_.block_extra;
+            VDISK_TRY(file_->resize(base));
+            file_size_ = base;
+        }
+        return ok();
+    }
+    VDISK_TRY(file_->punch_hole(base, meta_.slot_size()));
+    free_slots_.push_back(old);
+    return ok();
+}
+
+Status VdiDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
+    VDISK_TRY(mark_modified());
+    const uint64_t bs = meta_.block_size;
+    while (!buf.empty()) {
+        uint64_t block = offset / bs;
+        uint64_t within = offset % bs;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bs - within));
+        uint32_t entry = bmap_[block];
+        if (is_allocated(entry)) {
+            VDISK_TRY(file_->write_at(slot_offset(entry) + within, buf.first(n)));
+            file_size_ = std::max<uint64_t>(file_size_, slot_offset(entry) + within + n);
+        } else if (util::is_zero(buf.first(n)) && reads_as_zero_unallocated(entry)) {
+            // Writing zeros where the block already reads as zeros allocates nothing.
+        } else {
+            VDISK_TRY(allocate_block(block, within, buf.first(n)));
+        }
+        offset += n;
+        buf = buf.subspan(n);
+    }
+    return ok();
+}
+
+Status VdiDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
+    VDISK_TRY(mark_modified());
+    const uint64_t bs = meta_.block_size;
+    uint64_t end = offset + len;
+    while (offset < end) {
+        uint64_t block = offset / bs;
+        uint64_t bend = block_end(block);
+        uint64_t n = std::min(end, bend) - offset;
+        uint32_t entry = bmap_[block];
+        bool whole = offset == block * bs && offset + n == bend;
+        if (whole && meta_.type != kTypeFixed && (may_unmap || !is_allocated(entry))) {
+            // A whole block becomes a ZERO entry; unallocated blocks of a normal image already read
+            // as zeros and stay FREE.
+            if (is_allocated(entry) || (entry == kBlockFree && meta_.is_diff())) VDISK_TRY(unallocate_block(block));
+        } else if (is_allocated(entry) || !reads_as_zero_unallocated(entry)) {
+            VDISK_TRY(BlockDevice::do_write_zeroes(offset, n, may_unmap));
+        }
+        offset += n;
+    }
+    return ok();
+}
+
+Status VdiDevice::do_discard(uint64_t offset, uint64_t len) {
+    if (meta_.type == kTypeFixed) return ok();
+    const uint64_t bs = meta_.block_size;
+    uint64_t end = offset + len;
+    uint64_t block = util::div_round_up(offset, bs);
+    for (; block * bs < end && block_end(block) <= end; ++block) {
+        if (!is_allocated(bmap_[block])) continue;
+        VDISK_TRY(mark_modified());
+        VDISK_TRY(unallocate_block(block));
+    }
+    return ok();
+}
+
+ImageInfo VdiDevice::do_info() const {
+    ImageInfo i;
+    i.format = "vdi";
+    i.virtual_size = size();
+    i.cluster_size = meta_.block_size;
+    // qemu-img prints no format-specific section for VDI; vdisk adds one with the identity fields.
+    Json data = Json::object();
+    data.set("image-type", type_name(meta_.type));
+    data.set("version", std::to_string(meta_.version >> 16) + "." + std::to_string(meta_.version & 0xffff));
+    data.set("uuid", util::guid_to_string(meta_.uuid_create));
+    data.set("uuid-modify", util::guid_to_string(meta_.uuid_modify));
+    if (meta_.is_diff()) {
+        data.set("uuid-parent", util::guid_to_string(meta_.uuid_linkage));
+        data.set("uuid-parent-modify", util::guid_to_string(meta_.uuid_parent_modify));
+    }
+    data.set("block-size", uint64_t{meta_.block_size});
+    if (meta_.block_extra) data.set("block-extra", uint64_t{meta_.block_extra});
+    data.set("blocks-allocated", uint64_t{allocated_});
+    Json fs = Json::object();
+    fs.set("type", "vdi");
+    fs.set("data", std::move(data));
+    i.format_specific = std::move(fs);
+    return i;
+}
+
+Status VdiDevice::check_backing(BlockDevice& backing) {
+    if (!meta_.is_diff())
+        return make_error(ErrorCode::invalid_argument, std::string("a ") + type_name(meta_.type) +
+                                                           " VDI image has no parent");
+    const Meta* pm = device_meta(backing);
+    if (!pm) {
+        if (force_parent_mismatch_) return ok();
+        return make_error(ErrorCode::corrupt, "the parent of a differencing VDI must be a VDI image");
+    }
+    if (std::memcmp(pm->uuid_create, meta_.uuid_linkage, 16) != 0 && !force_parent_mismatch_)
+        return make_error(ErrorCode::corrupt, "parent uuid " + util::guid_to_string(pm->uuid_create) +
+                                                  " does not match the image's parent uuid " +
+                                                  util::guid_to_string(meta_.uuid_linkage));
+    if (!is_null_uuid(meta_.uuid_parent_modify) &&
+        std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0 && !force_parent_mismatch_)
+        return make_error(ErrorCode::corrupt, "parent was modified after this image was made: its modification uuid " +
+                                                  util::guid_to_string(pm->uuid_modify) + " is not " +
+                                                  util::guid_to_string(meta_.uuid_parent_modify));
+    return ok();
+}
+
+}  // namespace
+
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap,
+                                         uint64_t file_size, bool read_only, bool force_parent_mismatch) {
+    return std::make_unique<VdiDevice>(std::move(file), std::move(meta), std::move(bmap), file_size, read_only,
+                                       force_parent_mismatch);
+}
+
+const Meta* device_meta(const BlockDevice& device) {
+    auto* d = dynamic_cast<const VdiDevice*>(&device);
+    return d ? &d->meta() : nullptr;
+}
+
+Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
+    auto* d = dynamic_cast<VdiDevice*>(&device);
+    if (!d) return make_error(ErrorCode::invalid_argument, "not a VDI device");
+    const Meta& m = d->meta();
+    CheckResult r;
+    // Which block first claimed each slot; UINT32_MAX: none yet.
+    std::vector<uint32_t> owner(m.blocks_in_image, UINT32_MAX);
+    uint32_t counted = 0;
+    const auto& bmap = d->bmap();
+    for (uint32_t block = 0; block < bmap.size(); ++block) {
+        uint32_t e = bmap[block];
+        if (!is_allocated(e)) continue;
+        if (e >= m.blocks_in_image) {
+            ++r.corruptions;
+            r.messages.push_back("block map entry " + std::to_string(block) + " points at slot " + std::to_string(e) +
+                                 ", beyond the " + std::to_string(m.blocks_in_image) + " slots of the image");
+            continue;
+        }
+        ++counted;
+        if (owner[e] != UINT32_MAX) {
+            ++r.corruptions;
+            r.messages.push_back("slot " + std::to_string(e) + " is used by block " + std::to_string(owner[e]) +
+                                 " and block " + std::to_string(block));
+            continue;
+        }
+        owner[e] = block;
+        uint64_t start = m.offset_data + uint64_t{e} * m.slot_size() + m.block_extra;
+        if (start >= d->file_size()) {
+            ++r.corruptions;
+            r.messages.push_back("block " + std::to_string(block) + " (slot " + std::to_string(e) + ") at " +
+                                 hex(start) + " lies past the end of the file (" + hex(d->file_size()) + ")");
+        }
+    }
+    if (counted != m.blocks_allocated) {
+        if (repair == RepairMode::all && !device.read_only() && r.corruptions == 0) {
+            VDISK_TRY(d->rewrite_blocks_allocated(counted));
+            VDISK_TRY(device.flush());
+            ++r.corruptions_fixed;
+            r.messages.push_back("repaired the header's allocated block count to " + std::to_string(counted));
+        } else {
+            ++r.corruptions;
+            r.messages.push_back("header says " + std::to_string(m.blocks_allocated) + " blocks are allocated, the map has " +
+                                 std::to_string(counted));
+        }
+    }
+    return r;
+}
+
+}  // namespace vdisk::vdi

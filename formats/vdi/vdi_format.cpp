@@ -1,0 +1,299 @@
+// VDI (VirtualBox Disk Image): probe, open (header versions 0.x and 1.x), create, check.
+//
+// Differencing images name their parent only by UUID. A FileSystem cannot list a directory, so the
+// parent cannot be searched for: backing_reference() is empty and the caller opens the parent itself and
+// attaches it with BlockDevice::attach_backing(), which checks the UUIDs. Reading a block that lives in
+// the parent without one attached is a not_found error rather than silent zeros.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vdi_internal.hpp"
+
+namespace vdisk {
+namespace vdi {
+namespace {
+
+// Larger blocks are valid VDI but make every allocating write rewrite a huge slot; VirtualBox itself
+// only ever writes 1 MiB.
+constexpr uint64_t kMaxBlockSize = 256ull << 20;
+constexpr uint64_t kDataAlign = 4096;
+constexpr char kBanner[] = "<<< Oracle VM VirtualBox Disk Image >>>\n";
+
+Error at(Error e, uint64_t offset) {
+    e.offset = offset;
+    return e;
+}
+
+Error corrupt(std::string msg, uint64_t offset) { return at(make_error(ErrorCode::corrupt, std::move(msg)), offset); }
+
+std::string version_text(uint32_t v) { return std::to_string(v >> 16) + "." + std::to_string(v & 0xffff); }
+
+Result<Meta> read_header(File& file, uint64_t file_size) {
+    PreHeader pre;
+    if (file_size < sizeof pre) return make_error(ErrorCode::invalid_format, "file is too small for a VDI header");
+    VDISK_TRY(read_exact(file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&pre), sizeof pre), "VDI pre-header"));
+    if (pre.signature.value() != kSignature)
+        return at(make_error(ErrorCode::invalid_format, "bad VDI signature " + hex(pre.signature.value())),
+                  offsetof(PreHeader, signature));
+    Meta m;
+    m.version = pre.version.value();
+    uint32_t major = m.version >> 16;
+    if (major == 0) {
+        Header0 h;
+        VDISK_TRY(read_exact(file, kHeaderOffset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&h), sizeof h),
+                             "VDI 0.x header"));
+        m.type = h.type.value();
+        m.flags = h.flags.value();
+        m.comment.assign(h.comment, strnlen(h.comment, sizeof h.comment));
+        m.disk_size = h.disk_size.value();
+        m.block_size = h.block_size.value();
+        m.blocks_in_image = h.blocks_in_image.value();
+        m.blocks_allocated = h.blocks_allocated.value();
+        std::memcpy(m.uuid_create, h.uuid_create, 16);
+        std::memcpy(m.uuid_modify, h.uuid_modify, 16);
+        std::memcpy(m.uuid_linkage, h.uuid_linkage, 16);
+        // 0.x stores no offsets: the map follows the header and the data follows the map.
+        m.offset_bmap = kHeaderOffset + sizeof(Header0);
+        m.offset_data = m.offset_bmap + uint64_t{m.blocks_in_image} * 4;
+        return m;
+    }
+    if (major != 1)
+        return at(make_error(ErrorCode::unsupported, "VDI version " + version_text(m.version) +
+                                                         " is not supported (known: 0.x and 1.x)"),
+                  offsetof(PreHeader, version));
+    Header1 h;
+    std::memset(&h, 0, sizeof h);
+    uint8_t* raw = reinterpret_cast<uint8_t*>(&h);
+    VDISK_TRY(read_exact(file, kHeaderOffset, std::span<uint8_t>(raw, 4), "VDI header"));
+    m.header_size = h.header_size.value();
+    if (m.header_size < kHeader1MinSize)
+        return corrupt("VDI header size " + hex(m.header_size) + " is smaller than " + hex(kHeader1MinSize),
+                       kHeaderOffset);
+    size_t n = std::min<size_t>(m.header_size, sizeof h);
+    VDISK_TRY(read_exact(file, kHeaderOffset, std::span<uint8_t>(raw, n), "VDI header"));
+    m.type = h.type.value();
+    m.flags = h.flags.value();
+    m.comment.assign(h.comment, strnlen(h.comment, sizeof h.comment));
+    m.offset_bmap = h.offset_bmap.value();
+    m.offset_data = h.offset_data.value();
+    m.sector_size = h.legacy_geometry.sector_size.value();
+    m.disk_size = h.disk_size.value();
+    m.block_size = h.block_size.value();
+    m.block_extra = h.block_extra.value();
+    m.blocks_in_image = h.blocks_in_image.value();
+    m.blocks_allocated = h.blocks_allocated.value();
+    std::memcpy(m.uuid_create, h.uuid_create, 16);
+    std::memcpy(m.uuid_modify, h.uuid_modify, 16);
+    std::memcpy(m.uuid_linkage, h.uuid_linkage, 16);
+    std::memcpy(m.uuid_parent_modify, h.uuid_parent_modify, 16);
+    const uint64_t header_end = kHeaderOffset + m.header_size;
+    if (m.offset_bmap < header_end)
+        return corrupt("block map offset " + hex(m.offset_bmap) + " overlaps the header (ends at " +
+                           hex(header_end) + ")",
+                       kHeaderOffset + offsetof(Header1, offset_bmap));
+    if (m.sector_size == 0)
+        return corrupt("sector size is 0", kHeaderOffset + offsetof(Header1, legacy_geometry.sector_size));
+    if (m.sector_size != kSectorSize)
+        return at(make_error(ErrorCode::unsupported, "sector size " + std::to_string(m.sector_size) +
+                                                         " is not supported (only 512)"),
+                  kHeaderOffset + offsetof(Header1, legacy_geometry.sector_size));
+    return m;
+}
+
+Status validate(const Meta& m, uint64_t file_size, const Limits& limits) {
+    const uint64_t h1 = kHeaderOffset;
+    const bool v1 = (m.version >> 16) == 1;
+    auto field = [&](size_t off1) { return v1 ? h1 + off1 : h1; };
+    switch (m.type) {
+        case kTypeNormal:
+        case kTypeFixed:
+        case kTypeDiff: break;
+        case kTypeUndo:
+            return at(make_error(ErrorCode::unsupported, "VDI undo images (type 3) are not supported"),
+                      field(offsetof(Header1, type)));
+        default: return corrupt("unknown VDI image type " + std::to_string(m.type), field(offsetof(Header1, type)));
+    }
+    if (m.block_size == 0) return corrupt("block size is 0", field(offsetof(Header1, block_size)));
+    if (m.block_size % kSectorSize != 0)
+        return corrupt("block size " + hex(m.block_size) + " is not a multiple of 512", field(offsetof(Header1, block_size)));
+    if (m.block_size > kMaxBlockSize)
+        return at(make_error(ErrorCode::unsupported, "block size " + hex(m.block_size) + " is larger than " +
+                                                         hex(kMaxBlockSize)),
+                  field(offsetof(Header1, block_size)));
+    if (m.block_extra > kMaxBlockSize)
+        return at(make_error(ErrorCode::unsupported, "block extra size " + hex(m.block_extra) + " is larger than " +
+                                                         hex(kMaxBlockSize)),
+                  field(offsetof(Header1, block_extra)));
+    if (m.blocks_in_image >= kBlockZero)
+        return corrupt("blocks in image " + hex(m.blocks_in_image) + " collides with the map's special entries",
+                       field(offsetof(Header1, blocks_in_image)));
+    const uint64_t bmap_bytes = uint64_t{m.blocks_in_image} * 4;
+    if (bmap_bytes > limits.max_metadata_bytes)
+        return at(make_error(ErrorCode::limit_exceeded, "block map of " + std::to_string(m.blocks_in_image) +
+                                                            " entries (" + std::to_string(bmap_bytes) +
+                                                            " bytes) exceeds the metadata limit of " +
+                                                            std::to_string(limits.max_metadata_bytes) + " bytes"),
+                  field(offsetof(Header1, blocks_in_image)));
+    const uint64_t capacity = uint64_t{m.blocks_in_image} * m.block_size;
+    if (m.disk_size > capacity)
+        return corrupt("disk size " + hex(m.disk_size) + " exceeds the " + std::to_string(m.blocks_in_image) +
+                           " blocks of " + hex(m.block_size) + " bytes the map covers",
+                       field(offsetof(Header1, disk_size)));
+    if (m.blocks_allocated > m.blocks_in_image)
+        return corrupt("allocated block count " + std::to_string(m.blocks_allocated) + " exceeds the " +
+                           std::to_string(m.blocks_in_image) + " blocks of the image",
+                       field(offsetof(Header1, blocks_allocated)));
+    if (!util::range_within(m.offset_bmap, bmap_bytes, file_size))
+        return corrupt("block map at " + hex(m.offset_bmap) + " (" + std::to_string(bmap_bytes) +
+                           " bytes) extends past the end of the file (" + hex(file_size) + ")",
+                       field(offsetof(Header1, offset_bmap)));
+    if (m.offset_data < m.offset_bmap + bmap_bytes)
+        return corrupt("data offset " + hex(m.offset_data) + " overlaps the block map at " + hex(m.offset_bmap) +
+                           " (" + std::to_string(bmap_bytes) + " bytes)",
+                       field(offsetof(Header1, offset_data)));
+    // slot_offset() relies on this sum fitting; with the caps above it always does, but say so.
+    if (!util::add<uint64_t>(m.offset_data, capacity + uint64_t{m.blocks_in_image} * m.block_extra))
+        return corrupt("data area overflows 64 bits", field(offsetof(Header1, offset_data)));
+    return ok();
+}
+
+constexpr OptionSpec kOptions[] = {
+    {"static", "on: allocate every block at creation (VirtualBox 'fixed'); off (default): dynamic"},
+};
+
+class VdiFormat final : public Format {
+public:
+    std::string_view name() const noexcept override { return "vdi"; }
+
+    int probe(std::span<const uint8_t> head, std::span<const uint8_t>, uint64_t) const noexcept override {
+        if (head.size() < sizeof(PreHeader)) return 0;
+        if (util::load_le<uint32_t>(head.data() + 64) != kSignature) return 0;
+        int score = 64;
+        uint32_t major = util::load_le<uint32_t>(head.data() + 68) >> 16;
+        if (major <= 1) score += 8;
+        std::string_view banner(reinterpret_cast<const char*>(head.data()), 64);
+        if (banner.find("Disk Image") != std::string_view::npos) score += 8;
+        return score;
+    }
+
+    Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
+        if (!ctx.options().snapshot.empty())
+            return make_error(ErrorCode::unsupported, "VDI images have no internal snapshots vdisk can read");
+        VDISK_ASSIGN(uint64_t file_size, file->size());
+        VDISK_ASSIGN(Meta m, read_header(*file, file_size));
+        VDISK_TRY(validate(m, file_size, ctx.limits()));
+        const bool rw = ctx.options().read_write;
+        if (rw && (m.version >> 16) != 1)
+            return make_error(ErrorCode::unsupported, "writing VDI version " + version_text(m.version) +
+                                                          " images is not supported (open read-only)");
+        std::vector<uint32_t> bmap(m.blocks_in_image);
+        std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{m.blocks_in_image} * 4));
+        VDISK_TRY(read_exact(*file, m.offset_bmap, raw, "VDI block map"));
+        bool any_allocated = false;
+        for (size_t i = 0; i < bmap.size(); ++i) {
+            bmap[i] = util::load_le<uint32_t>(raw.data() + i * 4);
+            any_allocated |= bmap[i] < kBlockZero;
+        }
+        if (any_allocated && m.offset_data > file_size)
+            return corrupt("data offset " + hex(m.offset_data) + " lies past the end of the file (" + hex(file_size) +
+                               ") while blocks are allocated",
+                           kHeaderOffset + offsetof(Header1, offset_data));
+        if (rw) {
+            // Allocation hands out slots below blocks_in_image that no block uses; a map that already
+            // breaks that would make writes overwrite other blocks.
+            std::vector<bool> used(m.blocks_in_image, false);
+            for (size_t i = 0; i < bmap.size(); ++i) {
+                uint32_t e = bmap[i];
+                if (e >= kBlockZero) continue;
+                if (e >= m.blocks_in_image || used[e])
+                    return corrupt("block map entry " + std::to_string(i) + " (slot " + std::to_string(e) + ") is " +
+                                       (e >= m.blocks_in_image ? "out of range" : "used twice") +
+                                       "; refusing to write (run check)",
+                                   m.offset_bmap + i * 4);
+                used[e] = true;
+            }
+        }
+        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, !rw,
+                           ctx.options().force_parent_mismatch);
+    }
+
+    std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
+
+    Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
+        VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
+        const uint64_t size = *opts.size;
+        const uint64_t bs = kDefaultBlockSize;
+        const uint64_t blocks = util::div_round_up(size, bs);
+        if (blocks >= kBlockZero)
+            return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(size) + " is too large");
+        if (blocks * 4 > ctx.limits().max_metadata_bytes)
+            return make_error(ErrorCode::limit_exceeded, "a block map of " + std::to_string(blocks) +
+                                                             " entries exceeds the metadata limit");
+        Meta m;
+        m.header_size = kHeader1PlusSize;
+        m.type = is_static ? kTypeFixed : kTypeNormal;
+        m.offset_bmap = kBmapOffset;
+        m.offset_data = *util::align_up(kBmapOffset + blocks * 4, kDataAlign);
+        m.disk_size = size;
+        m.block_size = static_cast<uint32_t>(bs);
+        m.blocks_in_image = static_cast<uint32_t>(blocks);
+        m.blocks_allocated = is_static ? m.blocks_in_image : 0;
+        util::generate_uuid(m.uuid_create);
+        util::generate_uuid(m.uuid_modify);
+
+        std::vector<uint8_t> head(static_cast<size_t>(m.offset_bmap), 0);
+        auto* pre = reinterpret_cast<PreHeader*>(head.data());
+        std::memcpy(pre->file_info, kBanner, sizeof kBanner - 1);
+        pre->signature = kSignature;
+        pre->version = kVersion1_1;
+        auto* h = reinterpret_cast<Header1*>(head.data() + kHeaderOffset);
+        h->header_size = m.header_size;
+        h->type = m.type;
+        h->flags = 0;
+        h->offset_bmap = static_cast<uint32_t>(m.offset_bmap);
+        h->offset_data = static_cast<uint32_t>(m.offset_data);
+        // VirtualBox leaves C/H/S at 0 (it derives geometry at run time) and records the sector size in
+        // both the legacy and the LCHS geometry.
+        h->legacy_geometry.sector_size = kSectorSize;
+        h->lchs_geometry.sector_size = kSectorSize;
+        h->disk_size = m.disk_size;
+        h->block_size = m.block_size;
+        h->block_extra = 0;
+        h->blocks_in_image = m.blocks_in_image;
+        h->blocks_allocated = m.blocks_allocated;
+        std::memcpy(h->uuid_create, m.uuid_create, 16);
+        std::memcpy(h->uuid_modify, m.uuid_modify, 16);
+
+        std::vector<uint32_t> bmap(static_cast<size_t>(blocks), kBlockFree);
+        if (is_static)
+            for (uint32_t i = 0; i < blocks; ++i) bmap[i] = i;
+        std::vector<uint8_t> rawmap(static_cast<size_t>(m.offset_data - m.offset_bmap), 0);
+        for (size_t i = 0; i < bmap.size(); ++i) util::store_le<uint32_t>(rawmap.data() + i * 4, bmap[i]);
+
+        VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
+        VDISK_TRY(file->write_at(0, head));
+        VDISK_TRY(file->write_at(m.offset_bmap, rawmap));
+        uint64_t file_size = m.offset_data;
+        if (is_static) {
+            file_size = m.offset_data + blocks * bs;
+            VDISK_TRY(file->resize(file_size));
+            VDISK_TRY(file->allocate(m.offset_data, blocks * bs));
+        }
+        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, false);
+    }
+
+    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
+        return check_device(device, repair);
+    }
+};
+
+}  // namespace
+}  // namespace vdi
+
+std::unique_ptr<Format> make_vdi_format() { return std::make_unique<vdi::VdiFormat>(); }
+
+}  // namespace vdisk
