@@ -1030,3 +1030,34 @@ TEST_CASE("differencing: sector bitmap entries interleave by the chunk ratio (25
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 0);
 }
+
+TEST_CASE("check -r all resets unusable BAT entries on a writable image") {
+    auto img = small_image(16 * MiB, {{0, bytes_of(MiB, 1)}, {MiB, bytes_of(MiB, 2)}});
+    put64(img, kBat + 8, (1ull << 40) | 6);   // past EOF
+    put64(img, kBat + 16, 5);                 // invalid state
+    put64(img, kBat + 24, 2 | (1ull << 5));   // reserved bit
+    MemoryFileSystem fs;
+    {
+        auto r = open_mem(fs, img, true);
+        REQUIRE(r.ok());
+        auto ro_chk = r->format->check(*r->device, RepairMode::leaks);
+        REQUIRE(ro_chk.ok());
+        CHECK(ro_chk->corruptions == 3);
+        CHECK(ro_chk->corruptions_fixed == 0);
+        auto chk = r->format->check(*r->device, RepairMode::all);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == 3);
+        CHECK(chk->corruptions_fixed == 3);
+        REQUIRE(r->device->close().ok());
+    }
+    auto fixed = *fs.content("img.vhdx");
+    MemoryFileSystem fs2;
+    auto r = open_mem(fs2, fixed);
+    REQUIRE(r.ok());
+    auto chk = r->format->check(*r->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+    CHECK(read_dev(*r->device, 0, 16) == bytes_of(16, 1));
+    CHECK(read_dev(*r->device, MiB, 16) == bytes_of(16, 0));
+    CHECK(read_dev(*r->device, 2 * MiB, 16) == bytes_of(16, 0));
+}

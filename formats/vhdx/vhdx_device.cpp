@@ -57,7 +57,7 @@ public:
 
     const Header& header() const { return hdr_.h; }
     const Geometry& geometry() const { return g_; }
-    CheckResult run_check();
+    Result<CheckResult> run_check(bool repair);
 
 protected:
     Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
@@ -446,11 +446,19 @@ Status VhdxDevice::check_backing(BlockDevice& backing) {
                                        want);
 }
 
-CheckResult VhdxDevice::run_check() {
+Result<CheckResult> VhdxDevice::run_check(bool repair) {
     CheckResult r;
+    repair = repair && !read_only();
     auto corrupt = [&](std::string m) {
         ++r.corruptions;
         r.messages.push_back(std::move(m));
+    };
+    // Reset an entry that cannot be used: the block reads as zeros (it could not be read before).
+    auto fix = [&](uint64_t idx, uint64_t value) {
+        if (!repair) return;
+        bat_[idx] = value;
+        dirty_.insert(idx);
+        ++r.corruptions_fixed;
     };
     if (overlay_) corrupt("log has not been replayed (open the image read-write to replay it)");
     // Every allocated range, to find overlaps; the metadata structures come first.
@@ -469,29 +477,41 @@ CheckResult VhdxDevice::run_check() {
         std::string name = std::string(kind) + " (BAT entry " + std::to_string(idx) + ") at " + hex(host);
         if (host < kHeaderSectionSize || !util::range_within(host, len, file_size_)) {
             corrupt(name + " lies outside the file (size " + hex(file_size_) + ")");
-            return;
+            fix(idx, 0);
+            return false;
         }
         used.emplace_back(host, host + len);
         what.push_back(std::move(name));
+        return true;
     };
     for (uint64_t idx = 0; idx < bat_.size(); ++idx) {
         uint64_t e = bat_[idx];
         uint8_t st = e & kBatStateMask;
         bool is_bitmap = (idx + 1) % (g_.chunk_ratio + 1) == 0;
-        if (e & 0xffff8) corrupt("BAT entry " + std::to_string(idx) + " has reserved bits set: " + hex(e));
+        if (e & 0xffff8) {
+            corrupt("BAT entry " + std::to_string(idx) + " has reserved bits set: " + hex(e));
+            e &= ~uint64_t(0xffff8);
+            fix(idx, e);
+        }
         if (is_bitmap) {
-            if (st == kSbPresent) add_block(idx, host_of(e), kSectorBitmapBlockSize, "sector bitmap");
-            else if (st != kSbNotPresent)
+            if (st == kSbPresent) {
+                add_block(idx, host_of(e), kSectorBitmapBlockSize, "sector bitmap");
+            } else if (st != kSbNotPresent) {
                 corrupt("sector bitmap entry " + std::to_string(idx) + " has invalid state " + std::to_string(st));
+                fix(idx, 0);
+            }
             continue;
         }
         switch (st) {
             case kPayloadFullyPresent:
             case kPayloadPartiallyPresent:
-                if (st == kPayloadPartiallyPresent && !g_.has_parent)
+                if (st == kPayloadPartiallyPresent && !g_.has_parent) {
+                    // Only the bitmap could say which sectors are valid, and without a parent there is none.
                     corrupt("BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent");
-                ++allocated;
-                add_block(idx, host_of(e), g_.block_size, "payload block");
+                    e = host_of(e) | kPayloadFullyPresent;
+                    fix(idx, e);
+                }
+                if (add_block(idx, host_of(e), g_.block_size, "payload block")) ++allocated;
                 break;
             case kPayloadNotPresent:
             case kPayloadUndefined:
@@ -500,7 +520,12 @@ CheckResult VhdxDevice::run_check() {
                 break;
             default:
                 corrupt("BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st));
+                fix(idx, 0);
         }
+    }
+    if (repair && !dirty_.empty()) {
+        VDISK_TRY(begin_write());
+        VDISK_TRY(do_flush());
     }
     std::vector<size_t> order(used.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -528,10 +553,10 @@ std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overla
                                         force_parent_mismatch, fresh);
 }
 
-Result<CheckResult> check_device(BlockDevice& dev) {
+Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair) {
     auto* d = dynamic_cast<VhdxDevice*>(&dev);
     if (!d) return make_error(ErrorCode::invalid_argument, "not a VHDX device");
-    return d->run_check();
+    return d->run_check(repair == RepairMode::all);
 }
 
 }  // namespace vdisk::vhdx

@@ -381,7 +381,9 @@ public:
     std::span<const OptionSpec> create_options() const noexcept override;
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
 
-    Result<CheckResult> check(BlockDevice& device, RepairMode) const override { return check_device(device); }
+    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
+        return check_device(device, repair);
+    }
 };
 
 constexpr OptionSpec kOptions[] = {

@@ -102,6 +102,8 @@ void encode_header(const Header& h, uint8_t* out);
 Status write_headers(File& file, Header& h, int& current_slot);
 
 /// For Format::check.
-Result<CheckResult> check_device(BlockDevice& dev);
+/// For Format::check. With a repair mode on a writable device, BAT entries that cannot be valid (past the
+/// end of the file, invalid states, reserved bits) are reset so the rest of the image stays usable.
+Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair);
 
 }  // namespace vdisk::vhdx
