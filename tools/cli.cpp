@@ -171,7 +171,7 @@ ProgressFn progress_printer() {
     auto last = std::make_shared<int>(-1);
     return [last](uint64_t done, uint64_t total) {
         int pct100 = total ? static_cast<int>(done * 10000 / total) : 10000;
-        if (pct100 / 100 == *last / 100 && pct100 != 10000) return;
+        if (pct100 == *last || (pct100 / 100 == *last / 100 && pct100 != 10000)) return;
         *last = pct100;
         std::fprintf(stderr, "    (%d.%02d/100%%)\r", pct100 / 100, pct100 % 100);
         if (done >= total) std::fprintf(stderr, "\n");
