@@ -217,6 +217,14 @@ TEST_CASE("malformed descriptors") {
     CHECK(good->device->size() == 8192);
     CHECK(vt::read_all(*good->device) == [] { std::vector<uint8_t> v(8192, 0); std::fill(v.begin(), v.begin() + 4096, 0x5c); return v; }());
 
+    // Key case, spacing and quotes vary between writers.
+    std::string odd = "\xEF\xBB\xBF# Disk DescriptorFile\n  CID = 0000abcd \nPARENTcid=ffffffff\nCREATETYPE = monolithicFlat\n"
+                      "# a comment\n\tRW 8 FLAT f.raw 0\nddb.UUID = \"60 00\"\n";
+    auto o2 = open_desc(std::vector<uint8_t>(odd.begin(), odd.end()));
+    REQUIRE_MESSAGE(o2.ok(), (o2.ok() ? "" : o2.error().to_string()));
+    CHECK(*o2->device->info().format_specific.get("data")->get("cid")->as_uint() == 0xabcdu);
+    CHECK(*o2->device->info().format_specific.get("data")->get("create-type")->as_string() == "monolithicFlat");
+
     CHECK(open_desc(desc("RW 8x FLAT \"f.raw\" 0")).error().code == ErrorCode::corrupt);
     CHECK(open_desc(desc("RW 8 FLAT \"f.raw\" -1")).error().code == ErrorCode::corrupt);
     CHECK(open_desc(desc("RW 8 FLAT \"f.raw")).error().code == ErrorCode::corrupt);
