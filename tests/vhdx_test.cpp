@@ -881,7 +881,7 @@ TEST_CASE("random corruption of structures: clean errors or bounded reads") {
         {64 << 10, 96}, {128 << 10, 96}, {192 << 10, 96}, {256 << 10, 96}, {MiB, 12288},
         {kMeta, 256}, {kItems, 64}, {kBat, 64}};
     auto reg = make_reg();
-    for (int iter = 0; iter < 120; ++iter) {
+    for (int iter = 0; iter < 60; ++iter) {
         auto img = base;
         int flips = 1 + rnd() % 4;
         for (int k = 0; k < flips; ++k) {
