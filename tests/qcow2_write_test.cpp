@@ -271,6 +271,10 @@ TEST_CASE("qcow2 virtual size above 4 GiB") {
     uint64_t size = 6ull << 30;
     auto dev = create_image(reg, *fs, "big.qcow2", "qcow2", opts_from("", size));
     REQUIRE(dev.ok());
+    auto empty = (*dev)->block_status(0, size);
+    REQUIRE(empty.ok());
+    CHECK(empty->kind == ExtentKind::unallocated);
+    CHECK(empty->length == size);  // whole L2 ranges at a time, not cluster by cluster
     auto data = vt::pattern(200000, 5);
     uint64_t at = (5ull << 30) + 12345;
     REQUIRE((*dev)->write(at, data).ok());

@@ -235,6 +235,13 @@ Result<Mapping> Qcow2Device::map(uint64_t offset, uint64_t max_len) {
     uint64_t in = offset & (cluster_size_ - 1);
     Mapping m;
     m.length = std::min(max_len, cluster_size_ - in);
+    uint64_t l1i = vc / l2_entries_;
+    if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) {
+        // No L2 table: the whole range it would map is unallocated.
+        uint64_t span_end = (l1i + 1) * l2_entries_ * cluster_size_;
+        m.length = std::min(max_len, span_end - offset);
+        return m;
+    }
     uint64_t l2off = 0;
     VDISK_ASSIGN(L2Entry e, lookup(vc, &l2off));
     uint64_t where = l2off + (vc % l2_entries_) * entry_bytes_;
