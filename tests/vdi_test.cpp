@@ -362,8 +362,14 @@ TEST_CASE("differencing: parent by uuid, not_found without it, copy-up writes") 
     put32(child, le32(child, kOffBmap) + 8, 0xfffffffe);  // block 2 discarded: zeros, not the parent
     fs.add("c.vdi", child);
 
-    auto c = open_mem(reg, fs, "c.vdi");
+    std::vector<std::string> refs;
+    OpenOptions ro;
+    ro.references = &refs;
+    ro.untrusted = true;  // nothing is opened, so untrusted mode has nothing to refuse
+    auto c = open_image(reg, fs, "c.vdi", ro);
     REQUIRE(c.ok());
+    REQUIRE(refs.size() == 1);
+    CHECK(refs[0] == "parent uuid '" + util::guid_to_string(parent.data() + kUuidCreate) + "'");
     CHECK_FALSE(c->device->backing_reference().has_value());
     CHECK(read_dev(*c->device, 1 * MiB, MiB) == fill(MiB, 0xcc));
     CHECK(read_dev(*c->device, 2 * MiB, MiB) == fill(MiB, 0));
@@ -560,6 +566,13 @@ TEST_CASE("malformed images give exact error codes") {
         auto chk = d->format->check(*d->device, RepairMode::none);
         REQUIRE(chk.ok());
         CHECK(chk->corruptions == 2);  // out of range (>= blocks_in_image) and the count
+        put32(img, bm + 8, 0xfffffffd);  // the largest slot number: no overflow, no long scan
+        fs.add("m3.vdi", img);
+        auto d3 = open_mem(reg, fs, "m3.vdi");
+        REQUIRE(d3.ok());
+        r = d3->device->read(2 * MiB, buf);
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().code == ErrorCode::corrupt);
         put32(img, bm + 8, 3);         // in range but past EOF
         put32(img, kAllocated, 2);
         fs.add("m2.vdi", img);

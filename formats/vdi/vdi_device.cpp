@@ -133,8 +133,10 @@ void VdiDevice::index_slots() {
         any = true;
     }
     next_slot_ = any ? max_used + 1 : 0;
-    for (uint32_t s = next_slot_; s-- > 0;)
-        if (s < used.size() && !used[s]) free_slots_.push_back(s);
+    // A hostile read-only map may name slots up to 0xfffffffd; only slots inside the image can be free.
+    if (read_only()) return;
+    for (uint32_t s = std::min<uint32_t>(next_slot_, meta_.blocks_in_image); s-- > 0;)
+        if (!used[s]) free_slots_.push_back(s);
 }
 
 Status VdiDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {

@@ -217,6 +217,9 @@ public:
                 used[e] = true;
             }
         }
+        // The parent is a file this image depends on even though it is known only by UUID.
+        if (m.is_diff() && ctx.options().references)
+            ctx.options().references->push_back("parent uuid '" + util::guid_to_string(m.uuid_linkage) + "'");
         return make_device(std::move(file), std::move(m), std::move(bmap), file_size, !rw,
                            ctx.options().force_parent_mismatch);
     }
