@@ -287,7 +287,7 @@ TEST_CASE("qcow2 feature flags: dirty reported, corrupt refuses writes, data fil
     }
     {
         vt::TempDir tmp;
-        sh("qemu-img create -q -f qcow2 -o data_file=d.bin " + tmp / "df.qcow2" + " 1M");
+        sh("qemu-img create -q -f qcow2 -o data_file=" + tmp / "d.bin" + " " + tmp / "df.qcow2" + " 1M");
         OpenOptions o;
         o.untrusted = true;
         auto r = open_bytes(reg, vt::read_file(tmp / "df.qcow2"), o);
