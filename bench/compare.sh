@@ -5,9 +5,10 @@
 # the time ratio vdisk/qemu-img, peak RSS and output sizes. Every output is checked with qemu-img compare.
 #
 # usage: bench/compare.sh [-g GIB] [-d DATA_GIB] [-r RUNS] [-c CASES] [VDISK_BINARY]
-#   CASES: comma list of vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c (default: all)
+#   CASES: comma list of vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,
+#          read4k-qcow2,read4k-vmdk,read4k-vhdx (4 KiB reads: vdisk bench vs qemu-img bench; default: all)
 set -euo pipefail
-gib=8 data_gib=2 runs=3 cases=vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c
+gib=8 data_gib=2 runs=3 cases=vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,read4k-qcow2,read4k-vmdk,read4k-vhdx
 while getopts "g:d:r:c:" o; do
   case $o in g) gib=$OPTARG ;; d) data_gib=$OPTARG ;; r) runs=$OPTARG ;; c) cases=$OPTARG ;; *) exit 2 ;; esac
 done
@@ -41,7 +42,7 @@ if [ ! -f "$cache/disk.raw" ]; then
   rm -rf "$tree"
   mv "$cache/disk.raw.tmp" "$cache/disk.raw"
 fi
-for f in vmdk qcow2; do
+for f in vmdk qcow2 vhdx; do
   [ -f "$cache/disk.$f" ] || qemu-img convert -f raw -O $f "$cache/disk.raw" "$cache/disk.$f"
 done
 
@@ -61,8 +62,25 @@ timed() { # output_file command...
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 printf "%-14s %9s %9s %7s %9s %9s %12s %12s %s\n" case vdisk_s qemu_s ratio vdisk_MiB qemu_MiB vdisk_alloc qemu_alloc verified
+# 4 KiB read requests through the library vs qemu-img bench (which keeps 64 requests in flight).
+read_bench() { # format
+  local f=$1 img=$cache/disk.$1 n=${VDISK_BENCH_READS:-500000} v q
+  for r in $(seq "$runs"); do
+    "$vdisk" bench -q -f "$f" -c "$n" "$img" | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p' >> "$out/v.times"
+    qemu-img bench -f "$f" -c "$n" "$img" | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p' >> "$out/q.times"
+  done
+  v=$(median < "$out/v.times"); q=$(median < "$out/q.times")
+  printf "%-14s %9.2f %9.2f %7.2f %9s %9s %12s %12s %s\n" "read4k-$f" "$v" "$q" "$(echo "$v / $q" | bc -l)" - - - - \
+    "$n reads (speedup $(echo "$q / $v" | bc -l | cut -c1-5)x)"
+}
+
 IFS=, read -ra list <<< "$cases"
 for c in "${list[@]}"; do
+  if [[ $c == read4k-* ]]; then
+    : > "$out/v.times"; : > "$out/q.times"
+    read_bench "${c#read4k-}"
+    continue
+  fi
   case $c in
     vmdk-qcow2) src=$cache/disk.vmdk sf=vmdk of=qcow2 opts=() vopts=() ;;
     qcow2-vmdk) src=$cache/disk.qcow2 sf=qcow2 of=vmdk opts=() vopts=() ;;

@@ -75,5 +75,6 @@ int cmd_map(Env&, int argc, char** argv);
 int cmd_compare(Env&, int argc, char** argv);
 int cmd_resize(Env&, int argc, char** argv);
 int cmd_sample(Env&, int argc, char** argv);
+int cmd_bench(Env&, int argc, char** argv);
 
 }  // namespace vdisk::cli
