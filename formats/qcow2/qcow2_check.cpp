@@ -14,6 +14,7 @@ namespace vdisk::qcow2 {
 namespace {
 
 constexpr size_t kMaxMessages = 1000;
+constexpr uint64_t kMaxL2Entries = 1ull << 30;
 
 struct Checker {
     Qcow2Device& dev;
@@ -22,6 +23,7 @@ struct Checker {
     uint64_t cs;
     uint64_t file_size;
     uint64_t next_contiguous = 0;
+    uint64_t l2_visits = 0;
 
     void note(std::string m) {
         if (res.messages.size() < kMaxMessages) res.messages.push_back(std::move(m));
@@ -46,6 +48,9 @@ struct Checker {
             corruption("L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid");
             return ok();
         }
+        if (l1_size * 8 > dev.limits().max_metadata_bytes)
+            return make_error(ErrorCode::limit_exceeded, "L1 table at " + hex(l1_off) + " of " + std::to_string(l1_size) +
+                                                             " entries exceeds the metadata limit");
         ref(l1_off, l1_size * 8, "L1 table");
         std::vector<uint8_t> raw(static_cast<size_t>(l1_size * 8));
         if (!raw.empty()) VDISK_TRY(read_exact(dev.main_file(), l1_off, raw, "L1 table"));
@@ -58,6 +63,10 @@ struct Checker {
                 continue;
             }
             ref(l2, cs, "L2 table");
+            // Snapshots may all share the same tables; bound the total walk, not just each table.
+            if (++l2_visits * dev.l2_entries() > kMaxL2Entries)
+                return make_error(ErrorCode::limit_exceeded, "check would visit more than " + std::to_string(kMaxL2Entries) +
+                                                                 " L2 entries");
             if (active && (e & kFlagCopied)) {
                 VDISK_ASSIGN(uint64_t rc, dev.get_refcount(l2 / cs));
                 if (rc != 1) corruption("OFLAG_COPIED L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=" + hex(e) +
