@@ -443,3 +443,37 @@ TEST_CASE("vmfsSparse (COWD) extent behind a descriptor, against qemu") {
     CHECK(got[3 * 4096] == 0xa1);
     CHECK(got[1000 * 4096 + 5] == 0xb2);
 }
+
+TEST_CASE("create: descriptor DDB (geometry, adapter, hwversion, tools) as qemu-img writes it") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system(tmp.path);
+    auto ddb_lines = [](const std::string& path) {
+        auto b = vt::read_file(path);
+        std::string s(b.begin(), b.end()), out;
+        size_t pos = 0;
+        while ((pos = s.find("\nddb.", pos)) != std::string::npos) {
+            size_t nl = s.find('\n', pos + 1);
+            std::string line = s.substr(pos + 1, nl - pos - 1);
+            if (line.rfind("ddb.uuid", 0) != 0) out += line + "\n";
+            pos = nl;
+        }
+        return out;
+    };
+    for (std::string o : {"", "adapter_type=lsilogic", "adapter_type=buslogic,hwversion=7", "compat6=on",
+                          "adapter_type=legacyESX,toolsversion=42"}) {
+        CAPTURE(o);
+        for (uint64_t size : {uint64_t(20) << 30, uint64_t(7) << 20}) {
+            std::string opts = "subformat=monolithicFlat" + (o.empty() ? "" : "," + o);
+            REQUIRE(vt::run("qemu-img create -q -f vmdk -o " + opts + " " + tmp / "q.vmdk" + " " + std::to_string(size)).status == 0);
+            CreateOptions co;
+            co.size = size;
+            co.values = *parse_option_list(opts);
+            auto d = create_image(reg, *fs, "v.vmdk", "vmdk", co);
+            REQUIRE_MESSAGE(d.ok(), (d.ok() ? "" : d.error().to_string()));
+            REQUIRE((*d)->close().ok());
+            CHECK(ddb_lines(tmp / "v.vmdk") == ddb_lines(tmp / "q.vmdk"));
+        }
+    }
+}

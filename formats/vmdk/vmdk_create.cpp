@@ -168,7 +168,7 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         d.parent_hint = *backing;
     }
     uint64_t heads = adapter == "ide" ? 16 : 255;
-    uint64_t cyl = std::min<uint64_t>(sectors / (heads * 63), 16383);
+    uint64_t cyl = sectors / (heads * 63);  // qemu-img does not clamp to 16383
     d.ddb = {{"ddb.virtualHWVersion", hwversion},
              {"ddb.geometry.cylinders", std::to_string(cyl)},
              {"ddb.geometry.heads", std::to_string(heads)},
