@@ -57,7 +57,9 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
             options.references->push_back("backing file '" + ref->names[0] + "'");
     }
     if (!options.no_backing) {
-        if (auto ref = dev->backing_reference(); ref && !ref->names.empty()) {
+        auto ref = dev->backing_reference();
+        if (depth == 0 && !options.backing_override.empty()) ref = BackingReference{{options.backing_override}, {}};
+        if (ref && !ref->names.empty()) {
             if (options.references) options.references->push_back("backing file '" + ref->names[0] + "'");
             if (options.untrusted) {
                 Error e = make_error(ErrorCode::access_denied, "untrusted image has a backing file '" + ref->names[0] +

@@ -230,3 +230,27 @@ TEST_CASE("safety report: raw needs -f raw, MBR partitions must fit the disk") {
     Json missing = safety_report(reg, fs, "nope.raw", "raw", lim);
     CHECK(*missing.get("verdict")->as_string() == "unsafe");
 }
+
+TEST_CASE("backing_override is refused in untrusted mode") {
+    Registry reg;
+    reg.add(make_raw_format());
+    MemoryFileSystem fs;
+    fs.add("top.raw", std::vector<uint8_t>(512, 1));
+    fs.add("base.raw", std::vector<uint8_t>(512, 2));
+    OpenOptions o;
+    o.format = "raw";
+    o.backing_override = "base.raw";
+    auto img = open_image(reg, fs, "top.raw", o);
+    REQUIRE(img);
+    REQUIRE(img->device->backing() != nullptr);
+    CHECK(img->device->backing()->size() == 512);
+    o.untrusted = true;
+    auto refused = open_image(reg, fs, "top.raw", o);
+    REQUIRE(!refused);
+    CHECK(refused.error().code == ErrorCode::access_denied);
+    o.untrusted = false;
+    o.backing_override = "top.raw";  // itself: a loop
+    auto loop = open_image(reg, fs, "top.raw", o);
+    REQUIRE(!loop);
+    CHECK(loop.error().code == ErrorCode::corrupt);
+}

@@ -93,8 +93,9 @@ int fail(std::string_view message) {
 }
 
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
-                             bool read_write, const std::string& snapshot) {
+                             bool read_write, const std::string& snapshot, const std::string& parent) {
     OpenOptions o;
+    o.backing_override = parent;
     o.format = format;
     o.untrusted = untrusted;
     o.read_write = read_write;

@@ -48,7 +48,8 @@ int fail(std::string_view message);
 
 /// Open an image for a command. `format` empty: probe. `untrusted`: OpenOptions::untrusted.
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
-                             bool read_write = false, const std::string& snapshot = {});
+                             bool read_write = false, const std::string& snapshot = {},
+                             const std::string& parent = {});
 
 /// qemu-img's human sizes: "4 MiB", "2.13 MiB", "388 KiB".
 std::string human_size(uint64_t bytes);

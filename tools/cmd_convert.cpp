@@ -8,7 +8,7 @@
 namespace vdisk::cli {
 
 int cmd_convert(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads="}});
+    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent="}});
     if (!args) return fail(args.error());
     std::string out_fmt = args->get("O").value_or("raw");
     bool want_help = false;
@@ -33,7 +33,8 @@ int cmd_convert(Env& env, int argc, char** argv) {
     }
     if (auto s = args->get("s")) snapshot = *s;
 
-    auto img = open_cli(env, src, args->get("f").value_or(""), args->has("untrusted"), false, snapshot);
+    auto img = open_cli(env, src, args->get("f").value_or(""), args->has("untrusted"), false, snapshot,
+                        args->get("parent").value_or(""));
     if (!img) return fail(img.error());
 
     ConvertOptions co;

@@ -13,9 +13,9 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"info", vdisk::cli::cmd_info, "info [-f FMT] [--output=human|json] [--backing-chain] [--untrusted] IMG"},
+    {"info", vdisk::cli::cmd_info, "info [-f FMT] [--output=human|json] [--backing-chain] [--parent FILE] [--untrusted] IMG"},
     {"convert", vdisk::cli::cmd_convert,
-     "convert [-f FMT] -O FMT [-o k=v,...] [-c] [-p] [-m N] [-l snapshot.name=NAME|snapshot.id=ID] [--untrusted] SRC DST"},
+     "convert [-f FMT] -O FMT [-o k=v,...] [-c] [-p] [-m N] [-l snapshot.name=NAME|snapshot.id=ID] [--parent FILE]\n                [--untrusted] SRC DST"},
     {"create", vdisk::cli::cmd_create, "create -f FMT [-o k=v,...] [-b BACKING [-F BACKING_FMT]] IMG [SIZE]"},
     {"check", vdisk::cli::cmd_check, "check [-f FMT] [--output=human|json] [-r leaks|all] [--untrusted] IMG"},
     {"map", vdisk::cli::cmd_map, "map [-f FMT] [--output=human|json] [--untrusted] IMG"},
@@ -30,7 +30,8 @@ void usage(std::ostream& os) {
     for (auto& c : kCommands) os << "  vdisk " << c.synopsis << "\n";
     os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2\n"
           "Sizes take k, M, G, T suffixes (binary). Errors: one line on stderr, exit status 1.\n"
-          "--untrusted (every command): open no file but the one named; never guess raw.\n";
+          "--untrusted (every command): open no file but the one named; never guess raw.\n"
+          "--parent FILE: the backing image of IMG/SRC when it records none (VDI differencing) or to override it.\n";
 }
 
 }  // namespace

@@ -38,6 +38,10 @@ struct OpenOptions {
     bool force_parent_mismatch = false;
     /// Do not open the backing chain at all (info, check of one layer).
     bool no_backing = false;
+    /// Backing file of the top image given by the caller (resolved like a stored reference). Used when
+    /// the image records no name (VDI differencing images know their parent only by UUID) and overrides a
+    /// stored one; the image's own check (UUID, CID) still runs. Refused in untrusted mode.
+    std::string backing_override;
     /// qcow2 internal snapshot to read instead of the active layer: "id" or "name" (empty: active).
     std::string snapshot;
     Limits limits;
