@@ -32,7 +32,7 @@ if [ ! -f "$cache/disk.raw" ]; then
     d=$tree/dir$((i / 64)); mkdir -p "$d"
     case $((i % 3)) in
       0) head -c 8M /dev/urandom > "$d/rand$i.bin" ;;
-      1) base64 -w 100 /dev/urandom | head -c 8M > "$d/text$i.txt" ;;
+      1) head -c 6M /dev/urandom | base64 -w 100 > "$d/text$i.txt" ;;
       2) { head -c 2M /dev/urandom; head -c 6M /dev/zero; } > "$d/mixed$i.dat" ;;
     esac
     i=$((i + 1))
