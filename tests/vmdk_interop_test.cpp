@@ -477,3 +477,22 @@ TEST_CASE("create: descriptor DDB (geometry, adapter, hwversion, tools) as qemu-
         }
     }
 }
+
+TEST_CASE("an existing streamOptimized image opened read-write refuses writes and stays unchanged") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::vector<uint8_t> img(MiB, 0x3c);
+    vt::write_file(tmp / "s.raw", img);
+    REQUIRE(vt::run("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized " + tmp / "s.raw" + " " + tmp / "s.vmdk").status == 0);
+    auto before = vt::read_file(tmp / "s.vmdk");
+    {
+        auto dev = vt::open_host(reg, tmp / "s.vmdk", "", true);
+        REQUIRE(dev.ok());
+        auto st = dev->device->write(0, std::vector<uint8_t>(512, 1));
+        REQUIRE(!st.ok());
+        CHECK(st.error().code == ErrorCode::unsupported);
+        REQUIRE(dev->device->close().ok());
+    }
+    CHECK(vt::read_file(tmp / "s.vmdk") == before);
+}

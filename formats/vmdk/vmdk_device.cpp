@@ -408,7 +408,20 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         }
         return ok();
     }
-    if (!cid_updated_) VDISK_TRY(update_cid());
+    if (!cid_updated_) {
+        // Refuse before touching the descriptor: a write that cannot happen must not change the CID.
+        for (uint64_t pos = offset; pos < offset + buf.size();) {
+            const DiskExtent& e = extents_[find_extent(pos)];
+            if (e.access != ExtentAccess::rw)
+                return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
+            if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
+                return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
+                                                              (e.compressed ? " compressed" : "") +
+                                                              " extent is not supported");
+            pos = e.start + e.length;
+        }
+        VDISK_TRY(update_cid());
+    }
     size_t done = 0;
     while (done < buf.size()) {
         uint64_t pos = offset + done;
