@@ -41,7 +41,10 @@ if [ -d "$root/../shared/corpus/real" ]; then
 fi
 cp -r "$seeds" "$work/run"
 dict=$root/fuzz/magics.dict
-args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=1048576 -print_final_stats=1)
+# The smallest useful VHDX is 4 MiB (header area, log, metadata, BAT): let its inputs be that long.
+max_len=1048576
+[ "$fmt" = vhdx ] && max_len=4718592
+args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=$max_len -print_final_stats=1)
 [ -f "$dict" ] && args+=(-dict="$dict")
 if "$bin" "${args[@]}" "$work/run" > "$work/log" 2>&1; then
   grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)' "$work/log"
