@@ -145,3 +145,44 @@ TEST_CASE("qcow2 check finds a leak, repairs it, and finds a refcount that is to
     CHECK(field(q2, "corruptions") == 0);
     CHECK(field(q2, "leaks") == 0);
 }
+
+TEST_CASE("qcow2 dirty image (lazy refcounts): writes refused until check -r all repairs it") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "d.qcow2";
+    sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on " + img + " 4M");
+    sh("qemu-io -f qcow2 -c 'write -P 1 0 200k' " + img);
+    // What a crash with lazy refcounts leaves: the dirty bit and a refcount that was never written.
+    auto opened = vt::open_host(reg, img);
+    REQUIRE(opened.ok());
+    auto e = opened->device->block_status(65536, 65536);
+    REQUIRE(e.ok());
+    uint64_t host_cluster = *e->host_offset / 65536;
+    opened->device.reset();
+    patch_refcount(img, host_cluster, 0);
+    auto bytes = vt::read_file(img);
+    bytes[79] |= 1;
+    vt::write_file(img, bytes);
+    {
+        auto rw = vt::open_host(reg, img, "qcow2", true);
+        REQUIRE(rw.ok());
+        CHECK(rw->device->info().dirty);
+        std::vector<uint8_t> d(512, 2);
+        auto st = rw->device->write(0, d);
+        REQUIRE(!st.ok());
+        CHECK(st.error().code == ErrorCode::unsupported);
+        auto r = rw->format->check(*rw->device, RepairMode::all);
+        REQUIRE(r.ok());
+        CHECK(r->corruptions == 1);
+        CHECK(r->corruptions_fixed == 1);
+        CHECK(!rw->device->info().dirty);
+        REQUIRE(rw->device->write(0, d).ok());
+        REQUIRE(rw->device->close().ok());
+    }
+    auto q = qemu_check(img);
+    CHECK(field(q, "corruptions") == 0);
+    CHECK(field(q, "leaks") == 0);
+    auto info = vt::run("qemu-img info --output=json " + img);
+    CHECK(info.output.find("\"dirty-flag\": false") != std::string::npos);
+}

@@ -24,6 +24,9 @@ struct Checker {
     uint64_t file_size;
     uint64_t next_contiguous = 0;
     uint64_t l2_visits = 0;
+    // (host cluster, entry) of the active layer: COPIED must match "refcount == 1", checked against the
+    // stored refcounts once they have been compared (and repaired).
+    std::vector<std::pair<uint64_t, uint64_t>> copied;
 
     void note(std::string m) {
         if (res.messages.size() < kMaxMessages) res.messages.push_back(std::move(m));
@@ -67,11 +70,7 @@ struct Checker {
             if (++l2_visits * dev.l2_entries() > kMaxL2Entries)
                 return make_error(ErrorCode::limit_exceeded, "check would visit more than " + std::to_string(kMaxL2Entries) +
                                                                  " L2 entries");
-            if (active && (e & kFlagCopied)) {
-                VDISK_ASSIGN(uint64_t rc, dev.get_refcount(l2 / cs));
-                if (rc != 1) corruption("OFLAG_COPIED L2 cluster: l1_index=" + std::to_string(i) + " l1_entry=" + hex(e) +
-                                        " refcount=" + std::to_string(rc));
-            }
+            if (active) copied.push_back({l2 / cs, e});
             next_contiguous = 0;  // fragmentation is counted within each L2 table, as qemu-img does
             VDISK_ASSIGN(auto* t, dev.l2_table(l2));
             std::vector<uint8_t> table = *t;  // the cache may evict while refcounts are read below
@@ -123,9 +122,7 @@ struct Checker {
             if (next_contiguous && host != next_contiguous)
                 res.fragmented_clusters = res.fragmented_clusters.value_or(0) + 1;
             next_contiguous = host + cs;
-            VDISK_ASSIGN(uint64_t rc, dev.get_refcount(host / cs));
-            if ((rc == 1) != ((e.word & kFlagCopied) != 0))
-                corruption("OFLAG_COPIED data cluster: l2_entry=" + hex(e.word) + " refcount=" + std::to_string(rc));
+            copied.push_back({host / cs, e.word});
         }
         return ok();
     }
@@ -215,7 +212,15 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         }
     }
     ck.res.image_end_offset = any ? (highest + 1) * ck.cs : ck.cs;
+    for (auto [c, entry] : ck.copied) {
+        if (c / epb >= rt.size() || bad_block[c / epb]) continue;
+        VDISK_ASSIGN(uint64_t rc, dev.get_refcount(c));
+        if ((rc == 1) != ((entry & kFlagCopied) != 0))
+            ck.corruption("OFLAG_COPIED cluster " + std::to_string(c) + ": entry=" + hex(entry) +
+                          " refcount=" + std::to_string(rc));
+    }
     if (ck.res.leaks_fixed || ck.res.corruptions_fixed) VDISK_TRY(dev.main_file().sync());
+    if (repair == RepairMode::all && ck.res.corruptions == ck.res.corruptions_fixed) VDISK_TRY(dev.clear_dirty());
     return std::move(ck.res);
 }
 

@@ -113,6 +113,8 @@ public:
     /// Host clusters a compressed descriptor covers: [first, last].
     std::pair<uint64_t, uint64_t> compressed_span(uint64_t word) const;
     Status write_header_field(uint64_t off, std::span<const uint8_t> bytes);
+    /// After a successful repair: clear the dirty bit (lazy refcounts are exact again) and allow writes.
+    Status clear_dirty();
     /// Writable layer whose backing file is named but not (yet) attached: reads of unallocated
     /// clusters fail instead of returning zeros, so read-modify-write cannot drop the backing's data.
     void require_backing() { backing_required_ = h_.backing_name.has_value(); }

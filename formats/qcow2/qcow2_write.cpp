@@ -373,6 +373,19 @@ Status Qcow2Device::do_resize(uint64_t new_size) {
     return ok();
 }
 
+Status Qcow2Device::clear_dirty() {
+    if (!(h_.incompat & kIncompatDirty)) return ok();
+    uint8_t b[8];
+    util::store_be<uint64_t>(b, h_.incompat & ~kIncompatDirty);
+    VDISK_TRY(file_->sync());
+    VDISK_TRY(write_header_field(kOffIncompatible, b));
+    h_.incompat &= ~kIncompatDirty;
+    if (write_refusal_ && write_refusal_->code == ErrorCode::unsupported &&
+        write_refusal_->message.find("dirty") != std::string::npos)
+        write_refusal_.reset();
+    return file_->sync();
+}
+
 Status Qcow2Device::do_flush() {
     VDISK_TRY(file_->sync());
     if (data_file_) VDISK_TRY(data_file_->sync());
