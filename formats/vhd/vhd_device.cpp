@@ -1,0 +1,330 @@
+// VHD device: fixed disks map 1:1 onto the file; dynamic and differencing disks go through the BAT and
+// per-block sector bitmaps.
+#include <algorithm>
+#include <cstring>
+#include <cstddef>
+#include <iterator>
+#include <map>
+
+#include "util/checked.hpp"
+#include "util/bytes.hpp"
+#include "util/endian.hpp"
+#include "vhd_internal.hpp"
+
+namespace vdisk::vhd {
+
+uint32_t checksum(std::span<const uint8_t> bytes, size_t skip) {
+    uint32_t sum = 0;
+    for (size_t i = 0; i < bytes.size(); ++i)
+        if (i < skip || i >= skip + 4) sum += bytes[i];
+    return ~sum;
+}
+
+void seal_footer(Footer& f) {
+    f.checksum = 0;
+    f.checksum = checksum({reinterpret_cast<const uint8_t*>(&f), sizeof f}, offsetof(Footer, checksum));
+}
+
+namespace {
+
+// Bit i of a sector bitmap covers sector i of the block, most significant bit of each byte first.
+bool bit(const std::vector<uint8_t>& bm, uint64_t i) { return (bm[i / 8] >> (7 - i % 8)) & 1; }
+void set_bit(std::vector<uint8_t>& bm, uint64_t i) { bm[i / 8] |= static_cast<uint8_t>(0x80 >> (i % 8)); }
+
+class VhdDevice final : public BlockDevice {
+public:
+    VhdDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat, uint64_t file_size, bool read_only,
+              bool force)
+        : BlockDevice(meta.size, read_only), file_(std::move(file)), meta_(std::move(meta)), bat_(std::move(bat)),
+          file_size_(file_size), force_(force) {
+        if (meta_.dynamic()) {
+            uint64_t bat_end = meta_.bat_offset + uint64_t{meta_.max_table_entries} * 4;
+            free_ = util::align_up(bat_end, kSector).value_or(bat_end);
+            for (uint32_t e : bat_)
+                if (e != kBatUnused)
+                    free_ = std::max(free_, uint64_t{e} * kSector + meta_.bitmap_size + meta_.block_size);
+            // Anything between the last block and the footer at the end is reused, never read as data.
+            if (file_size_ >= kSector) free_ = std::max(free_, file_size_ - kSector);
+        }
+    }
+
+    std::vector<File*> files() const override { return {file_.get()}; }
+    const Meta& meta() const { return meta_; }
+    const std::vector<uint32_t>& bat() const { return bat_; }
+    uint64_t file_size() const { return file_size_; }
+
+    std::optional<BackingReference> backing_reference() const override {
+        if (!meta_.differencing()) return std::nullopt;
+        BackingReference r;
+        r.names = meta_.parent_names;
+        return r;
+    }
+
+protected:
+    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
+    Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
+    Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
+    Status do_flush() override { return file_->sync(); }
+    Status do_close() override;
+    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    ImageInfo do_info() const override;
+    Status check_backing(BlockDevice& backing) override;
+
+private:
+    // The sector bitmap of an allocated block (one block cached: sequential access touches one at a time).
+    Result<const std::vector<uint8_t>*> bitmap(uint64_t block);
+    Status allocate(uint64_t block);
+    uint64_t block_host(uint64_t block) const { return uint64_t{bat_[block]} * kSector; }
+
+    std::unique_ptr<File> file_;
+    Meta meta_;
+    std::vector<uint32_t> bat_;
+    uint64_t file_size_;
+    bool force_;
+    uint64_t free_ = 0;  ///< where the next block goes
+    bool dirty_ = false;
+    uint64_t cached_block_ = UINT64_MAX;
+    std::vector<uint8_t> cached_bitmap_;
+};
+
+Result<const std::vector<uint8_t>*> VhdDevice::bitmap(uint64_t block) {
+    if (cached_block_ != block) {
+        cached_block_ = UINT64_MAX;
+        cached_bitmap_.resize(meta_.bitmap_size);
+        VDISK_TRY(read_exact(*file_, block_host(block), cached_bitmap_, "sector bitmap"));
+        cached_block_ = block;
+    }
+    return &cached_bitmap_;
+}
+
+Status VhdDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
+    if (!meta_.dynamic()) return read_zero_fill(*file_, offset, buf);
+    while (!buf.empty()) {
+        VDISK_ASSIGN(Extent e, do_block_status(offset, buf.size()));
+        auto n = static_cast<size_t>(e.length);
+        auto part = buf.subspan(0, n);
+        if (e.kind == ExtentKind::data) {
+            VDISK_TRY(read_exact(*file_, *e.host_offset, part, "data block"));
+        } else if (e.kind == ExtentKind::unallocated) {
+            VDISK_TRY(read_from_backing(offset, part));
+        } else {
+            std::fill(part.begin(), part.end(), 0);
+        }
+        offset += n;
+        buf = buf.subspan(n);
+    }
+    return ok();
+}
+
+Result<Extent> VhdDevice::do_block_status(uint64_t offset, uint64_t max_len) {
+    Extent e;
+    e.offset = offset;
+    if (!meta_.dynamic()) {
+        e.kind = ExtentKind::data;
+        e.length = max_len;
+        e.file = file_.get();
+        e.host_offset = offset;
+        return e;
+    }
+    const uint64_t bs = meta_.block_size;
+    const uint64_t block = offset / bs, in = offset % bs;
+    const uint64_t len = std::min(max_len, bs - in);
+    const ExtentKind absent = meta_.differencing() ? ExtentKind::unallocated : ExtentKind::zero;
+    if (block >= bat_.size() || bat_[block] == kBatUnused) {
+        e.kind = absent;
+        e.length = len;
+        return e;
+    }
+    VDISK_ASSIGN(auto* bm, bitmap(block));
+    // Requests are sector-aligned except possibly at the device's end; runs are counted in whole sectors.
+    uint64_t s = in / kSector;
+    const uint64_t end_sector = util::div_round_up(in + len, kSector);
+    const bool set = bit(*bm, s);
+    uint64_t t = s + 1;
+    while (t < end_sector && bit(*bm, t) == set) ++t;
+    e.length = std::min(len, t * kSector - in);
+    if (set) {
+        e.kind = ExtentKind::data;
+        e.file = file_.get();
+        e.host_offset = block_host(block) + meta_.bitmap_size + in;
+    } else {
+        e.kind = absent;
+    }
+    return e;
+}
+
+Status VhdDevice::allocate(uint64_t block) {
+    const uint64_t host = util::align_up(free_, kSector).value_or(free_);
+    const uint64_t end = host + meta_.bitmap_size + meta_.block_size;
+    if (host / kSector > 0xfffffffeull)
+        return make_error(ErrorCode::limit_exceeded, "block offset " + hex(host) + " does not fit a BAT entry");
+    // A dynamic disk's new block is entirely valid (zeros where not written); a differencing disk's
+    // sectors become valid only as they are written so the rest still reads from the parent.
+    std::vector<uint8_t> bm(meta_.bitmap_size, meta_.differencing() ? 0x00 : 0xff);
+    VDISK_TRY(file_->write_at(host, bm));
+    // Old bytes there (the previous footer) must not show through as block data.
+    if (file_size_ > host + meta_.bitmap_size) {
+        uint64_t stale = std::min(end, file_size_) - (host + meta_.bitmap_size);
+        std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(stale, 1 << 20)), 0);
+        for (uint64_t done = 0; done < stale;) {
+            auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), stale - done));
+            VDISK_TRY(file_->write_at(host + meta_.bitmap_size + done, std::span<const uint8_t>(zeros.data(), n)));
+            done += n;
+        }
+    }
+    VDISK_TRY(file_->resize(std::max(file_size_, end)));
+    file_size_ = std::max(file_size_, end);
+    uint8_t entry[4];
+    util::store_be<uint32_t>(entry, static_cast<uint32_t>(host / kSector));
+    VDISK_TRY(file_->write_at(meta_.bat_offset + block * 4, entry));
+    bat_[block] = static_cast<uint32_t>(host / kSector);
+    free_ = end;
+    // The footer moves behind the new block so the file always ends with one.
+    Footer f = meta_.footer;
+    seal_footer(f);
+    VDISK_TRY(file_->write_at(end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    file_size_ = end + kSector;
+    cached_block_ = block;
+    cached_bitmap_ = std::move(bm);
+    dirty_ = true;
+    return ok();
+}
+
+Status VhdDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
+    if (!meta_.dynamic()) return file_->write_at(offset, buf);
+    const uint64_t bs = meta_.block_size;
+    while (!buf.empty()) {
+        const uint64_t block = offset / bs, in = offset % bs;
+        auto n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bs - in));
+        if (bat_[block] == kBatUnused) VDISK_TRY(allocate(block));
+        VDISK_TRY(file_->write_at(block_host(block) + meta_.bitmap_size + in, buf.subspan(0, n)));
+        VDISK_ASSIGN(auto* cbm, bitmap(block));
+        std::vector<uint8_t> bm = *cbm;
+        bool changed = false;
+        for (uint64_t s = in / kSector; s < util::div_round_up(in + n, kSector); ++s)
+            if (!bit(bm, s)) { set_bit(bm, s); changed = true; }
+        if (changed) {
+            VDISK_TRY(file_->write_at(block_host(block), bm));
+            cached_bitmap_ = std::move(bm);
+        }
+        offset += n;
+        buf = buf.subspan(n);
+    }
+    return ok();
+}
+
+Status VhdDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
+    if (!meta_.dynamic() || meta_.differencing()) return BlockDevice::do_write_zeroes(offset, len, may_unmap);
+    // An unallocated block of a dynamic disk already reads as zeros: only allocated ones are written.
+    const uint64_t bs = meta_.block_size;
+    while (len > 0) {
+        const uint64_t block = offset / bs;
+        uint64_t n = std::min(len, bs - offset % bs);
+        if (bat_[block] != kBatUnused) VDISK_TRY(BlockDevice::do_write_zeroes(offset, n, may_unmap));
+        offset += n;
+        len -= n;
+    }
+    return ok();
+}
+
+Status VhdDevice::do_close() {
+    if (read_only() || !dirty_) return ok();
+    Footer f = meta_.footer;
+    seal_footer(f);
+    VDISK_TRY(file_->write_at(file_size_ - kSector, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    dirty_ = false;
+    return file_->sync();
+}
+
+ImageInfo VhdDevice::do_info() const {
+    ImageInfo i;
+    // qemu-img calls the format "vpc" and prints no format-specific data for it.
+    i.format = "vpc";
+    i.virtual_size = size();
+    if (meta_.dynamic()) i.cluster_size = meta_.block_size;
+    if (meta_.differencing() && !meta_.parent_names.empty()) i.backing_filename = meta_.parent_names.front();
+    return i;
+}
+
+Status VhdDevice::check_backing(BlockDevice& backing) {
+    if (!meta_.differencing())
+        return make_error(ErrorCode::invalid_argument, "only a differencing VHD has a parent");
+    const Meta* pm = device_meta(backing);
+    if (force_) return ok();
+    if (!pm) return make_error(ErrorCode::corrupt, "the parent of a differencing VHD must be a VHD image");
+    if (std::memcmp(pm->footer.unique_id, meta_.parent_uuid, 16) != 0)
+        return make_error(ErrorCode::corrupt, "parent unique id " + util::uuid_to_string(pm->footer.unique_id) +
+                                                  " does not match the dynamic header's parent unique id " +
+                                                  util::uuid_to_string(meta_.parent_uuid));
+    return ok();
+}
+
+}  // namespace
+
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
+                                         uint64_t file_size, bool read_only, bool force_parent_mismatch) {
+    return std::make_unique<VhdDevice>(std::move(file), std::move(meta), std::move(bat), file_size, read_only,
+                                       force_parent_mismatch);
+}
+
+const Meta* device_meta(const BlockDevice& device) {
+    auto* d = dynamic_cast<const VhdDevice*>(&device);
+    return d ? &d->meta() : nullptr;
+}
+
+Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
+    auto* d = dynamic_cast<VhdDevice*>(&device);
+    if (!d) return make_error(ErrorCode::invalid_argument, "not a VHD device");
+    if (repair != RepairMode::none) return make_error(ErrorCode::unsupported, "VHD check cannot repair");
+    CheckResult r;
+    const Meta& m = d->meta();
+    r.image_end_offset = d->file_size();
+    if (!m.dynamic()) return r;
+    const uint64_t span = uint64_t{m.bitmap_size} + m.block_size;
+    const uint64_t bat_end = m.bat_offset + uint64_t{m.max_table_entries} * 4;
+    std::map<uint64_t, uint64_t> used;  // host start -> block index
+    uint64_t allocated = 0;
+    const auto& bat = d->bat();
+    for (uint64_t i = 0; i < bat.size(); ++i) {
+        if (bat[i] == kBatUnused) continue;
+        ++allocated;
+        uint64_t host = uint64_t{bat[i]} * kSector;
+        if (host + span > d->file_size()) {
+            ++r.corruptions;
+            r.messages.push_back("BAT entry " + std::to_string(i) + " points to " + hex(host) +
+                                 ", past the end of the file (" + hex(d->file_size()) + ")");
+            continue;
+        }
+        if (host < m.header_offset + sizeof(DynamicHeader) && host + span > m.header_offset) {
+            ++r.corruptions;
+            r.messages.push_back("BAT entry " + std::to_string(i) + " block at " + hex(host) +
+                                 " overlaps the dynamic header");
+        }
+        if (host < bat_end && host + span > m.bat_offset) {
+            ++r.corruptions;
+            r.messages.push_back("BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the BAT");
+        }
+        if (host < kSector) {
+            ++r.corruptions;
+            r.messages.push_back("BAT entry " + std::to_string(i) + " block at " + hex(host) +
+                                 " overlaps the footer copy");
+        }
+        auto next = used.lower_bound(host);
+        if (next != used.end() && next->first < host + span) {
+            ++r.corruptions;
+            r.messages.push_back("BAT entries " + std::to_string(next->second) + " and " + std::to_string(i) +
+                                 (next->first == host ? " point to the same block at " : " overlap at ") +
+                                 hex(host));
+        } else if (next != used.begin() && std::prev(next)->first + span > host) {
+            ++r.corruptions;
+            r.messages.push_back("BAT entries " + std::to_string(std::prev(next)->second) + " and " +
+                                 std::to_string(i) + " overlap at " + hex(host));
+        }
+        used.emplace(host, i);
+    }
+    r.total_clusters = util::div_round_up(m.size, m.block_size);
+    r.allocated_clusters = allocated;
+    return r;
+}
+
+}  // namespace vdisk::vhd

@@ -1,0 +1,392 @@
+// VHD (qemu's "vpc"): probe, open (fixed, dynamic, differencing), create (dynamic, fixed, Azure) and check.
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <ctime>
+
+#include "util/bytes.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+#include "vhd_internal.hpp"
+
+namespace vdisk {
+namespace {
+
+using namespace vhd;
+
+constexpr uint64_t kNoOffset = ~uint64_t{0};
+constexpr uint32_t kDefaultBlockSize = 2u << 20;
+// Locator payloads are paths; anything longer is not a name we would follow.
+constexpr uint32_t kMaxLocatorBytes = 64u << 10;
+constexpr uint64_t kMiB = 1ull << 20;
+
+bool is_footer(std::span<const uint8_t> b) { return b.size() >= 512 && std::memcmp(b.data(), "conectix", 8) == 0; }
+
+bool footer_checksum_ok(std::span<const uint8_t> b) {
+    return util::load_be<uint32_t>(b.data() + offsetof(Footer, checksum)) ==
+           checksum(b.first(512), offsetof(Footer, checksum));
+}
+
+// The virtual size as qemu (7.2) computes it. Virtual PC sized disks by their CHS geometry, Hyper-V,
+// Disk2vhd, XenServer and newer qemu by current_size; the maximal geometry means "too big for CHS", so
+// current_size then too.
+uint64_t virtual_size(const Footer& f) {
+    uint64_t chs = uint64_t{f.cylinders.value()} * f.heads * f.sectors_per_track;
+    static constexpr const char* kSizeApps[] = {"win ", "qem2", "d2v ", "CTXS"};
+    bool use_chs = std::memcmp(f.creator_app, "tap\0", 4) != 0;
+    for (const char* app : kSizeApps)
+        if (std::memcmp(f.creator_app, app, 4) == 0) use_chs = false;
+    if (!use_chs || chs == kMaxChsSectors) return f.current_size.value() / kSector * kSector;
+    return chs * kSector;
+}
+
+// The spec's CHS algorithm (appendix "CHS Calculation").
+void geometry(uint64_t sectors, uint16_t& c, uint8_t& h, uint8_t& s) {
+    sectors = std::min(sectors, kMaxChsSectors);
+    uint64_t spt, heads, cth;
+    if (sectors >= 65535ull * 16 * 63) {
+        spt = 255;
+        heads = 16;
+        cth = sectors / spt;
+    } else {
+        spt = 17;
+        cth = sectors / spt;
+        heads = std::max<uint64_t>((cth + 1023) / 1024, 4);
+        if (cth >= heads * 1024 || heads > 16) {
+            spt = 31;
+            heads = 16;
+            cth = sectors / spt;
+        }
+        if (cth >= heads * 1024) {
+            spt = 63;
+            heads = 16;
+            cth = sectors / spt;
+        }
+    }
+    c = static_cast<uint16_t>(cth / heads);
+    h = static_cast<uint8_t>(heads);
+    s = static_cast<uint8_t>(spt);
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+        out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+        out += static_cast<char>(0xc0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+        out += static_cast<char>(0xe0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        out += static_cast<char>(0x80 | (cp & 0x3f));
+    } else {
+        out += static_cast<char>(0xf0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+        out += static_cast<char>(0x80 | (cp & 0x3f));
+    }
+}
+
+// UTF-16 (either byte order) to UTF-8, stopping at the first NUL; unpaired surrogates become U+FFFD.
+std::string utf16_to_utf8(std::span<const uint8_t> b, bool big_endian) {
+    std::string out;
+    auto unit = [&](size_t i) -> uint32_t {
+        return big_endian ? util::load_be<uint16_t>(b.data() + 2 * i) : util::load_le<uint16_t>(b.data() + 2 * i);
+    };
+    const size_t n = b.size() / 2;
+    for (size_t i = 0; i < n; ++i) {
+        uint32_t u = unit(i);
+        if (u == 0) break;
+        if (u >= 0xd800 && u < 0xdc00 && i + 1 < n && unit(i + 1) >= 0xdc00 && unit(i + 1) < 0xe000) {
+            u = 0x10000 + ((u - 0xd800) << 10) + (unit(i + 1) - 0xdc00);
+            ++i;
+        } else if (u >= 0xd800 && u < 0xe000) {
+            u = 0xfffd;
+        }
+        append_utf8(out, u);
+    }
+    return out;
+}
+
+// Windows locators use backslashes and ".\" prefixes; names in vdisk are '/'-separated.
+std::string normalize_path(std::string p) {
+    std::replace(p.begin(), p.end(), '\\', '/');
+    while (p.size() > 2 && p.compare(0, 2, "./") == 0) p.erase(0, 2);
+    return p;
+}
+
+Status parse_parent(File& file, uint64_t file_size, const DynamicHeader& h, Meta& m) {
+    std::memcpy(m.parent_uuid, h.parent_unique_id, 16);
+    std::vector<std::string> relative, absolute;
+    for (const ParentLocator& loc : h.locators) {
+        const uint32_t code = loc.platform_code.value();
+        const bool w2ru = code == 0x57327275, w2ku = code == 0x57326b75, macx = code == 0x4d616358;
+        if (!w2ru && !w2ku && !macx) continue;  // "Mac " aliases are opaque Mac OS structures
+        const uint64_t off = loc.platform_data_offset.value();
+        const uint32_t len = loc.platform_data_length.value();
+        if (len == 0 || len > kMaxLocatorBytes || !util::range_within(off, len, file_size)) continue;
+        std::vector<uint8_t> data(len);
+        VDISK_TRY(read_exact(file, off, data, "parent locator"));
+        std::string name;
+        if (macx) {
+            name.assign(data.begin(), std::find(data.begin(), data.end(), uint8_t{0}));
+            if (name.compare(0, 16, "file://localhost") == 0) name.erase(0, 16);
+            else if (name.compare(0, 7, "file://") == 0) name.erase(0, 7);
+        } else {
+            name = normalize_path(utf16_to_utf8(data, false));
+        }
+        if (name.empty()) continue;
+        (w2ru ? relative : absolute).push_back(name);
+    }
+    std::string unicode = normalize_path(utf16_to_utf8(h.parent_unicode_name, true));
+    for (auto* list : {&relative, &absolute})
+        for (auto& n : *list)
+            if (std::find(m.parent_names.begin(), m.parent_names.end(), n) == m.parent_names.end())
+                m.parent_names.push_back(n);
+    if (!unicode.empty() && std::find(m.parent_names.begin(), m.parent_names.end(), unicode) == m.parent_names.end())
+        m.parent_names.push_back(unicode);
+    // An absolute Windows path cannot be followed here; its file name next to the image often can.
+    for (auto& n : absolute) {
+        std::string base(base_name(n));
+        if (!base.empty() && std::find(m.parent_names.begin(), m.parent_names.end(), base) == m.parent_names.end())
+            m.parent_names.push_back(base);
+    }
+    if (m.parent_names.empty())
+        return make_error(ErrorCode::corrupt, "differencing VHD names no parent (no usable locator or parent name)");
+    return ok();
+}
+
+Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Meta& m, std::vector<uint32_t>& bat) {
+    const uint64_t hoff = m.footer.data_offset.value();
+    if (!util::range_within(hoff, sizeof(DynamicHeader), file_size)) {
+        Error e = make_error(ErrorCode::corrupt, "dynamic header offset " + hex(hoff) + " lies past the end of the file (" +
+                                                     hex(file_size) + ")");
+        e.offset = offsetof(Footer, data_offset);
+        return e;
+    }
+    DynamicHeader h;
+    VDISK_TRY(read_exact(file, hoff, {reinterpret_cast<uint8_t*>(&h), sizeof h}, "dynamic header"));
+    auto fail = [&](ErrorCode c, std::string msg) {
+        Error e = make_error(c, std::move(msg));
+        e.offset = hoff;
+        return e;
+    };
+    if (std::memcmp(h.cookie, "cxsparse", 8) != 0) return fail(ErrorCode::corrupt, "dynamic header has no 'cxsparse' cookie");
+    uint32_t want = checksum({reinterpret_cast<const uint8_t*>(&h), sizeof h}, offsetof(DynamicHeader, checksum));
+    if (h.checksum.value() != want)
+        return fail(ErrorCode::corrupt, "dynamic header checksum " + hex(h.checksum.value()) +
+                                            " does not match the computed " + hex(want));
+    m.header_offset = hoff;
+    m.block_size = h.block_size.value();
+    if (m.block_size < kSector || !util::is_pow2(m.block_size))
+        return fail(ErrorCode::corrupt, "block size " + hex(m.block_size) + " is not a power of two >= 512");
+    m.bitmap_size = static_cast<uint32_t>(*util::align_up(m.block_size / kSector / 8, kSector));
+    m.max_table_entries = h.max_table_entries.value();
+    if (uint64_t{m.max_table_entries} * m.block_size < m.size)
+        return fail(ErrorCode::corrupt, "BAT of " + std::to_string(m.max_table_entries) + " entries of " +
+                                            hex(m.block_size) + " bytes cannot cover the virtual size " + hex(m.size));
+    m.bat_offset = h.table_offset.value();
+    const uint64_t bat_bytes = uint64_t{m.max_table_entries} * 4;
+    if (!util::range_within(m.bat_offset, bat_bytes, file_size))
+        return fail(ErrorCode::corrupt, "BAT at " + hex(m.bat_offset) + " with " +
+                                            std::to_string(m.max_table_entries) +
+                                            " entries extends past the end of the file (" + hex(file_size) + ")");
+    if (bat_bytes > ctx.limits().max_metadata_bytes)
+        return fail(ErrorCode::limit_exceeded, "BAT of " + std::to_string(bat_bytes) +
+                                                   " bytes exceeds the metadata limit");
+    std::vector<uint8_t> raw(static_cast<size_t>(bat_bytes));
+    VDISK_TRY(read_exact(file, m.bat_offset, raw, "BAT"));
+    // Entries past the virtual size are never used; only the needed ones are kept and validated.
+    const uint64_t needed = util::div_round_up(m.size, m.block_size);
+    bat.resize(static_cast<size_t>(needed));
+    const uint64_t span = uint64_t{m.bitmap_size} + m.block_size;
+    for (uint64_t i = 0; i < needed; ++i) {
+        uint32_t e = util::load_be<uint32_t>(raw.data() + 4 * i);
+        if (e != kBatUnused && !util::range_within(uint64_t{e} * kSector, span, file_size)) {
+            Error err = make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(i) + " points to block at " +
+                                                           hex(uint64_t{e} * kSector) +
+                                                           " which extends past the end of the file (" +
+                                                           hex(file_size) + ")");
+            err.offset = m.bat_offset + 4 * i;
+            return err;
+        }
+        bat[i] = e;
+    }
+    if (m.differencing()) VDISK_TRY(parse_parent(file, file_size, h, m));
+    return ok();
+}
+
+constexpr OptionSpec kOptions[] = {
+    {"subformat", "dynamic (default) or fixed"},
+    {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
+                   "CHS geometry as Virtual PC does"},
+    {"azure", "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
+              "(force_size semantics); implies subformat=fixed (vdisk extension, not in qemu-img)"},
+};
+
+class VhdFormat final : public Format {
+public:
+    std::string_view name() const noexcept override { return "vhd"; }
+    std::span<const std::string_view> aliases() const noexcept override {
+        static constexpr std::string_view kAliases[] = {"vpc"};
+        return kAliases;
+    }
+
+    int probe(std::span<const uint8_t> head, std::span<const uint8_t> tail, uint64_t) const noexcept override {
+        // Dynamic disks carry a footer copy at 0; fixed ones only the footer at the end.
+        for (auto b : {head, tail}) {
+            if (!is_footer(b)) continue;
+            int score = 64;
+            if (footer_checksum_ok(b.first(512))) score += 32;
+            return score;
+        }
+        return 0;
+    }
+
+    Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
+        if (!ctx.options().snapshot.empty()) return make_error(ErrorCode::unsupported, "VHD images have no snapshots");
+        VDISK_ASSIGN(uint64_t file_size, file->size());
+        if (file_size < kSector) return make_error(ErrorCode::invalid_format, "file is smaller than a VHD footer");
+        Meta m;
+        auto* fb = reinterpret_cast<uint8_t*>(&m.footer);
+        VDISK_TRY(read_exact(*file, 0, {fb, sizeof(Footer)}, "footer"));
+        uint64_t foff = 0;
+        if (!is_footer({fb, sizeof(Footer)})) {
+            foff = file_size - kSector;
+            VDISK_TRY(read_exact(*file, foff, {fb, sizeof(Footer)}, "footer"));
+            if (!is_footer({fb, sizeof(Footer)}))
+                return make_error(ErrorCode::invalid_format, "no 'conectix' footer at the start or end of the file");
+        }
+        auto fail = [&](ErrorCode c, std::string msg) {
+            Error e = make_error(c, std::move(msg));
+            e.offset = foff;
+            return e;
+        };
+        uint32_t want = checksum({fb, sizeof(Footer)}, offsetof(Footer, checksum));
+        if (m.footer.checksum.value() != want)
+            return fail(ErrorCode::corrupt, "footer checksum " + hex(m.footer.checksum.value()) +
+                                                " does not match the computed " + hex(want));
+        m.type = m.footer.disk_type.value();
+        if (m.type != kTypeFixed && m.type != kTypeDynamic && m.type != kTypeDifferencing)
+            return fail(ErrorCode::unsupported, "disk type " + std::to_string(m.type) + " is not fixed, dynamic or differencing");
+        m.size = virtual_size(m.footer);
+        if (m.size > kMaxSectors * kSector)
+            return fail(ErrorCode::corrupt, "virtual size " + hex(m.size) + " exceeds the VHD maximum of 2040 GiB");
+        std::vector<uint32_t> bat;
+        if (m.type == kTypeFixed) {
+            if (m.size > file_size - kSector)
+                return fail(ErrorCode::corrupt, "fixed disk of " + hex(m.size) + " bytes is larger than the file's " +
+                                                    hex(file_size - kSector) + " data bytes");
+        } else {
+            VDISK_TRY(parse_dynamic(*file, file_size, ctx, m, bat));
+        }
+        return make_device(std::move(file), std::move(m), std::move(bat), file_size, !ctx.options().read_write,
+                           ctx.options().force_parent_mismatch);
+    }
+
+    std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
+
+    Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
+        std::string sub = opts.get("subformat").value_or("dynamic");
+        if (sub != "dynamic" && sub != "fixed")
+            return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
+        VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
+        VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
+        uint64_t size = *opts.size;
+        if (azure) {
+            if (opts.get("subformat") && sub != "fixed")
+                return make_error(ErrorCode::invalid_argument, "azure=on makes a fixed VHD, not a " + sub + " one");
+            sub = "fixed";
+            force = true;
+            auto up = util::align_up(size, kMiB);
+            if (!up) return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is too large");
+            size = *up;
+        }
+        Footer f{};
+        std::memcpy(f.cookie, "conectix", 8);
+        f.features = 2;
+        f.version = 0x00010000;
+        // Seconds since 2000-01-01 00:00 UTC.
+        f.timestamp = static_cast<uint32_t>(static_cast<uint64_t>(std::time(nullptr)) - 946684800ull);
+        std::memcpy(f.creator_app, "qem2", 4);  // readers size it by current_size, as qemu does
+        f.creator_version = 0x00050003;
+        f.creator_os = 0x5769326b;  // "Wi2k"
+        uint64_t sectors = size / kSector;
+        uint16_t c = 65535;
+        uint8_t h = 16, s = 255;
+        if (!force) {
+            uint64_t want = std::min(sectors, kMaxChsSectors);
+            // The algorithm rounds down; try bigger sector counts until the geometry holds the size.
+            geometry(want, c, h, s);
+            for (uint64_t i = 1; uint64_t{c} * h * s < want; ++i) geometry(want + i, c, h, s);
+            if (uint64_t{c} * h * s != kMaxChsSectors) sectors = uint64_t{c} * h * s;
+        }
+        if (sectors > kMaxSectors)
+            return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " exceeds the VHD maximum of 2040 GiB");
+        if (size % kSector && force)
+            return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is not a multiple of 512");
+        const uint64_t vsize = sectors * kSector;
+        f.original_size = vsize;
+        f.current_size = vsize;
+        f.cylinders = c;
+        f.heads = h;
+        f.sectors_per_track = s;
+        util::generate_uuid(f.unique_id);
+
+        VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
+        Meta m;
+        m.size = vsize;
+        std::vector<uint32_t> bat;
+        uint64_t file_size;
+        if (sub == "fixed") {
+            f.disk_type = kTypeFixed;
+            f.data_offset = kNoOffset;
+            m.type = kTypeFixed;
+            seal_footer(f);
+            VDISK_TRY(file->resize(vsize));
+            VDISK_TRY(file->write_at(vsize, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+            file_size = vsize + kSector;
+        } else {
+            f.disk_type = kTypeDynamic;
+            f.data_offset = kSector;
+            m.type = kTypeDynamic;
+            m.block_size = kDefaultBlockSize;
+            m.bitmap_size = kSector;
+            m.header_offset = kSector;
+            m.bat_offset = 3 * kSector;
+            m.max_table_entries = static_cast<uint32_t>(util::div_round_up(vsize, kDefaultBlockSize));
+            DynamicHeader dh{};
+            std::memcpy(dh.cookie, "cxsparse", 8);
+            dh.data_offset = kNoOffset;
+            dh.table_offset = m.bat_offset;
+            dh.header_version = 0x00010000;
+            dh.max_table_entries = m.max_table_entries;
+            dh.block_size = m.block_size;
+            dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
+            seal_footer(f);
+            const uint64_t bat_bytes = *util::align_up(uint64_t{m.max_table_entries} * 4, kSector);
+            VDISK_TRY(file->write_at(0, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+            VDISK_TRY(file->write_at(kSector, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
+            std::vector<uint8_t> ones(static_cast<size_t>(std::min<uint64_t>(bat_bytes, 1 << 20)), 0xff);
+            for (uint64_t done = 0; done < bat_bytes;) {
+                auto n = static_cast<size_t>(std::min<uint64_t>(ones.size(), bat_bytes - done));
+                VDISK_TRY(file->write_at(m.bat_offset + done, std::span<const uint8_t>(ones.data(), n)));
+                done += n;
+            }
+            VDISK_TRY(file->write_at(m.bat_offset + bat_bytes, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+            file_size = m.bat_offset + bat_bytes + kSector;
+            bat.assign(m.max_table_entries, kBatUnused);
+        }
+        m.footer = f;
+        return make_device(std::move(file), std::move(m), std::move(bat), file_size, false, false);
+    }
+
+    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
+        return check_device(device, repair);
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Format> make_vhd_format() { return std::make_unique<VhdFormat>(); }
+
+}  // namespace vdisk

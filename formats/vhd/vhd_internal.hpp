@@ -1,0 +1,44 @@
+// VHD backend internals shared by vhd_format.cpp (probe, open, create, check) and vhd_device.cpp.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "vdisk/format.hpp"
+#include "vhd_layout.hpp"
+
+namespace vdisk::vhd {
+
+/// What open() learned from the footer and dynamic header, validated.
+struct Meta {
+    Footer footer{};              ///< as read (rewritten on close for dynamic images)
+    uint32_t type = 0;
+    uint64_t size = 0;            ///< virtual size by qemu's CHS/current_size rule
+    // Dynamic and differencing only.
+    uint64_t header_offset = 0;
+    uint64_t bat_offset = 0;
+    uint32_t max_table_entries = 0;
+    uint32_t block_size = 0;
+    uint32_t bitmap_size = 0;     ///< bytes of sector bitmap in front of each block, a multiple of 512
+    uint8_t parent_uuid[16]{};
+    std::vector<std::string> parent_names;  ///< candidates, relative ones first
+
+    bool dynamic() const { return type != kTypeFixed; }
+    bool differencing() const { return type == kTypeDifferencing; }
+};
+
+/// One's complement of the byte sum (the spec's checksum for the footer and the dynamic header), with
+/// the 4 checksum bytes at `skip` counted as zero.
+uint32_t checksum(std::span<const uint8_t> bytes, size_t skip);
+/// Seal a footer: zero its checksum field and store the computed one.
+void seal_footer(Footer& f);
+
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
+                                         uint64_t file_size, bool read_only, bool force_parent_mismatch);
+const Meta* device_meta(const BlockDevice& device);
+Result<CheckResult> check_device(BlockDevice& device, RepairMode repair);
+
+}  // namespace vdisk::vhd
