@@ -381,6 +381,18 @@ TEST_CASE("differencing: reads fall through per sector bitmap, writes set bits, 
     CHECK(e->kind == ExtentKind::unallocated);
     CHECK(e->length == 2 * MiB);
 
+    // Opened without its parent, the child refuses writes (they would lose the parent's bytes).
+    {
+        OpenOptions o;
+        o.read_write = true;
+        o.no_backing = true;
+        auto lone = open_image(reg, fs, "child.vhd", o);
+        REQUIRE(lone.ok());
+        auto w = lone->device->write(4 * MiB, fill(512, 0x73));
+        REQUIRE_FALSE(w.ok());
+        CHECK(w.error().code == ErrorCode::unsupported);
+    }
+
     // A parent with another unique id is refused unless forced.
     auto other = small_image(6 * MiB, {{0, fill(512, 0x01)}});
     fs.add("parent.vhd", other);
@@ -490,4 +502,28 @@ TEST_CASE("check reports overlapping and duplicated BAT entries") {
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 2);
     for (auto& m : chk->messages) MESSAGE(m);
+}
+
+TEST_CASE("random corruption of metadata never crashes") {
+    auto reg = make_reg();
+    auto good = small_image(4 * MiB, {{0, fill(4096, 1)}, {3 * MiB, fill(4096, 2)}});
+    auto rnd = vt::pattern(4 * 400, 7);
+    for (size_t i = 0; i < 400; ++i) {
+        auto b = good;
+        // Corrupt the footer copy, dynamic header or BAT (first 2 KiB), sometimes with valid checksums.
+        size_t at = (rnd[4 * i] | (rnd[4 * i + 1] << 8)) % 2048;
+        b[at] = rnd[4 * i + 2];
+        if (rnd[4 * i + 3] & 1) reseal(b, 512);
+        MemoryFileSystem fs;
+        fs.add("r.vhd", b);
+        OpenOptions o;
+        o.format = "vhd";
+        o.no_backing = true;
+        auto r = open_image(reg, fs, "r.vhd", o);
+        if (!r.ok()) continue;
+        std::vector<uint8_t> buf(64 * 1024);
+        for (uint64_t off = 0; off + buf.size() <= r->device->size() && off < 8 * MiB; off += MiB)
+            (void)r->device->read(off, buf);
+        (void)r->format->check(*r->device, RepairMode::none);
+    }
 }

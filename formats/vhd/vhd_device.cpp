@@ -192,6 +192,10 @@ Status VhdDevice::allocate(uint64_t block) {
 
 Status VhdDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     if (!meta_.dynamic()) return file_->write_at(offset, buf);
+    // Without its parent, the read-modify-write of a partial sector would copy zeros instead of the
+    // parent's bytes into this layer.
+    if (meta_.differencing() && !backing())
+        return make_error(ErrorCode::unsupported, "cannot write to a differencing VHD opened without its parent");
     const uint64_t bs = meta_.block_size;
     while (!buf.empty()) {
         const uint64_t block = offset / bs, in = offset % bs;
