@@ -15,6 +15,42 @@ struct ChainState {
 
 Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
                                const OpenOptions& options, std::string_view format_name, uint32_t depth,
+                               bool writable, ChainState& chain);
+
+// Open the image below `dev` (the layer named `name` at `depth`) and attach it, recursively.
+Status open_backing(const Registry& reg, FileSystem& fs, const std::string& name, BlockDevice& dev,
+                    const OpenOptions& options, uint32_t depth, ChainState& chain) {
+    auto ref = dev.backing_reference();
+    if (depth == 0 && !options.backing_override.empty()) ref = BackingReference{{options.backing_override}, {}};
+    if (!ref || ref->names.empty()) return ok();
+    if (options.references) options.references->push_back("backing file '" + ref->names[0] + "'");
+    if (options.untrusted)
+        return make_error(ErrorCode::access_denied,
+                          "untrusted image has a backing file '" + ref->names[0] + "'; refusing to open it");
+    if (depth + 1 > options.limits.max_chain_depth)
+        return make_error(ErrorCode::limit_exceeded, "backing chain deeper than " +
+                                                         std::to_string(options.limits.max_chain_depth) +
+                                                         " images (at '" + ref->names[0] + "')");
+    std::string chosen;
+    for (auto& cand : ref->names) {
+        if (cand.empty()) continue;
+        std::string resolved = resolve_reference(name, cand);
+        if (fs.exists(resolved)) {
+            chosen = resolved;
+            break;
+        }
+    }
+    if (chosen.empty()) {
+        std::string list;
+        for (auto& c : ref->names) list += (list.empty() ? "'" : ", '") + c + "'";
+        return make_error(ErrorCode::not_found, "backing file not found: " + list);
+    }
+    VDISK_ASSIGN(auto parent, open_layer(reg, fs, chosen, options, ref->format, depth + 1, false, chain));
+    return dev.attach_backing(std::move(parent.device));
+}
+
+Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
+                               const OpenOptions& options, std::string_view format_name, uint32_t depth,
                                bool writable, ChainState& chain) {
     auto file_r = fs.open(name, writable ? Access::read_write : Access::read_only);
     if (!file_r) return std::move(file_r).error();
@@ -57,40 +93,8 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
             options.references->push_back("backing file '" + ref->names[0] + "'");
     }
     if (!options.no_backing) {
-        auto ref = dev->backing_reference();
-        if (depth == 0 && !options.backing_override.empty()) ref = BackingReference{{options.backing_override}, {}};
-        if (ref && !ref->names.empty()) {
-            if (options.references) options.references->push_back("backing file '" + ref->names[0] + "'");
-            if (options.untrusted) {
-                Error e = make_error(ErrorCode::access_denied, "untrusted image has a backing file '" + ref->names[0] +
-                                                                   "'; refusing to open it");
-                return std::move(e).in(name, fmt->name());
-            }
-            if (depth + 1 > options.limits.max_chain_depth) {
-                Error e = make_error(ErrorCode::limit_exceeded,
-                                     "backing chain deeper than " + std::to_string(options.limits.max_chain_depth) +
-                                         " images (at '" + ref->names[0] + "')");
-                return std::move(e).in(name, fmt->name());
-            }
-            std::string chosen;
-            for (auto& cand : ref->names) {
-                if (cand.empty()) continue;
-                std::string resolved = resolve_reference(name, cand);
-                if (fs.exists(resolved)) {
-                    chosen = resolved;
-                    break;
-                }
-            }
-            if (chosen.empty()) {
-                std::string list;
-                for (auto& c : ref->names) list += (list.empty() ? "'" : ", '") + c + "'";
-                Error e = make_error(ErrorCode::not_found, "backing file not found: " + list);
-                return std::move(e).in(name, fmt->name());
-            }
-            VDISK_ASSIGN(auto parent, open_layer(reg, fs, chosen, options, ref->format, depth + 1, false, chain));
-            auto st = dev->attach_backing(std::move(parent.device));
-            if (!st) return std::move(st).error().in(name, fmt->name());
-        }
+        auto st = open_backing(reg, fs, name, *dev, options, depth, chain);
+        if (!st) return std::move(st).error().in(name, fmt->name());
     }
     return OpenedImage{std::move(dev), fmt};
 }
@@ -133,6 +137,11 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
     OpenContext ctx(fs, std::string(name), oo);
     auto dev = fmt->create(opts, ctx);
     if (!dev) return std::move(dev).error().in(name, fmt->name());
+    // A new overlay reads (and copies on write) through its backing chain from its first write on.
+    ChainState chain;
+    for (File* f : (*dev)->files()) chain.seen.push_back(f->identity());
+    auto st = open_backing(registry, fs, std::string(name), **dev, oo, 0, chain);
+    if (!st) return std::move(st).error().in(name, fmt->name());
     return dev;
 }
 

@@ -136,7 +136,7 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         return make_error(ErrorCode::unsupported, "checking images with persistent bitmaps is not supported");
     if (repair != RepairMode::none && dev.read_only())
         return make_error(ErrorCode::read_only, "repair needs the image opened read-write");
-    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size()};
+    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size(), 0, 0, {}};
     uint64_t nclusters = util::div_round_up(ck.file_size, ck.cs);
     if (nclusters * sizeof(uint32_t) > dev.limits().max_metadata_bytes)
         return make_error(ErrorCode::limit_exceeded, "refcount rebuild for " + std::to_string(nclusters) +

@@ -140,8 +140,10 @@ inline Status ok() { return {}; }
         if (!vdisk_try_r_) return std::move(vdisk_try_r_).error();            \
     } while (0)
 
-/// `VDISK_ASSIGN(auto x, f());` — declare/assign from a Result or propagate its error.
-#define VDISK_ASSIGN(lhs, expr) VDISK_ASSIGN_IMPL(VDISK_CONCAT(vdisk_assign_r_, __LINE__), lhs, expr)
+/// `VDISK_ASSIGN(auto x, f());` — declare/assign from a Result or propagate its error. Expands to several
+/// statements: use it at block scope (not as the body of an unbraced if/for). __COUNTER__ gives each use a
+/// distinct temporary even when arguments span lines.
+#define VDISK_ASSIGN(lhs, expr) VDISK_ASSIGN_IMPL(VDISK_CONCAT(vdisk_assign_r_, __COUNTER__), lhs, expr)
 #define VDISK_ASSIGN_IMPL(tmp, lhs, expr)                                     \
     auto tmp = (expr);                                                        \
     if (!tmp) return std::move(tmp).error();                                  \
