@@ -117,3 +117,27 @@ TEST_CASE("convert: a failing conversion leaves nothing behind and never touches
     CHECK(files == 2);  // src.qcow2 and broken.qcow2 only: no temporary left
     CHECK(vt::sha256_file(src) == before);
 }
+
+TEST_CASE("convert: streamOptimized VMDK written to a pipe is a valid image") {
+    if (!vt::need_qemu() || !vt::have("qemu-io")) return;
+    auto reg = vdisk::Registry::builtin();
+    if (!reg.find("vmdk") || !reg.find("qcow2")) return;
+    vt::TempDir t;
+    std::string src = t / "src.qcow2";
+    REQUIRE(run("qemu-img create -q -f qcow2 " + sh_quote(src) + " 32M").status == 0);
+    REQUIRE(run("qemu-io -f qcow2 -c 'write -P 0x5c 0 3M' -c 'write -P 0x6d 30M 128k' " + sh_quote(src)).status == 0);
+    for (const char* c : {"", " -c"}) {
+        std::string out = t / "stream.vmdk";
+        auto r = run(sh_quote(vt::tool_path()) + " convert -O vmdk -o subformat=streamOptimized" + c + " " +
+                     sh_quote(src) + " - | cat > " + sh_quote(out));
+        REQUIRE_MESSAGE(r.status == 0, r.output);
+        auto cmp = run("qemu-img compare -f qcow2 -F vmdk " + sh_quote(src) + " " + sh_quote(out));
+        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+        CHECK(run("qemu-img check -f vmdk " + sh_quote(out)).status == 0);
+    }
+    // A format that needs to go back in its file cannot stream: a clear error, not a broken image.
+    auto bad = run("bash -c " + sh_quote("set -o pipefail; " + sh_quote(vt::tool_path()) + " convert -O qcow2 " +
+                                         sh_quote(src) + " - | cat > /dev/null"));
+    CHECK(bad.status == 1);
+    CHECK(bad.output.find("vdisk: -: ") != std::string::npos);
+}
