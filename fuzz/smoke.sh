@@ -47,6 +47,8 @@ max_len=1048576
 args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=$max_len -print_final_stats=1)
 [ -f "$dict" ] && args+=(-dict="$dict")
 if "$bin" "${args[@]}" "$work/run" > "$work/log" 2>&1; then
+  # Executions, coverage (edges "cov", features "ft") and corpus growth, for the README's figures.
+  grep -E '^#[0-9]+' "$work/log" | tail -n 1
   grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)' "$work/log"
 else
   tail -n 80 "$work/log"
