@@ -15,10 +15,22 @@ static Error range_error(const char* op, uint64_t offset, uint64_t len, uint64_t
                                                    hex(offset) + " is outside the device (size " + hex(size) + ")");
 }
 
+// Errors that come out of a layer name its main file when the backend did not (a read error deep in a chain
+// then says which image it came from).
+Error BlockDevice::named(Error e) const {
+    if (e.file.empty()) {
+        auto fs = files();
+        if (!fs.empty() && fs.front()) e.file = fs.front()->name();
+    }
+    return e;
+}
+
 Status BlockDevice::read(uint64_t offset, std::span<uint8_t> buf) {
     if (!util::range_within(offset, buf.size(), size_)) return range_error("read", offset, buf.size(), size_);
     if (buf.empty()) return ok();
-    return do_read(offset, buf);
+    auto st = do_read(offset, buf);
+    if (!st) return named(std::move(st).error());
+    return st;
 }
 
 Status BlockDevice::write(uint64_t offset, std::span<const uint8_t> buf) {
@@ -117,7 +129,9 @@ Result<Extent> BlockDevice::block_status(uint64_t offset, uint64_t max_len) {
     if (offset >= size_) return range_error("block_status", offset, max_len, size_);
     max_len = std::min(max_len, size_ - offset);
     if (max_len == 0) return make_error(ErrorCode::invalid_argument, "block_status with zero length");
-    VDISK_ASSIGN(Extent e, do_block_status(offset, max_len));
+    auto r = do_block_status(offset, max_len);
+    if (!r) return named(std::move(r).error());
+    Extent e = *r;
     // Contract check: a backend that returns a malformed extent is a bug, not an image problem.
     if (e.offset != offset || e.length == 0 || e.length > max_len)
         return make_error(ErrorCode::corrupt, "internal: backend returned extent [" + hex(e.offset) + ", +" +

@@ -134,11 +134,18 @@ TEST_CASE("hostile images of the shared corpus end cleanly") {
     for (auto& e : *m.get("hostile")->as_array()) {
         std::string rel = *e.get("file")->as_string();
         std::string p = vt::unpack_corpus(*root, rel, t.path);
-        for (const char* cmd : {"info", "check", "map --output=json"}) {
+        for (const char* cmd : {"info", "map --output=json"}) {
             auto o = run_tool(std::string(cmd) + " " + sh_quote(p), t / "rss");
-            if (std::string(cmd) == "check" && o.status >= 2) o.status = 1;  // check's own codes
             expect_clean(o, rel + " (" + cmd + ")", p);
         }
+        // check reports damage as its own output with qemu-img's exit codes (2 corruptions, 3 leaks,
+        // 63 no check for the format); it must still end cleanly and boundedly.
+        auto c = run_tool("check " + sh_quote(p), t / "rss");
+        INFO(rel << " (check): exit " << c.status << ", output: " << c.output);
+        CHECK((c.status <= 3 || c.status == 63));
+        CHECK(c.output.find("AddressSanitizer") == std::string::npos);
+        CHECK(c.output.find("runtime error") == std::string::npos);
+        CHECK(c.rss_kib < 1024 * 1024);
         auto o = run_tool("convert -O raw " + sh_quote(p) + " " + sh_quote(t / "out.raw"), t / "rss");
         expect_clean(o, rel + " (convert)", p);
         std::filesystem::remove(t / "out.raw");

@@ -293,7 +293,7 @@ TEST_CASE("qcow2 virtual size above 4 GiB") {
     expect_equal(tmp / "big.qcow2", tmp / "big.raw");
 }
 
-TEST_CASE("qcow2 overlay created with backing_file: copy-on-write needs the backing attached") {
+TEST_CASE("qcow2 overlay created with backing_file: create attaches the backing, writes copy on write") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
@@ -302,13 +302,9 @@ TEST_CASE("qcow2 overlay created with backing_file: copy-on-write needs the back
     auto fs = make_posix_file_system(tmp.path);
     auto dev = create_image(reg, *fs, "ov.qcow2", "qcow2", opts_from("backing_file=base.qcow2,backing_fmt=qcow2", 2 << 20));
     REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE((*dev)->backing() != nullptr);
     auto data = vt::pattern(1000, 8);
-    auto st = (*dev)->write(5000, data);
-    REQUIRE(!st.ok());
-    CHECK(st.error().code == ErrorCode::unsupported);
-    auto base = open_image(reg, *fs, "base.qcow2", {});
-    REQUIRE(base.ok());
-    REQUIRE((*dev)->attach_backing(std::move(base->device)).ok());
+    // A partial-cluster write right after create: the rest of the cluster comes from the backing file.
     REQUIRE((*dev)->write(5000, data).ok());
     REQUIRE((*dev)->close().ok());
     dev->reset();
@@ -319,6 +315,15 @@ TEST_CASE("qcow2 overlay created with backing_file: copy-on-write needs the back
     expect_equal(tmp / "ov.qcow2", tmp / "ref.raw");
     auto info = vt::run("qemu-img info --output=json " + tmp / "ov.qcow2");
     CHECK(info.output.find("\"backing-filename-format\": \"qcow2\"") != std::string::npos);
+    // A writable overlay opened with no_backing refuses copy-on-write instead of inventing zeros.
+    OpenOptions o;
+    o.read_write = true;
+    o.no_backing = true;
+    auto bare = open_image(reg, *fs, "ov.qcow2", o);
+    REQUIRE(bare.ok());
+    auto st = bare->device->write(70000, data);
+    REQUIRE(!st.ok());
+    CHECK(st.error().code == ErrorCode::unsupported);
 }
 
 TEST_CASE("qcow2 writes to an image with internal snapshots copy shared L2 tables and clusters") {

@@ -157,6 +157,7 @@ private:
     bool closed_ = false;
     std::unique_ptr<BlockDevice> backing_;
     Status rmw_write(uint64_t offset, std::span<const uint8_t> buf);
+    Error named(Error e) const;
 };
 
 }  // namespace vdisk
