@@ -2,6 +2,7 @@
 // skip what reads as zeros, optionally compress on worker threads, and publish the target atomically.
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -163,57 +164,167 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
     return ok();
 }
 
-// Compressed copy: the target compresses whole chunks of compress_granularity() bytes. A batch of chunks
-// is read, compressed on worker threads, and written in order.
+// Compressed copy: the target compresses whole chunks of compress_granularity() bytes. Three stages overlap:
+// a reader thread reads chunks (skipping what the chain says is unallocated or zero, and all-zero buffers),
+// `threads` workers compress them, and the calling thread writes the results in offset order. A fixed number
+// of chunks is in flight, so memory is bounded by the chunk size, not by the image.
+struct Chunk {
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    std::vector<uint8_t> raw;
+    Result<std::vector<uint8_t>> packed = std::vector<uint8_t>{};
+    bool ready = false;
+};
+
+class ChunkPipeline {
+public:
+    explicit ChunkPipeline(size_t slots) : slots_(slots) {}
+
+    // Reader: blocks while `slots_` chunks are in flight. Returns false when stopped.
+    bool push(std::unique_ptr<Chunk> c) {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return stop_ || inflight_ < slots_; });
+        if (stop_) return false;
+        ++inflight_;
+        order_.push_back(c.get());
+        todo_.push_back(c.get());
+        owned_.push_back(std::move(c));
+        cv_.notify_all();
+        return true;
+    }
+    void reader_done(Status st) {
+        std::lock_guard l(mu_);
+        read_done_ = true;
+        read_status_ = std::move(st);
+        cv_.notify_all();
+    }
+    // Worker: next chunk to compress, nullptr when there is nothing left.
+    Chunk* take_work() {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return stop_ || !todo_.empty() || read_done_; });
+        if (stop_ || todo_.empty()) return nullptr;
+        Chunk* c = todo_.front();
+        todo_.pop_front();
+        return c;
+    }
+    void work_done(Chunk* c) {
+        std::lock_guard l(mu_);
+        c->ready = true;
+        cv_.notify_all();
+    }
+    // Writer: the next chunk in offset order once compressed; nullptr at the end.
+    std::unique_ptr<Chunk> take_next() {
+        std::unique_lock l(mu_);
+        cv_.wait(l, [&] { return stop_ || (!order_.empty() && order_.front()->ready) || (order_.empty() && read_done_); });
+        if (stop_ || order_.empty()) return nullptr;
+        Chunk* c = order_.front();
+        order_.pop_front();
+        --inflight_;
+        auto it = std::find_if(owned_.begin(), owned_.end(), [&](auto& p) { return p.get() == c; });
+        auto out = std::move(*it);
+        owned_.erase(it);
+        cv_.notify_all();
+        return out;
+    }
+    // Chunks go back to the reader once written, so their buffers are allocated once per slot.
+    void recycle(std::unique_ptr<Chunk> c) {
+        std::lock_guard l(mu_);
+        spare_.push_back(std::move(c));
+    }
+    std::unique_ptr<Chunk> spare() {
+        std::lock_guard l(mu_);
+        if (spare_.empty()) return std::make_unique<Chunk>();
+        auto c = std::move(spare_.back());
+        spare_.pop_back();
+        return c;
+    }
+    void stop() {
+        std::lock_guard l(mu_);
+        stop_ = true;
+        cv_.notify_all();
+    }
+    bool stopped() {
+        std::lock_guard l(mu_);
+        return stop_;
+    }
+    Status read_status() {
+        std::lock_guard l(mu_);
+        return read_status_;
+    }
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    const size_t slots_;
+    size_t inflight_ = 0;
+    std::deque<Chunk*> order_, todo_;
+    std::vector<std::unique_ptr<Chunk>> owned_, spare_;
+    bool read_done_ = false, stop_ = false;
+    Status read_status_;
+};
+
+Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, ChunkPipeline& pipe) {
+    const uint64_t size = src.size();
+    for (uint64_t off = 0; off < size;) {
+        if (cancelled(o)) return cancel_error();
+        if (pipe.stopped()) return ok();
+        uint64_t len = std::min(g, size - off);
+        // Skip chunks that read as zeros everywhere in the chain without reading them.
+        bool any_data = false;
+        for (uint64_t p = off; p < off + len;) {
+            VDISK_ASSIGN(MappedExtent m, map_extent(src, p, off + len - p));
+            if (m.data) {
+                any_data = true;
+                break;
+            }
+            p += m.length;
+        }
+        if (any_data) {
+            auto c = pipe.spare();
+            c->ready = false;
+            c->offset = off;
+            c->length = len;
+            c->raw.resize(static_cast<size_t>(len));
+            VDISK_TRY(src.read(off, c->raw));
+            if (!util::is_zero(c->raw) && !pipe.push(std::move(c))) return ok();
+        }
+        off += len;
+    }
+    return ok();
+}
+
 Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
     const uint64_t size = src.size();
     const uint64_t g = dst.compress_granularity();
-    unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-    const uint64_t batch_chunks = std::max<uint64_t>(threads * 8, (4u << 20) / g);
-    struct Item {
-        uint64_t offset;
-        uint64_t length;
-        std::vector<uint8_t> raw;
-        Result<std::vector<uint8_t>> packed = std::vector<uint8_t>{};
-    };
-    uint64_t off = 0;
-    while (off < size) {
-        if (cancelled(o)) return cancel_error();
-        std::vector<Item> items;
-        while (off < size && items.size() < batch_chunks) {
-            uint64_t len = std::min(g, size - off);
-            // Skip chunks that read as zeros everywhere in the chain without reading them.
-            bool any_data = false;
-            for (uint64_t p = off; p < off + len;) {
-                VDISK_ASSIGN(MappedExtent m, map_extent(src, p, off + len - p));
-                if (m.data) {
-                    any_data = true;
-                    break;
-                }
-                p += m.length;
+    const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+    // Enough chunks in flight to keep every worker busy while the writer waits for the oldest one,
+    // capped at 32 MiB of raw data (plus as much compressed) whatever the cluster size.
+    const size_t slots = static_cast<size_t>(std::max<uint64_t>(threads + 2, std::min<uint64_t>(threads * 16, (32u << 20) / g)));
+    ChunkPipeline pipe(slots);
+    std::thread reader([&] { pipe.reader_done(read_chunks(src, g, o, pipe)); });
+    std::vector<std::thread> workers;
+    for (unsigned t = 0; t < threads; ++t)
+        workers.emplace_back([&] {
+            while (Chunk* c = pipe.take_work()) {
+                c->packed = dst.compress_chunk(c->raw);
+                pipe.work_done(c);
             }
-            if (any_data) {
-                Item it{off, len, std::vector<uint8_t>(static_cast<size_t>(len))};
-                VDISK_TRY(src.read(off, it.raw));
-                if (!util::is_zero(it.raw)) items.push_back(std::move(it));
-            }
-            off += len;
-        }
-        // Compress in parallel: thread t takes items t, t+threads, ...
-        auto work = [&](unsigned t) {
-            for (size_t i = t; i < items.size(); i += threads) items[i].packed = dst.compress_chunk(items[i].raw);
-        };
-        std::vector<std::thread> pool;
-        for (unsigned t = 1; t < threads && t < items.size(); ++t) pool.emplace_back(work, t);
-        work(0);
-        for (auto& th : pool) th.join();
-        for (auto& it : items) {
-            if (!it.packed) return std::move(it.packed).error();
-            if (it.packed->empty()) VDISK_TRY(dst.write(it.offset, it.raw));
-            else VDISK_TRY(dst.write_compressed_chunk(it.offset, *it.packed, it.length));
-        }
-        if (o.progress) o.progress(off, size);
+        });
+    Status st;
+    while (auto c = pipe.take_next()) {
+        if (!c->packed) st = std::move(c->packed).error();
+        else if (c->packed->empty()) st = dst.write(c->offset, c->raw);
+        else st = dst.write_compressed_chunk(c->offset, *c->packed, c->length);
+        if (!st) break;
+        if (o.progress) o.progress(c->offset + c->length, size);
+        pipe.recycle(std::move(c));
     }
+    pipe.stop();
+    reader.join();
+    for (auto& w : workers) w.join();
+    if (!st) return st;
+    VDISK_TRY(pipe.read_status());
+    if (o.progress) o.progress(size, size);
     return ok();
 }
 
@@ -228,7 +339,8 @@ Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs, st
     if (options.compress && dst->compress_granularity() == 0)
         return make_error(ErrorCode::unsupported,
                           "output format " + options.output_format + " does not support compression (-c)");
-    Status st = options.compress ? copy_compressed(source, *dst, options) : copy_plain(source, *dst, options);
+    const bool compressed = (options.compress || dst->compresses_every_write()) && dst->compress_granularity() != 0;
+    Status st = compressed ? copy_compressed(source, *dst, options) : copy_plain(source, *dst, options);
     if (!st) return st;  // `stage` removes the partial target
     VDISK_TRY(dst->close());
     dst.reset();

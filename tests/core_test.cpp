@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "support.hpp"
+#include "util/bytes.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -253,4 +254,69 @@ TEST_CASE("backing_override is refused in untrusted mode") {
     auto loop = open_image(reg, fs, "top.raw", o);
     REQUIRE(!loop);
     CHECK(loop.error().code == ErrorCode::corrupt);
+}
+
+TEST_CASE("posix read-ahead: small sequential, random and end-of-file reads return the file's bytes") {
+    vt::TempDir tmp;
+    // A file that is not a multiple of the read-ahead window, with a position-dependent pattern.
+    const size_t size = (600 << 10) + 123;
+    std::vector<uint8_t> bytes(size);
+    for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+    auto fs = make_posix_file_system(tmp.path);
+    {
+        auto f = fs->create("f.bin", true);
+        REQUIRE(f);
+        REQUIRE((*f)->write_at(0, bytes));
+    }
+    auto f = fs->open("f.bin", Access::read_only);
+    REQUIRE(f);
+    auto check = [&](uint64_t off, size_t len) {
+        std::vector<uint8_t> buf(len, 0xee);
+        auto n = (*f)->read_at(off, buf);
+        REQUIRE(n);
+        size_t want = off >= size ? 0 : std::min<size_t>(len, size - static_cast<size_t>(off));
+        REQUIRE(*n == want);
+        CHECK(std::memcmp(buf.data(), bytes.data() + std::min<uint64_t>(off, size), want) == 0);
+    };
+    // Sequential 3000-byte reads cross every window boundary at odd places and end in a short read.
+    for (uint64_t off = 0; off < size + 3000; off += 3000) check(off, 3000);
+    // Random small reads, reads straddling the last window, and a large read bypassing the buffer.
+    for (uint64_t off : {500000ull, 7ull, 262143ull, 262144ull, 524287ull, 614000ull, 614399ull, 614400ull})
+        check(off, 4096);
+    check(1000, 300000);
+    check(size - 1, 1);
+    check(size, 16);
+}
+
+TEST_CASE("incompressibility probe agrees with deflate") {
+    std::vector<uint8_t> rnd(65536);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (auto& b : rnd) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        b = static_cast<uint8_t>(x >> 32);
+    }
+    std::vector<uint8_t> out;
+    // Random data: the probe says so, and deflate indeed cannot shrink it below one byte less.
+    CHECK(util::likely_incompressible(rnd, 4096));
+    CHECK_FALSE(util::deflate_into(rnd, out, true, 6, rnd.size() - 1));
+    // Text-like data (a skewed histogram) and zeros compress.
+    std::vector<uint8_t> text(65536);
+    for (size_t i = 0; i < text.size(); ++i) text[i] = static_cast<uint8_t>('a' + rnd[i] % 16);
+    CHECK_FALSE(util::likely_incompressible(text, 4096));
+    CHECK(util::deflate_into(text, out, true, 6, text.size() - 1));
+    CHECK_FALSE(util::likely_incompressible(std::vector<uint8_t>(65536, 0), 4096));
+    // A flat histogram with a long repeat: compressible only when the repeat is within the window.
+    // (zlib's 32 KiB window reaches back a little less than 32 KiB: repeat at 16 KiB.)
+    std::vector<uint8_t> twice(rnd.begin(), rnd.begin() + 16384);
+    twice.insert(twice.end(), rnd.begin(), rnd.begin() + 16384);
+    twice.insert(twice.end(), rnd.begin() + 16384, rnd.begin() + 49152);
+    CHECK_FALSE(util::likely_incompressible(twice, 32768));
+    CHECK(util::deflate_into(twice, out, false, 6, twice.size() - 1));
+    CHECK(util::likely_incompressible(twice, 4096));
+    CHECK_FALSE(util::deflate_into(twice, out, true, 6, twice.size() - 1));
+    // Short repeats scattered through random data (every 1 KiB, 64 bytes copied from 512 bytes back).
+    std::vector<uint8_t> sprinkled = rnd;
+    for (size_t at = 1024; at + 64 <= sprinkled.size(); at += 1024)
+        std::memcpy(&sprinkled[at], &sprinkled[at - 512], 64);
+    CHECK_FALSE(util::likely_incompressible(sprinkled, 4096));
 }

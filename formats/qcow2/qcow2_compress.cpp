@@ -33,10 +33,11 @@ bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uin
 
 Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type) {
     std::vector<uint8_t> out;
+    // Data deflate/zstd cannot shrink is stored as a normal cluster, as qemu does when compression fails
+    // to gain; probing first saves compressing it only to throw the result away.
+    if (util::likely_incompressible(in, type == kCompressionZlib ? 4096 : in.size())) return out;
     if (type == kCompressionZlib) {
-        std::string s;
-        if (!util::deflate_into(in, s, true, 6, in.size() - 1)) return out;  // did not shrink
-        out.assign(s.begin(), s.end());
+        if (!util::deflate_into(in, out, true, 6, in.size() - 1)) out.clear();  // did not shrink
         return out;
     }
     out.resize(ZSTD_compressBound(in.size()));

@@ -277,14 +277,24 @@ Status Qcow2Device::write_compressed_chunk(uint64_t offset, std::span<const uint
     if (compressed.empty() || compressed.size() > cluster_size_)
         return make_error(ErrorCode::invalid_argument, "compressed chunk of " + std::to_string(compressed.size()) +
                                                            " bytes does not fit a cluster");
-    // Pack consecutive compressed clusters into shared host clusters; one descriptor never spans two.
+    // Pack compressed clusters byte after byte into shared host clusters. A descriptor may run on into the
+    // next host cluster when that one is allocated right behind the current one (the spec allows it, qemu
+    // does the same); otherwise the tail of the current cluster is left unused. Every host cluster a
+    // descriptor touches holds one reference for it.
     uint64_t pos = compressed_cursor_;
     uint64_t room = pos ? cluster_size_ - (pos % cluster_size_) : 0;
-    if (!pos || pos % cluster_size_ == 0 || room < compressed.size()) {
+    if (!pos || pos % cluster_size_ == 0) {
         VDISK_ASSIGN(pos, alloc_clusters(1));
     } else {
-        VDISK_ASSIGN(uint64_t rc, get_refcount(pos / cluster_size_));
-        VDISK_TRY(set_refcount(pos / cluster_size_, rc + 1));
+        const uint64_t cur = pos / cluster_size_;
+        if (room < compressed.size()) {
+            VDISK_ASSIGN(uint64_t next, alloc_clusters(1));
+            if (next != (cur + 1) * cluster_size_) pos = next;  // not contiguous: start afresh there
+        }
+        if (pos / cluster_size_ == cur) {
+            VDISK_ASSIGN(uint64_t rc, get_refcount(cur));
+            VDISK_TRY(set_refcount(cur, rc + 1));
+        }
     }
     VDISK_TRY(file_->write_at(pos, compressed));
     file_size_ = std::max(file_size_, pos + compressed.size());

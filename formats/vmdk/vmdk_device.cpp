@@ -519,10 +519,13 @@ Result<std::vector<uint8_t>> VmdkDevice::compress_chunk(std::span<const uint8_t>
         std::memcpy(padded.data(), chunk.data(), chunk.size());
         chunk = padded;
     }
-    std::string out;
-    if (!util::deflate_into(chunk, out, false, 6, grain + grain / 8 + 1024))
+    std::vector<uint8_t> out;
+    // Every grain of a stream must be deflated; for data that cannot shrink, stored blocks (level 0) give
+    // the same size as level 6 at memcpy speed.
+    int level = util::likely_incompressible(chunk, 32768) ? 0 : 6;
+    if (!util::deflate_into(chunk, out, false, level, grain + grain / 8 + 1024))
         return make_error(ErrorCode::io, "deflate failed");
-    return std::vector<uint8_t>(out.begin(), out.end());
+    return out;
 }
 
 Status VmdkDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t) {

@@ -98,6 +98,7 @@ public:
     uint64_t write_granularity() const override;
     bool sequential_writes_only() const override { return stream_writer_; }
     uint64_t compress_granularity() const override;
+    bool compresses_every_write() const override { return stream_writer_; }
     Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
     Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                   uint64_t raw_length) override;

@@ -118,6 +118,9 @@ public:
     /// Compression support for convert -c. 0 = no compressed writes. Chunks are aligned to this size and
     /// exactly this long (except the last one of the device).
     virtual uint64_t compress_granularity() const { return 0; }
+    /// True when every write is compressed anyway (streamOptimized VMDK): convert then compresses on its
+    /// worker threads even without -c.
+    virtual bool compresses_every_write() const { return false; }
     /// Compress one chunk; thread-safe and independent of the device's state. An empty result means
     /// "not worth compressing": the caller writes the chunk normally.
     virtual Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const;

@@ -4,6 +4,9 @@
 #include <zlib.h>
 
 #include <array>
+#include <memory>
+#include <optional>
+#include <cmath>
 #include <cstdio>
 
 namespace vdisk::util {
@@ -68,19 +71,112 @@ bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw,
     return false;
 }
 
-bool deflate_into(std::span<const uint8_t> in, std::string& out, bool raw, int level, size_t out_capacity) {
+namespace {
+// One deflate state per thread and kind, reset between calls: deflateInit allocates a few hundred KiB,
+// which per 64 KiB chunk costs more in malloc, page faults and memset than the compression of
+// incompressible data. The output goes to a per-thread scratch buffer; callers copy out only what deflate
+// produced.
+struct DeflateState {
     z_stream zs{};
-    if (deflateInit2(&zs, level, Z_DEFLATED, raw ? -12 : 15, 9, Z_DEFAULT_STRATEGY) != Z_OK) return false;
-    out.resize(out_capacity);
-    zs.next_in = const_cast<Bytef*>(in.data());
-    zs.avail_in = static_cast<uInt>(in.size());
-    zs.next_out = reinterpret_cast<Bytef*>(out.data());
-    zs.avail_out = static_cast<uInt>(out.size());
-    int r = deflate(&zs, Z_FINISH);
-    size_t got = out.size() - zs.avail_out;
-    deflateEnd(&zs);
-    if (r != Z_STREAM_END) return false;
-    out.resize(got);
+    bool live = false;
+    bool raw = false;
+    int level = 0;
+    std::unique_ptr<uint8_t[]> scratch;
+    size_t scratch_size = 0;
+    ~DeflateState() {
+        if (live) deflateEnd(&zs);
+    }
+};
+
+std::optional<std::span<const uint8_t>> deflate_scratch(std::span<const uint8_t> in, bool raw, int level,
+                                                        size_t out_capacity) {
+    if (level < 0 || level > 9) level = 6;
+    thread_local std::array<DeflateState, 20> states;
+    DeflateState& st = states[(raw ? 10 : 0) + static_cast<size_t>(level)];
+    if (!st.live) {
+        st.zs = z_stream{};
+        if (deflateInit2(&st.zs, level, Z_DEFLATED, raw ? -12 : 15, 9, Z_DEFAULT_STRATEGY) != Z_OK) return std::nullopt;
+        st.live = true;
+        st.raw = raw;
+        st.level = level;
+    } else if (deflateReset(&st.zs) != Z_OK) {
+        return std::nullopt;
+    }
+    if (st.scratch_size < out_capacity) {
+        st.scratch = std::make_unique_for_overwrite<uint8_t[]>(out_capacity);
+        st.scratch_size = out_capacity;
+    }
+    st.zs.next_in = const_cast<Bytef*>(in.data());
+    st.zs.avail_in = static_cast<uInt>(in.size());
+    st.zs.next_out = st.scratch.get();
+    st.zs.avail_out = static_cast<uInt>(out_capacity);
+    int r = deflate(&st.zs, Z_FINISH);
+    if (r != Z_STREAM_END) return std::nullopt;
+    return std::span<const uint8_t>(st.scratch.get(), out_capacity - st.zs.avail_out);
+}
+}  // namespace
+
+bool deflate_into(std::span<const uint8_t> in, std::string& out, bool raw, int level, size_t out_capacity) {
+    auto z = deflate_scratch(in, raw, level, out_capacity);
+    if (!z) return false;
+    out.assign(reinterpret_cast<const char*>(z->data()), z->size());
+    return true;
+}
+
+bool deflate_into(std::span<const uint8_t> in, std::vector<uint8_t>& out, bool raw, int level, size_t out_capacity) {
+    auto z = deflate_scratch(in, raw, level, out_capacity);
+    if (!z) return false;
+    out.assign(z->begin(), z->end());
+    return true;
+}
+
+bool likely_incompressible(std::span<const uint8_t> buf, size_t window) noexcept {
+    const size_t n = buf.size();
+    if (n < 4096) return false;
+    const uint8_t* p = buf.data();
+    // Order-0 entropy from four interleaved histograms (avoids store-to-load stalls on repeated bytes).
+    std::array<std::array<uint32_t, 256>, 4> h{};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        ++h[0][p[i]];
+        ++h[1][p[i + 1]];
+        ++h[2][p[i + 2]];
+        ++h[3][p[i + 3]];
+    }
+    for (; i < n; ++i) ++h[0][p[i]];
+    double bits = 0;
+    for (int b = 0; b < 256; ++b) {
+        uint32_t c = h[0][b] + h[1][b] + h[2][b] + h[3][b];
+        if (c) {
+            double q = double(c) / double(n);
+            bits -= q * std::log2(q);
+        }
+    }
+    if (bits < 7.92) return false;  // Huffman coding alone would gain about 1 %
+    // Greedy LZ scan: count bytes covered by matches of >= 4 bytes no farther back than `window`. Like LZ4's
+    // fast mode, the scan strides further the longer it finds nothing (random data is left after a few
+    // thousand probes); a real repeat of any length still lines up with probed positions and resets it.
+    constexpr int kHashBits = 12;
+    std::array<uint32_t, 1u << kHashBits> last{};  // position + 1; 0 = empty
+    size_t covered = 0, misses = 0;
+    const size_t budget = n / 100;
+    for (size_t pos = 0; pos + 4 <= n;) {
+        uint32_t v;
+        std::memcpy(&v, p + pos, 4);
+        uint32_t slot = (v * 2654435761u) >> (32 - kHashBits);
+        uint32_t cand = last[slot];
+        last[slot] = static_cast<uint32_t>(pos + 1);
+        if (cand && pos - (cand - 1) <= window && std::memcmp(p + cand - 1, p + pos, 4) == 0) {
+            size_t len = 4;
+            while (pos + len < n && p[cand - 1 + len] == p[pos + len]) ++len;
+            covered += len;
+            if (covered > budget) return false;
+            pos += len;
+            misses = 0;
+        } else {
+            pos += 1 + std::min<size_t>(++misses >> 5, 31);
+        }
+    }
     return true;
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace vdisk::util {
 
@@ -20,6 +21,13 @@ uint32_t crc32c(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
 bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw, size_t* produced = nullptr);
 /// Compress `in` at `level`; returns false if the result would not fit `out_capacity`.
 bool deflate_into(std::span<const uint8_t> in, std::string& out, bool raw, int level, size_t out_capacity);
+bool deflate_into(std::span<const uint8_t> in, std::vector<uint8_t>& out, bool raw, int level, size_t out_capacity);
+
+/// A cheap test (a few hundred MB/s) that deflate cannot shrink `buf` by more than about 1 %: the byte
+/// histogram is close to flat (entropy coding gains nothing) and a greedy scan for 4-byte repeats within
+/// `window` bytes finds almost none (string matching gains nothing). True for random, encrypted or already
+/// compressed data, which is most of what deflate wastes its time on when converting real disks.
+bool likely_incompressible(std::span<const uint8_t> buf, size_t window) noexcept;
 
 /// Format a 16-byte little-endian-mixed GUID (Microsoft layout) as text.
 std::string guid_to_string(const uint8_t* g);
