@@ -6,9 +6,11 @@
 #
 # usage: bench/compare.sh [-g GIB] [-d DATA_GIB] [-r RUNS] [-c CASES] [VDISK_BINARY]
 #   CASES: comma list of vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,
-#          read4k-qcow2,read4k-vmdk,read4k-vhdx (4 KiB reads: vdisk bench vs qemu-img bench; default: all)
+#          sparse2t-vmdk,sparse2t-vhdx (2 TiB sparse source: memory must not grow), cp-floor (cp --sparse +
+#          sync of the qcow2 source), read4k-qcow2,read4k-vmdk,read4k-vhdx (4 KiB reads: vdisk bench vs
+#          qemu-img bench; default: all)
 set -euo pipefail
-gib=8 data_gib=2 runs=3 cases=vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,read4k-qcow2,read4k-vmdk,read4k-vhdx
+gib=8 data_gib=2 runs=3 cases=cp-floor,vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,sparse2t-vmdk,sparse2t-vhdx,read4k-qcow2,read4k-vmdk,read4k-vhdx
 while getopts "g:d:r:c:" o; do
   case $o in g) gib=$OPTARG ;; d) data_gib=$OPTARG ;; r) runs=$OPTARG ;; c) cases=$OPTARG ;; *) exit 2 ;; esac
 done
@@ -61,7 +63,7 @@ timed() { # output_file command...
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf "%-14s %9s %9s %7s %9s %9s %12s %12s %s\n" case vdisk_s qemu_s ratio vdisk_MiB qemu_MiB vdisk_alloc qemu_alloc verified
+printf "%-16s %9s %9s %7s %9s %9s %10s %11s %s\n" case vdisk_s qemu_s ratio vdisk_MiB qemu_MiB size_ratio alloc_ratio verified
 # 4 KiB read requests through the library vs qemu-img bench (which keeps 64 requests in flight).
 read_bench() { # format
   local f=$1 img=$cache/disk.$1 n=${VDISK_BENCH_READS:-500000} v q
@@ -70,7 +72,7 @@ read_bench() { # format
     qemu-img bench -f "$f" -c "$n" "$img" | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p' >> "$out/q.times"
   done
   v=$(median < "$out/v.times"); q=$(median < "$out/q.times")
-  printf "%-14s %9.2f %9.2f %7.2f %9s %9s %12s %12s %s\n" "read4k-$f" "$v" "$q" "$(echo "$v / $q" | bc -l)" - - - - \
+  printf "%-16s %9.2f %9.2f %7.2f %9s %9s %10s %11s %s\n" "read4k-$f" "$v" "$q" "$(echo "$v / $q" | bc -l)" - - - - \
     "$n reads (speedup $(echo "$q / $v" | bc -l | cut -c1-5)x)"
 }
 
@@ -88,6 +90,21 @@ for c in "${list[@]}"; do
     vmdk-raw)   src=$cache/disk.vmdk sf=vmdk of=raw opts=() vopts=() ;;
     qcow2-stream) src=$cache/disk.qcow2 sf=qcow2 of=vmdk opts=(-o subformat=streamOptimized) vopts=(-o subformat=streamOptimized) ;;
     raw-qcow2c) src=$cache/disk.raw sf=raw of=qcow2 opts=(-c) vopts=(-c) ;;
+    sparse2t-vmdk|sparse2t-vhdx)
+      # Memory must not grow with the virtual size: a 2 TiB qcow2 holding 12 MiB.
+      src=$cache/sparse2t.qcow2 sf=qcow2 of=${c#sparse2t-} opts=() vopts=()
+      if [ ! -f "$src" ]; then
+        qemu-img create -q -f qcow2 "$src" 2T
+        qemu-io -f qcow2 -c 'write -P 1 0 4M' -c 'write -P 2 1T 4M' -c 'write -P 3 2047G 4M' "$src" >/dev/null
+      fi ;;
+    cp-floor)
+      # The machine's floor for a sparse copy of the qcow2 source: cp --sparse=always, then sync.
+      : > "$out/v.times"
+      for r in $(seq "$runs"); do timed "$out/cp.img" cp --sparse=always "$cache/disk.qcow2" "$out/cp.img" >> "$out/v.times"; done
+      printf "%-16s %9.2f %9s %7s %9s %9s %10s %11s %s\n" "cp-floor" "$(cut -d' ' -f1 "$out/v.times" | median)" - - - - - - \
+        "cp --sparse=always disk.qcow2 + sync"
+      rm -f "$out/cp.img"
+      continue ;;
     *) echo "unknown case $c"; exit 2 ;;
   esac
   : > "$out/v.times"; : > "$out/q.times"
@@ -97,9 +114,11 @@ for c in "${list[@]}"; do
   done
   vt=$(cut -d' ' -f1 "$out/v.times" | median); qt=$(cut -d' ' -f1 "$out/q.times" | median)
   vr=$(cut -d' ' -f2 "$out/v.times" | sort -g | tail -1); qr=$(cut -d' ' -f2 "$out/q.times" | sort -g | tail -1)
+  vs=$(tail -1 "$out/v.times" | cut -d' ' -f3); qs=$(tail -1 "$out/q.times" | cut -d' ' -f3)
   va=$(tail -1 "$out/v.times" | cut -d' ' -f4); qa=$(tail -1 "$out/q.times" | cut -d' ' -f4)
   if qemu-img compare -q -f $sf -F $of "$src" "$out/v.$of"; then ok=yes; else ok=NO; fi
-  printf "%-14s %9.2f %9.2f %7.2f %9.1f %9.1f %12s %12s %s\n" "$c" "$vt" "$qt" "$(echo "$vt / $qt" | bc -l)" \
-    "$(echo "$vr / 1024" | bc -l)" "$(echo "$qr / 1024" | bc -l)" "$va" "$qa" "$ok"
+  printf "%-16s %9.2f %9.2f %7.2f %9.1f %9.1f %10.4f %11.4f %s\n" "$c" "$vt" "$qt" "$(echo "$vt / $qt" | bc -l)" \
+    "$(echo "$vr / 1024" | bc -l)" "$(echo "$qr / 1024" | bc -l)" "$(echo "$vs / $qs" | bc -l)" \
+    "$(echo "$va / $qa" | bc -l)" "$ok"
   rm -f "$out/v.$of" "$out/q.$of"
 done

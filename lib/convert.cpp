@@ -268,6 +268,18 @@ Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, ChunkP
     for (uint64_t off = 0; off < size;) {
         if (cancelled(o)) return cancel_error();
         if (pipe.stopped()) return ok();
+        // Jump over whole chunks that read as zeros everywhere in the chain (a 2 TiB sparse disk is mostly
+        // this) with one lookup per extent, not one per chunk.
+        {
+            VDISK_ASSIGN(MappedExtent m, map_extent(src, off, size - off));
+            if (!m.data) {
+                uint64_t skip_to = m.length >= size - off ? size : util::align_down(off + m.length, g);
+                if (skip_to > off) {
+                    off = skip_to;
+                    continue;
+                }
+            }
+        }
         uint64_t len = std::min(g, size - off);
         // Skip chunks that read as zeros everywhere in the chain without reading them.
         bool any_data = false;

@@ -56,9 +56,13 @@ Result<DiskExtent> make_sparse(File& f, uint64_t capacity, const std::string* em
     h.rgd_offset = rgd;
     h.gd_offset = gd;
     h.overhead = overhead;
-    std::vector<uint8_t> meta(overhead * kSector, 0);
-    std::memcpy(meta.data(), &h, sizeof h);
-    if (embedded) std::memcpy(meta.data() + kSector, embedded->data(), embedded->size());
+    // Only the header, the descriptor and the two directories hold non-zero bytes; the preallocated grain
+    // tables are left as a hole (they read as zeros), so creating a 2 TiB disk writes a few hundred KiB
+    // instead of 256 MiB and memory stays independent of the capacity.
+    std::vector<uint8_t> head((1 + desc_sectors) * kSector, 0);
+    std::memcpy(head.data(), &h, sizeof h);
+    if (embedded) std::memcpy(head.data() + kSector, embedded->data(), embedded->size());
+    std::vector<uint8_t> rgd_raw(gd_sectors * kSector, 0), gd_raw(gd_sectors * kSector, 0);
     DiskExtent e;
     e.kind = StoreKind::hosted;
     e.type = ExtentType::sparse;
@@ -74,13 +78,16 @@ Result<DiskExtent> make_sparse(File& f, uint64_t capacity, const std::string* em
     for (uint64_t i = 0; i < num_gts; ++i) {
         uint64_t rgt = rgd + gd_sectors + i * gt_sectors;
         uint64_t gt = gd + gd_sectors + i * gt_sectors;
-        util::store_le<uint32_t>(meta.data() + rgd * kSector + i * 4, static_cast<uint32_t>(rgt));
-        util::store_le<uint32_t>(meta.data() + gd * kSector + i * 4, static_cast<uint32_t>(gt));
+        util::store_le<uint32_t>(rgd_raw.data() + i * 4, static_cast<uint32_t>(rgt));
+        util::store_le<uint32_t>(gd_raw.data() + i * 4, static_cast<uint32_t>(gt));
         e.rgd.push_back(rgt);
         e.gd.push_back(gt);
     }
-    VDISK_TRY(f.write_at(0, meta));
-    e.file_size = meta.size();
+    VDISK_TRY(f.resize(overhead * kSector));
+    VDISK_TRY(f.write_at(0, head));
+    VDISK_TRY(f.write_at(rgd * kSector, rgd_raw));
+    VDISK_TRY(f.write_at(gd * kSector, gd_raw));
+    e.file_size = overhead * kSector;
     return e;
 }
 
