@@ -121,10 +121,12 @@ void create_write_compare(const std::string& opts, uint64_t size,
         REQUIRE((*dev)->write(off, data).ok());
         REQUIRE((*raw)->write(off, data).ok());
     }
-    // Reads back before closing, through the same device.
+    // Reads back before closing, through the same device (grain table updates still in the cache).
     for (auto& [off, data] : writes) {
-        std::vector<uint8_t> got(data.size());
+        std::vector<uint8_t> got(data.size()), want(data.size());
         REQUIRE((*dev)->read(off, got).ok());
+        REQUIRE((*raw)->read(off, want).ok());
+        CHECK(got == want);
     }
     REQUIRE((*dev)->close().ok());
     REQUIRE((*raw)->close().ok());
@@ -149,9 +151,13 @@ void create_write_compare(const std::string& opts, uint64_t size,
     }
     auto back = vt::open_host(reg, tmp / "out.vmdk");
     REQUIRE_MESSAGE(back.ok(), (back.ok() ? "" : back.error().to_string()));
+    auto ref = vt::open_host(reg, tmp / "ref.raw");
+    REQUIRE(ref.ok());
     for (auto& [off, data] : writes) {
-        std::vector<uint8_t> got(data.size());
+        std::vector<uint8_t> got(data.size()), want(data.size());
         REQUIRE(back->device->read(off, got).ok());
+        REQUIRE(ref->device->read(off, want).ok());
+        CHECK(got == want);
     }
     auto cmp2 = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "out.vmdk" + " " + tmp / "ref.raw");
     if (full_compare) CHECK_MESSAGE(cmp2.status == 0, cmp2.output);
@@ -177,6 +183,49 @@ TEST_CASE("create and write: every subformat against qemu-img check/compare") {
                           "subformat=twoGbMaxExtentFlat", "zeroed_grain=on,adapter_type=lsilogic",
                           "compat6=on,toolsversion=1234"})
         create_write_compare(o, 48 * MiB, w, true);
+}
+
+TEST_CASE("writes hopping between grain tables with a one-table cache: deferred table updates all land") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    const uint64_t size = 256 * MiB;  // 8 grain tables of 32 MiB
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + tmp / "a.vmdk" + " 256M").status == 0);
+    REQUIRE(vt::run("qemu-img create -q -f raw " + tmp / "a.raw" + " 256M").status == 0);
+    auto fs = make_posix_file_system(tmp.path);
+    OpenOptions oo;
+    oo.read_write = true;
+    oo.limits.max_cache_bytes = 4096;  // one grain table (512 entries) at a time
+    auto dev = open_image(reg, *fs, "a.vmdk", oo);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    oo.limits = Limits{};
+    auto raw = open_image(reg, *fs, "a.raw", oo);
+    REQUIRE(raw.ok());
+    // Tables 0, 5, 0, 7, 3, 5, 0 in turn; whole grains, runs of grains, and partial grains.
+    const uint64_t T = 32 * MiB;
+    const std::vector<std::pair<uint64_t, size_t>> w = {
+        {0, 65536}, {5 * T + 4096, 3 * 65536}, {65536, 1000}, {7 * T, 4 * 65536}, {3 * T + 777, 70000},
+        {5 * T, 65536}, {T - 65536, 2 * 65536}, {size - 65536, 65536}};
+    int pat = 1;
+    for (auto [off, len] : w) {
+        auto data = vt::pattern(len, pat++);
+        REQUIRE(dev->device->write(off, data).ok());
+        REQUIRE(raw->device->write(off, data).ok());
+        // Read an earlier region back through the device while its table is out of the cache.
+        std::vector<uint8_t> a(65536), b(65536);
+        REQUIRE(dev->device->read(0, a).ok());
+        REQUIRE(raw->device->read(0, b).ok());
+        CHECK(a == b);
+    }
+    REQUIRE(dev->device->close().ok());
+    REQUIRE(raw->device->close().ok());
+    *dev = OpenedImage{};
+    *raw = OpenedImage{};
+    auto c = vt::run("qemu-img check -f vmdk " + tmp / "a.vmdk");
+    CHECK_MESSAGE(c.status == 0, c.output);
+    auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "a.vmdk" + " " + tmp / "a.raw");
+    CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    check_clean(reg, tmp / "a.vmdk");
 }
 
 TEST_CASE("create: streamOptimized written in one forward pass") {

@@ -115,6 +115,7 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
                                              : util::load_le<uint32_t>(raw.data() + i * 4);
     uint64_t bytes = t.size() * sizeof(uint64_t);
     if (gt_cache_bytes_ + bytes > limits_.max_cache_bytes) {
+        VDISK_TRY(write_back_gt());
         gt_cache_.clear();
         gt_cache_bytes_ = 0;
     }
@@ -331,12 +332,35 @@ Status VmdkDevice::set_gte(size_t ei, uint64_t gi, uint32_t value) {
     };
     VDISK_TRY(alloc_table(e.gd, e.gd_offset));
     if (!e.rgd.empty()) VDISK_TRY(alloc_table(e.rgd, e.rgd_offset));
-    uint8_t le[4];
-    util::store_le<uint32_t>(le, value);
-    VDISK_TRY(e.file->write_at(e.gd[gt] * kSector + j * 4, le));
-    if (!e.rgd.empty()) VDISK_TRY(e.file->write_at(e.rgd[gt] * kSector + j * 4, le));
-    uint64_t key = (static_cast<uint64_t>(ei) << 40) | gt;
-    if (auto it = gt_cache_.find(key); it != gt_cache_.end()) it->second[j] = value;
+    const uint64_t key = (static_cast<uint64_t>(ei) << 40) | gt;
+    if (dirty_key_ != key) VDISK_TRY(write_back_gt());
+    VDISK_ASSIGN(const std::vector<uint64_t>* t, table(ei, gt));  // loads the table into the cache
+    if (!t) return make_error(ErrorCode::io, "grain table " + std::to_string(gt) + " is missing after allocation");
+    const_cast<std::vector<uint64_t>&>(*t)[j] = value;
+    if (dirty_key_ != key) {
+        dirty_key_ = key;
+        dirty_lo_ = j;
+        dirty_hi_ = j + 1;
+    } else {
+        dirty_lo_ = std::min(dirty_lo_, j);
+        dirty_hi_ = std::max(dirty_hi_, j + 1);
+    }
+    return ok();
+}
+
+Status VmdkDevice::write_back_gt() {
+    if (dirty_key_ == UINT64_MAX) return ok();
+    const size_t ei = static_cast<size_t>(dirty_key_ >> 40);
+    const uint64_t gt = dirty_key_ & ((1ull << 40) - 1);
+    DiskExtent& e = extents_[ei];
+    auto it = gt_cache_.find(dirty_key_);
+    if (it == gt_cache_.end()) return make_error(ErrorCode::io, "dirty grain table " + std::to_string(gt) + " left the cache");
+    std::vector<uint8_t> raw((dirty_hi_ - dirty_lo_) * 4);
+    for (uint64_t j = dirty_lo_; j < dirty_hi_; ++j)
+        util::store_le<uint32_t>(raw.data() + (j - dirty_lo_) * 4, static_cast<uint32_t>(it->second[j]));
+    VDISK_TRY(e.file->write_at(e.gd[gt] * kSector + dirty_lo_ * 4, raw));
+    if (!e.rgd.empty()) VDISK_TRY(e.file->write_at(e.rgd[gt] * kSector + dirty_lo_ * 4, raw));
+    dirty_key_ = UINT64_MAX;
     return ok();
 }
 
@@ -367,6 +391,26 @@ Status VmdkDevice::write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t
         if (zero_piece && n == e.grain && e.zeroed_gte) {
             VDISK_TRY(set_gte(ei, gi, kGteZeroed));
             done += n;
+            continue;
+        }
+        if (in_grain == 0 && n == e.grain) {
+            // Whole new grains: take the run of following whole grains that are not allocated yet and hold
+            // data, place them back to back at the end of the file and write them with one call.
+            uint64_t run = 1;
+            while (done + (run + 1) * e.grain <= buf.size() && run < 256) {
+                VDISK_ASSIGN(GrainState ng, lookup(ei, gi + run));
+                if (ng.kind == GrainState::data || ng.kind == GrainState::compressed) break;
+                if (util::is_zero(buf.subspan(done + run * e.grain, e.grain))) break;
+                ++run;
+            }
+            uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
+            if (at == 0 || (at + run * e.grain) / kSector > 0xffffffffull)
+                return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
+            VDISK_TRY(e.file->write_at(at, buf.subspan(done, run * e.grain)));
+            e.file_size = at + run * e.grain;
+            for (uint64_t k = 0; k < run; ++k)
+                VDISK_TRY(set_gte(ei, gi + k, static_cast<uint32_t>((at + k * e.grain) / kSector)));
+            done += run * e.grain;
             continue;
         }
         // Allocate a whole grain: the parts not written come from the backing (copy on write) or are zeros.
@@ -492,6 +536,7 @@ Status VmdkDevice::update_cid() {
 }
 
 Status VmdkDevice::do_flush() {
+    VDISK_TRY(write_back_gt());
     for (auto& f : files_) VDISK_TRY(f->sync());
     return ok();
 }

@@ -93,6 +93,10 @@ class VmdkDevice final : public BlockDevice {
 public:
     VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
                std::vector<DiskExtent> extents, const Limits& limits);
+    ~VmdkDevice() override {
+        // Best effort for a caller that never flushed or closed; close() reports errors properly.
+        if (dirty_key_ != UINT64_MAX) (void)write_back_gt();
+    }
 
     std::vector<File*> files() const override;
     uint64_t write_granularity() const override;
@@ -136,6 +140,7 @@ private:
     Status read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain);
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
     Status set_gte(size_t ei, uint64_t gi, uint32_t value);
+    Status write_back_gt();
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
     Status stream_flush_gt();
     Status stream_finish();
@@ -152,6 +157,11 @@ private:
     Status update_cid();
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
+    // Grain table entries changed in the cache but not yet in the file: one table at a time, entries
+    // [dirty_lo_, dirty_hi_). Written back (both copies) before another table changes, before the cache
+    // drops tables, and on flush/close; the grains they point to are always written first.
+    uint64_t dirty_key_ = UINT64_MAX;
+    uint64_t dirty_lo_ = 0, dirty_hi_ = 0;
     // The last decompressed grain (streamOptimized reads are mostly sequential).
     uint64_t zkey_ = UINT64_MAX;
     std::vector<uint8_t> zgrain_;
