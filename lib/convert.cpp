@@ -30,7 +30,38 @@ struct Window {
     std::vector<std::pair<uint64_t, uint64_t>> runs;  // non-zero [begin, end) relative to start
 };
 
-class WindowQueue {
+// What both pipelines share: a lock, a wake-up, a stop switch for either side, and the reader's outcome.
+class PipelineControl {
+public:
+    void stop() {
+        std::lock_guard l(mu_);
+        stop_ = true;
+        cv_.notify_all();
+    }
+    bool stopped() {
+        std::lock_guard l(mu_);
+        return stop_;
+    }
+    // Reader side: no more input; `st` is why it ended.
+    void finish(Status st) {
+        std::lock_guard l(mu_);
+        done_ = true;
+        status_ = std::move(st);
+        cv_.notify_all();
+    }
+    Status status() {
+        std::lock_guard l(mu_);
+        return status_;
+    }
+
+protected:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool done_ = false, stop_ = false;
+    Status status_;
+};
+
+class WindowQueue : public PipelineControl {
 public:
     explicit WindowQueue(size_t slots) : free_(slots) {}
     // Reader side.
@@ -51,12 +82,6 @@ public:
         full_.push_back(std::move(w));
         cv_.notify_all();
     }
-    void finish(Status st) {
-        std::lock_guard l(mu_);
-        done_ = true;
-        status_ = std::move(st);
-        cv_.notify_all();
-    }
     // Writer side: nullptr when the reader is done (check status()).
     std::unique_ptr<Window> take_full() {
         std::unique_lock l(mu_);
@@ -71,27 +96,9 @@ public:
         spare_.push_back(std::move(w));
         cv_.notify_all();
     }
-    void stop() {
-        std::lock_guard l(mu_);
-        stop_ = true;
-        cv_.notify_all();
-    }
-    bool stopped() {
-        std::lock_guard l(mu_);
-        return stop_;
-    }
-    Status status() {
-        std::lock_guard l(mu_);
-        return status_;
-    }
-
 private:
-    std::mutex mu_;
-    std::condition_variable cv_;
     size_t free_;
     std::vector<std::unique_ptr<Window>> spare_, full_;
-    bool done_ = false, stop_ = false;
-    Status status_;
 };
 
 Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, WindowQueue& q) {
@@ -176,7 +183,7 @@ struct Chunk {
     bool ready = false;
 };
 
-class ChunkPipeline {
+class ChunkPipeline : public PipelineControl {
 public:
     explicit ChunkPipeline(size_t slots) : slots_(slots) {}
 
@@ -192,16 +199,10 @@ public:
         cv_.notify_all();
         return true;
     }
-    void reader_done(Status st) {
-        std::lock_guard l(mu_);
-        read_done_ = true;
-        read_status_ = std::move(st);
-        cv_.notify_all();
-    }
     // Worker: next chunk to compress, nullptr when there is nothing left.
     Chunk* take_work() {
         std::unique_lock l(mu_);
-        cv_.wait(l, [&] { return stop_ || !todo_.empty() || read_done_; });
+        cv_.wait(l, [&] { return stop_ || !todo_.empty() || done_; });
         if (stop_ || todo_.empty()) return nullptr;
         Chunk* c = todo_.front();
         todo_.pop_front();
@@ -215,7 +216,7 @@ public:
     // Writer: the next chunk in offset order once compressed; nullptr at the end.
     std::unique_ptr<Chunk> take_next() {
         std::unique_lock l(mu_);
-        cv_.wait(l, [&] { return stop_ || (!order_.empty() && order_.front()->ready) || (order_.empty() && read_done_); });
+        cv_.wait(l, [&] { return stop_ || (!order_.empty() && order_.front()->ready) || (order_.empty() && done_); });
         if (stop_ || order_.empty()) return nullptr;
         Chunk* c = order_.front();
         order_.pop_front();
@@ -238,29 +239,11 @@ public:
         spare_.pop_back();
         return c;
     }
-    void stop() {
-        std::lock_guard l(mu_);
-        stop_ = true;
-        cv_.notify_all();
-    }
-    bool stopped() {
-        std::lock_guard l(mu_);
-        return stop_;
-    }
-    Status read_status() {
-        std::lock_guard l(mu_);
-        return read_status_;
-    }
-
 private:
-    std::mutex mu_;
-    std::condition_variable cv_;
     const size_t slots_;
     size_t inflight_ = 0;
     std::deque<Chunk*> order_, todo_;
     std::vector<std::unique_ptr<Chunk>> owned_, spare_;
-    bool read_done_ = false, stop_ = false;
-    Status read_status_;
 };
 
 Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, ChunkPipeline& pipe) {
@@ -313,7 +296,7 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     // capped at 32 MiB of raw data (plus as much compressed) whatever the cluster size.
     const size_t slots = static_cast<size_t>(std::max<uint64_t>(threads + 2, std::min<uint64_t>(threads * 16, (32u << 20) / g)));
     ChunkPipeline pipe(slots);
-    std::thread reader([&] { pipe.reader_done(read_chunks(src, g, o, pipe)); });
+    std::thread reader([&] { pipe.finish(read_chunks(src, g, o, pipe)); });
     std::vector<std::thread> workers;
     for (unsigned t = 0; t < threads; ++t)
         workers.emplace_back([&] {
@@ -335,7 +318,7 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     reader.join();
     for (auto& w : workers) w.join();
     if (!st) return st;
-    VDISK_TRY(pipe.read_status());
+    VDISK_TRY(pipe.status());
     if (o.progress) o.progress(size, size);
     return ok();
 }
