@@ -35,8 +35,9 @@ if [ -d "$root/../shared/corpus/real" ]; then
     out="$seeds/corpus-$(basename "${f%.*}")"
     case "$f" in
       *.xz) xz -dc "$f" > "$out" ;; *.bz2) bzip2 -dc "$f" > "$out" ;; *.gz) gzip -dc "$f" > "$out" ;;
+      *) [ "$(stat -c %s "$f")" -le 1048576 ] && cp "$f" "$out" ;;
     esac
-    [ "$(stat -c %s "$out")" -le 1048576 ] || rm -f "$out"
+    [ ! -f "$out" ] || [ "$(stat -c %s "$out")" -le 1048576 ] || rm -f "$out"
   done < <(find "$root/../shared/corpus/real" -type f -name "*.$qfmt*" ! -name '*.md' 2>/dev/null || true)
 fi
 cp -r "$seeds" "$work/run"
