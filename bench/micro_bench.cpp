@@ -32,6 +32,17 @@ void BM_DeflateCluster(benchmark::State& st) {
 }
 BENCHMARK(BM_DeflateCluster);
 
+// The probe that lets convert -c skip deflate on data it cannot shrink: random bytes (the probe's worst
+// case: it must scan) and compressible bytes (it stops at the histogram).
+void BM_IncompressibleProbe(benchmark::State& st) {
+    std::vector<uint8_t> data(64 * 1024);
+    std::mt19937 rng(4);
+    for (auto& b : data) b = static_cast<uint8_t>(st.range(0) ? rng() : rng() & 0x3f);
+    for (auto _ : st) benchmark::DoNotOptimize(vdisk::util::likely_incompressible(data, 4096));
+    st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(data.size()));
+}
+BENCHMARK(BM_IncompressibleProbe)->Arg(1)->Arg(0);
+
 void BM_Crc32c(benchmark::State& st) {
     auto data = noise(64 * 1024, 2);
     for (auto _ : st) benchmark::DoNotOptimize(vdisk::util::crc32c(data));
