@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <map>
 #include <set>
 
+#include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "util/endian.hpp"
 #include "vhdx_internal.hpp"
@@ -13,6 +15,8 @@ namespace vdisk::vhdx {
 namespace {
 
 constexpr uint64_t kBitmapWindow = 32768;  // sectors (4 KiB of bitmap)
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kEntriesPerPage = kPage / 8;
 
 bool iequal(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
@@ -25,7 +29,7 @@ bool iequal(std::string_view a, std::string_view b) {
 class VhdxDevice final : public BlockDevice {
 public:
     VhdxDevice(std::unique_ptr<File> file, uint64_t file_size, bool overlay, ActiveHeader hdr, Geometry geo,
-               std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch, bool fresh)
+               std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch, bool fresh, uint64_t log_sequence)
         : BlockDevice(geo.virtual_size, read_only),
           file_(std::move(file)),
           file_size_(file_size),
@@ -34,7 +38,8 @@ public:
           g_(std::move(geo)),
           bat_(std::move(bat)),
           force_parent_mismatch_(force_parent_mismatch),
-          headers_rotated_(fresh) {
+          headers_rotated_(fresh),
+          log_(*file_, hdr_, log_sequence) {
         // Valid blocks all lie inside the file (entries past EOF are refused on access), so new blocks go
         // after its end, 1 MiB aligned as 2.5 requires.
         alloc_end_ = util::align_up(file_size_, MiB).value_or(file_size_);
@@ -80,6 +85,13 @@ private:
     // Read the bits of sectors [first, first+count) of `block` into `bits` (one byte per sector).
     Status read_bitmap(uint64_t block, uint64_t first, uint64_t count, std::vector<uint8_t>& bits) const;
     Status begin_write();
+    // Metadata changes wait in memory (BAT pages by index, other pages by file offset) until commit_metadata()
+    // sends them through the log: on flush, close, resize, or when one entry's worth has gathered.
+    void mark_bat(uint64_t index) { dirty_bat_.insert(index / kEntriesPerPage); }
+    Status stage_bytes(uint64_t offset, std::span<const uint8_t> bytes);
+    uint64_t pending_pages() const { return dirty_bat_.size() + dirty_meta_.size(); }
+    Status commit_metadata();
+    Status commit_if_full() { return pending_pages() >= log_.max_data_pages() ? commit_metadata() : ok(); }
     Status allocate_block(uint64_t block, uint8_t old_state);
     Status materialize_block(uint64_t block, uint64_t host);
     // One block's worth of extent at `offset` (not merged with the next block).
@@ -94,7 +106,9 @@ private:
     bool force_parent_mismatch_;
     bool headers_rotated_;
     uint64_t alloc_end_ = 0;
-    std::set<uint64_t> dirty_;  // BAT indices changed since the last flush
+    LogWriter log_;
+    std::set<uint64_t> dirty_bat_;                         // BAT pages (4 KiB, from the region start)
+    std::map<uint64_t, std::vector<uint8_t>> dirty_meta_;  // other metadata pages: file offset -> content
 };
 
 Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
@@ -263,6 +277,11 @@ Status VhdxDevice::begin_write() {
     if (g_.has_parent && !backing())
         return err(ErrorCode::invalid_argument, "differencing VHDX opened without its parent cannot be written");
     if (headers_rotated_) return ok();
+    // Metadata changes go through the log; a log region that cannot take them must be refused before the
+    // first byte is written, not at the first flush.
+    const std::pair<uint64_t, uint64_t> regions[2] = {{g_.bat_offset, g_.bat_length},
+                                                      {g_.metadata_offset, g_.metadata_length}};
+    VDISK_TRY(log_.validate(file_size_, regions));
     // 2.2.2: FileWriteGuid changes before the first modification after open, DataWriteGuid before the first
     // change a user can see, so children whose parent_linkage named the old GUID notice.
     hdr_.h.file_write_guid = random_guid();
@@ -291,7 +310,7 @@ Status VhdxDevice::allocate_block(uint64_t block, uint8_t old_state) {
     }
     uint64_t idx = payload_index(g_, block);
     bat_[idx] = host | kPayloadFullyPresent;
-    dirty_.insert(idx);
+    mark_bat(idx);
     return ok();
 }
 
@@ -303,7 +322,7 @@ Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
     VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
     uint64_t idx = payload_index(g_, block);
     bat_[idx] = host | kPayloadFullyPresent;
-    dirty_.insert(idx);
+    mark_bat(idx);
     return ok();
 }
 
@@ -321,6 +340,8 @@ Status VhdxDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         }
         uint64_t host = host_of(bat_[payload_index(g_, block)]);
         VDISK_TRY(file_->write_at(host + inb, buf.first(n)));
+        // Only after the payload is written: the commit syncs it before the entry that references it.
+        VDISK_TRY(commit_if_full());
         offset += n;
         buf = buf.subspan(n);
     }
@@ -344,7 +365,8 @@ Status VhdxDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap
             VDISK_TRY(file_->punch_hole(host_of(e), n));
         } else if (whole && st == kPayloadNotPresent) {
             bat_[idx] = kPayloadZero;
-            dirty_.insert(idx);
+            mark_bat(idx);
+            VDISK_TRY(commit_if_full());
         } else {
             VDISK_TRY(BlockDevice::do_write_zeroes(offset, n, may_unmap));
         }
@@ -354,24 +376,61 @@ Status VhdxDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap
     return ok();
 }
 
-Status VhdxDevice::do_flush() {
-    if (dirty_.empty()) return file_->sync();
-    // Data first, then the BAT entries that point at it: a crash in between leaves blocks unreferenced,
-    // never a BAT entry naming unwritten data.
-    VDISK_TRY(file_->sync());
-    constexpr uint64_t kPage = 4096 / 8;
-    std::vector<uint8_t> page(4096);
-    uint64_t last_page = UINT64_MAX;
-    for (uint64_t idx : dirty_) {
-        uint64_t p = idx / kPage;
-        if (p == last_page) continue;
-        last_page = p;
-        uint64_t first = p * kPage;
-        uint64_t count = std::min<uint64_t>(kPage, bat_.size() - first);
-        for (uint64_t i = 0; i < count; ++i) util::store_le<uint64_t>(page.data() + i * 8, bat_[first + i]);
-        VDISK_TRY(file_->write_at(g_.bat_offset + first * 8, std::span<const uint8_t>(page.data(), count * 8)));
+Status VhdxDevice::stage_bytes(uint64_t offset, std::span<const uint8_t> bytes) {
+    while (!bytes.empty()) {
+        uint64_t page = offset / kPage * kPage, in = offset - page;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(bytes.size(), kPage - in));
+        auto it = dirty_meta_.find(page);
+        if (it == dirty_meta_.end()) {
+            std::vector<uint8_t> content(kPage);
+            VDISK_TRY(read_zero_fill(*file_, page, content));
+            it = dirty_meta_.emplace(page, std::move(content)).first;
+        }
+        std::memcpy(it->second.data() + in, bytes.data(), n);
+        offset += n;
+        bytes = bytes.subspan(n);
     }
-    dirty_.clear();
+    return ok();
+}
+
+Status VhdxDevice::commit_metadata() {
+    if (dirty_bat_.empty() && dirty_meta_.empty()) return ok();
+    // Pages in file order; all-zero pages become zero descriptors, merged when adjacent.
+    std::vector<LogWrite> writes;
+    auto add = [&](uint64_t offset, std::vector<uint8_t> page) {
+        if (util::is_zero(page)) {
+            if (!writes.empty() && writes.back().data.empty() && writes.back().offset + writes.back().length == offset) {
+                writes.back().length += kPage;
+                return;
+            }
+            writes.push_back(LogWrite{offset, kPage, {}});
+        } else {
+            writes.push_back(LogWrite{offset, kPage, std::move(page)});
+        }
+    };
+    auto meta = dirty_meta_.begin();
+    for (uint64_t p : dirty_bat_) {
+        uint64_t at = g_.bat_offset + p * kPage;
+        for (; meta != dirty_meta_.end() && meta->first < at; ++meta) add(meta->first, std::move(meta->second));
+        std::vector<uint8_t> page(kPage, 0);
+        uint64_t first = p * kEntriesPerPage;
+        uint64_t count = std::min<uint64_t>(kEntriesPerPage, bat_.size() - first);
+        // The BAT region is 1 MiB granular; whatever follows the last entry in its page stays as it is.
+        if (count < kEntriesPerPage) VDISK_TRY(read_zero_fill(*file_, at, page));
+        for (uint64_t i = 0; i < count; ++i) util::store_le<uint64_t>(page.data() + i * 8, bat_[first + i]);
+        add(at, std::move(page));
+    }
+    for (; meta != dirty_meta_.end(); ++meta) add(meta->first, std::move(meta->second));
+    dirty_bat_.clear();
+    dirty_meta_.clear();
+    return log_.commit(writes);
+}
+
+Status VhdxDevice::do_flush() {
+    VDISK_TRY(commit_metadata());
+    // Everything is applied: an empty log (LogGuid zero) lets readers that refuse to replay read-only,
+    // like qemu-img, open the image.
+    if (log_.active()) return log_.retire();
     return file_->sync();
 }
 
@@ -390,7 +449,7 @@ Status VhdxDevice::do_resize(uint64_t new_size) {
         return err(ErrorCode::unsupported, "growing to " + std::to_string(new_size) + " bytes needs a BAT larger than its " +
                                                hex(g_.bat_length) + "-byte region");
     VDISK_TRY(begin_write());
-    VDISK_TRY(do_flush());
+    VDISK_TRY(commit_metadata());
     // The old last block may extend past the old end with stale bytes; the grown disk must read zeros there.
     uint64_t tail = size() % g_.block_size;
     if (tail) {
@@ -401,15 +460,16 @@ Status VhdxDevice::do_resize(uint64_t new_size) {
             VDISK_TRY(file_->write_at(host_of(e) + tail, zeros));
         }
     }
-    // New entries (all NOT_PRESENT) reach the disk before the size that makes them reachable.
-    std::vector<uint8_t> raw(static_cast<size_t>((entries - bat_.size()) * 8), 0);
-    VDISK_TRY(file_->write_at(g_.bat_offset + bat_.size() * 8, raw));
-    VDISK_TRY(file_->sync());
+    // New entries (all NOT_PRESENT) reach the disk in an entry of their own, before the one with the size
+    // that makes them reachable: whatever the region held past the old entries is not trusted.
+    uint64_t old_entries = bat_.size();
+    bat_.resize(static_cast<size_t>(entries), 0);
+    for (uint64_t p = old_entries / kEntriesPerPage; p * kEntriesPerPage < entries; ++p) dirty_bat_.insert(p);
+    VDISK_TRY(commit_metadata());
     uint8_t sz[8];
     util::store_le<uint64_t>(sz, new_size);
-    VDISK_TRY(file_->write_at(g_.size_item_offset, sz));
-    VDISK_TRY(file_->sync());
-    bat_.resize(static_cast<size_t>(entries), 0);
+    VDISK_TRY(stage_bytes(g_.size_item_offset, sz));
+    VDISK_TRY(commit_metadata());
     g_.virtual_size = new_size;
     g_.data_blocks = blocks;
     g_.bitmap_blocks = util::div_round_up(blocks, g_.chunk_ratio);
@@ -457,7 +517,7 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
     auto fix = [&](uint64_t idx, uint64_t value) {
         if (!repair) return;
         bat_[idx] = value;
-        dirty_.insert(idx);
+        mark_bat(idx);
         ++r.corruptions_fixed;
     };
     if (overlay_) corrupt("log has not been replayed (open the image read-write to replay it)");
@@ -523,7 +583,7 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
                 fix(idx, 0);
         }
     }
-    if (repair && !dirty_.empty()) {
+    if (repair && pending_pages()) {
         VDISK_TRY(begin_write());
         VDISK_TRY(do_flush());
     }
@@ -546,11 +606,11 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
 
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
                                          std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
-                                         bool fresh) {
+                                         bool fresh, uint64_t log_sequence) {
     auto sz = file->size();
     uint64_t size = sz ? *sz : 0;
     return std::make_unique<VhdxDevice>(std::move(file), size, overlay, hdr, std::move(geo), std::move(bat), read_only,
-                                        force_parent_mismatch, fresh);
+                                        force_parent_mismatch, fresh, log_sequence);
 }
 
 Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair) {

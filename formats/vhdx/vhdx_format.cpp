@@ -329,8 +329,11 @@ public:
         const bool rw = ctx.options().read_write;
 
         bool overlay = false;
+        uint64_t log_sequence = 1;
         if (!guid_is_zero(hdr.h.log_guid)) {
             VDISK_ASSIGN(LogReplay log, read_log(*file, hdr.h, file_size, ctx.limits()));
+            // Our own entries continue the sequence of the log found here.
+            if (log.entries) log_sequence = log.head_sequence + 1;
             if (rw) {
                 // 2.3.3: replay, then record that the log is empty by clearing LogGuid in both headers.
                 if (!log.writes.empty() || log.last_file_offset > file_size) VDISK_TRY(replay_into(*file, log, file_size));
@@ -375,7 +378,7 @@ public:
         raw = {};
         // Per-entry validation happens on access (and in check): one bad entry should not hide the rest.
         return make_device(std::move(file), overlay, hdr, std::move(g), std::move(entries), !rw,
-                           ctx.options().force_parent_mismatch, false);
+                           ctx.options().force_parent_mismatch, false, log_sequence);
     }
 
     std::span<const OptionSpec> create_options() const noexcept override;
@@ -533,7 +536,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     hdr.h.log_offset = log_offset;
     hdr.slot = 1;
     VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
-    return make_device(std::move(file), false, hdr, std::move(g), std::move(bat), false, false, true);
+    return make_device(std::move(file), false, hdr, std::move(g), std::move(bat), false, false, true, 1);
 }
 
 }  // namespace

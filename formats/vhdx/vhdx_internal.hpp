@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -61,6 +63,39 @@ struct ActiveHeader {
     int slot = 0;
 };
 
+/// Writes metadata changes through the log (2.3) and applies them; see vhdx_log_writer.cpp for the
+/// ordering and why it is crash consistent. `hdr` is the device's header: LogGuid is set in it (and on
+/// disk) while the log holds entries and cleared by retire().
+class LogWriter {
+public:
+    LogWriter(File& file, ActiveHeader& hdr, uint64_t next_sequence);
+    /// Refuse a log region that cannot be written: misplaced, past the end of the file, or overlapping the
+    /// BAT or metadata region (a hostile header must not turn log writes into metadata overwrites).
+    Status validate(uint64_t file_size, const std::pair<uint64_t, uint64_t> (&regions)[2]) const;
+    /// Data pages one entry carries at most: the bound on metadata pages kept dirty in memory.
+    uint64_t max_data_pages() const { return max_pages_; }
+    /// Make `writes` (4 KiB pages with data, or 4 KiB-multiple zero ranges, sorted, not overlapping)
+    /// durable through one log entry (several when they do not fit one), then apply them in place.
+    Status commit(std::span<const LogWrite> writes);
+    /// Clear LogGuid once every entry is applied (flush, close): the log is empty again.
+    Status retire();
+    bool active() const { return !guid_is_zero(hdr_.h.log_guid); }
+    uint64_t next_sequence() const { return seq_; }
+
+private:
+    Status write_entry(std::span<const LogWrite> writes, uint64_t descriptors, uint64_t data_sectors);
+    Status apply(std::span<const LogWrite> writes);
+
+    File& file_;
+    ActiveHeader& hdr_;
+    uint64_t seq_;
+    uint64_t log_offset_;
+    uint64_t log_length_;
+    uint64_t entry_cap_ = 0;  // bytes
+    uint64_t max_pages_ = 0;
+    uint64_t pos_ = 0;  // where the next entry starts, relative to the log
+};
+
 /// Everything open() learns from the headers, regions and metadata.
 struct Geometry {
     uint64_t virtual_size = 0;
@@ -90,10 +125,11 @@ inline uint64_t bitmap_index(const Geometry& g, uint64_t block) {
 }
 
 /// `overlay`: the file is an in-memory log replay (read-only). `fresh`: just created, so the first write
-/// need not rotate the write GUIDs.
+/// need not rotate the write GUIDs. `log_sequence`: the sequence number the next log entry gets (one past
+/// the head of a log replayed at open, else 1).
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
                                          std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
-                                         bool fresh);
+                                         bool fresh, uint64_t log_sequence);
 
 /// Serialise a header into 4 KiB with its checksum.
 void encode_header(const Header& h, uint8_t* out);
@@ -101,7 +137,6 @@ void encode_header(const Header& h, uint8_t* out);
 /// one valid header exists at every moment. `h.sequence_number` is the sequence of the current one.
 Status write_headers(File& file, Header& h, int& current_slot);
 
-/// For Format::check.
 /// For Format::check. With a repair mode on a writable device, BAT entries that cannot be valid (past the
 /// end of the file, invalid states, reserved bits) are reset so the rest of the image stays usable.
 Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair);
