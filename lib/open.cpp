@@ -79,7 +79,11 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
 
     OpenOptions layer_opts = options;
     layer_opts.read_write = writable;
-    if (depth > 0) layer_opts.snapshot.clear();
+    if (depth > 0) {
+        layer_opts.snapshot.clear();
+        // The override names the top image's parent only; a lower layer finds its own (VDI searches for it).
+        layer_opts.backing_override.clear();
+    }
     OpenContext ctx(fs, name, layer_opts);
     auto dev_r = fmt->open(std::move(file), ctx);
     if (!dev_r) return std::move(dev_r).error().in(name, fmt->name());

@@ -34,13 +34,13 @@ constexpr uint64_t kUuidModifyOffset = kHeaderOffset + offsetof(Header1, uuid_mo
 class VdiDevice final : public BlockDevice {
 public:
     VdiDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap, uint64_t file_size,
-              bool read_only, bool force_parent_mismatch)
+              bool read_only, ParentLink parent)
         : BlockDevice(meta.disk_size, read_only),
           file_(std::move(file)),
           meta_(std::move(meta)),
           bmap_(std::move(bmap)),
           file_size_(file_size),
-          force_parent_mismatch_(force_parent_mismatch) {
+          parent_(std::move(parent)) {
         index_slots();
     }
 
@@ -48,9 +48,10 @@ public:
     uint64_t write_granularity() const override { return kSectorSize; }
 
     std::optional<BackingReference> backing_reference() const override {
-        // VDI records only the parent's UUID, never a name, and a FileSystem cannot list a directory to
-        // search for it: the caller opens the parent and hands it to attach_backing().
-        return std::nullopt;
+        // VDI records only the parent's UUID; a name exists only when open found the parent beside the
+        // image. Otherwise the caller names it (OpenOptions::backing_override) or attaches it itself.
+        if (parent_.found.empty()) return std::nullopt;
+        return BackingReference{{parent_.found}, "vdi"};
     }
 
     const Meta& meta() const { return meta_; }
@@ -82,12 +83,12 @@ private:
         // handed out by allocation stay below blocks_in_image.
         return meta_.offset_data + uint64_t{slot} * meta_.slot_size() + meta_.block_extra;
     }
-    Status no_parent_error(uint64_t block) const {
+    Error no_parent_error(uint64_t block) const {
+        std::string why = parent_.note.empty() ? "" : " (" + parent_.note + ")";
         return make_error(ErrorCode::not_found,
-                          "differencing VDI block " + std::to_string(block) +
-                              " is in its parent, which VDI does not name (only uuid " +
-                              util::guid_to_string(meta_.uuid_linkage) +
-                              "); open the parent and attach it with BlockDevice::attach_backing()");
+                          "differencing VDI block " + std::to_string(block) + " is in its parent, uuid " +
+                              util::guid_to_string(meta_.uuid_linkage) + ", which is not attached" + why +
+                              "; name the parent with --parent FILE (OpenOptions::backing_override)");
     }
     // Fill `buf` with what an unallocated block reads as: the parent for FREE blocks of a differencing
     // image, zeros otherwise.
@@ -113,7 +114,7 @@ private:
     Meta meta_;
     std::vector<uint32_t> bmap_;
     uint64_t file_size_;
-    bool force_parent_mismatch_;
+    ParentLink parent_;
     bool modified_ = false;
     uint32_t next_slot_ = 0;          // first slot never used
     std::vector<uint32_t> free_slots_;  // slots below next_slot_ no block uses (reused first)
@@ -168,6 +169,7 @@ Result<Extent> VdiDevice::do_block_status(uint64_t offset, uint64_t max_len) {
     const uint64_t bs = meta_.block_size;
     uint64_t block = offset / bs;
     uint32_t first = bmap_[block];
+    if (first == kBlockFree && meta_.is_diff() && !backing() && !parent_.layer_only) return no_parent_error(block);
     Extent e;
     e.offset = offset;
     // FREE is "not in this layer" for every type (qemu-img too reports a normal image's FREE blocks as
@@ -343,6 +345,11 @@ ImageInfo VdiDevice::do_info() const {
     i.format = "vdi";
     i.virtual_size = size();
     i.cluster_size = meta_.block_size;
+    if (!parent_.found.empty()) {
+        // Not stored in the image: the parent open found by its UUID, so that info shows the chain.
+        i.backing_filename = parent_.found;
+        i.backing_format = "vdi";
+    }
     // qemu-img prints no format-specific section for VDI; vdisk adds one with the identity fields.
     Json data = Json::object();
     data.set("image-type", type_name(meta_.type));
@@ -369,15 +376,15 @@ Status VdiDevice::check_backing(BlockDevice& backing) {
                                                            " VDI image has no parent");
     const Meta* pm = device_meta(backing);
     if (!pm) {
-        if (force_parent_mismatch_) return ok();
+        if (parent_.force_mismatch) return ok();
         return make_error(ErrorCode::corrupt, "the parent of a differencing VDI must be a VDI image");
     }
-    if (std::memcmp(pm->uuid_create, meta_.uuid_linkage, 16) != 0 && !force_parent_mismatch_)
+    if (std::memcmp(pm->uuid_create, meta_.uuid_linkage, 16) != 0 && !parent_.force_mismatch)
         return make_error(ErrorCode::corrupt, "parent uuid " + util::guid_to_string(pm->uuid_create) +
                                                   " does not match the image's parent uuid " +
                                                   util::guid_to_string(meta_.uuid_linkage));
     if (!is_null_uuid(meta_.uuid_parent_modify) &&
-        std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0 && !force_parent_mismatch_)
+        std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0 && !parent_.force_mismatch)
         return make_error(ErrorCode::corrupt, "parent was modified after this image was made: its modification uuid " +
                                                   util::guid_to_string(pm->uuid_modify) + " is not " +
                                                   util::guid_to_string(meta_.uuid_parent_modify));
@@ -387,9 +394,9 @@ Status VdiDevice::check_backing(BlockDevice& backing) {
 }  // namespace
 
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap,
-                                         uint64_t file_size, bool read_only, bool force_parent_mismatch) {
+                                         uint64_t file_size, bool read_only, ParentLink parent) {
     return std::make_unique<VdiDevice>(std::move(file), std::move(meta), std::move(bmap), file_size, read_only,
-                                       force_parent_mismatch);
+                                       std::move(parent));
 }
 
 const Meta* device_meta(const BlockDevice& device) {

@@ -1,9 +1,9 @@
 // VDI (VirtualBox Disk Image): probe, open (header versions 0.x and 1.x), create, check.
 //
-// Differencing images name their parent only by UUID. A FileSystem cannot list a directory, so the
-// parent cannot be searched for: backing_reference() is empty and the caller opens the parent itself and
-// attaches it with BlockDevice::attach_backing(), which checks the UUIDs. Reading a block that lives in
-// the parent without one attached is a not_found error rather than silent zeros.
+// Differencing images name their parent only by UUID. The parent is the one the caller names
+// (OpenOptions::backing_override), or else the .vdi with that creation UUID found beside the image
+// (vdi_parent.cpp), which backing_reference() then names; check_backing() verifies the UUIDs either way.
+// Reading a block that lives in the parent without one attached is a not_found error, not silent zeros.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -220,8 +220,8 @@ public:
         // The parent is a file this image depends on even though it is known only by UUID.
         if (m.is_diff() && ctx.options().references)
             ctx.options().references->push_back("parent uuid '" + util::guid_to_string(m.uuid_linkage) + "'");
-        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, !rw,
-                           ctx.options().force_parent_mismatch);
+        VDISK_ASSIGN(ParentLink parent, find_parent(*file, m, ctx));
+        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, !rw, std::move(parent));
     }
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
@@ -286,7 +286,7 @@ public:
             VDISK_TRY(file->resize(file_size));
             VDISK_TRY(file->allocate(m.offset_data, blocks * bs));
         }
-        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, false);
+        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, ParentLink{});
     }
 
     Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {

@@ -37,9 +37,27 @@ struct Meta {
 
 const char* type_name(uint32_t type);
 
+/// How a differencing image reaches its parent.
+struct ParentLink {
+    /// The parent found by searching beside the image, as a name relative to the image; empty: none.
+    std::string found;
+    /// Why no parent is attached when none was found, for the error a read of a parent block gives.
+    std::string note;
+    /// The caller asked for this layer alone (OpenOptions::no_backing): block status reports the parent's
+    /// blocks as unallocated. Otherwise, with no parent attached, it fails like a read: whole-chain
+    /// mapping would take those blocks for zeros and convert would silently lose the parent's data.
+    bool layer_only = false;
+    bool force_mismatch = false;
+};
+
+/// Search the directories a VirtualBox VM folder keeps its images in (the image's own, its "Snapshots"
+/// subdirectory and its parent) for the .vdi whose creation UUID is `m.uuid_linkage`. `self` is the
+/// image, which never counts. Two matches are an error; no match gives an empty `found` and a note.
+Result<ParentLink> find_parent(const File& self, const Meta& m, const OpenContext& ctx);
+
 /// Build the device over an opened, validated image.
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap,
-                                         uint64_t file_size, bool read_only, bool force_parent_mismatch);
+                                         uint64_t file_size, bool read_only, ParentLink parent);
 
 /// Consistency check of a device made by make_device (nullptr result when `device` is not one).
 Result<CheckResult> check_device(BlockDevice& device, RepairMode repair);

@@ -96,6 +96,14 @@ public:
     virtual Status rename(std::string_view from, std::string_view to) = 0;
     virtual Status remove(std::string_view name) = 0;
     virtual bool exists(std::string_view name) = 0;
+
+    /// Most names list() returns: a directory holding more regular files is a limit_exceeded error, so a
+    /// hostile directory cannot make a caller allocate without bound.
+    static constexpr size_t kMaxListEntries = 4096;
+    /// Names of the regular files (symbolic links to them included) directly inside directory `dir`
+    /// ("" is the root), sorted, each joined to `dir` like the other names: "dir/name", or "name" for "".
+    /// Subdirectories and other special files are left out. Default: unsupported.
+    virtual Result<std::vector<std::string>> list(std::string_view dir);
 };
 
 /// Directory part of a name ("a/b/c.vmdk" -> "a/b", "c.vmdk" -> "").
@@ -128,6 +136,7 @@ public:
     Status rename(std::string_view from, std::string_view to) override;
     Status remove(std::string_view name) override;
     bool exists(std::string_view name) override;
+    Result<std::vector<std::string>> list(std::string_view dir) override;
 
     /// Put a file with the given content (replacing any of that name).
     void add(std::string_view name, std::vector<uint8_t> content);
@@ -153,6 +162,8 @@ public:
     Status rename(std::string_view from, std::string_view to) override;
     Status remove(std::string_view name) override;
     bool exists(std::string_view name) override;
+    /// The base's listing with staged files shown under their final names.
+    Result<std::vector<std::string>> list(std::string_view dir) override;
 
     /// Sync and rename every staged file to its final name. Files must be closed by the caller first.
     Status commit();

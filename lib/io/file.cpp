@@ -20,6 +20,12 @@ Status File::punch_hole(uint64_t offset, uint64_t len) {
 
 Status File::allocate(uint64_t, uint64_t) { return ok(); }
 
+Result<std::vector<std::string>> FileSystem::list(std::string_view dir) {
+    Error e = make_error(ErrorCode::unsupported, "this file system cannot list directories");
+    e.file = std::string(dir);
+    return e;
+}
+
 Result<std::optional<DataRange>> File::next_data(uint64_t offset) {
     VDISK_ASSIGN(uint64_t sz, size());
     if (offset >= sz) return std::optional<DataRange>{};

@@ -147,6 +147,26 @@ bool MemoryFileSystem::exists(std::string_view name) {
     return impl_->files.count(key_of(name)) != 0;
 }
 
+Result<std::vector<std::string>> MemoryFileSystem::list(std::string_view dir) {
+    std::lock_guard lock(impl_->mu);
+    std::string want = key_of(dir);
+    if (want == ".") want.clear();  // the root, which is how dir_name() names it
+    std::string prefix(dir);
+    if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+    std::vector<std::string> out;
+    for (auto& [k, v] : impl_->files) {
+        if (dir_name(k) != want) continue;
+        if (out.size() == kMaxListEntries) {
+            Error e = make_error(ErrorCode::limit_exceeded,
+                                 "directory holds more than " + std::to_string(kMaxListEntries) + " files");
+            e.file = std::string(dir);
+            return e;
+        }
+        out.push_back(prefix + std::string(base_name(k)));
+    }
+    return out;  // the map keeps keys sorted, and one directory's keys share their prefix
+}
+
 void MemoryFileSystem::add(std::string_view name, std::vector<uint8_t> content) {
     std::lock_guard lock(impl_->mu);
     auto node = std::make_shared<Node>();

@@ -1,4 +1,5 @@
 // FileSystem over the host: positional I/O, SEEK_DATA/SEEK_HOLE, fallocate hole punching.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -225,6 +226,51 @@ public:
         if (!p) return false;
         struct stat st {};
         return ::stat(p->c_str(), &st) == 0;
+    }
+
+    Result<std::vector<std::string>> list(std::string_view dir) override {
+        if (dir.find('\0') != std::string_view::npos)
+            return make_error(ErrorCode::invalid_argument, "directory name contains a NUL byte");
+        std::string p;
+        if (dir.empty()) {
+            p = root_.empty() ? "." : root_;
+        } else {
+            VDISK_ASSIGN(p, host_path(dir));
+        }
+        DIR* d = ::opendir(p.c_str());
+        if (!d) return os_error(errno, "list", std::string(dir));
+        std::string prefix(dir);
+        if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+        std::vector<std::string> out;
+        std::optional<Error> err;
+        for (;;) {
+            errno = 0;
+            struct dirent* e = ::readdir(d);
+            if (!e) {
+                if (errno != 0) err = os_error(errno, "list", std::string(dir));
+                break;
+            }
+            std::string_view n(e->d_name);
+            if (n == "." || n == "..") continue;
+            bool regular = e->d_type == DT_REG;
+            if (e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) {
+                // Follow links: open() would follow them too.
+                struct stat sb {};
+                regular = ::fstatat(::dirfd(d), e->d_name, &sb, 0) == 0 && S_ISREG(sb.st_mode);
+            }
+            if (!regular) continue;
+            if (out.size() == kMaxListEntries) {
+                err = make_error(ErrorCode::limit_exceeded,
+                                 "directory holds more than " + std::to_string(kMaxListEntries) + " files");
+                err->file = std::string(dir);
+                break;
+            }
+            out.push_back(prefix + std::string(n));
+        }
+        ::closedir(d);
+        if (err) return std::move(*err);
+        std::sort(out.begin(), out.end());
+        return out;
     }
 
 private:

@@ -1,4 +1,5 @@
 // StagingFileSystem: created files live under temporary names until commit().
+#include <algorithm>
 #include <random>
 
 #include "vdisk/io.hpp"
@@ -59,6 +60,23 @@ Status StagingFileSystem::remove(std::string_view name) {
     return base_.remove(name);
 }
 bool StagingFileSystem::exists(std::string_view name) { return find(name) != nullptr || base_.exists(name); }
+
+Result<std::vector<std::string>> StagingFileSystem::list(std::string_view dir) {
+    VDISK_ASSIGN(auto names, base_.list(dir));
+    std::string prefix(dir);
+    if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+    std::vector<std::string> out;
+    out.reserve(names.size());
+    for (auto& n : names) {
+        const std::string key = resolve_reference("", n);
+        auto s = std::find_if(staged_.begin(), staged_.end(),
+                              [&](const Staged& st) { return resolve_reference("", st.temp_name) == key; });
+        out.push_back(s == staged_.end() ? std::move(n) : prefix + std::string(base_name(s->final_name)));
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
 
 Status StagingFileSystem::commit() {
     for (auto& s : staged_) {
