@@ -1112,6 +1112,7 @@ public:
     Status rename(std::string_view a, std::string_view b) override { return base_.rename(a, b); }
     Status remove(std::string_view n) override { return base_.remove(n); }
     bool exists(std::string_view n) override { return base_.exists(n); }
+    Result<std::vector<std::string>> list(std::string_view dir) override { return base_.list(dir); }
 
 private:
     class Wrapped final : public File {
@@ -1249,6 +1250,12 @@ TEST_CASE("log writes: vdisk-written images have an empty log after close, qemu-
     }
     REQUIRE((*dev)->write_zeroes(900 * MiB, 2 * MiB).ok());
     REQUIRE((*raw)->write_zeroes(900 * MiB, 2 * MiB).ok());
+    // Growing logs the new BAT entries and then the size item.
+    REQUIRE((*dev)->resize(1300 * MiB).ok());
+    REQUIRE((*raw)->resize(1300 * MiB).ok());
+    auto tail = vt::pattern(4096, 99);
+    REQUIRE((*dev)->write(1250 * MiB, tail).ok());
+    REQUIRE((*raw)->write(1250 * MiB, tail).ok());
     REQUIRE((*dev)->close().ok());
     REQUIRE((*raw)->close().ok());
     CHECK(log_guids_clear(tmp / "w.vhdx"));

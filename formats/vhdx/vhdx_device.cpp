@@ -1,4 +1,5 @@
-// The VHDX block device: reads through the BAT and sector bitmaps, block allocation on write, and the
+// The VHDX block device: reads through the BAT and sector bitmaps, block allocation on write (the BAT
+// pages it changes are batched in memory and committed through the log, see vhdx_log_writer.cpp), and the
 // consistency check.
 #include <algorithm>
 #include <cctype>
