@@ -14,11 +14,14 @@
 //   - before step 3's sync, no valid entry carries the current LogGuid (it is new, or every entry that has
 //     it is already applied); the metadata on disk is the previous state, and at worst new payload blocks
 //     past the old end of the file are unreferenced;
-//   - from step 3's sync until step 2 of a later session, a reader finds the entry (its CRC covers all of
+//   - from step 3's sync until LogGuid is cleared, a reader finds the entry (its CRC covers all of
 //     it, a torn write does not validate) and replays it; its pages are whole 4 KiB images taken from the
 //     in-memory metadata, so replaying it again over pages already written in step 4 is harmless. Entries
 //     are applied before the next one is written, so the log never holds more than one entry that still
 //     matters, and the circular buffer is always free to be overwritten ahead of the write position.
+//     (Writing several entries before one sync would save syncs, but QEMU replays only the run whose first
+//     entry has the highest sequence number: once such a group wraps around the end of the buffer, its
+//     older entries would be skipped.)
 //
 // Readers differ in how they pick the entries to replay. The spec's rule (the highest head whose tail lies
 // in its sequence) needs nothing special: each entry's tail names the entry itself. QEMU scans the buffer
@@ -37,12 +40,9 @@
 namespace vdisk::vhdx {
 namespace {
 
-// One entry stays at most this large: it is built in memory, and with the 1 MiB default log it is the
-// whole buffer anyway.
-constexpr uint64_t kMaxEntryBytes = 1 * MiB;
 // QEMU (7.2 and later alike) reads an entry's descriptor sectors into a buffer it does not advance between
 // sectors, so it cannot replay an entry whose descriptors spill past the first sector: keep to the 126
-// that fit beside the entry header.
+// that fit beside the entry header. An entry is then at most 127 sectors (508 KiB).
 constexpr uint64_t kMaxDescriptors = (kLogSectorSize - sizeof(LogEntryHeader)) / sizeof(LogDescriptor);
 
 uint64_t entry_bytes(uint64_t descriptors, uint64_t data_sectors) {
@@ -59,7 +59,7 @@ LogWriter::LogWriter(File& file, ActiveHeader& hdr, uint64_t next_sequence)
       log_offset_(hdr.h.log_offset.value()),
       log_length_(hdr.h.log_length.value()) {
     // Room for an entry plus the zeroed sector that ends it; validate() refuses logs below 1 MiB.
-    entry_cap_ = log_length_ >= 2 * kLogSectorSize ? std::min(kMaxEntryBytes, log_length_ - kLogSectorSize) : 0;
+    entry_cap_ = log_length_ >= 2 * kLogSectorSize ? log_length_ - kLogSectorSize : 0;
     uint64_t n = std::min(kMaxDescriptors, entry_cap_ / kLogSectorSize);
     while (n && entry_bytes(n, n) > entry_cap_) --n;
     max_pages_ = n;
