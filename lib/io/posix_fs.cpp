@@ -65,6 +65,7 @@ public:
             }
             done += static_cast<size_t>(n);
         }
+        start_writeback(offset, buf.size());
         return ok();
     }
 
@@ -129,6 +130,24 @@ private:
     // pattern) are served from a read-ahead window: on this kind of machine a system call costs more than
     // the lookup and copy together. Random small reads and large reads go straight to pread, so converts
     // (which read in large windows) pay nothing for it. Writable files never buffer: no staleness to manage.
+    // Large outputs (a convert writes gigabytes) are made durable at the end by one flush, which then waits
+    // for the whole file to reach the disk. Asking the kernel to start writing back every 32 MiB as it is
+    // written lets the disk work while the conversion still reads and compresses; it never waits and
+    // changes no data, and the final flush is what guarantees durability.
+    static constexpr uint64_t kWritebackChunk = 32ull << 20;
+    void start_writeback(uint64_t offset, size_t len) {
+        std::lock_guard lock(wb_mu_);
+        wb_lo_ = std::min(wb_lo_, offset);
+        wb_hi_ = std::max(wb_hi_, offset + len);
+        wb_pending_ += len;
+        if (wb_pending_ < kWritebackChunk) return;
+        (void)::sync_file_range(fd_, static_cast<off_t>(wb_lo_), static_cast<off_t>(wb_hi_ - wb_lo_),
+                                SYNC_FILE_RANGE_WRITE);
+        wb_lo_ = UINT64_MAX;
+        wb_hi_ = 0;
+        wb_pending_ = 0;
+    }
+
     static constexpr size_t kSmallRead = 16 << 10;
     static constexpr size_t kReadAhead = 256 << 10;
 
@@ -164,7 +183,8 @@ private:
     std::string name_;
     FileIdentity id_;
     bool read_only_;
-    std::mutex ra_mu_;
+    std::mutex ra_mu_, wb_mu_;
+    uint64_t wb_lo_ = UINT64_MAX, wb_hi_ = 0, wb_pending_ = 0;
     std::vector<uint8_t> ra_;
     uint64_t ra_start_ = 0;
     uint64_t last_end_ = UINT64_MAX;
