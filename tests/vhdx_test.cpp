@@ -373,6 +373,20 @@ TEST_CASE("create: qemu's block size rule and info") {
     }
 }
 
+// Convert `from` (format `fmt`) into a VHDX with 1 MiB blocks through the library.
+static void convert_to_vhdx_1m(const Registry& reg, FileSystem& fs, const std::string& from, const std::string& fmt,
+                               const std::string& to) {
+    OpenOptions o;
+    o.format = fmt;
+    auto src = open_image(reg, fs, from, o);
+    REQUIRE(src.ok());
+    ConvertOptions co;
+    co.output_format = "vhdx";
+    co.create.values = *parse_option_list("block_size=1M");
+    auto st = convert(reg, *src->device, fs, to, co);
+    REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+}
+
 TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu image rotates GUIDs") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
@@ -381,17 +395,7 @@ TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu
     auto data = vt::pattern(3 * MiB, 9);
     std::fill(data.begin() + MiB, data.begin() + 2 * MiB, 0);
     vt::write_file(tmp / "src.raw", data);
-    {
-        OpenOptions o;
-        o.format = "raw";
-        auto src = open_image(reg, *fs, "src.raw", o);
-        REQUIRE(src.ok());
-        ConvertOptions co;
-        co.output_format = "vhdx";
-        co.create.values = *parse_option_list("block_size=1M");
-        auto st = convert(reg, *src->device, *fs, "dst.vhdx", co);
-        REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
-    }
+    convert_to_vhdx_1m(reg, *fs, "src.raw", "raw", "dst.vhdx");
     auto cmp = vt::run("qemu-img compare -f raw -F vhdx " + tmp / "src.raw" + " " + tmp / "dst.vhdx");
     CHECK_MESSAGE(cmp.status == 0, cmp.output);
     CHECK(vt::run("qemu-img check -f vhdx " + tmp / "dst.vhdx").status == 0);
@@ -1208,17 +1212,7 @@ TEST_CASE("log writes: vdisk-written images have an empty log after close, qemu-
     auto w = vt::run("qemu-io -f vhdx -c 'write -P 0xa1 0 3M' -c 'write -P 0xb2 600M 1536K' -c 'write -P 0xc3 1100M 512' "
                      "-c 'write -P 0xd4 1199M 1M' " + src);
     REQUIRE_MESSAGE(w.status == 0, w.output);
-    {
-        OpenOptions o;
-        o.format = "vhdx";
-        auto s = open_image(reg, *fs, "src.vhdx", o);
-        REQUIRE(s.ok());
-        ConvertOptions co;
-        co.output_format = "vhdx";
-        co.create.values = *parse_option_list("block_size=1M");
-        auto st = convert(reg, *s->device, *fs, "dst.vhdx", co);
-        REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
-    }
+    convert_to_vhdx_1m(reg, *fs, "src.vhdx", "vhdx", "dst.vhdx");
     CHECK(log_guids_clear(tmp / "dst.vhdx"));
     auto c = vt::run("qemu-img check -f vhdx " + tmp / "dst.vhdx");
     CHECK_MESSAGE(c.status == 0, c.output);
