@@ -1,33 +1,136 @@
 // The one conversion engine: walk the source's allocation through its chain, copy what holds data,
-// skip what reads as zeros, optionally compress on worker threads, and publish the target atomically.
+// skip what reads as zeros, optionally compress on worker threads, and publish the target safely
+// whatever it is (new file, existing file, link, block device, pipe).
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "io/device_fs.hpp"
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
+
+Status ProgressFn::operator()(uint64_t done, uint64_t total) const {
+    if (!fn_) return ok();
+    try {
+        if (fn_(done, total)) return ok();
+        return make_error(ErrorCode::cancelled, "stopped by the progress callback");
+    } catch (const std::exception& e) {
+        return make_error(ErrorCode::cancelled, std::string("the progress callback threw: ") + e.what());
+    } catch (...) {
+        return make_error(ErrorCode::cancelled, "the progress callback threw");
+    }
+}
+
 namespace {
 
-bool cancelled(const ConvertOptions& o) { return o.cancel && o.cancel->load(); }
+Status check_cancel(const ConvertOptions& o) {
+    if (o.cancel && o.cancel->load()) return make_error(ErrorCode::cancelled, "conversion cancelled");
+    return ok();
+}
 
-Error cancel_error() { return make_error(ErrorCode::io, "conversion cancelled"); }
+// Runs `f` on a worker thread: an exception (bad_alloc, or one from a caller's FileSystem) becomes an error
+// instead of std::terminate.
+template <typename F>
+Status guarded(F&& f) {
+    try {
+        return f();
+    } catch (const std::exception& e) {
+        return make_error(ErrorCode::io, std::string("convert: ") + e.what());
+    } catch (...) {
+        return make_error(ErrorCode::io, "convert: unknown exception");
+    }
+}
+
+// -r: writes are paced so that `bytes` written take at least bytes / rate seconds since the start.
+class RateLimiter {
+public:
+    explicit RateLimiter(uint64_t rate) : rate_(rate), start_(std::chrono::steady_clock::now()) {}
+    void account(uint64_t bytes) {
+        if (!rate_) return;
+        total_ += bytes;
+        const auto due = start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                      std::chrono::duration<double>(static_cast<double>(total_) / static_cast<double>(rate_)));
+        std::this_thread::sleep_until(due);
+    }
+
+private:
+    uint64_t rate_;
+    uint64_t total_ = 0;
+    std::chrono::steady_clock::time_point start_;
+};
+
+// Reads the source. With --salvage a failed read is retried sector by sector; sectors that still fail read
+// as zeros and are reported (merged into runs).
+Status read_source(BlockDevice& src, uint64_t off, std::span<uint8_t> buf, const ConvertOptions& o) {
+    Status st = src.read(off, buf);
+    if (st || !o.salvage || st.error().code == ErrorCode::cancelled) return st;
+    constexpr uint64_t kSector = 512;
+    uint64_t bad_start = 0, bad_len = 0;
+    Error bad_err = st.error();
+    auto flush_bad = [&] {
+        if (bad_len && o.on_salvaged) o.on_salvaged(bad_start, bad_len, bad_err);
+        bad_len = 0;
+    };
+    for (uint64_t p = 0; p < buf.size(); p += kSector) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kSector, buf.size() - p));
+        auto piece = buf.subspan(static_cast<size_t>(p), n);
+        Status s = src.read(off + p, piece);
+        if (s) {
+            flush_bad();
+            continue;
+        }
+        std::fill(piece.begin(), piece.end(), 0);
+        if (bad_len && bad_start + bad_len == off + p) {
+            bad_len += n;
+        } else {
+            flush_bad();
+            bad_start = off + p;
+            bad_len = n;
+            bad_err = std::move(s).error();
+        }
+    }
+    flush_bad();
+    return ok();
+}
+
+// Allocation through the chain; with --salvage an unreadable map counts as data (then read sector-wise).
+Result<MappedExtent> map_source(BlockDevice& src, uint64_t off, uint64_t len, const ConvertOptions& o) {
+    auto m = map_extent(src, off, len);
+    if (m || !o.salvage) return m;
+    MappedExtent d;
+    d.offset = off;
+    d.length = std::min<uint64_t>(len, 1u << 20);
+    d.data = true;
+    return d;
+}
+
+// What the target needs besides the source's data.
+struct TargetMode {
+    bool zero_init = true;  // unwritten ranges of the target read as zeros (a new file, a zeroed device)
+    bool backing = false;   // the target has a backing chain: write only what differs from what it reads
+    uint64_t sparse = 4096; // -S
+};
 
 // Plain copy, extent-driven and pipelined. A reader thread walks the source's allocation through its chain,
-// skips what reads as zeros without reading it, reads data in windows aligned to the target's unit (so the
-// target never has to read-modify-write, which a streamOptimized VMDK cannot), and finds the all-zero units
-// inside; the calling thread writes the non-zero runs in increasing order. At most kSlots windows are in
-// flight, so memory is bounded whatever the image size.
+// reads data in windows aligned to the target's unit (so the target never has to read-modify-write, which
+// a streamOptimized VMDK cannot) and finds the runs of zeros at least -S long; the calling thread writes
+// in increasing order. Ranges the source has no data for travel as windows without data. At most kSlots
+// windows are in flight, so memory is bounded whatever the image size.
 struct Window {
     uint64_t start = 0;
     uint64_t length = 0;
+    bool hole = false;  // no data in the source's chain: reads as zeros
     std::vector<uint8_t> data;
-    std::vector<std::pair<uint64_t, uint64_t>> runs;  // non-zero [begin, end) relative to start
+    std::vector<std::pair<uint64_t, uint64_t>> runs;  // [begin, end) relative to start that must be written
 };
 
 // What both pipelines share: a lock, a wake-up, a stop switch for either side, and the reader's outcome.
@@ -88,7 +191,7 @@ public:
         cv_.wait(l, [&] { return !full_.empty() || done_; });
         if (full_.empty()) return nullptr;
         auto w = std::move(full_.front());
-        full_.erase(full_.begin());
+        full_.pop_front();
         return w;
     }
     void give_back(std::unique_ptr<Window> w) {
@@ -96,88 +199,205 @@ public:
         spare_.push_back(std::move(w));
         cv_.notify_all();
     }
+
 private:
     size_t free_;
-    std::vector<std::unique_ptr<Window>> spare_, full_;
+    std::vector<std::unique_ptr<Window>> spare_;
+    std::deque<std::unique_ptr<Window>> full_;
 };
 
-Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, WindowQueue& q) {
+// The runs of a window that must be written: everything but zero runs of at least `sparse` bytes (counted
+// in whole units). sparse == 0: everything.
+void find_runs(Window& w, uint64_t unit, uint64_t sparse) {
+    w.runs.clear();
+    if (sparse == 0) {
+        w.runs.emplace_back(0, w.length);
+        return;
+    }
+    std::span<const uint8_t> b(w.data.data(), static_cast<size_t>(w.length));
+    uint64_t zero_from = 0;
+    bool in_zero = false;
+    auto add_data = [&](uint64_t from, uint64_t to) {
+        if (from >= to) return;
+        if (!w.runs.empty() && w.runs.back().second == from) w.runs.back().second = to;
+        else w.runs.emplace_back(from, to);
+    };
+    for (uint64_t pos = 0; pos < w.length;) {
+        const uint64_t n = std::min(unit, w.length - pos);
+        const bool zero = util::is_zero(b.subspan(static_cast<size_t>(pos), static_cast<size_t>(n)));
+        if (zero && !in_zero) {
+            zero_from = pos;
+            in_zero = true;
+        } else if (!zero && in_zero) {
+            if (pos - zero_from < sparse) add_data(zero_from, pos);  // too short to leave sparse
+            in_zero = false;
+        }
+        if (!zero) add_data(pos, pos + n);
+        pos += n;
+    }
+    if (in_zero && w.length - zero_from < sparse) add_data(zero_from, w.length);
+}
+
+Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, const TargetMode& t,
+                    WindowQueue& q) {
     const uint64_t size = src.size();
+    // -S 0 copies every byte as it reads (qemu-img: no scan for unallocated or zero sectors).
+    const bool scan = t.sparse != 0;
     uint64_t off = 0;
     while (off < size) {
-        if (cancelled(o)) return cancel_error();
+        VDISK_TRY(check_cancel(o));
         if (q.stopped()) return ok();
-        VDISK_ASSIGN(MappedExtent m, map_extent(src, off, size - off));
+        MappedExtent m;
+        if (scan) {
+            VDISK_ASSIGN(m, map_source(src, off, size - off, o));
+        } else {
+            m.length = size - off;
+            m.data = true;
+        }
+        auto w = q.take_free();
+        if (!w) return ok();
+        w->runs.clear();
         if (!m.data) {
+            w->start = off;
+            w->length = m.length;
+            w->hole = true;
+            q.push_full(std::move(w));
             off += m.length;
             continue;
         }
+        w->hole = false;
         const uint64_t start = util::align_down(off, unit);
         const uint64_t limit = std::min(size, start + chunk);
         // Extend over following data extents up to the window limit.
-        uint64_t data_end = off + m.length;
-        while (data_end < limit) {
-            VDISK_ASSIGN(MappedExtent n, map_extent(src, data_end, limit - data_end));
+        uint64_t data_end = std::min(limit, off + m.length);
+        while (scan && data_end < limit) {
+            VDISK_ASSIGN(MappedExtent n, map_source(src, data_end, limit - data_end, o));
             if (!n.data) break;
             data_end += n.length;
         }
         const uint64_t end = std::min({limit, util::align_up(data_end, unit).value_or(size), size});
-        auto w = q.take_free();
-        if (!w) return ok();
         w->start = start;
         w->length = end - start;
         w->data.resize(static_cast<size_t>(chunk));
-        w->runs.clear();
-        std::span<uint8_t> b(w->data.data(), static_cast<size_t>(w->length));
-        VDISK_TRY(src.read(start, b));
-        for (uint64_t pos = 0; pos < w->length;) {
-            uint64_t n = std::min(unit, w->length - pos);
-            bool zero = util::is_zero(b.subspan(static_cast<size_t>(pos), static_cast<size_t>(n)));
-            if (!zero) {
-                if (!w->runs.empty() && w->runs.back().second == pos) w->runs.back().second = pos + n;
-                else w->runs.emplace_back(pos, pos + n);
-            }
-            pos += n;
-        }
+        VDISK_TRY(read_source(src, start, std::span<uint8_t>(w->data.data(), static_cast<size_t>(w->length)), o));
+        find_runs(*w, unit, t.backing ? 0 : t.sparse);
         q.push_full(std::move(w));
         off = end;
     }
     return ok();
 }
 
-Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
+// The part of the engine that touches the target, shared by both pipelines: writes (rate-limited), zeroing
+// of what the target does not read as zeros already, and the backing comparison.
+class TargetWriter {
+public:
+    TargetWriter(BlockDevice& dst, const ConvertOptions& o, const TargetMode& t)
+        : dst_(dst), t_(t), rate_(o.rate_limit) {}
+
+    Status write(uint64_t off, std::span<const uint8_t> data) {
+        if (t_.backing) return write_differing(off, data);
+        VDISK_TRY(dst_.write(off, data));
+        rate_.account(data.size());
+        return ok();
+    }
+
+    // [off, off+len) reads as zeros in the source.
+    Status zeros(uint64_t off, uint64_t len) {
+        if (len == 0) return ok();
+        if (t_.backing) {
+            // Only where the target's chain holds something else than zeros.
+            for (uint64_t p = off; p < off + len;) {
+                VDISK_ASSIGN(MappedExtent m, map_extent(dst_, p, off + len - p));
+                if (m.data) VDISK_TRY(dst_.write_zeroes(p, m.length, true));
+                p += m.length;
+            }
+            return ok();
+        }
+        if (t_.zero_init) return ok();
+        return dst_.write_zeroes(off, len, true);
+    }
+
+private:
+    // With a backing file: compare with what the target reads now (its backing, since nothing was written
+    // there yet) in units of the target's granularity and write only the units that differ.
+    Status write_differing(uint64_t off, std::span<const uint8_t> data) {
+        const uint64_t unit = std::max<uint64_t>(dst_.write_granularity(), 512);
+        cur_.resize(data.size());
+        VDISK_TRY(dst_.read(off, cur_));
+        const uint64_t total = data.size();
+        uint64_t run_from = 0;
+        bool in_run = false;
+        auto flush = [&](uint64_t to) -> Status {
+            in_run = false;
+            VDISK_TRY(dst_.write(off + run_from, data.subspan(static_cast<size_t>(run_from), static_cast<size_t>(to - run_from))));
+            rate_.account(to - run_from);
+            return ok();
+        };
+        for (uint64_t p = 0; p < total; p += unit) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(unit, total - p));
+            const bool differs = std::memcmp(data.data() + p, cur_.data() + p, n) != 0;
+            if (differs && !in_run) {
+                run_from = p;
+                in_run = true;
+            } else if (!differs && in_run) {
+                VDISK_TRY(flush(p));
+            }
+        }
+        if (in_run) VDISK_TRY(flush(total));
+        return ok();
+    }
+
+    BlockDevice& dst_;
+    const TargetMode& t_;
+    RateLimiter rate_;
+    std::vector<uint8_t> cur_;
+};
+
+Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, const TargetMode& t) {
     // 4 KiB zero detection keeps raw targets as sparse as the host file system allows.
-    const uint64_t unit = std::max<uint64_t>(dst.write_granularity(), 4096);
+    const uint64_t unit = std::max<uint64_t>(dst.write_granularity(), std::min<uint64_t>(std::max<uint64_t>(t.sparse, 512), 4096));
     const uint64_t chunk = std::max(unit, util::align_up(std::max<uint64_t>(o.chunk_size, unit), unit).value_or(unit));
     WindowQueue q(4);
-    std::thread reader([&] { q.finish(read_windows(src, unit, chunk, o, q)); });
-    Status st;
-    while (auto w = q.take_full()) {
-        for (auto& [b, e] : w->runs) {
-            st = dst.write(w->start + b, std::span<const uint8_t>(w->data.data() + b, static_cast<size_t>(e - b)));
-            if (!st) break;
+    std::thread reader([&] { q.finish(guarded([&] { return read_windows(src, unit, chunk, o, t, q); })); });
+    TargetWriter out(dst, o, t);
+    Status st = guarded([&]() -> Status {
+        while (auto w = q.take_full()) {
+            Status s;
+            if (w->hole) {
+                s = out.zeros(w->start, w->length);
+            } else {
+                uint64_t pos = 0;
+                for (auto& [b, e] : w->runs) {
+                    s = out.zeros(w->start + pos, b - pos);
+                    if (s) s = out.write(w->start + b, std::span<const uint8_t>(w->data.data() + b, static_cast<size_t>(e - b)));
+                    if (!s) break;
+                    pos = e;
+                }
+                if (s) s = out.zeros(w->start + pos, w->length - pos);
+            }
+            if (s) s = check_cancel(o);
+            if (s) s = o.progress(w->start + w->length, src.size());
+            q.give_back(std::move(w));
+            if (!s) return s;
         }
-        if (o.progress) o.progress(w->start + w->length, src.size());
-        q.give_back(std::move(w));
-        if (!st) {
-            q.stop();
-            break;
-        }
-    }
+        return ok();
+    });
+    q.stop();
     reader.join();
-    if (!st) return st;
+    VDISK_TRY(st);
     VDISK_TRY(q.status());
-    if (o.progress) o.progress(src.size(), src.size());
-    return ok();
+    return o.progress(src.size(), src.size());
 }
 
 // Compressed copy: the target compresses whole chunks of compress_granularity() bytes. Three stages overlap:
 // a reader thread reads chunks (skipping what the chain says is unallocated or zero, and all-zero buffers),
-// `threads` workers compress them, and the calling thread writes the results in offset order. A fixed number
-// of chunks is in flight, so memory is bounded by the chunk size, not by the image.
+// `threads` workers compress them, and the calling thread writes the results in offset order (or as they
+// complete, with -W, where the format allows it). A fixed number of chunks is in flight, so memory is
+// bounded by the chunk size, not by the image.
 struct Chunk {
     uint64_t offset = 0;
     uint64_t length = 0;
+    bool zero = false;  // reads as zeros: nothing to compress
     std::vector<uint8_t> raw;
     Result<std::vector<uint8_t>> packed = std::vector<uint8_t>{};
     bool ready = false;
@@ -185,7 +405,7 @@ struct Chunk {
 
 class ChunkPipeline : public PipelineControl {
 public:
-    explicit ChunkPipeline(size_t slots) : slots_(slots) {}
+    ChunkPipeline(size_t slots, bool any_order) : slots_(slots), any_order_(any_order) {}
 
     // Reader: blocks while `slots_` chunks are in flight. Returns false when stopped.
     bool push(std::unique_ptr<Chunk> c) {
@@ -194,7 +414,8 @@ public:
         if (stop_) return false;
         ++inflight_;
         order_.push_back(c.get());
-        todo_.push_back(c.get());
+        if (c->zero) c->ready = true;
+        else todo_.push_back(c.get());
         owned_.push_back(std::move(c));
         cv_.notify_all();
         return true;
@@ -213,17 +434,24 @@ public:
         c->ready = true;
         cv_.notify_all();
     }
-    // Writer: the next chunk in offset order once compressed; nullptr at the end.
+    // Writer: the next chunk in offset order once compressed (any ready chunk with any_order); nullptr at
+    // the end.
     std::unique_ptr<Chunk> take_next() {
         std::unique_lock l(mu_);
-        cv_.wait(l, [&] { return stop_ || (!order_.empty() && order_.front()->ready) || (order_.empty() && done_); });
-        if (stop_ || order_.empty()) return nullptr;
-        Chunk* c = order_.front();
-        order_.pop_front();
+        auto next = [&]() -> std::deque<Chunk*>::iterator {
+            if (order_.empty()) return order_.end();
+            if (!any_order_) return order_.front()->ready ? order_.begin() : order_.end();
+            return std::find_if(order_.begin(), order_.end(), [](Chunk* c) { return c->ready; });
+        };
+        cv_.wait(l, [&] { return stop_ || next() != order_.end() || (order_.empty() && done_); });
+        auto it = next();
+        if (stop_ || it == order_.end()) return nullptr;
+        Chunk* c = *it;
+        order_.erase(it);
         --inflight_;
-        auto it = std::find_if(owned_.begin(), owned_.end(), [&](auto& p) { return p.get() == c; });
-        auto out = std::move(*it);
-        owned_.erase(it);
+        auto o = std::find_if(owned_.begin(), owned_.end(), [&](auto& p) { return p.get() == c; });
+        auto out = std::move(*o);
+        owned_.erase(o);
         cv_.notify_all();
         return out;
     }
@@ -239,25 +467,40 @@ public:
         spare_.pop_back();
         return c;
     }
+
 private:
     const size_t slots_;
+    const bool any_order_;
     size_t inflight_ = 0;
     std::deque<Chunk*> order_, todo_;
     std::vector<std::unique_ptr<Chunk>> owned_, spare_;
 };
 
-Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, ChunkPipeline& pipe) {
+Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, const TargetMode& t, ChunkPipeline& pipe) {
     const uint64_t size = src.size();
+    // Zero ranges matter to a target that does not read zeros there by itself.
+    const bool report_zeros = !t.zero_init || t.backing;
+    const bool scan = t.sparse != 0;
+    auto push_zero = [&](uint64_t off, uint64_t len) {
+        auto c = pipe.spare();
+        c->ready = false;
+        c->zero = true;
+        c->offset = off;
+        c->length = len;
+        c->raw.clear();
+        return pipe.push(std::move(c));
+    };
     for (uint64_t off = 0; off < size;) {
-        if (cancelled(o)) return cancel_error();
+        VDISK_TRY(check_cancel(o));
         if (pipe.stopped()) return ok();
         // Jump over whole chunks that read as zeros everywhere in the chain (a 2 TiB sparse disk is mostly
         // this) with one lookup per extent, not one per chunk.
-        {
-            VDISK_ASSIGN(MappedExtent m, map_extent(src, off, size - off));
+        if (scan) {
+            VDISK_ASSIGN(MappedExtent m, map_source(src, off, size - off, o));
             if (!m.data) {
                 uint64_t skip_to = m.length >= size - off ? size : util::align_down(off + m.length, g);
                 if (skip_to > off) {
+                    if (report_zeros && !push_zero(off, skip_to - off)) return ok();
                     off = skip_to;
                     continue;
                 }
@@ -265,81 +508,185 @@ Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, ChunkP
         }
         uint64_t len = std::min(g, size - off);
         // Skip chunks that read as zeros everywhere in the chain without reading them.
-        bool any_data = false;
-        for (uint64_t p = off; p < off + len;) {
-            VDISK_ASSIGN(MappedExtent m, map_extent(src, p, off + len - p));
-            if (m.data) {
-                any_data = true;
-                break;
-            }
+        bool any_data = !scan;
+        for (uint64_t p = off; !any_data && p < off + len;) {
+            VDISK_ASSIGN(MappedExtent m, map_source(src, p, off + len - p, o));
+            any_data = m.data;
             p += m.length;
         }
         if (any_data) {
             auto c = pipe.spare();
             c->ready = false;
+            c->zero = false;
             c->offset = off;
             c->length = len;
             c->raw.resize(static_cast<size_t>(len));
-            VDISK_TRY(src.read(off, c->raw));
-            if (!util::is_zero(c->raw) && !pipe.push(std::move(c))) return ok();
+            VDISK_TRY(read_source(src, off, c->raw, o));
+            c->zero = scan && util::is_zero(c->raw);
+            if ((!c->zero || report_zeros) && !pipe.push(std::move(c))) return ok();
+        } else if (report_zeros && !push_zero(off, len)) {
+            return ok();
         }
         off += len;
     }
     return ok();
 }
 
-Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
+Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, const TargetMode& t) {
     const uint64_t size = src.size();
     const uint64_t g = dst.compress_granularity();
     const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
     // Enough chunks in flight to keep every worker busy while the writer waits for the oldest one,
     // capped at 32 MiB of raw data (plus as much compressed) whatever the cluster size.
     const size_t slots = static_cast<size_t>(std::max<uint64_t>(threads + 2, std::min<uint64_t>(threads * 16, (32u << 20) / g)));
-    ChunkPipeline pipe(slots);
-    std::thread reader([&] { pipe.finish(read_chunks(src, g, o, pipe)); });
+    // Out of order only where nothing depends on the order: not a stream, not a backing comparison.
+    const bool any_order = o.out_of_order && !dst.sequential_writes_only() && !t.backing;
+    ChunkPipeline pipe(slots, any_order);
+    std::thread reader([&] { pipe.finish(guarded([&] { return read_chunks(src, g, o, t, pipe); })); });
     std::vector<std::thread> workers;
-    for (unsigned t = 0; t < threads; ++t)
+    for (unsigned i = 0; i < threads; ++i)
         workers.emplace_back([&] {
             while (Chunk* c = pipe.take_work()) {
-                c->packed = dst.compress_chunk(c->raw);
+                try {
+                    c->packed = dst.compress_chunk(c->raw);
+                } catch (const std::exception& e) {
+                    c->packed = make_error(ErrorCode::io, std::string("compress: ") + e.what());
+                }
                 pipe.work_done(c);
             }
         });
-    Status st;
-    while (auto c = pipe.take_next()) {
-        if (!c->packed) st = std::move(c->packed).error();
-        else if (c->packed->empty()) st = dst.write(c->offset, c->raw);
-        else st = dst.write_compressed_chunk(c->offset, *c->packed, c->length);
-        if (!st) break;
-        if (o.progress) o.progress(c->offset + c->length, size);
-        pipe.recycle(std::move(c));
-    }
+    TargetWriter out(dst, o, t);
+    RateLimiter rate(t.backing ? 0 : o.rate_limit);
+    uint64_t done = 0;
+    Status st = guarded([&]() -> Status {
+        while (auto c = pipe.take_next()) {
+            Status s;
+            if (c->zero) s = out.zeros(c->offset, c->length);
+            else if (!c->packed) s = std::move(c->packed).error();
+            else if (t.backing || c->packed->empty()) s = out.write(c->offset, c->raw);
+            else {
+                s = dst.write_compressed_chunk(c->offset, *c->packed, c->length);
+                rate.account(c->packed->size());
+            }
+            if (s) s = check_cancel(o);
+            done = std::max(done, c->offset + c->length);
+            if (s) s = o.progress(done, size);
+            pipe.recycle(std::move(c));
+            if (!s) return s;
+        }
+        return ok();
+    });
     pipe.stop();
     reader.join();
     for (auto& w : workers) w.join();
-    if (!st) return st;
+    VDISK_TRY(st);
     VDISK_TRY(pipe.status());
-    if (o.progress) o.progress(size, size);
-    return ok();
+    return o.progress(size, size);
+}
+
+Status copy(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, TargetMode t) {
+    if (o.compress && dst.compress_granularity() == 0)
+        return make_error(ErrorCode::unsupported,
+                          "output format " + o.output_format + " does not support compression (-c)");
+    t.backing = dst.backing() != nullptr;
+    const bool compressed = (o.compress || dst.compresses_every_write()) && dst.compress_granularity() != 0;
+    return compressed ? copy_compressed(src, dst, o, t) : copy_plain(src, dst, o, t);
+}
+
+CreateOptions target_options(const BlockDevice& source, const ConvertOptions& o) {
+    CreateOptions c = o.create;
+    c.size = source.size();
+    if (!o.backing_file.empty()) c.set("backing_file", o.backing_file);
+    if (!o.backing_format.empty()) c.set("backing_fmt", o.backing_format);
+    return c;
+}
+
+// Create the image on `fs` (a staging, device or plain file system), copy, close.
+Status create_and_copy(const Registry& registry, BlockDevice& source, FileSystem& fs, const std::string& name,
+                       const ConvertOptions& o, TargetMode t) {
+    VDISK_ASSIGN(auto dst, create_image(registry, fs, name, o.output_format, target_options(source, o)));
+    VDISK_TRY(copy(source, *dst, o, t));
+    return dst->close();
+}
+
+Status convert_into_existing(const Registry& registry, BlockDevice& source, FileSystem& fs, const std::string& name,
+                             const ConvertOptions& o) {
+    OpenOptions oo;
+    oo.format = o.output_format;
+    oo.read_write = true;
+    VDISK_ASSIGN(OpenedImage img, open_image(registry, fs, name, oo));
+    if (img.device->size() < source.size()) {
+        Error e = make_error(ErrorCode::out_of_range, "the existing target (-n) is smaller than the source: " +
+                                                          std::to_string(img.device->size()) + " < " +
+                                                          std::to_string(source.size()) + " bytes");
+        e.file = name;
+        return e;
+    }
+    TargetMode t;
+    t.zero_init = o.target_is_zero;
+    t.sparse = o.sparse_size;
+    VDISK_TRY(copy(source, *img.device, o, t));
+    return img.device->close();
 }
 
 }  // namespace
 
 Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs, std::string_view dest_name,
                const ConvertOptions& options) {
+    const ConvertOptions& o = options;
+    if (o.sparse_size % 512 != 0)
+        return make_error(ErrorCode::invalid_argument, "sparse size " + std::to_string(o.sparse_size) +
+                                                           " is not a multiple of 512");
+    if (o.target_is_zero && !o.existing_target)
+        return make_error(ErrorCode::invalid_argument, "target_is_zero needs existing_target (-n)");
+    VDISK_ASSIGN(const Format* fmt, registry.lookup(o.output_format));
+    TargetMode t;
+    t.sparse = o.sparse_size;
+    VDISK_ASSIGN(FileStat st, fs.stat(dest_name));
+    const std::string& target = st.resolved;
+    if (o.existing_target) return convert_into_existing(registry, source, fs, target, o);
+
+    auto named = [&](Status s) -> Status {
+        if (!s && s.error().file.empty()) s.error().file = std::string(dest_name);
+        return s;
+    };
+    const CreateOptions copts = target_options(source, o);
+    switch (st.kind) {
+        case FileKind::directory:
+        case FileKind::other: {
+            Error e = make_error(ErrorCode::invalid_argument, "the target is not a file, device or pipe");
+            e.file = std::string(dest_name);
+            return e;
+        }
+        case FileKind::char_device:
+        case FileKind::fifo: {
+            if (!fmt->can_stream(copts)) {
+                Error e = make_error(ErrorCode::unsupported,
+                                     "the target is a pipe or character device, which is written strictly forward; " +
+                                         std::string(fmt->name()) +
+                                         " with these options is not (raw and streamOptimized VMDK are)");
+                e.file = std::string(dest_name);
+                return e;
+            }
+            if (fs.is_stream()) return named(create_and_copy(registry, source, fs, target, o, t));
+            VDISK_ASSIGN(auto sfs, fs.open_stream(target));
+            return named(create_and_copy(registry, source, *sfs, target, o, t));
+        }
+        case FileKind::block_device: {
+            auto dfs = make_device_file_system(fs, target, st.size, o.target_is_zero);
+            return named(create_and_copy(registry, source, *dfs, target, o, t));
+        }
+        case FileKind::regular:
+            if (!st.replaceable) return named(create_and_copy(registry, source, fs, target, o, t));
+            break;
+        case FileKind::missing:
+            break;
+    }
+    // A new file, or one that a renamed new file replaces without loss: nothing is visible under the target's
+    // name until the whole image is written and synced; on any failure `stage` removes the temporary file.
     StagingFileSystem stage(fs);
-    CreateOptions copts = options.create;
-    copts.size = source.size();
-    VDISK_ASSIGN(auto dst, create_image(registry, stage, dest_name, options.output_format, copts));
-    if (options.compress && dst->compress_granularity() == 0)
-        return make_error(ErrorCode::unsupported,
-                          "output format " + options.output_format + " does not support compression (-c)");
-    const bool compressed = (options.compress || dst->compresses_every_write()) && dst->compress_granularity() != 0;
-    Status st = compressed ? copy_compressed(source, *dst, options) : copy_plain(source, *dst, options);
-    if (!st) return st;  // `stage` removes the partial target
-    VDISK_TRY(dst->close());
-    dst.reset();
-    return stage.commit();
+    VDISK_TRY(named(create_and_copy(registry, source, stage, target, o, t)));
+    return named(stage.commit(o.sync));
 }
 
 }  // namespace vdisk

@@ -16,6 +16,7 @@ std::string_view to_string(ErrorCode code) noexcept {
         case ErrorCode::limit_exceeded: return "limit_exceeded";
         case ErrorCode::read_only: return "read_only";
         case ErrorCode::invalid_argument: return "invalid_argument";
+        case ErrorCode::cancelled: return "cancelled";
     }
     return "unknown";
 }

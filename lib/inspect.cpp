@@ -47,7 +47,7 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
     }
 }
 
-Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size) {
+Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size, const ProgressFn& progress) {
     if (strict_size && a.size() != b.size()) return std::optional<uint64_t>(std::min(a.size(), b.size()));
     const uint64_t common = std::min(a.size(), b.size());
     constexpr uint64_t kChunk = 1 << 20;
@@ -69,6 +69,7 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
                 if (ba[i] != bb[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
         }
         off += n;
+        VDISK_TRY(progress(off, std::max(a.size(), b.size())));
     }
     // The longer one must read zeros past the shorter's end.
     BlockDevice& longer = a.size() > b.size() ? a : b;
@@ -82,7 +83,9 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
                 if (ba[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
         }
         off += n;
+        VDISK_TRY(progress(off, longer.size()));
     }
+    VDISK_TRY(progress(1, 1));
     return std::optional<uint64_t>{};
 }
 

@@ -125,6 +125,8 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
                                                                "' (supported: " + (names.empty() ? "none" : names) + ")");
         }
     }
+    if (!opts.size && !opts.attach_backing)
+        return make_error(ErrorCode::invalid_argument, "image size is required when the backing file is not opened");
     if (!opts.size) {
         auto backing = opts.get("backing_file");
         if (!backing)
@@ -141,6 +143,7 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
     OpenContext ctx(fs, std::string(name), oo);
     auto dev = fmt->create(opts, ctx);
     if (!dev) return std::move(dev).error().in(name, fmt->name());
+    if (!opts.attach_backing) return dev;
     // A new overlay reads (and copies on write) through its backing chain from its first write on.
     ChainState chain;
     for (File* f : (*dev)->files()) chain.seen.push_back(f->identity());

@@ -38,22 +38,31 @@ Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
         if (arg.size() > 2 && arg.substr(0, 2) == "--") {
             std::string_view body = arg.substr(2);
             std::string_view name = body.substr(0, body.find('='));
-            bool takes = false, found = false;
+            // Exact name first, else a unique prefix (getopt_long's abbreviations).
+            std::string_view match;
+            int matches = 0;
             for (auto l : spec.longs) {
-                bool t = !l.empty() && l.back() == '=';
-                if ((t ? l.substr(0, l.size() - 1) : l) == name) {
-                    found = true;
-                    takes = t;
+                std::string_view n = !l.empty() && l.back() == '=' ? l.substr(0, l.size() - 1) : l;
+                if (n == name) {
+                    match = l;
+                    matches = 1;
+                    break;
+                }
+                if (n.substr(0, name.size()) == name) {
+                    match = l;
+                    ++matches;
                 }
             }
-            if (!found) return bad("unrecognized option '" + std::string(arg) + "'");
-            Opt o{std::string(name), {}};
+            if (matches == 0) return bad("unrecognized option '" + std::string(arg) + "'");
+            if (matches > 1) return bad("option '" + std::string(arg) + "' is ambiguous");
+            const bool takes = match.back() == '=';
+            Opt o{std::string(takes ? match.substr(0, match.size() - 1) : match), {}};
             if (takes) {
                 if (body.find('=') != std::string_view::npos) o.value = std::string(body.substr(body.find('=') + 1));
                 else if (i + 1 < argc) o.value = argv[++i];
-                else return bad("option '--" + std::string(name) + "' requires an argument");
+                else return bad("option '--" + o.name + "' requires an argument");
             } else if (body.find('=') != std::string_view::npos) {
-                return bad("option '--" + std::string(name) + "' takes no argument");
+                return bad("option '--" + o.name + "' doesn't allow an argument");
             }
             a.opts.push_back(std::move(o));
             continue;
@@ -79,21 +88,68 @@ Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
         }
         a.positional.emplace_back(arg);
     }
+    for (auto& o : a.opts)
+        for (auto& [name, why] : spec.refused)
+            if (o.name == name)
+                return bad((o.name.size() == 1 ? "-" : "--") + o.name + " is not supported: " + std::string(why));
     return a;
 }
 
+std::string escape_terminal(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    auto esc = [&](unsigned char c) {
+        static const char* const digits = "0123456789abcdef";
+        out += "\\x";
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    };
+    for (size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7f) {
+            esc(c);
+            ++i;
+            continue;
+        }
+        if (c < 0x80) {
+            out += static_cast<char>(c);
+            ++i;
+            continue;
+        }
+        // A well-formed UTF-8 sequence passes (C1 controls U+0080..U+009F excepted); anything else is escaped.
+        size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+        bool good = n && i + n <= s.size();
+        uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+        for (size_t k = 1; good && k < n; ++k) {
+            const auto cc = static_cast<unsigned char>(s[i + k]);
+            good = (cc & 0xc0) == 0x80;
+            cp = (cp << 6) | (cc & 0x3f);
+        }
+        good = good && !(n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
+               !(cp >= 0x80 && cp <= 0x9f);
+        if (!good) {
+            esc(c);
+            ++i;
+            continue;
+        }
+        out.append(s.substr(i, n));
+        i += n;
+    }
+    return out;
+}
+
 int fail(const Error& e) {
-    std::cerr << "vdisk: " << e.to_string() << "\n";
+    std::cerr << "vdisk: " << escape_terminal(e.to_string()) << "\n";
     return 1;
 }
 
 int fail(std::string_view message) {
-    std::cerr << "vdisk: " << message << "\n";
+    std::cerr << "vdisk: " << escape_terminal(message) << "\n";
     return 1;
 }
 
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
-                             bool read_write, const std::string& snapshot, const std::string& parent) {
+                             bool read_write, const std::string& snapshot, const std::string& parent, FileSystem* fs) {
     OpenOptions o;
     o.backing_override = parent;
     o.format = format;
@@ -111,7 +167,38 @@ Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::strin
         auto f = env.registry.lookup(format);
         if (!f) return std::move(f).error();
     }
-    return open_image(env.registry, *env.fs, path, o);
+    return open_image(env.registry, fs ? *fs : *env.fs, path, o);
+}
+
+Result<std::pair<std::string, std::string>> parse_image_opts(const std::string& text) {
+    VDISK_ASSIGN(auto kv, parse_option_list(text));
+    std::string path, fmt;
+    for (auto& [k, v] : kv) {
+        if (k == "driver") fmt = v;
+        else if (k == "file.filename" || k == "filename") path = v;
+        else if (k == "file.driver" && v == "file") continue;
+        else
+            return make_error(ErrorCode::invalid_argument,
+                              "--image-opts: option '" + k + "' is not supported (vdisk knows driver=, file.filename=, "
+                              "file.driver=file)");
+    }
+    if (path.empty()) return make_error(ErrorCode::invalid_argument, "--image-opts: no file.filename= in '" + text + "'");
+    return std::make_pair(path, fmt);
+}
+
+Result<CacheMode> parse_cache_mode(const std::string& mode) {
+    CacheMode m;
+    if (mode == "none" || mode == "off") m.posix.direct = true;
+    else if (mode == "directsync") m.posix.direct = m.posix.write_through = true;
+    else if (mode == "writethrough") m.posix.write_through = true;
+    else if (mode == "unsafe") m.unsafe = true;
+    else if (mode != "writeback") return make_error(ErrorCode::invalid_argument, "Invalid cache option: " + mode);
+    return m;
+}
+
+std::unique_ptr<FileSystem> file_system_for(const CacheMode& mode) {
+    if (!mode.posix.direct && !mode.posix.write_through) return nullptr;
+    return make_posix_file_system({}, NamePolicy::any, mode.posix);
 }
 
 std::string human_size(uint64_t bytes) {
@@ -185,9 +272,12 @@ int print_option_help(Env& env, const std::string& fmt_name) {
     auto fmt = env.registry.lookup(fmt_name);
     if (!fmt) return fail(fmt.error());
     std::cout << "Supported options:\n";
-    for (auto& o : (*fmt)->create_options()) std::printf("  %-22s - %.*s\n", std::string(o.name).c_str(),
-                                                         static_cast<int>(o.help.size()), o.help.data());
-    std::printf("  %-22s - %s\n", "size", "Virtual disk size");
+    bool has_size = false;
+    for (auto& o : (*fmt)->create_options()) {
+        has_size = has_size || o.name == "size";
+        std::printf("  %-22s - %.*s\n", std::string(o.name).c_str(), static_cast<int>(o.help.size()), o.help.data());
+    }
+    if (!has_size) std::printf("  %-22s - %s\n", "size", "Virtual disk size");
     return 0;
 }
 

@@ -25,10 +25,18 @@ struct Opt {
 };
 
 /// A command's option table: short options in getopt style ("f:O:cp"), long ones as "name" or "name=".
+/// Long options may be abbreviated to any unique prefix, as with getopt_long. `refused` names options
+/// (short letter or long name, also listed in shorts/longs) that qemu-img accepts but vdisk does not
+/// implement, with the reason: they fail with one line instead of being accepted and ignored.
 struct OptSpec {
     std::string_view shorts;
     std::vector<std::string_view> longs;
+    std::vector<std::pair<std::string_view, std::string_view>> refused = {};
 };
+
+/// Options every qemu-img command accepts that vdisk refuses, with the reason.
+inline constexpr std::string_view kNoObjects =
+    "vdisk has no QEMU objects (secrets, TLS credentials, iothreads); encrypted images are not supported";
 
 struct Args {
     std::vector<Opt> opts;
@@ -42,14 +50,34 @@ struct Args {
 /// Parse argv[first..]. Returns an error message on unknown options or missing values.
 Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec);
 
+/// A string from an image or the user, safe for a terminal: control bytes and invalid UTF-8 as \xNN.
+std::string escape_terminal(std::string_view s);
+
 /// Print "vdisk: MESSAGE" on stderr; returns 1.
 int fail(const Error& e);
 int fail(std::string_view message);
 
-/// Open an image for a command. `format` empty: probe. `untrusted`: OpenOptions::untrusted.
+/// Open an image for a command. `format` empty: probe. `untrusted`: OpenOptions::untrusted. `fs`: the file
+/// system to open it through (default env.fs; another one for a cache mode).
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
                              bool read_write = false, const std::string& snapshot = {},
-                             const std::string& parent = {});
+                             const std::string& parent = {}, FileSystem* fs = nullptr);
+
+/// --image-opts: "driver=FMT,file.filename=PATH" (also "filename=PATH", "file.driver=file") -> path and
+/// format. Any other key is an error naming it.
+Result<std::pair<std::string, std::string>> parse_image_opts(const std::string& text);
+
+/// qemu-img's cache modes (-t / -T): none, writeback, writethrough, directsync, unsafe.
+struct CacheMode {
+    PosixOptions posix;
+    bool unsafe = false;  ///< no final sync
+};
+Result<CacheMode> parse_cache_mode(const std::string& mode);
+/// A POSIX file system for a cache mode (the default mode shares env.fs: returns nullptr).
+std::unique_ptr<FileSystem> file_system_for(const CacheMode& mode);
+
+/// Print a command's detailed help (usage plus one line per option) and return 0.
+int print_command_help(std::string_view command);
 
 /// qemu-img's human sizes: "4 MiB", "2.13 MiB", "388 KiB".
 std::string human_size(uint64_t bytes);

@@ -9,8 +9,25 @@
 namespace vdisk::cli {
 
 int cmd_bench(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:c:s:S:o:qd:t:n", {"untrusted", "force-share"}});
-    if (!args) return fail(args.error());
+    auto args = parse_args(argc, argv, 2,
+                           {"hf:c:s:S:o:qd:t:ni:wU",
+                            {"help", "untrusted", "force-share", "image-opts", "flush-interval=", "pattern=", "no-drain"},
+                            {{"n", "vdisk has no Linux native AIO; its reads are synchronous positional reads"},
+                             {"i", "vdisk has no AIO engines (native, io_uring); its reads are synchronous"},
+                             {"w", "vdisk bench measures reads only"},
+                             {"flush-interval", "vdisk bench measures reads only (no writes to flush)"},
+                             {"pattern", "vdisk bench measures reads only (no write pattern)"},
+                             {"no-drain", "vdisk bench measures reads only"}}});
+    if (!args) return fail("bench: " + args.error().message);
+    if (auto d = args->get("d"); d && *d != "1")
+        return fail("bench: -d " + *d + " is not supported: vdisk bench keeps one request in flight (depth 1)");
+    CacheMode cache;
+    if (auto t = args->get("t")) {
+        auto m = parse_cache_mode(*t);
+        if (!m) return fail("bench: " + m.error().message);
+        cache = *m;
+    }
+    auto cache_fs = file_system_for(cache);
     if (args->positional.size() != 1) return fail("bench: expected exactly one image");
     auto num = [&](const char* key, uint64_t dflt) -> Result<uint64_t> {
         auto v = args->get(key);
@@ -23,7 +40,14 @@ int cmd_bench(Env& env, int argc, char** argv) {
     auto step = num("S", *size);
     if (!step) return fail(step.error());
     if (*size == 0 || *size > (64ull << 20)) return fail("bench: -s must be between 1 and 64M");
-    auto img = open_cli(env, args->positional[0], args->get("f").value_or(""), args->has("untrusted"));
+    std::string path = args->positional[0], fmt = args->get("f").value_or("");
+    if (args->has("image-opts")) {
+        auto io = parse_image_opts(path);
+        if (!io) return fail("bench: " + io.error().message);
+        path = io->first;
+        if (!io->second.empty()) fmt = io->second;
+    }
+    auto img = open_cli(env, path, fmt, args->has("untrusted"), false, {}, {}, cache_fs.get());
     if (!img) return fail(img.error());
     BlockDevice& dev = *img->device;
     if (dev.size() < *size) return fail("bench: the image is smaller than one request");

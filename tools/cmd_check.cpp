@@ -8,20 +8,38 @@
 namespace vdisk::cli {
 
 int cmd_check(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:r:qU", {"output=", "untrusted", "force-share"}});
-    if (!args) return fail(args.error());
+    auto args = parse_args(argc, argv, 2,
+                           {"hf:r:qT:U",
+                            {"help", "output=", "untrusted", "force-share", "format=", "repair=", "object=", "image-opts"},
+                            {{"object", kNoObjects}}});
+    if (!args) return fail("check: " + args.error().message);
     auto json = output_is_json(*args);
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("check: expected exactly one image");
     RepairMode repair = RepairMode::none;
+    if (auto r = args->get("repair")) args->opts.push_back({"r", *r});
+    if (auto f = args->get("format")) args->opts.push_back({"f", *f});
     if (auto r = args->get("r")) {
         if (*r == "leaks") repair = RepairMode::leaks;
         else if (*r == "all") repair = RepairMode::all;
         else return fail("check: -r expects 'leaks' or 'all'");
     }
-    const std::string& path = args->positional[0];
-    OpenOptions oo;
-    auto img = open_cli(env, path, args->get("f").value_or(""), args->has("untrusted"), repair != RepairMode::none);
+    std::string path = args->positional[0];
+    std::string fmt = args->get("f").value_or("");
+    if (args->has("image-opts")) {
+        auto io = parse_image_opts(path);
+        if (!io) return fail("check: " + io.error().message);
+        path = io->first;
+        if (!io->second.empty()) fmt = io->second;
+    }
+    CacheMode cache;
+    if (auto t = args->get("T")) {
+        auto m = parse_cache_mode(*t);
+        if (!m) return fail("check: " + m.error().message);
+        cache = *m;
+    }
+    auto cache_fs = file_system_for(cache);
+    auto img = open_cli(env, path, fmt, args->has("untrusted"), repair != RepairMode::none, {}, {}, cache_fs.get());
     if (!img) return fail(img.error());
     auto res = img->format->check(*img->device, repair);
     if (!res) {
@@ -31,8 +49,25 @@ int cmd_check(Env& env, int argc, char** argv) {
         }
         return fail(std::move(res).error().in(path, img->format->name()));
     }
+    // After a repair qemu-img checks again and reports (and exits by) what is left; the repair counts come
+    // from the first pass. The first pass's findings go to stderr, as qemu-img prints them.
+    CheckResult first = *res;
+    if (repair != RepairMode::none && (first.leaks_fixed || first.corruptions_fixed)) {
+        auto again = img->format->check(*img->device, RepairMode::none);
+        if (!again) return fail(std::move(again).error().in(path, img->format->name()));
+        if (!*json && !args->has("q")) {
+            for (auto& m : first.messages) std::cerr << escape_terminal(m) << "\n";
+            std::cout << "The following inconsistencies were found and repaired:\n\n    " << first.leaks_fixed
+                      << " leaked clusters\n    " << first.corruptions_fixed << " corruptions\n\n"
+                      << "Double checking the fixed image now...\n";
+        }
+        res = std::move(again);
+        res->leaks_fixed = first.leaks_fixed;
+        res->corruptions_fixed = first.corruptions_fixed;
+        first.messages.clear();
+    }
     if (auto st = img->device->close(); !st) return fail(std::move(st).error().in(path));
-    const CheckResult& c = *res;
+    CheckResult& c = *res;
     if (*json) {
         Json j = Json::object();
         if (c.image_end_offset) j.set("image-end-offset", *c.image_end_offset);
@@ -41,7 +76,7 @@ int cmd_check(Env& env, int argc, char** argv) {
         if (c.leaks) j.set("leaks", c.leaks);
         if (c.corruptions) j.set("corruptions", c.corruptions);
         if (c.allocated_clusters) j.set("allocated-clusters", *c.allocated_clusters);
-        j.set("filename", path);
+        j.set("filename", path);  // the JSON writer escapes what JSON needs
         j.set("format", std::string(img->format->name()));
         if (c.compressed_clusters && *c.compressed_clusters) j.set("compressed-clusters", *c.compressed_clusters);
         if (c.fragmented_clusters && *c.fragmented_clusters) j.set("fragmented-clusters", *c.fragmented_clusters);
@@ -49,10 +84,7 @@ int cmd_check(Env& env, int argc, char** argv) {
         if (c.corruptions_fixed) j.set("corruptions-fixed", c.corruptions_fixed);
         std::cout << j.dump(4) << "\n";
     } else if (!args->has("q")) {
-        for (auto& m : c.messages) std::cout << m << "\n";
-        if (c.corruptions_fixed || c.leaks_fixed)
-            std::cout << "The following inconsistencies were found and repaired:\n\n    " << c.leaks_fixed
-                      << " leaked clusters\n    " << c.corruptions_fixed << " corruptions\n\n";
+        for (auto& m : c.messages) std::cerr << escape_terminal(m) << "\n";
         if (c.corruptions == 0 && c.leaks == 0 && c.check_errors == 0) {
             std::cout << "No errors were found on the image.\n";
         } else {

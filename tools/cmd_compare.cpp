@@ -6,23 +6,48 @@
 namespace vdisk::cli {
 
 int cmd_compare(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:F:spqU", {"untrusted", "force-share"}});
+    auto args = parse_args(argc, argv, 2,
+                           {"hf:F:spqT:U", {"help", "untrusted", "force-share", "object=", "image-opts"},
+                            {{"object", kNoObjects}}});
     if (!args) {
-        fail(args.error());
+        fail("compare: " + args.error().message);
         return 2;
     }
+    CacheMode cache;
+    if (auto t = args->get("T")) {
+        auto m = parse_cache_mode(*t);
+        if (!m) {
+            fail("compare: " + m.error().message);
+            return 2;
+        }
+        cache = *m;
+    }
+    auto cache_fs = file_system_for(cache);
     if (args->positional.size() != 2) {
         fail("compare: expected two images");
         return 2;
     }
     std::string fa = args->get("f").value_or("");
     std::string fb = args->get("F").value_or(fa);
-    auto a = open_cli(env, args->positional[0], fa, args->has("untrusted"));
+    std::string pa = args->positional[0], pb = args->positional[1];
+    if (args->has("image-opts")) {
+        auto ia = parse_image_opts(pa);
+        auto ib = parse_image_opts(pb);
+        if (!ia || !ib) {
+            fail("compare: " + (!ia ? ia.error() : ib.error()).message);
+            return 2;
+        }
+        pa = ia->first;
+        pb = ib->first;
+        if (!ia->second.empty()) fa = ia->second;
+        if (!ib->second.empty()) fb = ib->second;
+    }
+    auto a = open_cli(env, pa, fa, args->has("untrusted"), false, {}, {}, cache_fs.get());
     if (!a) {
         fail(a.error());
         return 2;
     }
-    auto b = open_cli(env, args->positional[1], fb, args->has("untrusted"));
+    auto b = open_cli(env, pb, fb, args->has("untrusted"), false, {}, {}, cache_fs.get());
     if (!b) {
         fail(b.error());
         return 2;
@@ -33,7 +58,9 @@ int cmd_compare(Env& env, int argc, char** argv) {
         return 1;
     }
     if (a->device->size() != b->device->size() && !args->has("q")) std::cout << "Warning: Image size mismatch!\n";
-    auto r = compare(*a->device, *b->device, strict);
+    ProgressFn progress;
+    if (args->has("p")) progress = progress_printer();
+    auto r = compare(*a->device, *b->device, strict, progress);
     if (!r) {
         fail(r.error());
         return 2;

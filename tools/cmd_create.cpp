@@ -6,8 +6,8 @@
 namespace vdisk::cli {
 
 int cmd_create(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:o:b:F:qu", {}});
-    if (!args) return fail(args.error());
+    auto args = parse_args(argc, argv, 2, {"hf:o:b:F:qu", {"help", "object="}, {{"object", kNoObjects}}});
+    if (!args) return fail("create: " + args.error().message);
     std::string fmt = args->get("f").value_or("raw");
     bool want_help = false;
     auto kv = collect_options(*args, want_help);
@@ -31,6 +31,12 @@ int cmd_create(Env& env, int argc, char** argv) {
         co.size = *size;
     }
     std::erase_if(co.values, [](auto& p) { return p.first == "size"; });
+    if (args->has("u")) {
+        // -u: record the backing file without opening it; the size must then be given.
+        if (!co.get("backing_file")) return fail("create: -u needs a backing file (-b)");
+        if (!co.size) return fail("create: -u needs the image size (the backing file is not opened to take it from)");
+        co.attach_backing = false;
+    }
     if (!args->has("q")) {
         std::cout << "Formatting '" << name << "', fmt=" << fmt;
         for (auto& [k, v] : co.values) std::cout << " " << k << "=" << v;

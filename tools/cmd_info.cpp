@@ -86,12 +86,23 @@ static int untrusted_info(Env& env, const std::string& path, const std::string& 
 }
 
 int cmd_info(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:U", {"output=", "untrusted", "backing-chain", "force-share", "image-opts", "parent="}});
-    if (!args) return fail(args.error());
+    auto args = parse_args(argc, argv, 2,
+                           {"hf:U",
+                            {"help", "output=", "untrusted", "backing-chain", "force-share", "image-opts", "parent=",
+                             "format=", "object="},
+                            {{"object", kNoObjects}}});
+    if (!args) return fail("info: " + args.error().message);
+    if (auto v = args->get("format")) args->opts.push_back({"f", *v});
     auto json = output_is_json(*args);
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("info: expected exactly one image (see vdisk info --help)");
-    const std::string& path = args->positional[0];
+    std::string path = args->positional[0];
+    if (args->has("image-opts")) {
+        auto io = parse_image_opts(path);
+        if (!io) return fail("info: " + io.error().message);
+        path = io->first;
+        if (!io->second.empty()) args->opts.push_back({"f", io->second});
+    }
     if (args->has("untrusted")) return untrusted_info(env, path, args->get("f").value_or(""), *json);
     auto img = open_cli(env, path, args->get("f").value_or(""), false, false, {}, args->get("parent").value_or(""));
     if (!img) return fail(img.error());

@@ -7,12 +7,26 @@
 namespace vdisk::cli {
 
 int cmd_map(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:U", {"output=", "untrusted", "force-share", "start-offset=", "max-length="}});
-    if (!args) return fail(args.error());
+    auto args = parse_args(argc, argv, 2,
+                           {"hf:s:l:U",
+                            {"help", "output=", "untrusted", "force-share", "start-offset=", "max-length=", "format=",
+                             "object=", "image-opts"},
+                            {{"object", kNoObjects}}});
+    if (!args) return fail("map: " + args.error().message);
+    if (auto v = args->get("s")) args->opts.push_back({"start-offset", *v});
+    if (auto v = args->get("l")) args->opts.push_back({"max-length", *v});
+    if (auto v = args->get("format")) args->opts.push_back({"f", *v});
     auto json = output_is_json(*args);
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("map: expected exactly one image");
-    auto img = open_cli(env, args->positional[0], args->get("f").value_or(""), args->has("untrusted"));
+    std::string path = args->positional[0], fmt = args->get("f").value_or("");
+    if (args->has("image-opts")) {
+        auto io = parse_image_opts(path);
+        if (!io) return fail("map: " + io.error().message);
+        path = io->first;
+        if (!io->second.empty()) fmt = io->second;
+    }
+    auto img = open_cli(env, path, fmt, args->has("untrusted"));
     if (!img) return fail(img.error());
     BlockDevice& dev = *img->device;
     uint64_t start = 0, end = dev.size();

@@ -15,12 +15,14 @@ struct Command {
 constexpr Command kCommands[] = {
     {"info", vdisk::cli::cmd_info, "info [-f FMT] [--output=human|json] [--backing-chain] [--parent FILE] [--untrusted] IMG"},
     {"convert", vdisk::cli::cmd_convert,
-     "convert [-f FMT] -O FMT [-o k=v,...] [-c] [-p] [-m N] [-l snapshot.name=NAME|snapshot.id=ID] [--parent FILE]\n                [--untrusted] SRC DST"},
-    {"create", vdisk::cli::cmd_create, "create -f FMT [-o k=v,...] [-b BACKING [-F BACKING_FMT]] IMG [SIZE]"},
-    {"check", vdisk::cli::cmd_check, "check [-f FMT] [--output=human|json] [-r leaks|all] [--untrusted] IMG"},
-    {"map", vdisk::cli::cmd_map, "map [-f FMT] [--output=human|json] [--untrusted] IMG"},
-    {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [--untrusted] IMG1 IMG2"},
-    {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] IMG [+|-]SIZE"},
+     "convert [-f FMT] -O FMT [-o k=v,...] [-c] [-p] [-q] [-n [--target-is-zero]] [-B BACKING [-F FMT]] [-S SIZE]\n"
+     "                [-t CACHE] [-T CACHE] [-W] [-m N] [-r RATE] [--salvage] [-l snapshot.name=NAME|snapshot.id=ID]\n"
+     "                [--image-opts] [--target-image-opts] [--parent FILE] [--untrusted] SRC [SRC2...] DST"},
+    {"create", vdisk::cli::cmd_create, "create -f FMT [-o k=v,...] [-b BACKING [-F BACKING_FMT]] [-u] [-q] IMG [SIZE]"},
+    {"check", vdisk::cli::cmd_check, "check [-f FMT] [--output=human|json] [-r leaks|all] [-T CACHE] [-q] [--untrusted] IMG"},
+    {"map", vdisk::cli::cmd_map, "map [-f FMT] [--output=human|json] [-s OFFSET] [-l LENGTH] [--untrusted] IMG"},
+    {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-T CACHE] [--untrusted] IMG1 IMG2"},
+    {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] [--preallocation=off|falloc|full] [-q] IMG [+|-]SIZE"},
     {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},
     {"sample", vdisk::cli::cmd_sample, "sample FILE [SIZE]   (write a raw image with a known test pattern)"},
 };
@@ -54,7 +56,7 @@ int main(int argc, char** argv) {
         if (cmd != c.name) continue;
         for (int i = 2; i < argc; ++i)
             if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-                std::cout << "usage: vdisk " << c.synopsis << "\n";
+                if (vdisk::cli::print_command_help(c.name) != 0) std::cout << "usage: vdisk " << c.synopsis << "\n";
                 return 0;
             }
         vdisk::cli::Env env;

@@ -75,6 +75,11 @@ public:
     }
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
+    bool can_stream(const CreateOptions& opts) const noexcept override {
+        // Preallocation asks for allocated blocks, which a pipe does not have; off is the default.
+        auto p = opts.get("preallocation");
+        return !p || *p == "off";
+    }
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         std::string prealloc = opts.get("preallocation").value_or("off");

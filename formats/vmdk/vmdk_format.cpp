@@ -374,6 +374,10 @@ public:
     }
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
+    bool can_stream(const CreateOptions& opts) const noexcept override {
+        auto sub = opts.get("subformat");
+        return sub && *sub == "streamOptimized";
+    }
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         return create_vmdk(opts, ctx);

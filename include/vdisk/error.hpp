@@ -27,6 +27,7 @@ enum class ErrorCode {
     limit_exceeded,    ///< a configured cap (memory, chain depth, extent count) would be exceeded
     read_only,         ///< a write to something opened or marked read-only
     invalid_argument,  ///< the caller's request is malformed (bad option, bad size)
+    cancelled,         ///< the caller stopped the operation (cancel flag, signal, progress callback)
 };
 
 /// Short stable name of an error code ("corrupt", "io", ...).

@@ -84,6 +84,8 @@ struct OptionSpec {
 struct CreateOptions {
     std::optional<uint64_t> size;
     std::vector<std::pair<std::string, std::string>> values;
+    /// false (qemu-img create -u): a backing_file is recorded but never opened; size must be set.
+    bool attach_backing = true;
 
     /// Value of an option, or nullopt.
     std::optional<std::string> get(std::string_view key) const;
@@ -137,6 +139,12 @@ public:
     /// opts.size is set (the generic layer takes it from the backing file when omitted).
     virtual Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts,
                                                         const OpenContext& ctx) const;
+    /// True when an image created with `opts` is written strictly forward, so it can go to a pipe or a
+    /// character device (raw; streamOptimized VMDK). Default: false.
+    virtual bool can_stream(const CreateOptions& opts) const noexcept {
+        (void)opts;
+        return false;
+    }
     /// Consistency check of an image opened by this format.
     virtual Result<CheckResult> check(BlockDevice& device, RepairMode repair) const;
 };

@@ -86,6 +86,22 @@ enum class NamePolicy {
     relative_only,  ///< only relative names that stay inside the root
 };
 
+/// What a name refers to, after following symbolic links.
+enum class FileKind : uint8_t { missing, regular, block_device, char_device, fifo, directory, other };
+
+/// What a writer needs to know before it writes to a name (convert/create targets).
+struct FileStat {
+    FileKind kind = FileKind::missing;
+    /// The name with every symbolic link resolved (the name itself when it is no link): writers work on
+    /// this name so that a link stays a link and its target is what changes.
+    std::string resolved;
+    uint64_t size = 0;  ///< bytes (a block device's capacity)
+    /// An existing regular file that a new file renamed over it would replace without losing anything the
+    /// file system records for it (owner, group, mode via copy_attributes; a single link; no extended
+    /// attributes; a directory the caller may write). False: write such a file in place.
+    bool replaceable = true;
+};
+
 /// A set of named files. Names use '/' as separator. Relative names are relative to the root.
 class FileSystem {
 public:
@@ -104,6 +120,17 @@ public:
     /// ("" is the root), sorted, each joined to `dir` like the other names: "dir/name", or "name" for "".
     /// Subdirectories and other special files are left out. Default: unsupported.
     virtual Result<std::vector<std::string>> list(std::string_view dir);
+
+    /// What `name` is (links followed). Default: regular when exists(), else missing; never a device.
+    virtual Result<FileStat> stat(std::string_view name);
+    /// Give the file `to` the owner, group and permission bits of the existing file `from` (used before a
+    /// temporary file replaces `from`). Default: nothing to keep.
+    virtual Status copy_attributes(std::string_view from, std::string_view to);
+    /// A one-file FileSystem writing strictly forward into `name`, a character device or a FIFO.
+    /// Default: unsupported.
+    virtual Result<std::unique_ptr<FileSystem>> open_stream(std::string_view name);
+    /// True when every file of this FileSystem is a forward-only stream (make_stream_file_system).
+    virtual bool is_stream() const { return false; }
 };
 
 /// Directory part of a name ("a/b/c.vmdk" -> "a/b", "c.vmdk" -> "").
@@ -116,14 +143,27 @@ std::string resolve_reference(std::string_view referrer, std::string_view ref);
 /// True when a name is absolute or climbs above its start with "..".
 bool escapes_directory(std::string_view name);
 
+/// How a POSIX file system opens files: qemu-img's cache modes. writeback (the default) is neither;
+/// none = direct; writethrough = write_through; directsync = both. (unsafe = writeback without the final
+/// sync, which is the caller's decision.)
+struct PosixOptions {
+    /// O_DIRECT: bypass the page cache. Reads and writes go through aligned bounce buffers, so callers
+    /// need not align anything. Opening fails with invalid_argument where the file system refuses O_DIRECT.
+    bool direct = false;
+    /// Every write is made durable before it returns (fdatasync after each write).
+    bool write_through = false;
+};
+
 /// A file system over the host, rooted at `root` (empty: the process's working directory).
-std::unique_ptr<FileSystem> make_posix_file_system(std::string root = {}, NamePolicy policy = NamePolicy::any);
+std::unique_ptr<FileSystem> make_posix_file_system(std::string root = {}, NamePolicy policy = NamePolicy::any,
+                                                   PosixOptions options = {});
 
 /// A file system holding exactly one file: the already-open descriptor `fd` (a pipe, stdout), written
 /// strictly forward. Any name given to create() names that stream; writes behind the current end fail with
 /// invalid_argument (the format cannot be streamed), gaps are filled with zeros, reads fail. For
 /// `convert ... -` of formats that write in one forward pass (streamOptimized VMDK, raw).
-std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name = "-");
+/// `close_fd`: the file system owns `fd` and closes it when destroyed.
+std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name = "-", bool close_fd = false);
 
 /// An in-memory file system. Files persist as long as the FileSystem; Files opened from it keep
 /// their data alive even after removal.
@@ -165,8 +205,10 @@ public:
     /// The base's listing with staged files shown under their final names.
     Result<std::vector<std::string>> list(std::string_view dir) override;
 
-    /// Sync and rename every staged file to its final name. Files must be closed by the caller first.
-    Status commit();
+    /// Sync (unless `sync` is false: qemu-img's cache=unsafe) and rename every staged file to its final
+    /// name; a file replacing an existing one first takes its owner, group and mode (copy_attributes).
+    /// Files must be closed by the caller first. Errors name the final names, never the temporary ones.
+    Status commit(bool sync = true);
     /// Remove every staged file (also done by the destructor when not committed).
     void abort();
 

@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include "vdisk/block_device.hpp"
 #include "vdisk/error.hpp"
@@ -59,9 +61,40 @@ struct MappedExtent {
 };
 Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len);
 
-/// Progress callback: (bytes done, bytes total).
-using ProgressFn = std::function<void(uint64_t, uint64_t)>;
+/// Progress callback: (bytes done, bytes total). A callback returning bool stops the operation by
+/// returning false (the operation then fails with ErrorCode::cancelled); one returning void never stops it.
+/// An exception thrown by the callback is caught and also ends the operation as cancelled.
+class ProgressFn {
+public:
+    ProgressFn() = default;
+    ProgressFn(std::nullptr_t) {}  // NOLINT: "no progress"
+    template <typename F>
+        requires(!std::is_same_v<std::decay_t<F>, ProgressFn> && std::is_invocable_v<F&, uint64_t, uint64_t>)
+    ProgressFn(F f) {  // NOLINT: implicit, like std::function
+        if constexpr (std::is_void_v<std::invoke_result_t<F&, uint64_t, uint64_t>>)
+            fn_ = [f = std::move(f)](uint64_t d, uint64_t t) mutable {
+                f(d, t);
+                return true;
+            };
+        else
+            fn_ = [f = std::move(f)](uint64_t d, uint64_t t) mutable { return static_cast<bool>(f(d, t)); };
+    }
+    explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
+    /// Call the callback: ok() to go on, ErrorCode::cancelled when it asked to stop or threw.
+    Status operator()(uint64_t done, uint64_t total) const;
 
+private:
+    std::function<bool(uint64_t, uint64_t)> fn_;
+};
+
+/// How convert writes its target. The target name may be a new or existing regular file, a symbolic link
+/// (the file it leads to is written; the link stays), a block device (written in place, never truncated
+/// or replaced; zeroed where the source reads zeros unless target_is_zero; too small is an out_of_range
+/// error naming both sizes), or a character device / FIFO (formats written in one forward pass only:
+/// raw, streamOptimized VMDK). New files, and existing files that renaming keeps intact (one link, a
+/// writable directory, no extended attributes; owner, group and mode are copied over), are written under
+/// a temporary name and renamed into place after a successful close and sync: on failure or cancellation
+/// nothing is left and the old file is untouched. Other existing files are written in place, as qemu-img does.
 struct ConvertOptions {
     std::string output_format;       ///< name or alias
     CreateOptions create;            ///< -o values (size is set by convert)
@@ -69,20 +102,44 @@ struct ConvertOptions {
     unsigned threads = 0;            ///< worker threads for compression; 0 = number of cores
     uint64_t chunk_size = 2u << 20;  ///< copy unit
     ProgressFn progress;
-    const std::atomic<bool>* cancel = nullptr;  ///< set to true to abort (the target is removed)
+    const std::atomic<bool>* cancel = nullptr;  ///< set to true to abort (ErrorCode::cancelled; target removed)
+    /// -n: the target exists already in output_format (at least as large as the source) and is written in
+    /// place; ranges that read as zeros in the source are zeroed in it unless target_is_zero.
+    bool existing_target = false;
+    /// --target-is-zero: the existing target (or device) reads as zeros already; skip zeroing it.
+    bool target_is_zero = false;
+    /// -S: the shortest run of zero bytes left unwritten (sparse) in the target; 0 writes every byte (a fully
+    /// allocated target). A multiple of 512.
+    uint64_t sparse_size = 4096;
+    /// -B / -F: the new image gets this backing file, and only what differs from it is written.
+    std::string backing_file, backing_format;
+    /// false: no final sync of the target (qemu-img's cache=unsafe).
+    bool sync = true;
+    /// -W: compressed chunks may be written in completion order where the format allows it.
+    bool out_of_order = false;
+    /// -r: at most this many bytes written per second (0: no limit).
+    uint64_t rate_limit = 0;
+    /// --salvage: read errors of the source do not stop the conversion: the unreadable 512-byte sectors are
+    /// written as zeros and reported through on_salvaged (offset, length, the read error).
+    bool salvage = false;
+    std::function<void(uint64_t, uint64_t, const Error&)> on_salvaged;
 };
 
-/// Copy every byte of `source` (through its chain) into a new image `dest_name` on `fs`. Unallocated
-/// and zero ranges are not written (the target stays sparse); all-zero buffers are detected. The target
-/// is written under temporary names and renamed into place only after a successful close and sync: on
-/// failure nothing is left behind.
+/// Copy every byte of `source` (through its chain) into the image `dest_name` on `fs` (see ConvertOptions
+/// for what the target may be). Unallocated and zero ranges are not written where the target reads zeros
+/// anyway; all-zero buffers are detected.
 Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
                std::string_view dest_name, const ConvertOptions& options);
+
+/// One read-only device whose content is the given devices' contents one after another (convert with
+/// several sources). The devices must outlive it.
+std::unique_ptr<BlockDevice> make_concat_device(std::vector<BlockDevice*> parts);
 
 /// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
 /// (a size difference counts as a difference at the shorter size, unless the extra part reads zero
 /// and `strict_size` is false).
-Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size = false);
+Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size = false,
+                                        const ProgressFn& progress = {});
 
 /// The JSON object `vdisk info --output=json` prints for one layer, qemu-img's field names.
 Json info_json(BlockDevice& device, std::string_view filename);

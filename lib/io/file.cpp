@@ -26,6 +26,24 @@ Result<std::vector<std::string>> FileSystem::list(std::string_view dir) {
     return e;
 }
 
+Result<FileStat> FileSystem::stat(std::string_view name) {
+    FileStat st;
+    st.resolved = std::string(name);
+    if (!exists(name)) return st;
+    st.kind = FileKind::regular;
+    VDISK_ASSIGN(auto f, open(name, Access::read_only));
+    VDISK_ASSIGN(st.size, f->size());
+    return st;
+}
+
+Status FileSystem::copy_attributes(std::string_view, std::string_view) { return ok(); }
+
+Result<std::unique_ptr<FileSystem>> FileSystem::open_stream(std::string_view name) {
+    Error e = make_error(ErrorCode::unsupported, "this file system cannot write to devices or pipes");
+    e.file = std::string(name);
+    return e;
+}
+
 Result<std::optional<DataRange>> File::next_data(uint64_t offset) {
     VDISK_ASSIGN(uint64_t sz, size());
     if (offset >= sz) return std::optional<DataRange>{};

@@ -1,12 +1,17 @@
 // FileSystem over the host: positional I/O, SEEK_DATA/SEEK_HOLE, fallocate hole punching.
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -26,13 +31,18 @@ Error os_error(int err, std::string_view what, const std::string& name) {
 
 class PosixFile final : public File {
 public:
-    PosixFile(int fd, std::string name, bool read_only) : fd_(fd), name_(std::move(name)), read_only_(read_only) {
+    PosixFile(int fd, std::string name, bool read_only, PosixOptions opts = {})
+        : fd_(fd), name_(std::move(name)), read_only_(read_only), opts_(opts) {
         struct stat st {};
-        if (::fstat(fd_, &st) == 0) id_ = FileIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+        if (::fstat(fd_, &st) == 0) {
+            id_ = FileIdentity{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+            block_device_ = S_ISBLK(st.st_mode);
+        }
     }
     ~PosixFile() override { ::close(fd_); }
 
     Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) override {
+        if (opts_.direct) return read_aligned(offset, buf);
         if (read_only_ && buf.size() <= kSmallRead) return read_small(offset, buf);
         return read_direct(offset, buf);
     }
@@ -54,6 +64,16 @@ public:
     }
 
     Status write_at(uint64_t offset, std::span<const uint8_t> buf) override {
+        if (opts_.direct) {
+            VDISK_TRY(write_aligned(offset, buf));
+        } else {
+            VDISK_TRY(write_plain(offset, buf));
+        }
+        if (opts_.write_through) return sync();
+        return ok();
+    }
+
+    Status write_plain(uint64_t offset, std::span<const uint8_t> buf) {
         size_t done = 0;
         while (done < buf.size()) {
             ssize_t n = ::pwrite(fd_, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
@@ -90,10 +110,20 @@ public:
         return ok();
     }
 
+    // Zeroing without writing zeros where the host can: a hole in a file; on a block device the kernel
+    // turns PUNCH_HOLE into a discard that guarantees zeros and ZERO_RANGE into the device's write-zeroes
+    // command (or its own zero writes). Anything else: written zeros.
     Status punch_hole(uint64_t offset, uint64_t len) override {
         if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                         static_cast<off_t>(len)) == 0)
             return ok();
+        if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                        static_cast<off_t>(len)) == 0)
+            return ok();
+        if (block_device_) {
+            uint64_t range[2] = {offset, len};
+            if (::ioctl(fd_, BLKZEROOUT, range) == 0) return ok();
+        }
         return File::punch_hole(offset, len);
     }
 
@@ -126,6 +156,69 @@ public:
     FileIdentity identity() const override { return id_; }
 
 private:
+    // O_DIRECT wants the buffer, offset and length aligned to the device's logical block; 4096 covers
+    // 512-byte and 4K-native storage alike. Callers of File may ask for any range, so direct files go
+    // through an aligned bounce buffer of at most kBounce bytes at a time.
+    static constexpr uint64_t kAlign = 4096;
+    static constexpr uint64_t kBounce = 4u << 20;
+    struct FreeDeleter {
+        void operator()(uint8_t* p) const { std::free(p); }
+    };
+    using Bounce = std::unique_ptr<uint8_t, FreeDeleter>;
+    static Bounce bounce(size_t n) {
+        void* p = nullptr;
+        if (::posix_memalign(&p, kAlign, n) != 0) return nullptr;
+        return Bounce(static_cast<uint8_t*>(p));
+    }
+
+    Result<size_t> read_aligned(uint64_t offset, std::span<uint8_t> buf) {
+        size_t done = 0;
+        Bounce b = bounce(kBounce);
+        if (!b) return os_error(ENOMEM, "read", name_);
+        while (done < buf.size()) {
+            const uint64_t pos = offset + done;
+            const uint64_t start = pos & ~(kAlign - 1);
+            const uint64_t want = std::min<uint64_t>(kBounce, ((pos + (buf.size() - done) + kAlign - 1) & ~(kAlign - 1)) - start);
+            VDISK_ASSIGN(size_t got, read_direct(start, std::span<uint8_t>(b.get(), static_cast<size_t>(want))));
+            if (got <= pos - start) break;  // end of file
+            size_t n = std::min<size_t>(got - static_cast<size_t>(pos - start), buf.size() - done);
+            std::memcpy(buf.data() + done, b.get() + (pos - start), n);
+            done += n;
+            if (got < want) break;
+        }
+        return done;
+    }
+
+    Status write_aligned(uint64_t offset, std::span<const uint8_t> buf) {
+        Bounce b = bounce(kBounce);
+        if (!b) return os_error(ENOMEM, "write", name_);
+        VDISK_ASSIGN(uint64_t old_size, size());
+        size_t done = 0;
+        while (done < buf.size()) {
+            const uint64_t pos = offset + done;
+            const uint64_t start = pos & ~(kAlign - 1);
+            const uint64_t end = std::min<uint64_t>(start + kBounce, (pos + (buf.size() - done) + kAlign - 1) & ~(kAlign - 1));
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, buf.size() - done));
+            std::span<uint8_t> blk(b.get(), static_cast<size_t>(end - start));
+            // Partial blocks at either edge keep the bytes around the caller's range.
+            if (pos != start || pos + n != end) {
+                std::memset(blk.data(), 0, blk.size());
+                VDISK_TRY(read_direct(start, blk));
+            }
+            std::memcpy(blk.data() + (pos - start), buf.data() + done, n);
+            VDISK_TRY(write_plain(start, blk));
+            done += n;
+        }
+        // A write ending inside a block wrote the whole block: give a regular file back its true length.
+        const uint64_t want_size = std::max(old_size, offset + buf.size());
+        if (!block_device_) {
+            VDISK_ASSIGN(uint64_t now, size());
+            if (now > want_size && ::ftruncate(fd_, static_cast<off_t>(want_size)) != 0)
+                return os_error(errno, "truncate", name_);
+        }
+        return ok();
+    }
+
     // Small sequential reads of a read-only file (a library reading 4 KiB at a time, qemu-img bench's
     // pattern) are served from a read-ahead window: on this kind of machine a system call costs more than
     // the lookup and copy together. Random small reads and large reads go straight to pread, so converts
@@ -183,6 +276,8 @@ private:
     std::string name_;
     FileIdentity id_;
     bool read_only_;
+    PosixOptions opts_;
+    bool block_device_ = false;
     std::mutex ra_mu_, wb_mu_;
     uint64_t wb_lo_ = UINT64_MAX, wb_hi_ = 0, wb_pending_ = 0;
     std::vector<uint8_t> ra_;
@@ -192,7 +287,17 @@ private:
 
 class PosixFileSystem final : public FileSystem {
 public:
-    PosixFileSystem(std::string root, NamePolicy policy) : root_(std::move(root)), policy_(policy) {}
+    PosixFileSystem(std::string root, NamePolicy policy, PosixOptions opts)
+        : root_(std::move(root)), policy_(policy), opts_(opts) {}
+
+    int open_flags() const { return O_CLOEXEC | (opts_.direct ? O_DIRECT : 0); }
+
+    Error open_error(int err, std::string_view what, std::string_view name) const {
+        if (err == EINVAL && opts_.direct)
+            return os_error(err, std::string(what) + " with O_DIRECT (cache mode none/directsync; the file system "
+                                 "refuses it: use another cache mode)", std::string(name));
+        return os_error(err, what, std::string(name));
+    }
 
     Result<std::string> host_path(std::string_view name) const {
         if (name.empty()) return make_error(ErrorCode::invalid_argument, "empty file name");
@@ -209,23 +314,23 @@ public:
 
     Result<std::unique_ptr<File>> open(std::string_view name, Access access) override {
         VDISK_ASSIGN(std::string p, host_path(name));
-        int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+        int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | open_flags();
         int fd = ::open(p.c_str(), flags);
-        if (fd < 0) return os_error(errno, "open", std::string(name));
+        if (fd < 0) return open_error(errno, "open", name);
         struct stat st {};
         if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
             ::close(fd);
             return os_error(EISDIR, "open", std::string(name));
         }
-        return std::unique_ptr<File>(new PosixFile(fd, std::string(name), access != Access::read_write));
+        return std::unique_ptr<File>(new PosixFile(fd, std::string(name), access != Access::read_write, opts_));
     }
 
     Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive) override {
         VDISK_ASSIGN(std::string p, host_path(name));
-        int flags = O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | (exclusive ? O_EXCL : 0);
+        int flags = O_RDWR | O_CREAT | O_TRUNC | open_flags() | (exclusive ? O_EXCL : 0);
         int fd = ::open(p.c_str(), flags, 0644);
-        if (fd < 0) return os_error(errno, "create", std::string(name));
-        return std::unique_ptr<File>(new PosixFile(fd, std::string(name), false));
+        if (fd < 0) return open_error(errno, "create", name);
+        return std::unique_ptr<File>(new PosixFile(fd, std::string(name), false, opts_));
     }
 
     Status rename(std::string_view from, std::string_view to) override {
@@ -293,15 +398,106 @@ public:
         return out;
     }
 
+    Result<FileStat> stat(std::string_view name) override {
+        VDISK_ASSIGN(std::string p, host_path(name));
+        FileStat out;
+        // Follow links one step at a time (a dangling link names the file a writer creates through it).
+        struct stat st {};
+        bool found = true;
+        for (int hops = 0;; ++hops) {
+            if (::lstat(p.c_str(), &st) != 0) {
+                if (errno != ENOENT) return os_error(errno, "stat", std::string(name));
+                found = false;
+                break;
+            }
+            if (!S_ISLNK(st.st_mode)) break;
+            if (hops == 40) return os_error(ELOOP, "stat", std::string(name));
+            std::string link(4096, '\0');
+            ssize_t n = ::readlink(p.c_str(), link.data(), link.size());
+            if (n < 0) return os_error(errno, "readlink", std::string(name));
+            link.resize(static_cast<size_t>(n));
+            if (link.empty()) return os_error(ENOENT, "readlink", std::string(name));
+            if (link[0] == '/') {
+                p = link;
+            } else {
+                auto slash = p.rfind('/');
+                p = (slash == std::string::npos ? std::string() : p.substr(0, slash + 1)) + link;
+            }
+        }
+        // Back to this file system's names: strip the root; anything else is an absolute name.
+        if (!root_.empty() && p.rfind(root_ + "/", 0) == 0) out.resolved = p.substr(root_.size() + 1);
+        else out.resolved = p;
+        if (policy_ == NamePolicy::relative_only && escapes_directory(out.resolved)) {
+            Error e = make_error(ErrorCode::access_denied, "symbolic link leads out of the directory: " + p);
+            e.file = std::string(name);
+            return e;
+        }
+        if (!found) return out;
+        out.size = static_cast<uint64_t>(st.st_size);
+        if (S_ISREG(st.st_mode)) out.kind = FileKind::regular;
+        else if (S_ISBLK(st.st_mode)) out.kind = FileKind::block_device;
+        else if (S_ISCHR(st.st_mode)) out.kind = FileKind::char_device;
+        else if (S_ISFIFO(st.st_mode)) out.kind = FileKind::fifo;
+        else if (S_ISDIR(st.st_mode)) out.kind = FileKind::directory;
+        else out.kind = FileKind::other;
+        if (out.kind == FileKind::block_device) {
+            int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                off_t end = ::lseek(fd, 0, SEEK_END);
+                if (end > 0) out.size = static_cast<uint64_t>(end);
+                ::close(fd);
+            }
+        }
+        out.replaceable = out.kind == FileKind::regular && replaceable(p, st);
+        return out;
+    }
+
+    Status copy_attributes(std::string_view from, std::string_view to) override {
+        VDISK_ASSIGN(std::string a, host_path(from));
+        VDISK_ASSIGN(std::string b, host_path(to));
+        struct stat st {};
+        if (::stat(a.c_str(), &st) != 0) return os_error(errno, "stat", std::string(from));
+        if (::chown(b.c_str(), st.st_uid, st.st_gid) != 0) return os_error(errno, "chown", std::string(to));
+        // After chown: it clears set-id bits, which chmod then restores.
+        if (::chmod(b.c_str(), st.st_mode & 07777) != 0) return os_error(errno, "chmod", std::string(to));
+        return ok();
+    }
+
+    Result<std::unique_ptr<FileSystem>> open_stream(std::string_view name) override {
+        VDISK_ASSIGN(std::string p, host_path(name));
+        int fd = ::open(p.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0) return os_error(errno, "open", std::string(name));
+        return make_stream_file_system(fd, std::string(name), true);
+    }
+
 private:
+    // Renaming a new file over an existing one keeps the name but not the inode: hard links keep the old
+    // content, and whatever chown/chmod cannot copy (extended attributes: ACLs, security labels) is lost;
+    // a directory we may not write forbids the rename altogether. Those files are written in place.
+    static bool replaceable(const std::string& p, const struct stat& st) {
+        if (st.st_nlink != 1) return false;
+        auto slash = p.rfind('/');
+        std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : p.substr(0, slash));
+        if (::access(dir.c_str(), W_OK | X_OK) != 0) return false;
+        ssize_t x = ::listxattr(p.c_str(), nullptr, 0);
+        if (x > 0) return false;
+        if (::geteuid() == 0) return true;
+        if (st.st_uid != ::geteuid()) return false;
+        if (st.st_gid == ::getegid()) return true;
+        std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))));
+        int n = ::getgroups(static_cast<int>(groups.size()), groups.data());
+        return n > 0 && std::find(groups.begin(), groups.begin() + n, st.st_gid) != groups.begin() + n;
+    }
+
     std::string root_;
     NamePolicy policy_;
+    PosixOptions opts_;
 };
 
 }  // namespace
 
-std::unique_ptr<FileSystem> make_posix_file_system(std::string root, NamePolicy policy) {
-    return std::make_unique<PosixFileSystem>(std::move(root), policy);
+std::unique_ptr<FileSystem> make_posix_file_system(std::string root, NamePolicy policy, PosixOptions options) {
+    return std::make_unique<PosixFileSystem>(std::move(root), policy, options);
 }
 
 }  // namespace vdisk

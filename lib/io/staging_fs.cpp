@@ -5,6 +5,37 @@
 #include "vdisk/io.hpp"
 
 namespace vdisk {
+namespace {
+
+// A staged file under its temporary name, reporting errors under the name the user gave: "disk.qcow2:
+// write: No space left on device", not ".disk.qcow2.vdisk-1f2e...".
+class StagedFile final : public File {
+public:
+    StagedFile(std::unique_ptr<File> f, std::string temp, std::string final_name)
+        : f_(std::move(f)), temp_(std::move(temp)), final_(std::move(final_name)) {}
+    Result<size_t> read_at(uint64_t o, std::span<uint8_t> b) override { return fix(f_->read_at(o, b)); }
+    Status write_at(uint64_t o, std::span<const uint8_t> b) override { return fix(f_->write_at(o, b)); }
+    Result<uint64_t> size() override { return fix(f_->size()); }
+    Status resize(uint64_t n) override { return fix(f_->resize(n)); }
+    Status sync() override { return fix(f_->sync()); }
+    Status punch_hole(uint64_t o, uint64_t n) override { return fix(f_->punch_hole(o, n)); }
+    Status allocate(uint64_t o, uint64_t n) override { return fix(f_->allocate(o, n)); }
+    Result<std::optional<DataRange>> next_data(uint64_t o) override { return fix(f_->next_data(o)); }
+    std::optional<uint64_t> allocated_size() override { return f_->allocated_size(); }
+    const std::string& name() const override { return final_; }
+    FileIdentity identity() const override { return f_->identity(); }
+
+private:
+    template <typename R>
+    R fix(R r) const {
+        if (!r && (r.error().file == temp_ || r.error().file.empty())) r.error().file = final_;
+        return r;
+    }
+    std::unique_ptr<File> f_;
+    std::string temp_, final_;
+};
+
+}  // namespace
 
 StagingFileSystem::StagingFileSystem(FileSystem& base) : base_(base) {}
 
@@ -21,13 +52,16 @@ const StagingFileSystem::Staged* StagingFileSystem::find(std::string_view final_
 Result<std::unique_ptr<File>> StagingFileSystem::open(std::string_view name, Access access) {
     if (auto* s = find(name)) {
         VDISK_ASSIGN(auto f, base_.open(s->temp_name, access));
-        return f;
+        return std::unique_ptr<File>(new StagedFile(std::move(f), s->temp_name, s->final_name));
     }
     return base_.open(name, access);
 }
 
 Result<std::unique_ptr<File>> StagingFileSystem::create(std::string_view name, bool exclusive) {
-    if (auto* s = find(name)) return base_.create(s->temp_name, false);
+    if (auto* s = find(name)) {
+        VDISK_ASSIGN(auto f, base_.create(s->temp_name, false));
+        return std::unique_ptr<File>(new StagedFile(std::move(f), s->temp_name, s->final_name));
+    }
     if (exclusive && base_.exists(name)) {
         Error e = make_error(ErrorCode::access_denied, "create: File exists");
         e.file = std::string(name);
@@ -44,7 +78,7 @@ Result<std::unique_ptr<File>> StagingFileSystem::create(std::string_view name, b
             return std::move(f).error();
         }
         staged_.push_back(Staged{std::string(name), temp});
-        return f;
+        return std::unique_ptr<File>(new StagedFile(std::move(*f), temp, std::string(name)));
     }
     return make_error(ErrorCode::io, "could not find a free temporary name beside " + std::string(name));
 }
@@ -78,12 +112,23 @@ Result<std::vector<std::string>> StagingFileSystem::list(std::string_view dir) {
     return out;
 }
 
-Status StagingFileSystem::commit() {
+Status StagingFileSystem::commit(bool sync) {
+    auto named = [](Error e, const Staged& s) {
+        if (e.file == s.temp_name || e.file.empty()) e.file = s.final_name;
+        return e;
+    };
     for (auto& s : staged_) {
-        VDISK_ASSIGN(auto f, base_.open(s.temp_name, Access::read_write));
-        VDISK_TRY(f->sync());
+        if (sync) {
+            auto f = base_.open(s.temp_name, Access::read_write);
+            if (!f) return named(std::move(f).error(), s);
+            if (auto st = (*f)->sync(); !st) return named(std::move(st).error(), s);
+        }
+        // Replacing an existing file: the new one takes over its owner, group and mode.
+        if (base_.exists(s.final_name))
+            if (auto st = base_.copy_attributes(s.final_name, s.temp_name); !st) return named(std::move(st).error(), s);
     }
-    for (auto& s : staged_) VDISK_TRY(base_.rename(s.temp_name, s.final_name));
+    for (auto& s : staged_)
+        if (auto st = base_.rename(s.temp_name, s.final_name); !st) return named(std::move(st).error(), s);
     staged_.clear();
     done_ = true;
     return ok();

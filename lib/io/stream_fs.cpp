@@ -17,6 +17,10 @@ struct Stream {
     uint64_t written = 0;
     uint64_t length = 0;  // logical size: resize() grows it, the zeros are written at sync()
     bool created = false;
+    bool close_fd = false;
+    ~Stream() {
+        if (close_fd) ::close(fd);
+    }
 };
 
 class StreamFile final : public File {
@@ -83,7 +87,18 @@ private:
 
 class StreamFileSystem final : public FileSystem {
 public:
-    StreamFileSystem(int fd, std::string name) : s_(std::make_shared<Stream>(Stream{fd, std::move(name)})) {}
+    StreamFileSystem(int fd, std::string name, bool close_fd) : s_(std::make_shared<Stream>()) {
+        s_->fd = fd;
+        s_->name = std::move(name);
+        s_->close_fd = close_fd;
+    }
+    bool is_stream() const override { return true; }
+    Result<FileStat> stat(std::string_view name) override {
+        FileStat st;
+        st.kind = FileKind::fifo;
+        st.resolved = std::string(name);
+        return st;
+    }
 
     Result<std::unique_ptr<File>> open(std::string_view name, Access) override {
         if (!s_->created) return make_error(ErrorCode::not_found, "no such file in a stream: " + std::string(name));
@@ -106,8 +121,8 @@ private:
 
 }  // namespace
 
-std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name) {
-    return std::make_unique<StreamFileSystem>(fd, std::move(display_name));
+std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name, bool close_fd) {
+    return std::make_unique<StreamFileSystem>(fd, std::move(display_name), close_fd);
 }
 
 }  // namespace vdisk
