@@ -149,7 +149,7 @@ TEST_CASE("--salvage writes zeros for the unreadable sector and reports it, as q
     CHECK(*mem.content("v.raw") == vt::read_file(t / "q.raw"));
 }
 
-TEST_CASE("several sources read as one device; -n and -B on the memory file system") {
+TEST_CASE("several sources read as one device, then -n and -B on the memory file system") {
     auto reg = Registry::builtin();
     MemoryFileSystem fs;
     auto a = vt::pattern(3u << 20, 1), b = vt::pattern(1u << 20, 2);

@@ -442,3 +442,25 @@ TEST_CASE("every qemu-img 7.2 flag vdisk does not implement is refused in one li
     for (std::string opt : {"-n ", "--target-is-zero", "-B BACKING", "-S SIZE", "-t CACHE", "-W ", "-r RATE", "--salvage"})
         CHECK_MESSAGE(help.output.find(opt) != std::string::npos, opt);
 }
+
+TEST_CASE("image locks as qemu's: an image qemu uses is refused unless -U, and qemu cannot write what vdisk reads") {
+    if (!vt::need_qemu() || !vt::have("qemu-io")) return;
+    vt::TempDir t;
+    std::string img = t / "busy.qcow2";
+    sh("qemu-img create -q -f qcow2 " + sh_quote(img) + " 16M");
+    // qemu-io keeps the image open read-write (as a running VM does) for a few seconds.
+    auto r = run("(qemu-io -f qcow2 -c 'sleep 3000' " + sh_quote(img) + " & sleep 0.7; " + V() + " info " + sh_quote(img) +
+                 "; echo \"info=$?\"; " + V() + " info -U " + sh_quote(img) + " >/dev/null; echo \"shared=$?\"; " + V() +
+                 " convert -n -O qcow2 " + sh_quote(img) + " " + sh_quote(img) + "2 ; wait)");
+    CHECK(r.output.find("info=1") != std::string::npos);
+    CHECK(r.output.find("Failed to get shared \"write\" lock") != std::string::npos);
+    CHECK(r.output.find("shared=0") != std::string::npos);
+    // The other way round: while vdisk reads a source, qemu-io cannot open it for writing.
+    std::string src = t / "rnd.raw";
+    sh("head -c 8M /dev/urandom > " + sh_quote(src));
+    auto w = run("(" + V() + " convert -r 2M -O raw " + sh_quote(src) + " " + sh_quote(t / "out.raw") +
+                 " & sleep 0.7; qemu-io -f raw -c 'write 0 4k' " + sh_quote(src) + "; echo \"qemu=$?\"; wait)");
+    CHECK(w.output.find("Failed to get \"write\" lock") != std::string::npos);
+    CHECK(w.output.find("qemu=1") != std::string::npos);
+    CHECK(run("cmp " + sh_quote(src) + " " + sh_quote(t / "out.raw")).status == 0);
+}

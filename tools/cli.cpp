@@ -196,9 +196,11 @@ Result<CacheMode> parse_cache_mode(const std::string& mode) {
     return m;
 }
 
-std::unique_ptr<FileSystem> file_system_for(const CacheMode& mode) {
+std::unique_ptr<FileSystem> file_system_for(const Env& env, const CacheMode& mode) {
     if (!mode.posix.direct && !mode.posix.write_through) return nullptr;
-    return make_posix_file_system({}, NamePolicy::any, mode.posix);
+    PosixOptions p = mode.posix;
+    p.lock = env.posix.lock;
+    return make_posix_file_system({}, NamePolicy::any, p);
 }
 
 std::string human_size(uint64_t bytes) {

@@ -15,7 +15,18 @@ namespace vdisk::cli {
 /// Everything a command needs: the registry and the host file system. Owned by main().
 struct Env {
     Registry registry = Registry::builtin();
-    std::unique_ptr<FileSystem> fs = make_posix_file_system();
+    /// qemu-img's image locking is on unless the command was given -U / --force-share.
+    PosixOptions posix = [] {
+        PosixOptions p;
+        p.lock = true;
+        return p;
+    }();
+    std::unique_ptr<FileSystem> fs = make_posix_file_system({}, NamePolicy::any, posix);
+    /// -U / --force-share: open images without taking QEMU's locks.
+    void force_share() {
+        posix.lock = false;
+        fs = make_posix_file_system({}, NamePolicy::any, posix);
+    }
 };
 
 /// One parsed option: short name ('f') or long name ("output"), and its value if it takes one.
@@ -74,7 +85,7 @@ struct CacheMode {
 };
 Result<CacheMode> parse_cache_mode(const std::string& mode);
 /// A POSIX file system for a cache mode (the default mode shares env.fs: returns nullptr).
-std::unique_ptr<FileSystem> file_system_for(const CacheMode& mode);
+std::unique_ptr<FileSystem> file_system_for(const Env& env, const CacheMode& mode);
 
 /// Print a command's detailed help (usage plus one line per option) and return 0.
 int print_command_help(std::string_view command);

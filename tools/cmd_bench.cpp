@@ -19,6 +19,7 @@ int cmd_bench(Env& env, int argc, char** argv) {
                              {"pattern", "vdisk bench measures reads only (no write pattern)"},
                              {"no-drain", "vdisk bench measures reads only"}}});
     if (!args) return fail("bench: " + args.error().message);
+    if (args->has("U") || args->has("force-share")) env.force_share();
     if (auto d = args->get("d"); d && *d != "1")
         return fail("bench: -d " + *d + " is not supported: vdisk bench keeps one request in flight (depth 1)");
     CacheMode cache;
@@ -27,7 +28,7 @@ int cmd_bench(Env& env, int argc, char** argv) {
         if (!m) return fail("bench: " + m.error().message);
         cache = *m;
     }
-    auto cache_fs = file_system_for(cache);
+    auto cache_fs = file_system_for(env, cache);
     if (args->positional.size() != 1) return fail("bench: expected exactly one image");
     auto num = [&](const char* key, uint64_t dflt) -> Result<uint64_t> {
         auto v = args->get(key);

@@ -13,6 +13,7 @@ int cmd_check(Env& env, int argc, char** argv) {
                             {"help", "output=", "untrusted", "force-share", "format=", "repair=", "object=", "image-opts"},
                             {{"object", kNoObjects}}});
     if (!args) return fail("check: " + args.error().message);
+    if (args->has("U") || args->has("force-share")) env.force_share();
     auto json = output_is_json(*args);
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("check: expected exactly one image");
@@ -38,7 +39,7 @@ int cmd_check(Env& env, int argc, char** argv) {
         if (!m) return fail("check: " + m.error().message);
         cache = *m;
     }
-    auto cache_fs = file_system_for(cache);
+    auto cache_fs = file_system_for(env, cache);
     auto img = open_cli(env, path, fmt, args->has("untrusted"), repair != RepairMode::none, {}, {}, cache_fs.get());
     if (!img) return fail(img.error());
     auto res = img->format->check(*img->device, repair);

@@ -13,6 +13,7 @@ int cmd_compare(Env& env, int argc, char** argv) {
         fail("compare: " + args.error().message);
         return 2;
     }
+    if (args->has("U") || args->has("force-share")) env.force_share();
     CacheMode cache;
     if (auto t = args->get("T")) {
         auto m = parse_cache_mode(*t);
@@ -22,7 +23,7 @@ int cmd_compare(Env& env, int argc, char** argv) {
         }
         cache = *m;
     }
-    auto cache_fs = file_system_for(cache);
+    auto cache_fs = file_system_for(env, cache);
     if (args->positional.size() != 2) {
         fail("compare: expected two images");
         return 2;

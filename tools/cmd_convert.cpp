@@ -50,6 +50,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
                         {"skip-broken-bitmaps", "vdisk does not copy qcow2 persistent dirty bitmaps"}}};
     auto args = parse_args(argc, argv, 2, spec);
     if (!args) return fail("convert: " + args.error().message);
+    if (args->has("U") || args->has("force-share")) env.force_share();
     std::string out_fmt = args->get("O").value_or("raw");
     bool want_help = false;
     auto kv = collect_options(*args, want_help);
@@ -137,8 +138,8 @@ int cmd_convert(Env& env, int argc, char** argv) {
     if (auto s = args->get("s")) snapshot = *s;
     if (!snapshot.empty() && sources.size() > 1) return fail("convert: -l/-s applies to a single source");
 
-    auto src_fs = file_system_for(src_cache);
-    auto dst_fs = file_system_for(dst_cache);
+    auto src_fs = file_system_for(env, src_cache);
+    auto dst_fs = file_system_for(env, dst_cache);
     std::vector<OpenedImage> images;
     for (size_t i = 0; i < sources.size(); ++i) {
         auto img = open_cli(env, sources[i], src_fmts[i], args->has("untrusted"), false, snapshot,

@@ -92,6 +92,7 @@ int cmd_info(Env& env, int argc, char** argv) {
                              "format=", "object="},
                             {{"object", kNoObjects}}});
     if (!args) return fail("info: " + args.error().message);
+    if (args->has("U") || args->has("force-share")) env.force_share();
     if (auto v = args->get("format")) args->opts.push_back({"f", *v});
     auto json = output_is_json(*args);
     if (!json) return 1;

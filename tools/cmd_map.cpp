@@ -13,6 +13,7 @@ int cmd_map(Env& env, int argc, char** argv) {
                              "object=", "image-opts"},
                             {{"object", kNoObjects}}});
     if (!args) return fail("map: " + args.error().message);
+    if (args->has("U") || args->has("force-share")) env.force_share();
     if (auto v = args->get("s")) args->opts.push_back({"start-offset", *v});
     if (auto v = args->get("l")) args->opts.push_back({"max-length", *v});
     if (auto v = args->get("format")) args->opts.push_back({"f", *v});

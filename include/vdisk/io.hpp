@@ -152,6 +152,11 @@ struct PosixOptions {
     bool direct = false;
     /// Every write is made durable before it returns (fdatasync after each write).
     bool write_through = false;
+    /// Take QEMU's image locks (open file description locks on bytes 100+ and 200+, the protocol qemu and
+    /// qemu-img use): a file opened read-only may not be written by anyone else meanwhile, one opened
+    /// read-write may not be opened by any other locking process. A conflict fails the open with
+    /// access_denied ("Failed to get "write" lock"). Off: no locks (qemu-img -U, --force-share).
+    bool lock = false;
 };
 
 /// A file system over the host, rooted at `root` (empty: the process's working directory).

@@ -285,6 +285,58 @@ private:
     uint64_t last_end_ = UINT64_MAX;
 };
 
+// QEMU's image locking protocol (block/file-posix.c): one byte per permission at 100 + bit says "I hold it",
+// one at 200 + bit says "I do not let others hold it". Both are shared (read) locks on open file
+// descriptions, so they vanish when the descriptor is closed or the process dies. Permission bits:
+// consistent read, write, write unchanged, resize.
+constexpr off_t kLockPermBase = 100, kLockSharedBase = 200;
+constexpr const char* kPermNames[] = {"consistent read", "write", "write unchanged", "resize"};
+constexpr unsigned kPermRead = 1, kPermWrite = 2, kPermWriteUnchanged = 4, kPermResize = 8, kPermAll = 15;
+
+Status apply_qemu_locks(int fd, bool read_write, const std::string& name) {
+    // What qemu-img itself asks for: a reader needs consistent reads and lets nobody write or resize; a
+    // writer also writes and resizes, and lets others only read or write unchanged data.
+    const unsigned perm = read_write ? (kPermRead | kPermWrite | kPermResize) : kPermRead;
+    const unsigned shared = kPermRead | kPermWriteUnchanged;
+    auto lock_byte = [&](off_t off) {
+        struct flock fl {};
+        fl.l_type = F_RDLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = off;
+        fl.l_len = 1;
+        return ::fcntl(fd, F_OFD_SETLK, &fl) == 0 || errno == EINVAL || errno == ENOLCK;  // no lock support: go on
+    };
+    auto someone_holds = [&](off_t off) {
+        struct flock fl {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = off;
+        fl.l_len = 1;
+        return ::fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    };
+    auto conflict = [&](const std::string& what) {
+        Error e = make_error(ErrorCode::access_denied, "Failed to get " + what +
+                                                           " lock: is another process using the image? (-U opens it "
+                                                           "without locks)");
+        e.file = name;
+        return e;
+    };
+    for (unsigned bit = 0; bit < 4; ++bit) {
+        const unsigned p = 1u << bit;
+        if ((perm & p) && !lock_byte(kLockPermBase + bit)) return conflict(std::string("\"") + kPermNames[bit] + "\"");
+        if (!(shared & p) && !lock_byte(kLockSharedBase + bit))
+            return conflict(std::string("shared \"") + kPermNames[bit] + "\"");
+    }
+    for (unsigned bit = 0; bit < 4; ++bit) {
+        const unsigned p = 1u << bit;
+        // Someone refuses to share what we hold, or holds what we refuse to share.
+        if ((perm & p) && someone_holds(kLockSharedBase + bit)) return conflict(std::string("\"") + kPermNames[bit] + "\"");
+        if (!(shared & p) && (kPermAll & p) && someone_holds(kLockPermBase + bit))
+            return conflict(std::string("shared \"") + kPermNames[bit] + "\"");
+    }
+    return ok();
+}
+
 class PosixFileSystem final : public FileSystem {
 public:
     PosixFileSystem(std::string root, NamePolicy policy, PosixOptions opts)
@@ -322,14 +374,31 @@ public:
             ::close(fd);
             return os_error(EISDIR, "open", std::string(name));
         }
+        if (opts_.lock && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+            if (auto l = apply_qemu_locks(fd, access == Access::read_write, std::string(name)); !l) {
+                ::close(fd);
+                return std::move(l).error();
+            }
         return std::unique_ptr<File>(new PosixFile(fd, std::string(name), access != Access::read_write, opts_));
     }
 
     Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive) override {
         VDISK_ASSIGN(std::string p, host_path(name));
-        int flags = O_RDWR | O_CREAT | O_TRUNC | open_flags() | (exclusive ? O_EXCL : 0);
+        // Truncation waits for the locks: a file another process uses is refused, not emptied first.
+        int flags = O_RDWR | O_CREAT | open_flags() | (exclusive ? O_EXCL : 0);
         int fd = ::open(p.c_str(), flags, 0644);
         if (fd < 0) return open_error(errno, "create", name);
+        if (opts_.lock)
+            if (auto l = apply_qemu_locks(fd, true, std::string(name)); !l) {
+                ::close(fd);
+                return std::move(l).error();
+            }
+        struct stat st {};
+        if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size != 0 && ::ftruncate(fd, 0) != 0) {
+            int err = errno;
+            ::close(fd);
+            return os_error(err, "truncate", std::string(name));
+        }
         return std::unique_ptr<File>(new PosixFile(fd, std::string(name), false, opts_));
     }
 
