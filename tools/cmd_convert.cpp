@@ -161,7 +161,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
         source = concat.get();
     }
 
-    if (args->has("p")) co.progress = progress_printer();
+    if (args->has("p") && !args->has("q")) co.progress = progress_printer();
     if (co.salvage)
         co.on_salvaged = [&](uint64_t off, uint64_t len, const Error& e) {
             std::cerr << "vdisk: warning: " << escape_terminal(e.to_string()) << ": could not read " << len
