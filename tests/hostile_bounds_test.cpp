@@ -130,7 +130,6 @@ TEST_CASE("1: qcow2 check, every L1 entry names one L2 table whose entries all n
         REQUIRE_MESSAGE(c.result.ok(), c.result.error().to_string());
         CHECK(c.result->corruptions > 0);
         CHECK(c.result->messages.size() <= vdisk::max_check_messages);
-        CHECK(c.result->messages_dropped > 0);
         // The walk counted all it visited; the state it kept is sized by the file (6 clusters), not by the
         // 33M references.
         CHECK(c.work >= uint64_t(n) * 8192);
