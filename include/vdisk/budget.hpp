@@ -83,6 +83,7 @@ public:
         bytes_ = 0;
     }
     uint64_t bytes() const noexcept { return bytes_; }
+    const std::shared_ptr<Budget>& budget() const noexcept { return budget_; }
 
 private:
     std::shared_ptr<Budget> budget_;
