@@ -78,6 +78,11 @@ public:
     static Result<Charge> make(const std::shared_ptr<Budget>& budget, uint64_t bytes, std::string_view what);
     /// Hold `bytes` in total from now on, charging or releasing the difference.
     Status resize(uint64_t bytes, std::string_view what);
+    /// Leave the bytes charged for the rest of the budget's life (tables the device keeps until it dies).
+    void keep() noexcept {
+        budget_.reset();
+        bytes_ = 0;
+    }
     void reset() noexcept {
         if (budget_ && bytes_) budget_->release(bytes_);
         bytes_ = 0;
