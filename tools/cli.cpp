@@ -83,12 +83,12 @@ Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
 }
 
 int fail(const Error& e) {
-    std::cerr << "vdisk: " << e.to_string() << "\n";
+    std::cerr << "vdisk: " << escape_for_terminal(e.to_string()) << "\n";
     return 1;
 }
 
 int fail(std::string_view message) {
-    std::cerr << "vdisk: " << message << "\n";
+    std::cerr << "vdisk: " << escape_for_terminal(message) << "\n";
     return 1;
 }
 
@@ -128,7 +128,7 @@ std::string human_size(uint64_t bytes) {
 }
 
 static std::string scalar(const Json& v) {
-    if (auto* s = v.as_string()) return *s;
+    if (auto* s = v.as_string()) return escape_for_terminal(*s);
     if (auto* b = v.as_bool()) return *b ? "true" : "false";
     return v.dump(0);
 }
@@ -137,7 +137,7 @@ void print_human_tree(const Json& j, int indent) {
     const auto* obj = j.as_object();
     if (!obj) return;
     for (auto& [k, v] : *obj) {
-        std::string key = k;
+        std::string key = escape_for_terminal(k);
         for (auto& c : key)
             if (c == '-') c = ' ';
         std::string pad(static_cast<size_t>(indent), ' ');

@@ -49,7 +49,9 @@ int cmd_check(Env& env, int argc, char** argv) {
         if (c.corruptions_fixed) j.set("corruptions-fixed", c.corruptions_fixed);
         std::cout << j.dump(4) << "\n";
     } else if (!args->has("q")) {
-        for (auto& m : c.messages) std::cout << m << "\n";
+        for (auto& m : c.messages) std::cout << escape_for_terminal(m) << "\n";
+        if (c.messages_dropped)
+            std::cout << "(" << c.messages_dropped << " more problems were counted but not listed)\n";
         if (c.corruptions_fixed || c.leaks_fixed)
             std::cout << "The following inconsistencies were found and repaired:\n\n    " << c.leaks_fixed
                       << " leaked clusters\n    " << c.corruptions_fixed << " corruptions\n\n";
