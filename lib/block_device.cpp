@@ -5,8 +5,12 @@
 #include <vector>
 
 #include "util/checked.hpp"
+#include "vdisk/format.hpp"
 
 namespace vdisk {
+
+BlockDevice::BlockDevice(uint64_t size, bool read_only)
+    : size_(size), read_only_(read_only), budget_(std::make_shared<Budget>(Limits{}.max_image_memory, Limits{}.max_work)) {}
 
 BlockDevice::~BlockDevice() = default;
 

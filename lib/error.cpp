@@ -1,4 +1,5 @@
 #include "vdisk/error.hpp"
+#include "vdisk/text.hpp"
 
 #include <cstdio>
 
@@ -40,10 +41,11 @@ std::string Error::to_string() const {
     if (!format.empty()) s += format + ": ";
     s += message;
     if (offset) s += " (at offset " + hex(*offset) + ")";
-    // Keep it one line whatever the message holds.
+    // Keep it one line whatever the message holds, and harmless on a terminal: names in messages come from
+    // images (backing files, extents) and may carry escape sequences or invalid UTF-8.
     for (char& c : s)
         if (c == '\n' || c == '\r') c = ' ';
-    return s;
+    return escape_for_terminal(s);
 }
 
 Error&& Error::in(std::string_view file_name, std::string_view format_name) && {

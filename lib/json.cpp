@@ -1,4 +1,5 @@
 #include "vdisk/json.hpp"
+#include "vdisk/text.hpp"
 
 #include <cmath>
 #include <cctype>
@@ -32,7 +33,11 @@ Json& Json::push(Json value) {
     return *this;
 }
 
-static void escape(std::string& out, const std::string& s) {
+// Strings may come from an image: invalid UTF-8 is replaced (U+FFFD) so the output is always valid JSON.
+static void escape(std::string& out, const std::string& raw) {
+    const bool valid = utf8_valid(raw);
+    std::string fixed = valid ? std::string() : utf8_sanitize(raw);
+    const std::string& s = valid ? raw : fixed;
     out += '"';
     for (unsigned char c : s) {
         switch (c) {

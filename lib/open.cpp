@@ -11,6 +11,7 @@ namespace {
 
 struct ChainState {
     std::vector<FileIdentity> seen;
+    std::shared_ptr<Budget> budget;  // every layer's budget is charged here too
 };
 
 Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
@@ -84,10 +85,12 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
         // The override names the top image's parent only; a lower layer finds its own (VDI searches for it).
         layer_opts.backing_override.clear();
     }
-    OpenContext ctx(fs, name, layer_opts);
+    if (!chain.budget) chain.budget = make_chain_budget(options.limits);
+    OpenContext ctx(fs, name, layer_opts, make_image_budget(layer_opts, chain.budget));
     auto dev_r = fmt->open(std::move(file), ctx);
     if (!dev_r) return std::move(dev_r).error().in(name, fmt->name());
     auto dev = std::move(*dev_r);
+    dev->set_budget(ctx.budget());
     // Extent files of this layer count too: a chain that comes back to one of them is a loop.
     auto files = dev->files();
     for (size_t i = 1; i < files.size(); ++i) chain.seen.push_back(files[i]->identity());
@@ -143,6 +146,7 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
     OpenContext ctx(fs, std::string(name), oo);
     auto dev = fmt->create(opts, ctx);
     if (!dev) return std::move(dev).error().in(name, fmt->name());
+    (*dev)->set_budget(ctx.budget());
     if (!opts.attach_backing) return dev;
     // A new overlay reads (and copies on write) through its backing chain from its first write on.
     ChainState chain;

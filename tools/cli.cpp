@@ -95,56 +95,13 @@ Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
     return a;
 }
 
-std::string escape_terminal(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    auto esc = [&](unsigned char c) {
-        static const char* const digits = "0123456789abcdef";
-        out += "\\x";
-        out += digits[c >> 4];
-        out += digits[c & 15];
-    };
-    for (size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f) {
-            esc(c);
-            ++i;
-            continue;
-        }
-        if (c < 0x80) {
-            out += static_cast<char>(c);
-            ++i;
-            continue;
-        }
-        // A well-formed UTF-8 sequence passes (C1 controls U+0080..U+009F excepted); anything else is escaped.
-        size_t n = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
-        bool good = n && i + n <= s.size();
-        uint32_t cp = n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
-        for (size_t k = 1; good && k < n; ++k) {
-            const auto cc = static_cast<unsigned char>(s[i + k]);
-            good = (cc & 0xc0) == 0x80;
-            cp = (cp << 6) | (cc & 0x3f);
-        }
-        good = good && !(n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
-               !(cp >= 0x80 && cp <= 0x9f);
-        if (!good) {
-            esc(c);
-            ++i;
-            continue;
-        }
-        out.append(s.substr(i, n));
-        i += n;
-    }
-    return out;
-}
-
 int fail(const Error& e) {
-    std::cerr << "vdisk: " << escape_terminal(e.to_string()) << "\n";
+    std::cerr << "vdisk: " << escape_for_terminal(e.to_string()) << "\n";
     return 1;
 }
 
 int fail(std::string_view message) {
-    std::cerr << "vdisk: " << escape_terminal(message) << "\n";
+    std::cerr << "vdisk: " << escape_for_terminal(message) << "\n";
     return 1;
 }
 
@@ -217,7 +174,7 @@ std::string human_size(uint64_t bytes) {
 }
 
 static std::string scalar(const Json& v) {
-    if (auto* s = v.as_string()) return *s;
+    if (auto* s = v.as_string()) return escape_for_terminal(*s);
     if (auto* b = v.as_bool()) return *b ? "true" : "false";
     return v.dump(0);
 }
@@ -226,7 +183,7 @@ void print_human_tree(const Json& j, int indent) {
     const auto* obj = j.as_object();
     if (!obj) return;
     for (auto& [k, v] : *obj) {
-        std::string key = k;
+        std::string key = escape_for_terminal(k);
         for (auto& c : key)
             if (c == '-') c = ' ';
         std::string pad(static_cast<size_t>(indent), ' ');

@@ -61,9 +61,6 @@ struct Args {
 /// Parse argv[first..]. Returns an error message on unknown options or missing values.
 Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec);
 
-/// A string from an image or the user, safe for a terminal: control bytes and invalid UTF-8 as \xNN.
-std::string escape_terminal(std::string_view s);
-
 /// Print "vdisk: MESSAGE" on stderr; returns 1.
 int fail(const Error& e);
 int fail(std::string_view message);

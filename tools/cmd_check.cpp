@@ -57,7 +57,7 @@ int cmd_check(Env& env, int argc, char** argv) {
         auto again = img->format->check(*img->device, RepairMode::none);
         if (!again) return fail(std::move(again).error().in(path, img->format->name()));
         if (!*json && !args->has("q")) {
-            for (auto& m : first.messages) std::cerr << escape_terminal(m) << "\n";
+            for (auto& m : first.messages) std::cerr << escape_for_terminal(m) << "\n";
             std::cout << "The following inconsistencies were found and repaired:\n\n    " << first.leaks_fixed
                       << " leaked clusters\n    " << first.corruptions_fixed << " corruptions\n\n"
                       << "Double checking the fixed image now...\n";
@@ -85,7 +85,9 @@ int cmd_check(Env& env, int argc, char** argv) {
         if (c.corruptions_fixed) j.set("corruptions-fixed", c.corruptions_fixed);
         std::cout << j.dump(4) << "\n";
     } else if (!args->has("q")) {
-        for (auto& m : c.messages) std::cerr << escape_terminal(m) << "\n";
+        for (auto& m : c.messages) std::cerr << escape_for_terminal(m) << "\n";
+        if (c.messages_dropped)
+            std::cerr << "(" << c.messages_dropped << " more problems were counted but not listed)\n";
         if (c.corruptions == 0 && c.leaks == 0 && c.check_errors == 0) {
             std::cout << "No errors were found on the image.\n";
         } else {

@@ -164,7 +164,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
     if (args->has("p") && !args->has("q")) co.progress = progress_printer();
     if (co.salvage)
         co.on_salvaged = [&](uint64_t off, uint64_t len, const Error& e) {
-            std::cerr << "vdisk: warning: " << escape_terminal(e.to_string()) << ": could not read " << len
+            std::cerr << "vdisk: warning: " << escape_for_terminal(e.to_string()) << ": could not read " << len
                       << " bytes at offset " << off << "; wrote zeros there\n";
         };
     // "-" streams the image to stdout (formats written in one forward pass: vmdk streamOptimized, raw).

@@ -8,17 +8,19 @@ namespace vdisk::cli {
 
 static void print_human(const Json& j, const std::vector<SnapshotInfo>& snaps) {
     auto u = [&](const char* k) { return j.get(k) && j.get(k)->as_uint() ? *j.get(k)->as_uint() : 0; };
-    std::cout << "image: " << *j.get("filename")->as_string() << "\n";
+    // Names come from the image (or from a chain it names): escaped for the terminal.
+    auto T = [](const std::string& s) { return escape_for_terminal(s); };
+    std::cout << "image: " << T(*j.get("filename")->as_string()) << "\n";
     std::cout << "file format: " << *j.get("format")->as_string() << "\n";
     std::cout << "virtual size: " << human_size(u("virtual-size")) << " (" << u("virtual-size") << " bytes)\n";
     if (j.get("actual-size")) std::cout << "disk size: " << human_size(u("actual-size")) << "\n";
     if (j.get("cluster-size")) std::cout << "cluster_size: " << u("cluster-size") << "\n";
     if (auto* b = j.get("backing-filename")) {
-        std::cout << "backing file: " << *b->as_string();
+        std::cout << "backing file: " << T(*b->as_string());
         if (auto* full = j.get("full-backing-filename"); full && *full->as_string() != *b->as_string())
-            std::cout << " (actual path: " << *full->as_string() << ")";
+            std::cout << " (actual path: " << T(*full->as_string()) << ")";
         std::cout << "\n";
-        if (auto* bf = j.get("backing-filename-format")) std::cout << "backing file format: " << *bf->as_string() << "\n";
+        if (auto* bf = j.get("backing-filename-format")) std::cout << "backing file format: " << T(*bf->as_string()) << "\n";
     }
     if (j.get("dirty-flag") && *j.get("dirty-flag")->as_bool()) std::cout << "dirty flag: yes\n";
     if (!snaps.empty()) {
@@ -37,7 +39,7 @@ static void print_human(const Json& j, const std::vector<SnapshotInfo>& snaps) {
                           (unsigned long long)(s.vm_clock_nsec / 1000000 % 1000));
             std::string icount = s.icount == UINT64_MAX ? "--" : std::to_string(s.icount);
             std::fflush(stdout);
-            std::printf("%-4s %-20s %10s %19s %15s %10s\n", s.id.c_str(), s.name.c_str(),
+            std::printf("%-4s %-20s %10s %19s %15s %10s\n", T(s.id).c_str(), T(s.name).c_str(),
                         human_size(s.vm_state_size).c_str(), date, clock, icount.c_str());
         }
         std::fflush(stdout);
@@ -79,7 +81,7 @@ static int untrusted_info(Env& env, const std::string& path, const std::string& 
         std::string why;
         if (auto* rs = report.get("reasons"); rs && rs->as_array() && !rs->as_array()->empty())
             why = *(*rs->as_array())[0].as_string();
-        std::cerr << "vdisk: " << path << ": unsafe image: " << why << "\n";
+        std::cerr << "vdisk: " << escape_for_terminal(path) << ": unsafe image: " << escape_for_terminal(why) << "\n";
         return 1;
     }
     return 0;

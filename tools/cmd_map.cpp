@@ -55,7 +55,7 @@ int cmd_map(Env& env, int argc, char** argv) {
         } else if (e.data && e.host_offset && !e.compressed) {
             if (first) std::printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
             std::printf("%#-16llx%#-16llx%#-16llx%s\n", (unsigned long long)e.offset, (unsigned long long)e.length,
-                        (unsigned long long)*e.host_offset, e.file ? e.file->name().c_str() : "");
+                        (unsigned long long)*e.host_offset, e.file ? escape_for_terminal(e.file->name()).c_str() : "");
         } else {
             return;
         }

@@ -13,9 +13,6 @@ namespace vdisk::qcow2 {
 
 namespace {
 
-constexpr size_t kMaxMessages = 1000;
-constexpr uint64_t kMaxL2Entries = 1ull << 30;
-
 struct Checker {
     Qcow2Device& dev;
     CheckResult res;
@@ -23,23 +20,39 @@ struct Checker {
     uint64_t cs;
     uint64_t file_size;
     uint64_t next_contiguous = 0;
-    uint64_t l2_visits = 0;
-    // (host cluster, entry) of the active layer: COPIED must match "refcount == 1", checked against the
-    // stored refcounts once they have been compared (and repaired).
-    std::vector<std::pair<uint64_t, uint64_t>> copied;
+    // Clusters the active layer maps with COPIED set / clear: the flag must match "refcount == 1", checked
+    // against the stored refcounts once they have been compared (and repaired). Bitmaps sized by the
+    // file, not lists sized by the number of references (one cluster can be named a billion times).
+    std::vector<uint64_t> copied_set, copied_clear;
+    std::vector<uint64_t> walked_l1;  // offsets of the L1 tables walked so far
+    Charge state;
 
-    void note(std::string m) {
-        if (res.messages.size() < kMaxMessages) res.messages.push_back(std::move(m));
+    static void mark(std::vector<uint64_t>& bits, uint64_t c) {
+        if (c / 64 < bits.size()) bits[c / 64] |= 1ull << (c % 64);
     }
-    void corruption(std::string m) {
+    static bool marked(const std::vector<uint64_t>& bits, uint64_t c) {
+        return c / 64 < bits.size() && (bits[c / 64] >> (c % 64)) & 1;
+    }
+
+    // Messages past the cap are counted, not formatted: `make` is only called while there is room.
+    template <typename F>
+    void note(F&& make) {
+        if (res.messages.size() < max_check_messages) res.messages.push_back(make());
+        else ++res.messages_dropped;
+    }
+    template <typename F>
+    void corruption(F&& make) {
         ++res.corruptions;
-        note("ERROR " + std::move(m));
+        note([&] { return "ERROR " + make(); });
+    }
+    void corruption(const char* m) {
+        corruption([&] { return std::string(m); });
     }
     // Count one reference to [off, off + len) (host bytes), reporting anything outside the file.
     void ref(uint64_t off, uint64_t len, const char* what) {
         if (len == 0) return;
         if (off >= file_size || !util::range_within(off, len, util::align_up(file_size, cs).value_or(file_size))) {
-            corruption(std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size) + ")");
+            corruption([&] { return std::string(std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size) + ")"); });
             return;
         }
         for (uint64_t c = off / cs; c <= (off + len - 1) / cs; ++c)
@@ -48,13 +61,27 @@ struct Checker {
 
     Status walk_l1(uint64_t l1_off, uint64_t l1_size, bool active) {
         if (!util::is_aligned(l1_off, cs) || !util::range_within(l1_off, l1_size * 8, file_size)) {
-            corruption("L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid");
+            corruption([&] { return std::string("L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid"); });
             return ok();
         }
-        if (l1_size * 8 > dev.limits().max_metadata_bytes)
+        const uint64_t cap = std::min(dev.limits().max_metadata_bytes, dev.limits().max_l1_bytes);
+        if (l1_size * 8 > cap)
             return make_error(ErrorCode::limit_exceeded, "L1 table at " + hex(l1_off) + " of " + std::to_string(l1_size) +
-                                                             " entries exceeds the metadata limit");
+                                                             " entries exceeds the L1 limit of " + std::to_string(cap) +
+                                                             " bytes");
         ref(l1_off, l1_size * 8, "L1 table");
+        // Snapshots never share an L1 table (each has its own copy); one that names a table already walked
+        // would only repeat that walk, so it is reported instead (the refcounts then disagree, too).
+        if (l1_size && std::find(walked_l1.begin(), walked_l1.end(), l1_off) != walked_l1.end()) {
+            corruption([&] { return "L1 table at " + hex(l1_off) + " is used by more than one snapshot"; });
+            return ok();
+        }
+        if (l1_size) {
+            VDISK_TRY(dev.budget()->charge(8, "check state"));
+            walked_l1.push_back(l1_off);
+        }
+        VDISK_TRY(dev.budget()->work(l1_size, "check: L1 table"));
+        VDISK_ASSIGN(Charge raw_charge, Charge::make(dev.budget(), l1_size * 8, "check: L1 table"));
         std::vector<uint8_t> raw(static_cast<size_t>(l1_size * 8));
         if (!raw.empty()) VDISK_TRY(read_exact(dev.main_file(), l1_off, raw, "L1 table"));
         for (uint64_t i = 0; i < l1_size; ++i) {
@@ -62,15 +89,14 @@ struct Checker {
             uint64_t l2 = e & kOffsetMask;
             if (!l2) continue;
             if (!util::is_aligned(l2, cs) || !util::range_within(l2, cs, file_size)) {
-                corruption("L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2));
+                corruption([&] { return std::string("L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2)); });
                 continue;
             }
             ref(l2, cs, "L2 table");
-            // Snapshots may all share the same tables; bound the total walk, not just each table.
-            if (++l2_visits * dev.l2_entries() > kMaxL2Entries)
-                return make_error(ErrorCode::limit_exceeded, "check would visit more than " + std::to_string(kMaxL2Entries) +
-                                                                 " L2 entries");
-            if (active) copied.push_back({l2 / cs, e});
+            // Snapshots may all share the same tables, and all entries of an L1 may name one table: the
+            // budget bounds the total walk, not just each table.
+            VDISK_TRY(dev.budget()->work(dev.l2_entries(), "check: L2 tables"));
+            if (active) mark(e & kFlagCopied ? copied_set : copied_clear, l2 / cs);
             next_contiguous = 0;  // fragmentation is counted within each L2 table, as qemu-img does
             VDISK_ASSIGN(auto* t, dev.l2_table(l2));
             std::vector<uint8_t> table = *t;  // the cache may evict while refcounts are read below
@@ -89,7 +115,7 @@ struct Checker {
             uint32_t shift = 62 - (dev.header().cluster_bits - 8);
             uint64_t coff = word & ((1ull << shift) - 1);
             if (first * cs >= file_size || last * cs >= util::align_up(file_size, cs).value_or(file_size)) {
-                corruption("compressed cluster descriptor " + hex(e.word) + " at " + hex(at) + " points past the end of the file");
+                corruption([&] { return std::string("compressed cluster descriptor " + hex(e.word) + " at " + hex(at) + " points past the end of the file"); });
                 return ok();
             }
             ref(coff, (last - first + 1) * cs - (coff - first * cs), "compressed cluster");
@@ -103,17 +129,17 @@ struct Checker {
         uint64_t host = e.word & kOffsetMask;
         if (ext) {
             uint64_t alloc = e.bitmap & 0xffffffffull, zero = e.bitmap >> 32;
-            if (alloc & zero) corruption("extended L2 entry at " + hex(at) + " marks subclusters allocated and zero");
-            if (alloc && !host) corruption("extended L2 entry at " + hex(at) + " allocates subclusters without a cluster");
+            if (alloc & zero) corruption([&] { return std::string("extended L2 entry at " + hex(at) + " marks subclusters allocated and zero"); });
+            if (alloc && !host) corruption([&] { return std::string("extended L2 entry at " + hex(at) + " allocates subclusters without a cluster"); });
         }
         if (!host) return ok();
         if (!util::is_aligned(host, cs)) {
-            corruption("L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset");
+            corruption([&] { return std::string("L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset"); });
             return ok();
         }
         if (host >= file_size) {
-            corruption("L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file (" +
-                       hex(file_size) + ")");
+            corruption([&] { return std::string("L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file (" +
+                       hex(file_size) + ")"); });
             return ok();
         }
         ref(host, cs, "data cluster");
@@ -122,7 +148,7 @@ struct Checker {
             if (next_contiguous && host != next_contiguous)
                 res.fragmented_clusters = res.fragmented_clusters.value_or(0) + 1;
             next_contiguous = host + cs;
-            copied.push_back({host / cs, e.word});
+            mark(e.word & kFlagCopied ? copied_set : copied_clear, host / cs);
         }
         return ok();
     }
@@ -136,12 +162,17 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         return make_error(ErrorCode::unsupported, "checking images with persistent bitmaps is not supported");
     if (repair != RepairMode::none && dev.read_only())
         return make_error(ErrorCode::read_only, "repair needs the image opened read-write");
-    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size(), 0, 0, {}};
+    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size(), 0, {}, {}, {}, {}};
     uint64_t nclusters = util::div_round_up(ck.file_size, ck.cs);
     if (nclusters * sizeof(uint32_t) > dev.limits().max_metadata_bytes)
         return make_error(ErrorCode::limit_exceeded, "refcount rebuild for " + std::to_string(nclusters) +
                                                          " clusters exceeds the metadata limit");
+    // The rebuilt refcounts and the two COPIED bitmaps: sized by the file.
+    VDISK_ASSIGN(ck.state, Charge::make(dev.budget(), nclusters * 4 + 2 * 8 * util::div_round_up(nclusters, 64),
+                                        "check: refcount rebuild"));
     ck.counts.assign(static_cast<size_t>(nclusters), 0);
+    ck.copied_set.assign(static_cast<size_t>(util::div_round_up(nclusters, 64)), 0);
+    ck.copied_clear.assign(static_cast<size_t>(util::div_round_up(nclusters, 64)), 0);
     ck.res.total_clusters = util::div_round_up(h.size, ck.cs);
     ck.res.allocated_clusters = 0;
     ck.res.fragmented_clusters = 0;
@@ -166,12 +197,14 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
     }
     ck.ref(h.rt_offset, uint64_t(h.rt_clusters) * ck.cs, "refcount table");
     VDISK_ASSIGN(auto rt, dev.load_refcount_table_for_check());
+    VDISK_ASSIGN(Charge rt_copy, Charge::make(dev.budget(), rt.size() * 9, "check: refcount table"));
+    VDISK_TRY(dev.budget()->work(rt.size() + nclusters, "check: refcounts"));
     std::vector<bool> bad_block(rt.size(), false);
     for (size_t i = 0; i < rt.size(); ++i) {
         uint64_t off = rt[i] & ~uint64_t(511);
         if (!off) continue;
         if (!util::is_aligned(off, ck.cs) || !util::range_within(off, ck.cs, ck.file_size)) {
-            ck.corruption("refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid");
+            ck.corruption([&] { return std::string("refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid"); });
             bad_block[i] = true;
             continue;
         }
@@ -195,16 +228,16 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         }
         if (stored == want) continue;
         if (stored < want) {
-            ck.corruption("cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
-                          " reference=" + std::to_string(want));
+            ck.corruption([&] { return std::string("cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                          " reference=" + std::to_string(want)); });
             if (repair == RepairMode::all && want <= dev.refcount_max()) {
                 VDISK_TRY(dev.set_refcount(c, want));
                 ++ck.res.corruptions_fixed;
             }
         } else {
             ++ck.res.leaks;
-            ck.note("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
-                    " reference=" + std::to_string(want));
+            ck.note([&] { return std::string("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                    " reference=" + std::to_string(want)); });
             if (repair != RepairMode::none) {
                 VDISK_TRY(dev.set_refcount(c, want));
                 ++ck.res.leaks_fixed;
@@ -212,12 +245,16 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         }
     }
     ck.res.image_end_offset = any ? (highest + 1) * ck.cs : ck.cs;
-    for (auto [c, entry] : ck.copied) {
+    for (uint64_t c = 0; c < nclusters; ++c) {
+        bool set = Checker::marked(ck.copied_set, c), clear = Checker::marked(ck.copied_clear, c);
+        if (!set && !clear) continue;
         if (c / epb >= rt.size() || bad_block[c / epb]) continue;
         VDISK_ASSIGN(uint64_t rc, dev.get_refcount(c));
-        if ((rc == 1) != ((entry & kFlagCopied) != 0))
-            ck.corruption("OFLAG_COPIED cluster " + std::to_string(c) + ": entry=" + hex(entry) +
-                          " refcount=" + std::to_string(rc));
+        if ((set && rc != 1) || (clear && rc == 1))
+            ck.corruption([&] {
+                return "OFLAG_COPIED cluster " + std::to_string(c) + ": an entry has COPIED " +
+                       (set && rc != 1 ? "set" : "clear") + ", refcount=" + std::to_string(rc);
+            });
     }
     if (ck.res.leaks_fixed || ck.res.corruptions_fixed) VDISK_TRY(dev.main_file().sync());
     if (repair == RepairMode::all && ck.res.corruptions == ck.res.corruptions_fixed) VDISK_TRY(dev.clear_dirty());

@@ -22,23 +22,40 @@ std::vector<uint8_t>& ClusterCache::insert(uint64_t key, std::vector<uint8_t> da
     erase(key);
     while (items_.size() >= capacity_) {
         index_.erase(items_.back().first);
+        held_ -= items_.back().second.size();
         items_.pop_back();
     }
+    held_ += data.size();
     items_.emplace_front(key, std::move(data));
     index_[key] = items_.begin();
+    account();
     return items_.front().second;
+}
+
+// Keep the charge equal to what is held; a budget that cannot take one more cluster makes the cache
+// smaller instead (down to the one cluster in use).
+void ClusterCache::account() {
+    while (!charge_.resize(held_, "metadata cache") && items_.size() > 1) {
+        index_.erase(items_.back().first);
+        held_ -= items_.back().second.size();
+        items_.pop_back();
+    }
 }
 
 void ClusterCache::erase(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return;
+    held_ -= it->second->second.size();
     items_.erase(it->second);
     index_.erase(it);
+    account();
 }
 
 void ClusterCache::clear() {
     items_.clear();
     index_.clear();
+    held_ = 0;
+    charge_.reset();
 }
 
 // ---- open ------------------------------------------------------------------------------------------
@@ -93,9 +110,13 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         std::memcpy(out, &win[static_cast<size_t>(off - win_off)], len);
         return ok();
     };
+    const uint64_t table_cap = std::min(limits_.max_metadata_bytes, limits_.max_snapshot_table_bytes);
+    snap_charge_ = Charge::make(budget(), 0, "snapshot table").value();
+    VDISK_TRY(snap_charge_.resize(uint64_t(h_.nb_snapshots) * sizeof(Snapshot), "snapshot table"));
     snapshots_.reserve(h_.nb_snapshots);
     for (uint32_t i = 0; i < h_.nb_snapshots; ++i) {
-        SnapshotHeader sh;
+        VDISK_TRY(budget()->work(1, "snapshot table"));
+        SnapshotHeader sh{};
         VDISK_TRY(fetch(pos, sizeof sh, reinterpret_cast<uint8_t*>(&sh)));
         Snapshot s;
         s.entry_offset = pos;
@@ -110,8 +131,14 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         if (extra > 1024) return corrupt_at("snapshot extra data size " + std::to_string(extra) + " exceeds 1024", pos);
         uint64_t entry = sizeof sh + extra + sh.id_str_size.value() + sh.name_size.value();
         meta += entry;
-        if (meta > limits_.max_metadata_bytes)
-            return limit_exceeded_error();
+        if (meta > table_cap) return limit_exceeded_error();
+        if (uint64_t(s.l1_size) * 8 > std::min(limits_.max_l1_bytes, limits_.max_metadata_bytes))
+            return make_error(ErrorCode::limit_exceeded, "snapshot " + std::to_string(i) + " L1 table of " +
+                                                             std::to_string(s.l1_size) + " entries exceeds the L1 limit of " +
+                                                             std::to_string(std::min(limits_.max_l1_bytes,
+                                                                                     limits_.max_metadata_bytes)) +
+                                                             " bytes");
+        VDISK_TRY(snap_charge_.resize(snap_charge_.bytes() + entry, "snapshot table"));
         std::vector<uint8_t> rest(static_cast<size_t>(entry - sizeof sh));
         if (!rest.empty()) VDISK_TRY(fetch(pos + sizeof sh, rest.size(), rest.data()));
         SnapshotExtra ex{};
@@ -153,10 +180,16 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         snapshot_view_ = true;
     }
     l1_offset_ = l1_off;
-    std::vector<uint8_t> raw(static_cast<size_t>(uint64_t(l1_size) * 8));
-    if (!raw.empty()) VDISK_TRY(read_exact(*file_, l1_off, raw, "L1 table"));
+    // Decoded in place: the table is held once, not raw plus decoded.
+    l1_charge_ = Charge::make(budget(), 0, "L1 table").value();
+    VDISK_TRY(l1_charge_.resize(uint64_t(l1_size) * 8, "L1 table"));
+    VDISK_TRY(budget()->work(l1_size, "L1 table"));
     l1_.resize(l1_size);
-    for (uint32_t i = 0; i < l1_size; ++i) l1_[i] = util::load_be<uint64_t>(&raw[i * 8]);
+    auto* raw = reinterpret_cast<uint8_t*>(l1_.data());
+    if (l1_size) VDISK_TRY(read_exact(*file_, l1_off, std::span<uint8_t>(raw, uint64_t(l1_size) * 8), "L1 table"));
+    for (uint32_t i = 0; i < l1_size; ++i) l1_[i] = util::load_be<uint64_t>(raw + uint64_t(i) * 8);
+    l2_cache_.attach(budget());
+    rb_cache_.attach(budget());
 
     if (!read_only()) {
         if (h_.incompat & kIncompatCorrupt)
@@ -172,8 +205,10 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
 }
 
 Error Qcow2Device::limit_exceeded_error() const {
-    return make_error(ErrorCode::limit_exceeded, "snapshot table exceeds the metadata limit of " +
-                                                     std::to_string(limits_.max_metadata_bytes) + " bytes");
+    return make_error(ErrorCode::limit_exceeded,
+                      "snapshot table exceeds the limit of " +
+                          std::to_string(std::min(limits_.max_metadata_bytes, limits_.max_snapshot_table_bytes)) +
+                          " bytes");
 }
 
 Status Qcow2Device::init_new() {

@@ -113,7 +113,8 @@ Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits
         return corrupt_at("L1 table has " + std::to_string(h.l1_size) + " entries; virtual size " + hex(h.size) +
                               " needs " + std::to_string(needed_l1),
                           36);
-    VDISK_TRY(validate_table("L1 table", h.l1_offset, h.l1_size, 8, cs, file_size, limits.max_metadata_bytes));
+    VDISK_TRY(validate_table("L1 table", h.l1_offset, h.l1_size, 8, cs, file_size,
+                             std::min(limits.max_metadata_bytes, limits.max_l1_bytes)));
     if (h.rt_clusters == 0) return corrupt_at("refcount table has no clusters", 56);
     VDISK_TRY(validate_table("refcount table", h.rt_offset, uint64_t(h.rt_clusters) * cs / 8, 8, cs, file_size,
                              limits.max_metadata_bytes));
@@ -234,6 +235,7 @@ public:
         }
         auto dev = std::make_unique<Qcow2Device>(std::move(file), std::move(data_file), std::move(h), fsize,
                                                  !ctx.options().read_write, ctx.limits());
+        dev->set_budget(ctx.budget());
         VDISK_TRY(dev->load(ctx.options().snapshot));
         if (ctx.options().read_write && ctx.options().no_backing) dev->require_backing();
         return std::unique_ptr<BlockDevice>(std::move(dev));

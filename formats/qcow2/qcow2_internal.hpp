@@ -51,13 +51,18 @@ struct Snapshot {
 class ClusterCache {
 public:
     explicit ClusterCache(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
+    /// Charge the clusters held to `budget` from now on; when it runs short the cache holds fewer.
+    void attach(const std::shared_ptr<Budget>& budget) { charge_ = Charge::make(budget, 0, "cache").value(); }
     std::vector<uint8_t>* find(uint64_t key);
     std::vector<uint8_t>& insert(uint64_t key, std::vector<uint8_t> data);
     void erase(uint64_t key);
     void clear();
 
 private:
+    void account();
     size_t capacity_;
+    uint64_t held_ = 0;
+    Charge charge_;
     std::list<std::pair<uint64_t, std::vector<uint8_t>>> items_;
     std::unordered_map<uint64_t, std::list<std::pair<uint64_t, std::vector<uint8_t>>>::iterator> index_;
 };
@@ -141,6 +146,7 @@ private:
     uint64_t l2_entries_;
     uint64_t sub_size_;      // subcluster size (== cluster size without extended L2)
     std::vector<uint64_t> l1_;
+    Charge l1_charge_, rt_charge_, snap_charge_;
     uint64_t l1_offset_ = 0;
     bool snapshot_view_ = false;
     bool backing_required_ = false;  // writable with a named backing file: reads need it attached

@@ -56,10 +56,13 @@ uint64_t Qcow2Device::refcount_max() const {
 Status Qcow2Device::ensure_refcount_table() {
     if (rt_loaded_) return ok();
     uint64_t entries = uint64_t(h_.rt_clusters) * cluster_size_ / 8;
-    std::vector<uint8_t> raw(static_cast<size_t>(entries * 8));
-    VDISK_TRY(read_exact(*file_, h_.rt_offset, raw, "refcount table"));
+    rt_charge_ = Charge::make(budget(), 0, "refcount table").value();
+    VDISK_TRY(rt_charge_.resize(entries * 8, "refcount table"));
+    VDISK_TRY(budget()->work(entries, "refcount table"));
     rt_.resize(static_cast<size_t>(entries));
-    for (size_t i = 0; i < rt_.size(); ++i) rt_[i] = util::load_be<uint64_t>(&raw[i * 8]);
+    auto* raw = reinterpret_cast<uint8_t*>(rt_.data());
+    VDISK_TRY(read_exact(*file_, h_.rt_offset, std::span<uint8_t>(raw, entries * 8), "refcount table"));
+    for (size_t i = 0; i < rt_.size(); ++i) rt_[i] = util::load_be<uint64_t>(raw + i * 8);
     rt_loaded_ = true;
     return ok();
 }

@@ -409,32 +409,43 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
     if (!d) return make_error(ErrorCode::invalid_argument, "not a VDI device");
     const Meta& m = d->meta();
     CheckResult r;
-    // Which block first claimed each slot; UINT32_MAX: none yet.
+    // Past the message cap problems are counted, not formatted.
+    auto problem = [&](auto&& make) {
+        ++r.corruptions;
+        if (r.messages.size() < max_check_messages) r.messages.push_back(make());
+        else ++r.messages_dropped;
+    };
+    // Which block first claimed each slot; UINT32_MAX: none yet. Sized by the map, as the map itself.
+    VDISK_ASSIGN(Charge owner_charge, Charge::make(device.budget(), uint64_t{m.blocks_in_image} * 4, "check: slot owners"));
     std::vector<uint32_t> owner(m.blocks_in_image, UINT32_MAX);
     uint32_t counted = 0;
     const auto& bmap = d->bmap();
+    VDISK_TRY(device.budget()->work(bmap.size(), "check: block map"));
     for (uint32_t block = 0; block < bmap.size(); ++block) {
         uint32_t e = bmap[block];
         if (!is_allocated(e)) continue;
         if (e >= m.blocks_in_image) {
-            ++r.corruptions;
-            r.messages.push_back("block map entry " + std::to_string(block) + " points at slot " + std::to_string(e) +
-                                 ", beyond the " + std::to_string(m.blocks_in_image) + " slots of the image");
+            problem([&] {
+                return "block map entry " + std::to_string(block) + " points at slot " + std::to_string(e) +
+                       ", beyond the " + std::to_string(m.blocks_in_image) + " slots of the image";
+            });
             continue;
         }
         ++counted;
         if (owner[e] != UINT32_MAX) {
-            ++r.corruptions;
-            r.messages.push_back("slot " + std::to_string(e) + " is used by block " + std::to_string(owner[e]) +
-                                 " and block " + std::to_string(block));
+            problem([&] {
+                return "slot " + std::to_string(e) + " is used by block " + std::to_string(owner[e]) + " and block " +
+                       std::to_string(block);
+            });
             continue;
         }
         owner[e] = block;
         uint64_t start = m.offset_data + uint64_t{e} * m.slot_size() + m.block_extra;
         if (start >= d->file_size()) {
-            ++r.corruptions;
-            r.messages.push_back("block " + std::to_string(block) + " (slot " + std::to_string(e) + ") at " +
-                                 hex(start) + " lies past the end of the file (" + hex(d->file_size()) + ")");
+            problem([&] {
+                return "block " + std::to_string(block) + " (slot " + std::to_string(e) + ") at " + hex(start) +
+                       " lies past the end of the file (" + hex(d->file_size()) + ")";
+            });
         }
     }
     if (counted != m.blocks_allocated) {
@@ -442,11 +453,13 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
             VDISK_TRY(d->rewrite_blocks_allocated(counted));
             VDISK_TRY(device.flush());
             ++r.corruptions_fixed;
-            r.messages.push_back("repaired the header's allocated block count to " + std::to_string(counted));
+            if (r.messages.size() < max_check_messages)
+                r.messages.push_back("repaired the header's allocated block count to " + std::to_string(counted));
         } else {
-            ++r.corruptions;
-            r.messages.push_back("header says " + std::to_string(m.blocks_allocated) + " blocks are allocated, the map has " +
-                                 std::to_string(counted));
+            problem([&] {
+                return "header says " + std::to_string(m.blocks_allocated) + " blocks are allocated, the map has " +
+                       std::to_string(counted);
+            });
         }
     }
     return r;

@@ -190,14 +190,18 @@ public:
         if (rw && (m.version >> 16) != 1)
             return make_error(ErrorCode::unsupported, "writing VDI version " + version_text(m.version) +
                                                           " images is not supported (open read-only)");
+        VDISK_ASSIGN(Charge bmap_charge, Charge::make(ctx.budget(), uint64_t{m.blocks_in_image} * 4, "VDI block map"));
+        VDISK_TRY(ctx.budget()->work(m.blocks_in_image, "VDI block map"));
         std::vector<uint32_t> bmap(m.blocks_in_image);
-        std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{m.blocks_in_image} * 4));
-        VDISK_TRY(read_exact(*file, m.offset_bmap, raw, "VDI block map"));
+        // Decoded in place: the map is held once.
+        auto* raw = reinterpret_cast<uint8_t*>(bmap.data());
+        VDISK_TRY(read_exact(*file, m.offset_bmap, std::span<uint8_t>(raw, bmap.size() * 4), "VDI block map"));
         bool any_allocated = false;
         for (size_t i = 0; i < bmap.size(); ++i) {
-            bmap[i] = util::load_le<uint32_t>(raw.data() + i * 4);
+            bmap[i] = util::load_le<uint32_t>(raw + i * 4);
             any_allocated |= bmap[i] < kBlockZero;
         }
+        bmap_charge.keep();
         if (any_allocated && m.offset_data > file_size)
             return corrupt("data offset " + hex(m.offset_data) + " lies past the end of the file (" + hex(file_size) +
                                ") while blocks are allocated",

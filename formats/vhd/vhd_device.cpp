@@ -286,45 +286,49 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
     if (!m.dynamic()) return r;
     const uint64_t span = uint64_t{m.bitmap_size} + m.block_size;
     const uint64_t bat_end = m.bat_offset + uint64_t{m.max_table_entries} * 4;
-    std::map<uint64_t, uint64_t> used;  // host start -> block index
+    // Past the message cap problems are counted, not formatted.
+    auto problem = [&](auto&& make) {
+        ++r.corruptions;
+        if (r.messages.size() < max_check_messages) r.messages.push_back(make());
+        else ++r.messages_dropped;
+    };
+    // (host start, BAT index) of every block inside the file, sorted afterwards to find overlaps: one pair
+    // per BAT entry, so sized by the BAT like the BAT itself.
+    std::vector<std::pair<uint64_t, uint64_t>> used;
     uint64_t allocated = 0;
     const auto& bat = d->bat();
+    VDISK_TRY(device.budget()->work(bat.size(), "check: BAT"));
+    for (uint32_t e : bat) allocated += e != kBatUnused;
+    VDISK_ASSIGN(Charge used_charge, Charge::make(device.budget(), allocated * 16, "check: block list"));
+    used.reserve(static_cast<size_t>(allocated));
     for (uint64_t i = 0; i < bat.size(); ++i) {
         if (bat[i] == kBatUnused) continue;
-        ++allocated;
         uint64_t host = uint64_t{bat[i]} * kSector;
         if (host + span > d->file_size()) {
-            ++r.corruptions;
-            r.messages.push_back("BAT entry " + std::to_string(i) + " points to " + hex(host) +
-                                 ", past the end of the file (" + hex(d->file_size()) + ")");
+            problem([&] {
+                return "BAT entry " + std::to_string(i) + " points to " + hex(host) + ", past the end of the file (" +
+                       hex(d->file_size()) + ")";
+            });
             continue;
         }
-        if (host < m.header_offset + sizeof(DynamicHeader) && host + span > m.header_offset) {
-            ++r.corruptions;
-            r.messages.push_back("BAT entry " + std::to_string(i) + " block at " + hex(host) +
-                                 " overlaps the dynamic header");
-        }
-        if (host < bat_end && host + span > m.bat_offset) {
-            ++r.corruptions;
-            r.messages.push_back("BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the BAT");
-        }
-        if (host < kSector) {
-            ++r.corruptions;
-            r.messages.push_back("BAT entry " + std::to_string(i) + " block at " + hex(host) +
-                                 " overlaps the footer copy");
-        }
-        auto next = used.lower_bound(host);
-        if (next != used.end() && next->first < host + span) {
-            ++r.corruptions;
-            r.messages.push_back("BAT entries " + std::to_string(next->second) + " and " + std::to_string(i) +
-                                 (next->first == host ? " point to the same block at " : " overlap at ") +
-                                 hex(host));
-        } else if (next != used.begin() && std::prev(next)->first + span > host) {
-            ++r.corruptions;
-            r.messages.push_back("BAT entries " + std::to_string(std::prev(next)->second) + " and " +
-                                 std::to_string(i) + " overlap at " + hex(host));
-        }
-        used.emplace(host, i);
+        if (host < m.header_offset + sizeof(DynamicHeader) && host + span > m.header_offset)
+            problem([&] { return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the dynamic header"; });
+        if (host < bat_end && host + span > m.bat_offset)
+            problem([&] { return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the BAT"; });
+        if (host < kSector)
+            problem([&] { return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the footer copy"; });
+        used.emplace_back(host, i);
+    }
+    std::sort(used.begin(), used.end());
+    // Each block against the one before it in file order (blocks all have the same span).
+    for (size_t k = 1; k < used.size(); ++k) {
+        auto [prev_host, prev_i] = used[k - 1];
+        auto [host, i] = used[k];
+        if (host < prev_host + span)
+            problem([&] {
+                return "BAT entries " + std::to_string(prev_i) + " and " + std::to_string(i) +
+                       (prev_host == host ? " point to the same block at " : " overlap at ") + hex(host);
+            });
     }
     r.total_clusters = util::div_round_up(m.size, m.block_size);
     r.allocated_clusters = allocated;

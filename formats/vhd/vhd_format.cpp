@@ -193,10 +193,12 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     if (bat_bytes > ctx.limits().max_metadata_bytes)
         return fail(ErrorCode::limit_exceeded, "BAT of " + std::to_string(bat_bytes) +
                                                    " bytes exceeds the metadata limit");
-    std::vector<uint8_t> raw(static_cast<size_t>(bat_bytes));
-    VDISK_TRY(read_exact(file, m.bat_offset, raw, "BAT"));
     // Entries past the virtual size are never used; only the needed ones are kept and validated.
     const uint64_t needed = util::div_round_up(m.size, m.block_size);
+    VDISK_ASSIGN(Charge raw_charge, Charge::make(ctx.budget(), bat_bytes + needed * 4, "BAT"));
+    VDISK_TRY(ctx.budget()->work(needed, "BAT"));
+    std::vector<uint8_t> raw(static_cast<size_t>(bat_bytes));
+    VDISK_TRY(read_exact(file, m.bat_offset, raw, "BAT"));
     bat.resize(static_cast<size_t>(needed));
     const uint64_t span = uint64_t{m.bitmap_size} + m.block_size;
     for (uint64_t i = 0; i < needed; ++i) {
@@ -211,6 +213,8 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
         }
         bat[i] = e;
     }
+    VDISK_TRY(raw_charge.resize(needed * 4, "BAT"));  // the raw copy goes, the decoded BAT stays with the device
+    raw_charge.keep();
     if (m.differencing()) VDISK_TRY(parse_parent(file, file_size, h, m));
     return ok();
 }

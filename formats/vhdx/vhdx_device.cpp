@@ -510,10 +510,13 @@ Status VhdxDevice::check_backing(BlockDevice& backing) {
 Result<CheckResult> VhdxDevice::run_check(bool repair) {
     CheckResult r;
     repair = repair && !read_only();
-    auto corrupt = [&](std::string m) {
+    // Past the message cap problems are counted, not formatted.
+    auto report = [&](auto&& make) {
         ++r.corruptions;
-        r.messages.push_back(std::move(m));
+        if (r.messages.size() < max_check_messages) r.messages.push_back(make());
+        else ++r.messages_dropped;
     };
+    auto corrupt = [&](const char* m) { report([&] { return std::string(m); }); };
     // Reset an entry that cannot be used: the block reads as zeros (it could not be read before).
     auto fix = [&](uint64_t idx, uint64_t value) {
         if (!repair) return;
@@ -522,27 +525,33 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
         ++r.corruptions_fixed;
     };
     if (overlay_) corrupt("log has not been replayed (open the image read-write to replay it)");
-    // Every allocated range, to find overlaps; the metadata structures come first.
-    std::vector<std::pair<uint64_t, uint64_t>> used;  // [start, end)
-    std::vector<std::string> what;
-    used.emplace_back(0, kHeaderSectionSize);
-    what.emplace_back("header section");
-    used.emplace_back(hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value());
-    what.emplace_back("log");
-    used.emplace_back(g_.bat_offset, g_.bat_offset + g_.bat_length);
-    what.emplace_back("BAT");
-    used.emplace_back(g_.metadata_offset, g_.metadata_offset + g_.metadata_length);
-    what.emplace_back("metadata region");
+    // Every allocated range, to find overlaps; the metadata structures come first. Names are made only for
+    // the messages that are kept: the list is one small record per BAT entry, sized by the BAT.
+    struct Range {
+        uint64_t start, end, idx;
+        const char* kind;  // static text; idx == UINT64_MAX for the fixed structures
+    };
+    std::vector<Range> used;
+    VDISK_ASSIGN(Charge used_charge, Charge::make(budget(), (bat_.size() + 4) * sizeof(Range), "check: block list"));
+    VDISK_TRY(budget()->work(bat_.size(), "check: BAT"));
+    auto name_of = [](const Range& x) {
+        if (x.idx == UINT64_MAX) return std::string(x.kind);
+        return std::string(x.kind) + " (BAT entry " + std::to_string(x.idx) + ") at " + hex(x.start);
+    };
+    used.push_back({0, kHeaderSectionSize, UINT64_MAX, "header section"});
+    used.push_back({hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value(), UINT64_MAX, "log"});
+    used.push_back({g_.bat_offset, g_.bat_offset + g_.bat_length, UINT64_MAX, "BAT"});
+    used.push_back({g_.metadata_offset, g_.metadata_offset + g_.metadata_length, UINT64_MAX, "metadata region"});
     uint64_t allocated = 0, end = alloc_end_;
     auto add_block = [&](uint64_t idx, uint64_t host, uint64_t len, const char* kind) {
-        std::string name = std::string(kind) + " (BAT entry " + std::to_string(idx) + ") at " + hex(host);
         if (host < kHeaderSectionSize || !util::range_within(host, len, file_size_)) {
-            corrupt(name + " lies outside the file (size " + hex(file_size_) + ")");
+            report([&] {
+                return name_of({host, host + len, idx, kind}) + " lies outside the file (size " + hex(file_size_) + ")";
+            });
             fix(idx, 0);
             return false;
         }
-        used.emplace_back(host, host + len);
-        what.push_back(std::move(name));
+        used.push_back({host, host + len, idx, kind});
         return true;
     };
     for (uint64_t idx = 0; idx < bat_.size(); ++idx) {
@@ -550,7 +559,7 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
         uint8_t st = e & kBatStateMask;
         bool is_bitmap = (idx + 1) % (g_.chunk_ratio + 1) == 0;
         if (e & 0xffff8) {
-            corrupt("BAT entry " + std::to_string(idx) + " has reserved bits set: " + hex(e));
+            report([&] { return "BAT entry " + std::to_string(idx) + " has reserved bits set: " + hex(e); });
             e &= ~uint64_t(0xffff8);
             fix(idx, e);
         }
@@ -558,7 +567,7 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
             if (st == kSbPresent) {
                 add_block(idx, host_of(e), kSectorBitmapBlockSize, "sector bitmap");
             } else if (st != kSbNotPresent) {
-                corrupt("sector bitmap entry " + std::to_string(idx) + " has invalid state " + std::to_string(st));
+                report([&] { return "sector bitmap entry " + std::to_string(idx) + " has invalid state " + std::to_string(st); });
                 fix(idx, 0);
             }
             continue;
@@ -568,7 +577,7 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
             case kPayloadPartiallyPresent:
                 if (st == kPayloadPartiallyPresent && !g_.has_parent) {
                     // Only the bitmap could say which sectors are valid, and without a parent there is none.
-                    corrupt("BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent");
+                    report([&] { return "BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent"; });
                     e = host_of(e) | kPayloadFullyPresent;
                     fix(idx, e);
                 }
@@ -580,7 +589,7 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
             case kPayloadUnmapped:
                 break;
             default:
-                corrupt("BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st));
+                report([&] { return "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st); });
                 fix(idx, 0);
         }
     }
@@ -588,14 +597,11 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
         VDISK_TRY(begin_write());
         VDISK_TRY(do_flush());
     }
-    std::vector<size_t> order(used.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return used[a].first < used[b].first; });
-    size_t reach = order.empty() ? 0 : order[0];
-    for (size_t k = 1; k < order.size(); ++k) {
-        size_t i = order[k];
-        if (used[i].first < used[reach].second) corrupt(what[i] + " overlaps " + what[reach]);
-        if (used[i].second > used[reach].second) reach = i;
+    std::stable_sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+    size_t reach = 0;
+    for (size_t i = 1; i < used.size(); ++i) {
+        if (used[i].start < used[reach].end) report([&] { return name_of(used[i]) + " overlaps " + name_of(used[reach]); });
+        if (used[i].end > used[reach].end) reach = i;
     }
     r.image_end_offset = end;
     r.total_clusters = g_.data_blocks;

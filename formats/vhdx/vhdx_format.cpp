@@ -177,7 +177,18 @@ Status read_regions(File& f, uint64_t file_size, Region& bat, Region& meta) {
     return std::move(*first_error);
 }
 
-Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geometry& g) {
+// Whether the UTF-16LE bytes spell exactly the ASCII `key` (compared without decoding anything).
+bool utf16_key_is(const uint8_t* p, size_t bytes, std::string_view key) {
+    if (bytes != key.size() * 2) return false;
+    for (size_t i = 0; i < key.size(); ++i)
+        if (p[2 * i] != static_cast<uint8_t>(key[i]) || p[2 * i + 1] != 0) return false;
+    return true;
+}
+
+// Only the five keys vdisk uses are decoded, each at most once (a repeated key is corrupt), so decoding is
+// bounded by five values of at most 64 KiB however many entries the locator lists; every entry counts as
+// work all the same.
+Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geometry& g, Budget& budget) {
     if (item.size() < sizeof(ParentLocatorHeader))
         return err(ErrorCode::corrupt, "parent locator of " + std::to_string(item.size()) + " bytes is too short", at);
     ParentLocatorHeader h;
@@ -188,6 +199,12 @@ Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geome
     if (sizeof(ParentLocatorHeader) + count * sizeof(ParentLocatorEntry) > item.size())
         return err(ErrorCode::corrupt, "parent locator key/value count " + std::to_string(count) + " overruns the item",
                    at);
+    VDISK_TRY(budget.work(count, "VHDX parent locator"));
+    static constexpr std::string_view kKeys[] = {"parent_linkage", "parent_linkage2", "relative_path", "volume_path",
+                                                 "absolute_win32_path"};
+    std::string* dest[] = {&g.parent_linkage, &g.parent_linkage2, &g.relative_path, &g.volume_path,
+                           &g.absolute_win32_path};
+    bool seen[5] = {};
     for (uint64_t i = 0; i < count; ++i) {
         ParentLocatorEntry e;
         std::memcpy(&e, item.data() + sizeof h + i * sizeof e, sizeof e);
@@ -195,20 +212,22 @@ Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geome
         uint64_t kl = e.key_length.value(), vl = e.value_length.value();
         if (!util::range_within(ko, kl, item.size()) || !util::range_within(vo, vl, item.size()))
             return err(ErrorCode::corrupt, "parent locator entry " + std::to_string(i) + " points outside the item", at);
-        std::string key = utf16_to_utf8(item.data() + ko, kl);
-        std::string value = utf16_to_utf8(item.data() + vo, vl);
-        // Windows separators: the file system layer speaks '/'.
-        std::replace(value.begin(), value.end(), '\\', '/');
-        if (key == "parent_linkage") g.parent_linkage = value;
-        else if (key == "parent_linkage2") g.parent_linkage2 = value;
-        else if (key == "relative_path") g.relative_path = value;
-        else if (key == "volume_path") g.volume_path = value;
-        else if (key == "absolute_win32_path") g.absolute_win32_path = value;
+        for (size_t k = 0; k < 5; ++k) {
+            if (!utf16_key_is(item.data() + ko, kl, kKeys[k])) continue;
+            if (seen[k])
+                return err(ErrorCode::corrupt, "parent locator lists '" + std::string(kKeys[k]) + "' twice", at);
+            seen[k] = true;
+            VDISK_TRY(budget.work(vl / 2, "VHDX parent locator"));
+            std::string value = utf16_to_utf8(item.data() + vo, vl);
+            // Windows separators: the file system layer speaks '/'.
+            std::replace(value.begin(), value.end(), '\\', '/');
+            *dest[k] = std::move(value);
+        }
     }
     return ok();
 }
 
-Status read_metadata(File& f, const Region& meta, Geometry& g) {
+Status read_metadata(File& f, const Region& meta, Geometry& g, Budget& budget) {
     std::vector<uint8_t> table(kMetadataTableSize);
     VDISK_TRY(read_exact(f, meta.offset, table, "VHDX metadata table"));
     MetadataTableHeader h;
@@ -220,6 +239,10 @@ Status read_metadata(File& f, const Region& meta, Geometry& g) {
         return err(ErrorCode::corrupt, "metadata table entry count " + std::to_string(count) + " exceeds 2047",
                    meta.offset);
     bool have_params = false, have_size = false, have_lss = false, have_pss = false, have_locator = false;
+    // The parent locator is parsed after the loop, and only for a differencing image (HasParent may come
+    // in a later item); an image without a parent never needs it.
+    std::vector<uint8_t> locator;
+    uint64_t locator_at = 0;
     for (uint32_t i = 0; i < count; ++i) {
         MetadataTableEntry e;
         uint64_t at = meta.offset + sizeof h + uint64_t(i) * sizeof e;
@@ -287,7 +310,8 @@ Status read_metadata(File& f, const Region& meta, Geometry& g) {
                                                    " is neither 512 nor 4096", item_at);
             have_pss = true;
         } else {
-            VDISK_TRY(parse_parent_locator(item, item_at, g));
+            locator = std::move(item);
+            locator_at = item_at;
             have_locator = true;
         }
     }
@@ -302,6 +326,7 @@ Status read_metadata(File& f, const Region& meta, Geometry& g) {
                    meta.offset);
     if (g.has_parent) {
         if (!have_locator) return err(ErrorCode::corrupt, "differencing VHDX has no parent locator", meta.offset);
+        VDISK_TRY(parse_parent_locator(locator, locator_at, g, budget));
         if (g.relative_path.empty() && g.volume_path.empty() && g.absolute_win32_path.empty())
             return err(ErrorCode::corrupt, "parent locator names no parent path", meta.offset);
     }
@@ -331,7 +356,7 @@ public:
         bool overlay = false;
         uint64_t log_sequence = 1;
         if (!guid_is_zero(hdr.h.log_guid)) {
-            VDISK_ASSIGN(LogReplay log, read_log(*file, hdr.h, file_size, ctx.limits()));
+            VDISK_ASSIGN(LogReplay log, read_log(*file, hdr.h, file_size, ctx.limits(), ctx.budget()));
             // Our own entries continue the sequence of the log found here.
             if (log.entries) log_sequence = log.head_sequence + 1;
             if (rw) {
@@ -341,7 +366,7 @@ public:
                 VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
                 VDISK_ASSIGN(file_size, file->size());
             } else if (log.entries) {
-                file = make_overlay(std::move(file), std::move(log), file_size);
+                VDISK_ASSIGN(file, make_overlay(std::move(file), std::move(log), file_size, ctx.budget()));
                 overlay = true;
                 VDISK_ASSIGN(file_size, file->size());
             }
@@ -354,7 +379,7 @@ public:
         g.bat_length = bat.length;
         g.metadata_offset = meta.offset;
         g.metadata_length = meta.length;
-        VDISK_TRY(read_metadata(*file, meta, g));
+        VDISK_TRY(read_metadata(*file, meta, g, *ctx.budget()));
 
         // 2.5: payload and sector bitmap entries interleave, one bitmap entry after every chunk_ratio blocks.
         g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
@@ -371,11 +396,14 @@ public:
         if (bat_bytes > ctx.limits().max_metadata_bytes)
             return err(ErrorCode::limit_exceeded, "BAT of " + hex(bat_bytes) + " bytes exceeds the metadata limit",
                        g.bat_offset);
-        std::vector<uint8_t> raw(static_cast<size_t>(bat_bytes));
-        VDISK_TRY(read_exact(*file, g.bat_offset, raw, "VHDX BAT"));
+        // Decoded in place: the BAT is held once.
+        VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), bat_bytes, "VHDX BAT"));
+        VDISK_TRY(ctx.budget()->work(g.bat_entries, "VHDX BAT"));
         std::vector<uint64_t> entries(static_cast<size_t>(g.bat_entries));
-        for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw.data() + i * 8);
-        raw = {};
+        auto* raw = reinterpret_cast<uint8_t*>(entries.data());
+        VDISK_TRY(read_exact(*file, g.bat_offset, std::span<uint8_t>(raw, bat_bytes), "VHDX BAT"));
+        for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw + i * 8);
+        bat_charge.keep();
         // Per-entry validation happens on access (and in check): one bad entry should not hide the rest.
         return make_device(std::move(file), overlay, hdr, std::move(g), std::move(entries), !rw,
                            ctx.options().force_parent_mismatch, false, log_sequence);

@@ -42,6 +42,7 @@ struct LogWrite {
 /// The active log sequence, ready to replay.
 struct LogReplay {
     std::vector<LogWrite> writes;  ///< in replay order
+    Charge charge;                 ///< the writes' memory
     uint64_t flushed_file_offset = 0;
     uint64_t last_file_offset = 0;
     uint64_t head_sequence = 0;
@@ -50,12 +51,17 @@ struct LogReplay {
 
 /// Parse the log region named by a header whose LogGuid is non-zero. An empty result (no entries)
 /// means no valid sequence was found: per 2.3.3 there is then nothing to replay.
-Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits);
+/// The log region, each parsed entry and the replay are charged to `budget`.
+Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits,
+                           const std::shared_ptr<Budget>& budget);
 /// Write the replay into the file, extending it to last_file_offset; syncs.
 Status replay_into(File& file, const LogReplay& log, uint64_t file_size);
 /// A read-only view of `base` with the replay applied in memory. Reads see the log's sectors; the size
 /// is at least last_file_offset.
-std::unique_ptr<File> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size);
+/// The writes are indexed once (an interval map of what is visible), so a read looks only at the pieces it
+/// overlaps; the index and the replay stay charged to `budget`, and each piece a read visits is noted there.
+Result<std::unique_ptr<File>> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size,
+                                           const std::shared_ptr<Budget>& budget);
 
 /// The header we act on, and which slot (0/1) it came from.
 struct ActiveHeader {

@@ -2,6 +2,7 @@
 // in memory for read-only opens (qemu-img refuses those; the image's true content needs the replay).
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
@@ -23,6 +24,7 @@ struct ParsedEntry {
     uint64_t flushed = 0;
     uint64_t last = 0;
     std::vector<LogWrite> writes;
+    Charge charge;  // what the writes hold
 };
 
 class LogScanner {
@@ -64,11 +66,24 @@ public:
             return std::nullopt;
         }
         crc_budget_ -= len;
+        // Parsed descriptors become writes held in memory (one per zero descriptor, 4 KiB per data sector):
+        // charge them before they exist.
+        ParsedEntry out;
+        if (budget_) {
+            auto w = budget_->work(dcount, "VHDX log descriptors");
+            auto c = w ? Charge::make(budget_, dcount * sizeof(LogWrite) + len, "VHDX log descriptors")
+                       : Result<Charge>(std::move(w).error());
+            if (!c) {
+                budget_exhausted_ = true;
+                limit_error_ = std::move(c).error();
+                return std::nullopt;
+            }
+            out.charge = std::move(*c);
+        }
         std::vector<uint8_t> e(len);
         gather(pos, len, e.data());
         if (crc_with_hole(e, 4) != h.checksum.value()) return std::nullopt;
 
-        ParsedEntry out;
         out.sequence = h.sequence_number.value();
         out.length = len;
         out.tail = h.tail.value();
@@ -111,8 +126,12 @@ public:
     }
 
     bool budget_exhausted() const { return budget_exhausted_; }
+    void set_accounting(std::shared_ptr<Budget> b) { budget_ = std::move(b); }
+    const std::optional<Error>& limit_error() const { return limit_error_; }
 
 private:
+    std::shared_ptr<Budget> budget_;
+    std::optional<Error> limit_error_;
     const std::vector<uint8_t>& log_;
     Guid guid_;
     uint64_t crc_budget_ = 0;
@@ -124,7 +143,8 @@ public:
 
 }  // namespace
 
-Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits) {
+Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits,
+                           const std::shared_ptr<Budget>& budget) {
     uint64_t log_off = header.log_offset.value();
     uint64_t log_len = header.log_length.value();
     if (log_len == 0 || log_len % MiB)
@@ -139,10 +159,12 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
     if (log_len > limits.max_metadata_bytes)
         return err(ErrorCode::limit_exceeded, "log of " + hex(log_len) + " bytes exceeds the metadata limit",
                    log_off);
+    VDISK_ASSIGN(Charge log_charge, Charge::make(budget, log_len, "VHDX log"));
     std::vector<uint8_t> log(static_cast<size_t>(log_len));
     VDISK_TRY(read_exact(file, log_off, log, "VHDX log"));
 
     LogScanner sc(log, header.log_guid);
+    sc.set_accounting(budget);
     sc.set_budget(8 * log_len + 16 * MiB);
     std::vector<ParsedEntry> best;
     uint64_t best_head = 0;
@@ -150,8 +172,9 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
     while (pos < log_len) {
         auto first = sc.parse(pos);
         if (!first) {
+            if (sc.limit_error()) return *sc.limit_error();
             if (sc.budget_exhausted())
-                return err(ErrorCode::corrupt, "log scan gave up: too many invalid entries", log_off);
+                return err(ErrorCode::corrupt, "log scan gave up: too many invalid entries or descriptors", log_off);
             pos += kLogSectorSize;
             continue;
         }
@@ -186,6 +209,14 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
 
     LogReplay r;
     if (best.empty()) return r;
+    log = {};
+    log_charge.reset();
+    {
+        uint64_t bytes = 0;
+        for (auto& e : best)
+            for (auto& w : e.writes) bytes += sizeof(LogWrite) + w.data.size();
+        VDISK_ASSIGN(r.charge, Charge::make(budget, bytes, "VHDX log replay"));
+    }
     r.flushed_file_offset = best.back().flushed;
     r.last_file_offset = best.back().last;
     r.head_sequence = best.back().sequence;
@@ -233,10 +264,21 @@ namespace {
 
 class OverlayFile final : public File {
 public:
-    OverlayFile(std::unique_ptr<File> base, LogReplay log, uint64_t base_size)
-        : base_(std::move(base)), log_(std::move(log)), base_size_(base_size) {
+    OverlayFile(std::unique_ptr<File> base, LogReplay log, uint64_t base_size, std::shared_ptr<Budget> budget)
+        : base_(std::move(base)), log_(std::move(log)), base_size_(base_size), budget_(std::move(budget)) {
         size_ = std::max(base_size_, log_.last_file_offset);
         for (auto& w : log_.writes) size_ = std::max(size_, w.offset + w.length);
+    }
+
+    // Index the writes in replay order: later writes hide what they cover of earlier ones, so the map
+    // holds only what a read can see, as disjoint pieces.
+    Status build() {
+        VDISK_TRY(budget_->work(log_.writes.size(), "VHDX log overlay"));
+        for (const auto& w : log_.writes) {
+            put(w.offset, w.offset + w.length, w.data.empty() ? nullptr : w.data.data());
+            VDISK_TRY(index_charge_.resize(pieces_.size() * kPieceBytes, "VHDX log overlay index"));
+        }
+        return ok();
     }
 
     Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) override {
@@ -245,15 +287,20 @@ public:
         auto part = buf.first(n);
         VDISK_TRY(read_zero_fill(*base_, offset, part));
         uint64_t end = offset + n;
-        for (const auto& w : log_.writes) {
-            uint64_t s = std::max(offset, w.offset), e = std::min(end, w.offset + w.length);
+        auto it = pieces_.upper_bound(offset);
+        if (it != pieces_.begin()) --it;
+        uint64_t visited = 0;
+        for (; it != pieces_.end() && it->first < end; ++it) {
+            ++visited;
+            uint64_t s = std::max(offset, it->first), e = std::min(end, it->second.end);
             if (s >= e) continue;
             uint8_t* dst = part.data() + (s - offset);
-            if (w.data.empty())
+            if (!it->second.data)
                 std::memset(dst, 0, e - s);
             else
-                std::memcpy(dst, w.data.data() + (s - w.offset), e - s);
+                std::memcpy(dst, it->second.data + (s - it->first), e - s);
         }
+        budget_->note(visited);
         return n;
     }
     Status write_at(uint64_t, std::span<const uint8_t>) override {
@@ -269,16 +316,54 @@ public:
     FileIdentity identity() const override { return base_->identity(); }
 
 private:
+    struct Piece {
+        uint64_t end;
+        const uint8_t* data;  // bytes of [start, end); null: zeros
+    };
+    static constexpr uint64_t kPieceBytes = 64;  // a map node, roughly
+
+    static const uint8_t* advance(const uint8_t* d, uint64_t n) { return d ? d + n : nullptr; }
+
+    void put(uint64_t s, uint64_t e, const uint8_t* d) {
+        auto it = pieces_.lower_bound(s);
+        if (it != pieces_.begin()) {
+            auto p = std::prev(it);
+            if (p->second.end > s) {
+                Piece old = p->second;
+                p->second.end = s;
+                if (old.end > e) pieces_.emplace(e, Piece{old.end, advance(old.data, e - p->first)});
+            }
+        }
+        it = pieces_.lower_bound(s);
+        while (it != pieces_.end() && it->first < e) {
+            if (it->second.end > e) {
+                Piece old = it->second;
+                uint64_t start = it->first;
+                pieces_.erase(it);
+                pieces_.emplace(e, Piece{old.end, advance(old.data, e - start)});
+                break;
+            }
+            it = pieces_.erase(it);
+        }
+        pieces_.emplace(s, Piece{e, d});
+    }
+
     std::unique_ptr<File> base_;
     LogReplay log_;
     uint64_t base_size_;
     uint64_t size_;
+    std::shared_ptr<Budget> budget_;
+    std::map<uint64_t, Piece> pieces_;
+    Charge index_charge_ = Charge::make(budget_, 0, "VHDX log overlay index").value();
 };
 
 }  // namespace
 
-std::unique_ptr<File> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size) {
-    return std::make_unique<OverlayFile>(std::move(base), std::move(log), base_size);
+Result<std::unique_ptr<File>> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size,
+                                           const std::shared_ptr<Budget>& budget) {
+    auto f = std::make_unique<OverlayFile>(std::move(base), std::move(log), base_size, budget);
+    VDISK_TRY(f->build());
+    return std::unique_ptr<File>(std::move(f));
 }
 
 }  // namespace vdisk::vhdx

@@ -114,10 +114,13 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
         t[i] = e.kind == StoreKind::sesparse ? util::load_le<uint64_t>(raw.data() + i * 8)
                                              : util::load_le<uint32_t>(raw.data() + i * 4);
     uint64_t bytes = t.size() * sizeof(uint64_t);
-    if (gt_cache_bytes_ + bytes > limits_.max_cache_bytes) {
+    if (!gt_charge_.budget()) gt_charge_ = Charge::make(budget(), 0, "grain table cache").value();
+    if (gt_cache_bytes_ + bytes > limits_.max_cache_bytes || !gt_charge_.resize(gt_cache_bytes_ + bytes, "grain table cache")) {
         VDISK_TRY(write_back_gt());
         gt_cache_.clear();
         gt_cache_bytes_ = 0;
+        // One table is always allowed (reads need it), charged when the budget has room.
+        (void)gt_charge_.resize(bytes, "grain table cache");
     }
     gt_cache_bytes_ += bytes;
     auto [it, _] = gt_cache_.emplace(key, std::move(t));

@@ -17,8 +17,10 @@ Error err_at(ErrorCode code, std::string msg, uint64_t offset) {
 }
 
 // Read a table of `count` little-endian entries of `width` bytes at `offset`, validated against the file first.
+// The decoded table is charged to `held` (the extent's charge) for as long as the extent lives; the raw
+// bytes only while they are decoded.
 Result<std::vector<uint64_t>> read_dir(File& f, uint64_t file_size, uint64_t offset, uint64_t count, unsigned width,
-                                       const Limits& lim, const char* what) {
+                                       const Limits& lim, const char* what, Charge& held) {
     auto bytes = util::mul<uint64_t>(count, width);
     if (!bytes || *bytes > lim.max_metadata_bytes)
         return make_error(ErrorCode::limit_exceeded, std::string(what) + " of " + std::to_string(count) +
@@ -28,11 +30,16 @@ Result<std::vector<uint64_t>> read_dir(File& f, uint64_t file_size, uint64_t off
         return err_at(ErrorCode::corrupt, std::string(what) + " at " + hex(offset) + " (" + std::to_string(*bytes) +
                                               " bytes) lies past the end of the file (" + hex(file_size) + ")",
                       offset);
-    std::vector<uint8_t> raw(*bytes);
-    VDISK_TRY(read_exact(f, offset, raw, what));
+    VDISK_TRY(held.resize(held.bytes() + count * sizeof(uint64_t) + *bytes, what));
+    if (held.budget()) VDISK_TRY(held.budget()->work(count, what));
     std::vector<uint64_t> out(count);
-    for (uint64_t i = 0; i < count; ++i)
-        out[i] = width == 8 ? util::load_le<uint64_t>(raw.data() + i * 8) : util::load_le<uint32_t>(raw.data() + i * 4);
+    {
+        std::vector<uint8_t> raw(*bytes);
+        VDISK_TRY(read_exact(f, offset, raw, what));
+        for (uint64_t i = 0; i < count; ++i)
+            out[i] = width == 8 ? util::load_le<uint64_t>(raw.data() + i * 8) : util::load_le<uint32_t>(raw.data() + i * 4);
+    }
+    VDISK_TRY(held.resize(held.bytes() - *bytes, what));
     return out;
 }
 
@@ -108,10 +115,10 @@ Status load_hosted(File& f, DiskExtent& e, const Limits& lim, std::string* desc_
     uint64_t num_gts = util::div_round_up(e.capacity, cover);
     VDISK_ASSIGN(e.gd_offset, sectors_to_bytes(h.gd_offset.value(), "grain directory offset", 56));
     if (h.gd_offset.value() == 0 && num_gts) return err_at(ErrorCode::corrupt, "grain directory offset is 0", 56);
-    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, num_gts, 4, lim, "grain directory"));
+    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, num_gts, 4, lim, "grain directory", e.charge));
     if ((flags & kFlagRedundantGt) && h.rgd_offset.value() != 0 && !e.compressed) {
         VDISK_ASSIGN(e.rgd_offset, sectors_to_bytes(h.rgd_offset.value(), "redundant grain directory offset", 48));
-        VDISK_ASSIGN(e.rgd, read_dir(f, e.file_size, e.rgd_offset, num_gts, 4, lim, "redundant grain directory"));
+        VDISK_ASSIGN(e.rgd, read_dir(f, e.file_size, e.rgd_offset, num_gts, 4, lim, "redundant grain directory", e.charge));
     }
     e.overhead = h.overhead.value() <= (UINT64_MAX >> 9) ? h.overhead.value() * kSector : 0;
     if (desc_text && h.descriptor_offset.value() != 0 && h.descriptor_size.value() != 0) {
@@ -148,7 +155,7 @@ Status load_cowd(File& f, DiskExtent& e, const Limits& lim) {
                                               " entries, " + std::to_string(need) + " needed",
                       24);
     e.gd_offset = uint64_t(h.gd_offset.value()) * kSector;
-    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, need, 4, lim, "grain directory"));
+    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, need, 4, lim, "grain directory", e.charge));
     return ok();
 }
 
@@ -185,7 +192,7 @@ Status load_sesparse(File& f, DiskExtent& e, const Limits& lim) {
         return err_at(ErrorCode::corrupt, "seSparse grain directory has " + std::to_string(gd_bytes / 8) +
                                               " entries, " + std::to_string(need) + " needed",
                       136);
-    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, need, 8, lim, "grain directory"));
+    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, need, 8, lim, "grain directory", e.charge));
     return ok();
 }
 
@@ -235,6 +242,7 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
         e.embedded = true;
         e.file = file.get();
         std::string text;
+        VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), 0, "grain directory"));
         VDISK_TRY(load_sparse_file(*file, e, lim, &text));
         if (!text.empty()) {
             VDISK_ASSIGN(desc, parse_descriptor(text, lim));
@@ -304,6 +312,9 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
             VDISK_ASSIGN(e.file_size, e.file->size());
             VDISK_ASSIGN(e.flat_offset, sectors_to_bytes(l.offset, "extent offset", 0));
         } else {
+            // Every extent charges the one image budget: 64 extent lines naming one big sparse file cost
+            // 64 times its tables, not one cap each.
+            VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), 0, "grain directory"));
             auto st = load_sparse_file(*e.file, e, lim, nullptr);
             if (!st) {
                 Error err = std::move(st).error();

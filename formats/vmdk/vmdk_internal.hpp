@@ -86,6 +86,7 @@ struct DiskExtent {
     uint64_t se_gt_base = 0;      // seSparse: byte offset of the grain tables area
     uint64_t se_grains_base = 0;  // seSparse: byte offset of the grains area
     SparseExtentHeader header{};  // hosted: the header as read (the footer's when the GD is at the end)
+    Charge charge;                // the directories' memory, on the image's budget
 };
 
 /// A VMDK: a descriptor plus extents laid end to end.
@@ -157,6 +158,7 @@ private:
     Status update_cid();
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
+    Charge gt_charge_;
     // Grain table entries changed in the cache but not yet in the file: one table at a time, entries
     // [dirty_lo_, dirty_hi_). Written back (both copies) before another table changes, before the cache
     // drops tables, and on flush/close; the grains they point to are always written first.

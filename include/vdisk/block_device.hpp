@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "vdisk/budget.hpp"
 #include "vdisk/error.hpp"
 #include "vdisk/io.hpp"
 #include "vdisk/json.hpp"
@@ -107,6 +108,13 @@ public:
     /// Attach the backing device (done by the generic opener). Calls check_backing first.
     Status attach_backing(std::unique_ptr<BlockDevice> backing);
 
+    /// What this layer holds and has walked (memory charged, work counted); never null. The opener hands
+    /// the device the budget its format charged during open; a device nobody handed one has its own.
+    const std::shared_ptr<Budget>& budget() const noexcept { return budget_; }
+    void set_budget(std::shared_ptr<Budget> budget) noexcept {
+        if (budget) budget_ = std::move(budget);
+    }
+
     /// Files making up this layer (for actual-size and identity). The first is the main file.
     virtual std::vector<File*> files() const = 0;
 
@@ -129,7 +137,7 @@ public:
                                           uint64_t raw_length);
 
 protected:
-    BlockDevice(uint64_t size, bool read_only) : size_(size), read_only_(read_only) {}
+    BlockDevice(uint64_t size, bool read_only);
 
     /// Read [offset, offset+buf.size()), in range, length > 0. Unallocated parts must be filled with
     /// read_from_backing(); zero parts with zeros.
@@ -159,6 +167,7 @@ private:
     bool read_only_;
     bool closed_ = false;
     std::unique_ptr<BlockDevice> backing_;
+    std::shared_ptr<Budget> budget_;
     Status rmw_write(uint64_t offset, std::span<const uint8_t> buf);
     Error named(Error e) const;
 };

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "vdisk/block_device.hpp"
+#include "vdisk/budget.hpp"
 #include "vdisk/error.hpp"
 #include "vdisk/io.hpp"
 
@@ -19,11 +20,23 @@ namespace vdisk {
 /// Caps that bound what a hostile image can make vdisk do.
 struct Limits {
     uint32_t max_chain_depth = 16;                 ///< backing chain layers below the top image
-    uint64_t max_metadata_bytes = 512ull << 20;    ///< tables held in memory per image (L1, BAT, GD, ...)
+    uint64_t max_metadata_bytes = 128ull << 20;    ///< one table held in memory (BAT, GD, log, ...)
     uint64_t max_cache_bytes = 32ull << 20;        ///< metadata caches (qcow2 L2, vmdk GT) per image
     uint64_t max_descriptor_bytes = 1ull << 20;    ///< VMDK text descriptors
     uint32_t max_extents = 4096;                   ///< VMDK extent lines
     uint32_t max_snapshots = 65536;                ///< qcow2 internal snapshots listed
+    uint64_t max_l1_bytes = 32ull << 20;           ///< one qcow2 L1 table (qemu-img's own cap)
+    uint64_t max_snapshot_table_bytes = 64ull << 20;  ///< qcow2 snapshot table, names included (qemu-img's)
+    /// Everything one opened image holds that the file sizes (tables raw and decoded, caches, snapshot
+    /// names, log replay, descriptor extents, check state), summed over its structures.
+    uint64_t max_image_memory = 256ull << 20;
+    /// The same, summed over every image of a backing chain.
+    uint64_t max_chain_memory = 1ull << 30;
+    /// Table entries visited and characters decoded per image by open, info and check (zero entries count).
+    uint64_t max_work = 1ull << 31;
+    /// In untrusted mode the image budget is the smaller of the two memory (and work) figures.
+    uint64_t max_untrusted_memory = 64ull << 20;
+    uint64_t max_untrusted_work = 1ull << 27;
 };
 
 /// How to open an image.
@@ -53,13 +66,19 @@ struct OpenOptions {
 /// Passed to Format::open/create: the file system, options and the way to reach other files.
 class OpenContext {
 public:
-    OpenContext(FileSystem& fs, std::string image_name, const OpenOptions& options)
-        : fs_(fs), name_(std::move(image_name)), options_(options) {}
+    /// A fresh budget for this image from options.limits (no chain above it).
+    OpenContext(FileSystem& fs, std::string image_name, const OpenOptions& options);
+    /// Charge the image to `budget` (made by make_image_budget, usually inside a chain's budget).
+    OpenContext(FileSystem& fs, std::string image_name, const OpenOptions& options, std::shared_ptr<Budget> budget)
+        : fs_(fs), name_(std::move(image_name)), options_(options), budget_(std::move(budget)) {}
 
     FileSystem& fs() const { return fs_; }
     const std::string& image_name() const { return name_; }
     const OpenOptions& options() const { return options_; }
     const Limits& limits() const { return options_.limits; }
+    /// The image's memory and work budget: formats charge what they hold and count what they walk, and
+    /// hand it to the device they return (BlockDevice::set_budget).
+    const std::shared_ptr<Budget>& budget() const { return budget_; }
 
     /// Open a file the image refers to (extent, data file), resolved relative to the image's directory.
     /// Refused with access_denied in untrusted mode; `what` names the reference in the message.
@@ -72,7 +91,13 @@ private:
     FileSystem& fs_;
     std::string name_;
     const OpenOptions& options_;
+    std::shared_ptr<Budget> budget_;
 };
+
+/// The budget of one image under `options` (tighter in untrusted mode), charged also to `chain` if given.
+std::shared_ptr<Budget> make_image_budget(const OpenOptions& options, std::shared_ptr<Budget> chain = nullptr);
+/// The budget of a whole backing chain under `limits`.
+std::shared_ptr<Budget> make_chain_budget(const Limits& limits);
 
 /// One -o option a format accepts at create time, spelled as qemu-img spells it.
 struct OptionSpec {
@@ -115,8 +140,12 @@ struct CheckResult {
     std::optional<uint64_t> allocated_clusters;
     std::optional<uint64_t> fragmented_clusters;
     std::optional<uint64_t> compressed_clusters;
-    std::vector<std::string> messages;  ///< one line per problem found
+    std::vector<std::string> messages;  ///< one line per problem found, at most max_check_messages
+    uint64_t messages_dropped = 0;      ///< problems counted but not described (past the cap)
 };
+
+/// Problems a check describes in `messages`; past this it only counts them.
+inline constexpr size_t max_check_messages = 1000;
 
 /// A format plug-in. Stateless and const: one instance serves any number of images.
 class Format {

@@ -21,6 +21,7 @@
 #include "vdisk/format.hpp"
 #include "vdisk/io.hpp"
 #include "vdisk/json.hpp"
+#include "vdisk/text.hpp"
 
 namespace vdisk {
 
