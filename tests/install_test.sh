@@ -44,5 +44,5 @@ qemu-io -f vmdk -c 'write -P 0x42 0 1M' "$work/in.vmdk" >/dev/null
 out=$("$work/app/build/app" "$work/in.vmdk" "$work/out.qcow2")
 [ "$out" = "vmdk 16777216" ] || { echo "unexpected output: $out"; exit 1; }
 qemu-img compare -f vmdk -F qcow2 "$work/in.vmdk" "$work/out.qcow2"
-PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig:$work/prefix/lib/x86_64-linux-gnu/pkgconfig" pkg-config --libs vdisk | grep -q -- -lvdisk_fmt_qcow2
+PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig:$work/prefix/lib/x86_64-linux-gnu/pkgconfig" pkg-config --libs vdisk | grep -q -- -lvdisk
 echo "install test: find_package(vdisk) consumer built and converted an image"

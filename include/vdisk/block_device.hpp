@@ -1,6 +1,8 @@
 // vdisk — the one interface every format backend implements.
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -69,7 +71,7 @@ struct BackingReference {
 /// Public methods are non-virtual: they check bounds, read-only state and alignment once and then call
 /// the protected do_* hooks, which may therefore assume in-range requests with length > 0. Not
 /// thread-safe: one caller at a time (compress_chunk excepted).
-class BlockDevice {
+class VDISK_API BlockDevice {
 public:
     virtual ~BlockDevice();
     BlockDevice(const BlockDevice&) = delete;

@@ -1,6 +1,8 @@
 // vdisk — format plug-ins, open/create options and the registry.
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -51,7 +53,7 @@ struct OpenOptions {
 };
 
 /// Passed to Format::open/create: the file system, options and the way to reach other files.
-class OpenContext {
+class VDISK_API OpenContext {
 public:
     OpenContext(FileSystem& fs, std::string image_name, const OpenOptions& options)
         : fs_(fs), name_(std::move(image_name)), options_(options) {}
@@ -81,7 +83,7 @@ struct OptionSpec {
 };
 
 /// -o key=value pairs plus the size.
-struct CreateOptions {
+struct VDISK_API CreateOptions {
     std::optional<uint64_t> size;
     std::vector<std::pair<std::string, std::string>> values;
 
@@ -95,9 +97,9 @@ struct CreateOptions {
 };
 
 /// Parse "10G", "512M", "1024", "1.5G" (binary multiples, as qemu-img).
-Result<uint64_t> parse_size(std::string_view text);
+VDISK_API Result<uint64_t> parse_size(std::string_view text);
 /// Parse "k=v,k2=v2" (",," escapes a comma) into values.
-Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::string_view text);
+VDISK_API Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::string_view text);
 
 enum class RepairMode { none, leaks, all };
 
@@ -117,7 +119,7 @@ struct CheckResult {
 };
 
 /// A format plug-in. Stateless and const: one instance serves any number of images.
-class Format {
+class VDISK_API Format {
 public:
     virtual ~Format() = default;
     /// Canonical name ("vhd").
@@ -142,7 +144,7 @@ public:
 };
 
 /// The list of formats, in probing order. No global state: callers own their registry.
-class Registry {
+class VDISK_API Registry {
 public:
     Registry() = default;
     explicit Registry(std::vector<std::unique_ptr<Format>> formats) : formats_(std::move(formats)) {}
