@@ -494,7 +494,12 @@ VDISK_API int vdisk_convert(vdisk_image* src, const char* dest_path, const char*
                 if (cancel.load()) return fail(st.error(), VDISK_E_CANCELLED);
                 return fail(st.error());
             }
-            // Cancelled after the last chunk was written: the target is complete, so it stays and succeeds.
+            if (cancel.load()) {
+                // The request came after the engine had queued its last chunk, so it finished anyway. A
+                // cancel must mean the same thing every time: no target, VDISK_E_CANCELLED.
+                (void)p->fs->remove(dest_path);
+                return fail(VDISK_E_CANCELLED, "conversion cancelled");
+            }
             return 0;
         },
         VDISK_E_INTERNAL);
