@@ -89,6 +89,12 @@ if [ -e "$libdir/libvdisk.so.0" ]; then
   syms=$(nm -DC --defined-only "$libdir/libvdisk.so.0")
   ! grep -E '^\S+ \S (vdisk::(qcow2|vmdk|vhd|vhdx|vdi|util|detail)::|std::|typeinfo for std|vtable for std)' <<<"$syms" || { echo "internal symbols exported"; exit 1; }
   grep -q ' vdisk_pread@@VDISK_0$' <<<"$(nm -D --defined-only "$libdir/libvdisk.so.0")" || { echo "C symbols unversioned"; exit 1; }
-  echo "exported symbols: $(grep -c . <<<"$syms")"
+  echo "exported symbols: $(grep -vc ' A ' <<<"$syms")"
+fi
+# The installed nbdkit plugin finds the installed libvdisk.so.0 (RUNPATH $ORIGIN/../..) and serves the image.
+plugin=$(find "$work/prefix" -name nbdkit-vdisk-plugin.so | head -1)
+if [ -n "$plugin" ] && command -v nbdkit >/dev/null && command -v nbdinfo >/dev/null; then
+  size=$(nbdkit -U - "$plugin" file="$work/in.vmdk" -r --run 'nbdinfo --size "$uri"')
+  [ "$size" = 16777216 ] || { echo "installed nbdkit plugin: unexpected size '$size'"; exit 1; }
 fi
 echo "install test: find_package (shared, static), pkg-config (C++, C shared, C static) consumers built and converted an image"
