@@ -4,9 +4,16 @@
 # `vdisk map` (data vs hole/zero), `nbdcopy` and `qemu-img convert nbd+unix://` give qemu-img's bytes; writes,
 # zeroes and trims through NBD are read back by qemu-img; -r advertises multi-conn; untrusted=1 refuses a
 # backing file.
-# usage: tests/nbdkit_test.sh PLUGIN.so VDISK_TOOL
+# usage: tests/nbdkit_test.sh PLUGIN.so VDISK_TOOL [SANITIZER_RUNTIME.so]
+# With a sanitizer runtime (ASan builds), nbdkit itself is not instrumented, so the runtime is preloaded into
+# nbdkit only; the --run commands drop it again ($clean) so qemu-img and libnbd's tools run as usual.
 set -euo pipefail
-plugin=$(realpath "$1") tool=$(realpath "$2")
+plugin=$(realpath "$1") tool=$(realpath "$2") preload=${3:-}
+export clean=""
+if [ -n "$preload" ]; then
+  clean="env -u LD_PRELOAD"
+  nbdkit() { LD_PRELOAD=$preload ASAN_OPTIONS=detect_leaks=0:verify_asan_link_order=0 command nbdkit "$@"; }
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -36,13 +43,13 @@ for fmt in qcow2 vmdk vpc vhdx vdi raw; do
     -c 'write -q -z 41M 1M' $img
   qemu-img convert -f $fmt -O raw $img ref.raw
   vdisk_map $img > want.map
-  nbdkit -U - "$plugin" file=$img -r --run 'nbdinfo --map "$uri"' | nbd_map > got.map
+  nbdkit -U - "$plugin" file=$img -r --run '$clean nbdinfo --map "$uri"' | nbd_map > got.map
   diff -u want.map got.map || { echo "$fmt: nbdinfo --map differs from vdisk map"; exit 1; }
-  nbdkit -U - "$plugin" file=$img -r --run 'nbdcopy "$uri" copy.raw'
+  nbdkit -U - "$plugin" file=$img -r --run '$clean nbdcopy "$uri" copy.raw'
   cmp ref.raw copy.raw || { echo "$fmt: nbdcopy differs"; exit 1; }
-  nbdkit -U - "$plugin" file=$img -r --run 'qemu-img convert -f raw "nbd+unix:///?socket=$unixsocket" -O qcow2 q.qcow2'
+  nbdkit -U - "$plugin" file=$img -r --run '$clean qemu-img convert -f raw "nbd+unix:///?socket=$unixsocket" -O qcow2 q.qcow2'
   qemu-img compare -q -f raw -F qcow2 ref.raw q.qcow2 || { echo "$fmt: qemu-img convert over NBD differs"; exit 1; }
-  nbdkit -U - "$plugin" file=$img -r --run 'nbdinfo "$uri"' | grep -q 'can_multi_conn: true' ||
+  nbdkit -U - "$plugin" file=$img -r --run '$clean nbdinfo "$uri"' | grep -q 'can_multi_conn: true' ||
     { echo "$fmt: no multi-conn read-only"; exit 1; }
   rm -f copy.raw q.qcow2
 done
@@ -52,22 +59,22 @@ for fmt in qcow2 vmdk vhdx vdi vpc raw; do
   img=w.$fmt
   qemu-img create -q -f $fmt $img 32M
   qemu-io -f $fmt -c 'write -q -P 0x44 8M 2M' $img
-  nbdkit -U - "$plugin" file=$img --run 'qemu-io -f raw -c "write -q -P 0x61 1M 64k" -c "write -q -P 0x62 1052672 100" -c "write -q -z 8M 1M" -c "discard -q 9M 64k" -c "flush" "nbd+unix:///?socket=$unixsocket"'
+  nbdkit -U - "$plugin" file=$img --run '$clean qemu-io -f raw -c "write -q -P 0x61 1M 64k" -c "write -q -P 0x62 1052672 100" -c "write -q -z 8M 1M" -c "discard -q 9M 64k" -c "flush" "nbd+unix:///?socket=$unixsocket"'
   case $fmt in qcow2|vmdk|vhdx|vdi) qemu-img check -q -f $fmt $img ;; esac
   out=$(qemu-io -f $fmt -c 'read -q -P 0x61 1M 4k' -c 'read -q -P 0x62 1052672 100' -c 'read -q -P 0x61 1052772 60000' \
         -c 'read -q -P 0 8M 1M' -c 'read -q -P 0x44 9961472 512k' -c 'read -q -P 0 0 1M' $img)
   [ -z "$out" ] || { echo "$fmt: written data not read back by qemu-img: $out"; exit 1; }
   # nbdcopy into the image (every byte through NBD), then compare.
   head -c 32M /dev/urandom > src.raw
-  nbdkit -U - "$plugin" file=$img --run 'nbdcopy src.raw "$uri"'
+  nbdkit -U - "$plugin" file=$img --run '$clean nbdcopy src.raw "$uri"'
   qemu-img compare -q -f raw -F $fmt src.raw $img || { echo "$fmt: nbdcopy into the image differs"; exit 1; }
 done
 
 # untrusted=1: a backing file is an external reference and is refused.
 qemu-img create -q -f qcow2 base.qcow2 1M
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
-nbdkit -U - "$plugin" file=top.qcow2 -r --run 'nbdinfo --size "$uri"' >/dev/null
-if nbdkit -U - "$plugin" file=top.qcow2 untrusted=1 -r --run 'nbdinfo --size "$uri"' >/dev/null 2>err.txt; then
+nbdkit -U - "$plugin" file=top.qcow2 -r --run '$clean nbdinfo --size "$uri"' >/dev/null
+if nbdkit -U - "$plugin" file=top.qcow2 untrusted=1 -r --run '$clean nbdinfo --size "$uri"' >/dev/null 2>err.txt; then
   echo "untrusted=1 served an image with a backing file"; exit 1
 fi
 grep -q 'base.qcow2' err.txt || { echo "untrusted refusal does not name the backing file"; cat err.txt; exit 1; }
