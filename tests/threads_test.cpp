@@ -24,7 +24,7 @@ unsigned iterations() {
 #if defined(__SANITIZE_THREAD__)
     return 150;
 #else
-    return 1500;
+    return 4000;
 #endif
 }
 
