@@ -77,7 +77,9 @@ int fail(int code, std::string message) {
     e.message = std::move(message);
     return fail(e, code);
 }
-int fail_invalid(const char* fn, const char* what) { return fail(VDISK_E_INVALID_ARGUMENT, std::string(fn) + ": " + what); }
+int fail_invalid(const char* fn, const char* what) {
+    return fail(VDISK_E_INVALID_ARGUMENT, std::string(fn) + ": " + what);
+}
 
 // Run `body` with C++ exceptions (allocation failure, a bug) turned into error codes: none may cross into C.
 template <typename F>
@@ -254,7 +256,8 @@ VDISK_API vdisk_image* vdisk_open_limits(const char* path, const char* format, u
             if (!path) return fail_invalid("vdisk_open", "NULL path"), nullptr;
             if (flags & ~(VDISK_OPEN_READ_WRITE | VDISK_OPEN_UNTRUSTED | VDISK_OPEN_NO_BACKING))
                 return fail_invalid("vdisk_open", "unknown flags"), nullptr;
-            if (limits && limits->reserved) return fail_invalid("vdisk_open", "vdisk_limits.reserved must be 0"), nullptr;
+            if (limits && limits->reserved)
+                return fail_invalid("vdisk_open", "vdisk_limits.reserved must be 0"), nullptr;
             auto h = std::make_unique<vdisk_image>();
             h->fs = vdisk::make_posix_file_system();
             h->registry = vdisk::Registry::builtin();

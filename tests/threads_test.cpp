@@ -78,9 +78,9 @@ void hammer(BlockDevice& dev, BlockDevice& single, const std::vector<uint8_t>& r
                     }();
                     if (!s) { record(s.error()); continue; }
                     if (e->length != s->length || e->kind != s->kind || e->host_offset != s->host_offset) ++bad_status;
-                    if (e->kind == ExtentKind::zero &&
-                        !std::all_of(ref.begin() + static_cast<long>(off),
-                                     ref.begin() + static_cast<long>(off + e->length), [](uint8_t b) { return b == 0; }))
+                    auto first = ref.begin() + static_cast<long>(off);
+                    auto last = first + static_cast<long>(e->length);
+                    if (e->kind == ExtentKind::zero && !std::all_of(first, last, [](uint8_t b) { return b == 0; }))
                         ++bad_status;
                     continue;
                 }
@@ -119,12 +119,14 @@ TEST_CASE("threads: concurrent reads and block status of every format match one 
             std::string img = dir / "img";
             std::string src = dir / "src";
             if (c.convert_opts.empty()) {
-                REQUIRE(vt::run("qemu-img create -q -f " + c.fmt + " " + c.create_opts + " " + img + " 32M").status == 0);
+                auto r = vt::run("qemu-img create -q -f " + c.fmt + " " + c.create_opts + " " + img + " 32M");
+                REQUIRE_MESSAGE(r.status == 0, r.output);
                 fill_image(img, c.fmt);
             } else {
                 REQUIRE(vt::run("qemu-img create -q -f qcow2 " + src + " 32M").status == 0);
                 fill_image(src, "qcow2");
-                auto r = vt::run("qemu-img convert -f qcow2 -O " + c.fmt + " " + c.convert_opts + " " + src + " " + img);
+                auto r =
+                    vt::run("qemu-img convert -f qcow2 -O " + c.fmt + " " + c.convert_opts + " " + src + " " + img);
                 REQUIRE_MESSAGE(r.status == 0, r.output);
             }
             auto ref = vt::qemu_read_raw(img, c.fmt, dir.path);
@@ -205,7 +207,7 @@ TEST_CASE("threads: writes from several threads are serialized, readers run alon
         REQUIRE(dev.close());
         created->reset();
         auto chk = vt::run("qemu-img check -q " + vt::sh_quote(img));
-        if (fmt == "qcow2" || fmt == "vmdk" || fmt == "vhdx" || fmt == "vdi") CHECK_MESSAGE(chk.status == 0, chk.output);
+        if (fmt != "vhd") CHECK_MESSAGE(chk.status == 0, chk.output);  // qemu-img has no check for vpc
         auto raw = vt::qemu_read_raw(img, fmt == "vhd" ? "vpc" : fmt, dir.path);
         REQUIRE(raw.size() >= (16u << 20));
         unsigned wrong = 0;

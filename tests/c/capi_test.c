@@ -276,7 +276,8 @@ static int count_progress(void *opaque, uint64_t done, uint64_t total) {
 }
 
 static void test_convert(void) {
-    CHECK(sh("qemu-img create -q -f vmdk %s 32M && qemu-io -f vmdk -c 'write -q -P 0x33 0 3M' -c 'write -q -P 0x44 20M 1M' %s",
+    CHECK(sh("qemu-img create -q -f vmdk %s 32M && "
+             "qemu-io -f vmdk -c 'write -q -P 0x33 0 3M' -c 'write -q -P 0x44 20M 1M' %s",
              path("src.vmdk"), path("src.vmdk")) == 0);
     vdisk_image *img = vdisk_open(path("src.vmdk"), NULL, VDISK_OPEN_READ_ONLY);
     CHECK(img != NULL);
