@@ -62,7 +62,9 @@ run_app() {  # run_app BINARY: converts in.vmdk and checks the result with qemu-
   qemu-img compare -q -f vmdk -F qcow2 "$work/in.vmdk" "$work/out.qcow2"
 }
 run_app "$work/app/build/app"
-readelf -d "$work/app/build/app" | grep -q 'NEEDED.*libvdisk\.so\.0' || { echo "app does not use libvdisk.so.0"; exit 1; }
+if [ -e "$libdir/libvdisk.so.0" ]; then
+  readelf -d "$work/app/build/app" | grep -q 'NEEDED.*libvdisk\.so\.0' || { echo "app does not use libvdisk.so.0"; exit 1; }
+fi
 if [ -x "$work/app/build/app_static" ]; then
   run_app "$work/app/build/app_static"
   ! readelf -d "$work/app/build/app_static" | grep -q 'NEEDED.*libvdisk' || { echo "app_static needs libvdisk.so"; exit 1; }
