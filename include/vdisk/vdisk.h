@@ -16,7 +16,8 @@
  *   VDISK_E_INVALID_ARGUMENT. (A pointer that was never a handle at all is not detected beyond that.)
  * - Threads: vdisk_pread, vdisk_block_status and vdisk_extents on one handle may run from many threads at
  *   once; writes, flushes and discards on a handle are serialized by the library. vdisk_close waits for
- *   calls in flight on the handle, and later calls fail cleanly.
+ *   calls in flight on the handle, and later calls fail cleanly (so a callback must not close the handle
+ *   whose call invoked it: that close would wait for itself).
  * - Paths are host paths, resolved against the working directory; references inside images (backing
  *   files, extents) are resolved relative to the image that names them.
  * - No exception or abort crosses this API. Memory this API returns is released with vdisk_free().
