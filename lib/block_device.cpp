@@ -1,7 +1,11 @@
 // The generic half of BlockDevice: bounds, read-only state, alignment, backing fall-through.
 #include "vdisk/block_device.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "util/checked.hpp"
@@ -9,10 +13,98 @@
 
 namespace vdisk {
 
+// The device lock. pthread's rwlock rather than std::shared_mutex because glibc's default (and so
+// std::shared_mutex) prefers readers: with readers arriving continuously a writer would wait forever. With
+// writers preferred, a thread must not take the shared lock twice (it would queue behind a waiting writer
+// that waits for it), so each thread remembers which devices it holds shared and nested reads pass through.
+struct BlockDevice::Lock {
+    pthread_rwlock_t rw;
+    std::atomic<std::thread::id> owner{};  // the thread holding it exclusively
+    Lock() {
+        pthread_rwlockattr_t attr;
+        pthread_rwlockattr_init(&attr);
+        pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&rw, &attr);
+        pthread_rwlockattr_destroy(&attr);
+    }
+    ~Lock() { pthread_rwlock_destroy(&rw); }
+    Lock(const Lock&) = delete;
+    Lock& operator=(const Lock&) = delete;
+};
+
+namespace {
+// Devices the calling thread holds shared, innermost last (a read through a chain holds one per layer).
+constexpr unsigned kMaxHeld = 64;
+thread_local const void* held_shared[kMaxHeld];
+thread_local unsigned held_count = 0;
+bool holds_shared(const void* d) {
+    for (unsigned i = held_count; i-- > 0;)
+        if (held_shared[i] == d) return true;
+    return false;
+}
+}  // namespace
+
 BlockDevice::BlockDevice(uint64_t size, bool read_only)
-    : size_(size), read_only_(read_only), budget_(std::make_shared<Budget>(Limits{}.max_image_memory, Limits{}.max_work)) {}
+    : lock_(std::make_unique<Lock>()),
+      size_(size),
+      read_only_(read_only),
+      budget_(std::make_shared<Budget>(Limits{}.max_image_memory, Limits{}.max_work)) {}
 
 BlockDevice::~BlockDevice() = default;
+
+// Readers share the device; a thread that already holds it (shared or exclusively) passes straight through.
+class BlockDevice::SharedGuard {
+public:
+    explicit SharedGuard(const BlockDevice& d) : lock_(*d.lock_) {
+        if (lock_.owner.load() == std::this_thread::get_id() || holds_shared(&lock_)) return;
+        pthread_rwlock_rdlock(&lock_.rw);
+        locked_ = true;
+        if (held_count < kMaxHeld) {
+            held_shared[held_count++] = &lock_;
+            tracked_ = true;
+        }
+    }
+    ~SharedGuard() {
+        if (!locked_) return;
+        if (tracked_) --held_count;
+        pthread_rwlock_unlock(&lock_.rw);
+    }
+    SharedGuard(const SharedGuard&) = delete;
+    SharedGuard& operator=(const SharedGuard&) = delete;
+
+private:
+    Lock& lock_;
+    bool locked_ = false;
+    bool tracked_ = false;
+};
+
+// Writers take the device alone; nested calls from the same thread (write_zeroes -> write, close -> flush,
+// a backend's read-modify-write) find themselves as owner and do not lock again.
+class BlockDevice::ExclusiveGuard {
+public:
+    explicit ExclusiveGuard(const BlockDevice& d) : lock_(*d.lock_) {
+        if (lock_.owner.load() == std::this_thread::get_id()) return;
+        pthread_rwlock_wrlock(&lock_.rw);
+        lock_.owner.store(std::this_thread::get_id());
+        locked_ = true;
+    }
+    ~ExclusiveGuard() {
+        if (!locked_) return;
+        lock_.owner.store(std::thread::id());
+        pthread_rwlock_unlock(&lock_.rw);
+    }
+    ExclusiveGuard(const ExclusiveGuard&) = delete;
+    ExclusiveGuard& operator=(const ExclusiveGuard&) = delete;
+
+private:
+    Lock& lock_;
+    bool locked_ = false;
+};
+
+ImageInfo BlockDevice::info() const {
+    SharedGuard g(*this);
+    return do_info();
+}
 
 static Error range_error(const char* op, uint64_t offset, uint64_t len, uint64_t size) {
     return make_error(ErrorCode::out_of_range, std::string(op) + " of " + std::to_string(len) + " bytes at " +
@@ -30,7 +122,9 @@ Error BlockDevice::named(Error e) const {
 }
 
 Status BlockDevice::read(uint64_t offset, std::span<uint8_t> buf) {
-    if (!util::range_within(offset, buf.size(), size_)) return range_error("read", offset, buf.size(), size_);
+    SharedGuard g(*this);
+    const uint64_t dev_size = size();
+    if (!util::range_within(offset, buf.size(), dev_size)) return range_error("read", offset, buf.size(), dev_size);
     if (buf.empty()) return ok();
     auto st = do_read(offset, buf);
     if (!st) return named(std::move(st).error());
@@ -38,22 +132,29 @@ Status BlockDevice::read(uint64_t offset, std::span<uint8_t> buf) {
 }
 
 Status BlockDevice::write(uint64_t offset, std::span<const uint8_t> buf) {
+    ExclusiveGuard g(*this);
+    return write_locked(offset, buf);
+}
+
+Status BlockDevice::write_locked(uint64_t offset, std::span<const uint8_t> buf) {
+    const uint64_t dev_size = size();
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
     if (closed_) return make_error(ErrorCode::invalid_argument, "write after close");
-    if (!util::range_within(offset, buf.size(), size_)) return range_error("write", offset, buf.size(), size_);
+    if (!util::range_within(offset, buf.size(), dev_size)) return range_error("write", offset, buf.size(), dev_size);
     if (buf.empty()) return ok();
     uint64_t g = write_granularity();
     uint64_t end = offset + buf.size();
-    if (util::is_aligned(offset, g) && (util::is_aligned(end, g) || end == size_)) return do_write(offset, buf);
+    if (util::is_aligned(offset, g) && (util::is_aligned(end, g) || end == dev_size)) return do_write(offset, buf);
     return rmw_write(offset, buf);
 }
 
 // Unaligned head/tail: read the covering aligned blocks (through the backing chain), patch, write back.
 Status BlockDevice::rmw_write(uint64_t offset, std::span<const uint8_t> buf) {
+    const uint64_t dev_size = size();
     uint64_t g = write_granularity();
     uint64_t end = offset + buf.size();
     uint64_t a_start = util::align_down(offset, g);
-    uint64_t a_end = std::min<uint64_t>(size_, util::align_up(end, g).value_or(size_));
+    uint64_t a_end = std::min<uint64_t>(dev_size, util::align_up(end, g).value_or(dev_size));
     // Head block, aligned middle, tail block.
     uint64_t head_end = std::min<uint64_t>(a_end, a_start + g);
     if (offset != a_start || end < head_end) {
@@ -67,14 +168,14 @@ Status BlockDevice::rmw_write(uint64_t offset, std::span<const uint8_t> buf) {
         if (buf.empty()) return ok();
     }
     end = offset + buf.size();
-    uint64_t mid_end = (end == size_) ? end : util::align_down(end, g);
+    uint64_t mid_end = (end == dev_size) ? end : util::align_down(end, g);
     if (mid_end > offset) {
         VDISK_TRY(do_write(offset, buf.first(static_cast<size_t>(mid_end - offset))));
         buf = buf.subspan(static_cast<size_t>(mid_end - offset));
         offset = mid_end;
     }
     if (buf.empty()) return ok();
-    uint64_t t_end = std::min<uint64_t>(size_, offset + g);
+    uint64_t t_end = std::min<uint64_t>(dev_size, offset + g);
     std::vector<uint8_t> blk(static_cast<size_t>(t_end - offset));
     VDISK_TRY(do_read(offset, blk));
     std::copy(buf.begin(), buf.end(), blk.begin());
@@ -82,13 +183,15 @@ Status BlockDevice::rmw_write(uint64_t offset, std::span<const uint8_t> buf) {
 }
 
 Status BlockDevice::write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
+    ExclusiveGuard guard(*this);
+    const uint64_t dev_size = size();
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
-    if (!util::range_within(offset, len, size_)) return range_error("write_zeroes", offset, len, size_);
+    if (!util::range_within(offset, len, dev_size)) return range_error("write_zeroes", offset, len, dev_size);
     if (len == 0) return ok();
     uint64_t g = write_granularity();
     uint64_t end = offset + len;
-    uint64_t a_start = util::align_up(offset, g).value_or(size_);
-    uint64_t a_end = end == size_ ? end : util::align_down(end, g);
+    uint64_t a_start = util::align_up(offset, g).value_or(dev_size);
+    uint64_t a_end = end == dev_size ? end : util::align_down(end, g);
     if (a_start >= a_end) {
         std::vector<uint8_t> z(static_cast<size_t>(len), 0);
         return write(offset, z);
@@ -106,23 +209,28 @@ Status BlockDevice::write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) 
 }
 
 Status BlockDevice::discard(uint64_t offset, uint64_t len) {
+    ExclusiveGuard g(*this);
+    const uint64_t dev_size = size();
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
-    if (!util::range_within(offset, len, size_)) return range_error("discard", offset, len, size_);
+    if (!util::range_within(offset, len, dev_size)) return range_error("discard", offset, len, dev_size);
     if (len == 0) return ok();
     return do_discard(offset, len);
 }
 
 Status BlockDevice::flush() {
     if (read_only_) return ok();
+    ExclusiveGuard g(*this);
     return do_flush();
 }
 
 Status BlockDevice::resize(uint64_t new_size) {
+    ExclusiveGuard g(*this);
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
     return do_resize(new_size);
 }
 
 Status BlockDevice::close() {
+    ExclusiveGuard g(*this);
     if (closed_) return ok();
     closed_ = true;
     if (read_only_) return ok();
@@ -130,8 +238,10 @@ Status BlockDevice::close() {
 }
 
 Result<Extent> BlockDevice::block_status(uint64_t offset, uint64_t max_len) {
-    if (offset >= size_) return range_error("block_status", offset, max_len, size_);
-    max_len = std::min(max_len, size_ - offset);
+    SharedGuard g(*this);
+    const uint64_t dev_size = size();
+    if (offset >= dev_size) return range_error("block_status", offset, max_len, dev_size);
+    max_len = std::min(max_len, dev_size - offset);
     if (max_len == 0) return make_error(ErrorCode::invalid_argument, "block_status with zero length");
     auto r = do_block_status(offset, max_len);
     if (!r) return named(std::move(r).error());
@@ -144,6 +254,7 @@ Result<Extent> BlockDevice::block_status(uint64_t offset, uint64_t max_len) {
 }
 
 Status BlockDevice::attach_backing(std::unique_ptr<BlockDevice> backing) {
+    ExclusiveGuard g(*this);
     if (backing) VDISK_TRY(check_backing(*backing));
     backing_ = std::move(backing);
     return ok();
@@ -154,7 +265,7 @@ Status BlockDevice::read_from_backing(uint64_t offset, std::span<uint8_t> buf) {
         std::fill(buf.begin(), buf.end(), 0);
         return ok();
     }
-    uint64_t bsize = backing_->size();
+    const uint64_t bsize = backing_->size();
     size_t in = 0;
     if (offset < bsize) in = static_cast<size_t>(std::min<uint64_t>(buf.size(), bsize - offset));
     if (in) VDISK_TRY(backing_->read(offset, buf.first(in)));

@@ -253,6 +253,8 @@ Result<L2Entry> Qcow2Device::lookup(uint64_t vc, uint64_t* l2_offset_out) {
                               " past the end of the file (" + hex(file_size_) + ")",
                           l1_offset_ + l1i * 8);
     if (l2_offset_out) *l2_offset_out = l2off;
+    // The table pointer is only valid while no other reader can evict it.
+    std::lock_guard lock(meta_mu_);
     VDISK_ASSIGN(auto* t, l2_table(l2off));
     return l2_entry_at(t->data(), vc % l2_entries_);
 }
@@ -338,13 +340,20 @@ Result<Mapping> Qcow2Device::map(uint64_t offset, uint64_t max_len) {
 }
 
 Status Qcow2Device::read_compressed(uint64_t word, uint64_t in_cluster, std::span<uint8_t> out) {
-    if (zcache_.empty() || zcache_word_ != word) {
-        zcache_.resize(static_cast<size_t>(cluster_size_));
-        zcache_word_ = 0;
-        VDISK_TRY(decompress(word, zcache_));
-        zcache_word_ = word;
+    {
+        std::lock_guard lock(zcache_mu_);
+        if (!zcache_.empty() && zcache_word_ == word) {
+            std::memcpy(out.data(), zcache_.data() + in_cluster, out.size());
+            return ok();
+        }
     }
-    std::memcpy(out.data(), zcache_.data() + in_cluster, out.size());
+    // Decompress outside the lock (other readers may inflate other clusters meanwhile), then keep the result.
+    std::vector<uint8_t> cluster(static_cast<size_t>(cluster_size_));
+    VDISK_TRY(decompress(word, cluster));
+    std::memcpy(out.data(), cluster.data() + in_cluster, out.size());
+    std::lock_guard lock(zcache_mu_);
+    zcache_ = std::move(cluster);
+    zcache_word_ = word;
     return ok();
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -155,8 +156,13 @@ private:
     bool rt_loaded_ = false;
     uint64_t free_hint_ = 0;
     uint64_t compressed_cursor_ = 0;  // next free byte in the cluster used for packing compressed data
+    // Concurrent readers (see BlockDevice) share the L2 cache: lookups hold meta_mu_ while they find or load
+    // a table and copy one entry out; data I/O happens outside it. The last decompressed cluster has its own
+    // lock. Writers hold the device exclusively, so the write paths touch the caches without these locks.
+    std::mutex meta_mu_;
     ClusterCache l2_cache_;
     ClusterCache rb_cache_;
+    std::mutex zcache_mu_;
     uint64_t zcache_word_ = 0;
     std::vector<uint8_t> zcache_;
     std::optional<Error> write_refusal_;

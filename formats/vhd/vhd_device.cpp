@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <iterator>
 #include <map>
+#include <mutex>
 
 #include "util/checked.hpp"
 #include "util/bytes.hpp"
@@ -83,6 +84,7 @@ private:
     bool force_;
     uint64_t free_ = 0;  ///< where the next block goes
     bool dirty_ = false;
+    std::mutex bitmap_mu_;
     uint64_t cached_block_ = UINT64_MAX;
     std::vector<uint8_t> cached_bitmap_;
 };
@@ -135,6 +137,8 @@ Result<Extent> VhdDevice::do_block_status(uint64_t offset, uint64_t max_len) {
         e.length = len;
         return e;
     }
+    // Readers may run concurrently (see BlockDevice): the one-block bitmap cache is used under bitmap_mu_.
+    std::lock_guard lock(bitmap_mu_);
     VDISK_ASSIGN(auto* bm, bitmap(block));
     // Requests are sector-aligned except possibly at the device's end; runs are counted in whole sectors.
     uint64_t s = in / kSector;

@@ -130,9 +130,13 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
 Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
     DiskExtent& e = extents_[ei];
     GrainState g;
-    VDISK_ASSIGN(const std::vector<uint64_t>* t, table(ei, gi / e.gtes_per_gt));
-    if (!t) return g;
-    uint64_t v = (*t)[gi % e.gtes_per_gt];
+    uint64_t v = 0;
+    {
+        std::lock_guard lock(meta_mu_);
+        VDISK_ASSIGN(const std::vector<uint64_t>* t, table(ei, gi / e.gtes_per_gt));
+        if (!t) return g;
+        v = (*t)[gi % e.gtes_per_gt];
+    }
     if (v == 0) return g;
     if (e.kind == StoreKind::sesparse) {
         switch (v >> 60) {
@@ -176,9 +180,12 @@ Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
 Status VmdkDevice::read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain) {
     DiskExtent& e = extents_[ei];
     uint64_t key = (static_cast<uint64_t>(ei) << 48) ^ gi;
-    if (zkey_ == key && zgrain_.size() == grain.size()) {
-        std::memcpy(grain.data(), zgrain_.data(), grain.size());
-        return ok();
+    {
+        std::lock_guard lock(zgrain_mu_);
+        if (zkey_ == key && zgrain_.size() == grain.size()) {
+            std::memcpy(grain.data(), zgrain_.data(), grain.size());
+            return ok();
+        }
     }
     // A deflated grain is never much bigger than the grain; anything larger is corrupt, not a reason to allocate.
     uint64_t cap = e.grain * 2 + 4096;
@@ -204,6 +211,7 @@ Status VmdkDevice::read_compressed(size_t ei, uint64_t gi, uint64_t host, std::s
     if (!util::inflate_into(in, grain, false, &produced))
         return corrupt_at("compressed grain " + std::to_string(gi) + " does not inflate", host);
     std::memset(grain.data() + produced, 0, grain.size() - produced);
+    std::lock_guard lock(zgrain_mu_);
     zkey_ = key;
     zgrain_.assign(grain.begin(), grain.end());
     return ok();

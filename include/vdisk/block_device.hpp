@@ -1,6 +1,9 @@
 // vdisk — the one interface every format backend implements.
 #pragma once
 
+#include "vdisk/export.h"
+
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -68,16 +71,26 @@ struct BackingReference {
 /// A virtual disk (one layer, with an optional backing device below it).
 ///
 /// Public methods are non-virtual: they check bounds, read-only state and alignment once and then call
-/// the protected do_* hooks, which may therefore assume in-range requests with length > 0. Not
-/// thread-safe: one caller at a time (compress_chunk excepted).
-class BlockDevice {
+/// the protected do_* hooks, which may therefore assume in-range requests with length > 0.
+///
+/// Threads: read(), block_status(), info() and size() may be called from any number of threads at once on
+/// one device (and its chain); they share the device. write(), write_zeroes(), discard(), flush(), resize(),
+/// close() and attach_backing() take the device exclusively: the library serializes them against each other
+/// and against readers, so callers need no lock of their own. A thread inside an exclusive call may re-enter
+/// any method of the same device (a backend reading its own data for a read-modify-write). Backends therefore
+/// see do_write/do_write_zeroes/do_discard/do_flush/do_resize/do_close one at a time with no reader running,
+/// and do_read/do_block_status possibly concurrently with each other: a backend guards any state those two
+/// change (metadata caches) with its own lock and does its positional file I/O outside that lock where it can.
+/// compress_chunk() is const and thread-safe; write_compressed_chunk() and check() (Format) are for the one
+/// thread that owns a device being written. Destroying a device while another thread uses it is a bug.
+class VDISK_API BlockDevice {
 public:
     virtual ~BlockDevice();
     BlockDevice(const BlockDevice&) = delete;
     BlockDevice& operator=(const BlockDevice&) = delete;
 
     /// Virtual size in bytes.
-    uint64_t size() const noexcept { return size_; }
+    uint64_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
     bool read_only() const noexcept { return read_only_; }
 
     /// Read buf.size() bytes at offset; out_of_range if [offset, offset+len) is not inside the device.
@@ -99,7 +112,7 @@ public:
     /// out_of_range when offset >= size(). The result starts at `offset` and has length in (0, max_len].
     Result<Extent> block_status(uint64_t offset, uint64_t max_len);
 
-    ImageInfo info() const { return do_info(); }
+    ImageInfo info() const;
 
     /// The device below this one, if any.
     BlockDevice* backing() const noexcept { return backing_.get(); }
@@ -159,16 +172,23 @@ protected:
 
     /// Read from the backing device; zeros where there is none or past its end.
     Status read_from_backing(uint64_t offset, std::span<uint8_t> buf);
-    void set_size(uint64_t size) noexcept { size_ = size; }
+    void set_size(uint64_t size) noexcept { size_.store(size, std::memory_order_relaxed); }
     bool closed() const noexcept { return closed_; }
 
 private:
-    uint64_t size_;
+    // The device lock: shared for readers, exclusive for writers, writers preferred (a stream of reads cannot
+    // starve a write). Nested calls from the thread that holds it pass through (lib/block_device.cpp).
+    struct Lock;
+    class SharedGuard;
+    class ExclusiveGuard;
+    std::unique_ptr<Lock> lock_;
+    std::atomic<uint64_t> size_;
     bool read_only_;
     bool closed_ = false;
     std::unique_ptr<BlockDevice> backing_;
     std::shared_ptr<Budget> budget_;
     Status rmw_write(uint64_t offset, std::span<const uint8_t> buf);
+    Status write_locked(uint64_t offset, std::span<const uint8_t> buf);
     Error named(Error e) const;
 };
 

@@ -5,6 +5,8 @@
 // whose message names the structure and the bad value, plus the file and offset where it was found.
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <cstdint>
 #include <new>
 #include <optional>
@@ -31,10 +33,10 @@ enum class ErrorCode {
 };
 
 /// Short stable name of an error code ("corrupt", "io", ...).
-std::string_view to_string(ErrorCode code) noexcept;
+VDISK_API std::string_view to_string(ErrorCode code) noexcept;
 
 /// An error with its location. `format`, `file` and `offset` are filled where known.
-struct Error {
+struct VDISK_API Error {
     ErrorCode code = ErrorCode::io;
     std::string message;          ///< names the structure and value: "L2 entry 0x... points past end of file"
     std::string format;           ///< "qcow2", "vmdk", ... or empty for generic errors
@@ -50,10 +52,10 @@ struct Error {
 
 /// Construct an Error. `make_error(ErrorCode::corrupt, "L1 table offset 0x%llx unaligned", ...)` style
 /// formatting is deliberately not provided: build messages with std::string and hex() below.
-Error make_error(ErrorCode code, std::string message);
+VDISK_API Error make_error(ErrorCode code, std::string message);
 
 /// "0x1f" — for messages.
-std::string hex(uint64_t v);
+VDISK_API std::string hex(uint64_t v);
 
 template <typename T>
 class [[nodiscard]] Result;

@@ -1,6 +1,8 @@
 // vdisk — format plug-ins, open/create options and the registry.
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -64,7 +66,7 @@ struct OpenOptions {
 };
 
 /// Passed to Format::open/create: the file system, options and the way to reach other files.
-class OpenContext {
+class VDISK_API OpenContext {
 public:
     /// A fresh budget for this image from options.limits (no chain above it).
     OpenContext(FileSystem& fs, std::string image_name, const OpenOptions& options);
@@ -106,7 +108,7 @@ struct OptionSpec {
 };
 
 /// -o key=value pairs plus the size.
-struct CreateOptions {
+struct VDISK_API CreateOptions {
     std::optional<uint64_t> size;
     std::vector<std::pair<std::string, std::string>> values;
     /// false (qemu-img create -u): a backing_file is recorded but never opened; size must be set.
@@ -122,9 +124,9 @@ struct CreateOptions {
 };
 
 /// Parse "10G", "512M", "1024", "1.5G" (binary multiples, as qemu-img).
-Result<uint64_t> parse_size(std::string_view text);
+VDISK_API Result<uint64_t> parse_size(std::string_view text);
 /// Parse "k=v,k2=v2" (",," escapes a comma) into values.
-Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::string_view text);
+VDISK_API Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::string_view text);
 
 enum class RepairMode { none, leaks, all };
 
@@ -148,7 +150,7 @@ struct CheckResult {
 inline constexpr size_t max_check_messages = 1000;
 
 /// A format plug-in. Stateless and const: one instance serves any number of images.
-class Format {
+class VDISK_API Format {
 public:
     virtual ~Format() = default;
     /// Canonical name ("vhd").
@@ -179,7 +181,7 @@ public:
 };
 
 /// The list of formats, in probing order. No global state: callers own their registry.
-class Registry {
+class VDISK_API Registry {
 public:
     Registry() = default;
     explicit Registry(std::vector<std::unique_ptr<Format>> formats) : formats_(std::move(formats)) {}

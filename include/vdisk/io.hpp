@@ -5,6 +5,8 @@
 // in-memory one holding several named files (tests, fuzzers, benchmarks).
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -32,7 +34,7 @@ struct DataRange {
 
 /// A random-access file. Thread-compatible: concurrent read_at calls on one File are allowed
 /// (positional I/O); writes must be serialised by the caller.
-class File {
+class VDISK_API File {
 public:
     virtual ~File() = default;
 
@@ -73,10 +75,10 @@ public:
 };
 
 /// Read exactly buf.size() bytes at offset or fail with ErrorCode::corrupt ("truncated") naming `what`.
-Status read_exact(File& f, uint64_t offset, std::span<uint8_t> buf, std::string_view what = "data");
+VDISK_API Status read_exact(File& f, uint64_t offset, std::span<uint8_t> buf, std::string_view what = "data");
 
 /// Read at offset; bytes past the end of the file read as zeros.
-Status read_zero_fill(File& f, uint64_t offset, std::span<uint8_t> buf);
+VDISK_API Status read_zero_fill(File& f, uint64_t offset, std::span<uint8_t> buf);
 
 enum class Access { read_only, read_write };
 
@@ -103,7 +105,7 @@ struct FileStat {
 };
 
 /// A set of named files. Names use '/' as separator. Relative names are relative to the root.
-class FileSystem {
+class VDISK_API FileSystem {
 public:
     virtual ~FileSystem() = default;
     virtual Result<std::unique_ptr<File>> open(std::string_view name, Access access) = 0;
@@ -134,14 +136,14 @@ public:
 };
 
 /// Directory part of a name ("a/b/c.vmdk" -> "a/b", "c.vmdk" -> "").
-std::string_view dir_name(std::string_view name);
+VDISK_API std::string_view dir_name(std::string_view name);
 /// Last component of a name.
-std::string_view base_name(std::string_view name);
+VDISK_API std::string_view base_name(std::string_view name);
 /// Resolve `ref` (as found inside the image `referrer`) to a FileSystem name: absolute refs stay,
 /// relative refs are joined to the referrer's directory; "." and ".." components are folded.
-std::string resolve_reference(std::string_view referrer, std::string_view ref);
+VDISK_API std::string resolve_reference(std::string_view referrer, std::string_view ref);
 /// True when a name is absolute or climbs above its start with "..".
-bool escapes_directory(std::string_view name);
+VDISK_API bool escapes_directory(std::string_view name);
 
 /// How a POSIX file system opens files: qemu-img's cache modes. writeback (the default) is neither;
 /// none = direct; writethrough = write_through; directsync = both. (unsafe = writeback without the final
@@ -160,19 +162,20 @@ struct PosixOptions {
 };
 
 /// A file system over the host, rooted at `root` (empty: the process's working directory).
-std::unique_ptr<FileSystem> make_posix_file_system(std::string root = {}, NamePolicy policy = NamePolicy::any,
-                                                   PosixOptions options = {});
+VDISK_API std::unique_ptr<FileSystem> make_posix_file_system(std::string root = {}, NamePolicy policy = NamePolicy::any,
+                                                             PosixOptions options = {});
 
 /// A file system holding exactly one file: the already-open descriptor `fd` (a pipe, stdout), written
 /// strictly forward. Any name given to create() names that stream; writes behind the current end fail with
 /// invalid_argument (the format cannot be streamed), gaps are filled with zeros, reads fail. For
 /// `convert ... -` of formats that write in one forward pass (streamOptimized VMDK, raw).
 /// `close_fd`: the file system owns `fd` and closes it when destroyed.
-std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name = "-", bool close_fd = false);
+VDISK_API std::unique_ptr<FileSystem> make_stream_file_system(int fd, std::string display_name = "-",
+                                                              bool close_fd = false);
 
 /// An in-memory file system. Files persist as long as the FileSystem; Files opened from it keep
 /// their data alive even after removal.
-class MemoryFileSystem : public FileSystem {
+class VDISK_API MemoryFileSystem : public FileSystem {
 public:
     MemoryFileSystem();
     ~MemoryFileSystem() override;
@@ -198,7 +201,7 @@ private:
 /// Wraps a FileSystem so that files created through it are written under temporary names beside their
 /// final names. commit() flushes and renames them all into place; destruction without commit removes
 /// them. Used by convert/create so that a failed run leaves nothing half-written.
-class StagingFileSystem : public FileSystem {
+class VDISK_API StagingFileSystem : public FileSystem {
 public:
     explicit StagingFileSystem(FileSystem& base);
     ~StagingFileSystem() override;

@@ -1,6 +1,8 @@
 // vdisk — a small JSON value, used for image information and the tool's --output=json.
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -10,7 +12,7 @@
 
 namespace vdisk {
 
-class Json {
+class VDISK_API Json {
 public:
     using Array = std::vector<Json>;
     using Object = std::vector<std::pair<std::string, Json>>;  // insertion-ordered

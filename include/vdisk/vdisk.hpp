@@ -7,6 +7,8 @@
 //   if (!dev) { std::cerr << dev.error().to_string() << "\n"; return 1; }
 #pragma once
 
+#include "vdisk/export.h"
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -26,7 +28,7 @@
 namespace vdisk {
 
 /// Library version string ("0.1.0").
-std::string_view version() noexcept;
+VDISK_API std::string_view version() noexcept;
 
 /// An opened image: the top device (with its chain attached) and the format it was opened as.
 struct OpenedImage {
@@ -37,15 +39,15 @@ struct OpenedImage {
 /// Open `name` through `fs`: probe (or use options.format), open, then open and attach the backing
 /// chain, each layer resolved relative to the layer above. Chains deeper than
 /// options.limits.max_chain_depth and chains that revisit a file (by identity) are errors.
-Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
-                               const OpenOptions& options);
+VDISK_API Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
+                                         const OpenOptions& options);
 
 /// Create a new image. When opts.size is unset and a backing_file option is given, the size is taken
 /// from the backing image. Unknown option names are an invalid_argument error naming the option.
 /// The returned device is open read-write; close() it to finish.
-Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs,
-                                                  std::string_view name, std::string_view format,
-                                                  CreateOptions opts);
+VDISK_API Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs,
+                                                            std::string_view name, std::string_view format,
+                                                            CreateOptions opts);
 
 /// Allocation status through the whole chain: data and zero extents of the topmost layer that has
 /// them; `depth` is the layer (0 = top) that answered, or the chain length when no layer has the range.
@@ -60,12 +62,12 @@ struct MappedExtent {
     const File* file = nullptr;
     std::optional<uint64_t> host_offset;
 };
-Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len);
+VDISK_API Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len);
 
 /// Progress callback: (bytes done, bytes total). A callback returning bool stops the operation by
 /// returning false (the operation then fails with ErrorCode::cancelled); one returning void never stops it.
 /// An exception thrown by the callback is caught and also ends the operation as cancelled.
-class ProgressFn {
+class VDISK_API ProgressFn {
 public:
     ProgressFn() = default;
     ProgressFn(std::nullptr_t) {}  // NOLINT: "no progress"
@@ -129,28 +131,28 @@ struct ConvertOptions {
 /// Copy every byte of `source` (through its chain) into the image `dest_name` on `fs` (see ConvertOptions
 /// for what the target may be). Unallocated and zero ranges are not written where the target reads zeros
 /// anyway; all-zero buffers are detected.
-Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
-               std::string_view dest_name, const ConvertOptions& options);
+VDISK_API Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
+                         std::string_view dest_name, const ConvertOptions& options);
 
 /// One read-only device whose content is the given devices' contents one after another (convert with
 /// several sources). The devices must outlive it.
-std::unique_ptr<BlockDevice> make_concat_device(std::vector<BlockDevice*> parts);
+VDISK_API std::unique_ptr<BlockDevice> make_concat_device(std::vector<BlockDevice*> parts);
 
 /// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
 /// (a size difference counts as a difference at the shorter size, unless the extra part reads zero
 /// and `strict_size` is false).
-Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size = false,
-                                        const ProgressFn& progress = {});
+VDISK_API Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size = false,
+                                                  const ProgressFn& progress = {});
 
 /// The JSON object `vdisk info --output=json` prints for one layer, qemu-img's field names.
-Json info_json(BlockDevice& device, std::string_view filename);
+VDISK_API Json info_json(BlockDevice& device, std::string_view filename);
 
 /// A safety report for an image from a stranger (`vdisk info --untrusted`), in the spirit of OpenStack's
 /// format_inspector: the detected format and whether it matches `claimed_format` (may be empty), every
 /// format whose probe matches the bytes (polyglots), the virtual size, every reference to another file,
 /// features that matter (encryption, dirty/corrupt flags), MBR/GPT sanity for raw images, and
 /// {"verdict": "safe"|"unsafe", "reasons": [...]}. Opens nothing but `name`.
-Json safety_report(const Registry& registry, FileSystem& fs, std::string_view name, std::string_view claimed_format,
-                   const Limits& limits);
+VDISK_API Json safety_report(const Registry& registry, FileSystem& fs, std::string_view name,
+                             std::string_view claimed_format, const Limits& limits);
 
 }  // namespace vdisk

@@ -245,7 +245,7 @@ private:
     static constexpr size_t kReadAhead = 256 << 10;
 
     Result<size_t> read_small(uint64_t offset, std::span<uint8_t> buf) {
-        std::lock_guard lock(ra_mu_);
+        std::unique_lock lock(ra_mu_);
         auto serve = [&]() -> std::optional<size_t> {
             if (ra_.empty() || offset < ra_start_ || offset - ra_start_ >= ra_.size()) return std::nullopt;
             size_t at = static_cast<size_t>(offset - ra_start_);
@@ -258,6 +258,8 @@ private:
         if (auto n = serve()) return *n;
         if (offset != last_end_) {  // not sequential: no read-ahead
             last_end_ = offset + buf.size();
+            // Random small reads from several threads must not queue behind one another's pread.
+            lock.unlock();
             return read_direct(offset, buf);
         }
         ra_.resize(kReadAhead);
