@@ -58,11 +58,11 @@ if [ -d "$root/../shared/corpus/real" ]; then
     [ ! -f "$out" ] || [ "$(stat -c %s "$out")" -le 1048576 ] || rm -f "$out"
   done < <(find "$root/../shared/corpus/real" -type f -name "*.$qfmt*" ! -name '*.md' 2>/dev/null || true)
 fi
+# VHDX inputs are compact (vhdx_fuzz.cpp); the corpus's real VHDX files are not in that form and are skipped.
+if [ "$fmt" = vhdx ]; then find "$seeds" -name 'corpus-*' -delete; fi
 cp -r "$seeds" "$work/run"
 dict=$root/fuzz/magics.dict
-# VHDX inputs are compact (vhdx_fuzz.cpp); the corpus's real VHDX files are not in that form and are skipped.
 max_len=1048576
-[ "$fmt" = vhdx ] && find "$seeds" -name 'corpus-*' -delete
 # -malloc_limit_mb flags any single allocation sized by references rather than by the file (issue 13).
 args=(-max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=256 -timeout=10 -max_len=$max_len
       -print_final_stats=1)
