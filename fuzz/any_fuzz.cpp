@@ -1,5 +1,8 @@
 // Probe and open whatever bytes arrive, with every built-in format in play (no -f).
 #include "fuzz_common.hpp"
+#include "fuzz_mutator.hpp"
+
+VDISK_FUZZ_CHECKSUM_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     vdisk::MemoryFileSystem fs;

@@ -1,10 +1,13 @@
 // vhd: footer (head or tail), dynamic header, BAT, sector bitmaps, parent locators.
 #include "fuzz_common.hpp"
+#include "fuzz_mutator.hpp"
 
 namespace vdisk {
 std::unique_ptr<Format> make_raw_format();
 std::unique_ptr<Format> make_vhd_format();
 }  // namespace vdisk
+
+VDISK_FUZZ_CHECKSUM_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     vdisk::MemoryFileSystem fs;

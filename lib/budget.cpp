@@ -18,7 +18,7 @@ Status Budget::charge_here(uint64_t bytes, std::string_view what) {
         if (bytes > memory_limit_ || cur > memory_limit_ - bytes)
             return make_error(ErrorCode::limit_exceeded,
                               std::string(what) + " needs " + mib(bytes) + " of memory; with the " + mib(cur) +
-                                  " already held that exceeds the image's memory limit of " + mib(memory_limit_));
+                                  " already held that exceeds the memory limit of " + mib(memory_limit_));
         if (used_.compare_exchange_weak(cur, cur + bytes, std::memory_order_relaxed)) break;
     }
     uint64_t now = cur + bytes, peak = peak_.load(std::memory_order_relaxed);
@@ -29,13 +29,18 @@ Status Budget::charge_here(uint64_t bytes, std::string_view what) {
 
 Status Budget::charge(uint64_t bytes, std::string_view what) {
     if (bytes == 0) return ok();
-    VDISK_TRY(charge_here(bytes, what));
+    auto st = charge_here(bytes, what);
+    if (!st) {
+        Error e = std::move(st).error();
+        if (parent_) e.message += " for one image";
+        return e;
+    }
     if (parent_) {
         auto st = parent_->charge(bytes, what);
         if (!st) {
             used_.fetch_sub(bytes, std::memory_order_relaxed);
             Error e = std::move(st).error();
-            e.message += " (limit of the whole backing chain)";
+            e.message += " for the whole backing chain";
             return e;
         }
     }

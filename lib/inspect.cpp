@@ -50,7 +50,8 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
 Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size, const ProgressFn& progress) {
     if (strict_size && a.size() != b.size()) return std::optional<uint64_t>(std::min(a.size(), b.size()));
     const uint64_t common = std::min(a.size(), b.size());
-    constexpr uint64_t kChunk = 1 << 20;
+    // Buffers no larger than the larger device: comparing small images should not cost 2 MiB each time.
+    const uint64_t kChunk = std::max<uint64_t>(1, std::min<uint64_t>(1 << 20, std::max(a.size(), b.size())));
     std::vector<uint8_t> ba(kChunk), bb(kChunk);
     uint64_t off = 0;
     while (off < common) {

@@ -506,3 +506,39 @@ TEST_CASE("9: names from an image are escaped for the terminal and valid UTF-8 i
 }
 
 }  // namespace
+
+namespace {
+
+TEST_CASE("budget: an image budget inside a chain budget, charges released, limits named") {
+    auto chain = std::make_shared<vdisk::Budget>(100, UINT64_MAX);
+    auto a = std::make_shared<vdisk::Budget>(60, 10, chain);
+    auto b = std::make_shared<vdisk::Budget>(60, 10, chain);
+    auto ca = vdisk::Charge::make(a, 50, "table A");
+    REQUIRE(ca.ok());
+    CHECK(chain->memory_used() == 50);
+    auto too_big = vdisk::Charge::make(a, 20, "table A2");  // over the image's 60
+    REQUIRE_FALSE(too_big.ok());
+    CHECK(too_big.error().code == vdisk::ErrorCode::limit_exceeded);
+    CHECK(too_big.error().message.find("table A2") != std::string::npos);
+    CHECK(a->memory_used() == 50);
+    auto cb = vdisk::Charge::make(b, 55, "table B");  // within b's 60, over the chain's 100
+    REQUIRE_FALSE(cb.ok());
+    CHECK(cb.error().message.find("chain") != std::string::npos);
+    CHECK(b->memory_used() == 0);
+    CHECK(chain->memory_used() == 50);
+    ca->reset();
+    CHECK(chain->memory_used() == 0);
+    CHECK(a->memory_peak() == 50);
+    CHECK(a->work(10, "walk").ok());
+    auto w = a->work(1, "walk");
+    REQUIRE_FALSE(w.ok());
+    CHECK(w.error().code == vdisk::ErrorCode::limit_exceeded);
+    // Untrusted opens get the smaller of the two figures.
+    vdisk::OpenOptions o;
+    o.untrusted = true;
+    auto u = vdisk::make_image_budget(o);
+    CHECK(u->memory_limit() == o.limits.max_untrusted_memory);
+    CHECK(u->work_limit() == o.limits.max_untrusted_work);
+}
+
+}  // namespace

@@ -52,7 +52,10 @@ struct Checker {
     void ref(uint64_t off, uint64_t len, const char* what) {
         if (len == 0) return;
         if (off >= file_size || !util::range_within(off, len, util::align_up(file_size, cs).value_or(file_size))) {
-            corruption([&] { return std::string(std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size) + ")"); });
+            corruption([&] {
+                return std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size)
+                       + ")";
+            });
             return;
         }
         for (uint64_t c = off / cs; c <= (off + len - 1) / cs; ++c)
@@ -61,14 +64,16 @@ struct Checker {
 
     Status walk_l1(uint64_t l1_off, uint64_t l1_size, bool active) {
         if (!util::is_aligned(l1_off, cs) || !util::range_within(l1_off, l1_size * 8, file_size)) {
-            corruption([&] { return std::string("L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid"); });
+            corruption([&] {
+                return "L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid";
+            });
             return ok();
         }
         const uint64_t cap = std::min(dev.limits().max_metadata_bytes, dev.limits().max_l1_bytes);
         if (l1_size * 8 > cap)
-            return make_error(ErrorCode::limit_exceeded, "L1 table at " + hex(l1_off) + " of " + std::to_string(l1_size) +
-                                                             " entries exceeds the L1 limit of " + std::to_string(cap) +
-                                                             " bytes");
+            return make_error(ErrorCode::limit_exceeded, "L1 table at " + hex(l1_off) + " of " +
+                                                             std::to_string(l1_size) + " entries exceeds the L1 limit of " +
+                                                             std::to_string(cap) + " bytes");
         ref(l1_off, l1_size * 8, "L1 table");
         // Snapshots never share an L1 table (each has its own copy); one that names a table already walked
         // would only repeat that walk, so it is reported instead (the refcounts then disagree, too).
@@ -89,7 +94,9 @@ struct Checker {
             uint64_t l2 = e & kOffsetMask;
             if (!l2) continue;
             if (!util::is_aligned(l2, cs) || !util::range_within(l2, cs, file_size)) {
-                corruption([&] { return std::string("L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2)); });
+                corruption([&] {
+                    return "L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2);
+                });
                 continue;
             }
             ref(l2, cs, "L2 table");
@@ -115,7 +122,10 @@ struct Checker {
             uint32_t shift = 62 - (dev.header().cluster_bits - 8);
             uint64_t coff = word & ((1ull << shift) - 1);
             if (first * cs >= file_size || last * cs >= util::align_up(file_size, cs).value_or(file_size)) {
-                corruption([&] { return std::string("compressed cluster descriptor " + hex(e.word) + " at " + hex(at) + " points past the end of the file"); });
+                corruption([&] {
+                    return "compressed cluster descriptor " + hex(e.word) + " at " + hex(at)
+                           + " points past the end of the file";
+                });
                 return ok();
             }
             ref(coff, (last - first + 1) * cs - (coff - first * cs), "compressed cluster");
@@ -129,17 +139,25 @@ struct Checker {
         uint64_t host = e.word & kOffsetMask;
         if (ext) {
             uint64_t alloc = e.bitmap & 0xffffffffull, zero = e.bitmap >> 32;
-            if (alloc & zero) corruption([&] { return std::string("extended L2 entry at " + hex(at) + " marks subclusters allocated and zero"); });
-            if (alloc && !host) corruption([&] { return std::string("extended L2 entry at " + hex(at) + " allocates subclusters without a cluster"); });
+            if (alloc & zero) corruption([&] {
+                return "extended L2 entry at " + hex(at) + " marks subclusters allocated and zero";
+            });
+            if (alloc && !host) corruption([&] {
+                return "extended L2 entry at " + hex(at) + " allocates subclusters without a cluster";
+            });
         }
         if (!host) return ok();
         if (!util::is_aligned(host, cs)) {
-            corruption([&] { return std::string("L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset"); });
+            corruption([&] {
+                return "L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset";
+            });
             return ok();
         }
         if (host >= file_size) {
-            corruption([&] { return std::string("L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file (" +
-                       hex(file_size) + ")"); });
+            corruption([&] {
+                return "L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file ("
+                       + hex(file_size) + ")";
+            });
             return ok();
         }
         ref(host, cs, "data cluster");
@@ -204,7 +222,9 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         uint64_t off = rt[i] & ~uint64_t(511);
         if (!off) continue;
         if (!util::is_aligned(off, ck.cs) || !util::range_within(off, ck.cs, ck.file_size)) {
-            ck.corruption([&] { return std::string("refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid"); });
+            ck.corruption([&] {
+                return "refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid";
+            });
             bad_block[i] = true;
             continue;
         }
@@ -228,16 +248,20 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         }
         if (stored == want) continue;
         if (stored < want) {
-            ck.corruption([&] { return std::string("cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
-                          " reference=" + std::to_string(want)); });
+            ck.corruption([&] {
+                return "cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) + " reference="
+                       + std::to_string(want);
+            });
             if (repair == RepairMode::all && want <= dev.refcount_max()) {
                 VDISK_TRY(dev.set_refcount(c, want));
                 ++ck.res.corruptions_fixed;
             }
         } else {
             ++ck.res.leaks;
-            ck.note([&] { return std::string("Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
-                    " reference=" + std::to_string(want)); });
+            ck.note([&] {
+                return "Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored)
+                       + " reference=" + std::to_string(want);
+            });
             if (repair != RepairMode::none) {
                 VDISK_TRY(dev.set_refcount(c, want));
                 ++ck.res.leaks_fixed;

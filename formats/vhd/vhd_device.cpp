@@ -326,8 +326,8 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
     std::sort(used.begin(), used.end());
     // Each block against the one before it in file order (blocks all have the same span).
     for (size_t k = 1; k < used.size(); ++k) {
-        auto [prev_host, prev_i] = used[k - 1];
-        auto [host, i] = used[k];
+        const uint64_t prev_host = used[k - 1].first, prev_i = used[k - 1].second;
+        const uint64_t host = used[k].first, i = used[k].second;
         if (host < prev_host + span)
             problem([&] {
                 return "BAT entries " + std::to_string(prev_i) + " and " + std::to_string(i) +

@@ -17,7 +17,7 @@
 
 namespace vdisk {
 
-class Budget {
+class VDISK_API Budget {
 public:
     /// `parent`: the chain's budget, charged as well (may be null).
     Budget(uint64_t memory_limit, uint64_t work_limit, std::shared_ptr<Budget> parent = nullptr)
@@ -58,7 +58,7 @@ private:
 
 /// Bytes charged to a budget for as long as this object lives (moveable, released on destruction or
 /// reset). Resizing goes through resize(), which charges or releases the difference.
-class Charge {
+class VDISK_API Charge {
 public:
     Charge() = default;
     Charge(const Charge&) = delete;

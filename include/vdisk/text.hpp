@@ -8,16 +8,18 @@
 #include <string>
 #include <string_view>
 
+#include "vdisk/export.h"
+
 namespace vdisk {
 
 /// For a terminal: control bytes (C0, DEL, and C1 as encoded in UTF-8) and bytes that are not part of a
 /// valid UTF-8 sequence become `\xNN`; everything else (printable ASCII, valid UTF-8) is kept.
-std::string escape_for_terminal(std::string_view text);
+VDISK_API std::string escape_for_terminal(std::string_view text);
 
 /// True when `text` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF).
-bool utf8_valid(std::string_view text) noexcept;
+VDISK_API bool utf8_valid(std::string_view text) noexcept;
 
 /// Valid UTF-8 kept; each byte of an invalid sequence replaced by U+FFFD.
-std::string utf8_sanitize(std::string_view text);
+VDISK_API std::string utf8_sanitize(std::string_view text);
 
 }  // namespace vdisk
