@@ -9,6 +9,7 @@
 
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
+#include "vdisk/hash.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -17,6 +18,22 @@ namespace {
 bool cancelled(const ConvertOptions& o) { return o.cancel && o.cancel->load(); }
 
 Error cancel_error() { return make_error(ErrorCode::io, "conversion cancelled"); }
+
+// ConvertOptions::content_sink sees the whole virtual content in order: what the copy skipped before
+// `offset` (unallocated or zero) as a zero run, then the bytes. `fed` is where the sink stands.
+Status feed_sink(ContentSink* sink, uint64_t& fed, uint64_t offset, std::span<const uint8_t> bytes) {
+    if (!sink) return ok();
+    if (offset < fed) return make_error(ErrorCode::io, "convert: content out of order at " + std::to_string(offset));
+    if (offset > fed) VDISK_TRY(sink->zeros(fed, offset - fed));
+    VDISK_TRY(sink->data(offset, bytes));
+    fed = offset + bytes.size();
+    return ok();
+}
+
+Status finish_sink(ContentSink* sink, uint64_t fed, uint64_t size) {
+    if (!sink || fed >= size) return ok();
+    return sink->zeros(fed, size - fed);
+}
 
 // Plain copy, extent-driven and pipelined. A reader thread walks the source's allocation through its chain,
 // skips what reads as zeros without reading it, reads data in windows aligned to the target's unit (so the
@@ -152,8 +169,12 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
     WindowQueue q(4);
     std::thread reader([&] { q.finish(read_windows(src, unit, chunk, o, q)); });
     Status st;
+    uint64_t fed = 0;
     while (auto w = q.take_full()) {
+        st = feed_sink(o.content_sink, fed, w->start,
+                       std::span<const uint8_t>(w->data.data(), static_cast<size_t>(w->length)));
         for (auto& [b, e] : w->runs) {
+            if (!st) break;
             st = dst.write(w->start + b, std::span<const uint8_t>(w->data.data() + b, static_cast<size_t>(e - b)));
             if (!st) break;
         }
@@ -167,6 +188,7 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o) {
     reader.join();
     if (!st) return st;
     VDISK_TRY(q.status());
+    VDISK_TRY(finish_sink(o.content_sink, fed, src.size()));
     if (o.progress) o.progress(src.size(), src.size());
     return ok();
 }
@@ -306,7 +328,10 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
             }
         });
     Status st;
+    uint64_t fed = 0;
     while (auto c = pipe.take_next()) {
+        st = feed_sink(o.content_sink, fed, c->offset, c->raw);
+        if (!st) break;
         if (!c->packed) st = std::move(c->packed).error();
         else if (c->packed->empty()) st = dst.write(c->offset, c->raw);
         else st = dst.write_compressed_chunk(c->offset, *c->packed, c->length);
@@ -319,6 +344,7 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     for (auto& w : workers) w.join();
     if (!st) return st;
     VDISK_TRY(pipe.status());
+    VDISK_TRY(finish_sink(o.content_sink, fed, size));
     if (o.progress) o.progress(size, size);
     return ok();
 }

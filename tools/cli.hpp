@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vdisk/hash.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk::cli {
@@ -77,5 +78,16 @@ int cmd_compare(Env&, int argc, char** argv);
 int cmd_resize(Env&, int argc, char** argv);
 int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
+int cmd_hash(Env&, int argc, char** argv);
+
+/// --algo/--hash values (repeatable, comma lists allowed), duplicates dropped, in the order given.
+Result<std::vector<HashAlgorithm>> parse_hash_list(const std::vector<std::string>& values);
+/// Digest lines for `name`: sha256sum's "HEX  NAME" for one digest, "SHA256 (NAME) = HEX" lines for several.
+std::string format_digests(const std::vector<Digest>& digests, std::string_view name);
+/// After `convert --hash`: finish the sink, print the digests (stderr when the image went to stdout) and
+/// write `hash_file` if given. The name on each line is the target when it is raw (so `sha256sum -c`
+/// verifies the written file), else the source.
+int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst,
+                           const std::string& out_fmt, const std::optional<std::string>& hash_file);
 
 }  // namespace vdisk::cli

@@ -8,7 +8,7 @@
 namespace vdisk::cli {
 
 int cmd_convert(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent="}});
+    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file="}});
     if (!args) return fail(args.error());
     std::string out_fmt = args->get("O").value_or("raw");
     bool want_help = false;
@@ -55,12 +55,19 @@ int cmd_convert(Env& env, int argc, char** argv) {
         if (::isatty(1)) return fail("convert: refusing to write an image to a terminal");
         stream = make_stream_file_system(1, "-");
     }
+    // --hash ALGO (repeatable) / --hash-file F: digests of the virtual content, taken in the same pass.
+    auto hash_algos = parse_hash_list(args->all("hash"));
+    if (!hash_algos) return fail(hash_algos.error());
+    if (hash_algos->empty() && args->has("hash-file")) hash_algos->push_back(HashAlgorithm::sha256);
+    std::unique_ptr<HashSink> hasher;
+    if (!hash_algos->empty()) co.content_sink = (hasher = std::make_unique<HashSink>(*hash_algos)).get();
     auto st = convert(env.registry, *img->device, stream ? *stream : *env.fs, dst, co);
     if (!st) {
         Error e = std::move(st).error();
         if (e.file.empty()) e.file = dst;
         return fail(e);
     }
+    if (hasher) return report_convert_digests(*hasher, src, dst, out_fmt, args->get("hash-file"));
     return 0;
 }
 

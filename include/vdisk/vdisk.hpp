@@ -59,6 +59,8 @@ struct MappedExtent {
 };
 Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len);
 
+class ContentSink;  // vdisk/hash.hpp
+
 /// Progress callback: (bytes done, bytes total).
 using ProgressFn = std::function<void(uint64_t, uint64_t)>;
 
@@ -70,6 +72,10 @@ struct ConvertOptions {
     uint64_t chunk_size = 2u << 20;  ///< copy unit
     ProgressFn progress;
     const std::atomic<bool>* cancel = nullptr;  ///< set to true to abort (the target is removed)
+    /// When set, receives the source's whole virtual content in offset order as it is copied (zero and
+    /// unallocated ranges as zero runs), e.g. a HashSink for `convert --hash`. Not owned; the caller
+    /// finishes it after convert() returns.
+    ContentSink* content_sink = nullptr;
 };
 
 /// Copy every byte of `source` (through its chain) into a new image `dest_name` on `fs`. Unallocated
