@@ -1,6 +1,8 @@
 // Opening images with their backing chains, and creating images.
 #include <algorithm>
 
+#include "open_internal.hpp"
+#include "vdisk/appliance.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -105,8 +107,20 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
 
 }  // namespace
 
+Result<OpenedImage> detail::open_image_direct(const Registry& registry, FileSystem& fs, std::string_view name,
+                                              const OpenOptions& options) {
+    ChainState chain;
+    return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
+}
+
 Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
                                const OpenOptions& options) {
+    // An OVF package (.ova tar or .ovf descriptor) stands for one of its disks; a given format means the
+    // caller knows what the file is.
+    if (options.format.empty()) {
+        auto appliance = is_appliance(fs, name);
+        if (appliance && *appliance) return open_appliance_disk(registry, fs, name, options.appliance_disk, options);
+    }
     ChainState chain;
     return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
 }

@@ -17,6 +17,8 @@ namespace vdisk::cli {
 struct Env {
     Registry registry = Registry::builtin();
     std::unique_ptr<FileSystem> fs = make_posix_file_system();
+    /// --disk N: which disk of an OVF package (.ova/.ovf) open_cli opens.
+    uint32_t appliance_disk = 0;
 };
 
 /// One parsed option: short name ('f') or long name ("output"), and its value if it takes one.
@@ -79,6 +81,12 @@ int cmd_resize(Env&, int argc, char** argv);
 int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
 int cmd_hash(Env&, int argc, char** argv);
+
+/// --disk N (OVF packages) into env.appliance_disk; false with a message printed on a bad value.
+bool take_disk_option(Env& env, const Args& a);
+/// `info` of an OVF package: the disks its descriptor names, then the selected disk's usual info.
+/// Returns -1 when `path` is not an appliance (the caller goes on as usual).
+int appliance_info(Env& env, const std::string& path, bool json, bool untrusted);
 
 /// --algo/--hash values (repeatable, comma lists allowed), duplicates dropped, in the order given.
 Result<std::vector<HashAlgorithm>> parse_hash_list(const std::vector<std::string>& values);

@@ -8,8 +8,9 @@
 namespace vdisk::cli {
 
 int cmd_convert(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file="}});
+    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file=", "disk="}});
     if (!args) return fail(args.error());
+    if (!take_disk_option(env, *args)) return 1;
     std::string out_fmt = args->get("O").value_or("raw");
     bool want_help = false;
     auto kv = collect_options(*args, want_help);

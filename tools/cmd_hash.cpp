@@ -52,8 +52,9 @@ int report_convert_digests(HashSink& sink, const std::string& src, const std::st
 }
 
 int cmd_hash(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:pU", {"algo=", "output=", "untrusted", "parent=", "force-share"}});
+    auto args = parse_args(argc, argv, 2, {"f:pU", {"algo=", "output=", "untrusted", "parent=", "force-share", "disk="}});
     if (!args) return fail(args.error());
+    if (!take_disk_option(env, *args)) return 1;
     auto json = output_is_json(*args);
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("hash: expected exactly one image (see vdisk hash --help)");

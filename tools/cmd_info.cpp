@@ -86,12 +86,14 @@ static int untrusted_info(Env& env, const std::string& path, const std::string& 
 }
 
 int cmd_info(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:U", {"output=", "untrusted", "backing-chain", "force-share", "image-opts", "parent="}});
+    auto args = parse_args(argc, argv, 2, {"f:U", {"output=", "untrusted", "backing-chain", "force-share", "image-opts", "parent=", "disk="}});
     if (!args) return fail(args.error());
     auto json = output_is_json(*args);
     if (!json) return 1;
     if (args->positional.size() != 1) return fail("info: expected exactly one image (see vdisk info --help)");
     const std::string& path = args->positional[0];
+    if (!take_disk_option(env, *args)) return 1;
+    if (int rc = appliance_info(env, path, *json, args->has("untrusted")); rc >= 0) return rc;
     if (args->has("untrusted")) return untrusted_info(env, path, args->get("f").value_or(""), *json);
     auto img = open_cli(env, path, args->get("f").value_or(""), false, false, {}, args->get("parent").value_or(""));
     if (!img) return fail(img.error());
