@@ -82,6 +82,10 @@ int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
 int cmd_hash(Env&, int argc, char** argv);
 
+/// convert with "-" as SRC: -f raw|vmdk|vhd read in one forward pass (--size for raw/vhd from a pipe).
+/// Takes convert's options (-O -o -c -m -p --hash --hash-file) itself.
+int convert_from_stdin(Env& env, const Args& args, const std::string& dst);
+
 /// --disk N (OVF packages) into env.appliance_disk; false with a message printed on a bad value.
 bool take_disk_option(Env& env, const Args& a);
 /// `info` of an OVF package: the disks its descriptor names, then the selected disk's usual info.

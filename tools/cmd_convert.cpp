@@ -8,7 +8,7 @@
 namespace vdisk::cli {
 
 int cmd_convert(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file=", "disk="}});
+    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file=", "disk=", "size="}});
     if (!args) return fail(args.error());
     if (!take_disk_option(env, *args)) return 1;
     std::string out_fmt = args->get("O").value_or("raw");
@@ -23,7 +23,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
                                                 : "convert: expected SRC and DST (see vdisk convert --help)");
     const std::string& src = args->positional[0];
     const std::string& dst = args->positional[1];
-    if (src == dst) return fail("convert: source and target are the same file");
+    if (src == dst && src != "-") return fail("convert: source and target are the same file");
 
     std::string snapshot;
     if (auto l = args->get("l")) {
@@ -34,6 +34,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
     }
     if (auto s = args->get("s")) snapshot = *s;
 
+    if (src == "-") return convert_from_stdin(env, *args, dst);
     auto img = open_cli(env, src, args->get("f").value_or(""), args->has("untrusted"), false, snapshot,
                         args->get("parent").value_or(""));
     if (!img) return fail(img.error());
