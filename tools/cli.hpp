@@ -81,6 +81,10 @@ int cmd_resize(Env&, int argc, char** argv);
 int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
 int cmd_hash(Env&, int argc, char** argv);
+int cmd_lint(Env&, int argc, char** argv);
+/// convert --target T: the platform's format and -o values into out_fmt/kv (a user's -o wins; a
+/// conflicting -O is an error). Returns 0, or 1 after printing an error.
+int apply_convert_target(const Args& a, std::string& out_fmt, std::vector<std::pair<std::string, std::string>>& kv);
 
 /// convert with "-" as SRC: -f raw|vmdk|vhd read in one forward pass (--size for raw/vhd from a pipe).
 /// Takes convert's options (-O -o -c -m -p --hash --hash-file) itself.

@@ -4,17 +4,19 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "vdisk/targets.hpp"
 
 namespace vdisk::cli {
 
 int cmd_convert(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file=", "disk=", "size="}});
+    auto args = parse_args(argc, argv, 2, {"f:O:o:cpm:l:s:S:t:T:qUWn", {"untrusted", "force-share", "threads=", "parent=", "hash=", "hash-file=", "disk=", "size=", "target="}});
     if (!args) return fail(args.error());
     if (!take_disk_option(env, *args)) return 1;
     std::string out_fmt = args->get("O").value_or("raw");
     bool want_help = false;
     auto kv = collect_options(*args, want_help);
     if (!kv) return fail(kv.error());
+    if (apply_convert_target(*args, out_fmt, *kv)) return 1;
     if (want_help) return print_option_help(env, out_fmt);
     if (auto f = env.registry.lookup(out_fmt); !f) return fail(f.error());
     if (args->has("n")) return fail("convert: -n (use an existing target) is not supported; the target is always created");
@@ -63,7 +65,8 @@ int cmd_convert(Env& env, int argc, char** argv) {
     if (hash_algos->empty() && args->has("hash-file")) hash_algos->push_back(HashAlgorithm::sha256);
     std::unique_ptr<HashSink> hasher;
     if (!hash_algos->empty()) co.content_sink = (hasher = std::make_unique<HashSink>(*hash_algos)).get();
-    auto st = convert(env.registry, *img->device, stream ? *stream : *env.fs, dst, co);
+    auto st = args->get("target") == "gce" ? write_gce_tarball(*img->device, stream ? *stream : *env.fs, dst, co)
+                                           : convert(env.registry, *img->device, stream ? *stream : *env.fs, dst, co);
     if (!st) {
         Error e = std::move(st).error();
         if (e.file.empty()) e.file = dst;

@@ -23,6 +23,7 @@ constexpr Command kCommands[] = {
     {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] IMG [+|-]SIZE"},
     {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},
     {"hash", vdisk::cli::cmd_hash, "hash [-f FMT] [--algo sha256|sha1|md5 ...] [--output=human|json] [-p] [--untrusted] IMG"},
+    {"lint", vdisk::cli::cmd_lint, "lint --target azure|aws|gce|esxi|hyperv|virtualbox|proxmox [-f FMT] [--output=human|json] IMG"},
     {"sample", vdisk::cli::cmd_sample, "sample FILE [SIZE]   (write a raw image with a known test pattern)"},
 };
 

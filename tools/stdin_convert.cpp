@@ -13,6 +13,8 @@ int convert_from_stdin(Env& env, const Args& args, const std::string& dst) {
     bool want_help = false;
     auto kv = collect_options(args, want_help);
     if (!kv) return fail(kv.error());
+    if (args.get("target") == "gce") return fail("convert: --target gce from stdin is not supported; convert to a file first");
+    if (apply_convert_target(args, co.output_format, *kv)) return 1;
     co.create.values = std::move(*kv);
     co.compress = args.has("c");
     if (auto threads = args.get("m") ? args.get("m") : args.get("threads")) {
