@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "support.hpp"
+#include "io/archive_files.hpp"
 #include "vdisk/appliance.hpp"
 
 namespace {
@@ -227,4 +228,50 @@ TEST_CASE("OVA: hostile descriptors and archives fail with exact error kinds") {
     REQUIRE(!r.ok());
     CHECK(r.error().code == vdisk::ErrorCode::corrupt);
     CHECK(r.error().message.find("runs past the end of the file") != std::string::npos);
+}
+
+TEST_CASE("gzip member: random reads, forward and backward, equal the plain bytes") {
+    vt::TempDir t;
+    // 40 MiB: two resume points (every 16 MiB of output); two gzip members back to back, as `cat a.gz b.gz`.
+    auto plain = vt::pattern(40u << 20, 33);
+    std::fill(plain.begin() + (5u << 20), plain.begin() + (9u << 20), 0);
+    vt::write_file(t / "a", std::vector<uint8_t>(plain.begin(), plain.begin() + (25u << 20)));
+    vt::write_file(t / "b", std::vector<uint8_t>(plain.begin() + (25u << 20), plain.end()));
+    must(in(t, "gzip -1 -c a > x.gz && gzip -1 -c b >> x.gz"));
+    auto fs = vdisk::make_posix_file_system(t.path);
+    auto f = fs->open("x.gz", vdisk::Access::read_only);
+    REQUIRE(f.ok());
+    std::shared_ptr<vdisk::File> base(std::move(*f));
+    REQUIRE(vdisk::looks_gzip(*base));
+    auto gz = vdisk::make_gzip_file(base, "x.gz");
+    auto sz = gz->size();
+    REQUIRE(sz.ok());
+    CHECK(*sz == plain.size());
+    std::vector<uint8_t> buf(300000);
+    const uint64_t offsets[] = {39u << 20, 0, (16u << 20) - 7, 1000, (33u << 20) + 5, (25u << 20) - 100, 20u << 20,
+                                (40u << 20) - 300000};
+    for (uint64_t off : offsets) {
+        INFO("offset " << off);
+        auto n = gz->read_at(off, buf);
+        REQUIRE(n.ok());
+        REQUIRE(*n == buf.size());
+        CHECK(std::equal(buf.begin(), buf.end(), plain.begin() + static_cast<std::ptrdiff_t>(off)));
+    }
+    // Past the end: short, then nothing.
+    auto n = gz->read_at((40u << 20) - 10, buf);
+    REQUIRE(n.ok());
+    CHECK(*n == 10);
+    n = gz->read_at(40u << 20, buf);
+    REQUIRE(n.ok());
+    CHECK(*n == 0);
+    // A truncated stream is corrupt, not short.
+    auto bytes = vt::read_file(t / "x.gz");
+    bytes.resize(bytes.size() / 2);
+    vt::write_file(t / "cut.gz", bytes);
+    auto c = fs->open("cut.gz", vdisk::Access::read_only);
+    REQUIRE(c.ok());
+    auto cut = vdisk::make_gzip_file(std::shared_ptr<vdisk::File>(std::move(*c)), "cut.gz");
+    auto s2 = cut->size();
+    REQUIRE(!s2.ok());
+    CHECK(s2.error().code == vdisk::ErrorCode::corrupt);
 }
