@@ -421,12 +421,11 @@ Result<Kind> sniff(File& f) {
     return Kind::none;
 }
 
-Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, const OpenOptions& options) {
+Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, std::shared_ptr<File> file,
+                                     const OpenOptions& options) {
     auto src = std::make_shared<Source>();
     src->name = std::string(name);
     src->options = options;
-    VDISK_ASSIGN(auto file_u, fs.open(name, Access::read_only));
-    std::shared_ptr<File> file(std::move(file_u));
     VDISK_ASSIGN(Kind kind, sniff(*file));
     if (kind == Kind::none) return bad(ErrorCode::invalid_format, "not an OVA (tar with an .ovf first) or OVF descriptor", name);
     std::string xml;
@@ -525,14 +524,17 @@ Result<bool> is_appliance(FileSystem& fs, std::string_view name) {
 }
 
 Result<Appliance> read_appliance(FileSystem& fs, std::string_view name, const OpenOptions& options) {
-    VDISK_ASSIGN(auto src, load(fs, name, options));
+    VDISK_ASSIGN(auto f, fs.open(name, Access::read_only));
+    VDISK_ASSIGN(auto src, load(fs, name, std::shared_ptr<File>(std::move(f)), options));
     return src->app;
 }
 
-Result<OpenedImage> open_appliance_disk(const Registry& registry, FileSystem& fs, std::string_view name, size_t index,
-                                        const OpenOptions& options) {
+namespace {
+
+Result<OpenedImage> open_disk(const Registry& registry, FileSystem& fs, std::string_view name, std::shared_ptr<File> file,
+                              size_t index, const OpenOptions& options) {
     if (options.read_write) return bad(ErrorCode::read_only, "an appliance is opened read-only", name);
-    VDISK_ASSIGN(auto src, load(fs, name, options));
+    VDISK_ASSIGN(auto src, load(fs, name, std::move(file), options));
     if (index >= src->app.disks.size())
         return bad(ErrorCode::not_found, "disk " + std::to_string(index) + " asked for; the appliance has " +
                                              std::to_string(src->app.disks.size()) + " (numbered from 0)", name);
@@ -546,6 +548,25 @@ Result<OpenedImage> open_appliance_disk(const Registry& registry, FileSystem& fs
         return e;
     }
     return r;
+}
+
+}  // namespace
+
+Result<OpenedImage> open_appliance_disk(const Registry& registry, FileSystem& fs, std::string_view name, size_t index,
+                                        const OpenOptions& options) {
+    if (options.read_write) return bad(ErrorCode::read_only, "an appliance is opened read-only", name);
+    VDISK_ASSIGN(auto f, fs.open(name, Access::read_only));
+    return open_disk(registry, fs, name, std::shared_ptr<File>(std::move(f)), index, options);
+}
+
+bool detail::looks_like_appliance(File& file) {
+    auto k = sniff(file);
+    return k && *k != Kind::none;
+}
+
+Result<OpenedImage> detail::open_appliance_file(const Registry& registry, FileSystem& fs, std::string_view name,
+                                                std::unique_ptr<File> file, const OpenOptions& options) {
+    return open_disk(registry, fs, name, std::shared_ptr<File>(std::move(file)), options.appliance_disk, options);
 }
 
 }  // namespace vdisk

@@ -13,6 +13,7 @@ namespace {
 
 struct ChainState {
     std::vector<FileIdentity> seen;
+    bool allow_appliance = true;  // the top file may be an OVF package (not a disk inside one)
 };
 
 Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
@@ -65,6 +66,11 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
     }
     chain.seen.push_back(id);
 
+    // An OVF package (.ova tar or .ovf descriptor) stands for one of its disks; a given format means the
+    // caller knows what the file is. Decided from the file already open, so nothing else is opened.
+    if (depth == 0 && format_name.empty() && chain.allow_appliance && detail::looks_like_appliance(*file))
+        return detail::open_appliance_file(reg, fs, name, std::move(file), options);
+
     const Format* fmt = nullptr;
     if (!format_name.empty()) {
         VDISK_ASSIGN(fmt, reg.lookup(format_name));
@@ -110,17 +116,12 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
 Result<OpenedImage> detail::open_image_direct(const Registry& registry, FileSystem& fs, std::string_view name,
                                               const OpenOptions& options) {
     ChainState chain;
+    chain.allow_appliance = false;
     return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
 }
 
 Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
                                const OpenOptions& options) {
-    // An OVF package (.ova tar or .ovf descriptor) stands for one of its disks; a given format means the
-    // caller knows what the file is.
-    if (options.format.empty()) {
-        auto appliance = is_appliance(fs, name);
-        if (appliance && *appliance) return open_appliance_disk(registry, fs, name, options.appliance_disk, options);
-    }
     ChainState chain;
     return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
 }
