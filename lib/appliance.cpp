@@ -170,7 +170,6 @@ Result<std::vector<Member>> index_tar(File& f, bool stop_after_first) {
         }
         long_name.clear();
         have_pax_size = false;
-        if (type == 'g') {}  // global pax header: nothing we use
         pos = *next;
     }
     return out;
@@ -308,13 +307,13 @@ struct Source {
     std::string name;                 // the .ova / .ovf as given
     std::shared_ptr<File> tar;        // archive only
     std::vector<Member> members;      // archive only
+    std::map<std::string, size_t, std::less<>> by_name;  // member name -> index (names are unique)
     FileSystem* base = nullptr;       // bare .ovf: the files beside it
     OpenOptions options;
 
     const Member* member(std::string_view n) const {
-        for (auto& m : members)
-            if (m.name == n) return &m;
-        return nullptr;
+        auto it = by_name.find(n);
+        return it == by_name.end() ? nullptr : &members[it->second];
     }
     // A stored piece by name: a tar member window, or the file beside the .ovf.
     Result<std::shared_ptr<File>> piece(const std::string& n) const {
@@ -443,9 +442,8 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, std:
                              "OVF descriptor"));
         // Two members of one name would make "the" disk ambiguous; a packer never writes that.
         for (size_t i = 0; i < src->members.size(); ++i)
-            for (size_t j = i + 1; j < src->members.size() && j < i + 4096; ++j)
-                if (src->members[i].name == src->members[j].name)
-                    return bad(ErrorCode::corrupt, "the archive holds two members named '" + src->members[i].name + "'", name);
+            if (!src->by_name.emplace(src->members[i].name, i).second)
+                return bad(ErrorCode::corrupt, "the archive holds two members named '" + src->members[i].name + "'", name);
     } else {
         src->base = &fs;
         src->app.descriptor = std::string(base_name(name));

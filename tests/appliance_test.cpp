@@ -203,6 +203,9 @@ TEST_CASE("OVA: hostile descriptors and archives fail with exact error kinds") {
     expect("<?xml version=\"1.0\"?><Envelope><References><File ovf:href=", vdisk::ErrorCode::invalid_format,
            "malformed OVF descriptor");
     expect(ovf({}), vdisk::ErrorCode::invalid_format, "declares no disk");
+    // Appended a second time (tar -r): two members of one name.
+    expect(ovf({{"d.vmdk", "", cap}}), vdisk::ErrorCode::corrupt, "two members named 'd.vmdk'",
+           "d.vmdk && tar --format=ustar -rf x.ova d.vmdk");
     // A damaged tar header after the descriptor: the checksum catches it, with its offset.
     write_text(t / "x.ovf", ovf({{"d.vmdk", "", cap}}));
     must(in(t, "rm -f x.ova && tar --format=ustar -cf x.ova x.ovf d.vmdk"));
