@@ -404,9 +404,10 @@ private:
 enum class Kind { none, ova, ovf };
 
 Result<Kind> sniff(File& f) {
-    std::array<uint8_t, kBlock> h{};
+    // 4 KiB: ovftool and others put a comment (generator, licence) before the Envelope element.
+    std::array<uint8_t, 4096> h{};
     VDISK_ASSIGN(size_t n, f.read_at(0, h));
-    if (n == kBlock && tar_checksum_ok(h.data())) {
+    if (n >= kBlock && tar_checksum_ok(h.data())) {
         auto first = index_tar(f, true);
         if (first && !first->empty() && ends_with_ci((*first)[0].name, ".ovf")) return Kind::ova;
         return Kind::none;
@@ -416,7 +417,11 @@ Result<Kind> sniff(File& f) {
     size_t i = 0;
     if (s.substr(0, 3) == "\xef\xbb\xbf") i = 3;
     while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    if (i < s.size() && s[i] == '<' && s.find("Envelope", i) != std::string_view::npos) return Kind::ovf;
+    if (i < s.size() && s[i] == '<') {
+        // The root element: <Envelope or <ovf:Envelope (any prefix).
+        for (size_t p = s.find("Envelope", i); p != std::string_view::npos; p = s.find("Envelope", p + 1))
+            if (p > 0 && (s[p - 1] == '<' || s[p - 1] == ':')) return Kind::ovf;
+    }
     return Kind::none;
 }
 
