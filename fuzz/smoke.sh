@@ -45,7 +45,18 @@ PY
   vdi)   make_seed a.vdi vdi ""; make_seed b.vdi vdi "static=on" ;;
   raw)   head -c 4096 /dev/urandom > "$seeds/a.raw" ;;
   any|chain)
-         for f in qcow2 vmdk vpc vhdx vdi; do make_seed "s.$f" $f ""; done ;;
+         for f in qcow2 vmdk vpc vhdx vdi; do make_seed "s.$f" $f ""; done
+         # An OVA (tar: descriptor, a streamOptimized VMDK plain and gzip'd) so the fuzzer reaches the tar,
+         # OVF and gzip readers that open_image uses for appliances.
+         if [ "$fmt" = any ] && make_seed d.vmdk vmdk "subformat=streamOptimized" && [ -f "$work/d.vmdk" ]; then
+           gzip -c "$work/d.vmdk" > "$work/e.vmdk"
+           printf '%s\n' '<?xml version="1.0"?>' \
+             '<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">' \
+             '<References><File ovf:id="f1" ovf:href="d.vmdk"/><File ovf:id="f2" ovf:href="e.vmdk" ovf:compression="gzip"/></References>' \
+             '<DiskSection><Disk ovf:diskId="d1" ovf:fileRef="f1" ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^20"/>' \
+             '<Disk ovf:diskId="d2" ovf:fileRef="f2" ovf:capacity="1048576"/></DiskSection></Envelope>' > "$work/a.ovf"
+           tar --format=ustar -C "$work" -cf "$seeds/a.ova" a.ovf d.vmdk e.vmdk 2>/dev/null || true
+         fi ;;
 esac
 # Real images of the format from the shared corpus, when they are small.
 if [ -d "$root/../shared/corpus/real" ]; then

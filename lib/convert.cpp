@@ -14,6 +14,7 @@
 #include "io/device_fs.hpp"
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
+#include "vdisk/hash.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -119,6 +120,22 @@ struct TargetMode {
     bool backing = false;   // the target has a backing chain: write only what differs from what it reads
     uint64_t sparse = 4096; // -S
 };
+
+// ConvertOptions::content_sink sees the whole virtual content in order: what the copy skipped before
+// `offset` (unallocated or zero) as a zero run, then the bytes. `fed` is where the sink stands.
+Status feed_sink(ContentSink* sink, uint64_t& fed, uint64_t offset, std::span<const uint8_t> bytes) {
+    if (!sink) return ok();
+    if (offset < fed) return make_error(ErrorCode::io, "convert: content out of order at " + std::to_string(offset));
+    if (offset > fed) VDISK_TRY(sink->zeros(fed, offset - fed));
+    VDISK_TRY(sink->data(offset, bytes));
+    fed = offset + bytes.size();
+    return ok();
+}
+
+Status finish_sink(ContentSink* sink, uint64_t fed, uint64_t size) {
+    if (!sink || fed >= size) return ok();
+    return sink->zeros(fed, size - fed);
+}
 
 // Plain copy, extent-driven and pipelined. A reader thread walks the source's allocation through its chain,
 // reads data in windows aligned to the target's unit (so the target never has to read-modify-write, which
@@ -360,12 +377,14 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, c
     WindowQueue q(4);
     std::thread reader([&] { q.finish(guarded([&] { return read_windows(src, unit, chunk, o, t, q); })); });
     TargetWriter out(dst, o, t);
+    uint64_t fed = 0;
     Status st = guarded([&]() -> Status {
         while (auto w = q.take_full()) {
-            Status s;
-            if (w->hole) {
-                s = out.zeros(w->start, w->length);
-            } else {
+            // Holes reach the content sink as the zeros between data windows.
+            Status s = w->hole ? out.zeros(w->start, w->length)
+                               : feed_sink(o.content_sink, fed, w->start,
+                                           std::span<const uint8_t>(w->data.data(), static_cast<size_t>(w->length)));
+            if (s && !w->hole) {
                 uint64_t pos = 0;
                 for (auto& [b, e] : w->runs) {
                     s = out.zeros(w->start + pos, b - pos);
@@ -386,6 +405,7 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, c
     reader.join();
     VDISK_TRY(st);
     VDISK_TRY(q.status());
+    VDISK_TRY(finish_sink(o.content_sink, fed, src.size()));
     return o.progress(src.size(), src.size());
 }
 
@@ -540,7 +560,7 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     // capped at 32 MiB of raw data (plus as much compressed) whatever the cluster size.
     const size_t slots = static_cast<size_t>(std::max<uint64_t>(threads + 2, std::min<uint64_t>(threads * 16, (32u << 20) / g)));
     // Out of order only where nothing depends on the order: not a stream, not a backing comparison.
-    const bool any_order = o.out_of_order && !dst.sequential_writes_only() && !t.backing;
+    const bool any_order = o.out_of_order && !dst.sequential_writes_only() && !t.backing && !o.content_sink;
     ChunkPipeline pipe(slots, any_order);
     std::thread reader([&] { pipe.finish(guarded([&] { return read_chunks(src, g, o, t, pipe); })); });
     std::vector<std::thread> workers;
@@ -557,14 +577,17 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
         });
     TargetWriter out(dst, o, t);
     RateLimiter rate(t.backing ? 0 : o.rate_limit);
-    uint64_t done = 0;
+    uint64_t done = 0, fed = 0;
     Status st = guarded([&]() -> Status {
         while (auto c = pipe.take_next()) {
-            Status s;
-            if (c->zero) s = out.zeros(c->offset, c->length);
-            else if (!c->packed) s = std::move(c->packed).error();
-            else if (t.backing || c->packed->empty()) s = out.write(c->offset, c->raw);
-            else {
+            // Zero chunks reach the content sink as the zeros between data chunks.
+            Status s = c->zero ? out.zeros(c->offset, c->length) : feed_sink(o.content_sink, fed, c->offset, c->raw);
+            if (!s || c->zero) {
+            } else if (!c->packed) {
+                s = std::move(c->packed).error();
+            } else if (t.backing || c->packed->empty()) {
+                s = out.write(c->offset, c->raw);
+            } else {
                 s = dst.write_compressed_chunk(c->offset, *c->packed, c->length);
                 rate.account(c->packed->size());
             }
@@ -581,6 +604,7 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     for (auto& w : workers) w.join();
     VDISK_TRY(st);
     VDISK_TRY(pipe.status());
+    VDISK_TRY(finish_sink(o.content_sink, fed, size));
     return o.progress(size, size);
 }
 

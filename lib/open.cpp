@@ -1,6 +1,8 @@
 // Opening images with their backing chains, and creating images.
 #include <algorithm>
 
+#include "open_internal.hpp"
+#include "vdisk/appliance.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -12,6 +14,7 @@ namespace {
 struct ChainState {
     std::vector<FileIdentity> seen;
     std::shared_ptr<Budget> budget;  // every layer's budget is charged here too
+    bool allow_appliance = true;  // the top file may be an OVF package (not a disk inside one)
 };
 
 Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
@@ -64,6 +67,11 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
     }
     chain.seen.push_back(id);
 
+    // An OVF package (.ova tar or .ovf descriptor) stands for one of its disks; a given format means the
+    // caller knows what the file is. Decided from the file already open, so nothing else is opened.
+    if (depth == 0 && format_name.empty() && chain.allow_appliance && detail::looks_like_appliance(*file))
+        return detail::open_appliance_file(reg, fs, name, std::move(file), options);
+
     const Format* fmt = nullptr;
     if (!format_name.empty()) {
         VDISK_ASSIGN(fmt, reg.lookup(format_name));
@@ -107,6 +115,13 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
 }
 
 }  // namespace
+
+Result<OpenedImage> detail::open_image_direct(const Registry& registry, FileSystem& fs, std::string_view name,
+                                              const OpenOptions& options) {
+    ChainState chain;
+    chain.allow_appliance = false;
+    return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
+}
 
 Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::string_view name,
                                const OpenOptions& options) {

@@ -113,6 +113,7 @@ Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::strin
     o.untrusted = untrusted;
     o.read_write = read_write;
     o.snapshot = snapshot;
+    o.appliance_disk = env.appliance_disk;
     if (untrusted) {
         // Tighter caps for images from strangers.
         o.limits.max_metadata_bytes = 64ull << 20;

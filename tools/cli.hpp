@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "vdisk/hash.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk::cli {
@@ -27,6 +28,8 @@ struct Env {
         posix.lock = false;
         fs = make_posix_file_system({}, NamePolicy::any, posix);
     }
+    /// --disk N: which disk of an OVF package (.ova/.ovf) open_cli opens.
+    uint32_t appliance_disk = 0;
 };
 
 /// One parsed option: short name ('f') or long name ("output"), and its value if it takes one.
@@ -113,5 +116,30 @@ int cmd_compare(Env&, int argc, char** argv);
 int cmd_resize(Env&, int argc, char** argv);
 int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
+int cmd_hash(Env&, int argc, char** argv);
+int cmd_lint(Env&, int argc, char** argv);
+/// convert --target T: the platform's format and -o values into out_fmt/kv (a user's -o wins; a
+/// conflicting -O is an error). Returns 0, or 1 after printing an error.
+int apply_convert_target(const Args& a, std::string& out_fmt, std::vector<std::pair<std::string, std::string>>& kv);
+
+/// convert with "-" as SRC: -f raw|vmdk|vhd read in one forward pass (--size for raw/vhd from a pipe).
+/// Takes convert's options (-O -o -c -m -p --hash --hash-file) itself.
+int convert_from_stdin(Env& env, const Args& args, const std::string& dst);
+
+/// --disk N (OVF packages) into env.appliance_disk; false with a message printed on a bad value.
+bool take_disk_option(Env& env, const Args& a);
+/// `info` of an OVF package: the disks its descriptor names, then the selected disk's usual info.
+/// Returns -1 when `path` is not an appliance (the caller goes on as usual).
+int appliance_info(Env& env, const std::string& path, bool json, bool untrusted);
+
+/// --algo/--hash values (repeatable, comma lists allowed), duplicates dropped, in the order given.
+Result<std::vector<HashAlgorithm>> parse_hash_list(const std::vector<std::string>& values);
+/// Digest lines for `name`: sha256sum's "HEX  NAME" for one digest, "SHA256 (NAME) = HEX" lines for several.
+std::string format_digests(const std::vector<Digest>& digests, std::string_view name);
+/// After `convert --hash`: finish the sink, print the digests (stderr when the image went to stdout) and
+/// write `hash_file` if given. The name on each line is the target when it is raw (so `sha256sum -c`
+/// verifies the written file), else the source.
+int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst,
+                           const std::string& out_fmt, const std::optional<std::string>& hash_file);
 
 }  // namespace vdisk::cli

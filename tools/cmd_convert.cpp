@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "vdisk/targets.hpp"
 
 namespace vdisk::cli {
 namespace {
@@ -43,7 +44,8 @@ const char* signal_name(int sig) {
 int cmd_convert(Env& env, int argc, char** argv) {
     const OptSpec spec{"hf:O:o:cpm:l:s:S:t:T:qUWnr:B:F:C",
                        {"help", "untrusted", "force-share", "threads=", "parent=", "object=", "image-opts",
-                        "target-image-opts", "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps"},
+                        "target-image-opts", "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps", "hash=",
+                        "hash-file=", "disk=", "size=", "target="},
                        {{"object", kNoObjects},
                         {"C", "copy offloading (copy_file_range) is not implemented; vdisk copies through memory"},
                         {"bitmaps", "vdisk does not copy qcow2 persistent dirty bitmaps"},
@@ -51,10 +53,12 @@ int cmd_convert(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2, spec);
     if (!args) return fail("convert: " + args.error().message);
     if (args->has("U") || args->has("force-share")) env.force_share();
+    if (!take_disk_option(env, *args)) return 1;
     std::string out_fmt = args->get("O").value_or("raw");
     bool want_help = false;
     auto kv = collect_options(*args, want_help);
     if (!kv) return fail(kv.error());
+    if (apply_convert_target(*args, out_fmt, *kv)) return 1;
     if (want_help) return print_option_help(env, out_fmt);
     if (auto f = env.registry.lookup(out_fmt); !f) return fail(f.error());
     if (args->positional.size() < 2) return fail("convert: expected SRC... DST (see vdisk convert --help)");
@@ -138,6 +142,14 @@ int cmd_convert(Env& env, int argc, char** argv) {
     if (auto s = args->get("s")) snapshot = *s;
     if (!snapshot.empty() && sources.size() > 1) return fail("convert: -l/-s applies to a single source");
 
+    if (sources.size() == 1 && sources[0] == "-") {
+        // A forward-only source: the options that need random access to it, or several sources, do not apply.
+        for (const char* o : {"n", "B", "S", "T", "W", "salvage", "image-opts", "l", "s"})
+            if (args->has(o))
+                return fail(std::string("convert: ") + (std::strlen(o) == 1 ? "-" : "--") + o +
+                            " is not supported with a stdin source");
+        return convert_from_stdin(env, *args, dst);
+    }
     auto src_fs = file_system_for(env, src_cache);
     auto dst_fs = file_system_for(env, dst_cache);
     std::vector<OpenedImage> images;
@@ -178,7 +190,14 @@ int cmd_convert(Env& env, int argc, char** argv) {
     bool in_place = co.existing_target;
     if (auto ts = env.fs->stat(dst); ts && (ts->kind == FileKind::block_device || !ts->replaceable)) in_place = true;
     FileSystem& target_fs = stream ? *stream : (dst_fs ? *dst_fs : *env.fs);
-    auto st = convert(env.registry, *source, target_fs, dst, co);
+    // --hash ALGO (repeatable) / --hash-file F: digests of the virtual content, taken in the same pass.
+    auto hash_algos = parse_hash_list(args->all("hash"));
+    if (!hash_algos) return fail(hash_algos.error());
+    if (hash_algos->empty() && args->has("hash-file")) hash_algos->push_back(HashAlgorithm::sha256);
+    std::unique_ptr<HashSink> hasher;
+    if (!hash_algos->empty()) co.content_sink = (hasher = std::make_unique<HashSink>(*hash_algos)).get();
+    auto st = args->get("target") == "gce" ? write_gce_tarball(*source, target_fs, dst, co)
+                                           : convert(env.registry, *source, target_fs, dst, co);
     if (!st) {
         Error e = std::move(st).error();
         if (e.code == ErrorCode::cancelled && g_signal.load()) {
@@ -190,6 +209,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
         if (e.file.empty()) e.file = dst;
         return fail(e);
     }
+    if (hasher) return report_convert_digests(*hasher, sources.front(), dst, out_fmt, args->get("hash-file"));
     return 0;
 }
 

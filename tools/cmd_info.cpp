@@ -91,7 +91,7 @@ int cmd_info(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2,
                            {"hf:U",
                             {"help", "output=", "untrusted", "backing-chain", "force-share", "image-opts", "parent=",
-                             "format=", "object="},
+                             "format=", "object=", "disk="},
                             {{"object", kNoObjects}}});
     if (!args) return fail("info: " + args.error().message);
     if (args->has("U") || args->has("force-share")) env.force_share();
@@ -106,6 +106,8 @@ int cmd_info(Env& env, int argc, char** argv) {
         path = io->first;
         if (!io->second.empty()) args->opts.push_back({"f", io->second});
     }
+    if (!take_disk_option(env, *args)) return 1;
+    if (int rc = appliance_info(env, path, *json, args->has("untrusted")); rc >= 0) return rc;
     if (args->has("untrusted")) return untrusted_info(env, path, args->get("f").value_or(""), *json);
     auto img = open_cli(env, path, args->get("f").value_or(""), false, false, {}, args->get("parent").value_or(""));
     if (!img) return fail(img.error());

@@ -24,6 +24,8 @@ constexpr Command kCommands[] = {
     {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-T CACHE] [--untrusted] IMG1 IMG2"},
     {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] [--preallocation=off|falloc|full] [-q] IMG [+|-]SIZE"},
     {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},
+    {"hash", vdisk::cli::cmd_hash, "hash [-f FMT] [--algo sha256|sha1|md5 ...] [--output=human|json] [-p] [--untrusted] IMG"},
+    {"lint", vdisk::cli::cmd_lint, "lint --target azure|aws|gce|esxi|hyperv|virtualbox|proxmox [-f FMT] [--output=human|json] IMG"},
     {"sample", vdisk::cli::cmd_sample, "sample FILE [SIZE]   (write a raw image with a known test pattern)"},
 };
 

@@ -60,6 +60,8 @@ struct OpenOptions {
     /// qcow2 internal snapshot to read instead of the active layer: "id" or "name" (empty: active).
     std::string snapshot;
     Limits limits;
+    /// Which disk of an OVF package (.ova/.ovf) to open, in the descriptor's DiskSection order.
+    uint32_t appliance_disk = 0;
     /// When set, every reference the image makes to another file (backing file, data file, extent,
     /// parent) is appended here as `KIND 'NAME'`, whether it is followed or refused.
     std::vector<std::string>* references = nullptr;

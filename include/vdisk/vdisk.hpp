@@ -64,6 +64,8 @@ struct MappedExtent {
 };
 VDISK_API Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len);
 
+class ContentSink;  // vdisk/hash.hpp
+
 /// Progress callback: (bytes done, bytes total). A callback returning bool stops the operation by
 /// returning false (the operation then fails with ErrorCode::cancelled); one returning void never stops it.
 /// An exception thrown by the callback is caught and also ends the operation as cancelled.
@@ -126,6 +128,10 @@ struct ConvertOptions {
     /// written as zeros and reported through on_salvaged (offset, length, the read error).
     bool salvage = false;
     std::function<void(uint64_t, uint64_t, const Error&)> on_salvaged;
+    /// When set, receives the source's whole virtual content in offset order as it is copied (zero and
+    /// unallocated ranges as zero runs), e.g. a HashSink for `convert --hash`. Not owned; the caller
+    /// finishes it after convert() returns.
+    ContentSink* content_sink = nullptr;
 };
 
 /// Copy every byte of `source` (through its chain) into the image `dest_name` on `fs` (see ConvertOptions
