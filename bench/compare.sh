@@ -4,33 +4,51 @@
 # tools alternately RUNS times, each run timed to durable output (command + sync), and prints medians,
 # the time ratio vdisk/qemu-img, peak RSS and output sizes. Every output is checked with qemu-img compare.
 #
-# usage: bench/compare.sh [-g GIB] [-d DATA_GIB] [-r RUNS] [-c CASES] [VDISK_BINARY]
-#   CASES: comma list of vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,
+# usage: bench/compare.sh [-g GIB] [-d DATA_GIB] [-w real|synthetic] [-r RUNS] [-c CASES] [VDISK_BINARY]
+#   WORKLOAD: real (default): files copied from /usr/lib and /usr/share (shared libraries, data, docs) in a
+#             fixed order until DATA_GIB; synthetic: a third random, a third base64, a third random + zeros.
+#   CASES: comma list of vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,raw-qcow2c-zstd,
+#          stream-qcow2 (streamOptimized VMDK source), qcow2c-raw (compressed qcow2 source),
 #          sparse2t-vmdk,sparse2t-vhdx (2 TiB sparse source: memory must not grow), cp-floor (cp --sparse +
 #          sync of the qcow2 source), read4k-qcow2,read4k-vmdk,read4k-vhdx (4 KiB reads: vdisk bench vs
 #          qemu-img bench; default: all)
 set -euo pipefail
-gib=8 data_gib=2 runs=3 cases=cp-floor,vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,sparse2t-vmdk,sparse2t-vhdx,read4k-qcow2,read4k-vmdk,read4k-vhdx
-while getopts "g:d:r:c:" o; do
-  case $o in g) gib=$OPTARG ;; d) data_gib=$OPTARG ;; r) runs=$OPTARG ;; c) cases=$OPTARG ;; *) exit 2 ;; esac
+gib=8 data_gib=2 runs=3 workload=real
+cases=cp-floor,vmdk-qcow2,qcow2-vmdk,qcow2-vhdx,vmdk-raw,qcow2-stream,raw-qcow2c,raw-qcow2c-zstd,stream-qcow2,qcow2c-raw,sparse2t-vmdk,sparse2t-vhdx,read4k-qcow2,read4k-vmdk,read4k-vhdx
+while getopts "g:d:w:r:c:" o; do
+  case $o in
+    g) gib=$OPTARG ;; d) data_gib=$OPTARG ;; w) workload=$OPTARG ;; r) runs=$OPTARG ;; c) cases=$OPTARG ;; *) exit 2 ;;
+  esac
 done
+case $workload in real|synthetic) ;; *) echo "workload must be real or synthetic"; exit 2 ;; esac
 shift $((OPTIND - 1))
 root=$(cd "$(dirname "$0")/.." && pwd)
 vdisk=${1:-$root/build/release/tools/vdisk}
 [ -x "$vdisk" ] || { echo "build vdisk first (tools/demo.sh builds $root/build/release)"; exit 1; }
-cache=${VDISK_BENCH_CACHE:-$root/build/bench-cache}/${gib}g-${data_gib}g
+cache=${VDISK_BENCH_CACHE:-$root/build/bench-cache}/${workload}-${gib}g-${data_gib}g
 out=${VDISK_BENCH_OUT:-$root/build/bench-out}
 mkdir -p "$cache" "$out"
 
 # --- workload, cached between runs -------------------------------------------------------------------
 if [ ! -f "$cache/disk.raw" ]; then
-  echo "bench: building a ${gib} GiB ext4 image holding ${data_gib} GiB of files (cached in $cache)"
+  echo "bench: building a ${gib} GiB ext4 image holding ${data_gib} GiB of $workload files (cached in $cache)"
   tree=$cache/tree
   rm -rf "$tree" && mkdir -p "$tree"
-  # Files of mixed sizes and compressibility: text-like, binary-random, and zero-padded.
   total=$((data_gib * 1024))
   i=0
-  while [ $((i * 8)) -lt "$total" ]; do
+  if [ "$workload" = real ]; then
+    # Real data: regular files in path order, half from /usr/lib (shared libraries, compilers, modules),
+    # half from /usr/share (locale data, documentation, icons); what a system disk holds, as compressible.
+    : > "$cache/files.txt"
+    for d in /usr/lib /usr/share; do
+      find "$d" -xdev -type f -size +0 -readable -printf '%s\t%p\n' 2>/dev/null | LC_ALL=C sort -t$'\t' -k2 |
+        awk -F'\t' -v limit=$((data_gib * 512 * 1024 * 1024)) '{ if (sum + $1 > limit) exit; sum += $1; print $2 }' \
+        >> "$cache/files.txt" || true  # awk stops early: sort's SIGPIPE is expected
+    done
+    tar -cf - -P -T "$cache/files.txt" 2>/dev/null | tar -xf - -C "$tree" 2>/dev/null || true
+  fi
+  # Synthetic: files of mixed sizes and compressibility: text-like, binary-random, and zero-padded.
+  while [ "$workload" = synthetic ] && [ $((i * 8)) -lt "$total" ]; do
     d=$tree/dir$((i / 64)); mkdir -p "$d"
     case $((i % 3)) in
       0) head -c 8M /dev/urandom > "$d/rand$i.bin" ;;
@@ -47,6 +65,11 @@ fi
 for f in vmdk qcow2 vhdx; do
   [ -f "$cache/disk.$f" ] || qemu-img convert -f raw -O $f "$cache/disk.raw" "$cache/disk.$f"
 done
+# Compressed sources as users get them: an OVA's streamOptimized disk and a cloud image's compressed qcow2,
+# both written by qemu-img.
+[ -f "$cache/disk.stream.vmdk" ] ||
+  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$cache/disk.raw" "$cache/disk.stream.vmdk"
+[ -f "$cache/disk.c.qcow2" ] || qemu-img convert -f raw -O qcow2 -c "$cache/disk.raw" "$cache/disk.c.qcow2"
 
 # --- one timed run: prints "seconds rss_kib output_bytes" ------------------------------------------------
 timed() { # output_file command...
@@ -90,6 +113,10 @@ for c in "${list[@]}"; do
     vmdk-raw)   src=$cache/disk.vmdk sf=vmdk of=raw opts=() vopts=() ;;
     qcow2-stream) src=$cache/disk.qcow2 sf=qcow2 of=vmdk opts=(-o subformat=streamOptimized) vopts=(-o subformat=streamOptimized) ;;
     raw-qcow2c) src=$cache/disk.raw sf=raw of=qcow2 opts=(-c) vopts=(-c) ;;
+    raw-qcow2c-zstd)
+      src=$cache/disk.raw sf=raw of=qcow2 opts=(-c -o compression_type=zstd) vopts=(-c -o compression_type=zstd) ;;
+    stream-qcow2) src=$cache/disk.stream.vmdk sf=vmdk of=qcow2 opts=() vopts=() ;;
+    qcow2c-raw) src=$cache/disk.c.qcow2 sf=qcow2 of=raw opts=() vopts=() ;;
     sparse2t-vmdk|sparse2t-vhdx)
       # Memory must not grow with the virtual size: a 2 TiB qcow2 holding 12 MiB.
       src=$cache/sparse2t.qcow2 sf=qcow2 of=${c#sparse2t-} opts=() vopts=()
