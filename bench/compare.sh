@@ -71,22 +71,25 @@ done
   qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$cache/disk.raw" "$cache/disk.stream.vmdk"
 [ -f "$cache/disk.c.qcow2" ] || qemu-img convert -f raw -O qcow2 -c "$cache/disk.raw" "$cache/disk.c.qcow2"
 
-# --- one timed run: prints "seconds rss_kib output_bytes" ------------------------------------------------
+# --- one timed run: prints "seconds rss_kib output_bytes allocated_bytes cpu_seconds" -------------------------
+# CPU time (user + system) is printed too: on a shared machine the wall clock mostly measures the neighbours.
 timed() { # output_file command...
   local dst=$1; shift
   rm -f "$dst"
   sync
   local t0 t1 rss
   t0=$(date +%s.%N)
-  /usr/bin/time -f "%M" -o "$out/rss" "$@" >/dev/null
+  /usr/bin/time -f "%M %U %S" -o "$out/rss" "$@" >/dev/null
   sync
   t1=$(date +%s.%N)
-  rss=$(tail -n 1 "$out/rss")
-  echo "$(echo "$t1 - $t0" | bc -l) $rss $(du -B1 --apparent-size "$dst" | cut -f1) $(du -B1 "$dst" | cut -f1)"
+  read -r rss user sys < <(tail -n 1 "$out/rss")
+  echo "$(echo "$t1 - $t0" | bc -l) $rss $(du -B1 --apparent-size "$dst" | cut -f1) $(du -B1 "$dst" | cut -f1)" \
+    "$(echo "$user + $sys" | bc -l)"
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-printf "%-16s %9s %9s %7s %9s %9s %10s %11s %s\n" case vdisk_s qemu_s ratio vdisk_MiB qemu_MiB size_ratio alloc_ratio verified
+printf "%-16s %9s %9s %7s %9s %9s %10s %11s %9s %9s %s\n" case vdisk_s qemu_s ratio vdisk_MiB qemu_MiB size_ratio \
+  alloc_ratio vdisk_cpu qemu_cpu verified
 # 4 KiB read requests through the library vs qemu-img bench (which keeps 64 requests in flight).
 read_bench() { # format
   local f=$1 img=$cache/disk.$1 n=${VDISK_BENCH_READS:-500000} v q
@@ -95,7 +98,7 @@ read_bench() { # format
     qemu-img bench -f "$f" -c "$n" "$img" | sed -n 's/Run completed in \([0-9.]*\) seconds./\1/p' >> "$out/q.times"
   done
   v=$(median < "$out/v.times"); q=$(median < "$out/q.times")
-  printf "%-16s %9.2f %9.2f %7.2f %9s %9s %10s %11s %s\n" "read4k-$f" "$v" "$q" "$(echo "$v / $q" | bc -l)" - - - - \
+  printf "%-16s %9.2f %9.2f %7.2f %9s %9s %10s %11s %9s %9s %s\n" "read4k-$f" "$v" "$q" "$(echo "$v / $q" | bc -l)" - - - - - - \
     "$n reads (speedup $(echo "$q / $v" | bc -l | cut -c1-5)x)"
 }
 
@@ -128,7 +131,7 @@ for c in "${list[@]}"; do
       # The machine's floor for a sparse copy of the qcow2 source: cp --sparse=always, then sync.
       : > "$out/v.times"
       for r in $(seq "$runs"); do timed "$out/cp.img" cp --sparse=always "$cache/disk.qcow2" "$out/cp.img" >> "$out/v.times"; done
-      printf "%-16s %9.2f %9s %7s %9s %9s %10s %11s %s\n" "cp-floor" "$(cut -d' ' -f1 "$out/v.times" | median)" - - - - - - \
+      printf "%-16s %9.2f %9s %7s %9s %9s %10s %11s %9s %9s %s\n" "cp-floor" "$(cut -d' ' -f1 "$out/v.times" | median)" - - - - - - - - \
         "cp --sparse=always disk.qcow2 + sync"
       rm -f "$out/cp.img"
       continue ;;
@@ -143,9 +146,10 @@ for c in "${list[@]}"; do
   vr=$(cut -d' ' -f2 "$out/v.times" | sort -g | tail -1); qr=$(cut -d' ' -f2 "$out/q.times" | sort -g | tail -1)
   vs=$(tail -1 "$out/v.times" | cut -d' ' -f3); qs=$(tail -1 "$out/q.times" | cut -d' ' -f3)
   va=$(tail -1 "$out/v.times" | cut -d' ' -f4); qa=$(tail -1 "$out/q.times" | cut -d' ' -f4)
+  vc=$(cut -d' ' -f5 "$out/v.times" | median); qc=$(cut -d' ' -f5 "$out/q.times" | median)
   if qemu-img compare -q -f $sf -F $of "$src" "$out/v.$of"; then ok=yes; else ok=NO; fi
-  printf "%-16s %9.2f %9.2f %7.2f %9.1f %9.1f %10.4f %11.4f %s\n" "$c" "$vt" "$qt" "$(echo "$vt / $qt" | bc -l)" \
+  printf "%-16s %9.2f %9.2f %7.2f %9.1f %9.1f %10.4f %11.4f %9.2f %9.2f %s\n" "$c" "$vt" "$qt" "$(echo "$vt / $qt" | bc -l)" \
     "$(echo "$vr / 1024" | bc -l)" "$(echo "$qr / 1024" | bc -l)" "$(echo "$vs / $qs" | bc -l)" \
-    "$(echo "$va / $qa" | bc -l)" "$ok"
+    "$(echo "$va / $qa" | bc -l)" "$vc" "$qc" "$ok"
   rm -f "$out/v.$of" "$out/q.$of"
 done

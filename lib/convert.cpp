@@ -273,18 +273,20 @@ Status fill_window(BlockDevice& src, Window& w) {
         j.skip = p - m.offset;
         j.dest = static_cast<size_t>(p - w.start);
         j.length = static_cast<size_t>(upto - p);
-        // Stored bytes: extend the pending read when this unit follows closely in the same file (packed
-        // qcow2 clusters, grains behind their markers), so a run of units costs one read.
+        // Stored bytes: extend the pending read when this unit starts inside it or shortly after it in the
+        // same file (qcow2 packs compressed clusters byte after byte and their sector-rounded lengths
+        // overlap the next one; VMDK grains follow each other behind their markers), so a run of units
+        // costs one read.
         constexpr uint64_t kGap = 4096;
-        bool joins = run_len && run_file == m.file && m.host_offset >= run_host + run_len &&
-                     m.host_offset - (run_host + run_len) <= std::min(kGap, m.host_length);
+        bool joins = run_len && run_file == m.file && m.host_offset >= run_host &&
+                     m.host_offset <= run_host + run_len + std::min(kGap, m.host_length);
         if (!joins) {
             VDISK_TRY(flush_run());
             run_file = m.file;
             run_host = m.host_offset;
             run_at = w.stored.size();
         }
-        uint64_t new_len = m.host_offset + m.host_length - run_host;
+        uint64_t new_len = std::max(run_len, m.host_offset + m.host_length - run_host);
         j.at = run_at + static_cast<size_t>(m.host_offset - run_host);
         j.stored_length = static_cast<size_t>(m.host_length);
         w.stored.resize(run_at + static_cast<size_t>(new_len));
