@@ -502,9 +502,11 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     const uint64_t size = src.size();
     const uint64_t g = dst.compress_granularity();
     const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-    // Enough chunks in flight to keep every worker busy while the writer waits for the oldest one,
-    // capped at 32 MiB of raw data (plus as much compressed) whatever the cluster size.
-    const size_t slots = static_cast<size_t>(std::max<uint64_t>(threads + 2, std::min<uint64_t>(threads * 16, (32u << 20) / g)));
+    // Enough chunks in flight to keep every worker busy while the writer waits for the oldest one: 16 MiB
+    // of raw data (plus as much compressed) whatever the cluster size. A 64 KiB cluster compresses in well
+    // under a millisecond, so with only a few chunks queued each hand-off waits for the scheduler on a busy
+    // machine (measured with zstd on 2 loaded cores: 32 chunks 12 s, 128 chunks 9 s, 512 chunks 7 s).
+    const size_t slots = static_cast<size_t>(std::max<uint64_t>(threads + 2, (16u << 20) / g));
     ChunkPipeline pipe(slots);
     std::thread reader([&] { pipe.finish(read_chunks(src, g, o, pipe)); });
     std::vector<std::thread> workers;
