@@ -253,6 +253,39 @@ Result<Extent> BlockDevice::block_status(uint64_t offset, uint64_t max_len) {
     return e;
 }
 
+Result<StoredExtent> BlockDevice::map_stored(uint64_t offset, uint64_t max_len) {
+    if (offset >= size_) return range_error("map_stored", offset, max_len, size_);
+    max_len = std::min(max_len, size_ - offset);
+    if (max_len == 0) return make_error(ErrorCode::invalid_argument, "map_stored with zero length");
+    auto r = do_map_stored(offset, max_len);
+    if (!r) return named(std::move(r).error());
+    const StoredExtent& e = *r;
+    // Contract check, as for block_status: a compressed unit must contain `offset` and name its bytes.
+    bool good = e.length > 0 &&
+                (e.kind == StoredKind::compressed
+                     ? e.offset <= offset && offset - e.offset < e.length && e.file && e.host_length > 0
+                     : e.offset == offset && e.length <= max_len);
+    if (!good)
+        return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(e.offset) + ", +" + hex(e.length) +
+                                                  ") for request at " + hex(offset));
+    return r;
+}
+
+Result<StoredExtent> BlockDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
+    VDISK_ASSIGN(Extent x, do_block_status(offset, max_len));
+    StoredExtent s;
+    s.offset = x.offset;
+    s.length = x.length;
+    s.kind = x.kind == ExtentKind::zero ? StoredKind::zero
+             : x.kind == ExtentKind::unallocated ? StoredKind::unallocated
+                                                 : StoredKind::data;  // compressed too: read() decodes it
+    return s;
+}
+
+Status BlockDevice::inflate_unit(const StoredExtent&, std::span<const uint8_t>, std::span<uint8_t>) const {
+    return make_error(ErrorCode::unsupported, "this format stores no compressed units");
+}
+
 Status BlockDevice::attach_backing(std::unique_ptr<BlockDevice> backing) {
     ExclusiveGuard g(*this);
     if (backing) VDISK_TRY(check_backing(*backing));

@@ -259,7 +259,7 @@ Result<std::vector<Digest>> hash_device(BlockDevice& device, std::span<const Has
         if (m.data) VDISK_TRY(sink.feed_from(device, off, len));
         else VDISK_TRY(sink.zeros(off, len));
         off += len;
-        if (options.progress) options.progress(off, size);
+        VDISK_TRY(options.progress(off, size));
     }
     return sink.finish();
 }

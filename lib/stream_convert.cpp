@@ -126,7 +126,7 @@ public:
     Status finish() {
         VDISK_TRY(flush());
         if (o_.content_sink && fed_ < size_) VDISK_TRY(o_.content_sink->zeros(fed_, size_ - fed_));
-        if (o_.progress) o_.progress(size_, size_);
+        VDISK_TRY(o_.progress(size_, size_));
         return ok();
     }
 
@@ -166,7 +166,7 @@ private:
             p = e;
         }
         std::fill(buf_.begin(), buf_.end(), 0);
-        if (o_.progress) o_.progress(start_ + len, size_);
+        VDISK_TRY(o_.progress(start_ + len, size_));
         return ok();
     }
 

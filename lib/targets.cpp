@@ -375,7 +375,7 @@ Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view d
             VDISK_TRY(tee.zeros(off, len));
         }
         off += len;
-        if (options.progress) options.progress(off, size);
+        VDISK_TRY(options.progress(off, size));
     }
     VDISK_TRY(gz->zeros(size, padded - size));
     VDISK_TRY(gz->finish());

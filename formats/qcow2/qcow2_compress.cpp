@@ -11,8 +11,15 @@ namespace vdisk::qcow2 {
 
 bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uint8_t type) {
     if (type == kCompressionZlib) return util::inflate_into(in, out, true);
-    ZSTD_DCtx* dctx = ZSTD_createDCtx();
-    if (!dctx) return false;
+    // One decompression context per thread (the convert reader inflates clusters on several), reset per
+    // cluster: creating one costs more than decoding a small cluster.
+    struct Holder {
+        ZSTD_DCtx* d = ZSTD_createDCtx();
+        ~Holder() { ZSTD_freeDCtx(d); }
+    };
+    thread_local Holder holder;
+    ZSTD_DCtx* dctx = holder.d;
+    if (!dctx || ZSTD_isError(ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only))) return false;
     // The stored size is rounded up to sectors, so the input may hold padding after the frame: stream
     // until the cluster is full or the frame ends, never past the output buffer.
     ZSTD_inBuffer ib{in.data(), in.size(), 0};
@@ -27,7 +34,6 @@ bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uin
         }
         if (r == 0 || ib.pos == ib.size) break;  // frame ended (or input ran out) before the cluster was full
     }
-    ZSTD_freeDCtx(dctx);
     return good;
 }
 
@@ -37,11 +43,23 @@ Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8
     // to gain; probing first saves compressing it only to throw the result away.
     if (util::likely_incompressible(in, type == kCompressionZlib ? 4096 : in.size())) return out;
     if (type == kCompressionZlib) {
-        if (!util::deflate_into(in, out, true, 6, in.size() - 1)) out.clear();  // did not shrink
+        // zlib level 4 with the 4 KiB window qemu's decoder requires (see util::deflate_into). Measured on
+        // 64 KiB clusters of real system files: level 6 (qemu's) 0.373 of the input at 41 MB/s per core,
+        // level 4 0.379 (+1.7 %) at 57 MB/s, level 3 0.389 (+4.4 %); ISA-L with a 4 KiB history is 5-10x
+        // faster but 0.400 (+7 %) even at its best level, and libdeflate cannot limit its window.
+        if (!util::deflate_into(in, out, true, 4, in.size() - 1)) out.clear();  // did not shrink
         return out;
     }
     out.resize(ZSTD_compressBound(in.size()));
-    size_t r = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
+    // One compression context per worker thread: ZSTD_compress() would set up (and zero) a fresh one for
+    // every cluster, which costs about as much as compressing it.
+    struct Holder {
+        ZSTD_CCtx* c = ZSTD_createCCtx();
+        ~Holder() { ZSTD_freeCCtx(c); }
+    };
+    thread_local Holder holder;
+    if (!holder.c) return make_error(ErrorCode::io, "zstd: out of memory");
+    size_t r = ZSTD_compressCCtx(holder.c, out.data(), out.size(), in.data(), in.size(), 3);
     if (ZSTD_isError(r)) return make_error(ErrorCode::io, std::string("zstd compression failed: ") + ZSTD_getErrorName(r));
     if (r >= in.size()) return std::vector<uint8_t>{};
     out.resize(r);

@@ -424,6 +424,53 @@ Result<Extent> Qcow2Device::do_block_status(uint64_t offset, uint64_t max_len) {
     return e;
 }
 
+Result<StoredExtent> Qcow2Device::do_map_stored(uint64_t offset, uint64_t max_len) {
+    VDISK_ASSIGN(Mapping m, map(offset, max_len));
+    StoredExtent s;
+    if (m.compressed) {
+        // map() checked that the stored bytes start inside the file; the sector count is bounded by the
+        // descriptor's width (at most one cluster plus a sector), so host_length needs no further cap.
+        uint32_t shift = 62 - (h_.cluster_bits - 8);
+        uint64_t coff = m.host & ((1ull << shift) - 1);
+        uint64_t sectors = ((m.host >> shift) & ((1ull << (h_.cluster_bits - 8)) - 1)) + 1;
+        s.kind = StoredKind::compressed;
+        s.offset = util::align_down(offset, cluster_size_);
+        s.length = cluster_size_;
+        s.file = &data();
+        s.host_offset = coff;
+        s.host_length = sectors * 512 - (coff & 511);
+        return s;
+    }
+    s.offset = offset;
+    s.length = m.length;
+    s.kind = m.kind == ExtentKind::zero ? StoredKind::zero
+             : m.kind == ExtentKind::unallocated ? StoredKind::unallocated
+                                                 : StoredKind::data;
+    if (s.kind == StoredKind::data) {
+        s.file = &data();
+        s.host_offset = m.host;
+    }
+    // Coalesce like do_block_status, so a caller walking an uncompressed image makes few calls.
+    for (unsigned steps = 0; s.length < max_len && steps < 65536; ++steps) {
+        VDISK_ASSIGN(Mapping n, map(offset + s.length, max_len - s.length));
+        if (n.kind != m.kind || n.compressed) break;
+        if (s.kind == StoredKind::data && n.host != s.host_offset + s.length) break;
+        s.length += n.length;
+    }
+    return s;
+}
+
+Status Qcow2Device::inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
+                                 std::span<uint8_t> out) const {
+    if (unit.kind != StoredKind::compressed || out.size() != cluster_size_)
+        return make_error(ErrorCode::invalid_argument, "qcow2: inflate_unit needs one compressed cluster");
+    if (!decompress_cluster(stored, out, h_.compression))
+        return corrupt_at("compressed cluster at " + hex(unit.host_offset) + " (" + std::to_string(stored.size()) +
+                              " bytes) does not decompress to one cluster",
+                          unit.host_offset);
+    return ok();
+}
+
 ImageInfo Qcow2Device::do_info() const {
     ImageInfo i;
     i.format = "qcow2";

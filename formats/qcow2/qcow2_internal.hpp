@@ -99,6 +99,8 @@ public:
     Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
     Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                   uint64_t raw_length) override;
+    Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
+                        std::span<uint8_t> out) const override;
 
     // Used by create (preallocation) and check.
     Status preallocate(bool full_zero, bool falloc);
@@ -134,6 +136,7 @@ protected:
     Status do_resize(uint64_t new_size) override;
     Status do_close() override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
 
 private:

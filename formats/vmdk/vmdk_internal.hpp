@@ -109,6 +109,8 @@ public:
     Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                   uint64_t raw_length) override;
     std::optional<BackingReference> backing_reference() const override;
+    Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
+                        std::span<uint8_t> out) const override;
 
     const Descriptor& descriptor() const { return desc_; }
     std::vector<DiskExtent>& extents() { return extents_; }
@@ -132,6 +134,7 @@ protected:
     Status do_flush() override;
     Status do_close() override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
 
@@ -140,6 +143,8 @@ private:
     Result<const std::vector<uint64_t>*> table(size_t ei, uint64_t gt);
     Status read_sparse(size_t ei, uint64_t rel, std::span<uint8_t> buf);
     Status read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain);
+    /// Where the deflate stream of compressed grain `gi` (entry pointing at `host`) lies: {offset, length}.
+    Result<std::pair<uint64_t, uint64_t>> compressed_bytes(size_t ei, uint64_t gi, uint64_t host);
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
     Status set_gte(size_t ei, uint64_t gi, uint32_t value);
     Status write_back_gt();

@@ -35,6 +35,27 @@ struct Extent {
     std::optional<uint64_t> host_offset;  ///< where the data of `offset` starts in `file`
 };
 
+/// How a range of *this layer* is stored (the map-first device contract): see BlockDevice::map_stored().
+enum class StoredKind : uint8_t {
+    data,         ///< plain bytes; at `host_offset` in `file` when the backend says so, else read() them
+    zero,         ///< reads as zeros in this layer
+    unallocated,  ///< not in this layer: reads fall through to the backing device (zeros if none)
+    compressed,   ///< one compressed unit: `host_length` bytes at `host_offset` in `file`; see inflate_unit()
+};
+
+/// What map_stored() reports. For `compressed` the extent is the whole unit (cluster, grain) that holds
+/// the offset asked about: it may start before that offset and reach past the end of the device (the last,
+/// partial cluster inflates to a whole one). Every other kind starts at the offset asked about.
+struct StoredExtent {
+    uint64_t offset = 0;       ///< virtual offset
+    uint64_t length = 0;       ///< virtual bytes, > 0 (compressed: the bytes the unit inflates to)
+    StoredKind kind = StoredKind::unallocated;
+    File* file = nullptr;      ///< host file (data: may be nullptr = not known; compressed: never nullptr)
+    uint64_t host_offset = 0;  ///< data: where `offset` is stored; compressed: first stored byte
+    uint64_t host_length = 0;  ///< compressed: stored bytes (capped by the backend); the part of them past the
+                               ///< end of `file` reads as zeros
+};
+
 /// An internal snapshot (qcow2).
 struct SnapshotInfo {
     std::string id;
@@ -149,6 +170,20 @@ public:
     virtual Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                           uint64_t raw_length);
 
+    /// Map first: how the range at `offset` is stored in this layer, covering at most max_len bytes (see
+    /// StoredExtent for the compressed case). out_of_range when offset >= size(). The default derives the
+    /// answer from block_status() and reports compressed ranges as `data` without a file, so a caller that
+    /// only knows map_stored() + read() works with every backend; backends that store compressed units
+    /// override it together with inflate_unit(), so a caller can read the stored bytes itself (positional
+    /// I/O, no device state) and inflate units on as many threads as it likes.
+    Result<StoredExtent> map_stored(uint64_t offset, uint64_t max_len);
+    /// Decode one compressed unit that map_stored() reported: `stored` holds its host_length stored bytes,
+    /// `out` is exactly unit.length bytes. Thread-safe and independent of the device's state (it may run
+    /// on any thread while the device is used elsewhere). corrupt when the bytes do not decode to exactly
+    /// the unit; the default returns unsupported (no backend without compressed units is asked).
+    virtual Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
+                                std::span<uint8_t> out) const;
+
 protected:
     BlockDevice(uint64_t size, bool read_only);
 
@@ -166,6 +201,8 @@ protected:
     virtual Status do_close();
     /// Allocation state; offset < size(), max_len > 0 and offset + max_len <= size().
     virtual Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) = 0;
+    /// map_stored(); offset < size(), max_len > 0 and offset + max_len <= size(). Default: from do_block_status.
+    virtual Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len);
     virtual ImageInfo do_info() const = 0;
     /// Validate a backing device before it is attached (VMDK parentCID, VHD parent UUID, ...).
     virtual Status check_backing(BlockDevice& backing);

@@ -1,6 +1,7 @@
 #include "util/bytes.hpp"
 
 #include <uuid/uuid.h>
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include <array>
@@ -53,7 +54,19 @@ uint32_t crc32c(std::span<const uint8_t> buf, uint32_t seed) noexcept {
     return ~c;
 }
 
-bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw, size_t* produced) {
+namespace {
+// libdeflate decodes a whole buffer 2-4x faster than zlib's streaming inflate; one decompressor per thread
+// (it holds ~10 KiB of tables) serves every call.
+libdeflate_decompressor* thread_decompressor() {
+    struct Holder {
+        libdeflate_decompressor* d = libdeflate_alloc_decompressor();
+        ~Holder() { libdeflate_free_decompressor(d); }
+    };
+    thread_local Holder h;
+    return h.d;
+}
+
+bool zlib_inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw, size_t* produced) {
     z_stream zs{};
     if (inflateInit2(&zs, raw ? -15 : 15) != Z_OK) return false;
     zs.next_in = const_cast<Bytef*>(in.data());
@@ -66,9 +79,28 @@ bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw,
     if (produced) *produced = got;
     // Z_BUF_ERROR with a full output buffer: the stream is longer than the cluster; the cluster is what
     // counts (qcow2 compressed clusters may carry trailing sectors). Anything else short is corrupt.
-    if (r == Z_STREAM_END) return true;
+    if (r == Z_STREAM_END) return produced || zs.avail_out == 0;
     if ((r == Z_OK || r == Z_BUF_ERROR) && zs.avail_out == 0) return true;
     return false;
+}
+}  // namespace
+
+bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw, size_t* produced) {
+    // Fast path: a complete stream that fits `out` (every well-formed cluster or grain). Trailing input
+    // (sector padding) is allowed. Anything libdeflate refuses, including a stream longer than `out`, which
+    // qemu accepts by truncating, goes to zlib, so what is accepted does not depend on the fast path.
+    if (auto* d = thread_decompressor()) {
+        size_t in_used = 0, got = 0;
+        libdeflate_result r = raw ? libdeflate_deflate_decompress_ex(d, in.data(), in.size(), out.data(), out.size(),
+                                                                     &in_used, &got)
+                                  : libdeflate_zlib_decompress_ex(d, in.data(), in.size(), out.data(), out.size(),
+                                                                  &in_used, &got);
+        if (r == LIBDEFLATE_SUCCESS && (produced || got == out.size())) {
+            if (produced) *produced = got;
+            return true;
+        }
+    }
+    return zlib_inflate_into(in, out, raw, produced);
 }
 
 namespace {
@@ -116,15 +148,47 @@ std::optional<std::span<const uint8_t>> deflate_scratch(std::span<const uint8_t>
 }
 }  // namespace
 
+namespace {
+// zlib streams (raw=false) come from libdeflate: full 32 KiB window, 2-4x zlib's speed at equal or better
+// ratio. One compressor per thread and level, kept for the thread's life (a few hundred KiB each).
+std::optional<std::span<const uint8_t>> libdeflate_scratch(std::span<const uint8_t> in, int level, size_t out_capacity) {
+    if (level < 0 || level > 12) level = 6;
+    struct Holder {
+        std::array<libdeflate_compressor*, 13> c{};
+        std::unique_ptr<uint8_t[]> scratch;
+        size_t scratch_size = 0;
+        ~Holder() {
+            for (auto* p : c) libdeflate_free_compressor(p);
+        }
+    };
+    thread_local Holder h;
+    auto*& c = h.c[static_cast<size_t>(level)];
+    if (!c) c = libdeflate_alloc_compressor(level);
+    if (!c) return std::nullopt;
+    if (h.scratch_size < out_capacity) {
+        h.scratch = std::make_unique_for_overwrite<uint8_t[]>(out_capacity);
+        h.scratch_size = out_capacity;
+    }
+    size_t n = libdeflate_zlib_compress(c, in.data(), in.size(), h.scratch.get(), out_capacity);
+    if (n == 0) return std::nullopt;
+    return std::span<const uint8_t>(h.scratch.get(), n);
+}
+
+std::optional<std::span<const uint8_t>> compress_scratch(std::span<const uint8_t> in, bool raw, int level,
+                                                         size_t out_capacity) {
+    return raw ? deflate_scratch(in, raw, level, out_capacity) : libdeflate_scratch(in, level, out_capacity);
+}
+}  // namespace
+
 bool deflate_into(std::span<const uint8_t> in, std::string& out, bool raw, int level, size_t out_capacity) {
-    auto z = deflate_scratch(in, raw, level, out_capacity);
+    auto z = compress_scratch(in, raw, level, out_capacity);
     if (!z) return false;
     out.assign(reinterpret_cast<const char*>(z->data()), z->size());
     return true;
 }
 
 bool deflate_into(std::span<const uint8_t> in, std::vector<uint8_t>& out, bool raw, int level, size_t out_capacity) {
-    auto z = deflate_scratch(in, raw, level, out_capacity);
+    auto z = compress_scratch(in, raw, level, out_capacity);
     if (!z) return false;
     out.assign(z->begin(), z->end());
     return true;

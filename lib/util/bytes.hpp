@@ -17,9 +17,13 @@ bool is_zero(std::span<const uint8_t> buf) noexcept;
 uint32_t crc32c(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
 
 /// Deflate helpers. raw=true: raw deflate (no zlib header; qcow2); raw=false: zlib stream (vmdk).
-/// inflate fills exactly out.size() bytes or fails; it never writes past `out` (bounded output).
+/// inflate fills exactly out.size() bytes or fails; with `produced` a stream that ends early is accepted
+/// and its length reported. It never writes past `out` (bounded output); input after the stream is ignored.
+/// libdeflate decodes; zlib is the fallback for what libdeflate refuses (a stream longer than `out`).
 bool inflate_into(std::span<const uint8_t> in, std::span<uint8_t> out, bool raw, size_t* produced = nullptr);
-/// Compress `in` at `level`; returns false if the result would not fit `out_capacity`.
+/// Compress `in` at `level`; returns false if the result would not fit `out_capacity`. raw=true keeps every
+/// match within 4 KiB, because qemu inflates qcow2 clusters with a 4 KiB window (windowBits -12) and refuses
+/// anything reaching further back; raw=false (zlib stream, 32 KiB window) uses libdeflate, levels 0-12.
 bool deflate_into(std::span<const uint8_t> in, std::string& out, bool raw, int level, size_t out_capacity);
 bool deflate_into(std::span<const uint8_t> in, std::vector<uint8_t>& out, bool raw, int level, size_t out_capacity);
 
