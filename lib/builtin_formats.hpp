@@ -8,6 +8,7 @@
 namespace vdisk {
 std::unique_ptr<Format> make_raw_format();
 std::unique_ptr<Format> make_qcow2_format();
+std::unique_ptr<Format> make_qcow_format();
 std::unique_ptr<Format> make_vmdk_format();
 std::unique_ptr<Format> make_vhd_format();
 std::unique_ptr<Format> make_vhdx_format();

@@ -10,6 +10,9 @@ Registry Registry::builtin() {
 #ifdef VDISK_HAVE_QCOW2
     r.add(make_qcow2_format());
 #endif
+#ifdef VDISK_HAVE_QCOW
+    r.add(make_qcow_format());
+#endif
 #ifdef VDISK_HAVE_VMDK
     r.add(make_vmdk_format());
 #endif

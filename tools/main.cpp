@@ -28,7 +28,7 @@ constexpr Command kCommands[] = {
 void usage(std::ostream& os) {
     os << "usage: vdisk [--version] [--help] COMMAND [args]\n\nCommands (qemu-img syntax):\n";
     for (auto& c : kCommands) os << "  vdisk " << c.synopsis << "\n";
-    os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2\n"
+    os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2, and qcow (version 1, read only)\n"
           "Sizes take k, M, G, T suffixes (binary). Errors: one line on stderr, exit status 1.\n"
           "--untrusted (every command): open no file but the one named; never guess raw.\n"
           "--parent FILE: the backing image of IMG/SRC when it records none (VDI differencing) or to override it.\n";

@@ -50,7 +50,8 @@ Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits
     if (b.magic.value() != kMagic) return make_error(ErrorCode::invalid_format, "no qcow2 magic");
     Header h;
     h.version = b.version.value();
-    if (h.version == 1) return make_error(ErrorCode::unsupported, "qcow version 1 images are not supported (only qcow2)");
+    if (h.version == 1)
+        return make_error(ErrorCode::unsupported, "this is a qcow version 1 image, not qcow2 (open it as -f qcow)");
     if (h.version != 2 && h.version != 3)
         return make_error(ErrorCode::unsupported, "qcow2 version " + std::to_string(h.version) + " is not supported");
     h.cluster_bits = b.cluster_bits.value();
