@@ -1,5 +1,6 @@
 // VMDK interop with qemu-img: images qemu writes (every subformat) read byte-exact, images vdisk writes pass
 // qemu-img check/compare, backing chains with parentCID checks, info.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -544,4 +545,41 @@ TEST_CASE("an existing streamOptimized image opened read-write refuses writes an
         REQUIRE(dev->device->close().ok());
     }
     CHECK(vt::read_file(tmp / "s.vmdk") == before);
+}
+
+TEST_CASE("monolithicSparse whose embedded descriptor names its extent \"\" (FreeBSD mkimg) reads as the file") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "freebsd.vmdk";
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + vt::sh_quote(img) + " 16M").status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{MiB, MiB, 0x5a}, {15 * MiB, 4096, 0x6b}})).status == 0);
+    // Rewrite the extent line as mkimg writes it: `RW 32768 SPARSE ""`; the text shifts left and the freed
+    // bytes at the end of the descriptor area become NULs (the descriptor ends at the first NUL).
+    auto bytes = vt::read_file(img);
+    std::string want = "SPARSE \"freebsd.vmdk\"";
+    auto it = std::search(bytes.begin(), bytes.end(), want.begin(), want.end());
+    REQUIRE(it != bytes.end());
+    size_t at = static_cast<size_t>(it - bytes.begin()) + 8, cut = want.size() - 9;
+    auto nul = std::find(bytes.begin() + static_cast<std::ptrdiff_t>(at), bytes.end(), uint8_t{0});
+    size_t end = static_cast<size_t>(nul - bytes.begin());
+    std::copy(bytes.begin() + static_cast<std::ptrdiff_t>(at + cut), bytes.begin() + static_cast<std::ptrdiff_t>(end),
+              bytes.begin() + static_cast<std::ptrdiff_t>(at));
+    std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(end - cut), bytes.begin() + static_cast<std::ptrdiff_t>(end),
+              uint8_t{0});
+    vt::write_file(img, bytes);
+    REQUIRE(vt::run("strings " + vt::sh_quote(img) + " | grep -qx 'RW 32768 SPARSE \"\"'").status == 0);
+    auto dev = vt::open_host(reg, img);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK(vt::read_all(*dev->device) == vt::qemu_read_raw(img, "vmdk", tmp.path));
+    CHECK(vt::read_all(*dev->device)[MiB] == 0x5a);
+    // In a descriptor file an empty extent name is still an error.
+    vt::write_file(tmp / "d.vmdk", [] {
+        std::string t = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+                        "createType=\"monolithicFlat\"\nRW 2048 FLAT \"\" 0\n";
+        return std::vector<uint8_t>(t.begin(), t.end());
+    }());
+    auto bad = vt::open_host(reg, tmp / "d.vmdk", "vmdk");
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::corrupt);
 }

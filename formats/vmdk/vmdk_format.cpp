@@ -291,6 +291,9 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
             extents.push_back(std::move(e));
             continue;
         }
+        if (l.name.empty())
+            return make_error(ErrorCode::corrupt, "descriptor extent " + std::to_string(extents.size() + 1) +
+                                                      " has an empty file name");
         auto f = ctx.open_related(l.name, l.access == ExtentAccess::rw ? access : Access::read_only, "extent");
         if (!f) {
             Error err = std::move(f).error();
