@@ -15,6 +15,10 @@ Result<CheckResult> Format::check(BlockDevice&, RepairMode) const {
     return make_error(ErrorCode::unsupported, "this image format does not support checks");
 }
 
+Result<MeasureResult> Format::measure(const CreateOptions&, const MeasureSource&) const {
+    return make_error(ErrorCode::unsupported, "format '" + std::string(name()) + "' does not support size measurement");
+}
+
 // ---- options -------------------------------------------------------------------------------------
 
 std::optional<std::string> CreateOptions::get(std::string_view key) const {

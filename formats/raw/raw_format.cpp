@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "util/checked.hpp"
 #include "vdisk/format.hpp"
 
 namespace vdisk {
@@ -75,6 +76,19 @@ public:
     }
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
+
+    // Every byte of the virtual disk is a byte of the file, allocated or not (qemu-img's raw_measure).
+    Result<MeasureResult> measure(const CreateOptions&, const MeasureSource& src) const override {
+        MeasureResult r;
+        uint64_t bytes = src.virtual_size;
+        if (!src.has_image) {
+            auto up = util::align_up(bytes, 512);
+            if (!up) return make_error(ErrorCode::invalid_argument, "size " + std::to_string(bytes) + " is too large");
+            bytes = *up;
+        }
+        r.required = r.fully_allocated = bytes;
+        return r;
+    }
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         std::string prealloc = opts.get("preallocation").value_or("off");

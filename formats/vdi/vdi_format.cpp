@@ -226,6 +226,24 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
 
+    // Header and block map up to the data area (4 KiB aligned), then one whole block per block holding data.
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
+        VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
+        const uint64_t bs = kDefaultBlockSize;
+        const uint64_t blocks = util::div_round_up(src.virtual_size, bs);
+        if (blocks >= kBlockZero)
+            return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(src.virtual_size) + " is too large");
+        const uint64_t data_off = *util::align_up(kBmapOffset + blocks * 4, kDataAlign);
+        uint64_t used = 0;
+        if (src.has_image) {
+            VDISK_ASSIGN(used, src.data_units(bs));
+        }
+        MeasureResult r;
+        r.fully_allocated = data_off + blocks * bs;
+        r.required = is_static ? r.fully_allocated : data_off + used * bs;
+        return r;
+    }
+
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
         const uint64_t size = *opts.size;

@@ -215,6 +215,31 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     return ok();
 }
 
+// The virtual size create gives an image asked for `size` bytes: rounded up to a CHS geometry that holds it
+// (as qemu-img and Virtual PC do), or kept exactly with force_size.
+struct SizePlan {
+    uint64_t sectors = 0;
+    uint16_t c = 65535;
+    uint8_t h = 16, s = 255;
+};
+
+Result<SizePlan> plan_size(uint64_t size, bool force) {
+    SizePlan p;
+    p.sectors = size / kSector;
+    if (!force) {
+        uint64_t want = std::min(p.sectors, kMaxChsSectors);
+        // The algorithm rounds down; try bigger sector counts until the geometry holds the size.
+        geometry(want, p.c, p.h, p.s);
+        for (uint64_t i = 1; uint64_t{p.c} * p.h * p.s < want; ++i) geometry(want + i, p.c, p.h, p.s);
+        if (uint64_t{p.c} * p.h * p.s != kMaxChsSectors) p.sectors = uint64_t{p.c} * p.h * p.s;
+    }
+    if (p.sectors > kMaxSectors)
+        return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " exceeds the VHD maximum of 2040 GiB");
+    if (size % kSector && force)
+        return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is not a multiple of 512");
+    return p;
+}
+
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
     {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
@@ -285,6 +310,40 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
 
+    // A dynamic image: footer copy, dynamic header, BAT, then a sector bitmap and a whole block per block
+    // holding data, the footer last. A fixed one: the disk and its footer.
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
+        std::string sub = opts.get("subformat").value_or("dynamic");
+        if (sub != "dynamic" && sub != "fixed")
+            return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
+        VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
+        VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
+        uint64_t size = src.virtual_size;
+        if (azure) {
+            sub = "fixed";
+            force = true;
+            auto up = util::align_up(size, kMiB);
+            if (!up) return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is too large");
+            size = *up;
+        }
+        VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+        const uint64_t vsize = plan.sectors * kSector;
+        MeasureResult r;
+        if (sub == "fixed") {
+            r.required = r.fully_allocated = vsize + kSector;
+            return r;
+        }
+        const uint64_t blocks = util::div_round_up(vsize, kDefaultBlockSize);
+        const uint64_t head = 3 * kSector + *util::align_up(blocks * 4, kSector);
+        uint64_t used = 0;
+        if (src.has_image) {
+            VDISK_ASSIGN(used, src.data_units(kDefaultBlockSize));
+        }
+        r.fully_allocated = head + blocks * (kSector + kDefaultBlockSize) + kSector;
+        r.required = head + used * (kSector + kDefaultBlockSize) + kSector;
+        return r;
+    }
+
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         std::string sub = opts.get("subformat").value_or("dynamic");
         if (sub != "dynamic" && sub != "fixed")
@@ -310,21 +369,10 @@ public:
         std::memcpy(f.creator_app, "qem2", 4);  // readers size it by current_size, as qemu does
         f.creator_version = 0x00050003;
         f.creator_os = 0x5769326b;  // "Wi2k"
-        uint64_t sectors = size / kSector;
-        uint16_t c = 65535;
-        uint8_t h = 16, s = 255;
-        if (!force) {
-            uint64_t want = std::min(sectors, kMaxChsSectors);
-            // The algorithm rounds down; try bigger sector counts until the geometry holds the size.
-            geometry(want, c, h, s);
-            for (uint64_t i = 1; uint64_t{c} * h * s < want; ++i) geometry(want + i, c, h, s);
-            if (uint64_t{c} * h * s != kMaxChsSectors) sectors = uint64_t{c} * h * s;
-        }
-        if (sectors > kMaxSectors)
-            return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " exceeds the VHD maximum of 2040 GiB");
-        if (size % kSector && force)
-            return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is not a multiple of 512");
-        const uint64_t vsize = sectors * kSector;
+        VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+        const uint64_t vsize = plan.sectors * kSector;
+        const uint16_t c = plan.c;
+        const uint8_t h = plan.h, s = plan.s;
         f.original_size = vsize;
         f.current_size = vsize;
         f.cylinders = c;

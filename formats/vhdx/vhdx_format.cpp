@@ -383,6 +383,7 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override;
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override;
 
     Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
         return check_device(device, repair);
@@ -405,6 +406,41 @@ void put_meta_entry(std::vector<uint8_t>& region, int i, const Guid& id, uint32_
     e.length = len;
     e.flags = flags;
     std::memcpy(region.data() + sizeof(MetadataTableHeader) + i * sizeof e, &e, sizeof e);
+}
+
+// Header section, log, metadata region, BAT region (1 MiB multiples), then whole payload blocks: a dynamic
+// image gets one per block holding data, a fixed one all of them.
+Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const MeasureSource& src) const {
+    std::string sub = opts.get("subformat").value_or("dynamic");
+    if (sub != "dynamic" && sub != "fixed")
+        return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
+    VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
+    VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
+    uint64_t size = src.virtual_size;
+    if (size == 0 || size > kMaxVirtualSize)
+        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
+                                                           " must be between 1 byte and 64 TiB");
+    size = *util::align_up(size, 512);
+    if (block_size == 0)
+        block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
+    if (!util::is_pow2(block_size) || block_size < kMinBlockSize || block_size > kMaxBlockSize)
+        return make_error(ErrorCode::invalid_argument,
+                          "block_size " + std::to_string(block_size) + " must be a power of two in 1 MiB..256 MiB");
+    if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
+        return make_error(ErrorCode::invalid_argument, "log_size " + std::to_string(log_size) +
+                                                           " must be a multiple of 1 MiB below 4 GiB");
+    const uint64_t chunk_ratio = (kChunkRatioNumerator * 512) / block_size;
+    const uint64_t data_blocks = util::div_round_up(size, block_size);
+    const uint64_t bat_entries = data_blocks + (data_blocks - 1) / chunk_ratio;
+    const uint64_t data_start = kHeaderSectionSize + log_size + 1 * MiB + *util::align_up(bat_entries * 8, MiB);
+    uint64_t used = 0;
+    if (src.has_image) {
+        VDISK_ASSIGN(used, src.data_units(block_size));
+    }
+    MeasureResult r;
+    r.fully_allocated = data_start + data_blocks * block_size;
+    r.required = sub == "fixed" ? r.fully_allocated : data_start + used * block_size;
+    return r;
 }
 
 Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opts, const OpenContext& ctx) const {

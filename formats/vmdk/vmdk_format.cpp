@@ -378,6 +378,9 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
 
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
+        return measure_vmdk(opts, src);
+    }
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         return create_vmdk(opts, ctx);
     }

@@ -178,6 +178,7 @@ private:
 Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const OpenContext& ctx);
 /// Create a VMDK (every subformat) and return it open read-write.
 Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx);
+Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSource& src);
 /// Consistency check of a device opened by this backend.
 Result<CheckResult> check_vmdk(BlockDevice& dev);
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -116,6 +117,27 @@ struct CheckResult {
     std::vector<std::string> messages;  ///< one line per problem found
 };
 
+/// What `measure` knows about the data a new image will hold (qemu-img measure).
+struct MeasureSource {
+    /// Virtual size of the source, or the --size given (CreateOptions::size is set to it too).
+    uint64_t virtual_size = 0;
+    /// True when there is a source image (false: --size only, nothing to copy).
+    bool has_image = false;
+    /// True when the source format can carry persistent bitmaps (qcow2): qemu-img then reports a bitmaps size.
+    bool source_has_bitmap_support = false;
+    /// Number of `granule`-aligned units of [0, virtual_size) in which the source (through its chain) holds
+    /// data that is not known to read as zeros. `granule` is a power of two. Empty when has_image is false.
+    std::function<Result<uint64_t>(uint64_t granule)> data_units;
+};
+
+/// qemu-img measure's answer: bytes the new image file(s) need for the source's data, and for every block
+/// of the virtual disk allocated.
+struct MeasureResult {
+    uint64_t required = 0;
+    uint64_t fully_allocated = 0;
+    std::optional<uint64_t> bitmaps;  ///< reported only when source and target both support bitmaps
+};
+
 /// A format plug-in. Stateless and const: one instance serves any number of images.
 class Format {
 public:
@@ -139,6 +161,9 @@ public:
                                                         const OpenContext& ctx) const;
     /// Consistency check of an image opened by this format.
     virtual Result<CheckResult> check(BlockDevice& device, RepairMode repair) const;
+    /// Size of the file(s) create + convert would write for `src` with these options (opts.size is set).
+    /// Default: unsupported.
+    virtual Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const;
 };
 
 /// The list of formats, in probing order. No global state: callers own their registry.

@@ -44,6 +44,14 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
                                                   std::string_view name, std::string_view format,
                                                   CreateOptions opts);
 
+/// Check -o names against the format's create option table: invalid_argument naming the first unknown one.
+Status validate_create_options(const Format& format, const CreateOptions& opts);
+
+/// qemu-img measure: the file size a new `format` image needs to hold `source` (through its chain) converted
+/// with `opts`, or, with no source, an empty image of opts.size bytes. Options are validated as create does.
+Result<MeasureResult> measure(const Registry& registry, std::string_view format, CreateOptions opts,
+                              BlockDevice* source);
+
 /// Allocation status through the whole chain: data and zero extents of the topmost layer that has
 /// them; `depth` is the layer (0 = top) that answered, or the chain length when no layer has the range.
 struct MappedExtent {
