@@ -19,7 +19,8 @@ Result<MeasureResult> measure(const Registry& registry, std::string_view format,
         // One walk of the chain's map per granule; formats ask for one or two granules.
         auto cache = std::make_shared<std::map<uint64_t, uint64_t>>();
         src.data_units = [source, cache](uint64_t granule) -> Result<uint64_t> {
-            if (!util::is_pow2(granule)) return make_error(ErrorCode::invalid_argument, "measure granule not a power of two");
+            if (!util::is_pow2(granule))
+                return make_error(ErrorCode::invalid_argument, "measure granule not a power of two");
             if (auto it = cache->find(granule); it != cache->end()) return it->second;
             const uint64_t size = source->size();
             uint64_t units = 0, next_uncounted = 0;  // units below next_uncounted are counted

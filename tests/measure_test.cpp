@@ -31,7 +31,8 @@ Sources make_sources(const vt::TempDir& t) {
     sh("qemu-img create -q -f qcow2 " + sh_quote(t / "base.qcow2") + " 100M");
     sh("qemu-io -c 'write -P 7 0 3M' -c 'write -z 40M 2M' " + sh_quote(t / "base.qcow2") + " >/dev/null");
     sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + sh_quote(s.overlay));
-    sh("qemu-io -c 'write -P 9 50M 1M' -c 'write -z 0 1M' -c 'write -P 5 99M 1M' " + sh_quote(s.overlay) + " >/dev/null");
+    sh("qemu-io -c 'write -P 9 50M 1M' -c 'write -z 0 1M' -c 'write -P 5 99M 1M' " + sh_quote(s.overlay) +
+       " >/dev/null");
     sh("qemu-img convert -c -O qcow2 " + sh_quote(s.overlay) + " " + sh_quote(s.compressed));
     return s;
 }

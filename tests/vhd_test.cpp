@@ -186,7 +186,27 @@ TEST_CASE("qemu-made images read identically, block status and info") {
         CHECK(vt::read_all(*dev->device) == want);
         auto info = dev->device->info();
         CHECK(info.format == "vpc");
-        CHECK(info.format_specific.is_null());
+        // format-specific: footer and dynamic header fields, checked against qemu-img's geometry and libyal.
+        REQUIRE(info.format_specific.get("data"));
+        const Json& fsd = *info.format_specific.get("data");
+        CHECK(*fsd.get("disk-type")->as_string() == sub);
+        CHECK(*fsd.get("creator-app")->as_string() == "qemu");
+        CHECK(*fsd.get("creator-os")->as_string() == "Wi2k");
+        CHECK(*fsd.get("current-size")->as_uint() == want.size());
+        uint64_t chs = *fsd.get("cylinders")->as_uint() * *fsd.get("heads")->as_uint() *
+                       *fsd.get("sectors-per-track")->as_uint();
+        CHECK(chs * 512 == want.size());  // qemu-img 7.2 sizes its own images by CHS
+        if (vt::have("vhdiinfo")) {
+            auto v = vt::run("vhdiinfo " + img);
+            CHECK(v.output.find("Identifier\t\t: " + *fsd.get("uuid")->as_string()) != std::string::npos);
+        }
+        if (sub == "dynamic") {
+            CHECK(*fsd.get("block-size")->as_uint() == 2 * MiB);
+            CHECK(*fsd.get("allocated-blocks")->as_uint() == 3);
+            CHECK(*fsd.get("bat-entries")->as_uint() == (want.size() + 2 * MiB - 1) / (2 * MiB));
+        } else {
+            CHECK(!fsd.get("block-size"));
+        }
         if (sub == "dynamic") {
             CHECK(info.cluster_size == 2 * MiB);
             // Blocks 0, 1 and 2 are allocated (qemu sets every bitmap bit), block 3 is not.

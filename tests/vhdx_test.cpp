@@ -314,6 +314,19 @@ void write_and_compare(const std::string& opts, uint64_t size,
     // And vdisk reads its own image back.
     auto back = vt::open_host(reg, tmp / "out.vhdx");
     REQUIRE(back.ok());
+    {
+        // format-specific against libyal (its identifier is the data write GUID) and qemu-img's block size.
+        auto inf = back->device->info();
+        REQUIRE(inf.format_specific.get("data"));
+        const Json& d = *inf.format_specific.get("data");
+        CHECK(info.output.find("\"cluster-size\": " + std::to_string(*d.get("block-size")->as_uint())) !=
+              std::string::npos);
+        CHECK(*d.get("allocated-blocks")->as_uint() > 0);
+        if (vt::have("vhdiinfo")) {
+            auto v = vt::run("vhdiinfo " + tmp / "out.vhdx");
+            CHECK(v.output.find("Identifier\t\t: " + *d.get("data-write-guid")->as_string()) != std::string::npos);
+        }
+    }
     auto chk = back->format->check(*back->device, RepairMode::none);
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 0);
@@ -360,7 +373,14 @@ TEST_CASE("create: qemu's block size rule and info") {
         auto i = (*dev)->info();
         CHECK(i.cluster_size == bs);
         CHECK(i.virtual_size == size);
-        CHECK(i.format_specific.is_null());
+        REQUIRE(i.format_specific.get("data"));
+        const Json& d = *i.format_specific.get("data");
+        CHECK(*d.get("block-size")->as_uint() == bs);
+        CHECK(*d.get("logical-sector-size")->as_uint() == 512);
+        CHECK(*d.get("disk-type")->as_string() == "dynamic");
+        CHECK(*d.get("has-parent")->as_bool() == false);
+        CHECK(*d.get("allocated-blocks")->as_uint() == 0);
+        CHECK(*d.get("log-state")->as_string() == "empty");
     }
     MemoryFileSystem fs;
     CreateOptions co;

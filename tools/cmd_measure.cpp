@@ -6,8 +6,9 @@
 namespace vdisk::cli {
 
 int cmd_measure(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2,
-                           {"f:O:o:l:U", {"size=", "output=", "object=", "image-opts", "force-share", "untrusted", "parent="}});
+    auto args = parse_args(
+        argc, argv, 2,
+        {"f:O:o:l:U", {"size=", "output=", "object=", "image-opts", "force-share", "untrusted", "parent="}});
     if (!args) return fail(args.error());
     if (args->has("object")) return fail("measure: --object is not supported (vdisk has no secrets or QOM objects)");
     if (args->has("image-opts")) return fail("measure: --image-opts is not supported; name the image and use -f");
@@ -19,7 +20,8 @@ int cmd_measure(Env& env, int argc, char** argv) {
     if (!kv) return fail(kv.error());
     if (want_help) return print_option_help(env, out_fmt);
     auto size_text = args->get("size");
-    if (size_text && !args->positional.empty()) return fail("measure: --size N cannot be used together with a filename");
+    if (size_text && !args->positional.empty())
+        return fail("measure: --size N cannot be used together with a filename");
     if (!size_text && args->positional.size() != 1)
         return fail("measure: either --size N or one filename must be specified");
 

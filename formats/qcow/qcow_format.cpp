@@ -213,7 +213,8 @@ public:
         if (size < 2) return corrupt("virtual size " + std::to_string(size) + " is too small", 24);
         m.size = util::align_down(size, 512);
         const uint32_t shift = m.cluster_bits + m.l2_bits;
-        if (size > UINT64_MAX - (uint64_t{1} << shift)) return corrupt("virtual size " + hex(size) + " is too large", 24);
+        if (size > UINT64_MAX - (uint64_t{1} << shift))
+            return corrupt("virtual size " + hex(size) + " is too large", 24);
         uint64_t l1_entries = util::div_round_up(size, uint64_t{1} << shift);
         // QEMU reads an L1 table that runs past the end of the file as zeros (unallocated). Only the part
         // inside the file is held, so a 516-byte header claiming 152 TiB costs nothing.

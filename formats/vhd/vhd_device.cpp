@@ -247,6 +247,49 @@ ImageInfo VhdDevice::do_info() const {
     i.virtual_size = size();
     if (meta_.dynamic()) i.cluster_size = meta_.block_size;
     if (meta_.differencing() && !meta_.parent_names.empty()) i.backing_filename = meta_.parent_names.front();
+    // qemu-img prints nothing format-specific for vpc; these are the footer and dynamic header fields that
+    // tell who wrote an image and how (the creator decides qemu's size rule), spelled as qemu-img spells keys.
+    const Footer& f = meta_.footer;
+    auto text4 = [](const char* c) {
+        std::string t(c, 4);
+        for (char& ch : t)
+            if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e) ch = '?';
+        return t;
+    };
+    Json data = Json::object();
+    data.set("disk-type",
+             meta_.type == kTypeFixed ? "fixed" : meta_.type == kTypeDynamic ? "dynamic" : "differencing");
+    data.set("creator-app", text4(f.creator_app));
+    uint32_t cv = f.creator_version.value();
+    data.set("creator-version", std::to_string(cv >> 16) + "." + std::to_string(cv & 0xffff));
+    uint32_t os = f.creator_os.value();
+    char osc[4] = {char(os >> 24), char(os >> 16), char(os >> 8), char(os)};
+    data.set("creator-os", text4(osc));
+    data.set("cylinders", uint64_t{f.cylinders.value()});
+    data.set("heads", uint64_t{f.heads});
+    data.set("sectors-per-track", uint64_t{f.sectors_per_track});
+    data.set("current-size", f.current_size.value());
+    data.set("original-size", f.original_size.value());
+    data.set("timestamp", uint64_t{f.timestamp.value()} + 946684800ull);  // Unix time
+    data.set("uuid", util::uuid_to_string(f.unique_id));
+    data.set("saved-state", f.saved_state != 0);
+    if (meta_.dynamic()) {
+        data.set("block-size", uint64_t{meta_.block_size});
+        data.set("bat-entries", uint64_t{meta_.max_table_entries});
+        uint64_t used = 0;
+        for (uint32_t e : bat_) used += e != kBatUnused;
+        data.set("allocated-blocks", used);
+    }
+    if (meta_.differencing()) {
+        data.set("parent-uuid", util::uuid_to_string(meta_.parent_uuid));
+        Json names = Json::array();
+        for (auto& n : meta_.parent_names) names.push(n);
+        data.set("parent-locators", std::move(names));
+    }
+    Json fs = Json::object();
+    fs.set("type", "vpc");
+    fs.set("data", std::move(data));
+    i.format_specific = std::move(fs);
     return i;
 }
 
