@@ -1,4 +1,5 @@
 // VHD backend: corpus images, qemu-img interop (read, create, write), differencing chains, malformed input.
+#include <algorithm>
 #include <cstring>
 
 #include "support.hpp"
@@ -545,5 +546,65 @@ TEST_CASE("random corruption of metadata never crashes") {
         for (uint64_t off = 0; off + buf.size() <= r->device->size() && off < 8 * MiB; off += MiB)
             (void)r->device->read(off, buf);
         (void)r->format->check(*r->device, RepairMode::none);
+    }
+}
+
+TEST_CASE("resize: dynamic (BAT grows over moved blocks) and fixed (footer moves), grow and shrink") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    for (std::string sub : {"dynamic", "fixed"}) {
+        CAPTURE(sub);
+        std::string img = tmp / ("r-" + sub + ".vhd");
+        REQUIRE(vt::run("qemu-img create -q -f vpc -o subformat=" + sub + " " + img + " 100M").status == 0);
+        auto w = vt::run("qemu-io -f vpc -c 'write -P 0x11 0 3M' -c 'write -P 0x22 99M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        auto before = vt::qemu_read_raw(img, "vpc", tmp.path);
+        uint64_t grown = 0;
+        {
+            auto dev = vt::open_host(reg, img, "vhd", true);
+            REQUIRE(dev.ok());
+            // 1.1 GiB needs 563 BAT entries: more than the one BAT sector qemu-img wrote holds, so the
+            // first blocks move to the end of the file.
+            auto st = dev->device->resize(before.size() + GiB);
+            REQUIRE_MESSAGE(st.ok(), st.error().to_string());
+            grown = dev->device->size();
+            CHECK(grown >= before.size() + GiB);
+            REQUIRE(dev->device->close().ok());
+        }
+        auto after = vt::qemu_read_raw(img, "vpc", tmp.path);
+        REQUIRE(after.size() == grown);
+        CHECK(std::equal(before.begin(), before.end(), after.begin()));
+        CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(before.size()), after.end(),
+                          [](uint8_t b) { return b == 0; }));
+        if (vt::have("vhdiinfo")) {
+            auto v = vt::run("vhdiinfo " + img);
+            CHECK(v.output.find("(" + std::to_string(grown) + " bytes)") != std::string::npos);
+        }
+        // qemu writes past the old end, and vdisk reads that back and checks the image clean.
+        w = vt::run("qemu-io -f vpc -c 'write -P 0x33 1000M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        {
+            auto dev = vt::open_host(reg, img, "vhd");
+            REQUIRE(dev.ok());
+            auto chk = dev->format->check(*dev->device, RepairMode::none);
+            REQUIRE(chk.ok());
+            CHECK(chk->corruptions == 0);
+            std::vector<uint8_t> b(4096);
+            REQUIRE(dev->device->read(1000 * MiB, b).ok());
+            CHECK(b[0] == 0x33);
+            REQUIRE(dev->device->read(0, b).ok());
+            CHECK(b[0] == 0x11);
+        }
+        {
+            auto dev = vt::open_host(reg, img, "vhd", true);
+            REQUIRE(dev.ok());
+            REQUIRE(dev->device->resize(50 * MiB).ok());
+            REQUIRE(dev->device->close().ok());
+        }
+        auto shrunk = vt::qemu_read_raw(img, "vpc", tmp.path);
+        REQUIRE(shrunk.size() >= 50 * MiB);
+        REQUIRE(shrunk.size() < 51 * MiB);
+        CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
     }
 }

@@ -66,6 +66,7 @@ protected:
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_flush() override { return file_->sync(); }
     Status do_close() override;
+    Status do_resize(uint64_t new_size) override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
@@ -229,6 +230,83 @@ Status VhdDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap)
         len -= n;
     }
     return ok();
+}
+
+// Fixed: the footer moves to the new end. Dynamic: the BAT grows in place, blocks in the way of its new
+// entries are first copied to the end of the file; shrinking forgets the blocks past the new end (their
+// space stays in the file, unreferenced). Each step leaves a readable image: a block is referenced from its
+// new place before the BAT grows over its old one, and the headers change last.
+Status VhdDevice::do_resize(uint64_t new_size) {
+    if (cached_block_ != UINT64_MAX) cached_block_ = UINT64_MAX;
+    Footer f = meta_.footer;
+    VDISK_ASSIGN(uint64_t vsize, resize_footer(f, new_size));
+    if (!meta_.dynamic()) {
+        const uint64_t old = size();
+        Footer sealed = f;
+        seal_footer(sealed);
+        VDISK_TRY(file_->write_at(vsize, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
+        if (vsize > old) {
+            std::vector<uint8_t> zeros(kSector, 0);  // the old footer is data now
+            VDISK_TRY(file_->write_at(old, zeros));
+        }
+        VDISK_TRY(file_->resize(vsize + kSector));
+        file_size_ = vsize + kSector;
+        meta_.footer = f;
+        meta_.size = vsize;
+        set_size(vsize);
+        return file_->sync();
+    }
+    const uint64_t entries = util::div_round_up(vsize, meta_.block_size);
+    if (entries > 0xfffffffeull) return make_error(ErrorCode::invalid_argument, "too many blocks for a VHD BAT");
+    const uint64_t bat_end = meta_.bat_offset + *util::align_up(entries * 4, kSector);
+    if (meta_.header_offset >= meta_.bat_offset && meta_.header_offset < bat_end)
+        return make_error(ErrorCode::unsupported, "the dynamic header follows the BAT; it cannot grow in place");
+    const uint64_t span = uint64_t{meta_.bitmap_size} + meta_.block_size;
+    free_ = std::max(free_, bat_end);
+    if (entries > bat_.size()) {
+        // Move blocks that the grown BAT would overwrite.
+        std::vector<uint8_t> buf;
+        for (uint64_t b = 0; b < bat_.size(); ++b) {
+            if (bat_[b] == kBatUnused) continue;
+            uint64_t host = block_host(b);
+            if (host >= bat_end || host + span <= meta_.bat_offset) continue;
+            const uint64_t to = *util::align_up(free_, kSector);
+            if (to / kSector > 0xfffffffeull)
+                return make_error(ErrorCode::limit_exceeded, "block offset " + hex(to) + " does not fit a BAT entry");
+            buf.resize(static_cast<size_t>(span));
+            VDISK_TRY(read_exact(*file_, host, buf, "data block"));
+            VDISK_TRY(file_->write_at(to, buf));
+            uint8_t entry[4];
+            util::store_be<uint32_t>(entry, static_cast<uint32_t>(to / kSector));
+            VDISK_TRY(file_->write_at(meta_.bat_offset + b * 4, entry));
+            bat_[b] = static_cast<uint32_t>(to / kSector);
+            free_ = to + span;
+        }
+        VDISK_TRY(file_->sync());
+    }
+    file_size_ = std::max(file_size_, free_ + kSector);  // the footer follows everything, the grown BAT too
+    bat_.resize(static_cast<size_t>(entries), kBatUnused);
+    {
+        std::vector<uint8_t> raw(static_cast<size_t>(bat_end - meta_.bat_offset), 0xff);
+        for (size_t i = 0; i < bat_.size(); ++i) util::store_be<uint32_t>(&raw[i * 4], bat_[i]);
+        VDISK_TRY(file_->write_at(meta_.bat_offset, raw));
+    }
+    DynamicHeader dh;
+    VDISK_TRY(read_exact(*file_, meta_.header_offset, {reinterpret_cast<uint8_t*>(&dh), sizeof dh}, "dynamic header"));
+    dh.max_table_entries = static_cast<uint32_t>(entries);
+    dh.checksum = 0;
+    dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
+    VDISK_TRY(file_->write_at(meta_.header_offset, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
+    meta_.max_table_entries = static_cast<uint32_t>(entries);
+    meta_.footer = f;
+    meta_.size = vsize;
+    Footer sealed = f;
+    seal_footer(sealed);
+    VDISK_TRY(file_->write_at(0, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
+    VDISK_TRY(file_->write_at(file_size_ - kSector, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
+    set_size(vsize);
+    dirty_ = true;
+    return file_->sync();
 }
 
 Status VhdDevice::do_close() {

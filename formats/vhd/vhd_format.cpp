@@ -435,6 +435,33 @@ public:
 
 }  // namespace
 
+namespace vhd {
+Result<uint64_t> resize_footer(Footer& f, uint64_t new_size) {
+    // Images qemu sizes by current_size (by their creator) keep the exact size; the others are sized by
+    // CHS, so the new size is rounded up to a geometry that holds it, as create does.
+    Footer t = f;
+    t.cylinders = 1;
+    t.heads = 1;
+    t.sectors_per_track = 1;
+    t.current_size = 1024;
+    const bool exact = virtual_size(t) == 1024;
+    if (new_size % kSector)
+        return make_error(ErrorCode::invalid_argument, "VHD sizes are whole sectors; " + std::to_string(new_size) +
+                                                           " is not a multiple of 512");
+    VDISK_ASSIGN(SizePlan plan, plan_size(new_size, false));
+    uint64_t vsize = exact ? new_size : plan.sectors * kSector;
+    if (vsize / kSector > kMaxSectors)
+        return make_error(ErrorCode::invalid_argument, "size " + hex(vsize) + " exceeds the VHD maximum of 2040 GiB");
+    f.current_size = vsize;
+    // libvhdi (and so tools built on it) take the disk size from original_size; qemu from current_size or CHS.
+    f.original_size = vsize;
+    f.cylinders = plan.c;
+    f.heads = plan.h;
+    f.sectors_per_track = plan.s;
+    return virtual_size(f);
+}
+}  // namespace vhd
+
 std::unique_ptr<Format> make_vhd_format() { return std::make_unique<VhdFormat>(); }
 
 }  // namespace vdisk
