@@ -113,6 +113,16 @@ Status BlockDevice::flush() {
     return do_flush();
 }
 
+Status BlockDevice::snapshot_create(const SnapshotInfo&) {
+    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
+}
+Status BlockDevice::snapshot_remove(const std::string&) {
+    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
+}
+Status BlockDevice::snapshot_apply(const std::string&) {
+    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
+}
+
 Status BlockDevice::resize(uint64_t new_size) {
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
     return do_resize(new_size);

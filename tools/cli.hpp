@@ -78,5 +78,6 @@ int cmd_resize(Env&, int argc, char** argv);
 int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
 int cmd_measure(Env&, int argc, char** argv);
+int cmd_snapshot(Env&, int argc, char** argv);
 
 }  // namespace vdisk::cli

@@ -128,6 +128,14 @@ public:
     virtual Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                           uint64_t raw_length);
 
+    /// Internal snapshots (qcow2; default: unsupported). The device must be open read-write on its active
+    /// layer. create: a new snapshot of the current contents named `info.name`, with a fresh id (info.id is
+    /// ignored), its date from `info`. remove/apply: the snapshot whose id, else name, is `id_or_name`
+    /// (not_found otherwise); apply makes its contents (and size) the active ones.
+    virtual Status snapshot_create(const SnapshotInfo& info);
+    virtual Status snapshot_remove(const std::string& id_or_name);
+    virtual Status snapshot_apply(const std::string& id_or_name);
+
 protected:
     BlockDevice(uint64_t size, bool read_only) : size_(size), read_only_(read_only) {}
 

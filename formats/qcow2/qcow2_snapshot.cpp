@@ -1,0 +1,258 @@
+// qcow2 internal snapshots: create, delete and apply (qemu-img snapshot -c/-d/-a).
+//
+// Refcounts follow qcow2's rule: an L2 table is counted once per L1 table pointing at it, a data cluster
+// once per L1 table reaching it. A snapshot's L1 is a copy of the active one, so creating one adds a
+// reference to every L2 table and data cluster the active L1 reaches; deleting one drops the references its
+// own L1 holds. COPIED flags (refcount exactly 1) are then set or cleared on the active tables, which is
+// what qemu-img check verifies and what later writes rely on to copy shared clusters first.
+//
+// Order of writes: new structures (L1 copy, snapshot table) are written and referenced before the header
+// points at them; the old table is freed last. A crash in between leaks clusters (check -r leaks) rather
+// than corrupting data, as with qemu.
+#include <algorithm>
+#include <cstring>
+
+#include "qcow2_internal.hpp"
+#include "util/checked.hpp"
+#include "util/endian.hpp"
+
+namespace vdisk::qcow2 {
+
+Status Qcow2Device::snapshot_preconditions() const {
+    if (read_only()) return make_error(ErrorCode::read_only, "internal snapshots need the image opened read-write");
+    if (snapshot_view_) return make_error(ErrorCode::invalid_argument, "open the active layer to manage snapshots");
+    if (data_file_)
+        return make_error(ErrorCode::unsupported, "images with an external data file cannot have snapshots");
+    if (write_refusal_) return *write_refusal_;
+    return ok();
+}
+
+Result<size_t> Qcow2Device::find_snapshot(const std::string& id_or_name) const {
+    for (size_t i = 0; i < snapshots_.size(); ++i)
+        if (snapshots_[i].info.id == id_or_name) return i;
+    for (size_t i = 0; i < snapshots_.size(); ++i)
+        if (snapshots_[i].info.name == id_or_name) return i;
+    return make_error(ErrorCode::not_found, "snapshot '" + id_or_name + "' not found");
+}
+
+// +1 (or -1) on every L2 table `l1` points at and on every cluster those tables reach.
+Status Qcow2Device::add_tree_refs(const std::vector<uint64_t>& l1, bool increment) {
+    auto adjust = [&](uint64_t cluster) -> Status {
+        if (!increment) return free_clusters(cluster, 1);
+        VDISK_ASSIGN(uint64_t rc, get_refcount(cluster));
+        return set_refcount(cluster, rc + 1);
+    };
+    for (size_t i = 0; i < l1.size(); ++i) {
+        uint64_t l2off = l1[i] & kOffsetMask;
+        if (!l2off) continue;
+        if (!util::is_aligned(l2off, cluster_size_) || !util::range_within(l2off, cluster_size_, file_size_))
+            return corrupt_at("L1 entry " + std::to_string(i) + " points at an invalid L2 table " + hex(l2off), 0);
+        // Copy the table: adjusting refcounts may evict it from the cache.
+        VDISK_ASSIGN(auto* t, l2_table(l2off));
+        std::vector<uint8_t> table = *t;
+        for (uint64_t j = 0; j < l2_entries_; ++j) {
+            uint64_t word = util::load_be<uint64_t>(&table[j * entry_bytes_]);
+            if (word & kFlagCompressed) {
+                auto [first, last] = compressed_span(word & ~(kFlagCompressed | kFlagCopied));
+                for (uint64_t c = first; c <= last; ++c) VDISK_TRY(adjust(c));
+            } else if (uint64_t host = word & kOffsetMask) {
+                VDISK_TRY(adjust(host / cluster_size_));
+            }
+        }
+        VDISK_TRY(adjust(l2off / cluster_size_));
+    }
+    return ok();
+}
+
+// COPIED on exactly the active L1 entries and L2 entries whose cluster has refcount 1.
+Status Qcow2Device::fix_copied_flags() {
+    bool l1_changed = false;
+    for (auto& e : l1_) {
+        uint64_t l2off = e & kOffsetMask;
+        if (!l2off) continue;
+        VDISK_ASSIGN(uint64_t rc, get_refcount(l2off / cluster_size_));
+        uint64_t want = rc == 1 ? (e | kFlagCopied) : (e & ~kFlagCopied);
+        if (want != e) {
+            e = want;
+            l1_changed = true;
+        }
+        VDISK_ASSIGN(auto* t, l2_table(l2off));
+        std::vector<uint8_t> table = *t;
+        bool changed = false;
+        for (uint64_t j = 0; j < l2_entries_; ++j) {
+            uint64_t word = util::load_be<uint64_t>(&table[j * entry_bytes_]);
+            uint64_t host = word & kOffsetMask;
+            if ((word & kFlagCompressed) || !host) continue;
+            VDISK_ASSIGN(uint64_t drc, get_refcount(host / cluster_size_));
+            uint64_t w = drc == 1 ? (word | kFlagCopied) : (word & ~kFlagCopied);
+            if (w != word) {
+                util::store_be<uint64_t>(&table[j * entry_bytes_], w);
+                changed = true;
+            }
+        }
+        if (changed) {
+            // An L2 table shared with a snapshot (rc > 1) only loses flags here; it is never given COPIED
+            // entries, since its data clusters are shared too.
+            VDISK_TRY(file_->write_at(l2off, table));
+            VDISK_ASSIGN(auto* cached, l2_table(l2off));
+            *cached = std::move(table);
+        }
+    }
+    if (l1_changed) VDISK_TRY(write_l1());
+    return ok();
+}
+
+Status Qcow2Device::write_l1() {
+    std::vector<uint8_t> raw(l1_.size() * 8);
+    for (size_t i = 0; i < l1_.size(); ++i) util::store_be<uint64_t>(&raw[i * 8], l1_[i]);
+    if (raw.empty()) return ok();
+    return file_->write_at(l1_offset_, raw);
+}
+
+// Serialise `table` into new clusters, point the header at it, free the old table.
+Status Qcow2Device::write_snapshot_table(std::vector<Snapshot> table) {
+    std::vector<uint8_t> out;
+    for (auto& s : table) {
+        SnapshotHeader sh{};
+        sh.l1_table_offset = s.l1_offset;
+        sh.l1_size = s.l1_size;
+        sh.id_str_size = static_cast<uint16_t>(s.info.id.size());
+        sh.name_size = static_cast<uint16_t>(s.info.name.size());
+        sh.date_sec = static_cast<uint32_t>(s.info.date_sec);
+        sh.date_nsec = static_cast<uint32_t>(s.info.date_nsec);
+        sh.vm_clock_nsec = s.info.vm_clock_nsec;
+        sh.vm_state_size = static_cast<uint32_t>(std::min<uint64_t>(s.info.vm_state_size, UINT32_MAX));
+        sh.extra_data_size = sizeof(SnapshotExtra);
+        SnapshotExtra ex{};
+        ex.vm_state_size_large = s.info.vm_state_size;
+        ex.disk_size = s.disk_size;
+        ex.icount = s.info.icount;
+        size_t at = out.size();
+        size_t len = sizeof sh + sizeof ex + s.info.id.size() + s.info.name.size();
+        out.resize(at + ((len + 7) & ~size_t(7)), 0);
+        std::memcpy(&out[at], &sh, sizeof sh);
+        std::memcpy(&out[at + sizeof sh], &ex, sizeof ex);
+        std::memcpy(&out[at + sizeof sh + sizeof ex], s.info.id.data(), s.info.id.size());
+        std::memcpy(&out[at + sizeof sh + sizeof ex + s.info.id.size()], s.info.name.data(), s.info.name.size());
+    }
+    const uint64_t old_off = h_.snapshots_offset;
+    uint64_t new_off = 0;
+    if (!out.empty()) {
+        uint64_t clusters = util::div_round_up(out.size(), cluster_size_);
+        VDISK_ASSIGN(new_off, alloc_clusters(clusters));
+        out.resize(static_cast<size_t>(clusters * cluster_size_), 0);
+        VDISK_TRY(file_->write_at(new_off, out));
+        file_size_ = std::max(file_size_, new_off + clusters * cluster_size_);
+        VDISK_TRY(file_->sync());
+    }
+    uint8_t hdr[12];
+    util::store_be<uint32_t>(hdr, static_cast<uint32_t>(table.size()));
+    util::store_be<uint64_t>(hdr + 4, new_off);
+    VDISK_TRY(write_header_field(60, hdr));
+    VDISK_TRY(file_->sync());
+    if (old_off && snapshots_table_bytes_) {
+        uint64_t first = old_off / cluster_size_;
+        uint64_t last = (old_off + snapshots_table_bytes_ - 1) / cluster_size_;
+        VDISK_TRY(free_clusters(first, last - first + 1));
+    }
+    h_.nb_snapshots = static_cast<uint32_t>(table.size());
+    h_.snapshots_offset = new_off;
+    snapshots_table_bytes_ = out.empty() ? 0 : out.size();
+    snapshots_ = std::move(table);
+    return ok();
+}
+
+Status Qcow2Device::snapshot_create(const SnapshotInfo& info) {
+    VDISK_TRY(snapshot_preconditions());
+    if (info.name.size() > 65535) return make_error(ErrorCode::invalid_argument, "snapshot name too long");
+    // A fresh id: one past the largest numeric id in use, as qemu does.
+    uint64_t max_id = 0;
+    for (auto& s : snapshots_) {
+        uint64_t v = 0;
+        bool numeric = !s.info.id.empty() && s.info.id.size() < 19;
+        for (char c : s.info.id) {
+            if (c < '0' || c > '9') numeric = false;
+            else v = v * 10 + uint64_t(c - '0');
+        }
+        if (numeric) max_id = std::max(max_id, v);
+    }
+    VDISK_TRY(add_tree_refs(l1_, true));
+    VDISK_TRY(fix_copied_flags());
+    Snapshot s;
+    s.info = info;
+    s.info.id = std::to_string(max_id + 1);
+    s.info.vm_state_size = 0;
+    s.l1_size = static_cast<uint32_t>(l1_.size());
+    s.disk_size = size();
+    if (!l1_.empty()) {
+        uint64_t clusters = util::div_round_up(l1_.size() * 8, cluster_size_);
+        VDISK_ASSIGN(s.l1_offset, alloc_clusters(clusters));
+        std::vector<uint8_t> raw(static_cast<size_t>(clusters * cluster_size_), 0);
+        for (size_t i = 0; i < l1_.size(); ++i) util::store_be<uint64_t>(&raw[i * 8], l1_[i] & ~kFlagCopied);
+        VDISK_TRY(file_->write_at(s.l1_offset, raw));
+        file_size_ = std::max(file_size_, s.l1_offset + clusters * cluster_size_);
+    }
+    auto table = snapshots_;
+    table.push_back(std::move(s));
+    VDISK_TRY(write_snapshot_table(std::move(table)));
+    return file_->sync();
+}
+
+// Read a snapshot's L1 table (validated against the file and the metadata cap).
+static Result<std::vector<uint64_t>> read_l1(File& f, const Snapshot& s, uint64_t cs, uint64_t file_size,
+                                             uint64_t cap) {
+    uint64_t bytes = uint64_t{s.l1_size} * 8;
+    if (bytes > cap) return make_error(ErrorCode::limit_exceeded, "snapshot L1 table exceeds the metadata limit");
+    if (!util::is_aligned(s.l1_offset, cs) || !util::range_within(s.l1_offset, bytes, file_size) ||
+        (bytes && s.l1_offset == 0))
+        return corrupt_at("snapshot '" + s.info.name + "' L1 table at " + hex(s.l1_offset) + " is invalid",
+                          s.entry_offset);
+    std::vector<uint8_t> raw(static_cast<size_t>(bytes));
+    if (!raw.empty()) VDISK_TRY(read_exact(f, s.l1_offset, raw, "snapshot L1 table"));
+    std::vector<uint64_t> l1(s.l1_size);
+    for (size_t i = 0; i < l1.size(); ++i) l1[i] = util::load_be<uint64_t>(&raw[i * 8]);
+    return l1;
+}
+
+Status Qcow2Device::snapshot_remove(const std::string& id_or_name) {
+    VDISK_TRY(snapshot_preconditions());
+    VDISK_ASSIGN(size_t idx, find_snapshot(id_or_name));
+    Snapshot s = snapshots_[idx];
+    VDISK_ASSIGN(auto l1, read_l1(*file_, s, cluster_size_, file_size_, limits_.max_metadata_bytes));
+    auto table = snapshots_;
+    table.erase(table.begin() + static_cast<std::ptrdiff_t>(idx));
+    // Drop the entry first: a crash afterwards only leaks the snapshot's clusters.
+    VDISK_TRY(write_snapshot_table(std::move(table)));
+    VDISK_TRY(add_tree_refs(l1, false));
+    if (s.l1_size)
+        VDISK_TRY(free_clusters(s.l1_offset / cluster_size_, util::div_round_up(uint64_t{s.l1_size} * 8, cluster_size_)));
+    VDISK_TRY(fix_copied_flags());
+    return file_->sync();
+}
+
+Status Qcow2Device::snapshot_apply(const std::string& id_or_name) {
+    VDISK_TRY(snapshot_preconditions());
+    VDISK_ASSIGN(size_t idx, find_snapshot(id_or_name));
+    Snapshot s = snapshots_[idx];
+    VDISK_ASSIGN(auto l1, read_l1(*file_, s, cluster_size_, file_size_, limits_.max_metadata_bytes));
+    if (l1.size() > l1_.size()) VDISK_TRY(grow_l1(l1.size()));
+    // Reference the snapshot's tree first, then switch the active L1 to it, then release the old tree.
+    VDISK_TRY(add_tree_refs(l1, true));
+    std::vector<uint64_t> old = l1_;
+    std::fill(l1_.begin(), l1_.end(), 0);
+    for (size_t i = 0; i < l1.size(); ++i) l1_[i] = l1[i] & ~kFlagCopied;
+    VDISK_TRY(write_l1());
+    VDISK_TRY(file_->sync());
+    VDISK_TRY(add_tree_refs(old, false));
+    if (s.disk_size != size()) {
+        uint8_t b[8];
+        util::store_be<uint64_t>(b, s.disk_size);
+        VDISK_TRY(write_header_field(kOffSize, b));
+        h_.size = s.disk_size;
+        set_size(s.disk_size);
+    }
+    VDISK_TRY(fix_copied_flags());
+    return file_->sync();
+}
+
+}  // namespace vdisk::qcow2
