@@ -79,5 +79,7 @@ int cmd_sample(Env&, int argc, char** argv);
 int cmd_bench(Env&, int argc, char** argv);
 int cmd_measure(Env&, int argc, char** argv);
 int cmd_snapshot(Env&, int argc, char** argv);
+int cmd_rebase(Env&, int argc, char** argv);
+int cmd_commit(Env&, int argc, char** argv);
 
 }  // namespace vdisk::cli

@@ -22,6 +22,8 @@ constexpr Command kCommands[] = {
     {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [--untrusted] IMG1 IMG2"},
     {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] IMG [+|-]SIZE"},
     {"snapshot", vdisk::cli::cmd_snapshot, "snapshot [-f FMT] [-q] [-l | -a NAME | -c NAME | -d NAME] IMG   (qcow2)"},
+    {"rebase", vdisk::cli::cmd_rebase, "rebase [-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] IMG   (qcow2)"},
+    {"commit", vdisk::cli::cmd_commit, "commit [-f FMT] [-b BASE] [-d] [-p] IMG"},
     {"measure", vdisk::cli::cmd_measure,
      "measure [--output=human|json] [-O FMT] [-o k=v,...] [--size N | [-f FMT] [-l snapshot.name=NAME] IMG]"},
     {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},

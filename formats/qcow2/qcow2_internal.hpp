@@ -117,6 +117,8 @@ public:
     Status snapshot_create(const SnapshotInfo& info) override;
     Status snapshot_remove(const std::string& id_or_name) override;
     Status snapshot_apply(const std::string& id_or_name) override;
+    Status set_backing_reference(const std::string& name, const std::string& format,
+                                 BlockDevice* new_backing) override;
     /// After a successful repair: clear the dirty bit (lazy refcounts are exact again) and allow writes.
     Status clear_dirty();
     /// Writable layer whose backing file is named but not (yet) attached: reads of unallocated

@@ -256,3 +256,61 @@ Status Qcow2Device::snapshot_apply(const std::string& id_or_name) {
 }
 
 }  // namespace vdisk::qcow2
+
+namespace vdisk::qcow2 {
+
+// Rewrite cluster 0's tail: the header extensions (all kept but the backing format, which is replaced),
+// the end marker, then the backing file name, and point the header fields at the name. The rewrite stays
+// inside cluster 0, which nothing else uses.
+Status Qcow2Device::set_backing_reference(const std::string& name, const std::string& format, BlockDevice*) {
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
+    VDISK_TRY(refuse_if_needed());
+    if (name.size() > kMaxBackingNameLength) return make_error(ErrorCode::invalid_argument, "backing file name longer than 1023 bytes");
+    if (data_file_ && !name.empty() && (h_.autoclear & kAutoclearDataFileRaw))
+        return make_error(ErrorCode::invalid_argument, "a raw external data file cannot have a backing file");
+    std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
+    VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
+    const uint64_t old_name_off = util::load_be<uint64_t>(&c0[8]);
+    size_t ext_end = old_name_off && old_name_off < c0.size() ? static_cast<size_t>(old_name_off) : c0.size();
+    std::vector<uint8_t> exts;
+    size_t p = h_.header_length;
+    while (p + 8 <= ext_end) {
+        uint32_t type = util::load_be<uint32_t>(&c0[p]);
+        uint32_t len = util::load_be<uint32_t>(&c0[p + 4]);
+        if (type == kExtEnd) break;
+        size_t padded = (size_t(len) + 7) & ~size_t(7);
+        if (padded > ext_end - p - 8) return corrupt_at("header extension " + hex(type) + " runs past the header", p);
+        if (type != kExtBackingFormat) exts.insert(exts.end(), c0.begin() + p, c0.begin() + p + 8 + padded);
+        p += 8 + padded;
+    }
+    std::vector<uint8_t> tail;
+    if (!name.empty() && !format.empty()) {
+        tail.resize(8 + ((format.size() + 7) & ~size_t(7)), 0);
+        util::store_be<uint32_t>(&tail[0], kExtBackingFormat);
+        util::store_be<uint32_t>(&tail[4], static_cast<uint32_t>(format.size()));
+        std::memcpy(&tail[8], format.data(), format.size());
+    }
+    tail.insert(tail.begin(), exts.begin(), exts.end());
+    tail.resize(tail.size() + 8, 0);  // end of extensions
+    const uint64_t name_off = name.empty() ? 0 : h_.header_length + tail.size();
+    tail.insert(tail.end(), name.begin(), name.end());
+    if (h_.header_length + tail.size() > cluster_size_)
+        return make_error(ErrorCode::invalid_argument, "header extensions and backing file name do not fit the header cluster");
+    // Clear what the old extensions and name occupied, then write the new tail and the pointers.
+    size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + util::load_be<uint32_t>(&c0[16])) : p + 8;
+    size_t span = std::max(tail.size(), old_end > h_.header_length ? old_end - h_.header_length : 0);
+    span = std::min<size_t>(span, c0.size() - h_.header_length);
+    tail.resize(std::max(tail.size(), span), 0);
+    VDISK_TRY(file_->write_at(h_.header_length, tail));
+    uint8_t ptr[12];
+    util::store_be<uint64_t>(ptr, name_off);
+    util::store_be<uint32_t>(ptr + 8, static_cast<uint32_t>(name.size()));
+    VDISK_TRY(write_header_field(8, ptr));
+    VDISK_TRY(file_->sync());
+    if (name.empty()) h_.backing_name.reset();
+    else h_.backing_name = name;
+    h_.backing_format = name.empty() ? std::string() : format;
+    return ok();
+}
+
+}  // namespace vdisk::qcow2

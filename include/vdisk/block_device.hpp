@@ -136,6 +136,13 @@ public:
     virtual Status snapshot_remove(const std::string& id_or_name);
     virtual Status snapshot_apply(const std::string& id_or_name);
 
+    /// Rewrite the image's reference to its backing image (rebase): `name` as it is to be stored (empty:
+    /// no backing image), `format` recorded where the format can (may be empty). `new_backing` is the image
+    /// `name` designates, opened, for formats that record its identity (VMDK parentCID); null when `name` is
+    /// empty. Only the reference changes: nothing is attached or copied. Default: unsupported.
+    virtual Status set_backing_reference(const std::string& name, const std::string& format,
+                                         BlockDevice* new_backing);
+
 protected:
     BlockDevice(uint64_t size, bool read_only) : size_(size), read_only_(read_only) {}
 

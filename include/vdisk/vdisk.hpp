@@ -87,6 +87,32 @@ struct ConvertOptions {
 Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
                std::string_view dest_name, const ConvertOptions& options);
 
+/// qemu-img rebase: make `image` refer to `backing` (stored as given, resolved relative to the image; empty:
+/// no backing image). Safe mode (unsafe = false) first copies into the image every range it does not hold
+/// itself where the old chain and the new backing read differently, so its contents do not change; unsafe
+/// mode only rewrites the reference. Formats without backing references: unsupported.
+struct RebaseOptions {
+    std::string backing;
+    std::string backing_format;  ///< recorded, and used to open the new backing (empty: probe)
+    bool unsafe = false;
+    std::string image_format;    ///< empty: probe
+    uint64_t chunk_size = 1u << 20;
+    ProgressFn progress;
+};
+Status rebase(const Registry& registry, FileSystem& fs, std::string_view image, const RebaseOptions& options);
+
+/// qemu-img commit: write what `image` holds (and, with `base` naming a deeper image of the chain, every
+/// layer above it) into `base` (empty: the image's backing image). Unless keep_top, the image is emptied
+/// afterwards where the format can drop clusters (qcow2), so it reads through to the updated base.
+struct CommitOptions {
+    std::string base;          ///< a chain member, by name as stored or as a path relative to the image
+    bool keep_top = false;     ///< -d
+    std::string image_format;  ///< empty: probe
+    uint64_t chunk_size = 1u << 20;
+    ProgressFn progress;
+};
+Status commit(const Registry& registry, FileSystem& fs, std::string_view image, const CommitOptions& options);
+
 /// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
 /// (a size difference counts as a difference at the shorter size, unless the extra part reads zero
 /// and `strict_size` is false).
