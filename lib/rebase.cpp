@@ -66,7 +66,8 @@ Status commit(const Registry& registry, FileSystem& fs, std::string_view image, 
     OpenOptions oo;
     oo.format = options.image_format;
     VDISK_ASSIGN(OpenedImage top, open_image(registry, fs, image, oo));
-    if (!top.device->backing()) return make_error(ErrorCode::invalid_argument, "image has no backing file to commit to");
+    if (!top.device->backing())
+        return make_error(ErrorCode::invalid_argument, "image has no backing file to commit to");
     // Walk the chain, naming each layer as open resolved it.
     std::vector<std::string> names{std::string(image)};
     uint32_t base_depth = 1;
@@ -94,7 +95,8 @@ Status commit(const Registry& registry, FileSystem& fs, std::string_view image, 
             d = d->backing();
             name = next;
         }
-        if (!found) return make_error(ErrorCode::not_found, "'" + options.base + "' is not in the backing chain of the image");
+        if (!found)
+            return make_error(ErrorCode::not_found, "'" + options.base + "' is not in the backing chain of the image");
     }
     BlockDevice* base_ro = top.device.get();
     for (uint32_t i = 0; i < base_depth; ++i) base_ro = base_ro->backing();

@@ -1,5 +1,7 @@
 // vdisk rebase and commit against qemu-img doing the same on a copy of the same chain: contents read by
 // qemu-img, backing references in qemu-img info, qemu-img check on every image written.
+#include <filesystem>
+
 #include "support.hpp"
 
 using vt::run;
@@ -134,4 +136,31 @@ TEST_CASE("rebase and commit: errors name the problem") {
     auto vhd = run(V() + " rebase -u -b lone.qcow2 " + sh_quote(t / "d.vhd"));
     CHECK(vhd.status == 1);
     CHECK(vhd.output.find("not supported") != std::string::npos);
+}
+
+TEST_CASE("dd: qemu-img dd's operands and size rule, output compared with qemu-img dd's") {
+    if (!vt::need_qemu()) return;
+    vt::TempDir t;
+    make_chain(t.path);
+    std::string src = t / "top.qcow2";
+    for (std::string ops : {"bs=64k count=10 skip=2", "bs=1M skip=1", "bs=512 count=3", "bs=1000",
+                            "-O qcow2 bs=1M count=5", "-O vmdk bs=4k skip=3"}) {
+        CAPTURE(ops);
+        std::string fmt = ops.rfind("-O ", 0) == 0 ? ops.substr(3, ops.find(' ', 3) - 3) : "raw";
+        std::filesystem::remove(t / "q.out");
+        std::filesystem::remove(t / "v.out");
+        sh("qemu-img dd " + ops + " if=" + sh_quote(src) + " of=" + sh_quote(t / "q.out"));
+        sh(V() + " dd " + ops + " if=" + sh_quote(src) + " of=" + sh_quote(t / "v.out"));
+        auto cmp = run("qemu-img compare -f " + fmt + " -F " + fmt + " " + sh_quote(t / "q.out") + " " +
+                       sh_quote(t / "v.out"));
+        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+        CHECK(vt::qemu_read_raw(t / "v.out", fmt, t.path).size() == vt::qemu_read_raw(t / "q.out", fmt, t.path).size());
+    }
+    auto far = run(V() + " dd bs=64k skip=5000 if=" + sh_quote(src) + " of=" + sh_quote(t / "f.out"));
+    CHECK(far.status == 1);
+    CHECK(far.output.find("cannot skip") != std::string::npos);
+    CHECK(!std::filesystem::exists(t / "f.out"));
+    auto bad = run(V() + " dd osize=5 if=" + sh_quote(src) + " of=" + sh_quote(t / "g.out"));
+    CHECK(bad.status == 1);
+    CHECK(bad.output.find("unrecognized operand osize") != std::string::npos);
 }

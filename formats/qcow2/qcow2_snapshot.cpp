@@ -225,7 +225,8 @@ Status Qcow2Device::snapshot_remove(const std::string& id_or_name) {
     VDISK_TRY(write_snapshot_table(std::move(table)));
     VDISK_TRY(add_tree_refs(l1, false));
     if (s.l1_size)
-        VDISK_TRY(free_clusters(s.l1_offset / cluster_size_, util::div_round_up(uint64_t{s.l1_size} * 8, cluster_size_)));
+        VDISK_TRY(free_clusters(s.l1_offset / cluster_size_,
+                                util::div_round_up(uint64_t{s.l1_size} * 8, cluster_size_)));
     VDISK_TRY(fix_copied_flags());
     return file_->sync();
 }
@@ -265,7 +266,8 @@ namespace vdisk::qcow2 {
 Status Qcow2Device::set_backing_reference(const std::string& name, const std::string& format, BlockDevice*) {
     if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
     VDISK_TRY(refuse_if_needed());
-    if (name.size() > kMaxBackingNameLength) return make_error(ErrorCode::invalid_argument, "backing file name longer than 1023 bytes");
+    if (name.size() > kMaxBackingNameLength)
+        return make_error(ErrorCode::invalid_argument, "backing file name longer than 1023 bytes");
     if (data_file_ && !name.empty() && (h_.autoclear & kAutoclearDataFileRaw))
         return make_error(ErrorCode::invalid_argument, "a raw external data file cannot have a backing file");
     std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
@@ -295,7 +297,8 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
     const uint64_t name_off = name.empty() ? 0 : h_.header_length + tail.size();
     tail.insert(tail.end(), name.begin(), name.end());
     if (h_.header_length + tail.size() > cluster_size_)
-        return make_error(ErrorCode::invalid_argument, "header extensions and backing file name do not fit the header cluster");
+        return make_error(ErrorCode::invalid_argument,
+                          "header extensions and backing file name do not fit the header cluster");
     // Clear what the old extensions and name occupied, then write the new tail and the pointers.
     size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + util::load_be<uint32_t>(&c0[16])) : p + 8;
     size_t span = std::max(tail.size(), old_end > h_.header_length ? old_end - h_.header_length : 0);

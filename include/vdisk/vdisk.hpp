@@ -113,6 +113,18 @@ struct CommitOptions {
 };
 Status commit(const Registry& registry, FileSystem& fs, std::string_view image, const CommitOptions& options);
 
+/// qemu-img dd: create `output` (format options.output_format, size as qemu-img computes it: the input size,
+/// or count*bs when count is given and smaller, minus skip*bs) and copy input bytes [skip*bs, that size) into
+/// it from offset 0 in blocks of bs. All-zero blocks are not written (the new image reads zeros there).
+struct DdOptions {
+    std::string output_format = "raw";
+    uint64_t block_size = 512;
+    std::optional<uint64_t> count;
+    uint64_t skip = 0;
+};
+Status dd(const Registry& registry, BlockDevice& input, FileSystem& fs, std::string_view output,
+          const DdOptions& options);
+
 /// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
 /// (a size difference counts as a difference at the shorter size, unless the extra part reads zero
 /// and `strict_size` is false).
