@@ -127,6 +127,10 @@ Status BlockDevice::set_backing_reference(const std::string&, const std::string&
     return make_error(ErrorCode::unsupported, "changing the backing file of this image format is not supported");
 }
 
+Status BlockDevice::amend(const std::vector<std::pair<std::string, std::string>>&) {
+    return make_error(ErrorCode::unsupported, "this image format does not support amend");
+}
+
 Status BlockDevice::resize(uint64_t new_size) {
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
     return do_resize(new_size);

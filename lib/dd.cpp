@@ -35,3 +35,19 @@ Status dd(const Registry& registry, BlockDevice& input, FileSystem& fs, std::str
 }
 
 }  // namespace vdisk
+
+namespace vdisk {
+
+Status amend(const Registry& registry, FileSystem& fs, std::string_view image, const std::string& format,
+             const std::vector<std::pair<std::string, std::string>>& options) {
+    OpenOptions oo;
+    oo.read_write = true;
+    oo.format = format;
+    oo.no_backing = true;  // amend changes this layer's header only
+    VDISK_ASSIGN(OpenedImage img, open_image(registry, fs, image, oo));
+    VDISK_TRY(validate_create_options(*img.format, CreateOptions{std::nullopt, options}));
+    VDISK_TRY(img.device->amend(options));
+    return img.device->close();
+}
+
+}  // namespace vdisk

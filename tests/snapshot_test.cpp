@@ -96,3 +96,50 @@ TEST_CASE("snapshot: snapshots qemu-img made are applied and deleted cleanly, an
     CHECK(raw.status == 1);
     CHECK(raw.output.find("no internal snapshots") != std::string::npos);
 }
+
+TEST_CASE("amend: compat 0.10 <-> 1.1 and lazy_refcounts, as qemu-img info reports them") {
+    if (!vt::need_qemu()) return;
+    vt::TempDir t;
+    std::string base = t / "base.qcow2", img = t / "a.qcow2";
+    sh("qemu-img create -q -f qcow2 " + sh_quote(base) + " 8M");
+    sh("qemu-io -c 'write -P 3 0 8M' " + sh_quote(base) + " >/dev/null");
+    sh("qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 " + sh_quote(img));
+    sh("qemu-io -c 'write -P 1 1M 1M' " + sh_quote(img) + " >/dev/null");
+    sh("qemu-img snapshot -c s1 " + sh_quote(img));
+    auto contents = vt::qemu_read_raw(img, "qcow2", t.path);
+    auto info = [&] { return run("qemu-img info " + sh_quote(img)).output; };
+    sh(V() + " amend -o compat=1.1 " + sh_quote(img));
+    clean(img);
+    CHECK(info().find("compat: 1.1") != std::string::npos);
+    CHECK(info().find("backing file: base.qcow2") != std::string::npos);
+    CHECK(info().find("backing file format: qcow2") != std::string::npos);
+    CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == contents);
+    sh(V() + " amend -o lazy_refcounts=on " + sh_quote(img));
+    clean(img);
+    CHECK(info().find("lazy refcounts: true") != std::string::npos);
+    sh(V() + " amend -o lazy_refcounts=off " + sh_quote(img));
+    CHECK(info().find("lazy refcounts: false") != std::string::npos);
+    sh(V() + " amend -o compat=0.10 " + sh_quote(img));
+    clean(img);
+    CHECK(info().find("compat: 0.10") != std::string::npos);
+    CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == contents);
+    CHECK(run("qemu-img snapshot -l " + sh_quote(img)).output.find("s1") != std::string::npos);
+    auto lazy2 = run(V() + " amend -o lazy_refcounts=on " + sh_quote(img));
+    CHECK(lazy2.status == 1);
+    CHECK(lazy2.output.find("Lazy refcounts only supported") != std::string::npos);
+
+    // Zero clusters cannot be expressed in version 2: refused, image unchanged.
+    sh(V() + " amend -o compat=1.1 " + sh_quote(img));
+    sh("qemu-io -c 'write -z 4M 1M' " + sh_quote(img) + " >/dev/null");
+    auto down = run(V() + " amend -o compat=0.10 " + sh_quote(img));
+    CHECK(down.status == 1);
+    CHECK(down.output.find("zero clusters") != std::string::npos);
+    CHECK(info().find("compat: 1.1") != std::string::npos);
+    auto rc = run(V() + " amend -o refcount_bits=8 " + sh_quote(img));
+    CHECK(rc.status == 1);
+    CHECK(rc.output.find("refcount_bits") != std::string::npos);
+    auto cs = run(V() + " amend -o cluster_size=4k " + sh_quote(img));
+    CHECK(cs.status == 1);
+    CHECK(cs.output.find("cluster_size") != std::string::npos);
+    clean(img);
+}

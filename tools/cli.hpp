@@ -82,5 +82,6 @@ int cmd_snapshot(Env&, int argc, char** argv);
 int cmd_rebase(Env&, int argc, char** argv);
 int cmd_commit(Env&, int argc, char** argv);
 int cmd_dd(Env&, int argc, char** argv);
+int cmd_amend(Env&, int argc, char** argv);
 
 }  // namespace vdisk::cli

@@ -25,6 +25,7 @@ constexpr Command kCommands[] = {
     {"rebase", vdisk::cli::cmd_rebase, "rebase [-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] IMG   (qcow2)"},
     {"commit", vdisk::cli::cmd_commit, "commit [-f FMT] [-b BASE] [-d] [-p] IMG"},
     {"dd", vdisk::cli::cmd_dd, "dd [-f FMT] [-O FMT] [bs=SIZE] [count=N] [skip=N] if=INPUT of=OUTPUT"},
+    {"amend", vdisk::cli::cmd_amend, "amend [-f FMT] -o compat=0.10|1.1,lazy_refcounts=on|off IMG   (qcow2)"},
     {"measure", vdisk::cli::cmd_measure,
      "measure [--output=human|json] [-O FMT] [-o k=v,...] [--size N | [-f FMT] [-l snapshot.name=NAME] IMG]"},
     {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},

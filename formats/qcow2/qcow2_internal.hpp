@@ -119,6 +119,8 @@ public:
     Status snapshot_apply(const std::string& id_or_name) override;
     Status set_backing_reference(const std::string& name, const std::string& format,
                                  BlockDevice* new_backing) override;
+    Status amend(const std::vector<std::pair<std::string, std::string>>& options) override;
+    Status rewrite_header(uint32_t version, uint64_t compat);
     /// After a successful repair: clear the dirty bit (lazy refcounts are exact again) and allow writes.
     Status clear_dirty();
     /// Writable layer whose backing file is named but not (yet) attached: reads of unallocated

@@ -317,3 +317,126 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
 }
 
 }  // namespace vdisk::qcow2
+
+namespace vdisk::qcow2 {
+
+// Rebuild cluster 0 for `version` (2: the 72-byte header; 3: the 112-byte one) keeping every header
+// extension (but the feature name table, which version 2 lacks) and the backing file name behind them.
+Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
+    std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
+    VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
+    const uint64_t name_off = util::load_be<uint64_t>(&c0[8]);
+    const uint32_t name_len = util::load_be<uint32_t>(&c0[16]);
+    size_t ext_end = name_off && name_off < c0.size() ? static_cast<size_t>(name_off) : c0.size();
+    std::vector<uint8_t> exts;
+    size_t p = h_.header_length;
+    while (p + 8 <= ext_end) {
+        uint32_t type = util::load_be<uint32_t>(&c0[p]);
+        uint32_t len = util::load_be<uint32_t>(&c0[p + 4]);
+        if (type == kExtEnd) break;
+        size_t padded = (size_t(len) + 7) & ~size_t(7);
+        if (padded > ext_end - p - 8) return corrupt_at("header extension " + hex(type) + " runs past the header", p);
+        if (!(version == 2 && type == kExtFeatureTable))
+            exts.insert(exts.end(), c0.begin() + p, c0.begin() + p + 8 + padded);
+        p += 8 + padded;
+    }
+    std::string name;
+    if (name_off) name.assign(reinterpret_cast<const char*>(&c0[name_off]), name_len);
+    const uint32_t hlen = version == 3 ? kHeaderV3Length : kHeaderV2Length;
+    std::vector<uint8_t> out(c0.begin(), c0.begin() + kHeaderV2Length);
+    out.resize(hlen, 0);
+    util::store_be<uint32_t>(&out[4], version);
+    if (version == 3) {
+        util::store_be<uint64_t>(&out[72], h_.incompat);
+        util::store_be<uint64_t>(&out[80], compat);
+        util::store_be<uint64_t>(&out[88], h_.autoclear);
+        util::store_be<uint32_t>(&out[96], h_.refcount_order);
+        util::store_be<uint32_t>(&out[100], hlen);
+        out[104] = h_.compression;
+    }
+    out.insert(out.end(), exts.begin(), exts.end());
+    out.resize(out.size() + 8, 0);
+    util::store_be<uint64_t>(&out[8], name.empty() ? 0 : out.size());
+    out.insert(out.end(), name.begin(), name.end());
+    if (out.size() > cluster_size_)
+        return make_error(ErrorCode::invalid_argument, "the new header does not fit the header cluster");
+    size_t old_end = name_off ? static_cast<size_t>(name_off + name_len) : p + 8;
+    out.resize(std::min<size_t>(std::max(out.size(), old_end), c0.size()), 0);
+    VDISK_TRY(file_->write_at(0, out));
+    VDISK_TRY(file_->sync());
+    h_.version = version;
+    h_.header_length = hlen;
+    h_.compat = compat;
+    return ok();
+}
+
+Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>& options) {
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
+    VDISK_TRY(refuse_if_needed());
+    CreateOptions opts;
+    opts.values = options;
+    uint32_t version = h_.version;
+    uint64_t compat = h_.compat;
+    for (auto& [k, v] : options) {
+        if (k == "compat") {
+            if (v == "0.10" || v == "v2") version = 2;
+            else if (v == "1.1" || v == "v3") version = 3;
+            else return make_error(ErrorCode::invalid_argument, "compat must be 0.10 or 1.1, not '" + v + "'");
+        } else if (k == "lazy_refcounts") {
+            VDISK_ASSIGN(bool lazy, opts.get_bool("lazy_refcounts", false));
+            compat = lazy ? (compat | kCompatLazyRefcounts) : (compat & ~kCompatLazyRefcounts);
+        } else if (k == "refcount_bits") {
+            VDISK_ASSIGN(uint64_t bits, opts.get_size("refcount_bits", 16));
+            if (bits != (uint64_t{1} << h_.refcount_order))
+                return make_error(ErrorCode::unsupported, "changing refcount_bits is not supported by vdisk amend");
+        } else {
+            return make_error(ErrorCode::unsupported, "amend cannot change option '" + k + "'");
+        }
+    }
+    if (version == 2 && (compat & kCompatLazyRefcounts)) {
+        if (opts.get("lazy_refcounts"))
+            return make_error(ErrorCode::invalid_argument, "Lazy refcounts only supported with compatibility level "
+                                                           "1.1 and above (use compat=1.1 or greater)");
+        compat &= ~kCompatLazyRefcounts;  // a downgrade turns them off, as qemu-img does
+    }
+    if ((h_.incompat & kIncompatDirty) && !(compat & kCompatLazyRefcounts))
+        return make_error(ErrorCode::invalid_argument,
+                          "the image is dirty (lazy refcounts): repair it with check -r all first");
+    if (version == 2 && h_.version == 3) {
+        if (h_.incompat & ~kIncompatDirty)
+            return make_error(ErrorCode::unsupported,
+                              "cannot downgrade: the image uses version 3 features (incompatible bits " +
+                                  hex(h_.incompat) + ")");
+        if (h_.refcount_order != 4)
+            return make_error(ErrorCode::unsupported, "cannot downgrade: compat=0.10 needs refcount_bits=16");
+        if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
+            return make_error(ErrorCode::unsupported, "cannot downgrade an image with persistent bitmaps");
+        // Zero clusters do not exist in version 2; qemu-img writes them out, vdisk refuses.
+        std::vector<std::vector<uint64_t>> tables{l1_};
+        for (auto& s : snapshots_) {
+            std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{s.l1_size} * 8));
+            if (!util::range_within(s.l1_offset, raw.size(), file_size_))
+                return corrupt_at("snapshot L1 table is invalid", s.entry_offset);
+            if (!raw.empty()) VDISK_TRY(read_exact(*file_, s.l1_offset, raw, "snapshot L1 table"));
+            std::vector<uint64_t> l1(s.l1_size);
+            for (size_t i = 0; i < l1.size(); ++i) l1[i] = util::load_be<uint64_t>(&raw[i * 8]);
+            tables.push_back(std::move(l1));
+        }
+        for (auto& l1 : tables)
+            for (uint64_t e : l1) {
+                uint64_t l2off = e & kOffsetMask;
+                if (!l2off) continue;
+                VDISK_ASSIGN(auto* t, l2_table(l2off));
+                for (uint64_t j = 0; j < l2_entries_; ++j) {
+                    uint64_t w = util::load_be<uint64_t>(&(*t)[j * entry_bytes_]);
+                    if (!(w & kFlagCompressed) && (w & kFlagZero))
+                        return make_error(ErrorCode::unsupported, "cannot downgrade: the image has zero clusters, "
+                                                                  "which compat=0.10 cannot express");
+                }
+            }
+    }
+    if (version != h_.version || compat != h_.compat) VDISK_TRY(rewrite_header(version, compat));
+    return ok();
+}
+
+}  // namespace vdisk::qcow2

@@ -143,6 +143,10 @@ public:
     virtual Status set_backing_reference(const std::string& name, const std::string& format,
                                          BlockDevice* new_backing);
 
+    /// qemu-img amend: change creation options of an existing image in place (qcow2: compat,
+    /// lazy_refcounts). Options the format cannot change are an error naming them. Default: unsupported.
+    virtual Status amend(const std::vector<std::pair<std::string, std::string>>& options);
+
 protected:
     BlockDevice(uint64_t size, bool read_only) : size_(size), read_only_(read_only) {}
 

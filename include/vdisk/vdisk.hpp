@@ -125,6 +125,10 @@ struct DdOptions {
 Status dd(const Registry& registry, BlockDevice& input, FileSystem& fs, std::string_view output,
           const DdOptions& options);
 
+/// qemu-img amend: open `image` read-write and change the given -o options in place (BlockDevice::amend).
+Status amend(const Registry& registry, FileSystem& fs, std::string_view image, const std::string& format,
+             const std::vector<std::pair<std::string, std::string>>& options);
+
 /// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
 /// (a size difference counts as a difference at the shorter size, unless the extra part reads zero
 /// and `strict_size` is false).
