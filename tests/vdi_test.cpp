@@ -1053,3 +1053,26 @@ TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slo
         CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
     }
 }
+
+TEST_CASE("create -o uuid: the creation UUID is the one given, as VirtualBox prints it") {
+    auto reg = make_reg();
+    MemoryFileSystem fs;
+    const std::string id = "6a1f3b52-9c0d-4e8f-a1b2-c3d4e5f60718";
+    CreateOptions co;
+    co.size = 4 * MiB;
+    co.values = {{"uuid", id}};
+    auto dev = create_image(reg, fs, "u.vdi", "vdi", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE((*dev)->close().ok());
+    auto img = open_mem(reg, fs, "u.vdi");
+    REQUIRE(img.ok());
+    CHECK(img->device->info().uuid.value_or("") == id);
+    // The header holds it in VirtualBox's (Microsoft GUID) byte layout: first group little-endian.
+    std::vector<uint8_t> head(512);
+    auto f = fs.open("u.vdi", Access::read_only);
+    REQUIRE(f.ok());
+    REQUIRE((*f)->read_at(0, head).ok());
+    CHECK(head[kUuidCreate] == 0x52);
+    CHECK(head[kUuidCreate + 3] == 0x6a);
+    CHECK(head[kUuidCreate + 8] == 0xa1);
+}

@@ -608,3 +608,25 @@ TEST_CASE("resize: dynamic (BAT grows over moved blocks) and fixed (footer moves
         CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
     }
 }
+
+TEST_CASE("create -o uuid: the unique id is the one given (vhdiinfo), info reports it for convert") {
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    const std::string id = "0bb1a73a-2c4a-4f5e-8a1f-f58a6cf97bb1";
+    auto fs = make_posix_file_system();
+    CreateOptions co;
+    co.size = 8 * MiB;
+    co.values = {{"uuid", id}};
+    auto dev = create_image(reg, *fs, tmp / "u.vhd", "vhd", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK((*dev)->info().uuid.value_or("") == id);
+    REQUIRE((*dev)->close().ok());
+    if (vt::have("vhdiinfo")) {
+        auto v = vt::run("vhdiinfo " + tmp / "u.vhd");
+        CHECK(v.output.find("Identifier\t\t: " + id) != std::string::npos);
+    }
+    co.values = {{"uuid", "not-a-uuid"}};
+    auto bad = create_image(reg, *fs, tmp / "b.vhd", "vhd", co);
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::invalid_argument);
+}

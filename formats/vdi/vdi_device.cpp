@@ -457,6 +457,7 @@ ImageInfo VdiDevice::do_info() const {
     data.set("image-type", type_name(meta_.type));
     data.set("version", std::to_string(meta_.version >> 16) + "." + std::to_string(meta_.version & 0xffff));
     data.set("uuid", util::guid_to_string(meta_.uuid_create));
+    i.uuid = util::guid_to_string(meta_.uuid_create);
     data.set("uuid-modify", util::guid_to_string(meta_.uuid_modify));
     if (meta_.is_diff()) {
         data.set("uuid-parent", util::guid_to_string(meta_.uuid_linkage));

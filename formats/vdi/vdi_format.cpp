@@ -163,6 +163,7 @@ Status validate(const Meta& m, uint64_t file_size, const Limits& limits) {
 
 constexpr OptionSpec kOptions[] = {
     {"static", "on: allocate every block at creation (VirtualBox 'fixed'); off (default): dynamic"},
+    {"uuid", "creation UUID (default: random), e.g. to keep a converted disk's VirtualBox identity"},
 };
 
 class VdiFormat final : public Format {
@@ -265,6 +266,8 @@ public:
         m.blocks_allocated = is_static ? m.blocks_in_image : 0;
         util::generate_uuid(m.uuid_create);
         util::generate_uuid(m.uuid_modify);
+        if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, m.uuid_create, true))
+            return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
 
         std::vector<uint8_t> head(static_cast<size_t>(m.offset_bmap), 0);
         auto* pre = reinterpret_cast<PreHeader*>(head.data());

@@ -350,6 +350,7 @@ ImageInfo VhdDevice::do_info() const {
     data.set("original-size", f.original_size.value());
     data.set("timestamp", uint64_t{f.timestamp.value()} + 946684800ull);  // Unix time
     data.set("uuid", util::uuid_to_string(f.unique_id));
+    i.uuid = util::uuid_to_string(f.unique_id);
     data.set("saved-state", f.saved_state != 0);
     if (meta_.dynamic()) {
         data.set("block-size", uint64_t{meta_.block_size});

@@ -242,6 +242,7 @@ Result<SizePlan> plan_size(uint64_t size, bool force) {
 
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
+    {"uuid", "unique id (default: random), e.g. to keep a converted disk's identity"},
     {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
                    "CHS geometry as Virtual PC does"},
     {"azure", "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
@@ -379,6 +380,8 @@ public:
         f.heads = h;
         f.sectors_per_track = s;
         util::generate_uuid(f.unique_id);
+        if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, f.unique_id, false))
+            return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
 
         VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
         Meta m;

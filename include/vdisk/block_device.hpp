@@ -52,6 +52,9 @@ struct ImageInfo {
     std::optional<std::string> backing_filename;  ///< as stored in the image
     std::optional<std::string> backing_format;
     std::vector<SnapshotInfo> snapshots;
+    /// The image's own identity where the format records one (VHD unique id, VDI creation UUID), in the form
+    /// create's `-o uuid=` takes: convert passes it on to keep the identity (--keep-uuid).
+    std::optional<std::string> uuid;
     /// qemu-img's "format-specific": {"type": "qcow2", "data": {...}}; null when there is nothing.
     Json format_specific;
 };
