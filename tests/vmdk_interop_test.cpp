@@ -583,3 +583,44 @@ TEST_CASE("monolithicSparse whose embedded descriptor names its extent \"\" (Fre
     REQUIRE(!bad.ok());
     CHECK(bad.error().code == ErrorCode::corrupt);
 }
+
+TEST_CASE("resize: a monolithicFlat VMDK grows and shrinks (qemu-img and vmdkinfo read it); sparse refused") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "f.vmdk";
+    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=monolithicFlat " + vt::sh_quote(img) + " 100M").status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{0, MiB, 0x11}, {99 * MiB, MiB, 0x22}})).status == 0);
+    auto before = vt::qemu_read_raw(img, "vmdk", tmp.path);
+    {
+        auto dev = vt::open_host(reg, img, "vmdk", true);
+        REQUIRE(dev.ok());
+        auto st = dev->device->resize(100 * MiB + GiB);
+        REQUIRE_MESSAGE(st.ok(), st.error().to_string());
+        REQUIRE(dev->device->close().ok());
+    }
+    auto after = vt::qemu_read_raw(img, "vmdk", tmp.path);
+    REQUIRE(after.size() == 100 * MiB + GiB);
+    CHECK(std::equal(before.begin(), before.end(), after.begin()));
+    CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(before.size()), after.end(),
+                      [](uint8_t b) { return b == 0; }));
+    if (vt::have("vmdkinfo")) {
+        auto v = vt::run("vmdkinfo " + vt::sh_quote(img));
+        CHECK(v.output.find("(" + std::to_string(100 * MiB + GiB) + " bytes)") != std::string::npos);
+    }
+    {
+        auto dev = vt::open_host(reg, img, "vmdk", true);
+        REQUIRE(dev.ok());
+        REQUIRE(dev->device->resize(50 * MiB).ok());
+        REQUIRE(dev->device->close().ok());
+    }
+    auto shrunk = vt::qemu_read_raw(img, "vmdk", tmp.path);
+    REQUIRE(shrunk.size() == 50 * MiB);
+    CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + vt::sh_quote(tmp / "s.vmdk") + " 10M").status == 0);
+    auto sp = vt::open_host(reg, tmp / "s.vmdk", "vmdk", true);
+    REQUIRE(sp.ok());
+    auto st = sp->device->resize(20 * MiB);
+    REQUIRE(!st.ok());
+    CHECK(st.error().code == ErrorCode::unsupported);
+}

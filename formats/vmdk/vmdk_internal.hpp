@@ -129,6 +129,7 @@ protected:
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_flush() override;
     Status do_close() override;
+    Status do_resize(uint64_t new_size) override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
