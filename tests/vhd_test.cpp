@@ -630,3 +630,30 @@ TEST_CASE("create -o uuid: the unique id is the one given (vhdiinfo), info repor
     REQUIRE(!bad.ok());
     CHECK(bad.error().code == ErrorCode::invalid_argument);
 }
+
+TEST_CASE("create preallocation=full: a fixed VHD's data is written (thick), qemu-img reads zeros") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system();
+    for (std::string mode : {"off", "full"}) {
+        CreateOptions co;
+        co.size = 16 * MiB;
+        co.values = {{"subformat", "fixed"}, {"preallocation", mode}};
+        auto dev = create_image(reg, *fs, tmp / (mode + ".vhd"), "vhd", co);
+        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE((*dev)->close().ok());
+        auto blocks = vt::run("stat -c %b " + tmp / (mode + ".vhd"));
+        uint64_t allocated = std::stoull(blocks.output) * 512;
+        if (mode == "full") CHECK(allocated >= 16 * MiB);
+        else CHECK(allocated < 1 * MiB);
+        auto data = vt::qemu_read_raw(tmp / (mode + ".vhd"), "vpc", tmp.path);
+        CHECK(std::all_of(data.begin(), data.end(), [](uint8_t b) { return b == 0; }));
+    }
+    CreateOptions co;
+    co.size = 16 * MiB;
+    co.values = {{"preallocation", "full"}};  // a dynamic VHD has nothing to preallocate
+    auto bad = create_image(reg, *fs, tmp / "d.vhd", "vhd", co);
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::invalid_argument);
+}

@@ -161,8 +161,22 @@ Status validate(const Meta& m, uint64_t file_size, const Limits& limits) {
     return ok();
 }
 
+// preallocation=falloc reserves the range, full writes zeros over it (true thick, as VMware/Hyper-V mean it).
+Status preallocate_range(File& f, uint64_t off, uint64_t len, const std::string& mode) {
+    if (mode == "falloc") return f.allocate(off, len);
+    if (mode != "full") return ok();
+    std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(len, 1u << 20)), 0);
+    for (uint64_t done = 0; done < len;) {
+        auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
+        VDISK_TRY(f.write_at(off + done, std::span<const uint8_t>(zeros.data(), n)));
+        done += n;
+    }
+    return ok();
+}
+
 constexpr OptionSpec kOptions[] = {
     {"static", "on: allocate every block at creation (VirtualBox 'fixed'); off (default): dynamic"},
+    {"preallocation", "static images: falloc (default, reserved) or full (zeros written, true thick)"},
     {"uuid", "creation UUID (default: random), e.g. to keep a converted disk's VirtualBox identity"},
 };
 
@@ -247,6 +261,12 @@ public:
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
+        const std::string prealloc = opts.get("preallocation").value_or("falloc");
+        if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
+            return make_error(ErrorCode::invalid_argument,
+                              "preallocation must be off, falloc or full, not '" + prealloc + "'");
+        if (opts.get("preallocation") && !is_static)
+            return make_error(ErrorCode::invalid_argument, "preallocation needs static=on");
         const uint64_t size = *opts.size;
         const uint64_t bs = kDefaultBlockSize;
         const uint64_t blocks = util::div_round_up(size, bs);
@@ -305,7 +325,7 @@ public:
         if (is_static) {
             file_size = m.offset_data + blocks * bs;
             VDISK_TRY(file->resize(file_size));
-            VDISK_TRY(file->allocate(m.offset_data, blocks * bs));
+            VDISK_TRY(preallocate_range(*file, m.offset_data, blocks * bs, prealloc));
         }
         return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, ParentLink{});
     }

@@ -20,6 +20,19 @@ constexpr uint32_t kDefaultBlockSize = 2u << 20;
 constexpr uint32_t kMaxLocatorBytes = 64u << 10;
 constexpr uint64_t kMiB = 1ull << 20;
 
+// preallocation=falloc reserves the range, full writes zeros over it (true thick, as VMware/Hyper-V mean it).
+Status preallocate_range(File& f, uint64_t off, uint64_t len, const std::string& mode) {
+    if (mode == "falloc") return f.allocate(off, len);
+    if (mode != "full") return ok();
+    std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(len, 1u << 20)), 0);
+    for (uint64_t done = 0; done < len;) {
+        auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
+        VDISK_TRY(f.write_at(off + done, std::span<const uint8_t>(zeros.data(), n)));
+        done += n;
+    }
+    return ok();
+}
+
 bool is_footer(std::span<const uint8_t> b) { return b.size() >= 512 && std::memcmp(b.data(), "conectix", 8) == 0; }
 
 bool footer_checksum_ok(std::span<const uint8_t> b) {
@@ -243,6 +256,7 @@ Result<SizePlan> plan_size(uint64_t size, bool force) {
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
     {"uuid", "unique id (default: random), e.g. to keep a converted disk's identity"},
+    {"preallocation", "fixed images: off (sparse file, default), falloc (reserved) or full (zeros written)"},
     {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
                    "CHS geometry as Virtual PC does"},
     {"azure", "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
@@ -351,6 +365,12 @@ public:
             return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
         VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
         VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
+        const std::string prealloc = opts.get("preallocation").value_or("off");
+        if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
+            return make_error(ErrorCode::invalid_argument,
+                              "preallocation must be off, falloc or full, not '" + prealloc + "'");
+        if (prealloc != "off" && sub != "fixed" && !azure)
+            return make_error(ErrorCode::invalid_argument, "preallocation needs subformat=fixed");
         uint64_t size = *opts.size;
         if (azure) {
             if (opts.get("subformat") && sub != "fixed")
@@ -394,6 +414,7 @@ public:
             m.type = kTypeFixed;
             seal_footer(f);
             VDISK_TRY(file->resize(vsize));
+            VDISK_TRY(preallocate_range(*file, 0, vsize, prealloc));
             VDISK_TRY(file->write_at(vsize, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             file_size = vsize + kSector;
         } else {
