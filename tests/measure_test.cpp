@@ -104,6 +104,7 @@ TEST_CASE("measure: other formats within one unit of what convert writes") {
         {"vdi", "static=on", 0},
         {"vpc", "", 2 * MiB + 512},  // a block and its bitmap
         {"vpc", "subformat=fixed", 0},
+        {"vpc", "block_size=512k", 512 * 1024 + 512},
         {"vhdx", "", 8 * MiB},
         {"vhdx", "subformat=fixed", 0},
         {"vhdx", "block_size=1M,log_size=2M", MiB},

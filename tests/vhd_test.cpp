@@ -657,3 +657,38 @@ TEST_CASE("create preallocation=full: a fixed VHD's data is written (thick), qem
     REQUIRE(!bad.ok());
     CHECK(bad.error().code == ErrorCode::invalid_argument);
 }
+
+TEST_CASE("create block_size: dynamic VHDs with 512 KiB and 16 MiB blocks, written and read by qemu-img") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system();
+    for (std::string bs : {"512k", "16M"}) {
+        CAPTURE(bs);
+        std::string img = tmp / ("b" + bs + ".vhd");
+        CreateOptions co;
+        co.size = 40 * MiB;
+        co.values = {{"block_size", bs}};
+        auto dev = create_image(reg, *fs, img, "vhd", co);
+        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        auto data = vt::pattern(3 * MiB + 4096, 7);
+        REQUIRE((*dev)->write(5 * MiB - 4096, data).ok());
+        REQUIRE((*dev)->close().ok());
+        auto got = vt::qemu_read_raw(img, "vpc", tmp.path);
+        REQUIRE(got.size() >= 40 * MiB);
+        CHECK(std::equal(data.begin(), data.end(), got.begin() + static_cast<std::ptrdiff_t>(5 * MiB - 4096)));
+        auto w = vt::run("qemu-io -f vpc -c 'write -P 0x7e 30M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        auto back = vt::open_host(reg, img, "vhd");
+        REQUIRE(back.ok());
+        CHECK(back->device->info().cluster_size == parse_size(bs).value());
+        CHECK(read_dev(*back->device, 30 * MiB, 4096) == std::vector<uint8_t>(4096, 0x7e));
+        auto chk = back->format->check(*back->device, RepairMode::none);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == 0);
+    }
+    CreateOptions co;
+    co.size = 8 * MiB;
+    co.values = {{"block_size", "3M"}};
+    CHECK(!create_image(reg, *fs, tmp / "bad.vhd", "vhd", co).ok());
+}

@@ -253,8 +253,22 @@ Result<SizePlan> plan_size(uint64_t size, bool force) {
     return p;
 }
 
+// block_size option: a power of two from 512 KiB (Hyper-V's smallest) to 256 MiB; the sector bitmap in
+// front of each block is one bit per sector, in whole sectors.
+Result<uint32_t> block_size_option(const CreateOptions& opts) {
+    VDISK_ASSIGN(uint64_t bs, opts.get_size("block_size", kDefaultBlockSize));
+    if (!util::is_pow2(bs) || bs < (512u << 10) || bs > (256u << 20))
+        return make_error(ErrorCode::invalid_argument,
+                          "block_size must be a power of two from 512k to 256M, not " + std::to_string(bs));
+    return static_cast<uint32_t>(bs);
+}
+uint32_t bitmap_bytes(uint32_t block_size) {
+    return static_cast<uint32_t>(*util::align_up(block_size / kSector / 8, kSector));
+}
+
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
+    {"block_size", "dynamic images: block size, 512k to 256M, power of two (default 2M)"},
     {"uuid", "unique id (default: random), e.g. to keep a converted disk's identity"},
     {"preallocation", "fixed images: off (sparse file, default), falloc (reserved) or full (zeros written)"},
     {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
@@ -348,14 +362,16 @@ public:
             r.required = r.fully_allocated = vsize + kSector;
             return r;
         }
-        const uint64_t blocks = util::div_round_up(vsize, kDefaultBlockSize);
+        VDISK_ASSIGN(uint32_t bsz, block_size_option(opts));
+        const uint64_t bm = bitmap_bytes(bsz);
+        const uint64_t blocks = util::div_round_up(vsize, bsz);
         const uint64_t head = 3 * kSector + *util::align_up(blocks * 4, kSector);
         uint64_t used = 0;
         if (src.has_image) {
-            VDISK_ASSIGN(used, src.data_units(kDefaultBlockSize));
+            VDISK_ASSIGN(used, src.data_units(bsz));
         }
-        r.fully_allocated = head + blocks * (kSector + kDefaultBlockSize) + kSector;
-        r.required = head + used * (kSector + kDefaultBlockSize) + kSector;
+        r.fully_allocated = head + blocks * (bm + bsz) + kSector;
+        r.required = head + used * (bm + bsz) + kSector;
         return r;
     }
 
@@ -421,11 +437,11 @@ public:
             f.disk_type = kTypeDynamic;
             f.data_offset = kSector;
             m.type = kTypeDynamic;
-            m.block_size = kDefaultBlockSize;
-            m.bitmap_size = kSector;
+            VDISK_ASSIGN(m.block_size, block_size_option(opts));
+            m.bitmap_size = bitmap_bytes(m.block_size);
             m.header_offset = kSector;
             m.bat_offset = 3 * kSector;
-            m.max_table_entries = static_cast<uint32_t>(util::div_round_up(vsize, kDefaultBlockSize));
+            m.max_table_entries = static_cast<uint32_t>(util::div_round_up(vsize, m.block_size));
             DynamicHeader dh{};
             std::memcpy(dh.cookie, "cxsparse", 8);
             dh.data_offset = kNoOffset;
