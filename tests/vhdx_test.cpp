@@ -1554,3 +1554,39 @@ TEST_CASE("log wraps within a session: entries straddle the end of the buffer; v
         CHECK(vt::run("qemu-img check -f vhdx " + tmp / "big.vhdx").status == 0);
     }
 }
+
+TEST_CASE("create logical_sector_size=4096 (4Kn): written, read back, vhdiinfo sees 4096-byte sectors") {
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system();
+    std::string img = tmp / "k.vhdx";
+    CreateOptions co;
+    co.size = 64 * MiB;
+    co.values = {{"logical_sector_size", "4096"}};
+    auto dev = create_image(reg, *fs, img, "vhdx", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK((*dev)->write_granularity() == 4096);
+    auto data = vt::pattern(3 * MiB + 5000, 9);
+    REQUIRE((*dev)->write(12345, data).ok());  // unaligned: read-modify-write of 4 KiB sectors
+    REQUIRE((*dev)->close().ok());
+    auto back = vt::open_host(reg, img);
+    REQUIRE(back.ok());
+    auto inf = back->device->info();
+    REQUIRE(inf.format_specific.get("data"));
+    CHECK(*inf.format_specific.get("data")->get("logical-sector-size")->as_uint() == 4096);
+    CHECK(*inf.format_specific.get("data")->get("physical-sector-size")->as_uint() == 4096);
+    std::vector<uint8_t> got(data.size());
+    REQUIRE(back->device->read(12345, got).ok());
+    CHECK(got == data);
+    auto chk = back->format->check(*back->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+    if (vt::have("vhdiinfo")) {
+        auto v = vt::run("vhdiinfo " + img);
+        CHECK(v.output.find("Bytes per sector\t: 4096 bytes") != std::string::npos);
+    }
+    co.size = 64 * MiB + 512;
+    auto bad = create_image(reg, *fs, tmp / "bad.vhdx", "vhdx", co);
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::invalid_argument);
+}
