@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # vdisk vs qemu-img, side by side on the same inputs. Builds a workload once (an ext4 file system with real
 # files, made with mkfs.ext4 -d, no mount needed) in every source format, then for each case runs the two
 # tools alternately RUNS times, each run timed to durable output (command + sync), and prints medians,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # vdisk hash against the pipelines people use today, same inputs, same run: an ext4 file system of GIB GiB
 # filled from a directory of real files (default /usr/share; mkfs.ext4 -d, no mount needed), as raw and as
 # qcow2 (written by qemu-img). Each case runs RUNS times, interleaved, and the median wall time is printed

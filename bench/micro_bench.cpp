@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Micro benchmarks on the memory file system: zero detection, compression, read paths per format,
 // and the convert engine. Run: build/.../bench/vdisk_bench --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>

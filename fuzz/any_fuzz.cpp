@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Probe and open whatever bytes arrive, with every built-in format in play (no -f).
 #include "fuzz_common.hpp"
 #include "fuzz_mutator.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Multi-file sets on the memory file system: the input is split into up to four files named as chains and
 // extents refer to them (base.img, top.img, disk.vmdk, disk-s001.vmdk ...), so references between files,
 // loops and depth limits are exercised. Layout: [u8 count] then per file [u32 little-endian length][bytes].

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared body of the libFuzzer targets: open an image from an in-memory file system and exercise every
 // path a user reaches (info, map, read, compare, check) with bounded work. Any crash, sanitizer report,
 // hang or unbounded allocation is a bug; so is an input that costs far more than its size warrants, which

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checksum-aware mutation: after libFuzzer mutates an input, recompute the checksums that would otherwise
 // make almost every mutant fail at the first structure (VHDX headers and region tables: CRC-32C; VHD footer
 // and dynamic header: one's complement byte sums). One mutant in eight keeps its broken checksums so the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2: header, extensions, snapshot table, L1/L2 walk, compressed clusters, check.
 #include "fuzz_common.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // raw: trivial parser, but the generic block layer (bounds, block_status walk, reads) runs under it.
 #include "fuzz_common.hpp"
 

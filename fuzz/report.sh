@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Longer fuzzing runs with a summary table for the README: each target for SECONDS on its seed corpus
 # (fuzz/smoke.sh builds the seeds), then executions, executions per second, edge coverage (cov), features
 # (ft), corpus size and peak RSS as libFuzzer reports them, plus executions per CPU second (user + system

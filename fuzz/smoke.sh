@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Run one libFuzzer target briefly on a seed corpus of tiny valid images made at run time
 # (by qemu-img and by vdisk itself), plus the shared corpus images of that format when present.
 # usage: fuzz/smoke.sh FUZZ_BINARY FORMAT SECONDS

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdi: pre-header, 0.x/1.x headers, block map, block extra, differencing without parent.
 #include "fuzz_common.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vhd: footer (head or tail), dynamic header, BAT, sector bitmaps, parent locators.
 #include "fuzz_common.hpp"
 #include "fuzz_mutator.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vhdx: headers, log replay (in memory, read-only), region table, metadata, BAT and sector bitmaps.
 //
 // The smallest VHDX is 4 MiB, nearly all zeros (its regions are 1 MiB aligned), and libFuzzer slows down with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vmdk: sparse headers (KDMV, COWD, seSparse), streamOptimized footers and markers, text descriptors.
 // The input is the main file; a descriptor naming "image-flat.vmdk" or "image-s001.vmdk" finds a copy of the
 // same bytes there, so extent parsing is reached from text inputs too.

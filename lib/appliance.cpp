@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // OVF packages as sources: the tar index (ustar, GNU long names, pax path/size records), the OVF descriptor
 // (read with expat: a maintained, fuzzed parser; DOCTYPEs with entity declarations are refused outright so
 // no entity expansion can happen), and a FileSystem that shows the selected disk as one file, whatever

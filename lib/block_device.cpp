@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The generic half of BlockDevice: bounds, read-only state, alignment, backing fall-through.
 #include "vdisk/block_device.hpp"
 
@@ -221,6 +222,24 @@ Status BlockDevice::flush() {
     if (read_only_) return ok();
     ExclusiveGuard g(*this);
     return do_flush();
+}
+
+Status BlockDevice::snapshot_create(const SnapshotInfo&) {
+    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
+}
+Status BlockDevice::snapshot_remove(const std::string&) {
+    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
+}
+Status BlockDevice::snapshot_apply(const std::string&) {
+    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
+}
+
+Status BlockDevice::set_backing_reference(const std::string&, const std::string&, BlockDevice*) {
+    return make_error(ErrorCode::unsupported, "changing the backing file of this image format is not supported");
+}
+
+Status BlockDevice::amend(const std::vector<std::pair<std::string, std::string>>&) {
+    return make_error(ErrorCode::unsupported, "this image format does not support amend");
 }
 
 Status BlockDevice::resize(uint64_t new_size) {

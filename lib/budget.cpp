@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Memory and work accounting per image and per chain.
 #include "vdisk/budget.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Several devices read as one (convert with several sources, as qemu-img concatenates them).
 #include <algorithm>
 

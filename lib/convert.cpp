@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one conversion engine: walk the source's allocation through its chain, copy what holds data,
 // skip what reads as zeros, optionally compress on worker threads, and publish the target safely
 // whatever it is (new file, existing file, link, block device, pipe).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Format defaults, option parsing, OpenContext and the registry's lookup and probing.
 #include "vdisk/format.hpp"
 
@@ -13,6 +14,10 @@ Result<std::unique_ptr<BlockDevice>> Format::create(const CreateOptions&, const 
 
 Result<CheckResult> Format::check(BlockDevice&, RepairMode) const {
     return make_error(ErrorCode::unsupported, "this image format does not support checks");
+}
+
+Result<MeasureResult> Format::measure(const CreateOptions&, const MeasureSource&) const {
+    return make_error(ErrorCode::unsupported, "format '" + std::string(name()) + "' does not support size measurement");
 }
 
 // ---- options -------------------------------------------------------------------------------------

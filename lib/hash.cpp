@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Digests of virtual content: a feeder (convert's writer, or hash_device's extent walk) hands pieces to one
 // hasher thread per algorithm through a small pool of buffers. OpenSSL does the hashing (SHA-NI, AVX2 where
 // the CPU has them); a hand-written digest would be slower and one more thing to get wrong.

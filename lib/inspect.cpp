@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Whole-chain mapping, comparison and the info JSON.
 #include <algorithm>
 #include <cstring>

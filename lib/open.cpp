@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Opening images with their backing chains, and creating images.
 #include <algorithm>
 
@@ -129,20 +130,25 @@ Result<OpenedImage> open_image(const Registry& registry, FileSystem& fs, std::st
     return open_layer(registry, fs, std::string(name), options, options.format, 0, options.read_write, chain);
 }
 
-Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs, std::string_view name,
-                                                  std::string_view format, CreateOptions opts) {
-    VDISK_ASSIGN(const Format* fmt, registry.lookup(format));
-    auto table = fmt->create_options();
+Status validate_create_options(const Format& fmt, const CreateOptions& opts) {
+    auto table = fmt.create_options();
     for (const auto& kv : opts.values) {
         const std::string& k = kv.first;
         bool known = std::any_of(table.begin(), table.end(), [&](const OptionSpec& s) { return s.name == k; });
         if (!known) {
             std::string names;
             for (auto& s : table) names += (names.empty() ? "" : ", ") + std::string(s.name);
-            return make_error(ErrorCode::invalid_argument, std::string(fmt->name()) + " does not support option '" + k +
+            return make_error(ErrorCode::invalid_argument, std::string(fmt.name()) + " does not support option '" + k +
                                                                "' (supported: " + (names.empty() ? "none" : names) + ")");
         }
     }
+    return ok();
+}
+
+Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs, std::string_view name,
+                                                  std::string_view format, CreateOptions opts) {
+    VDISK_ASSIGN(const Format* fmt, registry.lookup(format));
+    VDISK_TRY(validate_create_options(*fmt, opts));
     if (!opts.size && !opts.attach_backing)
         return make_error(ErrorCode::invalid_argument, "image size is required when the backing file is not opened");
     if (!opts.size) {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Library-internal entry points of lib/open.cpp.
 #pragma once
 

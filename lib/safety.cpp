@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The untrusted-image safety report.
 #include <algorithm>
 #include <vector>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // convert_stream: raw, streamOptimized VMDK and fixed VHD read front to back from a pipe (see stream.hpp).
 #include <unistd.h>
 

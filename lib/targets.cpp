@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Platform import rules, lint, and GCE's disk.raw-in-a-tar.gz container (see targets.hpp).
 #include "vdisk/targets.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Escaping image-supplied text for terminals and JSON.
 #include "vdisk/text.hpp"
 

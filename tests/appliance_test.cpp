@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // OVF packages as sources: OVAs built here with tar (ustar, gnu and pax formats), an OVF descriptor and
 // streamOptimized VMDKs written by vdisk and qemu-img, stored plain, gzip'd and chunked; results checked with
 // qemu-img compare, and hostile descriptors/archives refused with exact error kinds.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // convert --target and lint --target: each platform's output checked with qemu-img (format, subformat,
 // content) and by lint itself; lint's findings on images each platform refuses, with exact rules and exit codes.
 #include <filesystem>

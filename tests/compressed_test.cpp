@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Compressed images in and out: qcow2 zlib and zstd clusters, streamOptimized VMDK grains. Everything vdisk
 // writes must decode with qemu-img (compare + check; qemu inflates qcow2 zlib clusters with a 4 KiB window),
 // everything qemu-img writes must convert back bit for bit, the map-first contract (map_stored +

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The convert engine as a library sees it: cancellation (flag, progress callback, exceptions) at every
 // point leaves no temporary file and the old target untouched; --salvage against qemu-img's on the same
 // unreadable sector; several sources; existing targets and backing files on the memory file system.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Nothing lost: every source format qemu-img writes, converted by vdisk into every format and subformat
 // vdisk writes, must be identical under `qemu-img compare` and pass `qemu-img check` where qemu-img has one.
 #include <cstring>

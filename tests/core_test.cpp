@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Core library: errors, JSON, names, memory/staging file systems, the generic BlockDevice layer.
 #include <cstring>
 

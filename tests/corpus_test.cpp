@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Every real image of the shared corpus, read through the full library (all formats, probing), checked
 // against the SHA-256 that qemu-img 7.2's reading recorded in manifest.json; and converted to qcow2 and
 // back by the tool, checked with qemu-img compare.

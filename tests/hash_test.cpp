@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk hash / convert --hash / HashSink: digests of the virtual content must equal those of qemu-img's raw
 // reading (qemu-img convert -O raw, then sha256sum/sha1sum/md5sum), on every format, through chains, and
 // against the shared corpus' recorded whole-image SHA-256.

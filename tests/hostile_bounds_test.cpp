@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hostile images, round two: small files that ask for gigabytes or minutes. Each image is built here
 // (nothing stored), and each case asserts both the outcome (a bounded result or limit_exceeded/corrupt)
 // and what it cost: the image's own memory budget and work counter, or the peak RSS of a tool run.

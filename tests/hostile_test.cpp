@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hostile-image regression suite across every format, through the tool as a user runs it. Each malformed
 // image is generated here from a valid qemu-img image (truncations at structure boundaries, zero / huge /
 // all-ones fields, scrambled metadata), plus the hostile images of the shared corpus, loops and over-deep

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install the built library (headers, libvdisk.so.0 + libvdisk.a, CMake package, pkg-config files) into a
 # temporary prefix, then build consumers against it and run them on an image: the README's C++ example with
 # find_package(vdisk) linked shared and static, the same with pkg-config, and the C example with pkg-config

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 check: the numbers `qemu-img check --output=json` reports, leaks and their repair, corruptions.
 #include <cstring>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 malformed images: valid images made by qemu-img, patched in memory, opened from a memory file
 // system. Each case asserts the exact error code; none may crash, hang or allocate without bound.
 #include <cstring>

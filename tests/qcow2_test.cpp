@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 reading: byte-exact against qemu-img's reading, block status, info, corpus images.
 #include <algorithm>
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 writing: everything vdisk writes must pass `qemu-img check` and compare equal to a reference.
 #include <cstring>
 #include <random>

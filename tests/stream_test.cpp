@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // convert from stdin: raw, streamOptimized VMDK and fixed VHD read in one forward pass from a pipe, checked
 // with qemu-img compare; formats that need random access refused before stdin is read; memory bounded.
 #include <filesystem>

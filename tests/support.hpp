@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared helpers for the test suites: temporary directories, running qemu-img, the shared corpus,
 // SHA-256 of device contents.
 #pragma once

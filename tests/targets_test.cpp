@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // convert into what admins point it at — block devices (loop devices), symbolic links, existing files with
 // their owners, modes and links, pipes — and every qemu-img convert flag, each against qemu-img on the same
 // input.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The vdisk tool against qemu-img on raw images: info, map, convert, create, compare, check, resize, errors.
 #include <filesystem>
 

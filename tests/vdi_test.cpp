@@ -1,4 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
 // VDI backend: corpus images, qemu interop (read, create, write, check), differencing, malformed input.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -1007,4 +1009,71 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         CHECK(loop.error().code == ErrorCode::corrupt);
         CHECK(loop.error().message.find("loop") != std::string::npos);
     }
+}
+
+TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slots; qemu-img reads and checks") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    for (std::string st : {"off", "on"}) {
+        CAPTURE(st);
+        std::string img = tmp / ("r-" + st + ".vdi");
+        REQUIRE(vt::run("qemu-img create -q -f vdi -o static=" + st + " " + img + " 100M").status == 0);
+        auto w = vt::run("qemu-io -f vdi -c 'write -P 0x11 0 3M' -c 'write -P 0x22 99M 1M' -c 'write -P 0x44 40M 1M' " +
+                         img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        auto before = vt::qemu_read_raw(img, "vdi", tmp.path);
+        {
+            auto dev = vt::open_host(reg, img, "vdi", true);
+            REQUIRE(dev.ok());
+            // 1124 blocks need 4.4 KiB of map: more than the 4 KiB before the data area, so slot 0 moves.
+            auto s = dev->device->resize(100 * MiB + GiB);
+            REQUIRE_MESSAGE(s.ok(), s.error().to_string());
+            REQUIRE(dev->device->close().ok());
+        }
+        auto chk = vt::run("qemu-img check -f vdi " + img);
+        CHECK_MESSAGE(chk.status == 0, chk.output);
+        auto after = vt::qemu_read_raw(img, "vdi", tmp.path);
+        REQUIRE(after.size() == 100 * MiB + GiB);
+        CHECK(std::equal(before.begin(), before.end(), after.begin()));
+        CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(before.size()), after.end(),
+                          [](uint8_t b) { return b == 0; }));
+        w = vt::run("qemu-io -f vdi -c 'write -P 0x33 1000M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        {
+            auto dev = vt::open_host(reg, img, "vdi", true);
+            REQUIRE(dev.ok());
+            CHECK(read_dev(*dev->device, 1000 * MiB, 512)[0] == 0x33);
+            REQUIRE(dev->device->resize(50 * MiB).ok());
+            REQUIRE(dev->device->close().ok());
+        }
+        chk = vt::run("qemu-img check -f vdi " + img);
+        CHECK_MESSAGE(chk.status == 0, chk.output);
+        auto shrunk = vt::qemu_read_raw(img, "vdi", tmp.path);
+        REQUIRE(shrunk.size() == 50 * MiB);
+        CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
+    }
+}
+
+TEST_CASE("create -o uuid: the creation UUID is the one given, as VirtualBox prints it") {
+    auto reg = make_reg();
+    MemoryFileSystem fs;
+    const std::string id = "6a1f3b52-9c0d-4e8f-a1b2-c3d4e5f60718";
+    CreateOptions co;
+    co.size = 4 * MiB;
+    co.values = {{"uuid", id}};
+    auto dev = create_image(reg, fs, "u.vdi", "vdi", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE((*dev)->close().ok());
+    auto img = open_mem(reg, fs, "u.vdi");
+    REQUIRE(img.ok());
+    CHECK(img->device->info().uuid.value_or("") == id);
+    // The header holds it in VirtualBox's (Microsoft GUID) byte layout: first group little-endian.
+    std::vector<uint8_t> head(512);
+    auto f = fs.open("u.vdi", Access::read_only);
+    REQUIRE(f.ok());
+    REQUIRE((*f)->read_at(0, head).ok());
+    CHECK(head[kUuidCreate] == 0x52);
+    CHECK(head[kUuidCreate + 3] == 0x6a);
+    CHECK(head[kUuidCreate + 8] == 0xa1);
 }

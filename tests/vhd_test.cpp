@@ -1,4 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHD backend: corpus images, qemu-img interop (read, create, write), differencing chains, malformed input.
+#include <algorithm>
 #include <cstring>
 
 #include "support.hpp"
@@ -186,7 +188,27 @@ TEST_CASE("qemu-made images read identically, block status and info") {
         CHECK(vt::read_all(*dev->device) == want);
         auto info = dev->device->info();
         CHECK(info.format == "vpc");
-        CHECK(info.format_specific.is_null());
+        // format-specific: footer and dynamic header fields, checked against qemu-img's geometry and libyal.
+        REQUIRE(info.format_specific.get("data"));
+        const Json& fsd = *info.format_specific.get("data");
+        CHECK(*fsd.get("disk-type")->as_string() == sub);
+        CHECK(*fsd.get("creator-app")->as_string() == "qemu");
+        CHECK(*fsd.get("creator-os")->as_string() == "Wi2k");
+        CHECK(*fsd.get("current-size")->as_uint() == want.size());
+        uint64_t chs = *fsd.get("cylinders")->as_uint() * *fsd.get("heads")->as_uint() *
+                       *fsd.get("sectors-per-track")->as_uint();
+        CHECK(chs * 512 == want.size());  // qemu-img 7.2 sizes its own images by CHS
+        if (vt::have("vhdiinfo")) {
+            auto v = vt::run("vhdiinfo " + img);
+            CHECK(v.output.find("Identifier\t\t: " + *fsd.get("uuid")->as_string()) != std::string::npos);
+        }
+        if (sub == "dynamic") {
+            CHECK(*fsd.get("block-size")->as_uint() == 2 * MiB);
+            CHECK(*fsd.get("allocated-blocks")->as_uint() == 3);
+            CHECK(*fsd.get("bat-entries")->as_uint() == (want.size() + 2 * MiB - 1) / (2 * MiB));
+        } else {
+            CHECK(!fsd.get("block-size"));
+        }
         if (sub == "dynamic") {
             CHECK(info.cluster_size == 2 * MiB);
             // Blocks 0, 1 and 2 are allocated (qemu sets every bitmap bit), block 3 is not.
@@ -526,4 +548,148 @@ TEST_CASE("random corruption of metadata never crashes") {
             (void)r->device->read(off, buf);
         (void)r->format->check(*r->device, RepairMode::none);
     }
+}
+
+TEST_CASE("resize: dynamic (BAT grows over moved blocks) and fixed (footer moves), grow and shrink") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    for (std::string sub : {"dynamic", "fixed"}) {
+        CAPTURE(sub);
+        std::string img = tmp / ("r-" + sub + ".vhd");
+        REQUIRE(vt::run("qemu-img create -q -f vpc -o subformat=" + sub + " " + img + " 100M").status == 0);
+        auto w = vt::run("qemu-io -f vpc -c 'write -P 0x11 0 3M' -c 'write -P 0x22 99M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        auto before = vt::qemu_read_raw(img, "vpc", tmp.path);
+        uint64_t grown = 0;
+        {
+            auto dev = vt::open_host(reg, img, "vhd", true);
+            REQUIRE(dev.ok());
+            // 1.1 GiB needs 563 BAT entries: more than the one BAT sector qemu-img wrote holds, so the
+            // first blocks move to the end of the file.
+            auto st = dev->device->resize(before.size() + GiB);
+            REQUIRE_MESSAGE(st.ok(), st.error().to_string());
+            grown = dev->device->size();
+            CHECK(grown >= before.size() + GiB);
+            REQUIRE(dev->device->close().ok());
+        }
+        auto after = vt::qemu_read_raw(img, "vpc", tmp.path);
+        REQUIRE(after.size() == grown);
+        CHECK(std::equal(before.begin(), before.end(), after.begin()));
+        CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(before.size()), after.end(),
+                          [](uint8_t b) { return b == 0; }));
+        if (vt::have("vhdiinfo")) {
+            auto v = vt::run("vhdiinfo " + img);
+            CHECK(v.output.find("(" + std::to_string(grown) + " bytes)") != std::string::npos);
+        }
+        // qemu writes past the old end, and vdisk reads that back and checks the image clean.
+        w = vt::run("qemu-io -f vpc -c 'write -P 0x33 1000M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        {
+            auto dev = vt::open_host(reg, img, "vhd");
+            REQUIRE(dev.ok());
+            auto chk = dev->format->check(*dev->device, RepairMode::none);
+            REQUIRE(chk.ok());
+            CHECK(chk->corruptions == 0);
+            std::vector<uint8_t> b(4096);
+            REQUIRE(dev->device->read(1000 * MiB, b).ok());
+            CHECK(b[0] == 0x33);
+            REQUIRE(dev->device->read(0, b).ok());
+            CHECK(b[0] == 0x11);
+        }
+        {
+            auto dev = vt::open_host(reg, img, "vhd", true);
+            REQUIRE(dev.ok());
+            REQUIRE(dev->device->resize(50 * MiB).ok());
+            REQUIRE(dev->device->close().ok());
+        }
+        auto shrunk = vt::qemu_read_raw(img, "vpc", tmp.path);
+        REQUIRE(shrunk.size() >= 50 * MiB);
+        REQUIRE(shrunk.size() < 51 * MiB);
+        CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
+    }
+}
+
+TEST_CASE("create -o uuid: the unique id is the one given (vhdiinfo), info reports it for convert") {
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    const std::string id = "0bb1a73a-2c4a-4f5e-8a1f-f58a6cf97bb1";
+    auto fs = make_posix_file_system();
+    CreateOptions co;
+    co.size = 8 * MiB;
+    co.values = {{"uuid", id}};
+    auto dev = create_image(reg, *fs, tmp / "u.vhd", "vhd", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK((*dev)->info().uuid.value_or("") == id);
+    REQUIRE((*dev)->close().ok());
+    if (vt::have("vhdiinfo")) {
+        auto v = vt::run("vhdiinfo " + tmp / "u.vhd");
+        CHECK(v.output.find("Identifier\t\t: " + id) != std::string::npos);
+    }
+    co.values = {{"uuid", "not-a-uuid"}};
+    auto bad = create_image(reg, *fs, tmp / "b.vhd", "vhd", co);
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::invalid_argument);
+}
+
+TEST_CASE("create preallocation=full: a fixed VHD's data is written (thick), qemu-img reads zeros") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system();
+    for (std::string mode : {"off", "full"}) {
+        CreateOptions co;
+        co.size = 16 * MiB;
+        co.values = {{"subformat", "fixed"}, {"preallocation", mode}};
+        auto dev = create_image(reg, *fs, tmp / (mode + ".vhd"), "vhd", co);
+        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE((*dev)->close().ok());
+        auto blocks = vt::run("stat -c %b " + tmp / (mode + ".vhd"));
+        uint64_t allocated = std::stoull(blocks.output) * 512;
+        if (mode == "full") CHECK(allocated >= 16 * MiB);
+        else CHECK(allocated < 1 * MiB);
+        auto data = vt::qemu_read_raw(tmp / (mode + ".vhd"), "vpc", tmp.path);
+        CHECK(std::all_of(data.begin(), data.end(), [](uint8_t b) { return b == 0; }));
+    }
+    CreateOptions co;
+    co.size = 16 * MiB;
+    co.values = {{"preallocation", "full"}};  // a dynamic VHD has nothing to preallocate
+    auto bad = create_image(reg, *fs, tmp / "d.vhd", "vhd", co);
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::invalid_argument);
+}
+
+TEST_CASE("create block_size: dynamic VHDs with 512 KiB and 16 MiB blocks, written and read by qemu-img") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system();
+    for (std::string bs : {"512k", "16M"}) {
+        CAPTURE(bs);
+        std::string img = tmp / ("b" + bs + ".vhd");
+        CreateOptions co;
+        co.size = 40 * MiB;
+        co.values = {{"block_size", bs}};
+        auto dev = create_image(reg, *fs, img, "vhd", co);
+        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        auto data = vt::pattern(3 * MiB + 4096, 7);
+        REQUIRE((*dev)->write(5 * MiB - 4096, data).ok());
+        REQUIRE((*dev)->close().ok());
+        auto got = vt::qemu_read_raw(img, "vpc", tmp.path);
+        REQUIRE(got.size() >= 40 * MiB);
+        CHECK(std::equal(data.begin(), data.end(), got.begin() + static_cast<std::ptrdiff_t>(5 * MiB - 4096)));
+        auto w = vt::run("qemu-io -f vpc -c 'write -P 0x7e 30M 1M' " + img);
+        REQUIRE_MESSAGE(w.status == 0, w.output);
+        auto back = vt::open_host(reg, img, "vhd");
+        REQUIRE(back.ok());
+        CHECK(back->device->info().cluster_size == parse_size(bs).value());
+        CHECK(read_dev(*back->device, 30 * MiB, 4096) == std::vector<uint8_t>(4096, 0x7e));
+        auto chk = back->format->check(*back->device, RepairMode::none);
+        REQUIRE(chk.ok());
+        CHECK(chk->corruptions == 0);
+    }
+    CreateOptions co;
+    co.size = 8 * MiB;
+    co.values = {{"block_size", "3M"}};
+    CHECK(!create_image(reg, *fs, tmp / "bad.vhd", "vhd", co).ok());
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHDX backend: corpus images, log replay, differencing, create/write against qemu-img, malformed input.
 #include <algorithm>
 #include <cstring>
@@ -314,6 +315,19 @@ void write_and_compare(const std::string& opts, uint64_t size,
     // And vdisk reads its own image back.
     auto back = vt::open_host(reg, tmp / "out.vhdx");
     REQUIRE(back.ok());
+    {
+        // format-specific against libyal (its identifier is the data write GUID) and qemu-img's block size.
+        auto inf = back->device->info();
+        REQUIRE(inf.format_specific.get("data"));
+        const Json& d = *inf.format_specific.get("data");
+        CHECK(info.output.find("\"cluster-size\": " + std::to_string(*d.get("block-size")->as_uint())) !=
+              std::string::npos);
+        CHECK(*d.get("allocated-blocks")->as_uint() > 0);
+        if (vt::have("vhdiinfo")) {
+            auto v = vt::run("vhdiinfo " + tmp / "out.vhdx");
+            CHECK(v.output.find("Identifier\t\t: " + *d.get("data-write-guid")->as_string()) != std::string::npos);
+        }
+    }
     auto chk = back->format->check(*back->device, RepairMode::none);
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 0);
@@ -360,7 +374,14 @@ TEST_CASE("create: qemu's block size rule and info") {
         auto i = (*dev)->info();
         CHECK(i.cluster_size == bs);
         CHECK(i.virtual_size == size);
-        CHECK(i.format_specific.is_null());
+        REQUIRE(i.format_specific.get("data"));
+        const Json& d = *i.format_specific.get("data");
+        CHECK(*d.get("block-size")->as_uint() == bs);
+        CHECK(*d.get("logical-sector-size")->as_uint() == 512);
+        CHECK(*d.get("disk-type")->as_string() == "dynamic");
+        CHECK(*d.get("has-parent")->as_bool() == false);
+        CHECK(*d.get("allocated-blocks")->as_uint() == 0);
+        CHECK(*d.get("log-state")->as_string() == "empty");
     }
     MemoryFileSystem fs;
     CreateOptions co;
@@ -1567,4 +1588,40 @@ TEST_CASE("log: a read-only overlay of 32000 zero descriptors is indexed, not sc
     auto small = open_mem(fs2, f.img, false, o);
     REQUIRE_FALSE(small.ok());
     CHECK(small.error().code == ErrorCode::limit_exceeded);
+}
+
+TEST_CASE("create logical_sector_size=4096 (4Kn): written, read back, vhdiinfo sees 4096-byte sectors") {
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    auto fs = make_posix_file_system();
+    std::string img = tmp / "k.vhdx";
+    CreateOptions co;
+    co.size = 64 * MiB;
+    co.values = {{"logical_sector_size", "4096"}};
+    auto dev = create_image(reg, *fs, img, "vhdx", co);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK((*dev)->write_granularity() == 4096);
+    auto data = vt::pattern(3 * MiB + 5000, 9);
+    REQUIRE((*dev)->write(12345, data).ok());  // unaligned: read-modify-write of 4 KiB sectors
+    REQUIRE((*dev)->close().ok());
+    auto back = vt::open_host(reg, img);
+    REQUIRE(back.ok());
+    auto inf = back->device->info();
+    REQUIRE(inf.format_specific.get("data"));
+    CHECK(*inf.format_specific.get("data")->get("logical-sector-size")->as_uint() == 4096);
+    CHECK(*inf.format_specific.get("data")->get("physical-sector-size")->as_uint() == 4096);
+    std::vector<uint8_t> got(data.size());
+    REQUIRE(back->device->read(12345, got).ok());
+    CHECK(got == data);
+    auto chk = back->format->check(*back->device, RepairMode::none);
+    REQUIRE(chk.ok());
+    CHECK(chk->corruptions == 0);
+    if (vt::have("vhdiinfo")) {
+        auto v = vt::run("vhdiinfo " + img);
+        CHECK(v.output.find("Bytes per sector\t: 4096 bytes") != std::string::npos);
+    }
+    co.size = 64 * MiB + 512;
+    auto bad = create_image(reg, *fs, tmp / "bad.vhdx", "vhdx", co);
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::invalid_argument);
 }

@@ -1,5 +1,7 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK interop with qemu-img: images qemu writes (every subformat) read byte-exact, images vdisk writes pass
 // qemu-img check/compare, backing chains with parentCID checks, info.
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -544,4 +546,82 @@ TEST_CASE("an existing streamOptimized image opened read-write refuses writes an
         REQUIRE(dev->device->close().ok());
     }
     CHECK(vt::read_file(tmp / "s.vmdk") == before);
+}
+
+TEST_CASE("monolithicSparse whose embedded descriptor names its extent \"\" (FreeBSD mkimg) reads as the file") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "freebsd.vmdk";
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + vt::sh_quote(img) + " 16M").status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{MiB, MiB, 0x5a}, {15 * MiB, 4096, 0x6b}})).status == 0);
+    // Rewrite the extent line as mkimg writes it: `RW 32768 SPARSE ""`; the text shifts left and the freed
+    // bytes at the end of the descriptor area become NULs (the descriptor ends at the first NUL).
+    auto bytes = vt::read_file(img);
+    std::string want = "SPARSE \"freebsd.vmdk\"";
+    auto it = std::search(bytes.begin(), bytes.end(), want.begin(), want.end());
+    REQUIRE(it != bytes.end());
+    size_t at = static_cast<size_t>(it - bytes.begin()) + 8, cut = want.size() - 9;
+    auto nul = std::find(bytes.begin() + static_cast<std::ptrdiff_t>(at), bytes.end(), uint8_t{0});
+    size_t end = static_cast<size_t>(nul - bytes.begin());
+    std::copy(bytes.begin() + static_cast<std::ptrdiff_t>(at + cut), bytes.begin() + static_cast<std::ptrdiff_t>(end),
+              bytes.begin() + static_cast<std::ptrdiff_t>(at));
+    std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(end - cut), bytes.begin() + static_cast<std::ptrdiff_t>(end),
+              uint8_t{0});
+    vt::write_file(img, bytes);
+    REQUIRE(vt::run("strings " + vt::sh_quote(img) + " | grep -qx 'RW 32768 SPARSE \"\"'").status == 0);
+    auto dev = vt::open_host(reg, img);
+    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    CHECK(vt::read_all(*dev->device) == vt::qemu_read_raw(img, "vmdk", tmp.path));
+    CHECK(vt::read_all(*dev->device)[MiB] == 0x5a);
+    // In a descriptor file an empty extent name is still an error.
+    vt::write_file(tmp / "d.vmdk", [] {
+        std::string t = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+                        "createType=\"monolithicFlat\"\nRW 2048 FLAT \"\" 0\n";
+        return std::vector<uint8_t>(t.begin(), t.end());
+    }());
+    auto bad = vt::open_host(reg, tmp / "d.vmdk", "vmdk");
+    REQUIRE(!bad.ok());
+    CHECK(bad.error().code == ErrorCode::corrupt);
+}
+
+TEST_CASE("resize: a monolithicFlat VMDK grows and shrinks (qemu-img and vmdkinfo read it); sparse refused") {
+    if (!vt::need_qemu()) return;
+    auto reg = make_reg();
+    vt::TempDir tmp;
+    std::string img = tmp / "f.vmdk";
+    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=monolithicFlat " + vt::sh_quote(img) + " 100M").status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{0, MiB, 0x11}, {99 * MiB, MiB, 0x22}})).status == 0);
+    auto before = vt::qemu_read_raw(img, "vmdk", tmp.path);
+    {
+        auto dev = vt::open_host(reg, img, "vmdk", true);
+        REQUIRE(dev.ok());
+        auto st = dev->device->resize(100 * MiB + GiB);
+        REQUIRE_MESSAGE(st.ok(), st.error().to_string());
+        REQUIRE(dev->device->close().ok());
+    }
+    auto after = vt::qemu_read_raw(img, "vmdk", tmp.path);
+    REQUIRE(after.size() == 100 * MiB + GiB);
+    CHECK(std::equal(before.begin(), before.end(), after.begin()));
+    CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(before.size()), after.end(),
+                      [](uint8_t b) { return b == 0; }));
+    if (vt::have("vmdkinfo")) {
+        auto v = vt::run("vmdkinfo " + vt::sh_quote(img));
+        CHECK(v.output.find("(" + std::to_string(100 * MiB + GiB) + " bytes)") != std::string::npos);
+    }
+    {
+        auto dev = vt::open_host(reg, img, "vmdk", true);
+        REQUIRE(dev.ok());
+        REQUIRE(dev->device->resize(50 * MiB).ok());
+        REQUIRE(dev->device->close().ok());
+    }
+    auto shrunk = vt::qemu_read_raw(img, "vmdk", tmp.path);
+    REQUIRE(shrunk.size() == 50 * MiB);
+    CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));
+    REQUIRE(vt::run("qemu-img create -q -f vmdk " + vt::sh_quote(tmp / "s.vmdk") + " 10M").status == 0);
+    auto sp = vt::open_host(reg, tmp / "s.vmdk", "vmdk", true);
+    REQUIRE(sp.ok());
+    auto st = sp->device->resize(20 * MiB);
+    REQUIRE(!st.ok());
+    CHECK(st.error().code == ErrorCode::unsupported);
 }

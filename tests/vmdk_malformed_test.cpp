@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK hostile input: corpus images that crashed or exhausted other tools, and images patched in memory.
 // Every case asserts the exact ErrorCode; none may crash, hang or allocate without bound.
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK backend: corpus images, qemu-img interop (every subformat both ways), chains, info, check.
 #include <cstring>
 #include <filesystem>

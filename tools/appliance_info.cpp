@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // OVF packages in the CLI: --disk N, and what `info` shows for an .ova/.ovf (its disks, then one disk).
 #include <iostream>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "cli.hpp"
 
 #include <cmath>
@@ -152,6 +153,23 @@ Result<CacheMode> parse_cache_mode(const std::string& mode) {
     else if (mode == "unsafe") m.unsafe = true;
     else if (mode != "writeback") return make_error(ErrorCode::invalid_argument, "Invalid cache option: " + mode);
     return m;
+}
+
+int apply_cache_modes(Env& env, const char* cmd, const Args& a) {
+    auto t = a.get("t"), T = a.get("T");
+    if (t && T && *t != *T)
+        return fail(std::string(cmd) + ": -t " + *t + " and -T " + *T +
+                    " differ; vdisk opens every file of this command with one cache mode");
+    auto name = t ? t : T;
+    if (!name) return 0;
+    auto m = parse_cache_mode(*name);
+    if (!m) return fail(std::string(cmd) + ": " + m.error().message);
+    if (m->unsafe)
+        return fail(std::string(cmd) + ": cache mode 'unsafe' is not supported here (every write is flushed at the end)");
+    env.posix.direct = m->posix.direct;
+    env.posix.write_through = m->posix.write_through;
+    env.fs = make_posix_file_system({}, NamePolicy::any, env.posix);
+    return 0;
 }
 
 std::unique_ptr<FileSystem> file_system_for(const Env& env, const CacheMode& mode) {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared pieces of the vdisk command-line tool: option parsing, opening images, output helpers.
 #pragma once
 
@@ -84,6 +85,11 @@ struct CacheMode {
     bool unsafe = false;  ///< no final sync
 };
 Result<CacheMode> parse_cache_mode(const std::string& mode);
+/// Commands that write one image with a cache mode (-t): env.fs itself opens files that way. A non-empty
+/// `other` (-T, for the files it reads) must name the same mode: one mode applies to every file. Returns
+/// 0, or 1 after printing an error. `unsafe` is refused where the command has no final sync to skip.
+int apply_cache_modes(Env& env, const char* cmd, const Args& a);
+
 /// A POSIX file system for a cache mode (the default mode shares env.fs: returns nullptr).
 std::unique_ptr<FileSystem> file_system_for(const Env& env, const CacheMode& mode);
 
@@ -141,5 +147,11 @@ std::string format_digests(const std::vector<Digest>& digests, std::string_view 
 /// verifies the written file), else the source.
 int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst,
                            const std::string& out_fmt, const std::optional<std::string>& hash_file);
+int cmd_measure(Env&, int argc, char** argv);
+int cmd_snapshot(Env&, int argc, char** argv);
+int cmd_rebase(Env&, int argc, char** argv);
+int cmd_commit(Env&, int argc, char** argv);
+int cmd_dd(Env&, int argc, char** argv);
+int cmd_amend(Env&, int argc, char** argv);
 
 }  // namespace vdisk::cli

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk bench: qemu-img bench's read benchmark (sequential requests of SIZE bytes, STEP apart, wrapping at
 // the end of the disk), through the library's BlockDevice, so the two can be compared on one image.
 #include <chrono>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk check: qemu-img check's output and exit codes (0 clean, 1 check failed, 2 corruptions,
 // 3 leaks, 63 format has no check).
 #include <cstdio>

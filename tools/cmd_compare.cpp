@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk compare: exit 0 identical, 1 different (first differing offset), 2 error — as qemu-img.
 #include <iostream>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk convert: one engine (lib/convert.cpp), qemu-img's options, any target an admin points it at.
 #include <unistd.h>
 

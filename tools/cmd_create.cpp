@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk create: a new image, published atomically.
 #include <iostream>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk hash: digests of an image's virtual content, equal to `qemu-img convert -O raw IMG - | sha256sum`.
 #include <fstream>
 #include <iostream>

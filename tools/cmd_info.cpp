@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk info: qemu-img info's human and JSON output.
 #include <ctime>
 #include <iostream>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk lint --target T IMG: every import rule of a platform the image breaks, with the fixing command.
 // Also convert --target's choice of format and options (lib/targets.cpp holds the rules).
 #include <iostream>

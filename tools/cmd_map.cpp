@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk map: qemu-img map's JSON and human output, merged runs.
 #include <cstdio>
 #include <iostream>

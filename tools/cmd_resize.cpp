@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk resize: grow, or shrink with --shrink, as qemu-img resize.
 #include <cctype>
 #include <iostream>

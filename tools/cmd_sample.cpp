@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk sample: write a raw image with a known, checkable pattern — the quick start's built-in sample.
 // Layout: a boot-sector-like first sector, text, pseudo-random 64 KiB blocks at scattered offsets, a
 // block of zeros inside data, and large holes, so conversions exercise data, zero and unallocated runs.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job on a built-in sample: vdisk writes a small raw image with a known pattern, converts it to
 # VMDK and the VMDK to QCOW2 (the VMware -> KVM path), shows `info`, and verifies the result with its own
 # compare and with qemu-img check / compare.

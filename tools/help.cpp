@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Per-command help: `vdisk COMMAND --help` explains every option the command takes.
 #include <iostream>
 #include <string_view>

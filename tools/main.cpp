@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — convert and inspect virtual disk images, with qemu-img's syntax.
 #include <cstring>
 #include <iostream>
@@ -23,6 +24,13 @@ constexpr Command kCommands[] = {
     {"map", vdisk::cli::cmd_map, "map [-f FMT] [--output=human|json] [-s OFFSET] [-l LENGTH] [--untrusted] IMG"},
     {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-T CACHE] [--untrusted] IMG1 IMG2"},
     {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] [--preallocation=off|falloc|full] [-q] IMG [+|-]SIZE"},
+    {"snapshot", vdisk::cli::cmd_snapshot, "snapshot [-f FMT] [-q] [-l | -a NAME | -c NAME | -d NAME] IMG   (qcow2)"},
+    {"rebase", vdisk::cli::cmd_rebase, "rebase [-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] IMG   (qcow2)"},
+    {"commit", vdisk::cli::cmd_commit, "commit [-f FMT] [-b BASE] [-d] [-p] IMG"},
+    {"dd", vdisk::cli::cmd_dd, "dd [-f FMT] [-O FMT] [bs=SIZE] [count=N] [skip=N] if=INPUT of=OUTPUT"},
+    {"amend", vdisk::cli::cmd_amend, "amend [-f FMT] -o compat=0.10|1.1,lazy_refcounts=on|off IMG   (qcow2)"},
+    {"measure", vdisk::cli::cmd_measure,
+     "measure [--output=human|json] [-O FMT] [-o k=v,...] [--size N | [-f FMT] [-l snapshot.name=NAME] IMG]"},
     {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},
     {"hash", vdisk::cli::cmd_hash, "hash [-f FMT] [--algo sha256|sha1|md5 ...] [--output=human|json] [-p] [--untrusted] IMG"},
     {"lint", vdisk::cli::cmd_lint, "lint --target azure|aws|gce|esxi|hyperv|virtualbox|proxmox [-f FMT] [--output=human|json] IMG"},
@@ -32,7 +40,7 @@ constexpr Command kCommands[] = {
 void usage(std::ostream& os) {
     os << "usage: vdisk [--version] [--help] COMMAND [args]\n\nCommands (qemu-img syntax):\n";
     for (auto& c : kCommands) os << "  vdisk " << c.synopsis << "\n";
-    os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2\n"
+    os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2, and qcow (version 1, read only)\n"
           "Sizes take k, M, G, T suffixes (binary). Errors: one line on stderr, exit status 1.\n"
           "--untrusted (every command): open no file but the one named; never guess raw.\n"
           "--parent FILE: the backing image of IMG/SRC when it records none (VDI differencing) or to override it.\n";

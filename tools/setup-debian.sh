@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install what vdisk needs to build, test, fuzz and benchmark on Debian 12. Idempotent: apt-get runs only
 # when a package is missing. Needs root (or sudo) the first time.
 set -euo pipefail

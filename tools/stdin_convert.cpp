@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // convert with "-" as the source: one forward pass over stdin (lib/stream_convert.cpp).
 #include <sys/stat.h>
 #include <unistd.h>

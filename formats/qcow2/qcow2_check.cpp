@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 consistency check: rebuild every refcount from the metadata (header, L1/L2 tables of the active
 // layer and of each snapshot, snapshot table, refcount structures) and compare with the stored ones.
 // Numbers follow `qemu-img check`: corruptions (stored refcount too low, bad pointers), leaks (stored

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 compressed clusters: raw deflate (window bits -12, as QEMU writes them) or zstd frames.
 // Decompression is bounded to exactly one cluster; trailing bytes of the last sector are ignored.
 #include <zstd.h>

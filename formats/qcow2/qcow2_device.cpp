@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 device: snapshot table and L1 loading, cluster mapping, reads, block status, writes, resize, info.
 #include <algorithm>
 #include <cstring>
@@ -152,6 +153,7 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         snapshots_.push_back(std::move(s));
         pos += (entry + 7) & ~uint64_t(7);
     }
+    snapshots_table_bytes_ = h_.nb_snapshots ? pos - h_.snapshots_offset : 0;
 
     uint64_t l1_off = h_.l1_offset;
     uint32_t l1_size = h_.l1_size;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2: probe, header parsing and validation, open, create.
 #include <algorithm>
 #include <cstring>
@@ -50,7 +51,8 @@ Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits
     if (b.magic.value() != kMagic) return make_error(ErrorCode::invalid_format, "no qcow2 magic");
     Header h;
     h.version = b.version.value();
-    if (h.version == 1) return make_error(ErrorCode::unsupported, "qcow version 1 images are not supported (only qcow2)");
+    if (h.version == 1)
+        return make_error(ErrorCode::unsupported, "this is a qcow version 1 image, not qcow2 (open it as -f qcow)");
     if (h.version != 2 && h.version != 3)
         return make_error(ErrorCode::unsupported, "qcow2 version " + std::to_string(h.version) + " is not supported");
     h.cluster_bits = b.cluster_bits.value();
@@ -245,6 +247,8 @@ public:
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
 
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override;
+
     Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
         auto* q = dynamic_cast<Qcow2Device*>(&device);
         if (!q) return make_error(ErrorCode::invalid_argument, "not a qcow2 device");
@@ -252,6 +256,69 @@ public:
     }
 
 };
+
+// Host clusters of refcount table + blocks needed to count `clusters` clusters plus themselves: iterate to
+// the fixed point (the refcount structures count themselves too).
+uint64_t refcount_metadata_clusters(uint64_t clusters, uint64_t cs, uint32_t refcount_order) {
+    const uint64_t per_block = cs * 8 >> refcount_order, per_table_cluster = cs / 8;
+    uint64_t table = 0, blocks = 0, n = 0, last;
+    do {
+        last = n;
+        blocks = util::div_round_up(clusters + table + blocks, per_block);
+        table = util::div_round_up(blocks, per_table_cluster);
+        n = clusters + blocks + table;
+    } while (n != last);
+    return blocks + table;
+}
+
+// The figures qemu-img 7.2 prints: metadata for a fully allocated image of the (cluster-rounded) size, plus
+// the clusters the source has data in (all of them with a backing file or preallocation=falloc|full).
+Result<MeasureResult> Qcow2Format::measure(const CreateOptions& opts, const MeasureSource& src) const {
+    auto bad = [](std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); };
+    std::string compat = opts.get("compat").value_or("1.1");
+    uint32_t version;
+    if (compat == "0.10" || compat == "v2") version = 2;
+    else if (compat == "1.1" || compat == "v3") version = 3;
+    else return bad("compat must be 0.10 or 1.1, not '" + compat + "'");
+    VDISK_ASSIGN(bool ext_l2, opts.get_bool("extended_l2", false));
+    VDISK_ASSIGN(uint64_t cs, opts.get_size("cluster_size", 65536));
+    if (!util::is_pow2(cs) || cs < 512 || cs > (2u << 20))
+        return bad("cluster_size must be a power of two between 512 and 2M, not " + std::to_string(cs));
+    VDISK_ASSIGN(uint64_t rbits, opts.get_size("refcount_bits", 16));
+    if (!util::is_pow2(rbits) || rbits > 64) return bad("refcount_bits must be a power of two up to 64");
+    if (version == 2 && rbits != 16) return bad("refcount_bits other than 16 need compat=1.1");
+    std::string prealloc = opts.get("preallocation").value_or("off");
+    if (prealloc != "off" && prealloc != "metadata" && prealloc != "falloc" && prealloc != "full")
+        return bad("preallocation must be off, metadata, falloc or full, not '" + prealloc + "'");
+    const uint32_t rorder = static_cast<uint32_t>(__builtin_ctzll(rbits));
+    const uint64_t l2e = ext_l2 ? 16 : 8;
+    auto vs = util::align_up(src.virtual_size, cs);
+    if (!vs) return bad("virtual size " + std::to_string(src.virtual_size) + " is too large");
+    const uint64_t vsize = *vs;
+    uint64_t l2_tables = util::div_round_up(vsize / cs, cs / l2e);
+    if (l2_tables * 8 > (32u << 20)) return bad("The image size is too large (try using a larger cluster size)");
+    uint64_t data = 0;
+    if (src.has_image) {
+        if (opts.get("backing_file")) {
+            data = vsize;  // nothing is known about what the backing file shares with the source
+        } else {
+            VDISK_ASSIGN(uint64_t units, src.data_units(cs));
+            data = units * cs;
+        }
+    }
+    if (prealloc == "full" || prealloc == "falloc") data = vsize;
+    // Header cluster, L2 tables for every cluster, the L1 table in whole clusters, then refcounts for it all.
+    uint64_t nl2e = util::div_round_up(vsize / cs, cs / l2e) * (cs / l2e);
+    uint64_t meta = cs + nl2e * l2e;
+    uint64_t nl1e = util::div_round_up(nl2e * l2e / cs, cs / 8) * (cs / 8);
+    meta += nl1e * 8;
+    meta += refcount_metadata_clusters((meta + vsize) / cs, cs, rorder) * cs;
+    MeasureResult r;
+    r.fully_allocated = meta + vsize;
+    r.required = meta + data;
+    if (version >= 3 && src.has_image && src.source_has_bitmap_support) r.bitmaps = 0;
+    return r;
+}
 
 Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& opts, const OpenContext& ctx) const {
     auto bad = [](std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); };

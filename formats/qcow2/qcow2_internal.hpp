@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The qcow2 device shared by the format's translation units: header state, L1/L2 mapping with a bounded
 // L2 cache, refcount maintenance and cluster allocation, compression.
 #pragma once
@@ -121,6 +122,14 @@ public:
     /// Host clusters a compressed descriptor covers: [first, last].
     std::pair<uint64_t, uint64_t> compressed_span(uint64_t word) const;
     Status write_header_field(uint64_t off, std::span<const uint8_t> bytes);
+
+    Status snapshot_create(const SnapshotInfo& info) override;
+    Status snapshot_remove(const std::string& id_or_name) override;
+    Status snapshot_apply(const std::string& id_or_name) override;
+    Status set_backing_reference(const std::string& name, const std::string& format,
+                                 BlockDevice* new_backing) override;
+    Status amend(const std::vector<std::pair<std::string, std::string>>& options) override;
+    Status rewrite_header(uint32_t version, uint64_t compat);
     /// After a successful repair: clear the dirty bit (lazy refcounts are exact again) and allow writes.
     Status clear_dirty();
     /// Writable layer whose backing file is named but not (yet) attached: reads of unallocated
@@ -153,6 +162,7 @@ private:
     Charge l1_charge_, rt_charge_, snap_charge_;
     uint64_t l1_offset_ = 0;
     bool snapshot_view_ = false;
+    uint64_t snapshots_table_bytes_ = 0;  // bytes of the snapshot table as loaded (freed when it is rewritten)
     bool backing_required_ = false;  // writable with a named backing file: reads need it attached
     std::vector<Snapshot> snapshots_;
     std::vector<uint64_t> rt_;   // refcount table (loaded when writable)
@@ -196,6 +206,13 @@ private:
     Status create_refblock(uint64_t index);
     Status grow_refcount_table(uint64_t needed_index);
     Status free_clusters(uint64_t first, uint64_t n);
+    // Internal snapshots (qcow2_snapshot.cpp).
+    Status add_tree_refs(const std::vector<uint64_t>& l1, bool increment);
+    Status fix_copied_flags();
+    Status write_snapshot_table(std::vector<Snapshot> table);
+    Status write_l1();
+    Result<size_t> find_snapshot(const std::string& id_or_name) const;
+    Status snapshot_preconditions() const;
 };
 
 Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // QCOW2 on-disk structures and constants (QEMU docs/interop/qcow2.txt). No logic here.
 // Every integer in a qcow2 file is big-endian.
 #pragma once

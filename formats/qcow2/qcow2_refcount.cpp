@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 refcounts: table and block access, cluster allocation, growth of refcount blocks and the table.
 //
 // Invariant kept by every path here: a cluster is only handed out after its refcount is on disk, and a

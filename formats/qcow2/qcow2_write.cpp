@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // qcow2 writes: cluster allocation into L2 tables, zero clusters, discard, compressed clusters, resize.
 //
 // Ordering, so that a crash can leak clusters but never expose garbage: a new cluster's refcount is

@@ -1,7 +1,9 @@
+// SPDX-License-Identifier: Apache-2.0
 // raw: the file is the disk. Allocation comes from the host's SEEK_DATA/SEEK_HOLE.
 #include <algorithm>
 #include <vector>
 
+#include "util/checked.hpp"
 #include "vdisk/format.hpp"
 
 namespace vdisk {
@@ -79,6 +81,19 @@ public:
         // Preallocation asks for allocated blocks, which a pipe does not have; off is the default.
         auto p = opts.get("preallocation");
         return !p || *p == "off";
+    }
+
+    // Every byte of the virtual disk is a byte of the file, allocated or not (qemu-img's raw_measure).
+    Result<MeasureResult> measure(const CreateOptions&, const MeasureSource& src) const override {
+        MeasureResult r;
+        uint64_t bytes = src.virtual_size;
+        if (!src.has_image) {
+            auto up = util::align_up(bytes, 512);
+            if (!up) return make_error(ErrorCode::invalid_argument, "size " + std::to_string(bytes) + " is too large");
+            bytes = *up;
+        }
+        r.required = r.fully_allocated = bytes;
+        return r;
     }
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {

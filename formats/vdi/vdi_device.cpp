@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VDI device: block map lookups for reads and block status, block allocation for writes, zero marking.
 #include <algorithm>
 #include <cstring>
@@ -30,6 +31,9 @@ bool is_null_uuid(const uint8_t* u) {
 // Offsets of the fields rewritten in place (version 1.x header only).
 constexpr uint64_t kBlocksAllocatedOffset = kHeaderOffset + offsetof(Header1, blocks_allocated);
 constexpr uint64_t kUuidModifyOffset = kHeaderOffset + offsetof(Header1, uuid_modify);
+constexpr uint64_t kDiskSizeOffset = kHeaderOffset + offsetof(Header1, disk_size);
+constexpr uint64_t kBlocksInImageOffset = kHeaderOffset + offsetof(Header1, blocks_in_image);
+constexpr uint64_t kOffsetDataOffset = kHeaderOffset + offsetof(Header1, offset_data);
 
 class VdiDevice final : public BlockDevice {
 public:
@@ -73,6 +77,7 @@ protected:
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_discard(uint64_t offset, uint64_t len) override;
     Status do_flush() override { return file_->sync(); }
+    Status do_resize(uint64_t new_size) override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
@@ -195,6 +200,104 @@ Result<Extent> VdiDevice::do_block_status(uint64_t offset, uint64_t max_len) {
     }
     e.length = end - offset;
     return e;
+}
+
+// Growing needs block map room: when the map would run into the data area, the blocks in the first slots
+// move to new slots at the end and the data area starts that many slots later (slot numbers are relative
+// to it, so every entry shifts down). Map and header are rewritten in place; a crash between the two
+// writes leaves them disagreeing, as with VirtualBox's own resize. Shrinking frees the blocks past the end.
+// A fixed (static) image gets its new blocks allocated.
+Status VdiDevice::do_resize(uint64_t new_size) {
+    if (meta_.version != kVersion1_1 && (meta_.version >> 16) != 1)
+        return make_error(ErrorCode::unsupported, "resizing VDI version 0 images is not supported");
+    const uint64_t bs = meta_.block_size, slot = meta_.slot_size();
+    const uint64_t blocks64 = util::div_round_up(new_size, bs);
+    if (blocks64 >= kBlockZero)
+        return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(new_size) + " is too large");
+    const auto blocks = static_cast<uint32_t>(blocks64);
+    VDISK_TRY(mark_modified());
+    if (blocks < bmap_.size()) {
+        for (uint64_t b = blocks; b < bmap_.size(); ++b)
+            if (is_allocated(bmap_[b])) VDISK_TRY(unallocate_block(b));
+        bmap_.resize(blocks);
+        // Slots must stay below the new block count (readers check it): blocks in higher slots move down
+        // into free ones, then the file ends after the last slot in use.
+        std::vector<bool> used(blocks, false);
+        for (uint32_t e : bmap_)
+            if (is_allocated(e) && e < blocks) used[e] = true;
+        uint32_t low = 0;
+        std::vector<uint8_t> buf(static_cast<size_t>(slot));
+        for (uint64_t b = 0; b < bmap_.size(); ++b) {
+            uint32_t e = bmap_[b];
+            if (!is_allocated(e) || e < blocks) continue;
+            while (low < blocks && used[low]) ++low;
+            if (low >= blocks) return make_error(ErrorCode::corrupt, "more allocated blocks than slots");
+            VDISK_TRY(read_zero_fill(*file_, slot_offset(e) - meta_.block_extra, buf));
+            VDISK_TRY(file_->write_at(slot_offset(low) - meta_.block_extra, buf));
+            VDISK_TRY(set_entry(b, low));
+            used[low] = true;
+        }
+        uint32_t top = 0;
+        for (uint32_t e : bmap_)
+            if (is_allocated(e)) top = std::max(top, e + 1);
+        next_slot_ = top;
+        file_size_ = meta_.offset_data + uint64_t{top} * slot;
+        VDISK_TRY(file_->resize(file_size_));
+    }
+    const uint64_t map_end = meta_.offset_bmap + blocks64 * 4;
+    if (map_end > meta_.offset_data) {
+        const uint64_t k64 = util::div_round_up(map_end - meta_.offset_data, slot);
+        if (meta_.offset_data + k64 * slot > 0xffffffffull)
+            return make_error(ErrorCode::limit_exceeded, "the VDI data area cannot start past 4 GiB");
+        const auto k = static_cast<uint32_t>(k64);
+        std::vector<uint8_t> buf(static_cast<size_t>(slot));
+        for (uint64_t b = 0; b < bmap_.size(); ++b) {
+            uint32_t e = bmap_[b];
+            if (!is_allocated(e) || e >= k) continue;
+            uint32_t to = std::max<uint32_t>(next_slot_, k);  // never into the slots being vacated
+            uint64_t from_host = slot_offset(e) - meta_.block_extra, to_host = slot_offset(to) - meta_.block_extra;
+            VDISK_TRY(read_zero_fill(*file_, from_host, buf));
+            VDISK_TRY(file_->write_at(to_host, buf));
+            file_size_ = std::max(file_size_, to_host + slot);
+            VDISK_TRY(set_entry(b, to));
+            next_slot_ = to + 1;
+        }
+        VDISK_TRY(file_->sync());
+        // Slots 0..k-1 are unused now: the data area starts after them.
+        meta_.offset_data += k64 * slot;
+        for (auto& e : bmap_)
+            if (is_allocated(e)) e -= k;
+        next_slot_ = next_slot_ > k ? next_slot_ - k : 0;
+    }
+    const uint32_t old_blocks = static_cast<uint32_t>(bmap_.size());
+    bmap_.resize(blocks, kBlockFree);
+    meta_.blocks_in_image = blocks;
+    meta_.disk_size = new_size;
+    if (meta_.type == kTypeFixed) {
+        for (uint32_t b = old_blocks; b < blocks; ++b) {
+            bmap_[b] = next_slot_++;
+            ++allocated_;
+        }
+        file_size_ = std::max(file_size_, meta_.offset_data + uint64_t{next_slot_} * slot);
+        VDISK_TRY(file_->resize(file_size_));
+    }
+    std::vector<uint8_t> raw(static_cast<size_t>(meta_.offset_data - meta_.offset_bmap), 0);
+    for (size_t i = 0; i < bmap_.size(); ++i) util::store_le<uint32_t>(&raw[i * 4], bmap_[i]);
+    VDISK_TRY(file_->write_at(meta_.offset_bmap, raw));
+    uint8_t b8[8];
+    util::store_le<uint64_t>(b8, new_size);
+    VDISK_TRY(file_->write_at(kDiskSizeOffset, std::span<const uint8_t>(b8, 8)));
+    util::store_le<uint32_t>(b8, blocks);
+    VDISK_TRY(file_->write_at(kBlocksInImageOffset, std::span<const uint8_t>(b8, 4)));
+    util::store_le<uint32_t>(b8, static_cast<uint32_t>(meta_.offset_data));
+    VDISK_TRY(file_->write_at(kOffsetDataOffset, std::span<const uint8_t>(b8, 4)));
+    // Recount and rebuild the free-slot list for the renumbered slots.
+    allocated_ = 0;
+    free_slots_.clear();
+    index_slots();
+    VDISK_TRY(rewrite_blocks_allocated(allocated_));
+    set_size(new_size);
+    return file_->sync();
 }
 
 Status VdiDevice::mark_modified() {
@@ -355,6 +458,7 @@ ImageInfo VdiDevice::do_info() const {
     data.set("image-type", type_name(meta_.type));
     data.set("version", std::to_string(meta_.version >> 16) + "." + std::to_string(meta_.version & 0xffff));
     data.set("uuid", util::guid_to_string(meta_.uuid_create));
+    i.uuid = util::guid_to_string(meta_.uuid_create);
     data.set("uuid-modify", util::guid_to_string(meta_.uuid_modify));
     if (meta_.is_diff()) {
         data.set("uuid-parent", util::guid_to_string(meta_.uuid_linkage));

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VDI (VirtualBox Disk Image): probe, open (header versions 0.x and 1.x), create, check.
 //
 // Differencing images name their parent only by UUID. The parent is the one the caller names
@@ -161,8 +162,23 @@ Status validate(const Meta& m, uint64_t file_size, const Limits& limits) {
     return ok();
 }
 
+// preallocation=falloc reserves the range, full writes zeros over it (true thick, as VMware/Hyper-V mean it).
+Status preallocate_range(File& f, uint64_t off, uint64_t len, const std::string& mode) {
+    if (mode == "falloc") return f.allocate(off, len);
+    if (mode != "full") return ok();
+    std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(len, 1u << 20)), 0);
+    for (uint64_t done = 0; done < len;) {
+        auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
+        VDISK_TRY(f.write_at(off + done, std::span<const uint8_t>(zeros.data(), n)));
+        done += n;
+    }
+    return ok();
+}
+
 constexpr OptionSpec kOptions[] = {
     {"static", "on: allocate every block at creation (VirtualBox 'fixed'); off (default): dynamic"},
+    {"preallocation", "static images: falloc (default, reserved) or full (zeros written, true thick)"},
+    {"uuid", "creation UUID (default: random), e.g. to keep a converted disk's VirtualBox identity"},
 };
 
 class VdiFormat final : public Format {
@@ -230,8 +246,32 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
 
+    // Header and block map up to the data area (4 KiB aligned), then one whole block per block holding data.
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
+        VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
+        const uint64_t bs = kDefaultBlockSize;
+        const uint64_t blocks = util::div_round_up(src.virtual_size, bs);
+        if (blocks >= kBlockZero)
+            return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(src.virtual_size) + " is too large");
+        const uint64_t data_off = *util::align_up(kBmapOffset + blocks * 4, kDataAlign);
+        uint64_t used = 0;
+        if (src.has_image) {
+            VDISK_ASSIGN(used, src.data_units(bs));
+        }
+        MeasureResult r;
+        r.fully_allocated = data_off + blocks * bs;
+        r.required = is_static ? r.fully_allocated : data_off + used * bs;
+        return r;
+    }
+
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
+        const std::string prealloc = opts.get("preallocation").value_or("falloc");
+        if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
+            return make_error(ErrorCode::invalid_argument,
+                              "preallocation must be off, falloc or full, not '" + prealloc + "'");
+        if (opts.get("preallocation") && !is_static)
+            return make_error(ErrorCode::invalid_argument, "preallocation needs static=on");
         const uint64_t size = *opts.size;
         const uint64_t bs = kDefaultBlockSize;
         const uint64_t blocks = util::div_round_up(size, bs);
@@ -251,6 +291,8 @@ public:
         m.blocks_allocated = is_static ? m.blocks_in_image : 0;
         util::generate_uuid(m.uuid_create);
         util::generate_uuid(m.uuid_modify);
+        if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, m.uuid_create, true))
+            return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
 
         std::vector<uint8_t> head(static_cast<size_t>(m.offset_bmap), 0);
         auto* pre = reinterpret_cast<PreHeader*>(head.data());
@@ -288,7 +330,7 @@ public:
         if (is_static) {
             file_size = m.offset_data + blocks * bs;
             VDISK_TRY(file->resize(file_size));
-            VDISK_TRY(file->allocate(m.offset_data, blocks * bs));
+            VDISK_TRY(preallocate_range(*file, m.offset_data, blocks * bs, prealloc));
         }
         return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, ParentLink{});
     }

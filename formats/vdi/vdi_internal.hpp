@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared between the VDI format (probe/open/create/check) and the device.
 #pragma once
 

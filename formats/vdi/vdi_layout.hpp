@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VDI on-disk structures. There is no published specification: the layout below follows the facts stated
 // in VirtualBox's VDICore.h (VDIPREHEADER, VDIHEADER0, VDIHEADER1/1PLUS) and the comments of QEMU's
 // block/vdi.c. Every integer is little-endian. No logic here.

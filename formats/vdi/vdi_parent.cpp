@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Finding the parent of a differencing VDI.
 //
 // A differencing VDI records its parent only as the parent's creation UUID; VirtualBox maps UUIDs to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHD device: fixed disks map 1:1 onto the file; dynamic and differencing disks go through the BAT and
 // per-block sector bitmaps.
 #include <algorithm>
@@ -67,6 +68,7 @@ protected:
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_flush() override { return file_->sync(); }
     Status do_close() override;
+    Status do_resize(uint64_t new_size) override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
@@ -235,6 +237,83 @@ Status VhdDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap)
     return ok();
 }
 
+// Fixed: the footer moves to the new end. Dynamic: the BAT grows in place, blocks in the way of its new
+// entries are first copied to the end of the file; shrinking forgets the blocks past the new end (their
+// space stays in the file, unreferenced). Each step leaves a readable image: a block is referenced from its
+// new place before the BAT grows over its old one, and the headers change last.
+Status VhdDevice::do_resize(uint64_t new_size) {
+    if (cached_block_ != UINT64_MAX) cached_block_ = UINT64_MAX;
+    Footer f = meta_.footer;
+    VDISK_ASSIGN(uint64_t vsize, resize_footer(f, new_size));
+    if (!meta_.dynamic()) {
+        const uint64_t old = size();
+        Footer sealed = f;
+        seal_footer(sealed);
+        VDISK_TRY(file_->write_at(vsize, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
+        if (vsize > old) {
+            std::vector<uint8_t> zeros(kSector, 0);  // the old footer is data now
+            VDISK_TRY(file_->write_at(old, zeros));
+        }
+        VDISK_TRY(file_->resize(vsize + kSector));
+        file_size_ = vsize + kSector;
+        meta_.footer = f;
+        meta_.size = vsize;
+        set_size(vsize);
+        return file_->sync();
+    }
+    const uint64_t entries = util::div_round_up(vsize, meta_.block_size);
+    if (entries > 0xfffffffeull) return make_error(ErrorCode::invalid_argument, "too many blocks for a VHD BAT");
+    const uint64_t bat_end = meta_.bat_offset + *util::align_up(entries * 4, kSector);
+    if (meta_.header_offset >= meta_.bat_offset && meta_.header_offset < bat_end)
+        return make_error(ErrorCode::unsupported, "the dynamic header follows the BAT; it cannot grow in place");
+    const uint64_t span = uint64_t{meta_.bitmap_size} + meta_.block_size;
+    free_ = std::max(free_, bat_end);
+    if (entries > bat_.size()) {
+        // Move blocks that the grown BAT would overwrite.
+        std::vector<uint8_t> buf;
+        for (uint64_t b = 0; b < bat_.size(); ++b) {
+            if (bat_[b] == kBatUnused) continue;
+            uint64_t host = block_host(b);
+            if (host >= bat_end || host + span <= meta_.bat_offset) continue;
+            const uint64_t to = *util::align_up(free_, kSector);
+            if (to / kSector > 0xfffffffeull)
+                return make_error(ErrorCode::limit_exceeded, "block offset " + hex(to) + " does not fit a BAT entry");
+            buf.resize(static_cast<size_t>(span));
+            VDISK_TRY(read_exact(*file_, host, buf, "data block"));
+            VDISK_TRY(file_->write_at(to, buf));
+            uint8_t entry[4];
+            util::store_be<uint32_t>(entry, static_cast<uint32_t>(to / kSector));
+            VDISK_TRY(file_->write_at(meta_.bat_offset + b * 4, entry));
+            bat_[b] = static_cast<uint32_t>(to / kSector);
+            free_ = to + span;
+        }
+        VDISK_TRY(file_->sync());
+    }
+    file_size_ = std::max(file_size_, free_ + kSector);  // the footer follows everything, the grown BAT too
+    bat_.resize(static_cast<size_t>(entries), kBatUnused);
+    {
+        std::vector<uint8_t> raw(static_cast<size_t>(bat_end - meta_.bat_offset), 0xff);
+        for (size_t i = 0; i < bat_.size(); ++i) util::store_be<uint32_t>(&raw[i * 4], bat_[i]);
+        VDISK_TRY(file_->write_at(meta_.bat_offset, raw));
+    }
+    DynamicHeader dh;
+    VDISK_TRY(read_exact(*file_, meta_.header_offset, {reinterpret_cast<uint8_t*>(&dh), sizeof dh}, "dynamic header"));
+    dh.max_table_entries = static_cast<uint32_t>(entries);
+    dh.checksum = 0;
+    dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
+    VDISK_TRY(file_->write_at(meta_.header_offset, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
+    meta_.max_table_entries = static_cast<uint32_t>(entries);
+    meta_.footer = f;
+    meta_.size = vsize;
+    Footer sealed = f;
+    seal_footer(sealed);
+    VDISK_TRY(file_->write_at(0, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
+    VDISK_TRY(file_->write_at(file_size_ - kSector, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
+    set_size(vsize);
+    dirty_ = true;
+    return file_->sync();
+}
+
 Status VhdDevice::do_close() {
     if (read_only() || !dirty_) return ok();
     Footer f = meta_.footer;
@@ -251,6 +330,50 @@ ImageInfo VhdDevice::do_info() const {
     i.virtual_size = size();
     if (meta_.dynamic()) i.cluster_size = meta_.block_size;
     if (meta_.differencing() && !meta_.parent_names.empty()) i.backing_filename = meta_.parent_names.front();
+    // qemu-img prints nothing format-specific for vpc; these are the footer and dynamic header fields that
+    // tell who wrote an image and how (the creator decides qemu's size rule), spelled as qemu-img spells keys.
+    const Footer& f = meta_.footer;
+    auto text4 = [](const char* c) {
+        std::string t(c, 4);
+        for (char& ch : t)
+            if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e) ch = '?';
+        return t;
+    };
+    Json data = Json::object();
+    data.set("disk-type",
+             meta_.type == kTypeFixed ? "fixed" : meta_.type == kTypeDynamic ? "dynamic" : "differencing");
+    data.set("creator-app", text4(f.creator_app));
+    uint32_t cv = f.creator_version.value();
+    data.set("creator-version", std::to_string(cv >> 16) + "." + std::to_string(cv & 0xffff));
+    uint32_t os = f.creator_os.value();
+    char osc[4] = {char(os >> 24), char(os >> 16), char(os >> 8), char(os)};
+    data.set("creator-os", text4(osc));
+    data.set("cylinders", uint64_t{f.cylinders.value()});
+    data.set("heads", uint64_t{f.heads});
+    data.set("sectors-per-track", uint64_t{f.sectors_per_track});
+    data.set("current-size", f.current_size.value());
+    data.set("original-size", f.original_size.value());
+    data.set("timestamp", uint64_t{f.timestamp.value()} + 946684800ull);  // Unix time
+    data.set("uuid", util::uuid_to_string(f.unique_id));
+    i.uuid = util::uuid_to_string(f.unique_id);
+    data.set("saved-state", f.saved_state != 0);
+    if (meta_.dynamic()) {
+        data.set("block-size", uint64_t{meta_.block_size});
+        data.set("bat-entries", uint64_t{meta_.max_table_entries});
+        uint64_t used = 0;
+        for (uint32_t e : bat_) used += e != kBatUnused;
+        data.set("allocated-blocks", used);
+    }
+    if (meta_.differencing()) {
+        data.set("parent-uuid", util::uuid_to_string(meta_.parent_uuid));
+        Json names = Json::array();
+        for (auto& n : meta_.parent_names) names.push(n);
+        data.set("parent-locators", std::move(names));
+    }
+    Json fs = Json::object();
+    fs.set("type", "vpc");
+    fs.set("data", std::move(data));
+    i.format_specific = std::move(fs);
     return i;
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHD (qemu's "vpc"): probe, open (fixed, dynamic, differencing), create (dynamic, fixed, Azure) and check.
 #include <algorithm>
 #include <cstddef>
@@ -19,6 +20,19 @@ constexpr uint32_t kDefaultBlockSize = 2u << 20;
 // Locator payloads are paths; anything longer is not a name we would follow.
 constexpr uint32_t kMaxLocatorBytes = 64u << 10;
 constexpr uint64_t kMiB = 1ull << 20;
+
+// preallocation=falloc reserves the range, full writes zeros over it (true thick, as VMware/Hyper-V mean it).
+Status preallocate_range(File& f, uint64_t off, uint64_t len, const std::string& mode) {
+    if (mode == "falloc") return f.allocate(off, len);
+    if (mode != "full") return ok();
+    std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(len, 1u << 20)), 0);
+    for (uint64_t done = 0; done < len;) {
+        auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
+        VDISK_TRY(f.write_at(off + done, std::span<const uint8_t>(zeros.data(), n)));
+        done += n;
+    }
+    return ok();
+}
 
 bool is_footer(std::span<const uint8_t> b) { return b.size() >= 512 && std::memcmp(b.data(), "conectix", 8) == 0; }
 
@@ -219,8 +233,49 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     return ok();
 }
 
+// The virtual size create gives an image asked for `size` bytes: rounded up to a CHS geometry that holds it
+// (as qemu-img and Virtual PC do), or kept exactly with force_size.
+struct SizePlan {
+    uint64_t sectors = 0;
+    uint16_t c = 65535;
+    uint8_t h = 16, s = 255;
+};
+
+Result<SizePlan> plan_size(uint64_t size, bool force) {
+    SizePlan p;
+    p.sectors = size / kSector;
+    if (!force) {
+        uint64_t want = std::min(p.sectors, kMaxChsSectors);
+        // The algorithm rounds down; try bigger sector counts until the geometry holds the size.
+        geometry(want, p.c, p.h, p.s);
+        for (uint64_t i = 1; uint64_t{p.c} * p.h * p.s < want; ++i) geometry(want + i, p.c, p.h, p.s);
+        if (uint64_t{p.c} * p.h * p.s != kMaxChsSectors) p.sectors = uint64_t{p.c} * p.h * p.s;
+    }
+    if (p.sectors > kMaxSectors)
+        return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " exceeds the VHD maximum of 2040 GiB");
+    if (size % kSector && force)
+        return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is not a multiple of 512");
+    return p;
+}
+
+// block_size option: a power of two from 512 KiB (Hyper-V's smallest) to 256 MiB; the sector bitmap in
+// front of each block is one bit per sector, in whole sectors.
+Result<uint32_t> block_size_option(const CreateOptions& opts) {
+    VDISK_ASSIGN(uint64_t bs, opts.get_size("block_size", kDefaultBlockSize));
+    if (!util::is_pow2(bs) || bs < (512u << 10) || bs > (256u << 20))
+        return make_error(ErrorCode::invalid_argument,
+                          "block_size must be a power of two from 512k to 256M, not " + std::to_string(bs));
+    return static_cast<uint32_t>(bs);
+}
+uint32_t bitmap_bytes(uint32_t block_size) {
+    return static_cast<uint32_t>(*util::align_up(block_size / kSector / 8, kSector));
+}
+
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
+    {"block_size", "dynamic images: block size, 512k to 256M, power of two (default 2M)"},
+    {"uuid", "unique id (default: random), e.g. to keep a converted disk's identity"},
+    {"preallocation", "fixed images: off (sparse file, default), falloc (reserved) or full (zeros written)"},
     {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
                    "CHS geometry as Virtual PC does"},
     {"azure", "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
@@ -289,12 +344,54 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
 
+    // A dynamic image: footer copy, dynamic header, BAT, then a sector bitmap and a whole block per block
+    // holding data, the footer last. A fixed one: the disk and its footer.
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
+        std::string sub = opts.get("subformat").value_or("dynamic");
+        if (sub != "dynamic" && sub != "fixed")
+            return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
+        VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
+        VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
+        uint64_t size = src.virtual_size;
+        if (azure) {
+            sub = "fixed";
+            force = true;
+            auto up = util::align_up(size, kMiB);
+            if (!up) return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is too large");
+            size = *up;
+        }
+        VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+        const uint64_t vsize = plan.sectors * kSector;
+        MeasureResult r;
+        if (sub == "fixed") {
+            r.required = r.fully_allocated = vsize + kSector;
+            return r;
+        }
+        VDISK_ASSIGN(uint32_t bsz, block_size_option(opts));
+        const uint64_t bm = bitmap_bytes(bsz);
+        const uint64_t blocks = util::div_round_up(vsize, bsz);
+        const uint64_t head = 3 * kSector + *util::align_up(blocks * 4, kSector);
+        uint64_t used = 0;
+        if (src.has_image) {
+            VDISK_ASSIGN(used, src.data_units(bsz));
+        }
+        r.fully_allocated = head + blocks * (bm + bsz) + kSector;
+        r.required = head + used * (bm + bsz) + kSector;
+        return r;
+    }
+
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         std::string sub = opts.get("subformat").value_or("dynamic");
         if (sub != "dynamic" && sub != "fixed")
             return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
         VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
         VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
+        const std::string prealloc = opts.get("preallocation").value_or("off");
+        if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
+            return make_error(ErrorCode::invalid_argument,
+                              "preallocation must be off, falloc or full, not '" + prealloc + "'");
+        if (prealloc != "off" && sub != "fixed" && !azure)
+            return make_error(ErrorCode::invalid_argument, "preallocation needs subformat=fixed");
         uint64_t size = *opts.size;
         if (azure) {
             if (opts.get("subformat") && sub != "fixed")
@@ -314,27 +411,18 @@ public:
         std::memcpy(f.creator_app, "qem2", 4);  // readers size it by current_size, as qemu does
         f.creator_version = 0x00050003;
         f.creator_os = 0x5769326b;  // "Wi2k"
-        uint64_t sectors = size / kSector;
-        uint16_t c = 65535;
-        uint8_t h = 16, s = 255;
-        if (!force) {
-            uint64_t want = std::min(sectors, kMaxChsSectors);
-            // The algorithm rounds down; try bigger sector counts until the geometry holds the size.
-            geometry(want, c, h, s);
-            for (uint64_t i = 1; uint64_t{c} * h * s < want; ++i) geometry(want + i, c, h, s);
-            if (uint64_t{c} * h * s != kMaxChsSectors) sectors = uint64_t{c} * h * s;
-        }
-        if (sectors > kMaxSectors)
-            return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " exceeds the VHD maximum of 2040 GiB");
-        if (size % kSector && force)
-            return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is not a multiple of 512");
-        const uint64_t vsize = sectors * kSector;
+        VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+        const uint64_t vsize = plan.sectors * kSector;
+        const uint16_t c = plan.c;
+        const uint8_t h = plan.h, s = plan.s;
         f.original_size = vsize;
         f.current_size = vsize;
         f.cylinders = c;
         f.heads = h;
         f.sectors_per_track = s;
         util::generate_uuid(f.unique_id);
+        if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, f.unique_id, false))
+            return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
 
         VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
         Meta m;
@@ -347,17 +435,18 @@ public:
             m.type = kTypeFixed;
             seal_footer(f);
             VDISK_TRY(file->resize(vsize));
+            VDISK_TRY(preallocate_range(*file, 0, vsize, prealloc));
             VDISK_TRY(file->write_at(vsize, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             file_size = vsize + kSector;
         } else {
             f.disk_type = kTypeDynamic;
             f.data_offset = kSector;
             m.type = kTypeDynamic;
-            m.block_size = kDefaultBlockSize;
-            m.bitmap_size = kSector;
+            VDISK_ASSIGN(m.block_size, block_size_option(opts));
+            m.bitmap_size = bitmap_bytes(m.block_size);
             m.header_offset = kSector;
             m.bat_offset = 3 * kSector;
-            m.max_table_entries = static_cast<uint32_t>(util::div_round_up(vsize, kDefaultBlockSize));
+            m.max_table_entries = static_cast<uint32_t>(util::div_round_up(vsize, m.block_size));
             DynamicHeader dh{};
             std::memcpy(dh.cookie, "cxsparse", 8);
             dh.data_offset = kNoOffset;
@@ -390,6 +479,33 @@ public:
 };
 
 }  // namespace
+
+namespace vhd {
+Result<uint64_t> resize_footer(Footer& f, uint64_t new_size) {
+    // Images qemu sizes by current_size (by their creator) keep the exact size; the others are sized by
+    // CHS, so the new size is rounded up to a geometry that holds it, as create does.
+    Footer t = f;
+    t.cylinders = 1;
+    t.heads = 1;
+    t.sectors_per_track = 1;
+    t.current_size = 1024;
+    const bool exact = virtual_size(t) == 1024;
+    if (new_size % kSector)
+        return make_error(ErrorCode::invalid_argument, "VHD sizes are whole sectors; " + std::to_string(new_size) +
+                                                           " is not a multiple of 512");
+    VDISK_ASSIGN(SizePlan plan, plan_size(new_size, false));
+    uint64_t vsize = exact ? new_size : plan.sectors * kSector;
+    if (vsize / kSector > kMaxSectors)
+        return make_error(ErrorCode::invalid_argument, "size " + hex(vsize) + " exceeds the VHD maximum of 2040 GiB");
+    f.current_size = vsize;
+    // libvhdi (and so tools built on it) take the disk size from original_size; qemu from current_size or CHS.
+    f.original_size = vsize;
+    f.cylinders = plan.c;
+    f.heads = plan.h;
+    f.sectors_per_track = plan.s;
+    return virtual_size(f);
+}
+}  // namespace vhd
 
 std::unique_ptr<Format> make_vhd_format() { return std::make_unique<VhdFormat>(); }
 

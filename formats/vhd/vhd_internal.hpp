@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHD backend internals shared by vhd_format.cpp (probe, open, create, check) and vhd_device.cpp.
 #pragma once
 
@@ -35,6 +36,10 @@ struct Meta {
 uint32_t checksum(std::span<const uint8_t> bytes, size_t skip);
 /// Seal a footer: zero its checksum field and store the computed one.
 void seal_footer(Footer& f);
+
+/// Set a footer's current_size and CHS geometry for a resize to `new_size`; returns the virtual size qemu
+/// will see (rounded up to the geometry for creators sized by CHS).
+Result<uint64_t> resize_footer(Footer& f, uint64_t new_size);
 
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
                                          uint64_t file_size, bool read_only, bool force_parent_mismatch);

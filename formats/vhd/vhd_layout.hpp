@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHD on-disk structures, from Microsoft's "Virtual Hard Disk Image Format Specification" (v1.0, 2006).
 // Every integer is big-endian. No logic here.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHDX (MS-VHDX): probe, open (headers, log, region table, metadata, BAT), create, check.
 #include <algorithm>
 #include <cctype>
@@ -411,6 +412,7 @@ public:
 
     std::span<const OptionSpec> create_options() const noexcept override;
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override;
 
     Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
         return check_device(device, repair);
@@ -422,6 +424,8 @@ constexpr OptionSpec kOptions[] = {
     {"block_size", "block size, 1 MiB to 256 MiB, power of two; 0 (default) picks by image size"},
     {"log_size", "log size, a multiple of 1 MiB (default 1 MiB)"},
     {"block_state_zero", "on (default): unallocated blocks of a dynamic image are marked ZERO"},
+    {"logical_sector_size", "512 (default) or 4096 (4Kn: the size must be a multiple of 4096)"},
+    {"physical_sector_size", "512 or 4096 (default: 4096 with 4096-byte logical sectors, else 512)"},
 };
 
 std::span<const OptionSpec> VhdxFormat::create_options() const noexcept { return kOptions; }
@@ -435,6 +439,43 @@ void put_meta_entry(std::vector<uint8_t>& region, int i, const Guid& id, uint32_
     std::memcpy(region.data() + sizeof(MetadataTableHeader) + i * sizeof e, &e, sizeof e);
 }
 
+// Header section, log, metadata region, BAT region (1 MiB multiples), then whole payload blocks: a dynamic
+// image gets one per block holding data, a fixed one all of them.
+Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const MeasureSource& src) const {
+    std::string sub = opts.get("subformat").value_or("dynamic");
+    if (sub != "dynamic" && sub != "fixed")
+        return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
+    VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
+    VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
+    uint64_t size = src.virtual_size;
+    if (size == 0 || size > kMaxVirtualSize)
+        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
+                                                           " must be between 1 byte and 64 TiB");
+    size = *util::align_up(size, 512);
+    if (block_size == 0)
+        block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
+    if (!util::is_pow2(block_size) || block_size < kMinBlockSize || block_size > kMaxBlockSize)
+        return make_error(ErrorCode::invalid_argument,
+                          "block_size " + std::to_string(block_size) + " must be a power of two in 1 MiB..256 MiB");
+    if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
+        return make_error(ErrorCode::invalid_argument, "log_size " + std::to_string(log_size) +
+                                                           " must be a multiple of 1 MiB below 4 GiB");
+    VDISK_ASSIGN(uint64_t lss, opts.get_size("logical_sector_size", 512));
+    if (lss != 512 && lss != 4096) return make_error(ErrorCode::invalid_argument, "sector sizes must be 512 or 4096");
+    const uint64_t chunk_ratio = (kChunkRatioNumerator * lss) / block_size;
+    const uint64_t data_blocks = util::div_round_up(size, block_size);
+    const uint64_t bat_entries = data_blocks + (data_blocks - 1) / chunk_ratio;
+    const uint64_t data_start = kHeaderSectionSize + log_size + 1 * MiB + *util::align_up(bat_entries * 8, MiB);
+    uint64_t used = 0;
+    if (src.has_image) {
+        VDISK_ASSIGN(used, src.data_units(block_size));
+    }
+    MeasureResult r;
+    r.fully_allocated = data_start + data_blocks * block_size;
+    r.required = sub == "fixed" ? r.fully_allocated : data_start + used * block_size;
+    return r;
+}
+
 Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opts, const OpenContext& ctx) const {
     std::string sub = opts.get("subformat").value_or("dynamic");
     if (sub != "dynamic" && sub != "fixed")
@@ -443,12 +484,20 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
     VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
     VDISK_ASSIGN(bool state_zero, opts.get_bool("block_state_zero", true));
+    VDISK_ASSIGN(uint64_t lss, opts.get_size("logical_sector_size", 512));
+    VDISK_ASSIGN(uint64_t pss, opts.get_size("physical_sector_size", lss));
+    if ((lss != 512 && lss != 4096) || (pss != 512 && pss != 4096))
+        return make_error(ErrorCode::invalid_argument, "sector sizes must be 512 or 4096");
     if (opts.get("backing_file"))
         return make_error(ErrorCode::unsupported, "creating differencing VHDX images is not supported");
     uint64_t size = *opts.size;
     if (size == 0 || size > kMaxVirtualSize)
         return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
                                                            " must be between 1 byte and 64 TiB");
+    if (size % lss)
+        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
+                                                           " is not a multiple of the logical sector size " +
+                                                           std::to_string(lss));
     size = *util::align_up(size, 512);
     if (block_size == 0)  // the same size classes qemu-img uses, so images match block for block
         block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
@@ -461,8 +510,8 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     Geometry g;
     g.virtual_size = size;
     g.block_size = static_cast<uint32_t>(block_size);
-    g.logical_sector = 512;
-    g.physical_sector = 512;
+    g.logical_sector = static_cast<uint32_t>(lss);
+    g.physical_sector = static_cast<uint32_t>(pss);
     g.leave_allocated = fixed;
     g.page83 = random_guid();
     g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;

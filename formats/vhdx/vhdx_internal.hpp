@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared between the VHDX sources: the parsed image description, the log, the device.
 #pragma once
 

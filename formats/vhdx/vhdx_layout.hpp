@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHDX on-disk structures, from Microsoft [MS-VHDX] v20160714 (section numbers below). No logic here.
 // Every integer is little-endian. GUIDs are stored in Microsoft's mixed-endian layout (Data1..3 LE).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VHDX metadata log (MS-VHDX 2.3): finding the active sequence, replaying it into the file, or applying it
 // in memory for read-only opens (qemu-img refuses those; the image's true content needs the replay).
 #include <algorithm>

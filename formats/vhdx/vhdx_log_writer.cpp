@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writing metadata through the VHDX log (MS-VHDX 2.3).
 //
 // Every change to a metadata region after create (BAT pages, the virtual disk size item) reaches its

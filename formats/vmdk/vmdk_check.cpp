@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK consistency check: grain tables and grains inside the file, no overlaps with metadata or each other,
 // grain directory and its redundant copy in agreement. The state kept is sized by the file (a bitmap of
 // its sectors), not by the number of references: a hostile directory can name one grain millions of times.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK create: every hosted subformat, descriptor and DDB as qemu-img writes them.
 #include <algorithm>
 #include <cstring>
@@ -117,6 +118,58 @@ uint32_t random_cid() {
 }
 
 }  // namespace
+
+// Sectors make_sparse lays out before the first grain of an extent of `capacity` bytes.
+uint64_t sparse_overhead_sectors(uint64_t capacity, bool embedded) {
+    uint64_t cap_sectors = util::div_round_up(capacity, kSector);
+    uint64_t num_gts = util::div_round_up(cap_sectors, kGrainSectors * kGtes);
+    uint64_t gd_sectors = util::div_round_up(num_gts * 4, kSector);
+    uint64_t tables = gd_sectors + num_gts * (kGtes * 4 / kSector);
+    return *util::align_up(1 + (embedded ? kEmbeddedDescSectors : 0) + 2 * tables, kGrainSectors);
+}
+
+// File bytes create + convert write. Sparse extents: the overhead (header, descriptor, both directories and
+// every grain table, preallocated) plus one 64 KiB grain per grain holding data; a descriptor file is
+// estimated at 320 bytes plus 96 per extent line. Flat extents are as long as the disk.
+// streamOptimized: an upper bound (each grain stored uncompressed behind its marker sector, plus the grain
+// tables and directory with their markers, footer and end-of-stream), as deflate's gain cannot be known
+// without compressing.
+Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSource& src) {
+    std::string sub = opts.get("subformat").value_or("monolithicSparse");
+    const uint64_t size = src.virtual_size;
+    const uint64_t grain = kGrainSectors * kSector;
+    const uint64_t grains = util::div_round_up(size, grain);
+    uint64_t used = 0;
+    if (src.has_image) {
+        VDISK_ASSIGN(used, src.data_units(grain));
+    }
+    MeasureResult r;
+    if (sub == "monolithicSparse") {
+        uint64_t head = sparse_overhead_sectors(size, true) * kSector;
+        r.required = head + used * grain;
+        r.fully_allocated = head + grains * grain;
+    } else if (sub == "streamOptimized") {
+        uint64_t num_gts = util::div_round_up(util::div_round_up(size, kSector), kGrainSectors * kGtes);
+        uint64_t head = *util::align_up(1 + kEmbeddedDescSectors, kGrainSectors) * kSector;
+        uint64_t tail = num_gts * (kSector + kGtes * 4) + kSector + *util::align_up(num_gts * 4, kSector) +
+                        3 * kSector;
+        r.required = head + used * (grain + kSector) + tail;
+        r.fully_allocated = head + grains * (grain + kSector) + tail;
+    } else if (sub == "monolithicFlat" || sub == "twoGbMaxExtentFlat" || sub == "twoGbMaxExtentSparse") {
+        const bool flat = sub != "twoGbMaxExtentSparse";
+        const uint64_t per = sub == "monolithicFlat" ? std::max<uint64_t>(size, 1) : kSplitBytes;
+        const uint64_t extents = std::max<uint64_t>(1, util::div_round_up(size, per));
+        uint64_t meta = 320 + 96 * extents;  // the descriptor file: header, DDB, one line per extent
+        if (!flat)
+            for (uint64_t i = 0; i < extents; ++i)
+                meta += sparse_overhead_sectors(std::min(per, size - i * per), false) * kSector;
+        r.fully_allocated = meta + (flat ? size : grains * grain);
+        r.required = flat ? r.fully_allocated : meta + used * grain;
+    } else {
+        return make_error(ErrorCode::invalid_argument, "unknown subformat '" + sub + "'");
+    }
+    return r;
+}
 
 Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx) {
     Plan p;

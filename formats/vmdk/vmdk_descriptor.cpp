@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK text descriptor ("Disk DescriptorFile"): parsing and rendering.
 //
 // The descriptor is hand-edited text in the wild: comments, CRLF line ends, optional quotes and any key case
@@ -106,7 +107,8 @@ Result<ExtentLine> parse_extent(std::string_view line, size_t lineno) {
     }
     if (t.size() < 4) return line_error(ErrorCode::corrupt, lineno, "extent line without a file name");
     e.name = std::string(t[3]);
-    if (e.name.empty()) return line_error(ErrorCode::corrupt, lineno, "extent with an empty file name");
+    // An empty name is legal only in a descriptor embedded in a sparse file, where the extent is that file
+    // whatever it is called (FreeBSD's mkimg writes ""); the opener refuses it in a descriptor file.
     if (t.size() >= 5) {
         if (e.type != ExtentType::flat && e.type != ExtentType::vmfs)
             return line_error(ErrorCode::corrupt, lineno, "only FLAT and VMFS extents take an offset");

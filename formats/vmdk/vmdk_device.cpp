@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK device: reads and writes through flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse),
 // the one-pass streamOptimized writer, block status and info.
 #include <algorithm>
@@ -536,6 +537,43 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         }
         done += n;
     }
+    return ok();
+}
+
+// A disk whose last extent is FLAT (monolithicFlat, twoGbMaxExtentFlat's last piece) grows or shrinks
+// within that extent: the flat file changes length and the descriptor file is rewritten with the new
+// extent size and cylinder count. Sparse extents keep a grain directory sized at creation: unsupported.
+Status VmdkDevice::do_resize(uint64_t new_size) {
+    if (extents_.empty() || extents_.back().kind != StoreKind::flat || !desc_file_ || desc_room_ != 0 ||
+        desc_.extents.size() != extents_.size())
+        return make_error(ErrorCode::unsupported,
+                          "resizing VMDK images is supported for flat extents with a descriptor file only");
+    if (new_size % kSector)
+        return make_error(ErrorCode::invalid_argument, "VMDK sizes are whole sectors, not " + std::to_string(new_size));
+    DiskExtent& e = extents_.back();
+    if (new_size <= e.start)
+        return make_error(ErrorCode::unsupported, "shrinking a VMDK below its last extent is not supported");
+    const uint64_t len = new_size - e.start;
+    VDISK_TRY(e.file->resize(e.flat_offset + len));
+    e.length = len;
+    e.file_size = e.flat_offset + len;
+    Descriptor d = desc_;
+    d.extents.back().sectors = len / kSector;
+    for (auto& [k, v] : d.ddb)
+        if (k == "ddb.geometry.cylinders") {
+            const std::string* heads = d.ddb_value("ddb.geometry.heads");
+            const std::string* spt = d.ddb_value("ddb.geometry.sectors");
+            uint64_t h = heads ? std::strtoull(heads->c_str(), nullptr, 10) : 16;
+            uint64_t s = spt ? std::strtoull(spt->c_str(), nullptr, 10) : 63;
+            if (h && s) v = std::to_string(new_size / (h * s * kSector));  // unclamped, as create writes it
+        }
+    std::string text = render_descriptor(d);
+    VDISK_TRY(desc_file_->resize(text.size()));
+    VDISK_TRY(desc_file_->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
+                                                               text.size())));
+    desc_ = std::move(d);
+    set_size(new_size);
+    for (auto& f : files_) VDISK_TRY(f->sync());
     return ok();
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK format: probe, open (sparse headers, text descriptors, extents), check.
 #include <algorithm>
 #include <cstring>
@@ -299,6 +300,9 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
             extents.push_back(std::move(e));
             continue;
         }
+        if (l.name.empty())
+            return make_error(ErrorCode::corrupt, "descriptor extent " + std::to_string(extents.size() + 1) +
+                                                      " has an empty file name");
         auto f = ctx.open_related(l.name, l.access == ExtentAccess::rw ? access : Access::read_only, "extent");
         if (!f) {
             Error err = std::move(f).error();
@@ -390,6 +394,9 @@ public:
         return sub && *sub == "streamOptimized";
     }
 
+    Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
+        return measure_vmdk(opts, src);
+    }
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         return create_vmdk(opts, ctx);
     }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK backend internals shared by the descriptor parser, the device and the format.
 #pragma once
 
@@ -133,6 +134,7 @@ protected:
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_flush() override;
     Status do_close() override;
+    Status do_resize(uint64_t new_size) override;
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
@@ -191,6 +193,7 @@ private:
 Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const OpenContext& ctx);
 /// Create a VMDK (every subformat) and return it open read-write.
 Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx);
+Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSource& src);
 /// Consistency check of a device opened by this backend.
 Result<CheckResult> check_vmdk(BlockDevice& dev);
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // VMDK on-disk structures, from VMware "Virtual Disk Format 5.0" (section names below). No logic here.
 // Every integer is little-endian; offsets and sizes in headers count 512-byte sectors.
 #pragma once

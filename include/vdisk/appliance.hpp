@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — virtual appliances (OVF packages): an .ova tar holding an .ovf descriptor and its disks, or a bare
 // .ovf with the files beside it. Disks are read straight out of the tar (a member is a window of the file;
 // gzip'd and chunked members are decompressed / joined on the fly), never unpacked.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — the one interface every format backend implements.
 #pragma once
 
@@ -77,6 +78,9 @@ struct ImageInfo {
     std::optional<std::string> backing_filename;  ///< as stored in the image
     std::optional<std::string> backing_format;
     std::vector<SnapshotInfo> snapshots;
+    /// The image's own identity where the format records one (VHD unique id, VDI creation UUID), in the form
+    /// create's `-o uuid=` takes: convert passes it on to keep the identity (--keep-uuid).
+    std::optional<std::string> uuid;
     /// qemu-img's "format-specific": {"type": "qcow2", "data": {...}}; null when there is nothing.
     Json format_specific;
 };
@@ -183,6 +187,25 @@ public:
     /// the unit; the default returns unsupported (no backend without compressed units is asked).
     virtual Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                                 std::span<uint8_t> out) const;
+
+    /// Internal snapshots (qcow2; default: unsupported). The device must be open read-write on its active
+    /// layer. create: a new snapshot of the current contents named `info.name`, with a fresh id (info.id is
+    /// ignored), its date from `info`. remove/apply: the snapshot whose id, else name, is `id_or_name`
+    /// (not_found otherwise); apply makes its contents (and size) the active ones.
+    virtual Status snapshot_create(const SnapshotInfo& info);
+    virtual Status snapshot_remove(const std::string& id_or_name);
+    virtual Status snapshot_apply(const std::string& id_or_name);
+
+    /// Rewrite the image's reference to its backing image (rebase): `name` as it is to be stored (empty:
+    /// no backing image), `format` recorded where the format can (may be empty). `new_backing` is the image
+    /// `name` designates, opened, for formats that record its identity (VMDK parentCID); null when `name` is
+    /// empty. Only the reference changes: nothing is attached or copied. Default: unsupported.
+    virtual Status set_backing_reference(const std::string& name, const std::string& format,
+                                         BlockDevice* new_backing);
+
+    /// qemu-img amend: change creation options of an existing image in place (qcow2: compat,
+    /// lazy_refcounts). Options the format cannot change are an error naming them. Default: unsupported.
+    virtual Status amend(const std::vector<std::pair<std::string, std::string>>& options);
 
 protected:
     BlockDevice(uint64_t size, bool read_only);

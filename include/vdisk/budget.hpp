@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — what one opened image (and one chain) may cost: memory held and table entries walked.
 //
 // A hostile image is small on disk and asks for much: a table that names one cluster a billion times, a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — errors as values.
 //
 // Every fallible function in the public API returns Result<T> (or Status, which is Result<void>).

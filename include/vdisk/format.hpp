@@ -1,9 +1,11 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — format plug-ins, open/create options and the registry.
 #pragma once
 
 #include "vdisk/export.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -151,6 +153,27 @@ struct CheckResult {
 /// Problems a check describes in `messages`; past this it only counts them.
 inline constexpr size_t max_check_messages = 1000;
 
+/// What `measure` knows about the data a new image will hold (qemu-img measure).
+struct MeasureSource {
+    /// Virtual size of the source, or the --size given (CreateOptions::size is set to it too).
+    uint64_t virtual_size = 0;
+    /// True when there is a source image (false: --size only, nothing to copy).
+    bool has_image = false;
+    /// True when the source format can carry persistent bitmaps (qcow2): qemu-img then reports a bitmaps size.
+    bool source_has_bitmap_support = false;
+    /// Number of `granule`-aligned units of [0, virtual_size) in which the source (through its chain) holds
+    /// data that is not known to read as zeros. `granule` is a power of two. Empty when has_image is false.
+    std::function<Result<uint64_t>(uint64_t granule)> data_units;
+};
+
+/// qemu-img measure's answer: bytes the new image file(s) need for the source's data, and for every block
+/// of the virtual disk allocated.
+struct MeasureResult {
+    uint64_t required = 0;
+    uint64_t fully_allocated = 0;
+    std::optional<uint64_t> bitmaps;  ///< reported only when source and target both support bitmaps
+};
+
 /// A format plug-in. Stateless and const: one instance serves any number of images.
 class VDISK_API Format {
 public:
@@ -180,6 +203,9 @@ public:
     }
     /// Consistency check of an image opened by this format.
     virtual Result<CheckResult> check(BlockDevice& device, RepairMode repair) const;
+    /// Size of the file(s) create + convert would write for `src` with these options (opts.size is set).
+    /// Default: unsupported.
+    virtual Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const;
 };
 
 /// The list of formats, in probing order. No global state: callers own their registry.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — digests of a disk's virtual content (what `qemu-img convert -O raw IMG - | sha256sum` hashes),
 // computed with OpenSSL's libcrypto.
 //

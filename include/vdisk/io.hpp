@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — files and file systems.
 //
 // Backends never see a host path and never call open(2): every byte they read or write goes through a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — a small JSON value, used for image information and the tool's --output=json.
 #pragma once
 

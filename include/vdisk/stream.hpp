@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — converting from a stream (a pipe, stdin) in one forward pass with bounded memory.
 //
 // Only formats whose bytes can be consumed front to back qualify: raw, streamOptimized VMDK (header with the

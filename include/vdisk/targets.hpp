@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — what each virtualization or cloud platform accepts for import, and a lint of an image against it.
 //
 // Each rule is taken from the platform's published import documentation (the `source` of each target; the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — text that comes from an image, made safe to show.
 //
 // Names stored in an image (backing file, parent locators, descriptor strings, snapshot names) are bytes a

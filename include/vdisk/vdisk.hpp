@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vdisk — the library's operations: open (with backing chains), create, convert, map, compare.
 //
 //   #include <vdisk/vdisk.hpp>
@@ -48,6 +49,14 @@ VDISK_API Result<OpenedImage> open_image(const Registry& registry, FileSystem& f
 VDISK_API Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, FileSystem& fs,
                                                             std::string_view name, std::string_view format,
                                                             CreateOptions opts);
+
+/// Check -o names against the format's create option table: invalid_argument naming the first unknown one.
+Status validate_create_options(const Format& format, const CreateOptions& opts);
+
+/// qemu-img measure: the file size a new `format` image needs to hold `source` (through its chain) converted
+/// with `opts`, or, with no source, an empty image of opts.size bytes. Options are validated as create does.
+Result<MeasureResult> measure(const Registry& registry, std::string_view format, CreateOptions opts,
+                              BlockDevice* source);
 
 /// Allocation status through the whole chain: data and zero extents of the topmost layer that has
 /// them; `depth` is the layer (0 = top) that answered, or the chain length when no layer has the range.
@@ -143,6 +152,48 @@ VDISK_API Status convert(const Registry& registry, BlockDevice& source, FileSyst
 /// One read-only device whose content is the given devices' contents one after another (convert with
 /// several sources). The devices must outlive it.
 VDISK_API std::unique_ptr<BlockDevice> make_concat_device(std::vector<BlockDevice*> parts);
+
+/// qemu-img rebase: make `image` refer to `backing` (stored as given, resolved relative to the image; empty:
+/// no backing image). Safe mode (unsafe = false) first copies into the image every range it does not hold
+/// itself where the old chain and the new backing read differently, so its contents do not change; unsafe
+/// mode only rewrites the reference. Formats without backing references: unsupported.
+struct RebaseOptions {
+    std::string backing;
+    std::string backing_format;  ///< recorded, and used to open the new backing (empty: probe)
+    bool unsafe = false;
+    std::string image_format;    ///< empty: probe
+    uint64_t chunk_size = 1u << 20;
+    ProgressFn progress;
+};
+Status rebase(const Registry& registry, FileSystem& fs, std::string_view image, const RebaseOptions& options);
+
+/// qemu-img commit: write what `image` holds (and, with `base` naming a deeper image of the chain, every
+/// layer above it) into `base` (empty: the image's backing image). Unless keep_top, the image is emptied
+/// afterwards where the format can drop clusters (qcow2), so it reads through to the updated base.
+struct CommitOptions {
+    std::string base;          ///< a chain member, by name as stored or as a path relative to the image
+    bool keep_top = false;     ///< -d
+    std::string image_format;  ///< empty: probe
+    uint64_t chunk_size = 1u << 20;
+    ProgressFn progress;
+};
+Status commit(const Registry& registry, FileSystem& fs, std::string_view image, const CommitOptions& options);
+
+/// qemu-img dd: create `output` (format options.output_format, size as qemu-img computes it: the input size,
+/// or count*bs when count is given and smaller, minus skip*bs) and copy input bytes [skip*bs, that size) into
+/// it from offset 0 in blocks of bs. All-zero blocks are not written (the new image reads zeros there).
+struct DdOptions {
+    std::string output_format = "raw";
+    uint64_t block_size = 512;
+    std::optional<uint64_t> count;
+    uint64_t skip = 0;
+};
+Status dd(const Registry& registry, BlockDevice& input, FileSystem& fs, std::string_view output,
+          const DdOptions& options);
+
+/// qemu-img amend: open `image` read-write and change the given -o options in place (BlockDevice::amend).
+Status amend(const Registry& registry, FileSystem& fs, std::string_view image, const std::string& format,
+             const std::vector<std::pair<std::string, std::string>>& options);
 
 /// Compare two devices' contents. Returns the first differing offset, or nullopt when identical
 /// (a size difference counts as a difference at the shorter size, unless the extra part reads zero

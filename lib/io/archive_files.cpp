@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Window, concatenation and random-access gzip Files (see archive_files.hpp).
 #include "io/archive_files.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Read-only Files made of other Files: a window of a file (a tar member), a concatenation (an OVF file
 // split into chunks), and a gzip stream read at random offsets. Used by appliance (OVA/OVF) sources.
 #pragma once

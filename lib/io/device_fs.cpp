@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A FileSystem whose one file is an existing block device, presented to a format as a new empty file.
 #include <algorithm>
 #include <memory>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writing an image onto an existing block device (internal to the library).
 #pragma once
 

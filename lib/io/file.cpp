@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Generic File defaults and name helpers.
 #include <algorithm>
 #include <vector>

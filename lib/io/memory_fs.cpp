@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // In-memory FileSystem: several named files, for tests, fuzzers and benchmarks.
 #include <algorithm>
 #include <cstring>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // FileSystem over the host: positional I/O, SEEK_DATA/SEEK_HOLE, fallocate hole punching.
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // StagingFileSystem: created files live under temporary names until commit().
 #include <algorithm>
 #include <random>

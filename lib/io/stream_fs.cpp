@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A one-file FileSystem over a pipe or stdout, written strictly forward.
 #include <unistd.h>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "util/bytes.hpp"
 
 #include <uuid/uuid.h>
@@ -9,6 +10,8 @@
 #include <optional>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <utility>
 
 namespace vdisk::util {
 
@@ -259,5 +262,38 @@ std::string uuid_to_string(const uint8_t* u) {
 }
 
 void generate_uuid(uint8_t out[16]) { uuid_generate(out); }
+
+bool parse_uuid(std::string_view text, uint8_t out[16], bool guid) {
+    if (text.size() != 36) return false;
+    uint8_t b[16];
+    size_t n = 0;
+    for (size_t i = 0; i < text.size();) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (text[i] != '-') return false;
+            ++i;
+            continue;
+        }
+        auto hexval = [](char c) -> int {
+            if (c >= '0' && c <= '9') return c - '0';
+            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+            return -1;
+        };
+        int hi = hexval(text[i]), lo = hexval(text[i + 1]);
+        if (hi < 0 || lo < 0 || n >= 16) return false;
+        b[n++] = static_cast<uint8_t>(hi * 16 + lo);
+        i += 2;
+    }
+    if (n != 16) return false;
+    std::memcpy(out, b, 16);
+    if (guid) {
+        // The first three groups are little-endian in the Microsoft layout.
+        std::swap(out[0], out[3]);
+        std::swap(out[1], out[2]);
+        std::swap(out[4], out[5]);
+        std::swap(out[6], out[7]);
+    }
+    return true;
+}
 
 }  // namespace vdisk::util

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Small byte-buffer helpers shared by the backends.
 #pragma once
 
@@ -6,6 +7,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vdisk::util {
@@ -37,6 +39,9 @@ bool likely_incompressible(std::span<const uint8_t> buf, size_t window) noexcept
 std::string guid_to_string(const uint8_t* g);
 /// Format 16 bytes as an RFC 4122 UUID in byte order.
 std::string uuid_to_string(const uint8_t* u);
+/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes: in byte order (`guid` false, as
+/// uuid_to_string prints) or in the Microsoft mixed-endian layout (`guid` true, as guid_to_string prints).
+bool parse_uuid(std::string_view text, uint8_t out[16], bool guid);
 /// Fresh random UUID (libuuid).
 void generate_uuid(uint8_t out[16]);
 

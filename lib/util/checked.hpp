@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Checked arithmetic for on-disk integers. Every value read from an image is hostile.
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // On-disk integer access. Layout headers use Boost.Endian buffer types for structs; these helpers read
 // and write single fields from byte buffers.
 #pragma once
