@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -30,6 +31,15 @@ Error os_error(int err, std::string_view what, const std::string& name) {
     return e;
 }
 
+// Files this process holds QEMU locks on, by identity. OFD locks of one process conflict with each other
+// just as with another process's, but one command may open a file twice (commit: the base as a backing
+// layer, then to write into it): the second open of a file we already hold takes its locks without testing
+// for conflicts, as qemu reopening an image with other permissions does.
+struct LockTable {
+    std::mutex mu;
+    std::map<std::pair<uint64_t, uint64_t>, int> held;
+};
+
 class PosixFile final : public File {
 public:
     PosixFile(int fd, std::string name, bool read_only, PosixOptions opts = {})
@@ -40,7 +50,15 @@ public:
             block_device_ = S_ISBLK(st.st_mode);
         }
     }
-    ~PosixFile() override { ::close(fd_); }
+    ~PosixFile() override {
+        ::close(fd_);
+        if (locks_) {
+            std::lock_guard l(locks_->mu);
+            if (--locks_->held[{id_.device, id_.inode}] <= 0) locks_->held.erase({id_.device, id_.inode});
+        }
+    }
+    // Registered in `table` as holding this file's locks (released on destruction).
+    void hold_locks(std::shared_ptr<LockTable> table) { locks_ = std::move(table); }
 
     Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) override {
         if (opts_.direct) return read_aligned(offset, buf);
@@ -281,6 +299,7 @@ private:
     bool read_only_;
     PosixOptions opts_;
     bool block_device_ = false;
+    std::shared_ptr<LockTable> locks_;
     std::mutex ra_mu_, wb_mu_;
     uint64_t wb_lo_ = UINT64_MAX, wb_hi_ = 0, wb_pending_ = 0;
     std::vector<uint8_t> ra_;
@@ -296,7 +315,7 @@ constexpr off_t kLockPermBase = 100, kLockSharedBase = 200;
 constexpr const char* kPermNames[] = {"consistent read", "write", "write unchanged", "resize"};
 constexpr unsigned kPermRead = 1, kPermWrite = 2, kPermWriteUnchanged = 4, kPermResize = 8, kPermAll = 15;
 
-Status apply_qemu_locks(int fd, bool read_write, const std::string& name) {
+Status apply_qemu_locks(int fd, bool read_write, const std::string& name, bool test_conflicts) {
     // What qemu-img itself asks for: a reader needs consistent reads and lets nobody write or resize; a
     // writer also writes and resizes, and lets others only read or write unchanged data.
     const unsigned perm = read_write ? (kPermRead | kPermWrite | kPermResize) : kPermRead;
@@ -330,7 +349,7 @@ Status apply_qemu_locks(int fd, bool read_write, const std::string& name) {
         if (!(shared & p) && !lock_byte(kLockSharedBase + bit))
             return conflict(std::string("shared \"") + kPermNames[bit] + "\"");
     }
-    for (unsigned bit = 0; bit < 4; ++bit) {
+    for (unsigned bit = 0; test_conflicts && bit < 4; ++bit) {
         const unsigned p = 1u << bit;
         // Someone refuses to share what we hold, or holds what we refuse to share.
         if ((perm & p) && someone_holds(kLockSharedBase + bit)) return conflict(std::string("\"") + kPermNames[bit] + "\"");
@@ -377,12 +396,24 @@ public:
             ::close(fd);
             return os_error(EISDIR, "open", std::string(name));
         }
-        if (opts_.lock && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
-            if (auto l = apply_qemu_locks(fd, access == Access::read_write, std::string(name)); !l) {
+        const bool lock = opts_.lock && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+        if (lock)
+            if (auto l = lock_file(fd, st, access == Access::read_write, name); !l) {
                 ::close(fd);
                 return std::move(l).error();
             }
-        return std::unique_ptr<File>(new PosixFile(fd, std::string(name), access != Access::read_write, opts_));
+        auto f = std::make_unique<PosixFile>(fd, std::string(name), access != Access::read_write, opts_);
+        if (lock) f->hold_locks(locks_);
+        return std::unique_ptr<File>(std::move(f));
+    }
+
+    // Take the locks; test for conflicts unless this process holds the file already. Counts the holder.
+    Status lock_file(int fd, const struct stat& st, bool read_write, std::string_view name) {
+        std::lock_guard l(locks_->mu);
+        auto key = std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+        VDISK_TRY(apply_qemu_locks(fd, read_write, std::string(name), locks_->held.count(key) == 0));
+        ++locks_->held[key];
+        return ok();
     }
 
     Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive) override {
@@ -391,18 +422,22 @@ public:
         int flags = O_RDWR | O_CREAT | open_flags() | (exclusive ? O_EXCL : 0);
         int fd = ::open(p.c_str(), flags, 0644);
         if (fd < 0) return open_error(errno, "create", name);
+        struct stat st {};
+        if (::fstat(fd, &st) != 0) {
+            int err = errno;
+            ::close(fd);
+            return os_error(err, "stat", std::string(name));
+        }
         if (opts_.lock)
-            if (auto l = apply_qemu_locks(fd, true, std::string(name)); !l) {
+            if (auto l = lock_file(fd, st, true, name); !l) {
                 ::close(fd);
                 return std::move(l).error();
             }
-        struct stat st {};
-        if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size != 0 && ::ftruncate(fd, 0) != 0) {
-            int err = errno;
-            ::close(fd);
-            return os_error(err, "truncate", std::string(name));
-        }
-        return std::unique_ptr<File>(new PosixFile(fd, std::string(name), false, opts_));
+        auto f = std::make_unique<PosixFile>(fd, std::string(name), false, opts_);
+        if (opts_.lock) f->hold_locks(locks_);
+        if (S_ISREG(st.st_mode) && st.st_size != 0 && ::ftruncate(fd, 0) != 0)
+            return os_error(errno, "truncate", std::string(name));  // `f` closes the descriptor
+        return std::unique_ptr<File>(std::move(f));
     }
 
     Status rename(std::string_view from, std::string_view to) override {
@@ -564,6 +599,7 @@ private:
     std::string root_;
     NamePolicy policy_;
     PosixOptions opts_;
+    std::shared_ptr<LockTable> locks_ = std::make_shared<LockTable>();
 };
 
 }  // namespace
