@@ -37,7 +37,9 @@ Outcome run_tool(const std::string& args, const std::string& rss_file) {
 
 void expect_clean(const Outcome& o, const std::string& what, const std::string& file_name) {
     INFO(what << ": exit " << o.status << ", output: " << o.output);
-    CHECK((o.status == 0 || o.status == 1));
+    // 63: `check` of a format that has none (qcow v1), as qemu-img exits.
+    const bool no_check = o.status == 63 && o.output.find("does not support checks") != std::string::npos;
+    CHECK((o.status == 0 || o.status == 1 || no_check));
     CHECK(o.output.find("AddressSanitizer") == std::string::npos);
     CHECK(o.output.find("runtime error") == std::string::npos);
     CHECK(o.rss_kib < 1024 * 1024);  // 1 GiB, sanitizer shadow included
