@@ -56,7 +56,7 @@ inline void fix_checksums(uint8_t* data, size_t size) {
         if (at + 512 > size || std::memcmp(data + at, "conectix", 8) != 0) continue;
         fix_vhd_sum(data + at, 512, 64);
         uint64_t dyn = get_be64(data + at + 16);
-        if (dyn != UINT64_MAX && dyn + 1024 <= size && std::memcmp(data + dyn, "cxsparse", 8) == 0)
+        if (dyn <= size && size - dyn >= 1024 && std::memcmp(data + dyn, "cxsparse", 8) == 0)
             fix_vhd_sum(data + dyn, 1024, 36);
     }
 }

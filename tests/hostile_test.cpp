@@ -35,7 +35,10 @@ Outcome run_tool(const std::string& args, const std::string& rss_file) {
     return o;
 }
 
-void expect_clean(const Outcome& o, const std::string& what, const std::string& file_name) {
+// `other_name`: a second file the error may name instead (convert's target: a 152 TiB raw target is refused by
+// the host file system, and that error rightly names the target).
+void expect_clean(const Outcome& o, const std::string& what, const std::string& file_name,
+                  const std::string& other_name = "") {
     INFO(what << ": exit " << o.status << ", output: " << o.output);
     // 63: `check` of a format that has none (qcow v1), as qemu-img exits.
     const bool no_check = o.status == 63 && o.output.find("does not support checks") != std::string::npos;
@@ -49,7 +52,8 @@ void expect_clean(const Outcome& o, const std::string& what, const std::string& 
         while (!out.empty() && out.back() == '\n') out.pop_back();
         std::string last = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
         CHECK(last.rfind("vdisk: ", 0) == 0);
-        CHECK(last.find(file_name) != std::string::npos);
+        CHECK((last.find(file_name) != std::string::npos ||
+               (!other_name.empty() && last.find(other_name) != std::string::npos)));
     }
 }
 
@@ -150,7 +154,7 @@ TEST_CASE("hostile images of the shared corpus end cleanly") {
         CHECK(c.output.find("runtime error") == std::string::npos);
         CHECK(c.rss_kib < 1024 * 1024);
         auto o = run_tool("convert -O raw " + sh_quote(p) + " " + sh_quote(t / "out.raw"), t / "rss");
-        expect_clean(o, rel + " (convert)", p);
+        expect_clean(o, rel + " (convert)", p, t / "out.raw");
         std::filesystem::remove(t / "out.raw");
         auto u = run_tool("info --untrusted " + sh_quote(p), t / "rss");
         expect_clean(u, rel + " (info --untrusted)", p);
