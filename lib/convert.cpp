@@ -336,6 +336,10 @@ private:
             auto [w, i] = item;
             const InflateJob& j = w->jobs[i];
             Status st = failed() ? ok() : run(*w, j, scratch);
+            // A failed unit's window is never released to the writer, which waits for it; the reader may be
+            // waiting for a free window at the same moment. Stopping the queue wakes the reader, which then
+            // ends, and finish() hands the writer this error.
+            if (!st) q_.stop();
             bool last;
             {
                 std::lock_guard l(mu_);
