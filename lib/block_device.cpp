@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -45,8 +47,17 @@ bool holds_shared(const void* d) {
 }
 }  // namespace
 
+struct BlockDevice::UnitCache {
+    std::mutex mu;
+    const File* file = nullptr;
+    uint64_t host_offset = 0;
+    uint64_t unit_offset = 0;
+    std::vector<uint8_t> bytes;  // empty: nothing cached
+};
+
 BlockDevice::BlockDevice(uint64_t size, bool read_only)
     : lock_(std::make_unique<Lock>()),
+      unit_cache_(std::make_unique<UnitCache>()),
       size_(size),
       read_only_(read_only),
       budget_(std::make_shared<Budget>(Limits{}.max_image_memory, Limits{}.max_work)) {}
@@ -273,6 +284,7 @@ Result<Extent> BlockDevice::block_status(uint64_t offset, uint64_t max_len) {
 }
 
 Result<StoredExtent> BlockDevice::map_stored(uint64_t offset, uint64_t max_len) {
+    SharedGuard g(*this);
     if (offset >= size_) return range_error("map_stored", offset, max_len, size_);
     max_len = std::min(max_len, size_ - offset);
     if (max_len == 0) return make_error(ErrorCode::invalid_argument, "map_stored with zero length");
@@ -290,7 +302,26 @@ Result<StoredExtent> BlockDevice::map_stored(uint64_t offset, uint64_t max_len) 
     return r;
 }
 
+namespace {
+// A backend must override do_map_stored or do_block_status; the defaults derive each from the other, so this
+// catches one that overrides neither (an endless recursion otherwise).
+thread_local const void* deriving_map = nullptr;
+struct DeriveGuard {
+    const void*& slot;
+    const void* saved;
+    explicit DeriveGuard(const void*& s, const void* d) : slot(s), saved(s) { slot = d; }
+    ~DeriveGuard() { slot = saved; }
+    DeriveGuard(const DeriveGuard&) = delete;
+    DeriveGuard& operator=(const DeriveGuard&) = delete;
+};
+Error no_map() {
+    return make_error(ErrorCode::unsupported, "internal: backend implements neither do_map_stored nor do_block_status");
+}
+}  // namespace
+
 Result<StoredExtent> BlockDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
+    if (deriving_map == this) return no_map();
+    DeriveGuard dg(deriving_map, this);
     VDISK_ASSIGN(Extent x, do_block_status(offset, max_len));
     StoredExtent s;
     s.offset = x.offset;
@@ -305,9 +336,12 @@ Status BlockDevice::inflate_unit(const StoredExtent&, std::span<const uint8_t>, 
     return make_error(ErrorCode::unsupported, "this format stores no compressed units");
 }
 
-Status BlockDevice::attach_backing(std::unique_ptr<BlockDevice> backing) {
+Status BlockDevice::attach_backing(std::unique_ptr<BlockDevice> backing, bool accept_identity_mismatch) {
     ExclusiveGuard g(*this);
-    if (backing) VDISK_TRY(check_backing(*backing));
+    if (backing) {
+        VDISK_TRY(check_backing(*backing));
+        if (!accept_identity_mismatch) VDISK_TRY(check_backing_identity(*backing));
+    }
     backing_ = std::move(backing);
     return ok();
 }
@@ -348,12 +382,167 @@ Status BlockDevice::do_resize(uint64_t) {
 }
 Status BlockDevice::do_close() { return flush(); }
 Status BlockDevice::check_backing(BlockDevice&) { return ok(); }
+Status BlockDevice::check_backing_identity(BlockDevice&) { return ok(); }
+Status BlockDevice::missing_backing_error() const { return ok(); }
+
+Result<CheckResult> BlockDevice::check(RepairMode repair) {
+    ExclusiveGuard g(*this);
+    if (repair != RepairMode::none && read_only_)
+        return make_error(ErrorCode::read_only, "repairing needs the image opened read-write");
+    auto r = do_check(repair);
+    if (!r) return named(std::move(r).error());
+    return r;
+}
+
+Result<CheckResult> BlockDevice::do_check(RepairMode) {
+    return make_error(ErrorCode::unsupported, "this image format does not support checks");
+}
 
 Result<std::vector<uint8_t>> BlockDevice::compress_chunk(std::span<const uint8_t>) const {
     return make_error(ErrorCode::unsupported, "compression is not supported by this format");
 }
-Status BlockDevice::write_compressed_chunk(uint64_t, std::span<const uint8_t>, uint64_t) {
+Status BlockDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+                                          uint64_t raw_length) {
+    ExclusiveGuard g(*this);
+    const uint64_t dev_size = size();
+    if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
+    if (closed_) return make_error(ErrorCode::invalid_argument, "write after close");
+    const uint64_t gran = compress_granularity();
+    if (gran == 0) return make_error(ErrorCode::unsupported, "compression is not supported by this format");
+    if (!util::range_within(offset, raw_length, dev_size) || raw_length == 0)
+        return range_error("compressed write", offset, raw_length, dev_size);
+    if (offset % gran != 0 || (raw_length != gran && offset + raw_length != dev_size) || raw_length > gran)
+        return make_error(ErrorCode::invalid_argument, "compressed chunk of " + std::to_string(raw_length) +
+                                                           " bytes at " + hex(offset) + " is not one granule of " +
+                                                           std::to_string(gran) + " bytes");
+    if (compressed.empty())
+        return make_error(ErrorCode::invalid_argument, "compressed chunk at " + hex(offset) + " is empty");
+    auto st = do_write_compressed_chunk(offset, compressed, raw_length);
+    if (!st) return named(std::move(st).error());
+    return st;
+}
+
+Status BlockDevice::do_write_compressed_chunk(uint64_t, std::span<const uint8_t>, uint64_t) {
     return make_error(ErrorCode::unsupported, "compression is not supported by this format");
+}
+
+// ---- the generic read path (map first) ---------------------------------------------------------------
+
+namespace {
+bool same_kind_follows(const StoredExtent& m, const StoredExtent& n) {
+    if (n.kind != m.kind || n.kind == StoredKind::compressed) return false;
+    if (m.kind != StoredKind::data) return true;
+    return n.file == m.file && n.host_offset == m.host_offset + m.length;
+}
+constexpr unsigned kMaxMergeSteps = 65536;  // bounded walk when merging pieces (block status, reads)
+}  // namespace
+
+Result<Extent> BlockDevice::do_block_status(uint64_t offset, uint64_t max_len) {
+    if (deriving_map == this) return no_map();
+    DeriveGuard dg(deriving_map, this);
+    VDISK_ASSIGN(StoredExtent m, do_map_stored(offset, max_len));
+    Extent e;
+    e.offset = offset;
+    if (m.kind == StoredKind::compressed) {
+        // The unit may start before `offset`; report the part from offset on, then following compressed units.
+        e.kind = ExtentKind::data;
+        e.compressed = true;
+        e.length = std::min(m.offset + m.length - offset, max_len);
+        for (unsigned steps = 0; e.length < max_len && steps < kMaxMergeSteps; ++steps) {
+            VDISK_ASSIGN(StoredExtent n, do_map_stored(offset + e.length, max_len - e.length));
+            if (n.kind != StoredKind::compressed) break;
+            e.length = std::min(n.offset + n.length - offset, max_len);
+        }
+        return e;
+    }
+    e.length = m.length;
+    e.kind = m.kind == StoredKind::zero ? ExtentKind::zero
+             : m.kind == StoredKind::unallocated ? ExtentKind::unallocated
+                                                 : ExtentKind::data;
+    if (m.kind == StoredKind::data && m.file) {
+        e.file = m.file;
+        e.host_offset = m.host_offset;
+    }
+    for (unsigned steps = 0; e.length < max_len && steps < kMaxMergeSteps; ++steps) {
+        VDISK_ASSIGN(StoredExtent n, do_map_stored(offset + e.length, max_len - e.length));
+        StoredExtent cur = m;
+        cur.length = e.length;
+        if (!same_kind_follows(cur, n)) break;
+        e.length += n.length;
+    }
+    return e;
+}
+
+Status BlockDevice::do_read(uint64_t offset, std::span<uint8_t> buf) { return read_mapped(offset, buf); }
+
+Status BlockDevice::read_mapped(uint64_t offset, std::span<uint8_t> buf) {
+    while (!buf.empty()) {
+        VDISK_ASSIGN(StoredExtent m, do_map_stored(offset, buf.size()));
+        if (m.kind == StoredKind::compressed) {
+            if (m.offset > offset || offset - m.offset >= m.length || !m.file || m.host_length == 0)
+                return make_error(ErrorCode::corrupt, "internal: backend mapped compressed unit [" + hex(m.offset) +
+                                                          ", +" + hex(m.length) + ") for a read at " + hex(offset));
+            uint64_t n = std::min<uint64_t>(buf.size(), m.offset + m.length - offset);
+            VDISK_TRY(read_unit(m, offset, buf.first(static_cast<size_t>(n))));
+            offset += n;
+            buf = buf.subspan(static_cast<size_t>(n));
+            continue;
+        }
+        if (m.offset != offset || m.length == 0 || m.length > buf.size())
+            return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(m.offset) + ", +" +
+                                                      hex(m.length) + ") for a read at " + hex(offset));
+        if (m.kind == StoredKind::data && !m.file)
+            return make_error(ErrorCode::unsupported, "internal: backend maps data without a host file at " +
+                                                          hex(offset) + " and does not read it itself");
+        // Merge following pieces of the same kind (contiguous in the same file for data) into one I/O.
+        for (unsigned steps = 0; m.length < buf.size() && steps < kMaxMergeSteps; ++steps) {
+            VDISK_ASSIGN(StoredExtent n, do_map_stored(offset + m.length, buf.size() - m.length));
+            if (n.offset != offset + m.length || n.length == 0 || !same_kind_follows(m, n)) break;
+            m.length += std::min<uint64_t>(n.length, buf.size() - m.length);
+        }
+        auto part = buf.first(static_cast<size_t>(m.length));
+        switch (m.kind) {
+            case StoredKind::data: VDISK_TRY(read_zero_fill(*m.file, m.host_offset, part)); break;
+            case StoredKind::zero: std::fill(part.begin(), part.end(), 0); break;
+            case StoredKind::unallocated:
+                if (!backing_) VDISK_TRY(missing_backing_error());
+                VDISK_TRY(read_from_backing(offset, part));
+                break;
+            case StoredKind::compressed: break;  // handled above
+        }
+        offset += m.length;
+        buf = buf.subspan(static_cast<size_t>(m.length));
+    }
+    return ok();
+}
+
+// One compressed unit: read its stored bytes (positional, past the end of the file as zeros), inflate, copy
+// the part asked for. The last unit inflated is kept so small reads walking through it inflate it once.
+Status BlockDevice::read_unit(const StoredExtent& unit, uint64_t offset, std::span<uint8_t> out) {
+    const uint64_t skip = offset - unit.offset;
+    {
+        std::lock_guard lock(unit_cache_->mu);
+        auto& c = *unit_cache_;
+        if (!c.bytes.empty() && c.file == unit.file && c.host_offset == unit.host_offset &&
+            c.unit_offset == unit.offset && c.bytes.size() == unit.length) {
+            std::memcpy(out.data(), c.bytes.data() + skip, out.size());
+            return ok();
+        }
+    }
+    // Both sizes are bounded by the backend (a cluster or grain, capped at open; stored bytes capped too).
+    std::vector<uint8_t> stored(static_cast<size_t>(unit.host_length));
+    VDISK_TRY(read_zero_fill(*unit.file, unit.host_offset, stored));
+    if (skip == 0 && out.size() == unit.length) return inflate_unit(unit, stored, out);
+    std::vector<uint8_t> whole(static_cast<size_t>(unit.length));
+    VDISK_TRY(inflate_unit(unit, stored, whole));
+    std::memcpy(out.data(), whole.data() + skip, out.size());
+    std::lock_guard lock(unit_cache_->mu);
+    auto& c = *unit_cache_;
+    c.file = unit.file;
+    c.host_offset = unit.host_offset;
+    c.unit_offset = unit.offset;
+    c.bytes = std::move(whole);
+    return ok();
 }
 
 }  // namespace vdisk

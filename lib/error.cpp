@@ -3,6 +3,7 @@
 #include "vdisk/text.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace vdisk {
 
@@ -53,6 +54,15 @@ Error&& Error::in(std::string_view file_name, std::string_view format_name) && {
     if (file.empty()) file = std::string(file_name);
     if (format.empty()) format = std::string(format_name);
     return std::move(*this);
+}
+
+void bad_result_access(const Error* error) noexcept {
+    if (error)
+        std::fprintf(stderr, "vdisk: Result::value() called on an error: %s\n",
+                     escape_for_terminal(error->to_string()).c_str());
+    else
+        std::fputs("vdisk: Result::error() called on a success\n", stderr);
+    std::abort();
 }
 
 }  // namespace vdisk

@@ -12,10 +12,6 @@ Result<std::unique_ptr<BlockDevice>> Format::create(const CreateOptions&, const 
     return make_error(ErrorCode::unsupported, "creating " + std::string(name()) + " images is not supported");
 }
 
-Result<CheckResult> Format::check(BlockDevice&, RepairMode) const {
-    return make_error(ErrorCode::unsupported, "this image format does not support checks");
-}
-
 Result<MeasureResult> Format::measure(const CreateOptions&, const MeasureSource&) const {
     return make_error(ErrorCode::unsupported, "format '" + std::string(name()) + "' does not support size measurement");
 }

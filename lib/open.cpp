@@ -51,7 +51,7 @@ Status open_backing(const Registry& reg, FileSystem& fs, const std::string& name
         return make_error(ErrorCode::not_found, "backing file not found: " + list);
     }
     VDISK_ASSIGN(auto parent, open_layer(reg, fs, chosen, options, ref->format, depth + 1, false, chain));
-    return dev.attach_backing(std::move(parent.device));
+    return dev.attach_backing(std::move(parent.device), options.force_parent_mismatch);
 }
 
 Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
@@ -87,6 +87,11 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
         fmt = *p;
     }
 
+    if (depth == 0 && !options.snapshot.empty() && !fmt->has_internal_snapshots())
+        return make_error(ErrorCode::unsupported,
+                          std::string(fmt->name()) + " images have no internal snapshots (snapshot '" +
+                              options.snapshot + "' asked for)")
+            .in(name, fmt->name());
     OpenOptions layer_opts = options;
     layer_opts.read_write = writable;
     if (depth > 0) {

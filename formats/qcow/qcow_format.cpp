@@ -189,8 +189,6 @@ public:
         if (ctx.options().read_write)
             return make_error(ErrorCode::unsupported,
                               "qcow version 1 images are read-only in vdisk (convert them to qcow2 to write)");
-        if (!ctx.options().snapshot.empty())
-            return make_error(ErrorCode::unsupported, "qcow version 1 images have no snapshots");
         VDISK_ASSIGN(uint64_t fsize, file->size());
         if (fsize < sizeof(Header)) return make_error(ErrorCode::invalid_format, "file too small for a qcow header");
         Header h;

@@ -286,4 +286,6 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
     return std::move(ck.res);
 }
 
+Result<CheckResult> Qcow2Device::do_check(RepairMode repair) { return check_image(*this, repair); }
+
 }  // namespace vdisk::qcow2

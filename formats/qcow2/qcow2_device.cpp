@@ -341,89 +341,10 @@ Result<Mapping> Qcow2Device::map(uint64_t offset, uint64_t max_len) {
     return m;
 }
 
-Status Qcow2Device::read_compressed(uint64_t word, uint64_t in_cluster, std::span<uint8_t> out) {
-    {
-        std::lock_guard lock(zcache_mu_);
-        if (!zcache_.empty() && zcache_word_ == word) {
-            std::memcpy(out.data(), zcache_.data() + in_cluster, out.size());
-            return ok();
-        }
-    }
-    // Decompress outside the lock (other readers may inflate other clusters meanwhile), then keep the result.
-    std::vector<uint8_t> cluster(static_cast<size_t>(cluster_size_));
-    VDISK_TRY(decompress(word, cluster));
-    std::memcpy(out.data(), cluster.data() + in_cluster, out.size());
-    std::lock_guard lock(zcache_mu_);
-    zcache_ = std::move(cluster);
-    zcache_word_ = word;
-    return ok();
-}
-
-Status Qcow2Device::decompress(uint64_t word, std::span<uint8_t> out) {
-    uint32_t shift = 62 - (h_.cluster_bits - 8);
-    uint64_t coff = word & ((1ull << shift) - 1);
-    uint64_t sectors = ((word >> shift) & ((1ull << (h_.cluster_bits - 8)) - 1)) + 1;
-    uint64_t csize = sectors * 512 - (coff & 511);
-    std::vector<uint8_t> in(static_cast<size_t>(csize));
-    VDISK_TRY(read_zero_fill(data(), coff, in));
-    if (!decompress_cluster(in, out, h_.compression))
-        return corrupt_at("compressed cluster at " + hex(coff) + " (" + std::to_string(csize) +
-                              " bytes) does not decompress to one cluster",
-                          coff);
-    return ok();
-}
-
-Status Qcow2Device::do_read(uint64_t offset, std::span<uint8_t> buf) {
-    while (!buf.empty()) {
-        VDISK_ASSIGN(Mapping m, map(offset, buf.size()));
-        // Merge following pieces of the same kind (contiguous on the host for data) into one I/O.
-        if (!m.compressed) {
-            while (m.length < buf.size()) {
-                VDISK_ASSIGN(Mapping n, map(offset + m.length, buf.size() - m.length));
-                if (n.kind != m.kind || n.compressed) break;
-                if (m.kind == ExtentKind::data && n.host != m.host + m.length) break;
-                m.length += n.length;
-            }
-        }
-        auto part = buf.first(static_cast<size_t>(m.length));
-        if (m.compressed) {
-            VDISK_TRY(read_compressed(m.host, offset & (cluster_size_ - 1), part));
-        } else if (m.kind == ExtentKind::data) {
-            VDISK_TRY(read_zero_fill(data(), m.host, part));
-        } else if (m.kind == ExtentKind::zero) {
-            std::fill(part.begin(), part.end(), 0);
-        } else {
-            if (backing_required_ && !backing())
-                return make_error(ErrorCode::unsupported,
-                                  "backing file '" + h_.backing_name.value_or("") +
-                                      "' is not attached; partial-cluster writes would lose its data");
-            VDISK_TRY(read_from_backing(offset, part));
-        }
-        offset += m.length;
-        buf = buf.subspan(static_cast<size_t>(m.length));
-    }
-    return ok();
-}
-
-Result<Extent> Qcow2Device::do_block_status(uint64_t offset, uint64_t max_len) {
-    VDISK_ASSIGN(Mapping m, map(offset, max_len));
-    Extent e;
-    e.offset = offset;
-    e.length = m.length;
-    e.kind = m.kind;
-    e.compressed = m.compressed;
-    if (m.kind == ExtentKind::data && !m.compressed) {
-        e.file = &data();
-        e.host_offset = m.host;
-    }
-    // Coalesce following pieces with the same state (and contiguous host offsets), within a bounded walk.
-    for (unsigned steps = 0; e.length < max_len && steps < 65536; ++steps) {
-        VDISK_ASSIGN(Mapping n, map(offset + e.length, max_len - e.length));
-        if (n.kind != m.kind || n.compressed != m.compressed) break;
-        if (m.kind == ExtentKind::data && !m.compressed && n.host != *e.host_offset + e.length) break;
-        e.length += n.length;
-    }
-    return e;
+Status Qcow2Device::missing_backing_error() const {
+    if (!backing_required_) return ok();
+    return make_error(ErrorCode::unsupported, "backing file '" + h_.backing_name.value_or("") +
+                                                  "' is not attached; partial-cluster writes would lose its data");
 }
 
 Result<StoredExtent> Qcow2Device::do_map_stored(uint64_t offset, uint64_t max_len) {
@@ -452,7 +373,8 @@ Result<StoredExtent> Qcow2Device::do_map_stored(uint64_t offset, uint64_t max_le
         s.file = &data();
         s.host_offset = m.host;
     }
-    // Coalesce like do_block_status, so a caller walking an uncompressed image makes few calls.
+    // Coalesce following pieces in the same state (contiguous on the host for data), within a bounded walk,
+    // so a caller walking an uncompressed image makes few calls.
     for (unsigned steps = 0; s.length < max_len && steps < 65536; ++steps) {
         VDISK_ASSIGN(Mapping n, map(offset + s.length, max_len - s.length));
         if (n.kind != m.kind || n.compressed) break;

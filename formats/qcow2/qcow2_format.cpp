@@ -249,11 +249,7 @@ public:
 
     Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override;
 
-    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
-        auto* q = dynamic_cast<Qcow2Device*>(&device);
-        if (!q) return make_error(ErrorCode::invalid_argument, "not a qcow2 device");
-        return check_image(*q, repair);
-    }
+    bool has_internal_snapshots() const noexcept override { return true; }
 
 };
 

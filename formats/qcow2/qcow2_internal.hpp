@@ -98,7 +98,7 @@ public:
     uint64_t write_granularity() const override { return cluster_size_; }
     uint64_t compress_granularity() const override { return cluster_size_; }
     Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
-    Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+    Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                   uint64_t raw_length) override;
     Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                         std::span<uint8_t> out) const override;
@@ -137,15 +137,15 @@ public:
     void require_backing() { backing_required_ = h_.backing_name.has_value(); }
 
 protected:
-    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_discard(uint64_t offset, uint64_t len) override;
     Status do_flush() override;
     Status do_resize(uint64_t new_size) override;
     Status do_close() override;
-    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
+    Status missing_backing_error() const override;
+    Result<CheckResult> do_check(RepairMode repair) override;
     ImageInfo do_info() const override;
 
 private:
@@ -170,14 +170,10 @@ private:
     uint64_t free_hint_ = 0;
     uint64_t compressed_cursor_ = 0;  // next free byte in the cluster used for packing compressed data
     // Concurrent readers (see BlockDevice) share the L2 cache: lookups hold meta_mu_ while they find or load
-    // a table and copy one entry out; data I/O happens outside it. The last decompressed cluster has its own
-    // lock. Writers hold the device exclusively, so the write paths touch the caches without these locks.
+    // a table and copy one entry out; data I/O happens outside it (the generic read path). Writers hold the device exclusively, so the write paths touch the caches without these locks.
     std::mutex meta_mu_;
     ClusterCache l2_cache_;
     ClusterCache rb_cache_;
-    std::mutex zcache_mu_;
-    uint64_t zcache_word_ = 0;
-    std::vector<uint8_t> zcache_;
     std::optional<Error> write_refusal_;
 
     File& data() const { return data_file_ ? *data_file_ : *file_; }
@@ -185,8 +181,6 @@ private:
     Error limit_exceeded_error() const;
     Result<Mapping> map(uint64_t offset, uint64_t max_len);
     Result<L2Entry> lookup(uint64_t vcluster, uint64_t* l2_offset_out = nullptr);
-    Status decompress(uint64_t word, std::span<uint8_t> out);
-    Status read_compressed(uint64_t word, uint64_t in_cluster, std::span<uint8_t> out);
 
     // Writing.
     Result<uint64_t> ensure_l2(uint64_t l1_index);

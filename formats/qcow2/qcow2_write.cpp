@@ -270,7 +270,7 @@ Status Qcow2Device::do_discard(uint64_t offset, uint64_t len) {
     return zero_or_discard(a, b - a, true, true);
 }
 
-Status Qcow2Device::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length) {
+Status Qcow2Device::do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length) {
     if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
     VDISK_TRY(refuse_if_needed());
     if (!util::is_aligned(offset, cluster_size_) || offset >= size() || raw_length > cluster_size_)

@@ -70,8 +70,6 @@ public:
     int probe(std::span<const uint8_t>, std::span<const uint8_t>, uint64_t) const noexcept override { return 1; }
 
     Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
-        if (!ctx.options().snapshot.empty())
-            return make_error(ErrorCode::unsupported, "raw images have no snapshots");
         VDISK_ASSIGN(uint64_t size, file->size());
         return std::unique_ptr<BlockDevice>(new RawDevice(std::move(file), size, !ctx.options().read_write));
     }

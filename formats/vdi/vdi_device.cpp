@@ -81,6 +81,8 @@ protected:
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
+    Status check_backing_identity(BlockDevice& backing) override;
+    Result<CheckResult> do_check(RepairMode repair) override { return check_device(*this, repair); }
 
 private:
     uint64_t slot_offset(uint32_t slot) const {
@@ -478,17 +480,18 @@ Status VdiDevice::check_backing(BlockDevice& backing) {
     if (!meta_.is_diff())
         return make_error(ErrorCode::invalid_argument, std::string("a ") + type_name(meta_.type) +
                                                            " VDI image has no parent");
+    return ok();
+}
+
+Status VdiDevice::check_backing_identity(BlockDevice& backing) {
     const Meta* pm = device_meta(backing);
-    if (!pm) {
-        if (parent_.force_mismatch) return ok();
-        return make_error(ErrorCode::corrupt, "the parent of a differencing VDI must be a VDI image");
-    }
-    if (std::memcmp(pm->uuid_create, meta_.uuid_linkage, 16) != 0 && !parent_.force_mismatch)
+    if (!pm) return make_error(ErrorCode::corrupt, "the parent of a differencing VDI must be a VDI image");
+    if (std::memcmp(pm->uuid_create, meta_.uuid_linkage, 16) != 0)
         return make_error(ErrorCode::corrupt, "parent uuid " + util::guid_to_string(pm->uuid_create) +
                                                   " does not match the image's parent uuid " +
                                                   util::guid_to_string(meta_.uuid_linkage));
     if (!is_null_uuid(meta_.uuid_parent_modify) &&
-        std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0 && !parent_.force_mismatch)
+        std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0)
         return make_error(ErrorCode::corrupt, "parent was modified after this image was made: its modification uuid " +
                                                   util::guid_to_string(pm->uuid_modify) + " is not " +
                                                   util::guid_to_string(meta_.uuid_parent_modify));

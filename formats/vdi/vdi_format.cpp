@@ -197,8 +197,6 @@ public:
     }
 
     Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
-        if (!ctx.options().snapshot.empty())
-            return make_error(ErrorCode::unsupported, "VDI images have no internal snapshots vdisk can read");
         VDISK_ASSIGN(uint64_t file_size, file->size());
         VDISK_ASSIGN(Meta m, read_header(*file, file_size));
         VDISK_TRY(validate(m, file_size, ctx.limits()));
@@ -333,10 +331,6 @@ public:
             VDISK_TRY(preallocate_range(*file, m.offset_data, blocks * bs, prealloc));
         }
         return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, ParentLink{});
-    }
-
-    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
-        return check_device(device, repair);
     }
 };
 

@@ -72,6 +72,8 @@ protected:
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
+    Status check_backing_identity(BlockDevice& backing) override;
+    Result<CheckResult> do_check(RepairMode repair) override { return check_device(*this, repair); }
 
 private:
     // The sector bitmap of an allocated block (one block cached: sequential access touches one at a time).
@@ -380,8 +382,11 @@ ImageInfo VhdDevice::do_info() const {
 Status VhdDevice::check_backing(BlockDevice& backing) {
     if (!meta_.differencing())
         return make_error(ErrorCode::invalid_argument, "only a differencing VHD has a parent");
+    return ok();
+}
+
+Status VhdDevice::check_backing_identity(BlockDevice& backing) {
     const Meta* pm = device_meta(backing);
-    if (force_) return ok();
     if (!pm) return make_error(ErrorCode::corrupt, "the parent of a differencing VHD must be a VHD image");
     if (std::memcmp(pm->footer.unique_id, meta_.parent_uuid, 16) != 0)
         return make_error(ErrorCode::corrupt, "parent unique id " + util::uuid_to_string(pm->footer.unique_id) +

@@ -302,7 +302,6 @@ public:
     }
 
     Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
-        if (!ctx.options().snapshot.empty()) return make_error(ErrorCode::unsupported, "VHD images have no snapshots");
         VDISK_ASSIGN(uint64_t file_size, file->size());
         if (file_size < kSector) return make_error(ErrorCode::invalid_format, "file is smaller than a VHD footer");
         Meta m;
@@ -471,10 +470,6 @@ public:
         }
         m.footer = f;
         return make_device(std::move(file), std::move(m), std::move(bat), file_size, false, false);
-    }
-
-    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
-        return check_device(device, repair);
     }
 };
 

@@ -75,7 +75,8 @@ protected:
     Status do_close() override { return do_flush(); }
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
-    Status check_backing(BlockDevice& backing) override;
+    Status check_backing_identity(BlockDevice& backing) override;
+    Result<CheckResult> do_check(RepairMode repair) override { return run_check(repair == RepairMode::all); }
 
 private:
     static uint64_t host_of(uint64_t entry) { return (entry >> kBatOffsetShift) << kBatOffsetShift; }
@@ -536,16 +537,14 @@ ImageInfo VhdxDevice::do_info() const {
     return i;
 }
 
-Status VhdxDevice::check_backing(BlockDevice& backing) {
+Status VhdxDevice::check_backing_identity(BlockDevice& backing) {
     auto* parent = dynamic_cast<VhdxDevice*>(&backing);
     if (!parent) {
-        if (force_parent_mismatch_) return ok();
         return err(ErrorCode::corrupt, "parent of a differencing VHDX must be a VHDX image");
     }
     std::string want = guid_text(parent->header().data_write_guid);
     if (iequal(g_.parent_linkage, want) || (!g_.parent_linkage2.empty() && iequal(g_.parent_linkage2, want)))
         return ok();
-    if (force_parent_mismatch_) return ok();
     return err(ErrorCode::corrupt, "parent_linkage " + g_.parent_linkage + " does not match the parent's DataWriteGuid " +
                                        want);
 }

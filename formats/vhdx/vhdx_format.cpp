@@ -344,8 +344,6 @@ public:
     }
 
     Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
-        if (!ctx.options().snapshot.empty())
-            return make_error(ErrorCode::unsupported, "VHDX images have no internal snapshots");
         VDISK_ASSIGN(uint64_t file_size, file->size());
         uint8_t sig[8] = {};
         VDISK_TRY(read_zero_fill(*file, kFileIdOffset, sig));
@@ -413,10 +411,6 @@ public:
     std::span<const OptionSpec> create_options() const noexcept override;
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override;
     Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override;
-
-    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const override {
-        return check_device(device, repair);
-    }
 };
 
 constexpr OptionSpec kOptions[] = {

@@ -53,8 +53,8 @@ std::optional<BackingReference> VmdkDevice::backing_reference() const {
     return r;
 }
 
-Status VmdkDevice::check_backing(BlockDevice& backing) {
-    if (desc_.parent_cid == 0xffffffffu || force_parent_) return ok();
+Status VmdkDevice::check_backing_identity(BlockDevice& backing) {
+    if (desc_.parent_cid == 0xffffffffu) return ok();
     std::optional<uint64_t> parent_cid;
     if (auto* p = dynamic_cast<VmdkDevice*>(&backing)) {
         parent_cid = p->descriptor().cid;
@@ -660,8 +660,8 @@ Result<std::vector<uint8_t>> VmdkDevice::compress_chunk(std::span<const uint8_t>
     return out;
 }
 
-Status VmdkDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t) {
-    if (!stream_writer_) return BlockDevice::write_compressed_chunk(offset, compressed, 0);
+Status VmdkDevice::do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t) {
+    if (!stream_writer_) return BlockDevice::do_write_compressed_chunk(offset, compressed, 0);
     return stream_append(offset / extents_.front().grain, compressed);
 }
 

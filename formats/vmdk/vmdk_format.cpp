@@ -383,8 +383,6 @@ public:
     }
 
     Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const override {
-        if (!ctx.options().snapshot.empty())
-            return make_error(ErrorCode::unsupported, "vmdk images have no internal snapshots");
         return open_vmdk(std::move(file), ctx);
     }
 
@@ -400,8 +398,6 @@ public:
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         return create_vmdk(opts, ctx);
     }
-
-    Result<CheckResult> check(BlockDevice& device, RepairMode) const override { return check_vmdk(device); }
 };
 
 }  // namespace

@@ -92,6 +92,8 @@ struct DiskExtent {
 };
 
 /// A VMDK: a descriptor plus extents laid end to end.
+Result<CheckResult> check_vmdk(BlockDevice& dev);
+
 class VmdkDevice final : public BlockDevice {
 public:
     VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
@@ -107,7 +109,7 @@ public:
     uint64_t compress_granularity() const override;
     bool compresses_every_write() const override { return stream_writer_; }
     Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
-    Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+    Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                   uint64_t raw_length) override;
     std::optional<BackingReference> backing_reference() const override;
     Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
@@ -138,7 +140,8 @@ protected:
     Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
-    Status check_backing(BlockDevice& backing) override;
+    Status check_backing_identity(BlockDevice& backing) override;
+    Result<CheckResult> do_check(RepairMode) override { return check_vmdk(*this); }
 
 private:
     size_t find_extent(uint64_t offset) const;

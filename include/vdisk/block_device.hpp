@@ -93,7 +93,36 @@ struct BackingReference {
     std::string format;
 };
 
+enum class RepairMode { none, leaks, all };
+
+/// The result of a consistency check, in qemu-img's terms.
+struct CheckResult {
+    uint64_t corruptions = 0;
+    uint64_t leaks = 0;
+    uint64_t check_errors = 0;
+    uint64_t corruptions_fixed = 0;
+    uint64_t leaks_fixed = 0;
+    std::optional<uint64_t> image_end_offset;
+    std::optional<uint64_t> total_clusters;
+    std::optional<uint64_t> allocated_clusters;
+    std::optional<uint64_t> fragmented_clusters;
+    std::optional<uint64_t> compressed_clusters;
+    std::vector<std::string> messages;  ///< one line per problem found, at most max_check_messages
+    uint64_t messages_dropped = 0;      ///< problems counted but not described (past the cap)
+};
+
+/// Problems a check describes in `messages`; past this it only counts them.
+inline constexpr size_t max_check_messages = 1000;
+
 /// A virtual disk (one layer, with an optional backing device below it).
+///
+/// The device contract is "map first": a backend answers one question — how is this offset stored in this
+/// layer (do_map_stored: plain data at a host file offset, zeros, not here, or one compressed unit) — and,
+/// if it stores compressed units, how to inflate one (inflate_unit). The generic layer does every read from
+/// that answer: positional file I/O, zero fill, falling through to the backing device, the refusal when a
+/// required backing device is missing, merging of adjacent pieces, and block_status. Read and block status
+/// therefore cannot disagree. Raw-like backends whose "map" is trivial may override do_read/do_block_status
+/// directly instead (a backend overrides one side or the other, never neither).
 ///
 /// Public methods are non-virtual: they check bounds, read-only state and alignment once and then call
 /// the protected do_* hooks, which may therefore assume in-range requests with length > 0.
@@ -106,8 +135,8 @@ struct BackingReference {
 /// see do_write/do_write_zeroes/do_discard/do_flush/do_resize/do_close one at a time with no reader running,
 /// and do_read/do_block_status possibly concurrently with each other: a backend guards any state those two
 /// change (metadata caches) with its own lock and does its positional file I/O outside that lock where it can.
-/// compress_chunk() is const and thread-safe; write_compressed_chunk() and check() (Format) are for the one
-/// thread that owns a device being written. Destroying a device while another thread uses it is a bug.
+/// compress_chunk() and inflate_unit() are const and thread-safe; write_compressed_chunk() and check() take
+/// the device exclusively. Destroying a device while another thread uses it is a bug.
 class VDISK_API BlockDevice {
 public:
     virtual ~BlockDevice();
@@ -143,8 +172,14 @@ public:
     BlockDevice* backing() const noexcept { return backing_.get(); }
     /// The reference this image records to its backing image (nullopt: none).
     virtual std::optional<BackingReference> backing_reference() const { return std::nullopt; }
-    /// Attach the backing device (done by the generic opener). Calls check_backing first.
-    Status attach_backing(std::unique_ptr<BlockDevice> backing);
+    /// Attach the backing device (done by the generic opener). Calls check_backing (structure: must hold)
+    /// and check_backing_identity (VMDK parentCID, VHD/VDI parent UUID, VHDX DataWriteGuid) first; the
+    /// identity check is skipped when `accept_identity_mismatch` (OpenOptions::force_parent_mismatch).
+    Status attach_backing(std::unique_ptr<BlockDevice> backing, bool accept_identity_mismatch = false);
+
+    /// Consistency check of this layer (qemu-img check); repairs when `repair` is not none and the device
+    /// is writable. Takes the device exclusively. Default: unsupported.
+    Result<CheckResult> check(RepairMode repair = RepairMode::none);
 
     /// What this layer holds and has walked (memory charged, work counted); never null. The opener hands
     /// the device the budget its format charged during open; a device nobody handed one has its own.
@@ -170,9 +205,9 @@ public:
     /// Compress one chunk; thread-safe and independent of the device's state. An empty result means
     /// "not worth compressing": the caller writes the chunk normally.
     virtual Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const;
-    /// Store an already compressed chunk at `offset` (aligned to compress_granularity).
-    virtual Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
-                                          uint64_t raw_length);
+    /// Store an already compressed chunk at `offset` (aligned to compress_granularity, raw_length bytes of
+    /// the device: one granule, or what is left of the device). Checked like write().
+    Status write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length);
 
     /// Map first: how the range at `offset` is stored in this layer, covering at most max_len bytes (see
     /// StoredExtent for the compressed case). out_of_range when offset >= size(). The default derives the
@@ -210,9 +245,10 @@ public:
 protected:
     BlockDevice(uint64_t size, bool read_only);
 
-    /// Read [offset, offset+buf.size()), in range, length > 0. Unallocated parts must be filled with
-    /// read_from_backing(); zero parts with zeros.
-    virtual Status do_read(uint64_t offset, std::span<uint8_t> buf) = 0;
+    /// Read [offset, offset+buf.size()), in range, length > 0. Default: from do_map_stored (see the class
+    /// comment). A backend that overrides it fills unallocated parts with read_from_backing(), zero parts
+    /// with zeros.
+    virtual Status do_read(uint64_t offset, std::span<uint8_t> buf);
     /// Write an in-range range aligned to write_granularity() (both ends, except at the device's end).
     virtual Status do_write(uint64_t offset, std::span<const uint8_t> buf);
     /// Default: writes zero buffers through do_write. Range aligned like do_write.
@@ -222,13 +258,27 @@ protected:
     virtual Status do_flush();
     virtual Status do_resize(uint64_t new_size);
     virtual Status do_close();
-    /// Allocation state; offset < size(), max_len > 0 and offset + max_len <= size().
-    virtual Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) = 0;
-    /// map_stored(); offset < size(), max_len > 0 and offset + max_len <= size(). Default: from do_block_status.
+    /// Allocation state; offset < size(), max_len > 0 and offset + max_len <= size(). Default: from
+    /// do_map_stored, merging following pieces of the same state.
+    virtual Result<Extent> do_block_status(uint64_t offset, uint64_t max_len);
+    /// The backend's one question: how [offset, offset+max_len) begins in this layer; offset < size(),
+    /// max_len > 0 and offset + max_len <= size(). `data` must name its file and host offset when the
+    /// backend leaves reads to the generic layer. Default: from do_block_status (raw-like backends).
     virtual Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len);
+    /// Store one compressed chunk; called by write_compressed_chunk after its checks. Default: unsupported.
+    virtual Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+                                             uint64_t raw_length);
+    /// The check; see check(). Default: unsupported.
+    virtual Result<CheckResult> do_check(RepairMode repair);
+    /// What a read of an unallocated range gets when no backing device is attached: ok() reads zeros; an
+    /// error refuses (an image whose named backing file was not opened, read-write). Default: ok().
+    virtual Status missing_backing_error() const;
     virtual ImageInfo do_info() const = 0;
-    /// Validate a backing device before it is attached (VMDK parentCID, VHD parent UUID, ...).
+    /// Validate a backing device's structure before it is attached (sizes, sector sizes); never skipped.
     virtual Status check_backing(BlockDevice& backing);
+    /// Validate that the backing device is the image this one was made from (VMDK parentCID, VHD parent
+    /// UUID, ...); skipped when the caller accepts a mismatch.
+    virtual Status check_backing_identity(BlockDevice& backing);
 
     /// Read from the backing device; zeros where there is none or past its end.
     Status read_from_backing(uint64_t offset, std::span<uint8_t> buf);
@@ -242,6 +292,9 @@ private:
     class SharedGuard;
     class ExclusiveGuard;
     std::unique_ptr<Lock> lock_;
+    // The last compressed unit the generic read inflated (small reads walking one cluster/grain).
+    struct UnitCache;
+    std::unique_ptr<UnitCache> unit_cache_;
     std::atomic<uint64_t> size_;
     bool read_only_;
     bool closed_ = false;
@@ -250,6 +303,8 @@ private:
     Status rmw_write(uint64_t offset, std::span<const uint8_t> buf);
     Status write_locked(uint64_t offset, std::span<const uint8_t> buf);
     Error named(Error e) const;
+    Status read_mapped(uint64_t offset, std::span<uint8_t> buf);
+    Status read_unit(const StoredExtent& unit, uint64_t offset, std::span<uint8_t> out);
 };
 
 }  // namespace vdisk

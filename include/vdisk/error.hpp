@@ -49,7 +49,17 @@ struct VDISK_API Error {
 
     /// Fill in file/format where not yet set (used while an error travels outwards).
     Error&& in(std::string_view file_name, std::string_view format_name = {}) &&;
+
+    /// Record where the offending structure lies: `make_error(ErrorCode::corrupt, "...").at(off)`.
+    Error&& at(uint64_t where) && {
+        offset = where;
+        return std::move(*this);
+    }
 };
+
+/// What Result::value() on an error (and error() on a success, with nullptr) does: prints the error to
+/// stderr and aborts — defined behaviour, never a read of the wrong union member.
+[[noreturn]] VDISK_API void bad_result_access(const Error* error) noexcept;
 
 /// Construct an Error. `make_error(ErrorCode::corrupt, "L1 table offset 0x%llx unaligned", ...)` style
 /// formatting is deliberately not provided: build messages with std::string and hex() below.
@@ -88,18 +98,39 @@ public:
     explicit operator bool() const noexcept { return ok_; }
     bool ok() const noexcept { return ok_; }
 
-    T& value() & { return value_; }
-    const T& value() const& { return value_; }
-    T&& value() && { return std::move(value_); }
+    /// The value; calling it on an error aborts with the error's text (never undefined behaviour).
+    /// operator* and -> do not check, like std::optional's: test the Result first.
+    T& value() & {
+        if (!ok_) bad_result_access(&error_);
+        return value_;
+    }
+    const T& value() const& {
+        if (!ok_) bad_result_access(&error_);
+        return value_;
+    }
+    T&& value() && {
+        if (!ok_) bad_result_access(&error_);
+        return std::move(value_);
+    }
     T& operator*() & { return value_; }
     const T& operator*() const& { return value_; }
     T&& operator*() && { return std::move(value_); }
     T* operator->() { return &value_; }
     const T* operator->() const { return &value_; }
 
-    Error& error() & { return error_; }
-    const Error& error() const& { return error_; }
-    Error&& error() && { return std::move(error_); }
+    /// The error; calling it on a success aborts (never undefined behaviour).
+    Error& error() & {
+        if (ok_) bad_result_access(nullptr);
+        return error_;
+    }
+    const Error& error() const& {
+        if (ok_) bad_result_access(nullptr);
+        return error_;
+    }
+    Error&& error() && {
+        if (ok_) bad_result_access(nullptr);
+        return std::move(error_);
+    }
 
 private:
     void destroy() noexcept {
@@ -120,9 +151,19 @@ public:
     Result(Error error) : error_(std::move(error)) {}  // NOLINT
     explicit operator bool() const noexcept { return !error_; }
     bool ok() const noexcept { return !error_; }
-    Error& error() & { return *error_; }
-    const Error& error() const& { return *error_; }
-    Error&& error() && { return std::move(*error_); }
+    /// The error; calling it on a success aborts (never undefined behaviour).
+    Error& error() & {
+        if (!error_) bad_result_access(nullptr);
+        return *error_;
+    }
+    const Error& error() const& {
+        if (!error_) bad_result_access(nullptr);
+        return *error_;
+    }
+    Error&& error() && {
+        if (!error_) bad_result_access(nullptr);
+        return std::move(*error_);
+    }
 
 private:
     std::optional<Error> error_;

@@ -132,27 +132,6 @@ VDISK_API Result<uint64_t> parse_size(std::string_view text);
 /// Parse "k=v,k2=v2" (",," escapes a comma) into values.
 VDISK_API Result<std::vector<std::pair<std::string, std::string>>> parse_option_list(std::string_view text);
 
-enum class RepairMode { none, leaks, all };
-
-/// The result of a consistency check, in qemu-img's terms.
-struct CheckResult {
-    uint64_t corruptions = 0;
-    uint64_t leaks = 0;
-    uint64_t check_errors = 0;
-    uint64_t corruptions_fixed = 0;
-    uint64_t leaks_fixed = 0;
-    std::optional<uint64_t> image_end_offset;
-    std::optional<uint64_t> total_clusters;
-    std::optional<uint64_t> allocated_clusters;
-    std::optional<uint64_t> fragmented_clusters;
-    std::optional<uint64_t> compressed_clusters;
-    std::vector<std::string> messages;  ///< one line per problem found, at most max_check_messages
-    uint64_t messages_dropped = 0;      ///< problems counted but not described (past the cap)
-};
-
-/// Problems a check describes in `messages`; past this it only counts them.
-inline constexpr size_t max_check_messages = 1000;
-
 /// What `measure` knows about the data a new image will hold (qemu-img measure).
 struct MeasureSource {
     /// Virtual size of the source, or the --size given (CreateOptions::size is set to it too).
@@ -201,8 +180,12 @@ public:
         (void)opts;
         return false;
     }
-    /// Consistency check of an image opened by this format.
-    virtual Result<CheckResult> check(BlockDevice& device, RepairMode repair) const;
+    /// Consistency check of an image opened by this format: device.check(repair) (kept for callers that hold
+    /// a Format; backends implement BlockDevice::do_check).
+    Result<CheckResult> check(BlockDevice& device, RepairMode repair) const { return device.check(repair); }
+    /// True when the format has internal snapshots (OpenOptions::snapshot); the opener refuses a snapshot
+    /// for every other format. Default: false.
+    virtual bool has_internal_snapshots() const noexcept { return false; }
     /// Size of the file(s) create + convert would write for `src` with these options (opts.size is set).
     /// Default: unsupported.
     virtual Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const;
