@@ -167,6 +167,19 @@ struct InflateJob {
     size_t dest = 0, length = 0;
 };
 
+// Decode one job into `data` (the window's or chunk's buffer) from `stored`. Whole units inflate straight into
+// place; a unit cut by the buffer's edges (or the device's end) goes through a scratch unit.
+Status inflate_job(const BlockDevice& src, const InflateJob& j, const uint8_t* stored, uint8_t* data,
+                   std::vector<uint8_t>& scratch) {
+    std::span<const uint8_t> in(stored + j.at, j.stored_length);
+    std::span<uint8_t> dest(data + j.dest, j.length);
+    if (j.skip == 0 && j.length == j.unit.length) return src.inflate_unit(j.unit, in, dest);
+    scratch.resize(static_cast<size_t>(j.unit.length));
+    VDISK_TRY(src.inflate_unit(j.unit, in, scratch));
+    std::memcpy(dest.data(), scratch.data() + j.skip, j.length);
+    return ok();
+}
+
 // What both pipelines share: a lock, a wake-up, a stop switch for either side, and the reader's outcome.
 class PipelineControl {
 public:
@@ -358,15 +371,7 @@ private:
         }
     }
     Status run(Window& w, const InflateJob& j, std::vector<uint8_t>& scratch) const {
-        std::span<const uint8_t> in(w.stored.data() + j.at, j.stored_length);
-        std::span<uint8_t> dest(w.data.data() + j.dest, j.length);
-        // Whole units inflate straight into the window; a unit cut by the window's edges (or the device's
-        // end) goes through a scratch unit.
-        if (j.skip == 0 && j.length == j.unit.length) return src_.inflate_unit(j.unit, in, dest);
-        scratch.resize(static_cast<size_t>(j.unit.length));
-        VDISK_TRY(src_.inflate_unit(j.unit, in, scratch));
-        std::memcpy(dest.data(), scratch.data() + j.skip, j.length);
-        return ok();
+        return inflate_job(src_, j, w.stored.data(), w.data.data(), scratch);
     }
 
     const BlockDevice& src_;
@@ -383,30 +388,31 @@ private:
     std::vector<std::thread> pool_;
 };
 
-// Fill w->data[0, w->length) from the source at w->start: plain ranges with read() now, compressed units of
+// Fill data from the source at `start`: plain ranges with read() now, compressed units of
 // the top layer as jobs (their stored bytes read now, nearby units in one read). The backends cap each unit's
 // stored size, and a gap read along is never larger than the unit after it, so a window's stored bytes stay
 // within about twice its units' cap however hostile the layout.
-Status fill_window(BlockDevice& src, Window& w) {
-    w.jobs.clear();
-    w.stored.clear();
-    const uint64_t end = w.start + w.length;
+Status collect_units(BlockDevice& src, uint64_t start, std::span<uint8_t> data, std::vector<uint8_t>& stored,
+                     std::vector<InflateJob>& jobs) {
+    jobs.clear();
+    stored.clear();
+    const uint64_t end = start + data.size();
     // Pending read of stored bytes: [run_host, run_host + run_len) of run_file into stored[run_at, ...).
     File* run_file = nullptr;
     uint64_t run_host = 0, run_len = 0;
     size_t run_at = 0;
     auto flush_run = [&]() -> Status {
-        if (run_len) VDISK_TRY(read_zero_fill(*run_file, run_host, std::span<uint8_t>(w.stored.data() + run_at, run_len)));
+        if (run_len) VDISK_TRY(read_zero_fill(*run_file, run_host, std::span<uint8_t>(stored.data() + run_at, run_len)));
         run_len = 0;
         return ok();
     };
-    uint64_t plain = w.start;  // start of the plain range not yet read
+    uint64_t plain = start;  // start of the plain range not yet read
     auto read_plain = [&](uint64_t upto) -> Status {
         if (upto > plain)
-            VDISK_TRY(src.read(plain, std::span<uint8_t>(w.data.data() + (plain - w.start), static_cast<size_t>(upto - plain))));
+            VDISK_TRY(src.read(plain, std::span<uint8_t>(data.data() + (plain - start), static_cast<size_t>(upto - plain))));
         return ok();
     };
-    for (uint64_t p = w.start; p < end;) {
+    for (uint64_t p = start; p < end;) {
         VDISK_ASSIGN(StoredExtent m, src.map_stored(p, end - p));
         if (m.kind != StoredKind::compressed) {
             p += m.length;
@@ -417,7 +423,7 @@ Status fill_window(BlockDevice& src, Window& w) {
         InflateJob j;
         j.unit = m;
         j.skip = p - m.offset;
-        j.dest = static_cast<size_t>(p - w.start);
+        j.dest = static_cast<size_t>(p - start);
         j.length = static_cast<size_t>(upto - p);
         // Stored bytes: extend the pending read when this unit starts inside it or shortly after it in the
         // same file (qcow2 packs compressed clusters byte after byte and their sector-rounded lengths
@@ -430,19 +436,24 @@ Status fill_window(BlockDevice& src, Window& w) {
             VDISK_TRY(flush_run());
             run_file = m.file;
             run_host = m.host_offset;
-            run_at = w.stored.size();
+            run_at = stored.size();
         }
         uint64_t new_len = std::max(run_len, m.host_offset + m.host_length - run_host);
         j.at = run_at + static_cast<size_t>(m.host_offset - run_host);
         j.stored_length = static_cast<size_t>(m.host_length);
-        w.stored.resize(run_at + static_cast<size_t>(new_len));
+        stored.resize(run_at + static_cast<size_t>(new_len));
         run_len = new_len;
-        w.jobs.push_back(j);
+        jobs.push_back(j);
         p = upto;
         plain = p;
     }
     VDISK_TRY(flush_run());
     return read_plain(end);
+}
+
+Status fill_window(BlockDevice& src, Window& w) {
+    return collect_units(src, w.start, std::span<uint8_t>(w.data.data(), static_cast<size_t>(w.length)), w.stored,
+                         w.jobs);
 }
 
 Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, const TargetMode& t,
@@ -636,7 +647,11 @@ struct Chunk {
     uint64_t offset = 0;
     uint64_t length = 0;
     bool zero = false;  // reads as zeros: nothing to compress
+    bool scan_zero = false;  // the worker finds out whether it is zero once its units are inflated
     std::vector<uint8_t> raw;
+    // Compressed units of the source still to be inflated into `raw` by the worker (see collect_units).
+    std::vector<InflateJob> jobs;
+    std::vector<uint8_t> stored;
     Result<std::vector<uint8_t>> packed = std::vector<uint8_t>{};
     bool ready = false;
 };
@@ -759,8 +774,13 @@ Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, const 
             c->offset = off;
             c->length = len;
             c->raw.resize(static_cast<size_t>(len));
-            VDISK_TRY(read_source(src, off, c->raw, o));
-            c->zero = scan && util::is_zero(c->raw);
+            // Compressed units of the source are inflated by the workers, next to the compression, so a
+            // compressed-to-compressed convert decodes on every core; --salvage reads sector by sector.
+            c->jobs.clear();
+            if (o.salvage) VDISK_TRY(read_source(src, off, c->raw, o));
+            else VDISK_TRY(collect_units(src, off, c->raw, c->stored, c->jobs));
+            c->scan_zero = scan && !c->jobs.empty();
+            c->zero = scan && c->jobs.empty() && util::is_zero(c->raw);
             if ((!c->zero || report_zeros) && !pipe.push(std::move(c))) return ok();
         } else if (report_zeros && !push_zero(off, len)) {
             return ok();
@@ -786,9 +806,17 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     std::vector<std::thread> workers;
     for (unsigned i = 0; i < threads; ++i)
         workers.emplace_back([&] {
+            std::vector<uint8_t> scratch;
             while (Chunk* c = pipe.take_work()) {
                 try {
-                    c->packed = dst.compress_chunk(c->raw);
+                    Status inflated;
+                    for (const InflateJob& j : c->jobs) {
+                        inflated = inflate_job(src, j, c->stored.data(), c->raw.data(), scratch);
+                        if (!inflated) break;
+                    }
+                    if (!inflated) c->packed = std::move(inflated).error();
+                    else if (c->scan_zero && util::is_zero(c->raw)) c->zero = true;
+                    else c->packed = dst.compress_chunk(c->raw);
                 } catch (const std::exception& e) {
                     c->packed = make_error(ErrorCode::io, std::string("compress: ") + e.what());
                 }

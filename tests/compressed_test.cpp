@@ -126,16 +126,22 @@ TEST_CASE("compressed: images qemu-img writes convert back exactly, whatever the
         std::string theirs = t / "theirs.img";
         std::filesystem::remove(theirs);
         REQUIRE(run("qemu-img convert -f raw " + c.opts + " " + sh_quote(src) + " " + sh_quote(theirs)).status == 0);
-        // Into an uncompressed qcow2 (the OVA import case) and into raw (the cloud image case).
-        for (const char* out : {"qcow2", "raw"}) {
+        // Into an uncompressed qcow2 (the OVA import case), into raw (the cloud image case), and compressed to
+        // compressed (units inflated on the compression workers).
+        struct Out {
+            const char* fmt;
+            const char* opts;
+        };
+        for (const Out& out : {Out{"qcow2", ""}, Out{"raw", ""}, Out{"qcow2", "-c"},
+                               Out{"vmdk", "-o subformat=streamOptimized"}}) {
             for (const char* m : {"1", "4"}) {
-                INFO(out << " -m " << m);
-                std::string dst = t / (std::string("dst.") + out);
+                INFO(out.fmt << " " << out.opts << " -m " << m);
+                std::string dst = t / (std::string("dst.") + out.fmt);
                 std::filesystem::remove(dst);
-                auto r = run(tool + " convert -m " + m + " -f " + c.fmt + " -O " + out + " " + sh_quote(theirs) + " " +
-                             sh_quote(dst));
+                auto r = run(tool + " convert -m " + m + " -f " + c.fmt + " -O " + out.fmt + " " + out.opts + " " +
+                             sh_quote(theirs) + " " + sh_quote(dst));
                 REQUIRE_MESSAGE(r.status == 0, r.output);
-                auto cmp = run("qemu-img compare -f " + c.fmt + " -F " + out + " " + sh_quote(theirs) + " " +
+                auto cmp = run("qemu-img compare -f " + c.fmt + " -F " + out.fmt + " " + sh_quote(theirs) + " " +
                                sh_quote(dst));
                 CHECK_MESSAGE(cmp.status == 0, cmp.output);
             }
@@ -230,11 +236,14 @@ TEST_CASE("compressed: a cluster that does not inflate fails the conversion and 
     std::memset(bytes.data() + host, 0xff, 64);
     vt::write_file(z, bytes);
     for (const char* m : {"1", "4"}) {
-        auto r = run(sh_quote(vt::tool_path()) + " convert -m " + std::string(m) + " -O raw " + sh_quote(z) + " " +
-                     sh_quote(t / "out.raw"));
-        CHECK(r.status == 1);
-        CHECK_MESSAGE(r.output.find("does not decompress") != std::string::npos, r.output);
-        CHECK(!std::filesystem::exists(t / "out.raw"));
+        for (const char* out : {"-O raw", "-O qcow2 -c"}) {
+            INFO(out << " -m " << m);
+            auto r = run(sh_quote(vt::tool_path()) + " convert -m " + std::string(m) + " " + out + " " + sh_quote(z) +
+                         " " + sh_quote(t / "out.img"));
+            CHECK(r.status == 1);
+            CHECK_MESSAGE(r.output.find("does not decompress") != std::string::npos, r.output);
+            CHECK(!std::filesystem::exists(t / "out.img"));
+        }
     }
 }
 
