@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # The nbdkit plugin against qemu-img and libnbd's tools: for every format, `nbdinfo --map` equals
 # `vdisk map` (data vs hole/zero), `nbdcopy` and `qemu-img convert nbd+unix://` give qemu-img's bytes; writes,
-# zeroes and trims through NBD are read back by qemu-img; -r advertises multi-conn; untrusted=1 refuses a
+# zeroes and trims through NBD are read back by qemu-img; multi-conn is advertised read-only and read-write
+# (nbdcopy writes over 4 connections); untrusted=1 refuses a
 # backing file.
 # usage: tests/nbdkit_test.sh PLUGIN.so VDISK_TOOL [SANITIZER_RUNTIME.so]
 # With a sanitizer runtime (ASan builds), nbdkit itself is not instrumented, so the runtime is preloaded into
@@ -64,9 +65,13 @@ for fmt in qcow2 vmdk vhdx vdi vpc raw; do
   out=$(qemu-io -f $fmt -c 'read -q -P 0x61 1M 4k' -c 'read -q -P 0x62 1052672 100' -c 'read -q -P 0x61 1052772 60000' \
         -c 'read -q -P 0 8M 1M' -c 'read -q -P 0x44 9961472 512k' -c 'read -q -P 0 0 1M' $img)
   [ -z "$out" ] || { echo "$fmt: written data not read back by qemu-img: $out"; exit 1; }
-  # nbdcopy into the image (every byte through NBD), then compare.
+  # nbdcopy into the image (every byte through NBD) over 4 connections at once, then compare. Read-write
+  # servers advertise multi-conn too: every connection shares the one open image (writes serialized by the
+  # library), so a flush on any connection covers the writes of all of them.
+  nbdkit -U - "$plugin" file=$img --run '$clean nbdinfo "$uri"' | grep -q 'can_multi_conn: true' ||
+    { echo "$fmt: no multi-conn read-write"; exit 1; }
   head -c 32M /dev/urandom > src.raw
-  nbdkit -U - "$plugin" file=$img --run '$clean nbdcopy src.raw "$uri"'
+  nbdkit -U - "$plugin" file=$img --run '$clean nbdcopy --connections=4 --requests=16 src.raw "$uri"'
   qemu-img compare -q -f raw -F $fmt src.raw $img || { echo "$fmt: nbdcopy into the image differs"; exit 1; }
 done
 
