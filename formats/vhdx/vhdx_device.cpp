@@ -670,3 +670,14 @@ Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair) {
 }
 
 }  // namespace vdisk::vhdx
+
+namespace vdisk::vhdx {
+const Header* device_header(const BlockDevice& dev) {
+    auto* d = dynamic_cast<const VhdxDevice*>(&dev);
+    return d ? &d->header() : nullptr;
+}
+const Geometry* device_geometry(const BlockDevice& dev) {
+    auto* d = dynamic_cast<const VhdxDevice*>(&dev);
+    return d ? &d->geometry() : nullptr;
+}
+}  // namespace vdisk::vhdx

@@ -138,6 +138,11 @@ std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overla
                                          std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
                                          bool fresh, uint64_t log_sequence);
 
+/// The active header and geometry of a device made by make_device (nullptr for any other device): create
+/// reads a parent's identity through them.
+const Header* device_header(const BlockDevice& dev);
+const Geometry* device_geometry(const BlockDevice& dev);
+
 /// Serialise a header into 4 KiB with its checksum.
 void encode_header(const Header& h, uint8_t* out);
 /// Write the header as the spec's update procedure asks: the stale slot first, flush, then the other, so
