@@ -45,6 +45,7 @@ constexpr CommandHelp kHelp[] = {
      "  -m N, --threads=N     worker threads for compression (default: all cores)\n"
      "  -r RATE               write at most RATE bytes per second (k, M, G suffixes)\n"
      "  --salvage             continue past unreadable source sectors, write zeros there, report each range\n"
+     "  --keep-uuid           DST keeps SRC's UUID (vhd, vhdx, vdi; -o uuid= of the target format)\n"
      "  --target-image-opts   DST is an option string (with -n)\n"
      "  -p                    show progress      -q  quiet\n"
      "  --parent FILE         backing image of SRC when it records none (VDI differencing)\n"

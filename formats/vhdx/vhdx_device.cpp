@@ -487,6 +487,7 @@ ImageInfo VhdxDevice::do_info() const {
     i.cluster_size = g_.block_size;
     // A log not yet replayed into the file (read-only open) is what VHDX has for a dirty image.
     i.dirty = overlay_;
+    i.uuid = util::guid_to_string(g_.page83.b);  // the disk's identity (Get-VHD's DiskIdentifier)
     if (g_.has_parent) {
         if (auto r = backing_reference(); r && !r->names.empty()) i.backing_filename = r->names[0];
         i.backing_format = "vhdx";

@@ -426,6 +426,7 @@ constexpr OptionSpec kOptions[] = {
     {"block_state_zero", "on (default): unallocated blocks of a dynamic image are marked ZERO"},
     {"logical_sector_size", "512 (default) or 4096 (4Kn: the size must be a multiple of 4096)"},
     {"physical_sector_size", "512 or 4096 (default: 4096 with 4096-byte logical sectors, else 512)"},
+    {"uuid", "virtual disk identifier, the Page 83 data (default: random), e.g. to keep a converted disk's identity"},
     {"backing_file", "parent of a differencing image (a VHDX; size, block and sector sizes default to the parent's)"},
     {"backing_fmt", "format of the parent: vhdx; other formats cannot be a VHDX's parent"},
 };
@@ -593,6 +594,8 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     g.physical_sector = static_cast<uint32_t>(pss);
     g.leave_allocated = fixed;
     g.page83 = random_guid();
+    if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, g.page83.b, true))
+        return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
     g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
     g.data_blocks = util::div_round_up(size, block_size);
     g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
