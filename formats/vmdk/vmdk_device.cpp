@@ -544,6 +544,8 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
 // within that extent: the flat file changes length and the descriptor file is rewritten with the new
 // extent size and cylinder count. Sparse extents keep a grain directory sized at creation: unsupported.
 Status VmdkDevice::do_resize(uint64_t new_size) {
+    if (!extents_.empty() && extents_.back().kind == StoreKind::hosted && extents_.back().type == ExtentType::sparse)
+        return grow_sparse(new_size);
     if (extents_.empty() || extents_.back().kind != StoreKind::flat || !desc_file_ || desc_room_ != 0 ||
         desc_.extents.size() != extents_.size())
         return make_error(ErrorCode::unsupported,

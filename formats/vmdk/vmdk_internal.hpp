@@ -150,6 +150,8 @@ private:
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
     Status set_gte(size_t ei, uint64_t gi, uint32_t value);
     Status write_back_gt();
+    /// Resize of an image whose last extent is hosted sparse: grow only (vmdk_resize.cpp).
+    Status grow_sparse(uint64_t new_size);
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
     Status stream_flush_gt();
     Status stream_finish();
