@@ -279,8 +279,11 @@ struct ParentInfo {
     util::ParentNames names;
 };
 
+}  // namespace
+
+namespace vhd {
 // Parent locator payload: the name in UTF-16LE with Windows separators, as Windows writes it.
-std::vector<uint8_t> locator_bytes(std::string name, bool relative) {
+static std::vector<uint8_t> locator_bytes(std::string name, bool relative) {
     if (relative && name.compare(0, 3, "../") != 0) name = "./" + name;
     std::replace(name.begin(), name.end(), '/', '\\');
     std::vector<uint8_t> out;
@@ -290,6 +293,44 @@ std::vector<uint8_t> locator_bytes(std::string name, bool relative) {
     }
     return out;
 }
+
+ParentFields set_parent(DynamicHeader& dh, const Footer& parent, const util::ParentNames& names, uint64_t at) {
+    ParentFields out;
+    std::memcpy(dh.parent_unique_id, parent.unique_id, 16);
+    // The parent's own time stamp: vdisk has no file times to offer, and the footer's is the one the parent
+    // carries wherever it is copied.
+    dh.parent_timestamp = parent.timestamp.value();
+    std::memset(dh.parent_unicode_name, 0, sizeof dh.parent_unicode_name);
+    std::memset(dh.locators, 0, sizeof dh.locators);
+    const std::string base(base_name(names.resolved));
+    auto units = util::utf8_to_utf16(base);
+    const bool fits = units.size() < sizeof dh.parent_unicode_name / 2;
+    if (fits)
+        for (size_t i = 0; i < units.size(); ++i) util::store_be<uint16_t>(dh.parent_unicode_name + 2 * i, units[i]);
+    // Absolute (W2ku) first as Windows writes them, then relative (W2ru), each in whole sectors.
+    const std::pair<uint32_t, const std::string*> locs[] = {{0x57326b75, &names.absolute}, {0x57327275, &names.relative}};
+    int slot = 0;
+    for (auto& [code, name] : locs) {
+        if (name->empty()) continue;
+        auto data = locator_bytes(*name, code == 0x57327275);
+        const uint64_t space = *util::align_up(data.size(), kSector);
+        ParentLocator& l = dh.locators[slot++];
+        l.platform_code = code;
+        l.platform_data_space = static_cast<uint32_t>(space);  // bytes, as Windows writes it
+        l.platform_data_length = static_cast<uint32_t>(data.size());
+        l.platform_data_offset = at;
+        data.resize(space, 0);
+        out.payloads.emplace_back(at, std::move(data));
+        at += space;
+        out.names.insert(out.names.begin(), *name);  // relative first, as open lists them
+    }
+    if (fits && std::find(out.names.begin(), out.names.end(), base) == out.names.end()) out.names.push_back(base);
+    out.end = at;
+    return out;
+}
+}  // namespace vhd
+
+namespace {
 
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
@@ -526,37 +567,11 @@ public:
             uint64_t loc_end = m.bat_offset + bat_bytes;
             std::vector<std::pair<uint64_t, std::vector<uint8_t>>> payloads;
             if (parent) {
-                std::memcpy(dh.parent_unique_id, parent->footer.unique_id, 16);
                 std::memcpy(m.parent_uuid, parent->footer.unique_id, 16);
-                // The parent's own time stamp: vdisk has no file times to offer, and the footer's is the one
-                // the parent carries wherever it is copied.
-                dh.parent_timestamp = parent->footer.timestamp.value();
-                auto units = util::utf8_to_utf16(std::string(base_name(parent->names.resolved)));
-                if (units.size() < sizeof dh.parent_unicode_name / 2)
-                    for (size_t i = 0; i < units.size(); ++i) util::store_be<uint16_t>(dh.parent_unicode_name + 2 * i, units[i]);
-                const std::pair<uint32_t, const std::string*> locs[] = {{0x57326b75, &parent->names.absolute},
-                                                                        {0x57327275, &parent->names.relative}};
-                int slot = 0;
-                for (auto& [code, name] : locs) {
-                    if (name->empty()) continue;
-                    auto data = locator_bytes(*name, code == 0x57327275);
-                    const uint64_t space = *util::align_up(data.size(), kSector);
-                    ParentLocator& l = dh.locators[slot++];
-                    l.platform_code = code;
-                    l.platform_data_space = static_cast<uint32_t>(space);  // bytes, as Windows writes it
-                    l.platform_data_length = static_cast<uint32_t>(data.size());
-                    l.platform_data_offset = loc_end;
-                    data.resize(space, 0);
-                    payloads.emplace_back(loc_end, std::move(data));
-                    loc_end += space;
-                    m.parent_names.push_back(*name);
-                }
-                std::reverse(m.parent_names.begin(), m.parent_names.end());  // relative first, as open lists them
-                if (units.size() < sizeof dh.parent_unicode_name / 2) {
-                    std::string base(base_name(parent->names.resolved));
-                    if (std::find(m.parent_names.begin(), m.parent_names.end(), base) == m.parent_names.end())
-                        m.parent_names.push_back(base);
-                }
+                ParentFields pf = set_parent(dh, parent->footer, parent->names, loc_end);
+                payloads = std::move(pf.payloads);
+                loc_end = pf.end;
+                m.parent_names = std::move(pf.names);
             }
             dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
             seal_footer(f);

@@ -473,6 +473,51 @@ std::string win_path(std::string p, bool relative) {
 
 std::span<const OptionSpec> VhdxFormat::create_options() const noexcept { return kOptions; }
 
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> locator_values(const Guid& parent_data_write_guid,
+                                                                const util::ParentNames& names) {
+    // parent_linkage in lower case within braces, as Hyper-V writes it (libvhdi 2021 parses no other form).
+    std::vector<std::pair<std::string, std::string>> kv = {
+        {"parent_linkage", "{" + util::guid_to_string(parent_data_write_guid.b) + "}"}};
+    if (!names.relative.empty()) kv.emplace_back("relative_path", win_path(names.relative, true));
+    if (!names.absolute.empty()) kv.emplace_back("absolute_win32_path", win_path(names.absolute, false));
+    return kv;
+}
+
+Result<std::vector<uint8_t>> replace_parent_locator(std::vector<uint8_t> region,
+                                                    const std::vector<std::pair<std::string, std::string>>& kv) {
+    if (region.size() < kMetadataTableSize) return err(ErrorCode::corrupt, "metadata region is smaller than its table");
+    MetadataTableHeader h;
+    std::memcpy(&h, region.data(), sizeof h);
+    const uint32_t count = h.entry_count.value();
+    if (h.signature.value() != kMetadataSignature || count > kMaxMetadataEntries)
+        return err(ErrorCode::corrupt, "metadata table is not valid");
+    std::vector<uint8_t> item = parent_locator_item(kv);
+    // The new item goes after every item in use (8-byte aligned), so nothing in use is overwritten.
+    uint64_t end = kMetadataTableSize;
+    int slot = -1;
+    for (uint32_t i = 0; i < count; ++i) {
+        MetadataTableEntry e;
+        std::memcpy(&e, region.data() + sizeof h + i * sizeof e, sizeof e);
+        end = std::max<uint64_t>(end, uint64_t{e.offset.value()} + e.length.value());
+        if (guid_eq(e.item_id, kParentLocatorGuid) && !(e.flags.value() & kMetaIsUser)) slot = static_cast<int>(i);
+    }
+    if (slot < 0) return err(ErrorCode::corrupt, "differencing VHDX has no parent locator item to replace");
+    end = *util::align_up(end, 8);
+    if (end + item.size() > region.size())
+        return err(ErrorCode::unsupported, "the metadata region has no room for the new parent locator");
+    std::memcpy(region.data() + end, item.data(), item.size());
+    MetadataTableEntry e;
+    std::memcpy(&e, region.data() + sizeof h + slot * sizeof e, sizeof e);
+    e.offset = static_cast<uint32_t>(end);
+    e.length = static_cast<uint32_t>(item.size());
+    std::memcpy(region.data() + sizeof h + slot * sizeof e, &e, sizeof e);
+    return region;
+}
+
+namespace {
+
 void put_meta_entry(std::vector<uint8_t>& region, int i, const Guid& id, uint32_t off, uint32_t len, uint32_t flags) {
     MetadataTableEntry e{};
     e.item_id = id;
@@ -559,11 +604,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         lss = parent->logical_sector;
         if (!opts.get("physical_sector_size")) pss = parent->physical_sector;
         if (!opts.get("block_size")) block_size = parent->block_size;
-        // Lower case in braces, as Hyper-V writes it (libvhdi 2021 parses no other form).
-        std::vector<std::pair<std::string, std::string>> kv = {
-            {"parent_linkage", "{" + util::guid_to_string(device_header(**pd)->data_write_guid.b) + "}"}};
-        if (!names.relative.empty()) kv.emplace_back("relative_path", win_path(names.relative, true));
-        if (!names.absolute.empty()) kv.emplace_back("absolute_win32_path", win_path(names.absolute, false));
+        auto kv = locator_values(device_header(**pd)->data_write_guid, names);
         locator = parent_locator_item(kv);
         parent->relative_path = names.relative.empty() ? "" : win_path(names.relative, true);
         parent->absolute_win32_path = names.absolute;
