@@ -567,7 +567,9 @@ Status VmdkDevice::do_resize(uint64_t new_size) {
             const std::string* spt = d.ddb_value("ddb.geometry.sectors");
             uint64_t h = heads ? std::strtoull(heads->c_str(), nullptr, 10) : 16;
             uint64_t s = spt ? std::strtoull(spt->c_str(), nullptr, 10) : 63;
-            if (h && s) v = std::to_string(new_size / (h * s * kSector));  // unclamped, as create writes it
+            auto per_cyl = util::mul<uint64_t>(h, s);  // hostile values must not wrap to a zero divisor
+            if (per_cyl && *per_cyl && util::mul<uint64_t>(*per_cyl, kSector))
+                v = std::to_string(new_size / (*per_cyl * kSector));  // unclamped, as create writes it
         }
     std::string text = render_descriptor(d);
     VDISK_TRY(desc_file_->resize(text.size()));

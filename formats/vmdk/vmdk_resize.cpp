@@ -8,6 +8,8 @@
 // Order for a crash: the new tables and directories are written first (unreferenced until the header
 // changes), then the header (capacity and directory offsets), then the descriptor; an interrupted grow
 // leaves the old size readable.
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "util/checked.hpp"
@@ -109,19 +111,12 @@ Status VmdkDevice::grow_sparse(uint64_t new_size) {
             const std::string* spt = d.ddb_value("ddb.geometry.sectors");
             uint64_t hd = heads ? std::strtoull(heads->c_str(), nullptr, 10) : 16;
             uint64_t s = spt ? std::strtoull(spt->c_str(), nullptr, 10) : 63;
-            if (hd && s) v = std::to_string(new_size / (hd * s * kSector));  // unclamped, as create writes it
+            // Hostile geometry values must not overflow into a division by zero.
+            auto per_cyl = util::mul<uint64_t>(hd, s);
+            if (per_cyl && *per_cyl && util::mul<uint64_t>(*per_cyl, kSector))
+                v = std::to_string(new_size / (*per_cyl * kSector));  // unclamped, as create writes it
         }
-    std::string text = render_descriptor(d);
-    if (desc_room_) {
-        // Embedded: the text must fit the sectors the header gives it; the rest is blanked.
-        if (text.size() > desc_room_)
-            return make_error(ErrorCode::unsupported, "the grown descriptor does not fit the embedded descriptor area");
-        text.resize(static_cast<size_t>(desc_room_), '\0');
-    } else {
-        VDISK_TRY(desc_file_->resize(text.size()));
-    }
-    VDISK_TRY(desc_file_->write_at(desc_at_, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
-                                                                      text.size())));
+    VDISK_TRY(write_descriptor(d));
     for (auto& f : files_) VDISK_TRY(f->sync());
 
     e.header = h;
