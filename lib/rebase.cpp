@@ -62,6 +62,33 @@ Status rebase(const Registry& registry, FileSystem& fs, std::string_view image, 
     return top.device->close();
 }
 
+namespace {
+
+// Writing into a base may change the identity the layer above it records (a VMDK's CID, a VHDX's
+// DataWriteGuid, a VDI's modification UUID): when that layer's own check no longer accepts the base, its
+// reference is rewritten to the same name with the base's new identity.
+Status relink(const Registry& registry, FileSystem& fs, const std::string& upper, const std::string& upper_format,
+              const std::string& base, const std::string& base_format) {
+    OpenOptions uo;
+    uo.read_write = true;
+    uo.no_backing = true;
+    uo.format = upper_format;
+    VDISK_ASSIGN(OpenedImage up, open_image(registry, fs, upper, uo));
+    auto ref = up.device->backing_reference();
+    OpenOptions bo;
+    bo.format = base_format;
+    bo.no_backing = true;
+    VDISK_ASSIGN(OpenedImage probe, open_image(registry, fs, base, bo));
+    if (up.device->attach_backing(std::move(probe.device))) return up.device->close();
+    // A layer that records no name for its base (VDI: UUIDs only) is given the base's name as seen from it.
+    std::string name = ref && !ref->names.empty() ? ref->names[0] : util::relative_name(upper, base).value_or(base);
+    VDISK_ASSIGN(OpenedImage b, open_image(registry, fs, base, bo));
+    VDISK_TRY(up.device->set_backing_reference(name, ref ? ref->format : std::string(), b.device.get()));
+    return up.device->close();
+}
+
+}  // namespace
+
 Status commit(const Registry& registry, FileSystem& fs, std::string_view image, const CommitOptions& options) {
     // The chain is opened read-only to find the base; the base is then reopened read-write on its own.
     OpenOptions oo;
@@ -127,9 +154,12 @@ Status commit(const Registry& registry, FileSystem& fs, std::string_view image, 
         VDISK_TRY(options.progress(off, size));
     }
     VDISK_TRY(dst.close());
+    base.device.reset();
+    top.device.reset();
+    VDISK_TRY(relink(registry, fs, names[base_depth - 1], base_depth == 1 ? options.image_format : std::string(),
+                     names[base_depth], base_format));
     if (options.keep_top) return ok();
     // Empty the image: whole-range discard drops its clusters where the format supports it.
-    top.device.reset();
     OpenOptions to;
     to.read_write = true;
     to.format = options.image_format;

@@ -136,7 +136,7 @@ TEST_CASE("rebase and commit: errors name the problem") {
     sh("qemu-img create -q -f vpc " + sh_quote(t / "d.vhd") + " 1M");
     auto vhd = run(V() + " rebase -u -b lone.qcow2 " + sh_quote(t / "d.vhd"));
     CHECK(vhd.status == 1);
-    CHECK(vhd.output.find("not supported") != std::string::npos);
+    CHECK(vhd.output.find("parent must be a VHD") != std::string::npos);
 }
 
 TEST_CASE("dd: qemu-img dd's operands and size rule, output compared with qemu-img dd's") {

@@ -621,7 +621,7 @@ TEST_CASE("resize: a monolithicFlat VMDK grows and shrinks (qemu-img and vmdkinf
     REQUIRE(vt::run("qemu-img create -q -f vmdk " + vt::sh_quote(tmp / "s.vmdk") + " 10M").status == 0);
     auto sp = vt::open_host(reg, tmp / "s.vmdk", "vmdk", true);
     REQUIRE(sp.ok());
-    auto st = sp->device->resize(20 * MiB);
+    auto st = sp->device->resize(5 * MiB);
     REQUIRE(!st.ok());
     CHECK(st.error().code == ErrorCode::unsupported);
 }

@@ -2,6 +2,7 @@
 // vdisk convert: one engine (lib/convert.cpp), qemu-img's options, any target an admin points it at.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstring>
@@ -46,7 +47,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
     const OptSpec spec{"hf:O:o:cpm:l:s:S:t:T:qUWnr:B:F:C",
                        {"help", "untrusted", "force-share", "threads=", "parent=", "object=", "image-opts",
                         "target-image-opts", "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps", "hash=",
-                        "hash-file=", "disk=", "size=", "target="},
+                        "hash-file=", "disk=", "size=", "target=", "keep-uuid"},
                        {{"object", kNoObjects},
                         {"C", "copy offloading (copy_file_range) is not implemented; vdisk copies through memory"},
                         {"bitmaps", "vdisk does not copy qcow2 persistent dirty bitmaps"},
@@ -145,7 +146,7 @@ int cmd_convert(Env& env, int argc, char** argv) {
 
     if (sources.size() == 1 && sources[0] == "-") {
         // A forward-only source: the options that need random access to it, or several sources, do not apply.
-        for (const char* o : {"n", "B", "S", "T", "W", "salvage", "image-opts", "l", "s"})
+        for (const char* o : {"n", "B", "S", "T", "W", "salvage", "image-opts", "l", "s", "keep-uuid"})
             if (args->has(o))
                 return fail(std::string("convert: ") + (std::strlen(o) == 1 ? "-" : "--") + o +
                             " is not supported with a stdin source");
@@ -174,6 +175,22 @@ int cmd_convert(Env& env, int argc, char** argv) {
         source = concat.get();
     }
 
+    if (args->has("keep-uuid")) {
+        // The target takes the source's identity (VirtualBox refuses a second disk with a registered UUID,
+        // so a converted disk that replaces the original must keep it): through the target's uuid option.
+        const Format* tf = env.registry.find(co.output_format);
+        auto table = tf->create_options();
+        bool can = std::any_of(table.begin(), table.end(), [](const OptionSpec& o) { return o.name == "uuid"; });
+        if (!can) return fail("convert: --keep-uuid: " + std::string(tf->name()) + " images record no UUID to keep");
+        if (co.existing_target) return fail("convert: --keep-uuid applies to a new target, not to -n");
+        if (images.size() > 1) return fail("convert: --keep-uuid needs a single source");
+        if (co.create.get("uuid")) return fail("convert: --keep-uuid and -o uuid= both set the target's UUID");
+        auto uuid = images[0].device->info().uuid;
+        if (!uuid)
+            return fail("convert: --keep-uuid: " + sources[0] + " (" + std::string(images[0].format->name()) +
+                        ") records no UUID");
+        co.create.set("uuid", *uuid);
+    }
     if (args->has("p") && !args->has("q")) co.progress = progress_printer();
     if (co.salvage)
         co.on_salvaged = [&](uint64_t off, uint64_t len, const Error& e) {

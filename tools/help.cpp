@@ -45,6 +45,7 @@ constexpr CommandHelp kHelp[] = {
      "  -m N, --threads=N     worker threads for compression (default: all cores)\n"
      "  -r RATE               write at most RATE bytes per second (k, M, G suffixes)\n"
      "  --salvage             continue past unreadable source sectors, write zeros there, report each range\n"
+     "  --keep-uuid           DST keeps SRC's UUID (vhd, vhdx, vdi; -o uuid= of the target format)\n"
      "  --target-image-opts   DST is an option string (with -n)\n"
      "  -p                    show progress      -q  quiet\n"
      "  --parent FILE         backing image of SRC when it records none (VDI differencing)\n"
@@ -61,8 +62,10 @@ constexpr CommandHelp kHelp[] = {
      "Create a new image (published under its name only when complete).\n"
      "  -f FMT                format (default raw)\n"
      "  -o K=V[,K=V...]       create options; -o help lists them\n"
-     "  -b BACKING [-F FMT]   backing file (qcow2, vmdk); SIZE defaults to the backing file's size\n"
-     "  -u                    do not open the backing file (SIZE must be given)\n"
+     "  -b BACKING [-F FMT]   backing file (qcow2, vmdk; vhd, vhdx, vdi: a differencing image of a parent of\n"
+     "                        the same format); SIZE defaults to the backing file's size\n"
+     "  -u                    do not attach the backing file (SIZE must be given; vhd, vhdx, vdi, vmdk still\n"
+     "                        read the parent's identity)\n"
      "  -q                    quiet\n"
      "  --object DEF          refused: vdisk has no QEMU objects\n"},
     {"check",
@@ -88,7 +91,7 @@ constexpr CommandHelp kHelp[] = {
      "  -p                    show progress      -q  quiet\n"},
     {"resize",
      "usage: vdisk resize [options] IMG [+|-]SIZE\n"
-     "Change the virtual size (raw, qcow2, vhdx).\n"
+     "Change the virtual size (raw, qcow2, vhd, vhdx, vdi; vmdk: flat extents, and sparse ones grow).\n"
      "  --shrink              allow shrinking (data past the new end is lost)\n"
      "  --preallocation=off|falloc|full   how to allocate the new part (raw images)\n"
      "  -q                    quiet\n"},

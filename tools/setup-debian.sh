@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   zlib1g-dev libboost-dev uuid-dev libzstd-dev libdeflate-dev libssl-dev libexpat1-dev libbenchmark-dev doctest-dev
-  qemu-utils libvhdi-utils libvmdk-utils libqcow-utils nbdkit nbdkit-plugin-dev libnbd-bin
+  qemu-utils libvhdi-utils python3-libvhdi libvmdk-utils python3-libvmdk libqcow-utils nbdkit nbdkit-plugin-dev libnbd-bin
   xz-utils bzip2 gzip e2fsprogs time coreutils python3 util-linux mount man-db groff-base
 )
 missing=()

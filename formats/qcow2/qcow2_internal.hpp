@@ -200,6 +200,8 @@ private:
     Status create_refblock(uint64_t index);
     Status grow_refcount_table(uint64_t needed_index);
     Status free_clusters(uint64_t first, uint64_t n);
+    /// amend refcount_bits: new refcount structures of width 2^order, the header switched last.
+    Status change_refcount_order(uint32_t order);
     // Internal snapshots (qcow2_snapshot.cpp).
     Status add_tree_refs(const std::vector<uint64_t>& l1, bool increment);
     Status fix_copied_flags();

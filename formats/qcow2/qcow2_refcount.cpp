@@ -239,6 +239,85 @@ Status Qcow2Device::free_clusters(uint64_t first, uint64_t n) {
     return ok();
 }
 
+// amend refcount_bits: every refcount is read into memory, checked against the new width, and written into
+// new refcount blocks and a new table after the end of the file, which count themselves (sized by
+// iterating until blocks, table and the clusters they cover agree). The old blocks and table get refcount 0
+// in the new structures. Only then does the header switch (table offset, clusters and refcount_order in one
+// write), so a crash before it leaves the old structures in charge and at worst leaks the new ones.
+Status Qcow2Device::change_refcount_order(uint32_t order) {
+    if (order == h_.refcount_order) return ok();
+    VDISK_TRY(ensure_refcount_table());
+    const uint64_t cs = cluster_size_;
+    const uint64_t clusters = util::div_round_up(file_size_, cs);
+    if (clusters * 8 > limits_.max_metadata_bytes)
+        return make_error(ErrorCode::limit_exceeded, "converting the refcounts of " + std::to_string(clusters) +
+                                                         " clusters exceeds the metadata limit");
+    VDISK_ASSIGN(Charge held, Charge::make(budget(), clusters * 8, "refcount conversion"));
+    VDISK_TRY(budget()->work(clusters, "refcount conversion"));
+    std::vector<uint64_t> rc(static_cast<size_t>(clusters));
+    for (uint64_t c = 0; c < clusters; ++c) {
+        VDISK_ASSIGN(rc[c], get_refcount(c));
+    }
+    auto drop = [&](uint64_t off) {
+        if (off / cs < clusters) rc[off / cs] = 0;
+    };
+    for (uint64_t i = 0; i < h_.rt_clusters; ++i) drop(h_.rt_offset + i * cs);
+    for (uint64_t e : rt_)
+        if (e & ~uint64_t(511)) drop(e & ~uint64_t(511));
+    const uint64_t max = order == 6 ? UINT64_MAX : (uint64_t(1) << (1u << order)) - 1;
+    for (uint64_t c = 0; c < clusters; ++c)
+        if (rc[c] > max)
+            return make_error(ErrorCode::invalid_argument,
+                              "cannot make refcounts " + std::to_string(1u << order) + " bits wide: the cluster at " +
+                                  hex(c * cs) + " has a refcount of " + std::to_string(rc[c]));
+    const uint64_t epb = (cs * 8) >> order;
+    uint64_t nb = 0, nt = 0;
+    for (;;) {
+        const uint64_t total = clusters + nb + nt;
+        const uint64_t b = util::div_round_up(total, epb), t = util::div_round_up(b * 8, cs);
+        if (b == nb && t == nt) break;
+        nb = b;
+        nt = t;
+    }
+    if (nt * cs > limits_.max_metadata_bytes || nt > UINT32_MAX)
+        return make_error(ErrorCode::limit_exceeded, "the new refcount table exceeds the metadata limit");
+    rc.resize(static_cast<size_t>(clusters + nb + nt), 1);  // the new blocks and table count themselves
+    VDISK_TRY(held.resize(rc.size() * 8, "refcount conversion"));
+    std::vector<uint8_t> blk(static_cast<size_t>(cs));
+    for (uint64_t r = 0; r < nb; ++r) {
+        std::fill(blk.begin(), blk.end(), 0);
+        for (uint64_t i = 0; i < epb && r * epb + i < rc.size(); ++i)
+            if (rc[r * epb + i]) set_entry(blk.data(), i, order, rc[r * epb + i]);
+        VDISK_TRY(file_->write_at((clusters + r) * cs, blk));
+    }
+    std::vector<uint64_t> table(static_cast<size_t>(nt * cs / 8), 0);
+    std::vector<uint8_t> raw(static_cast<size_t>(nt * cs), 0);
+    for (uint64_t r = 0; r < nb; ++r) {
+        table[r] = (clusters + r) * cs;
+        util::store_be<uint64_t>(&raw[r * 8], table[r]);
+    }
+    const uint64_t table_off = (clusters + nb) * cs;
+    VDISK_TRY(file_->write_at(table_off, raw));
+    VDISK_TRY(file_->sync());
+    // Header bytes 48..100: refcount table offset and clusters, then (at 96) refcount_order, in one write.
+    std::vector<uint8_t> hdr(52);
+    VDISK_TRY(read_exact(*file_, kOffRefcountTable, hdr, "qcow2 header"));
+    util::store_be<uint64_t>(&hdr[0], table_off);
+    util::store_be<uint32_t>(&hdr[8], static_cast<uint32_t>(nt));
+    util::store_be<uint32_t>(&hdr[96 - kOffRefcountTable], order);
+    VDISK_TRY(write_header_field(kOffRefcountTable, hdr));
+    VDISK_TRY(file_->sync());
+    h_.refcount_order = order;
+    h_.rt_offset = table_off;
+    h_.rt_clusters = static_cast<uint32_t>(nt);
+    VDISK_TRY(rt_charge_.resize(table.size() * 8, "refcount table"));
+    rt_ = std::move(table);
+    rb_cache_.clear();
+    file_size_ = table_off + nt * cs;
+    free_hint_ = 0;
+    return ok();
+}
+
 Status Qcow2Device::write_header_field(uint64_t off, std::span<const uint8_t> bytes) {
     return file_->write_at(off, bytes);
 }

@@ -378,6 +378,7 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
     opts.values = options;
     uint32_t version = h_.version;
     uint64_t compat = h_.compat;
+    uint32_t order = h_.refcount_order;
     for (auto& [k, v] : options) {
         if (k == "compat") {
             if (v == "0.10" || v == "v2") version = 2;
@@ -388,8 +389,11 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
             compat = lazy ? (compat | kCompatLazyRefcounts) : (compat & ~kCompatLazyRefcounts);
         } else if (k == "refcount_bits") {
             VDISK_ASSIGN(uint64_t bits, opts.get_size("refcount_bits", 16));
-            if (bits != (uint64_t{1} << h_.refcount_order))
-                return make_error(ErrorCode::unsupported, "changing refcount_bits is not supported by vdisk amend");
+            if (!util::is_pow2(bits) || bits > 64)
+                return make_error(ErrorCode::invalid_argument,
+                                  "refcount_bits must be a power of two from 1 to 64, not '" + v + "'");
+            order = 0;
+            while ((uint64_t{1} << order) < bits) ++order;
         } else {
             return make_error(ErrorCode::unsupported, "amend cannot change option '" + k + "'");
         }
@@ -400,6 +404,13 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
                                                            "1.1 and above (use compat=1.1 or greater)");
         compat &= ~kCompatLazyRefcounts;  // a downgrade turns them off, as qemu-img does
     }
+    if (version == 2 && order != 4)
+        return make_error(ErrorCode::invalid_argument,
+                          "Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
+                          "compat=1.1 or greater)");
+    if (order != h_.refcount_order && (h_.incompat & kIncompatDirty))
+        return make_error(ErrorCode::invalid_argument,
+                          "the image is dirty (lazy refcounts): repair it with check -r all before changing refcount_bits");
     if ((h_.incompat & kIncompatDirty) && !(compat & kCompatLazyRefcounts))
         return make_error(ErrorCode::invalid_argument,
                           "the image is dirty (lazy refcounts): repair it with check -r all first");
@@ -408,7 +419,7 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
             return make_error(ErrorCode::unsupported,
                               "cannot downgrade: the image uses version 3 features (incompatible bits " +
                                   hex(h_.incompat) + ")");
-        if (h_.refcount_order != 4)
+        if (order != 4)
             return make_error(ErrorCode::unsupported, "cannot downgrade: compat=0.10 needs refcount_bits=16");
         if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
             return make_error(ErrorCode::unsupported, "cannot downgrade an image with persistent bitmaps");
@@ -436,6 +447,8 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
                 }
             }
     }
+    // New refcount width first (a version 3 header is current then), the version change after it.
+    VDISK_TRY(change_refcount_order(order));
     if (version != h_.version || compat != h_.compat) VDISK_TRY(rewrite_header(version, compat));
     return ok();
 }

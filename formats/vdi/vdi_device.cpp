@@ -84,6 +84,9 @@ protected:
     Status check_backing_identity(BlockDevice& backing) override;
     Result<CheckResult> do_check(RepairMode repair) override { return check_device(*this, repair); }
 
+public:
+    Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) override;
+
 private:
     uint64_t slot_offset(uint32_t slot) const {
         // Validated at open: offset_data + blocks_in_image * slot_size fits in 64 bits, and slots
@@ -302,6 +305,45 @@ Status VdiDevice::do_resize(uint64_t new_size) {
     return file_->sync();
 }
 
+// Rebase: the parent is the new backing's creation UUID and its modification UUID now (as create links a
+// child); no name is stored, the parent is found beside the image by UUID. No parent makes the image a normal
+// (dynamic) one, whose free blocks read as zeros; a normal image given a parent becomes a differencing one.
+Status VdiDevice::set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) {
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
+    if ((meta_.version >> 16) != 1)
+        return make_error(ErrorCode::unsupported, "relinking a VDI needs a version 1.x header");
+    uint32_t type = meta_.type;
+    uint8_t link[32] = {};
+    if (name.empty()) {
+        if (!meta_.is_diff()) return ok();
+        type = kTypeNormal;
+    } else {
+        if (!format.empty() && format != "vdi")
+            return make_error(ErrorCode::invalid_argument,
+                              "a VDI's parent must be a VDI, not " + format + " (cross-format chains are refused)");
+        if (meta_.type == kTypeFixed)
+            return make_error(ErrorCode::invalid_argument, "a static VDI holds every block and cannot have a parent");
+        const Meta* pm = nb ? device_meta(*nb) : nullptr;
+        if (!pm)
+            return make_error(ErrorCode::invalid_argument,
+                              "a VDI's parent must be a VDI image (it is linked by the parent's UUIDs)");
+        std::memcpy(link, pm->uuid_create, 16);
+        std::memcpy(link + 16, pm->uuid_modify, 16);
+        type = kTypeDiff;
+    }
+    uint8_t t[4];
+    util::store_le<uint32_t>(t, type);
+    VDISK_TRY(file_->write_at(kHeaderOffset + offsetof(Header1, uuid_linkage), std::span<const uint8_t>(link, 32)));
+    VDISK_TRY(file_->write_at(kHeaderOffset + offsetof(Header1, type), std::span<const uint8_t>(t, 4)));
+    VDISK_TRY(file_->sync());
+    meta_.type = type;
+    std::memcpy(meta_.uuid_linkage, link, 16);
+    std::memcpy(meta_.uuid_parent_modify, link + 16, 16);
+    parent_.found = name;
+    parent_.note.clear();
+    return ok();
+}
+
 Status VdiDevice::mark_modified() {
     if (modified_) return ok();
     // VirtualBox gives an image a new modification UUID when it is first written after opening, so a
@@ -441,6 +483,8 @@ Status VdiDevice::do_discard(uint64_t offset, uint64_t len) {
         if (!is_allocated(bmap_[block])) continue;
         VDISK_TRY(mark_modified());
         VDISK_TRY(unallocate_block(block));
+        // A differencing image's discarded block reads from the parent again (commit empties a layer so).
+        if (meta_.is_diff()) VDISK_TRY(set_entry(block, kBlockFree));
     }
     return ok();
 }

@@ -7,6 +7,7 @@
 // Reading a block that lives in the parent without one attached is a not_found error, not silent zeros.
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "util/bytes.hpp"
@@ -179,6 +180,8 @@ constexpr OptionSpec kOptions[] = {
     {"static", "on: allocate every block at creation (VirtualBox 'fixed'); off (default): dynamic"},
     {"preallocation", "static images: falloc (default, reserved) or full (zeros written, true thick)"},
     {"uuid", "creation UUID (default: random), e.g. to keep a converted disk's VirtualBox identity"},
+    {"backing_file", "parent of a differencing image (a VDI, linked by its UUIDs; found again beside the child)"},
+    {"backing_fmt", "format of the parent: vdi; other formats cannot be a VDI's parent"},
 };
 
 class VdiFormat final : public Format {
@@ -264,6 +267,29 @@ public:
 
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
         VDISK_ASSIGN(bool is_static, opts.get_bool("static", false));
+        // A differencing image links to its parent as VirtualBox does: the parent's creation UUID and the
+        // modification UUID it had when the child was made (check_backing verifies both).
+        std::optional<Meta> parent;
+        ParentLink link;
+        if (auto backing = opts.get("backing_file")) {
+            if (auto bf = opts.get("backing_fmt"); bf && *bf != "vdi")
+                return make_error(ErrorCode::invalid_argument,
+                                  "a differencing VDI's parent must be a VDI, not " + *bf +
+                                      " (vdisk does not create cross-format chains; convert the parent to vdi first)");
+            if (is_static || opts.get("preallocation"))
+                return make_error(ErrorCode::invalid_argument, "a differencing VDI cannot be static or preallocated");
+            VDISK_ASSIGN(auto pf, ctx.open_related(*backing, Access::read_only, "backing file"));
+            OpenOptions po;
+            po.no_backing = true;
+            OpenContext pctx(ctx.fs(), resolve_reference(ctx.image_name(), *backing), po);
+            auto pd = open(std::move(pf), pctx);
+            if (!pd)
+                return make_error(ErrorCode::invalid_argument,
+                                  "backing file '" + *backing + "' is not a usable VDI (" + pd.error().message +
+                                      "); a differencing VDI's parent must be a VDI");
+            parent = *device_meta(**pd);
+            link.found = *backing;
+        }
         const std::string prealloc = opts.get("preallocation").value_or("falloc");
         if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
             return make_error(ErrorCode::invalid_argument,
@@ -280,7 +306,7 @@ public:
                                                              " entries exceeds the metadata limit");
         Meta m;
         m.header_size = kHeader1PlusSize;
-        m.type = is_static ? kTypeFixed : kTypeNormal;
+        m.type = parent ? kTypeDiff : is_static ? kTypeFixed : kTypeNormal;
         m.offset_bmap = kBmapOffset;
         m.offset_data = *util::align_up(kBmapOffset + blocks * 4, kDataAlign);
         m.disk_size = size;
@@ -291,6 +317,10 @@ public:
         util::generate_uuid(m.uuid_modify);
         if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, m.uuid_create, true))
             return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
+        if (parent) {
+            std::memcpy(m.uuid_linkage, parent->uuid_create, 16);
+            std::memcpy(m.uuid_parent_modify, parent->uuid_modify, 16);
+        }
 
         std::vector<uint8_t> head(static_cast<size_t>(m.offset_bmap), 0);
         auto* pre = reinterpret_cast<PreHeader*>(head.data());
@@ -314,6 +344,8 @@ public:
         h->blocks_allocated = m.blocks_allocated;
         std::memcpy(h->uuid_create, m.uuid_create, 16);
         std::memcpy(h->uuid_modify, m.uuid_modify, 16);
+        std::memcpy(h->uuid_linkage, m.uuid_linkage, 16);
+        std::memcpy(h->uuid_parent_modify, m.uuid_parent_modify, 16);
 
         std::vector<uint32_t> bmap(static_cast<size_t>(blocks), kBlockFree);
         if (is_static)
@@ -330,7 +362,7 @@ public:
             VDISK_TRY(file->resize(file_size));
             VDISK_TRY(preallocate_range(*file, m.offset_data, blocks * bs, prealloc));
         }
-        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, ParentLink{});
+        return make_device(std::move(file), std::move(m), std::move(bmap), file_size, false, std::move(link));
     }
 };
 

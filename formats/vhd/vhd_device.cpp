@@ -75,6 +75,9 @@ protected:
     Status check_backing_identity(BlockDevice& backing) override;
     Result<CheckResult> do_check(RepairMode repair) override { return check_device(*this, repair); }
 
+public:
+    Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) override;
+
 private:
     // The sector bitmap of an allocated block (one block cached: sequential access touches one at a time).
     Result<const std::vector<uint8_t>*> bitmap(uint64_t block);
@@ -323,6 +326,59 @@ Status VhdDevice::do_close() {
     VDISK_TRY(file_->write_at(file_size_ - kSector, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
     dirty_ = false;
     return file_->sync();
+}
+
+// Rebase: the dynamic header names the new parent (set_parent; the locator payloads go where the footer was,
+// the footer moves behind them) and the footer copies say differencing; no parent makes it a dynamic disk,
+// whose sectors not marked in a bitmap read as zeros (the block bytes there are zeros: allocate() clears them).
+Status VhdDevice::set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) {
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
+    if (!meta_.dynamic())
+        return make_error(ErrorCode::invalid_argument, "a fixed VHD holds every sector itself and cannot have a parent");
+    if (name.empty() && !meta_.differencing()) return ok();
+    DynamicHeader dh;
+    VDISK_TRY(read_exact(*file_, meta_.header_offset, {reinterpret_cast<uint8_t*>(&dh), sizeof dh}, "dynamic header"));
+    Meta m = meta_;
+    uint64_t end = util::align_up(free_, kSector).value_or(free_);
+    ParentFields pf;
+    if (name.empty()) {
+        std::memset(dh.parent_unique_id, 0, sizeof dh.parent_unique_id);
+        dh.parent_timestamp = 0;
+        std::memset(dh.parent_unicode_name, 0, sizeof dh.parent_unicode_name);
+        std::memset(dh.locators, 0, sizeof dh.locators);
+        m.type = kTypeDynamic;
+        std::memset(m.parent_uuid, 0, 16);
+        m.parent_names.clear();
+    } else {
+        if (!format.empty() && format != "vhd" && format != "vpc")
+            return make_error(ErrorCode::invalid_argument,
+                              "a VHD's parent must be a VHD, not " + format + " (cross-format chains are refused)");
+        const Meta* pm = nb ? device_meta(*nb) : nullptr;
+        if (!pm)
+            return make_error(ErrorCode::invalid_argument,
+                              "a VHD's parent must be a VHD image (it is linked by the parent's unique id)");
+        pf = set_parent(dh, pm->footer, util::parent_names(file_->name(), name), end);
+        m.type = kTypeDifferencing;
+        std::memcpy(m.parent_uuid, pm->footer.unique_id, 16);
+        m.parent_names = pf.names;
+        end = pf.end;
+    }
+    dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
+    m.footer.disk_type = m.type;
+    Footer f = m.footer;
+    seal_footer(f);
+    // Payloads and the footer behind them first, then the header that points at them, then the copy at 0.
+    for (auto& [off, data] : pf.payloads) VDISK_TRY(file_->write_at(off, data));
+    VDISK_TRY(file_->write_at(end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    if (end + kSector < file_size_) VDISK_TRY(file_->resize(end + kSector));
+    VDISK_TRY(file_->sync());
+    VDISK_TRY(file_->write_at(meta_.header_offset, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
+    VDISK_TRY(file_->write_at(0, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    VDISK_TRY(file_->sync());
+    meta_ = std::move(m);
+    free_ = end;
+    file_size_ = end + kSector;
+    return ok();
 }
 
 ImageInfo VhdDevice::do_info() const {

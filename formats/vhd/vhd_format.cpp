@@ -271,6 +271,67 @@ uint32_t bitmap_bytes(uint32_t block_size) {
     return static_cast<uint32_t>(*util::align_up(block_size / kSector / 8, kSector));
 }
 
+// What a differencing child records about its parent, read from the parent itself.
+struct ParentInfo {
+    Footer footer{};
+    uint64_t size = 0;
+    uint32_t block_size = 0;  ///< 0: the parent is fixed
+    util::ParentNames names;
+};
+
+}  // namespace
+
+namespace vhd {
+// Parent locator payload: the name in UTF-16LE with Windows separators, as Windows writes it.
+static std::vector<uint8_t> locator_bytes(std::string name, bool relative) {
+    if (relative && name.compare(0, 3, "../") != 0) name = "./" + name;
+    std::replace(name.begin(), name.end(), '/', '\\');
+    std::vector<uint8_t> out;
+    for (uint16_t u : util::utf8_to_utf16(name)) {
+        out.push_back(static_cast<uint8_t>(u & 0xff));
+        out.push_back(static_cast<uint8_t>(u >> 8));
+    }
+    return out;
+}
+
+ParentFields set_parent(DynamicHeader& dh, const Footer& parent, const util::ParentNames& names, uint64_t at) {
+    ParentFields out;
+    std::memcpy(dh.parent_unique_id, parent.unique_id, 16);
+    // The parent's own time stamp: vdisk has no file times to offer, and the footer's is the one the parent
+    // carries wherever it is copied.
+    dh.parent_timestamp = parent.timestamp.value();
+    std::memset(dh.parent_unicode_name, 0, sizeof dh.parent_unicode_name);
+    std::memset(dh.locators, 0, sizeof dh.locators);
+    const std::string base(base_name(names.resolved));
+    auto units = util::utf8_to_utf16(base);
+    const bool fits = units.size() < sizeof dh.parent_unicode_name / 2;
+    if (fits)
+        for (size_t i = 0; i < units.size(); ++i) util::store_be<uint16_t>(dh.parent_unicode_name + 2 * i, units[i]);
+    // Absolute (W2ku) first as Windows writes them, then relative (W2ru), each in whole sectors.
+    const std::pair<uint32_t, const std::string*> locs[] = {{0x57326b75, &names.absolute}, {0x57327275, &names.relative}};
+    int slot = 0;
+    for (auto& [code, name] : locs) {
+        if (name->empty()) continue;
+        auto data = locator_bytes(*name, code == 0x57327275);
+        const uint64_t space = *util::align_up(data.size(), kSector);
+        ParentLocator& l = dh.locators[slot++];
+        l.platform_code = code;
+        l.platform_data_space = static_cast<uint32_t>(space);  // bytes, as Windows writes it
+        l.platform_data_length = static_cast<uint32_t>(data.size());
+        l.platform_data_offset = at;
+        data.resize(space, 0);
+        out.payloads.emplace_back(at, std::move(data));
+        at += space;
+        out.names.insert(out.names.begin(), *name);  // relative first, as open lists them
+    }
+    if (fits && std::find(out.names.begin(), out.names.end(), base) == out.names.end()) out.names.push_back(base);
+    out.end = at;
+    return out;
+}
+}  // namespace vhd
+
+namespace {
+
 constexpr OptionSpec kOptions[] = {
     {"subformat", "dynamic (default) or fixed"},
     {"block_size", "dynamic images: block size, 512k to 256M, power of two (default 2M)"},
@@ -278,6 +339,8 @@ constexpr OptionSpec kOptions[] = {
     {"preallocation", "fixed images: off (sparse file, default), falloc (reserved) or full (zeros written)"},
     {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
                    "CHS geometry as Virtual PC does"},
+    {"backing_file", "parent of a differencing image (a VHD; the size defaults to the parent's)"},
+    {"backing_fmt", "format of the parent: vhd (alias vpc); other formats cannot be a VHD's parent"},
     {"azure", "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
               "(force_size semantics); implies subformat=fixed (vdisk extension, not in qemu-img)"},
 };
@@ -379,7 +442,42 @@ public:
         return r;
     }
 
+    // The parent of a differencing image to be made: a VHD (cross-format chains are refused), opened alone
+    // to read its identity.
+    Result<ParentInfo> read_parent(const CreateOptions& opts, const OpenContext& ctx) const {
+        const std::string backing = *opts.get("backing_file");
+        if (auto bf = opts.get("backing_fmt"); bf && *bf != "vhd" && *bf != "vpc")
+            return make_error(ErrorCode::invalid_argument,
+                              "a differencing VHD's parent must be a VHD, not " + *bf +
+                                  " (vdisk does not create cross-format chains; convert the parent to vhd first)");
+        ParentInfo p;
+        p.names = util::parent_names(ctx.image_name(), backing);
+        VDISK_ASSIGN(auto pf, ctx.open_related(backing, Access::read_only, "backing file"));
+        OpenOptions po;
+        po.no_backing = true;
+        OpenContext pctx(ctx.fs(), p.names.resolved, po);
+        auto parent = open(std::move(pf), pctx);
+        if (!parent)
+            return make_error(ErrorCode::invalid_argument,
+                              "backing file '" + backing + "' is not a usable VHD (" + parent.error().message +
+                                  "); a differencing VHD's parent must be a VHD");
+        const Meta* pm = device_meta(**parent);
+        p.footer = pm->footer;
+        p.size = pm->size;
+        p.block_size = pm->dynamic() ? pm->block_size : 0;
+        return p;
+    }
+
     Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const override {
+        std::optional<ParentInfo> parent;
+        if (opts.get("backing_file")) {
+            VDISK_ASSIGN(bool azure_on, opts.get_bool("azure", false));
+            if (opts.get("subformat").value_or("dynamic") != "dynamic" || azure_on ||
+                opts.get("preallocation").value_or("off") != "off")
+                return make_error(ErrorCode::invalid_argument,
+                                  "a differencing VHD is dynamic: subformat, azure and preallocation do not apply");
+            VDISK_ASSIGN(parent, read_parent(opts, ctx));
+        }
         std::string sub = opts.get("subformat").value_or("dynamic");
         if (sub != "dynamic" && sub != "fixed")
             return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
@@ -411,6 +509,13 @@ public:
         f.creator_version = 0x00050003;
         f.creator_os = 0x5769326b;  // "Wi2k"
         VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+        if (parent && size == parent->size) {
+            // A child of the parent's size takes its exact size and geometry, as Hyper-V requires.
+            plan.sectors = size / kSector;
+            plan.c = parent->footer.cylinders.value();
+            plan.h = parent->footer.heads;
+            plan.s = parent->footer.sectors_per_track;
+        }
         const uint64_t vsize = plan.sectors * kSector;
         const uint16_t c = plan.c;
         const uint8_t h = plan.h, s = plan.s;
@@ -438,10 +543,12 @@ public:
             VDISK_TRY(file->write_at(vsize, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             file_size = vsize + kSector;
         } else {
-            f.disk_type = kTypeDynamic;
+            f.disk_type = parent ? kTypeDifferencing : kTypeDynamic;
             f.data_offset = kSector;
-            m.type = kTypeDynamic;
+            m.type = parent ? kTypeDifferencing : kTypeDynamic;
             VDISK_ASSIGN(m.block_size, block_size_option(opts));
+            // A child keeps its parent's block size unless told otherwise (Hyper-V makes them equal).
+            if (parent && parent->block_size && !opts.get("block_size")) m.block_size = parent->block_size;
             m.bitmap_size = bitmap_bytes(m.block_size);
             m.header_offset = kSector;
             m.bat_offset = 3 * kSector;
@@ -453,9 +560,20 @@ public:
             dh.header_version = 0x00010000;
             dh.max_table_entries = m.max_table_entries;
             dh.block_size = m.block_size;
+            const uint64_t bat_bytes = *util::align_up(uint64_t{m.max_table_entries} * 4, kSector);
+            // Differencing: the parent's identity, its name, and the locator payloads after the BAT (each in
+            // whole sectors), absolute (W2ku) first as Windows writes them, then relative (W2ru).
+            uint64_t loc_end = m.bat_offset + bat_bytes;
+            std::vector<std::pair<uint64_t, std::vector<uint8_t>>> payloads;
+            if (parent) {
+                std::memcpy(m.parent_uuid, parent->footer.unique_id, 16);
+                ParentFields pf = set_parent(dh, parent->footer, parent->names, loc_end);
+                payloads = std::move(pf.payloads);
+                loc_end = pf.end;
+                m.parent_names = std::move(pf.names);
+            }
             dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
             seal_footer(f);
-            const uint64_t bat_bytes = *util::align_up(uint64_t{m.max_table_entries} * 4, kSector);
             VDISK_TRY(file->write_at(0, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             VDISK_TRY(file->write_at(kSector, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
             std::vector<uint8_t> ones(static_cast<size_t>(std::min<uint64_t>(bat_bytes, 1 << 20)), 0xff);
@@ -464,8 +582,9 @@ public:
                 VDISK_TRY(file->write_at(m.bat_offset + done, std::span<const uint8_t>(ones.data(), n)));
                 done += n;
             }
-            VDISK_TRY(file->write_at(m.bat_offset + bat_bytes, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
-            file_size = m.bat_offset + bat_bytes + kSector;
+            for (auto& [off, data] : payloads) VDISK_TRY(file->write_at(off, data));
+            VDISK_TRY(file->write_at(loc_end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+            file_size = loc_end + kSector;
             bat.assign(m.max_table_entries, kBatUnused);
         }
         m.footer = f;

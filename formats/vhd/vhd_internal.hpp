@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "util/bytes.hpp"
 #include "vdisk/format.hpp"
 #include "vhd_layout.hpp"
 
@@ -40,6 +41,16 @@ void seal_footer(Footer& f);
 /// Set a footer's current_size and CHS geometry for a resize to `new_size`; returns the virtual size qemu
 /// will see (rounded up to the geometry for creators sized by CHS).
 Result<uint64_t> resize_footer(Footer& f, uint64_t new_size);
+
+/// A differencing image's link to its parent, as set_parent lays it out.
+struct ParentFields {
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> payloads;  ///< locator data to write: offset, bytes
+    uint64_t end = 0;                                                 ///< first byte past the payloads
+    std::vector<std::string> names;                                   ///< what open() derives from them
+};
+/// Point a dynamic header at a parent: its unique id and time stamp, its file name (UTF-16BE) and W2ku/W2ru
+/// locators whose payloads go from `at` (sector aligned) on. The checksum is left to the caller.
+ParentFields set_parent(DynamicHeader& dh, const Footer& parent, const util::ParentNames& names, uint64_t at);
 
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
                                          uint64_t file_size, bool read_only, bool force_parent_mismatch);

@@ -78,6 +78,9 @@ protected:
     Status check_backing_identity(BlockDevice& backing) override;
     Result<CheckResult> do_check(RepairMode repair) override { return run_check(repair == RepairMode::all); }
 
+public:
+    Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) override;
+
 private:
     static uint64_t host_of(uint64_t entry) { return (entry >> kBatOffsetShift) << kBatOffsetShift; }
     uint64_t entry_at(uint64_t index) const { return g_.bat_offset + index * 8; }
@@ -488,6 +491,7 @@ ImageInfo VhdxDevice::do_info() const {
     i.cluster_size = g_.block_size;
     // A log not yet replayed into the file (read-only open) is what VHDX has for a dirty image.
     i.dirty = overlay_;
+    i.uuid = util::guid_to_string(g_.page83.b);  // the disk's identity (Get-VHD's DiskIdentifier)
     if (g_.has_parent) {
         if (auto r = backing_reference(); r && !r->names.empty()) i.backing_filename = r->names[0];
         i.backing_format = "vhdx";
@@ -535,6 +539,56 @@ ImageInfo VhdxDevice::do_info() const {
     fs.set("data", std::move(data));
     i.format_specific = std::move(fs);
     return i;
+}
+
+// Rebase of a differencing image: a new parent locator item (the new parent's DataWriteGuid and names) is
+// written after the items in use and the metadata table points at it, through the log like every metadata
+// change. Adding a parent to, or removing it from, an image is not done: the BAT layout depends on it.
+Status VhdxDevice::set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) {
+    if (read_only()) return err(ErrorCode::read_only, "device is read-only");
+    if (!g_.has_parent)
+        return err(ErrorCode::unsupported, "giving a parent to a VHDX that has none is not supported");
+    if (name.empty()) return err(ErrorCode::unsupported, "removing the parent of a differencing VHDX is not supported");
+    if (!format.empty() && format != "vhdx")
+        return err(ErrorCode::invalid_argument,
+                   "a VHDX's parent must be a VHDX, not " + format + " (cross-format chains are refused)");
+    const Header* ph = nb ? device_header(*nb) : nullptr;
+    if (!ph) return err(ErrorCode::invalid_argument, "a VHDX's parent must be a VHDX image (linked by its DataWriteGuid)");
+    if (g_.metadata_length > 64 * MiB) return err(ErrorCode::limit_exceeded, "metadata region too large to rewrite");
+    VDISK_TRY(commit_metadata());
+    std::vector<uint8_t> region(static_cast<size_t>(g_.metadata_length));
+    VDISK_TRY(read_exact(*file_, g_.metadata_offset, region, "VHDX metadata region"));
+    const util::ParentNames names = util::parent_names(file_->name(), name);
+    const auto kv = locator_values(ph->data_write_guid, names);
+    VDISK_ASSIGN(auto fresh, replace_parent_locator(region, kv));
+    if (!headers_rotated_) {
+        const std::pair<uint64_t, uint64_t> regions[2] = {{g_.bat_offset, g_.bat_length},
+                                                          {g_.metadata_offset, g_.metadata_length}};
+        VDISK_TRY(log_.validate(file_size_, regions));
+        hdr_.h.file_write_guid = random_guid();
+        hdr_.h.data_write_guid = random_guid();
+        VDISK_TRY(write_headers(*file_, hdr_.h, hdr_.slot));
+        headers_rotated_ = true;
+    }
+    for (size_t p = 0; p < fresh.size(); p += kPage)
+        if (std::memcmp(fresh.data() + p, region.data() + p, std::min<size_t>(kPage, fresh.size() - p)) != 0)
+            dirty_meta_[g_.metadata_offset + p] =
+                std::vector<uint8_t>(fresh.begin() + static_cast<std::ptrdiff_t>(p),
+                                     fresh.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(p + kPage, fresh.size())));
+    VDISK_TRY(commit_metadata());
+    if (log_.active()) VDISK_TRY(log_.retire());
+    g_.parent_linkage = kv[0].second;
+    g_.parent_linkage2.clear();
+    g_.volume_path.clear();
+    g_.relative_path.clear();
+    g_.absolute_win32_path.clear();
+    for (auto& [k, v] : kv) {
+        std::string value = v;
+        std::replace(value.begin(), value.end(), '\\', '/');
+        if (k == "relative_path") g_.relative_path = value;
+        if (k == "absolute_win32_path") g_.absolute_win32_path = value;
+    }
+    return ok();
 }
 
 Status VhdxDevice::check_backing_identity(BlockDevice& backing) {
@@ -668,4 +722,15 @@ Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair) {
     return d->run_check(repair == RepairMode::all);
 }
 
+}  // namespace vdisk::vhdx
+
+namespace vdisk::vhdx {
+const Header* device_header(const BlockDevice& dev) {
+    auto* d = dynamic_cast<const VhdxDevice*>(&dev);
+    return d ? &d->header() : nullptr;
+}
+const Geometry* device_geometry(const BlockDevice& dev) {
+    auto* d = dynamic_cast<const VhdxDevice*>(&dev);
+    return d ? &d->geometry() : nullptr;
+}
 }  // namespace vdisk::vhdx

@@ -420,9 +420,97 @@ constexpr OptionSpec kOptions[] = {
     {"block_state_zero", "on (default): unallocated blocks of a dynamic image are marked ZERO"},
     {"logical_sector_size", "512 (default) or 4096 (4Kn: the size must be a multiple of 4096)"},
     {"physical_sector_size", "512 or 4096 (default: 4096 with 4096-byte logical sectors, else 512)"},
+    {"uuid", "virtual disk identifier, the Page 83 data (default: random), e.g. to keep a converted disk's identity"},
+    {"backing_file", "parent of a differencing image (a VHDX; size, block and sector sizes default to the parent's)"},
+    {"backing_fmt", "format of the parent: vhdx; other formats cannot be a VHDX's parent"},
 };
 
+// UTF-16LE of `text`, appended.
+void put_utf16(std::vector<uint8_t>& out, const std::string& text) {
+    for (uint16_t u : util::utf8_to_utf16(text)) {
+        out.push_back(static_cast<uint8_t>(u & 0xff));
+        out.push_back(static_cast<uint8_t>(u >> 8));
+    }
+}
+
+// 2.6.2.6 parent locator item of type VHDX: header, key/value entries, then the UTF-16LE strings they point to.
+std::vector<uint8_t> parent_locator_item(const std::vector<std::pair<std::string, std::string>>& kv) {
+    std::vector<uint8_t> strings;
+    std::vector<ParentLocatorEntry> entries;
+    const size_t table = sizeof(ParentLocatorHeader) + kv.size() * sizeof(ParentLocatorEntry);
+    for (auto& [k, v] : kv) {
+        ParentLocatorEntry e{};
+        e.key_offset = static_cast<uint32_t>(table + strings.size());
+        put_utf16(strings, k);
+        e.key_length = static_cast<uint16_t>(table + strings.size() - e.key_offset.value());
+        e.value_offset = static_cast<uint32_t>(table + strings.size());
+        put_utf16(strings, v);
+        e.value_length = static_cast<uint16_t>(table + strings.size() - e.value_offset.value());
+        entries.push_back(e);
+    }
+    ParentLocatorHeader h{};
+    h.locator_type = kVhdxParentLocatorType;
+    h.key_value_count = static_cast<uint16_t>(kv.size());
+    std::vector<uint8_t> item(table);
+    std::memcpy(item.data(), &h, sizeof h);
+    std::memcpy(item.data() + sizeof h, entries.data(), entries.size() * sizeof(ParentLocatorEntry));
+    item.insert(item.end(), strings.begin(), strings.end());
+    return item;
+}
+
+// Windows separators, as the locator's paths are Win32 paths.
+std::string win_path(std::string p, bool relative) {
+    if (relative && p.compare(0, 3, "../") != 0) p = "./" + p;
+    std::replace(p.begin(), p.end(), '/', '\\');
+    return p;
+}
+
 std::span<const OptionSpec> VhdxFormat::create_options() const noexcept { return kOptions; }
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> locator_values(const Guid& parent_data_write_guid,
+                                                                const util::ParentNames& names) {
+    // parent_linkage in lower case within braces, as Hyper-V writes it (libvhdi 2021 parses no other form).
+    std::vector<std::pair<std::string, std::string>> kv = {
+        {"parent_linkage", "{" + util::guid_to_string(parent_data_write_guid.b) + "}"}};
+    if (!names.relative.empty()) kv.emplace_back("relative_path", win_path(names.relative, true));
+    if (!names.absolute.empty()) kv.emplace_back("absolute_win32_path", win_path(names.absolute, false));
+    return kv;
+}
+
+Result<std::vector<uint8_t>> replace_parent_locator(std::vector<uint8_t> region,
+                                                    const std::vector<std::pair<std::string, std::string>>& kv) {
+    if (region.size() < kMetadataTableSize) return err(ErrorCode::corrupt, "metadata region is smaller than its table");
+    MetadataTableHeader h;
+    std::memcpy(&h, region.data(), sizeof h);
+    const uint32_t count = h.entry_count.value();
+    if (h.signature.value() != kMetadataSignature || count > kMaxMetadataEntries)
+        return err(ErrorCode::corrupt, "metadata table is not valid");
+    std::vector<uint8_t> item = parent_locator_item(kv);
+    // The new item goes after every item in use (8-byte aligned), so nothing in use is overwritten.
+    uint64_t end = kMetadataTableSize;
+    int slot = -1;
+    for (uint32_t i = 0; i < count; ++i) {
+        MetadataTableEntry e;
+        std::memcpy(&e, region.data() + sizeof h + i * sizeof e, sizeof e);
+        end = std::max<uint64_t>(end, uint64_t{e.offset.value()} + e.length.value());
+        if (guid_eq(e.item_id, kParentLocatorGuid) && !(e.flags.value() & kMetaIsUser)) slot = static_cast<int>(i);
+    }
+    if (slot < 0) return err(ErrorCode::corrupt, "differencing VHDX has no parent locator item to replace");
+    end = *util::align_up(end, 8);
+    if (end + item.size() > region.size())
+        return err(ErrorCode::unsupported, "the metadata region has no room for the new parent locator");
+    std::memcpy(region.data() + end, item.data(), item.size());
+    MetadataTableEntry e;
+    std::memcpy(&e, region.data() + sizeof h + slot * sizeof e, sizeof e);
+    e.offset = static_cast<uint32_t>(end);
+    e.length = static_cast<uint32_t>(item.size());
+    std::memcpy(region.data() + sizeof h + slot * sizeof e, &e, sizeof e);
+    return region;
+}
+
+namespace {
 
 void put_meta_entry(std::vector<uint8_t>& region, int i, const Guid& id, uint32_t off, uint32_t len, uint32_t flags) {
     MetadataTableEntry e{};
@@ -482,8 +570,41 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     VDISK_ASSIGN(uint64_t pss, opts.get_size("physical_sector_size", lss));
     if ((lss != 512 && lss != 4096) || (pss != 512 && pss != 4096))
         return make_error(ErrorCode::invalid_argument, "sector sizes must be 512 or 4096");
-    if (opts.get("backing_file"))
-        return make_error(ErrorCode::unsupported, "creating differencing VHDX images is not supported");
+    // A differencing image: its parent must be a VHDX (opened alone, for its DataWriteGuid and geometry).
+    std::vector<uint8_t> locator;
+    std::optional<Geometry> parent;
+    if (auto backing = opts.get("backing_file")) {
+        if (auto bf = opts.get("backing_fmt"); bf && *bf != "vhdx")
+            return make_error(ErrorCode::invalid_argument,
+                              "a differencing VHDX's parent must be a VHDX, not " + *bf +
+                                  " (vdisk does not create cross-format chains; convert the parent to vhdx first)");
+        if (fixed) return make_error(ErrorCode::invalid_argument, "a differencing VHDX cannot be subformat=fixed");
+        util::ParentNames names = util::parent_names(ctx.image_name(), *backing);
+        VDISK_ASSIGN(auto pf, ctx.open_related(*backing, Access::read_only, "backing file"));
+        OpenOptions po;
+        po.no_backing = true;
+        OpenContext pctx(ctx.fs(), names.resolved, po);
+        auto pd = open(std::move(pf), pctx);
+        if (!pd)
+            return make_error(ErrorCode::invalid_argument,
+                              "backing file '" + *backing + "' is not a usable VHDX (" + pd.error().message +
+                                  "); a differencing VHDX's parent must be a VHDX");
+        parent = *device_geometry(**pd);
+        // The child addresses the parent's sectors: its logical sector size is the parent's.
+        if (opts.get("logical_sector_size") && lss != parent->logical_sector)
+            return make_error(ErrorCode::invalid_argument,
+                              "logical_sector_size " + std::to_string(lss) + " differs from the parent's " +
+                                  std::to_string(parent->logical_sector));
+        lss = parent->logical_sector;
+        if (!opts.get("physical_sector_size")) pss = parent->physical_sector;
+        if (!opts.get("block_size")) block_size = parent->block_size;
+        auto kv = locator_values(device_header(**pd)->data_write_guid, names);
+        locator = parent_locator_item(kv);
+        parent->relative_path = names.relative.empty() ? "" : win_path(names.relative, true);
+        parent->absolute_win32_path = names.absolute;
+        parent->parent_linkage = kv[0].second;
+        std::replace(parent->relative_path.begin(), parent->relative_path.end(), '\\', '/');
+    }
     uint64_t size = *opts.size;
     if (size == 0 || size > kMaxVirtualSize)
         return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
@@ -508,10 +629,20 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     g.physical_sector = static_cast<uint32_t>(pss);
     g.leave_allocated = fixed;
     g.page83 = random_guid();
+    if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, g.page83.b, true))
+        return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
     g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
     g.data_blocks = util::div_round_up(size, block_size);
     g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
     g.bat_entries = g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
+    if (parent) {
+        // 2.5: a differencing image has a sector bitmap entry after every chunk, the last one included.
+        g.has_parent = true;
+        g.bat_entries = g.bitmap_blocks * (g.chunk_ratio + 1);
+        g.parent_linkage = parent->parent_linkage;
+        g.relative_path = parent->relative_path;
+        g.absolute_win32_path = parent->absolute_win32_path;
+    }
     if (g.bat_entries * 8 > ctx.limits().max_metadata_bytes)
         return make_error(ErrorCode::limit_exceeded, "BAT of " + std::to_string(g.bat_entries) +
                                                          " entries exceeds the metadata limit");
@@ -558,7 +689,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         std::vector<uint8_t> m(static_cast<size_t>(g.metadata_length), 0);
         MetadataTableHeader h{};
         h.signature = kMetadataSignature;
-        h.entry_count = 5;
+        h.entry_count = locator.empty() ? 5 : 6;
         std::memcpy(m.data(), &h, sizeof h);
         const uint32_t base = kMetadataTableSize;
         put_meta_entry(m, 0, kFileParametersGuid, base, 8, kMetaIsRequired);
@@ -567,7 +698,12 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         put_meta_entry(m, 3, kLogicalSectorSizeGuid, base + 32, 4, kMetaIsRequired | kMetaIsVirtualDisk);
         put_meta_entry(m, 4, kPhysicalSectorSizeGuid, base + 36, 4, kMetaIsRequired | kMetaIsVirtualDisk);
         util::store_le<uint32_t>(m.data() + base, g.block_size);
-        util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : 0);
+        util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : parent ? kHasParent : 0);
+        if (!locator.empty()) {
+            // Parent locator: required, not a property of the virtual disk (2.6.2.6).
+            put_meta_entry(m, 5, kParentLocatorGuid, base + 40, static_cast<uint32_t>(locator.size()), kMetaIsRequired);
+            std::memcpy(m.data() + base + 40, locator.data(), locator.size());
+        }
         util::store_le<uint64_t>(m.data() + base + 8, g.virtual_size);
         std::memcpy(m.data() + base + 16, g.page83.b, 16);
         util::store_le<uint32_t>(m.data() + base + 32, g.logical_sector);
@@ -584,7 +720,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
             e = end | kPayloadFullyPresent;
             end += block_size;
         } else {
-            e = state_zero ? kPayloadZero : kPayloadNotPresent;
+            e = state_zero && !parent ? kPayloadZero : kPayloadNotPresent;  // a child's blocks are its parent's
         }
     }
     {

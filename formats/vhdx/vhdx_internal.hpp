@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "util/bytes.hpp"
 #include "vdisk/format.hpp"
 #include "vhdx_layout.hpp"
 
@@ -137,6 +138,19 @@ inline uint64_t bitmap_index(const Geometry& g, uint64_t block) {
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
                                          std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
                                          bool fresh, uint64_t log_sequence);
+
+/// The active header and geometry of a device made by make_device (nullptr for any other device): create
+/// reads a parent's identity through them.
+const Header* device_header(const BlockDevice& dev);
+const Geometry* device_geometry(const BlockDevice& dev);
+
+/// The parent locator key/values a child records for a parent whose DataWriteGuid is given.
+std::vector<std::pair<std::string, std::string>> locator_values(const Guid& parent_data_write_guid,
+                                                                const util::ParentNames& names);
+/// A metadata region (table and items) with its parent locator item replaced by one holding `kv`, placed after
+/// every item in use; unsupported when the region has no room for it.
+Result<std::vector<uint8_t>> replace_parent_locator(std::vector<uint8_t> region,
+                                                    const std::vector<std::pair<std::string, std::string>>& kv);
 
 /// Serialise a header into 4 KiB with its checksum.
 void encode_header(const Header& h, uint8_t* out);

@@ -12,7 +12,7 @@
 namespace vdisk::vmdk {
 namespace {
 
-constexpr uint64_t kGrainSectors = 128;        // 64 KiB grains, as VMware and qemu-img write them
+constexpr uint64_t kGrainSectors = 128;        // 64 KiB grains by default, as VMware and qemu-img write them
 constexpr uint64_t kGtes = 512;
 constexpr uint64_t kEmbeddedDescSectors = 20;
 constexpr uint64_t kSplitBytes = 2ull << 30;   // split subformats: at most 2 GiB per extent
@@ -24,12 +24,12 @@ struct Plan {
     bool stream = false;
 };
 
-SparseExtentHeader base_header(uint64_t capacity_sectors) {
+SparseExtentHeader base_header(uint64_t capacity_sectors, uint64_t grain_sectors) {
     SparseExtentHeader h;
     std::memset(&h, 0, sizeof h);
     h.magic = kSparseMagic;
     h.capacity = capacity_sectors;
-    h.grain_size = kGrainSectors;
+    h.grain_size = grain_sectors;
     h.num_gtes_per_gt = kGtes;
     h.single_end_line_char = '\n';
     h.non_end_line_char = ' ';
@@ -39,17 +39,18 @@ SparseExtentHeader base_header(uint64_t capacity_sectors) {
 }
 
 // Lay out a hosted sparse extent with every grain table preallocated (redundant copy first, as VMware does).
-Result<DiskExtent> make_sparse(File& f, uint64_t capacity, const std::string* embedded, bool zeroed_grain) {
+Result<DiskExtent> make_sparse(File& f, uint64_t capacity, const std::string* embedded, bool zeroed_grain,
+                               uint64_t grain_sectors) {
     uint64_t cap_sectors = util::div_round_up(capacity, kSector);
-    uint64_t num_gts = util::div_round_up(cap_sectors, kGrainSectors * kGtes);
+    uint64_t num_gts = util::div_round_up(cap_sectors, grain_sectors * kGtes);
     uint64_t gd_sectors = util::div_round_up(num_gts * 4, kSector);
     uint64_t gt_sectors = kGtes * 4 / kSector;
     uint64_t desc_off = embedded ? 1 : 0;
     uint64_t desc_sectors = embedded ? kEmbeddedDescSectors : 0;
     uint64_t rgd = 1 + desc_sectors;
     uint64_t gd = rgd + gd_sectors + num_gts * gt_sectors;
-    uint64_t overhead = *util::align_up(gd + gd_sectors + num_gts * gt_sectors, kGrainSectors);
-    SparseExtentHeader h = base_header(cap_sectors);
+    uint64_t overhead = *util::align_up(gd + gd_sectors + num_gts * gt_sectors, grain_sectors);
+    SparseExtentHeader h = base_header(cap_sectors, grain_sectors);
     h.version = zeroed_grain ? 2 : 1;
     h.flags = kFlagValidNewline | kFlagRedundantGt | (zeroed_grain ? kFlagZeroedGrainGte : 0);
     h.descriptor_offset = desc_off;
@@ -68,7 +69,7 @@ Result<DiskExtent> make_sparse(File& f, uint64_t capacity, const std::string* em
     e.kind = StoreKind::hosted;
     e.type = ExtentType::sparse;
     e.file = &f;
-    e.grain = kGrainSectors * kSector;
+    e.grain = grain_sectors * kSector;
     e.gtes_per_gt = kGtes;
     e.capacity = cap_sectors * kSector;
     e.gd_offset = gd * kSector;
@@ -110,6 +111,30 @@ std::string uuid_text() {
     return s;
 }
 
+// grain_size option (bytes): VMware's 64 KiB by default; a power of two from 8 KiB (the VMDK spec wants more
+// than 8 sectors, and libvmdk refuses 8) to 1 MiB (the largest vdisk reads back).
+Result<uint64_t> grain_sectors_option(const CreateOptions& opts) {
+    VDISK_ASSIGN(uint64_t g, opts.get_size("grain_size", kGrainSectors * kSector));
+    if (!util::is_pow2(g) || g < 8192 || g > (1u << 20))
+        return make_error(ErrorCode::invalid_argument,
+                          "grain_size must be a power of two from 8k to 1M, not " + std::to_string(g));
+    return g / kSector;
+}
+
+// preallocation=falloc reserves a flat extent, full writes zeros over it (true thick, as VMware's
+// eagerZeroedThick means it).
+Status preallocate_flat(File& f, uint64_t len, const std::string& mode) {
+    if (mode == "falloc") return f.allocate(0, len);
+    if (mode != "full") return ok();
+    std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(len, 1u << 20)), 0);
+    for (uint64_t done = 0; done < len;) {
+        auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
+        VDISK_TRY(f.write_at(done, std::span<const uint8_t>(zeros.data(), n)));
+        done += n;
+    }
+    return ok();
+}
+
 uint32_t random_cid() {
     std::random_device rd;
     uint32_t v;
@@ -120,12 +145,12 @@ uint32_t random_cid() {
 }  // namespace
 
 // Sectors make_sparse lays out before the first grain of an extent of `capacity` bytes.
-uint64_t sparse_overhead_sectors(uint64_t capacity, bool embedded) {
+uint64_t sparse_overhead_sectors(uint64_t capacity, bool embedded, uint64_t grain_sectors) {
     uint64_t cap_sectors = util::div_round_up(capacity, kSector);
-    uint64_t num_gts = util::div_round_up(cap_sectors, kGrainSectors * kGtes);
+    uint64_t num_gts = util::div_round_up(cap_sectors, grain_sectors * kGtes);
     uint64_t gd_sectors = util::div_round_up(num_gts * 4, kSector);
     uint64_t tables = gd_sectors + num_gts * (kGtes * 4 / kSector);
-    return *util::align_up(1 + (embedded ? kEmbeddedDescSectors : 0) + 2 * tables, kGrainSectors);
+    return *util::align_up(1 + (embedded ? kEmbeddedDescSectors : 0) + 2 * tables, grain_sectors);
 }
 
 // File bytes create + convert write. Sparse extents: the overhead (header, descriptor, both directories and
@@ -137,7 +162,8 @@ uint64_t sparse_overhead_sectors(uint64_t capacity, bool embedded) {
 Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSource& src) {
     std::string sub = opts.get("subformat").value_or("monolithicSparse");
     const uint64_t size = src.virtual_size;
-    const uint64_t grain = kGrainSectors * kSector;
+    VDISK_ASSIGN(const uint64_t grain_sectors, grain_sectors_option(opts));
+    const uint64_t grain = grain_sectors * kSector;
     const uint64_t grains = util::div_round_up(size, grain);
     uint64_t used = 0;
     if (src.has_image) {
@@ -145,12 +171,12 @@ Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSourc
     }
     MeasureResult r;
     if (sub == "monolithicSparse") {
-        uint64_t head = sparse_overhead_sectors(size, true) * kSector;
+        uint64_t head = sparse_overhead_sectors(size, true, grain_sectors) * kSector;
         r.required = head + used * grain;
         r.fully_allocated = head + grains * grain;
     } else if (sub == "streamOptimized") {
-        uint64_t num_gts = util::div_round_up(util::div_round_up(size, kSector), kGrainSectors * kGtes);
-        uint64_t head = *util::align_up(1 + kEmbeddedDescSectors, kGrainSectors) * kSector;
+        uint64_t num_gts = util::div_round_up(util::div_round_up(size, kSector), grain_sectors * kGtes);
+        uint64_t head = *util::align_up(1 + kEmbeddedDescSectors, grain_sectors) * kSector;
         uint64_t tail = num_gts * (kSector + kGtes * 4) + kSector + *util::align_up(num_gts * 4, kSector) +
                         3 * kSector;
         r.required = head + used * (grain + kSector) + tail;
@@ -162,7 +188,7 @@ Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSourc
         uint64_t meta = 320 + 96 * extents;  // the descriptor file: header, DDB, one line per extent
         if (!flat)
             for (uint64_t i = 0; i < extents; ++i)
-                meta += sparse_overhead_sectors(std::min(per, size - i * per), false) * kSector;
+                meta += sparse_overhead_sectors(std::min(per, size - i * per), false, grain_sectors) * kSector;
         r.fully_allocated = meta + (flat ? size : grains * grain);
         r.required = flat ? r.fully_allocated : meta + used * grain;
     } else {
@@ -198,6 +224,15 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         return make_error(ErrorCode::invalid_argument, "hwversion must be a number, not '" + hwversion + "'");
     VDISK_ASSIGN(bool zeroed_grain, opts.get_bool("zeroed_grain", false));
     std::string tools = opts.get("toolsversion").value_or("2147483647");
+    VDISK_ASSIGN(const uint64_t grain_sectors, grain_sectors_option(opts));
+    if (opts.get("grain_size") && p.flat)
+        return make_error(ErrorCode::invalid_argument, "grain_size applies to sparse subformats, not " + p.subformat);
+    const std::string prealloc = opts.get("preallocation").value_or("off");
+    if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
+        return make_error(ErrorCode::invalid_argument, "preallocation must be off, falloc or full, not '" + prealloc + "'");
+    if (prealloc != "off" && !p.flat)
+        return make_error(ErrorCode::invalid_argument,
+                          "preallocation applies to monolithicFlat and twoGbMaxExtentFlat, not " + p.subformat);
     auto backing = opts.get("backing_file");
     if (auto bf = opts.get("backing_fmt"); bf && *bf != "vmdk")
         return make_error(ErrorCode::invalid_argument, "a VMDK's parent must be a VMDK, not " + *bf);
@@ -251,22 +286,23 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         VDISK_ASSIGN(auto f, ctx.fs().create(ctx.image_name()));
         DiskExtent e;
         if (p.stream) {
-            uint64_t num_gts = util::div_round_up(sectors, kGrainSectors * kGtes);
-            SparseExtentHeader h = base_header(sectors);
+            uint64_t num_gts = util::div_round_up(sectors, grain_sectors * kGtes);
+            SparseExtentHeader h = base_header(sectors, grain_sectors);
+            const uint64_t head_sectors = *util::align_up(1 + kEmbeddedDescSectors, grain_sectors);
             h.version = 3;
             h.flags = kFlagValidNewline | kFlagCompressed | kFlagMarkers;
             h.compress_algorithm = kCompressionDeflate;
             h.descriptor_offset = 1;
             h.descriptor_size = kEmbeddedDescSectors;
             h.gd_offset = kGdAtEnd;
-            h.overhead = kGrainSectors;
-            std::vector<uint8_t> meta(kGrainSectors * kSector, 0);
+            h.overhead = head_sectors;
+            std::vector<uint8_t> meta(head_sectors * kSector, 0);
             std::memcpy(meta.data(), &h, sizeof h);
             std::memcpy(meta.data() + kSector, text.data(), text.size());
             VDISK_TRY(f->write_at(0, meta));
             e.kind = StoreKind::hosted;
             e.type = ExtentType::sparse;
-            e.grain = kGrainSectors * kSector;
+            e.grain = grain_sectors * kSector;
             e.gtes_per_gt = kGtes;
             e.capacity = sectors * kSector;
             e.gd.assign(num_gts, 0);
@@ -276,7 +312,7 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
             e.header = h;
             e.file = f.get();
         } else {
-            VDISK_ASSIGN(e, make_sparse(*f, size, &text, zeroed_grain));
+            VDISK_ASSIGN(e, make_sparse(*f, size, &text, zeroed_grain, grain_sectors));
         }
         e.name = base;
         e.embedded = true;
@@ -310,11 +346,12 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         DiskExtent e;
         if (p.flat) {
             VDISK_TRY(f->resize(len));
+            VDISK_TRY(preallocate_flat(*f, len, prealloc));
             e.kind = StoreKind::flat;
             e.type = ExtentType::flat;
             e.file_size = len;
         } else {
-            VDISK_ASSIGN(e, make_sparse(*f, len, nullptr, zeroed_grain));
+            VDISK_ASSIGN(e, make_sparse(*f, len, nullptr, zeroed_grain, grain_sectors));
         }
         e.file = f.get();
         e.name = name;

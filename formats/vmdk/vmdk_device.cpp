@@ -544,6 +544,8 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
 // within that extent: the flat file changes length and the descriptor file is rewritten with the new
 // extent size and cylinder count. Sparse extents keep a grain directory sized at creation: unsupported.
 Status VmdkDevice::do_resize(uint64_t new_size) {
+    if (!extents_.empty() && extents_.back().kind == StoreKind::hosted && extents_.back().type == ExtentType::sparse)
+        return grow_sparse(new_size);
     if (extents_.empty() || extents_.back().kind != StoreKind::flat || !desc_file_ || desc_room_ != 0 ||
         desc_.extents.size() != extents_.size())
         return make_error(ErrorCode::unsupported,
@@ -565,7 +567,9 @@ Status VmdkDevice::do_resize(uint64_t new_size) {
             const std::string* spt = d.ddb_value("ddb.geometry.sectors");
             uint64_t h = heads ? std::strtoull(heads->c_str(), nullptr, 10) : 16;
             uint64_t s = spt ? std::strtoull(spt->c_str(), nullptr, 10) : 63;
-            if (h && s) v = std::to_string(new_size / (h * s * kSector));  // unclamped, as create writes it
+            auto per_cyl = util::mul<uint64_t>(h, s);  // hostile values must not wrap to a zero divisor
+            if (per_cyl && *per_cyl && util::mul<uint64_t>(*per_cyl, kSector))
+                v = std::to_string(new_size / (*per_cyl * kSector));  // unclamped, as create writes it
         }
     std::string text = render_descriptor(d);
     VDISK_TRY(desc_file_->resize(text.size()));

@@ -349,6 +349,10 @@ constexpr OptionSpec kOptions[] = {
     {"backing_file", "name of the parent image"},
     {"backing_fmt", "format of the parent image (vmdk)"},
     {"toolsversion", "VMware guest tools version (default 2147483647)"},
+    {"grain_size", "sparse subformats: grain size, a power of two from 8k to 1M (default 64k; VMware's option, "
+                   "not qemu-img's)"},
+    {"preallocation", "flat subformats: off (sparse file, default), falloc (reserved) or full (zeros written: "
+                      "eagerZeroedThick)"},
 };
 
 class VmdkFormat final : public Format {

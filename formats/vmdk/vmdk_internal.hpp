@@ -112,6 +112,8 @@ public:
     Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
                                   uint64_t raw_length) override;
     std::optional<BackingReference> backing_reference() const override;
+    Status set_backing_reference(const std::string& name, const std::string& format,
+                                 BlockDevice* new_backing) override;
     Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                         std::span<uint8_t> out) const override;
 
@@ -153,6 +155,10 @@ private:
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
     Status set_gte(size_t ei, uint64_t gi, uint32_t value);
     Status write_back_gt();
+    /// Resize of an image whose last extent is hosted sparse: grow only (vmdk_resize.cpp).
+    Status grow_sparse(uint64_t new_size);
+    /// Rewrite the descriptor text where it lives (embedded within its sectors, or its own file); vmdk_reference.cpp.
+    Status write_descriptor(const Descriptor& d);
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
     Status stream_flush_gt();
     Status stream_finish();

@@ -2,6 +2,7 @@
 #include "util/bytes.hpp"
 
 #include <uuid/uuid.h>
+#include "vdisk/io.hpp"
 #include <libdeflate.h>
 #include <zlib.h>
 
@@ -262,6 +263,84 @@ std::string uuid_to_string(const uint8_t* u) {
 }
 
 void generate_uuid(uint8_t out[16]) { uuid_generate(out); }
+
+std::vector<uint16_t> utf8_to_utf16(std::string_view text) {
+    std::vector<uint16_t> out;
+    out.reserve(text.size());
+    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+    const size_t n = text.size();
+    for (size_t i = 0; i < n;) {
+        uint32_t c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+        bool good = len != 0 && i + len <= n;
+        if (good && len > 1) {
+            c &= 0xffu >> (len + 1);
+            for (size_t k = 1; k < len && good; ++k) {
+                if ((p[i + k] & 0xc0) != 0x80) good = false;
+                else c = (c << 6) | (p[i + k] & 0x3fu);
+            }
+            // Overlong forms, surrogates and values past U+10FFFF are not valid UTF-8.
+            static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+            if (good && (c < kMin[len] || c > 0x10ffff || (c >= 0xd800 && c < 0xe000))) good = false;
+        }
+        if (!good) {
+            out.push_back(0xfffd);
+            ++i;
+            continue;
+        }
+        if (c >= 0x10000) {
+            c -= 0x10000;
+            out.push_back(static_cast<uint16_t>(0xd800 + (c >> 10)));
+            out.push_back(static_cast<uint16_t>(0xdc00 + (c & 0x3ff)));
+        } else {
+            out.push_back(static_cast<uint16_t>(c));
+        }
+        i += len;
+    }
+    return out;
+}
+
+namespace {
+std::vector<std::string> components(const std::string& name) {
+    std::vector<std::string> parts;
+    size_t i = 0;
+    while (i <= name.size()) {
+        size_t j = name.find('/', i);
+        if (j == std::string::npos) j = name.size();
+        if (j > i) parts.emplace_back(name.substr(i, j - i));
+        i = j + 1;
+    }
+    return parts;
+}
+}  // namespace
+
+std::optional<std::string> relative_name(std::string_view referrer, std::string_view target) {
+    const std::string from = resolve_reference("", referrer), to = resolve_reference("", target);
+    const bool from_abs = !from.empty() && from[0] == '/', to_abs = !to.empty() && to[0] == '/';
+    if (from_abs != to_abs) return std::nullopt;
+    std::vector<std::string> dir = components(from), dest = components(to);
+    if (!dir.empty()) dir.pop_back();  // the referrer's own name
+    if (dir.size() == 1 && dir[0] == ".") dir.clear();
+    size_t common = 0;
+    while (common < dir.size() && common + 1 < dest.size() && dir[common] == dest[common]) ++common;
+    std::string out;
+    for (size_t i = common; i < dir.size(); ++i) {
+        if (dir[i] == "..") return std::nullopt;  // climbing out of an unknown directory
+        out += "../";
+    }
+    for (size_t i = common; i < dest.size(); ++i) out += dest[i] + (i + 1 < dest.size() ? "/" : "");
+    if (out.empty()) return std::nullopt;
+    return out;
+}
+
+ParentNames parent_names(std::string_view child, std::string_view backing) {
+    ParentNames n;
+    n.resolved = resolve_reference(child, backing);
+    if (!backing.empty() && backing[0] != '/') n.relative = resolve_reference("", backing);
+    else n.relative = relative_name(child, n.resolved).value_or("");
+    if (!n.resolved.empty() && n.resolved[0] == '/') n.absolute = n.resolved;
+    return n;
+}
 
 bool parse_uuid(std::string_view text, uint8_t out[16], bool guid) {
     if (text.size() != 36) return false;

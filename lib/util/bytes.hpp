@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -44,5 +45,23 @@ std::string uuid_to_string(const uint8_t* u);
 bool parse_uuid(std::string_view text, uint8_t out[16], bool guid);
 /// Fresh random UUID (libuuid).
 void generate_uuid(uint8_t out[16]);
+
+/// UTF-8 to UTF-16 code units (host order); bytes that are not valid UTF-8 become U+FFFD.
+std::vector<uint16_t> utf8_to_utf16(std::string_view text);
+
+/// How a file stored beside `referrer` names `target` (both FileSystem names): the path from the referrer's
+/// directory to the target, '/'-separated ("p.vhd", "../base/p.vhd"). nullopt when one name is absolute and
+/// the other relative, or the referrer's directory climbs above its start, so no such path can be known.
+std::optional<std::string> relative_name(std::string_view referrer, std::string_view target);
+
+/// The names a differencing image records for its parent, from the name given at create time (`backing`,
+/// relative to the child's directory as qemu-img takes it): `relative` from the child's directory and
+/// `absolute` when the name resolves to an absolute one; either may be empty when it cannot be known.
+struct ParentNames {
+    std::string resolved;  ///< FileSystem name of the parent
+    std::string relative;
+    std::string absolute;
+};
+ParentNames parent_names(std::string_view child, std::string_view backing);
 
 }  // namespace vdisk::util
