@@ -449,8 +449,9 @@ Result<Extent> BlockDevice::do_block_status(uint64_t offset, uint64_t max_len) {
         e.compressed = true;
         e.length = std::min(m.offset + m.length - offset, max_len);
         for (unsigned steps = 0; e.length < max_len && steps < kMaxMergeSteps; ++steps) {
-            VDISK_ASSIGN(StoredExtent n, do_map_stored(offset + e.length, max_len - e.length));
-            if (n.kind != StoredKind::compressed) break;
+            auto nr = do_map_stored(offset + e.length, max_len - e.length);
+            if (!nr || nr->kind != StoredKind::compressed) break;  // a bad next piece is the next call's error
+            const StoredExtent& n = *nr;
             e.length = std::min(n.offset + n.length - offset, max_len);
         }
         return e;
@@ -464,11 +465,12 @@ Result<Extent> BlockDevice::do_block_status(uint64_t offset, uint64_t max_len) {
         e.host_offset = m.host_offset;
     }
     for (unsigned steps = 0; e.length < max_len && steps < kMaxMergeSteps; ++steps) {
-        VDISK_ASSIGN(StoredExtent n, do_map_stored(offset + e.length, max_len - e.length));
+        // A piece that fails to map ends the merge: the good run is reported, the error comes with the next call.
+        auto n = do_map_stored(offset + e.length, max_len - e.length);
         StoredExtent cur = m;
         cur.length = e.length;
-        if (!same_kind_follows(cur, n)) break;
-        e.length += n.length;
+        if (!n || !same_kind_follows(cur, *n)) break;
+        e.length += n->length;
     }
     return e;
 }
@@ -496,7 +498,9 @@ Status BlockDevice::read_mapped(uint64_t offset, std::span<uint8_t> buf) {
                                                           hex(offset) + " and does not read it itself");
         // Merge following pieces of the same kind (contiguous in the same file for data) into one I/O.
         for (unsigned steps = 0; m.length < buf.size() && steps < kMaxMergeSteps; ++steps) {
-            VDISK_ASSIGN(StoredExtent n, do_map_stored(offset + m.length, buf.size() - m.length));
+            auto nr = do_map_stored(offset + m.length, buf.size() - m.length);
+            if (!nr) break;  // read what maps; the next pass reports the error
+            const StoredExtent& n = *nr;
             if (n.offset != offset + m.length || n.length == 0 || !same_kind_follows(m, n)) break;
             m.length += std::min<uint64_t>(n.length, buf.size() - m.length);
         }

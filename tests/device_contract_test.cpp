@@ -35,6 +35,7 @@ public:
         : BlockDevice(size, true), file_(std::move(file)), pieces_(std::move(pieces)) {}
     std::vector<File*> files() const override { return {file_.get()}; }
     bool refuse_without_backing = false;
+    uint64_t fail_from = UINT64_MAX;  // map errors from here on (a bad table entry)
     mutable std::atomic<int> inflations{0};
     std::atomic<int> maps{0};
 
@@ -49,6 +50,7 @@ public:
 protected:
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override {
         ++maps;
+        if (offset >= fail_from) return make_error(ErrorCode::corrupt, "toy: bad entry").at(offset);
         uint64_t start = 0;
         for (const Piece& p : pieces_) {
             if (offset < start + p.length) {
@@ -279,6 +281,28 @@ TEST_CASE("map-first: unallocated without a backing reads zeros, or is refused w
     CHECK(st.error().file == "toy.img");  // the generic layer names the layer's main file
     // Ranges that never fall through are still readable.
     REQUIRE(dev->read(0, buf));
+}
+
+TEST_CASE("map-first: a piece that fails to map ends a merge: the good run first, the error on the next call") {
+    Toy toy;
+    auto dev = toy.open(true);
+    dev->fail_from = 2 * kUnit;  // the second data piece, host-contiguous with the first
+    auto e = dev->block_status(0, toy.size);
+    REQUIRE(e);
+    CHECK(e->kind == ExtentKind::data);
+    CHECK(e->length == 2 * kUnit);
+    auto bad = dev->block_status(2 * kUnit, toy.size - 2 * kUnit);
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().code == ErrorCode::corrupt);
+    REQUIRE(bad.error().offset);
+    CHECK(*bad.error().offset == 2 * kUnit);
+    std::vector<uint8_t> head(2 * kUnit);
+    REQUIRE(dev->read(0, head));
+    CHECK(std::equal(head.begin(), head.end(), toy.expected.begin()));
+    std::vector<uint8_t> across(3 * kUnit);
+    auto st = dev->read(0, across);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::corrupt);
 }
 
 TEST_CASE("map-first: a backend answering neither question is refused, not recursed into") {
