@@ -467,6 +467,9 @@ public:
             }
             VDISK_TRY(file->write_at(m.bat_offset + bat_bytes, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             file_size = m.bat_offset + bat_bytes + kSector;
+            // Charged like a BAT read at open (resize charges what it adds, releases what it drops).
+            VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), uint64_t{m.max_table_entries} * 4, "BAT"));
+            bat_charge.keep();
             bat.assign(m.max_table_entries, kBatUnused);
         }
         m.footer = f;
