@@ -6,13 +6,13 @@
 VDISK_FUZZ_CHECKSUM_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    vdisk::MemoryFileSystem fs;
-    fs.add("image", std::vector<uint8_t>(data, data + size));
+    vdisk::fuzz::InputFs fs;
+    fs.add("image", {data, size});
     auto reg = vdisk::Registry::builtin();
     auto o = vdisk::fuzz::fuzz_options("");
     vdisk::fuzz::exercise(reg, fs, "image", o);
     // Untrusted mode must refuse every external reference and never guess raw.
     o.untrusted = true;
-    vdisk::fuzz::exercise(reg, fs, "image", o, 1u << 20);
+    vdisk::fuzz::exercise(reg, fs, "image", o);
     return 0;
 }

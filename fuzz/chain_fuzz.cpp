@@ -22,6 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (!fs.exists("top.img")) return 0;
     auto reg = vdisk::Registry::builtin();
-    vdisk::fuzz::exercise(reg, fs, "top.img", vdisk::fuzz::fuzz_options(""), 1u << 20);
+    vdisk::fuzz::exercise(reg, fs, "top.img", vdisk::fuzz::fuzz_options(""));
     return 0;
 }

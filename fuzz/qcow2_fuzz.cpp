@@ -8,8 +8,8 @@ std::unique_ptr<Format> make_qcow2_format();
 }  // namespace vdisk
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    vdisk::MemoryFileSystem fs;
-    fs.add("image", std::vector<uint8_t>(data, data + size));
+    vdisk::fuzz::InputFs fs;
+    fs.add("image", {data, size});
     vdisk::Registry reg;
     reg.add(vdisk::make_raw_format());
     reg.add(vdisk::make_qcow2_format());

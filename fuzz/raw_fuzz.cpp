@@ -3,8 +3,8 @@
 #include "fuzz_common.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    vdisk::MemoryFileSystem fs;
-    fs.add("image.raw", std::vector<uint8_t>(data, data + size));
+    vdisk::fuzz::InputFs fs;
+    fs.add("image.raw", {data, size});
     auto reg = vdisk::Registry::builtin();
     vdisk::fuzz::exercise(reg, fs, "image.raw", vdisk::fuzz::fuzz_options("raw"));
     return 0;

@@ -11,8 +11,8 @@ std::unique_ptr<Format> make_vhd_format();
 VDISK_FUZZ_CHECKSUM_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    vdisk::MemoryFileSystem fs;
-    fs.add("image.vhd", std::vector<uint8_t>(data, data + size));
+    vdisk::fuzz::InputFs fs;
+    fs.add("image.vhd", {data, size});
     vdisk::Registry reg;
     reg.add(vdisk::make_raw_format());
     reg.add(vdisk::make_vhd_format());

@@ -100,6 +100,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     vdisk::Registry reg;
     reg.add(vdisk::make_raw_format());
     reg.add(vdisk::make_vhdx_format());
-    vdisk::fuzz::exercise(reg, fs, "image.vhdx", vdisk::fuzz::fuzz_options("vhdx"), 1u << 20, size);
+    vdisk::fuzz::exercise(reg, fs, "image.vhdx", vdisk::fuzz::fuzz_options("vhdx"), 256u << 10, size);
     return 0;
 }

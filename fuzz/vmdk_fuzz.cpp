@@ -10,11 +10,10 @@ std::unique_ptr<Format> make_vmdk_format();
 }  // namespace vdisk
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    vdisk::MemoryFileSystem fs;
-    std::vector<uint8_t> bytes(data, data + size);
-    fs.add("image.vmdk", bytes);
-    fs.add("image-flat.vmdk", bytes);
-    fs.add("image-s001.vmdk", bytes);
+    vdisk::fuzz::InputFs fs;
+    fs.add("image.vmdk", {data, size});
+    fs.add("image-flat.vmdk", {data, size});
+    fs.add("image-s001.vmdk", {data, size});
     vdisk::Registry reg;
     reg.add(vdisk::make_raw_format());
     reg.add(vdisk::make_vmdk_format());

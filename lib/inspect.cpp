@@ -2,6 +2,7 @@
 // Whole-chain mapping, comparison and the info JSON.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "util/bytes.hpp"
@@ -52,8 +53,9 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
     if (strict_size && a.size() != b.size()) return std::optional<uint64_t>(std::min(a.size(), b.size()));
     const uint64_t common = std::min(a.size(), b.size());
     // Buffers no larger than the larger device: comparing small images should not cost 2 MiB each time.
+    // Left uninitialised: reads fill what is compared, so pages nothing reads into are never touched.
     const uint64_t kChunk = std::max<uint64_t>(1, std::min<uint64_t>(1 << 20, std::max(a.size(), b.size())));
-    std::vector<uint8_t> ba(kChunk), bb(kChunk);
+    auto ba = std::make_unique_for_overwrite<uint8_t[]>(kChunk), bb = std::make_unique_for_overwrite<uint8_t[]>(kChunk);
     uint64_t off = 0;
     while (off < common) {
         uint64_t n = std::min(kChunk, common - off);
@@ -64,9 +66,9 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
             off += n;
             continue;
         }
-        VDISK_TRY(a.read(off, std::span<uint8_t>(ba.data(), n)));
-        VDISK_TRY(b.read(off, std::span<uint8_t>(bb.data(), n)));
-        if (std::memcmp(ba.data(), bb.data(), n) != 0) {
+        VDISK_TRY(a.read(off, std::span<uint8_t>(ba.get(), n)));
+        VDISK_TRY(b.read(off, std::span<uint8_t>(bb.get(), n)));
+        if (std::memcmp(ba.get(), bb.get(), n) != 0) {
             for (uint64_t i = 0; i < n; ++i)
                 if (ba[i] != bb[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
         }
@@ -80,7 +82,7 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
         VDISK_ASSIGN(MappedExtent m, map_extent(longer, off, n));
         n = m.length;
         if (m.data) {
-            VDISK_TRY(longer.read(off, std::span<uint8_t>(ba.data(), n)));
+            VDISK_TRY(longer.read(off, std::span<uint8_t>(ba.get(), n)));
             for (uint64_t i = 0; i < n; ++i)
                 if (ba[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
         }

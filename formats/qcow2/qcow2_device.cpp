@@ -215,7 +215,11 @@ Error Qcow2Device::limit_exceeded_error() const {
 
 Status Qcow2Device::init_new() {
     l1_offset_ = h_.l1_offset;
+    // A new image is charged like an opened one: its L1 now, its caches as they fill.
+    VDISK_ASSIGN(l1_charge_, Charge::make(budget(), uint64_t(h_.l1_size) * 8, "L1 table"));
     l1_.assign(h_.l1_size, 0);
+    l2_cache_.attach(budget());
+    rb_cache_.attach(budget());
     return ok();
 }
 

@@ -425,6 +425,7 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
     VDISK_TRY(file->write_at(0, meta));
     auto dev = std::make_unique<Qcow2Device>(std::move(file), nullptr, std::move(h), total * cs, false,
                                              ctx.limits());
+    dev->set_budget(ctx.budget());
     VDISK_TRY(dev->init_new());
     dev->require_backing();
     if (prealloc != "off") VDISK_TRY(dev->preallocate(prealloc == "full", prealloc == "falloc"));

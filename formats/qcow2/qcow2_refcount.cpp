@@ -145,6 +145,8 @@ Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
     if (n * 8 > limits_.max_metadata_bytes || t > UINT32_MAX)
         return make_error(ErrorCode::limit_exceeded, "refcount table would grow past the metadata limit");
     uint64_t start = base * epb;
+    // The grown table, its on-disk copy and the new blocks are held beside the old table until the swap.
+    VDISK_ASSIGN(Charge grown, Charge::make(budget(), n * 8 + t * cs + k * cs, "refcount table"));
     std::vector<uint8_t> blocks(static_cast<size_t>(k * cs), 0);
     for (uint64_t c = start; c < start + k + t; ++c)
         set_entry(&blocks[static_cast<size_t>((c / epb - base) * cs)], c % epb, h_.refcount_order, 1);
@@ -168,6 +170,8 @@ Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
     h_.rt_offset = (start + k) * cs;
     h_.rt_clusters = static_cast<uint32_t>(t);
     rt_ = std::move(table);
+    VDISK_TRY(grown.resize(n * 8, "refcount table"));  // a release: the copies go (the blocks are in the cache)
+    rt_charge_ = std::move(grown);                      // and so does the old table's charge
     return free_clusters(old_off / cs, old_clusters);
 }
 

@@ -136,6 +136,9 @@ Status Qcow2Device::write_snapshot_table(std::vector<Snapshot> table) {
         std::memcpy(&out[at + sizeof sh + sizeof ex], s.info.id.data(), s.info.id.size());
         std::memcpy(&out[at + sizeof sh + sizeof ex + s.info.id.size()], s.info.name.data(), s.info.name.size());
     }
+    // The new table is held beside the old one (and its serialised form) until the swap.
+    const uint64_t held = table.size() * sizeof(Snapshot) + out.size();
+    VDISK_ASSIGN(Charge grown, Charge::make(budget(), held + out.size(), "snapshot table"));
     const uint64_t old_off = h_.snapshots_offset;
     uint64_t new_off = 0;
     if (!out.empty()) {
@@ -160,6 +163,8 @@ Status Qcow2Device::write_snapshot_table(std::vector<Snapshot> table) {
     h_.snapshots_offset = new_off;
     snapshots_table_bytes_ = out.empty() ? 0 : out.size();
     snapshots_ = std::move(table);
+    VDISK_TRY(grown.resize(held, "snapshot table"));  // a release: the serialised copy goes
+    snap_charge_ = std::move(grown);                   // and so does the old table's charge
     return ok();
 }
 

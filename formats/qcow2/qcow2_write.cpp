@@ -323,6 +323,8 @@ Status Qcow2Device::grow_l1(uint64_t entries) {
     uint64_t old_clusters = util::div_round_up(l1_.size() * 8, cluster_size_);
     uint64_t new_clusters = util::div_round_up(entries * 8, cluster_size_);
     uint64_t old_off = l1_offset_;
+    // The grown table and its on-disk copy are held beside the old table until the swap.
+    VDISK_ASSIGN(Charge grown, Charge::make(budget(), entries * 8 + new_clusters * cluster_size_, "L1 table"));
     std::vector<uint64_t> l1 = l1_;
     l1.resize(static_cast<size_t>(entries), 0);
     std::vector<uint8_t> raw(static_cast<size_t>(new_clusters * cluster_size_), 0);
@@ -345,6 +347,8 @@ Status Qcow2Device::grow_l1(uint64_t entries) {
     util::store_be<uint64_t>(hdr + 4, off);
     VDISK_TRY(write_header_field(kOffL1Size, hdr));
     l1_ = std::move(l1);
+    VDISK_TRY(grown.resize(entries * 8, "L1 table"));  // a release: the on-disk copy goes
+    l1_charge_ = std::move(grown);                      // and so does the old table's charge
     l1_offset_ = off;
     h_.l1_size = static_cast<uint32_t>(entries);
     h_.l1_offset = off;

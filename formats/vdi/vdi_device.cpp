@@ -220,6 +220,14 @@ Status VdiDevice::do_resize(uint64_t new_size) {
     if (blocks64 >= kBlockZero)
         return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(new_size) + " is too large");
     const auto blocks = static_cast<uint32_t>(blocks64);
+    // Entries gained are charged like the block map read at open, its on-disk copy (the map region up to
+    // the data area, which moves by whole slots when the map runs into it) while it is written.
+    const uint64_t old_entries = bmap_.size(), gained = blocks64 > old_entries ? (blocks64 - old_entries) * 4 : 0;
+    const uint64_t map_bytes = meta_.offset_bmap + blocks64 * 4 > meta_.offset_data
+                                   ? util::div_round_up(meta_.offset_bmap + blocks64 * 4 - meta_.offset_data, slot) * slot
+                                   : 0;
+    const uint64_t copy = meta_.offset_data - meta_.offset_bmap + map_bytes;
+    VDISK_ASSIGN(Charge grown, Charge::make(budget(), gained + copy, "VDI block map"));
     VDISK_TRY(mark_modified());
     if (blocks < bmap_.size()) {
         for (uint64_t b = blocks; b < bmap_.size(); ++b)
@@ -289,6 +297,10 @@ Status VdiDevice::do_resize(uint64_t new_size) {
     std::vector<uint8_t> raw(static_cast<size_t>(meta_.offset_data - meta_.offset_bmap), 0);
     for (size_t i = 0; i < bmap_.size(); ++i) util::store_le<uint32_t>(&raw[i * 4], bmap_[i]);
     VDISK_TRY(file_->write_at(meta_.offset_bmap, raw));
+    raw = {};
+    VDISK_TRY(grown.resize(gained, "VDI block map"));
+    grown.keep();
+    if (blocks64 < old_entries) budget()->release((old_entries - blocks64) * 4);
     uint8_t b8[8];
     util::store_le<uint64_t>(b8, new_size);
     VDISK_TRY(file_->write_at(kDiskSizeOffset, std::span<const uint8_t>(b8, 8)));

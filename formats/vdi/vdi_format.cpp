@@ -347,6 +347,9 @@ public:
         std::memcpy(h->uuid_linkage, m.uuid_linkage, 16);
         std::memcpy(h->uuid_parent_modify, m.uuid_parent_modify, 16);
 
+        // Charged like a block map read at open (resize charges what it adds, releases what it drops).
+        VDISK_ASSIGN(Charge bmap_charge, Charge::make(ctx.budget(), uint64_t{blocks} * 4, "VDI block map"));
+        bmap_charge.keep();
         std::vector<uint32_t> bmap(static_cast<size_t>(blocks), kBlockFree);
         if (is_static)
             for (uint32_t i = 0; i < blocks; ++i) bmap[i] = i;

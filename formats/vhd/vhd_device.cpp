@@ -273,6 +273,9 @@ Status VhdDevice::do_resize(uint64_t new_size) {
         return make_error(ErrorCode::unsupported, "the dynamic header follows the BAT; it cannot grow in place");
     const uint64_t span = uint64_t{meta_.bitmap_size} + meta_.block_size;
     free_ = std::max(free_, bat_end);
+    // Entries gained are charged like the BAT read at open, its on-disk copy while it is written.
+    const uint64_t old_entries = bat_.size(), gained = entries > old_entries ? (entries - old_entries) * 4 : 0;
+    VDISK_ASSIGN(Charge grown, Charge::make(budget(), gained + (bat_end - meta_.bat_offset), "BAT"));
     if (entries > bat_.size()) {
         // Move blocks that the grown BAT would overwrite.
         std::vector<uint8_t> buf;
@@ -301,6 +304,9 @@ Status VhdDevice::do_resize(uint64_t new_size) {
         for (size_t i = 0; i < bat_.size(); ++i) util::store_be<uint32_t>(&raw[i * 4], bat_[i]);
         VDISK_TRY(file_->write_at(meta_.bat_offset, raw));
     }
+    VDISK_TRY(grown.resize(gained, "BAT"));
+    grown.keep();
+    if (entries < old_entries) budget()->release((old_entries - entries) * 4);
     DynamicHeader dh;
     VDISK_TRY(read_exact(*file_, meta_.header_offset, {reinterpret_cast<uint8_t*>(&dh), sizeof dh}, "dynamic header"));
     dh.max_table_entries = static_cast<uint32_t>(entries);

@@ -585,6 +585,9 @@ public:
             for (auto& [off, data] : payloads) VDISK_TRY(file->write_at(off, data));
             VDISK_TRY(file->write_at(loc_end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             file_size = loc_end + kSector;
+            // Charged like a BAT read at open (resize charges what it adds, releases what it drops).
+            VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), uint64_t{m.max_table_entries} * 4, "BAT"));
+            bat_charge.keep();
             bat.assign(m.max_table_entries, kBatUnused);
         }
         m.footer = f;

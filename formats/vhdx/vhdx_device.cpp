@@ -454,6 +454,8 @@ Status VhdxDevice::do_resize(uint64_t new_size) {
     if (entries * 8 > g_.bat_length)
         return err(ErrorCode::unsupported, "growing to " + std::to_string(new_size) + " bytes needs a BAT larger than its " +
                                                hex(g_.bat_length) + "-byte region");
+    // Entries gained are charged like the BAT read at open.
+    VDISK_ASSIGN(Charge grown, Charge::make(budget(), (entries - std::min<uint64_t>(entries, bat_.size())) * 8, "VHDX BAT"));
     VDISK_TRY(begin_write());
     VDISK_TRY(commit_metadata());
     // The old last block may extend past the old end with stale bytes; the grown disk must read zeros there.
@@ -470,6 +472,7 @@ Status VhdxDevice::do_resize(uint64_t new_size) {
     // that makes them reachable: whatever the region held past the old entries is not trusted.
     uint64_t old_entries = bat_.size();
     bat_.resize(static_cast<size_t>(entries), 0);
+    grown.keep();
     for (uint64_t p = old_entries / kEntriesPerPage; p * kEntriesPerPage < entries; ++p) dirty_bat_.insert(p);
     VDISK_TRY(commit_metadata());
     uint8_t sz[8];

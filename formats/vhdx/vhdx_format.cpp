@@ -653,6 +653,8 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     g.bat_offset = g.metadata_offset + g.metadata_length;
     g.bat_length = *util::align_up(g.bat_entries * 8, MiB);
     const uint64_t data_start = g.bat_offset + g.bat_length;
+    // The BAT is charged like one read at open (resize charges what it adds).
+    VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), g.bat_entries * 8, "VHDX BAT"));
 
     VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
 
@@ -743,6 +745,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     hdr.h.log_offset = log_offset;
     hdr.slot = 1;
     VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
+    bat_charge.keep();
     return make_device(std::move(file), false, hdr, std::move(g), std::move(bat), false, false, true, 1);
 }
 

@@ -317,6 +317,8 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         e.name = base;
         e.embedded = true;
         e.length = size;
+        // The directories are charged as at open (writes then charge the grain tables they cache).
+        VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
         extents.push_back(std::move(e));
         files.push_back(std::move(f));
         auto dev = std::make_unique<VmdkDevice>(size, false, std::move(d), std::move(files), std::move(extents),
@@ -358,6 +360,7 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         e.start = start;
         e.length = len;
         d.extents.push_back({ExtentAccess::rw, len / kSector, p.flat ? ExtentType::flat : ExtentType::sparse, name, 0});
+        VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
         extents.push_back(std::move(e));
         files.push_back(std::move(f));
     }
