@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Probe and open whatever bytes arrive, with every built-in format in play (no -f).
-#include "fuzz_common.hpp"
+#include "exercise.hpp"
 #include "fuzz_mutator.hpp"
 
 VDISK_FUZZ_CHECKSUM_MUTATOR
@@ -9,10 +9,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     vdisk::MemoryFileSystem fs;
     fs.add("image", std::vector<uint8_t>(data, data + size));
     auto reg = vdisk::Registry::builtin();
-    auto o = vdisk::fuzz::fuzz_options("");
-    vdisk::fuzz::exercise(reg, fs, "image", o);
+    auto o = vdisk::testlib::fuzz_options("");
+    vdisk::testlib::exercise(reg, fs, "image", o);
     // Untrusted mode must refuse every external reference and never guess raw.
     o.untrusted = true;
-    vdisk::fuzz::exercise(reg, fs, "image", o, 1u << 20);
+    vdisk::testlib::exercise(reg, fs, "image", o, 1u << 20);
     return 0;
 }

@@ -7,7 +7,7 @@
 
 #include "support.hpp"
 #include "util/bytes.hpp"
-#include "../fuzz/fuzz_common.hpp"
+#include "exercise.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -922,7 +922,7 @@ TEST_CASE("random corruption of structures: clean errors or bounded reads") {
         }
         MemoryFileSystem fs;
         fs.add("img.vhdx", img);
-        vdisk::fuzz::exercise(reg, fs, "img.vhdx", vdisk::fuzz::fuzz_options("vhdx"), 1 << 20);
+        vdisk::testlib::exercise(reg, fs, "img.vhdx", vdisk::testlib::fuzz_options("vhdx"), 1 << 20);
     }
 }
 

@@ -6,7 +6,7 @@
 
 #include "support.hpp"
 #include "util/bytes.hpp"
-#include "../fuzz/fuzz_common.hpp"
+#include "exercise.hpp"
 #include "vdisk/vdisk.hpp"
 
 namespace vdisk {
@@ -363,6 +363,6 @@ TEST_CASE("fuzz body on patched images stays bounded") {
         }
         MemoryFileSystem fs;
         fs.add("image.vmdk", b);
-        fuzz::exercise(reg, fs, "image.vmdk", fuzz::fuzz_options("vmdk"), 1 * MiB);
+        testlib::exercise(reg, fs, "image.vmdk", testlib::fuzz_options("vmdk"), 1 * MiB);
     }
 }
