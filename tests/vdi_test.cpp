@@ -4,14 +4,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "util/bytes.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vdi_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
@@ -26,12 +22,7 @@ constexpr size_t kVersion = 0x44, kHeaderSize = 0x48, kType = 0x4c, kOffBmap = 0
                  kAllocated = 0x184, kUuidCreate = 0x188, kUuidModify = 0x198, kUuidLink = 0x1a8,
                  kUuidParentModify = 0x1b8;
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_vdi_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_vdi_format); }
 
 void verify(const std::string& rel) {
     auto root = vt::need_corpus();
@@ -44,13 +35,6 @@ void verify(const std::string& rel) {
 uint32_t le32(const std::vector<uint8_t>& b, size_t at) { uint32_t v; std::memcpy(&v, b.data() + at, 4); return v; }
 void put32(std::vector<uint8_t>& b, size_t at, uint32_t v) { std::memcpy(b.data() + at, &v, 4); }
 void put64(std::vector<uint8_t>& b, size_t at, uint64_t v) { std::memcpy(b.data() + at, &v, 8); }
-
-std::vector<uint8_t> read_dev(BlockDevice& d, uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    auto s = d.read(off, b);
-    REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().to_string()));
-    return b;
-}
 
 Result<OpenedImage> open_mem(const Registry& reg, MemoryFileSystem& fs, const std::string& name, bool rw = false,
                              Limits limits = {}) {
@@ -74,8 +58,6 @@ std::vector<uint8_t> small_image(uint64_t size, std::vector<std::pair<uint64_t, 
     REQUIRE((*dev)->close().ok());
     return *fs.content("x.vdi");
 }
-
-std::vector<uint8_t> fill(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
 
 }  // namespace
 
@@ -138,7 +120,7 @@ void write_and_compare(bool is_static, uint64_t size, const std::vector<std::pai
     co.size = size;
     co.set("static", is_static ? "on" : "off");
     auto dev = create_image(reg, *fs, "out.vdi", "vdi", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     CreateOptions ro;
     ro.size = size;
     auto raw = create_image(reg, *fs, "ref.raw", "raw", ro);
@@ -186,7 +168,7 @@ TEST_CASE("create and write: dynamic, unaligned writes, zero marking") {
         {0, vt::pattern(65536, 1)},
         {3 * MiB - 100, vt::pattern(300, 2)},      // unaligned, crosses a block boundary
         {9 * MiB, vt::pattern(2 * MiB + 512, 3)},  // several blocks
-        {5 * MiB, fill(1 * MiB, 0)},               // zeros allocate nothing
+        {5 * MiB, vt::bytes(1 * MiB, 0)},               // zeros allocate nothing
         {16 * MiB - 512, vt::pattern(512, 4)},     // the last sector
     };
     write_and_compare(false, 16 * MiB, w);
@@ -209,14 +191,14 @@ TEST_CASE("create and write: static image") {
 TEST_CASE("create: > 4 GiB sparse dynamic image with data past 4 GiB") {
     if (!vt::need_qemu()) return;
     write_and_compare(false, 6 * GiB,
-                      {{1 * MiB, fill(65536, 0x11)}, {4 * GiB + 3 * MiB, fill(70000, 0x22)}, {6 * GiB - 8192, fill(8192, 0x33)}},
+                      {{1 * MiB, vt::bytes(65536, 0x11)}, {4 * GiB + 3 * MiB, vt::bytes(70000, 0x22)}, {6 * GiB - 8192, vt::bytes(8192, 0x33)}},
                       {}, false);
 }
 
 TEST_CASE("zero marking and discard write 0xfffffffe entries; freed slots are reused") {
     auto reg = make_reg();
     MemoryFileSystem fs;
-    fs.add("a.vdi", small_image(4 * MiB, {{0, fill(2 * MiB, 0x44)}, {2 * MiB, fill(2 * MiB, 0x55)}}));
+    fs.add("a.vdi", small_image(4 * MiB, {{0, vt::bytes(2 * MiB, 0x44)}, {2 * MiB, vt::bytes(2 * MiB, 0x55)}}));
     auto img = open_mem(reg, fs, "a.vdi", true);
     REQUIRE(img.ok());
     auto& dev = *img->device;
@@ -226,13 +208,13 @@ TEST_CASE("zero marking and discard write 0xfffffffe entries; freed slots are re
     REQUIRE(e.ok());
     CHECK(e->kind == ExtentKind::zero);
     CHECK(e->length == 2 * MiB);
-    CHECK(read_dev(dev, 0, 2 * MiB) == fill(2 * MiB, 0));
+    CHECK(vt::read_range(dev, 0, 2 * MiB) == vt::bytes(2 * MiB, 0));
     // write_zeroes without unmap keeps the block allocated.
     REQUIRE(dev.write_zeroes(2 * MiB, 1 * MiB, false).ok());
     e = dev.block_status(2 * MiB, 4 * MiB);
     REQUIRE(e.ok());
     CHECK(e->kind == ExtentKind::data);
-    REQUIRE(dev.write(0, fill(4096, 0x66)).ok());  // reuses a freed slot
+    REQUIRE(dev.write(0, vt::bytes(4096, 0x66)).ok());  // reuses a freed slot
     REQUIRE(dev.close().ok());
     auto bytes = *fs.content("a.vdi");
     uint32_t bm = le32(bytes, kOffBmap);
@@ -242,8 +224,8 @@ TEST_CASE("zero marking and discard write 0xfffffffe entries; freed slots are re
     CHECK(bytes.size() <= le32(bytes, kOffData) + 4 * MiB);
     auto again = open_mem(reg, fs, "a.vdi");
     REQUIRE(again.ok());
-    auto got = read_dev(*again->device, 0, 4 * MiB);
-    CHECK(std::vector<uint8_t>(got.begin(), got.begin() + 4096) == fill(4096, 0x66));
+    auto got = vt::read_range(*again->device, 0, 4 * MiB);
+    CHECK(std::vector<uint8_t>(got.begin(), got.begin() + 4096) == vt::bytes(4096, 0x66));
     CHECK(std::all_of(got.begin() + 4096, got.begin() + 3 * MiB, [](uint8_t b) { return b == 0; }));
     CHECK(std::all_of(got.begin() + 3 * MiB, got.end(), [](uint8_t b) { return b == 0x55; }));
     auto chk = again->format->check(*again->device, RepairMode::none);
@@ -266,7 +248,7 @@ TEST_CASE("convert raw to vdi matches under qemu-img compare") {
     ConvertOptions co;
     co.output_format = "vdi";
     auto s = convert(reg, *src->device, *fs, "out.vdi", co);
-    REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().to_string()));
+    REQUIRE_MESSAGE(s.ok(), vt::error_text(s));
     auto c = vt::run("qemu-img check -f vdi " + tmp / "out.vdi");
     CHECK_MESSAGE(c.status == 0, c.output);
     auto cmp = vt::run("qemu-img compare -f vdi -F raw " + tmp / "out.vdi" + " " + tmp / "src.raw");
@@ -316,17 +298,17 @@ TEST_CASE("non-default block size, block extra data and a version 0 header") {
     // Writing with extra data: a new block's slot is extra + block, appended after the last slot.
     auto rw = open_mem(reg, fs, "b.vdi", true);
     REQUIRE(rw.ok());
-    REQUIRE(rw->device->write(1 * bs + 4096, fill(4096, 0x77)).ok());
+    REQUIRE(rw->device->write(1 * bs + 4096, vt::bytes(4096, 0x77)).ok());
     REQUIRE(rw->device->close().ok());
     auto bytes = *fs.content("b.vdi");
     CHECK(le32(bytes, 0x204) == 3);
     CHECK(le32(bytes, kAllocated) == 4);
     auto back = open_mem(reg, fs, "b.vdi");
     REQUIRE(back.ok());
-    auto blk = read_dev(*back->device, bs, bs);
+    auto blk = vt::read_range(*back->device, bs, bs);
     CHECK(std::count(blk.begin(), blk.end(), 0x77) == 4096);
     CHECK(std::count(blk.begin(), blk.end(), 0) == bs - 4096);
-    CHECK(read_dev(*back->device, 0, bs) == fill(bs, 0x12));
+    CHECK(vt::read_range(*back->device, 0, bs) == vt::bytes(bs, 0x12));
 
     // Version 0: no offsets, map right after the 348-byte header, data right after the map.
     std::vector<uint8_t> v0(72 + 348, 0);
@@ -343,9 +325,9 @@ TEST_CASE("non-default block size, block extra data and a version 0 header") {
     v0.resize(v0.size() + MiB, 0x3c);
     fs.add("v0.vdi", v0);
     auto d0 = open_mem(reg, fs, "v0.vdi");
-    REQUIRE_MESSAGE(d0.ok(), (d0.ok() ? "" : d0.error().to_string()));
-    CHECK(read_dev(*d0->device, 0, MiB) == fill(MiB, 0));
-    CHECK(read_dev(*d0->device, MiB, MiB) == fill(MiB, 0x3c));
+    REQUIRE_MESSAGE(d0.ok(), vt::error_text(d0));
+    CHECK(vt::read_range(*d0->device, 0, MiB) == vt::bytes(MiB, 0));
+    CHECK(vt::read_range(*d0->device, MiB, MiB) == vt::bytes(MiB, 0x3c));
     CHECK(*d0->device->info().format_specific.get("data")->get("version")->as_string() == "0.0");
     auto d0w = open_mem(reg, fs, "v0.vdi", true);
     REQUIRE_FALSE(d0w.ok());
@@ -355,9 +337,9 @@ TEST_CASE("non-default block size, block extra data and a version 0 header") {
 TEST_CASE("differencing: parent by uuid, not_found without it, copy-up writes") {
     auto reg = make_reg();
     MemoryFileSystem fs;
-    auto parent = small_image(4 * MiB, {{0, fill(4 * MiB, 0xaa)}});
+    auto parent = small_image(4 * MiB, {{0, vt::bytes(4 * MiB, 0xaa)}});
     fs.add("p.vdi", parent);
-    auto child = small_image(4 * MiB, {{1 * MiB, fill(1 * MiB, 0xcc)}});
+    auto child = small_image(4 * MiB, {{1 * MiB, vt::bytes(1 * MiB, 0xcc)}});
     put32(child, kType, 4);
     std::memcpy(child.data() + kUuidLink, parent.data() + kUuidCreate, 16);
     std::memcpy(child.data() + kUuidParentModify, parent.data() + kUuidModify, 16);
@@ -373,8 +355,8 @@ TEST_CASE("differencing: parent by uuid, not_found without it, copy-up writes") 
     REQUIRE(refs.size() == 1);
     CHECK(refs[0] == "parent uuid '" + util::guid_to_string(parent.data() + kUuidCreate) + "'");
     CHECK_FALSE(c->device->backing_reference().has_value());
-    CHECK(read_dev(*c->device, 1 * MiB, MiB) == fill(MiB, 0xcc));
-    CHECK(read_dev(*c->device, 2 * MiB, MiB) == fill(MiB, 0));
+    CHECK(vt::read_range(*c->device, 1 * MiB, MiB) == vt::bytes(MiB, 0xcc));
+    CHECK(vt::read_range(*c->device, 2 * MiB, MiB) == vt::bytes(MiB, 0));
     std::vector<uint8_t> buf(4096);
     auto r = c->device->read(0, buf);
     REQUIRE_FALSE(r.ok());
@@ -391,10 +373,10 @@ TEST_CASE("differencing: parent by uuid, not_found without it, copy-up writes") 
     REQUIRE(p.ok());
     REQUIRE(c->device->attach_backing(std::move(p->device)).ok());
     auto all = vt::read_all(*c->device);
-    CHECK(std::vector<uint8_t>(all.begin(), all.begin() + MiB) == fill(MiB, 0xaa));
-    CHECK(std::vector<uint8_t>(all.begin() + MiB, all.begin() + 2 * MiB) == fill(MiB, 0xcc));
-    CHECK(std::vector<uint8_t>(all.begin() + 2 * MiB, all.begin() + 3 * MiB) == fill(MiB, 0));
-    CHECK(std::vector<uint8_t>(all.begin() + 3 * MiB, all.end()) == fill(MiB, 0xaa));
+    CHECK(std::vector<uint8_t>(all.begin(), all.begin() + MiB) == vt::bytes(MiB, 0xaa));
+    CHECK(std::vector<uint8_t>(all.begin() + MiB, all.begin() + 2 * MiB) == vt::bytes(MiB, 0xcc));
+    CHECK(std::vector<uint8_t>(all.begin() + 2 * MiB, all.begin() + 3 * MiB) == vt::bytes(MiB, 0));
+    CHECK(std::vector<uint8_t>(all.begin() + 3 * MiB, all.end()) == vt::bytes(MiB, 0xaa));
 
     // Copy-up: a partial write to a parent block materialises the rest of it from the parent.
     OpenOptions alone;  // the parent beside the image is not searched for
@@ -402,20 +384,20 @@ TEST_CASE("differencing: parent by uuid, not_found without it, copy-up writes") 
     alone.read_write = true;
     auto cw = open_image(reg, fs, "c.vdi", alone);
     REQUIRE(cw.ok());
-    auto r2 = cw->device->write(3 * MiB, fill(512, 0x01));
+    auto r2 = cw->device->write(3 * MiB, vt::bytes(512, 0x01));
     REQUIRE_FALSE(r2.ok());  // no parent attached yet
     CHECK(r2.error().code == ErrorCode::not_found);
     auto p2 = open_mem(reg, fs, "p.vdi");
     REQUIRE(cw->device->attach_backing(std::move(p2->device)).ok());
-    REQUIRE(cw->device->write(3 * MiB, fill(512, 0x01)).ok());
+    REQUIRE(cw->device->write(3 * MiB, vt::bytes(512, 0x01)).ok());
     REQUIRE(cw->device->write_zeroes(0, MiB).ok());  // a whole parent block becomes ZERO
     REQUIRE(cw->device->close().ok());
     auto c2 = open_mem(reg, fs, "c.vdi");
     REQUIRE(c2.ok());
-    auto blk = read_dev(*c2->device, 3 * MiB, MiB);  // allocated now: readable without the parent
-    CHECK(std::vector<uint8_t>(blk.begin(), blk.begin() + 512) == fill(512, 0x01));
-    CHECK(std::vector<uint8_t>(blk.begin() + 512, blk.end()) == fill(MiB - 512, 0xaa));
-    CHECK(read_dev(*c2->device, 0, MiB) == fill(MiB, 0));
+    auto blk = vt::read_range(*c2->device, 3 * MiB, MiB);  // allocated now: readable without the parent
+    CHECK(std::vector<uint8_t>(blk.begin(), blk.begin() + 512) == vt::bytes(512, 0x01));
+    CHECK(std::vector<uint8_t>(blk.begin() + 512, blk.end()) == vt::bytes(MiB - 512, 0xaa));
+    CHECK(vt::read_range(*c2->device, 0, MiB) == vt::bytes(MiB, 0));
 
     // Parent identity: wrong creation uuid, stale modification uuid, a non-diff image.
     auto bad = child;
@@ -446,7 +428,7 @@ TEST_CASE("differencing: parent by uuid, not_found without it, copy-up writes") 
     auto f = open_image(reg, fs, "stale.vdi", force);
     REQUIRE(f.ok());
     CHECK(f->device->backing() != nullptr);
-    CHECK(read_dev(*f->device, 0, MiB) == fill(MiB, 0xaa));
+    CHECK(vt::read_range(*f->device, 0, MiB) == vt::bytes(MiB, 0xaa));
     auto normal = open_mem(reg, fs, "p.vdi");
     pp = open_mem(reg, fs, "p.vdi");
     s = normal->device->attach_backing(std::move(pp->device));
@@ -458,7 +440,7 @@ TEST_CASE("check: out-of-range, duplicated and miscounted map entries agree with
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    auto base = small_image(4 * MiB, {{0, fill(3 * MiB, 0x12)}});
+    auto base = small_image(4 * MiB, {{0, vt::bytes(3 * MiB, 0x12)}});
     uint32_t bm = le32(base, kOffBmap);
     struct Case {
         const char* name;
@@ -509,7 +491,7 @@ TEST_CASE("check: out-of-range, duplicated and miscounted map entries agree with
 
 TEST_CASE("malformed images give exact error codes") {
     auto reg = make_reg();
-    auto base = small_image(4 * MiB, {{0, fill(MiB, 0x12)}, {2 * MiB, fill(MiB, 0x34)}});
+    auto base = small_image(4 * MiB, {{0, vt::bytes(MiB, 0x12)}, {2 * MiB, vt::bytes(MiB, 0x34)}});
     uint32_t bm = le32(base, kOffBmap);
     struct Case {
         const char* name;
@@ -574,7 +556,7 @@ TEST_CASE("malformed images give exact error codes") {
         auto r = d->device->read(2 * MiB, buf);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == ErrorCode::corrupt);
-        CHECK(read_dev(*d->device, 0, MiB) == fill(MiB, 0x12));
+        CHECK(vt::read_range(*d->device, 0, MiB) == vt::bytes(MiB, 0x12));
         auto chk = d->format->check(*d->device, RepairMode::none);
         REQUIRE(chk.ok());
         CHECK(chk->corruptions == 2);  // out of range (>= blocks_in_image) and the count
@@ -605,7 +587,7 @@ TEST_CASE("malformed images give exact error codes") {
         fs.add("m.vdi", img);
         auto d = open_mem(reg, fs, "m.vdi");
         REQUIRE(d.ok());
-        CHECK(read_dev(*d->device, 2 * MiB, MiB) == fill(MiB, 0x12));
+        CHECK(vt::read_range(*d->device, 2 * MiB, MiB) == vt::bytes(MiB, 0x12));
         auto w = open_mem(reg, fs, "m.vdi", true);
         REQUIRE_FALSE(w.ok());
         CHECK(w.error().code == ErrorCode::corrupt);
@@ -614,7 +596,7 @@ TEST_CASE("malformed images give exact error codes") {
 
 TEST_CASE("random corruption of the header and map: clean errors or bounded reads") {
     auto reg = make_reg();
-    auto base = small_image(8 * MiB, {{0, fill(MiB, 0x12)}, {5 * MiB, fill(MiB, 0x34)}});
+    auto base = small_image(8 * MiB, {{0, vt::bytes(MiB, 0x12)}, {5 * MiB, vt::bytes(MiB, 0x34)}});
     uint32_t seed = 12345;
     auto rnd = [&] { seed = seed * 1103515245 + 12345; return seed >> 8; };
     for (int i = 0; i < 150; ++i) {
@@ -634,7 +616,6 @@ TEST_CASE("random corruption of the header and map: clean errors or bounded read
         (void)d->device->info();
     }
 }
-
 
 // ---- Finding the parent of a differencing image beside it --------------------------------------------
 
@@ -667,9 +648,6 @@ std::vector<uint8_t> overlay(std::vector<uint8_t> base_content) {
     std::fill_n(base_content.begin() + 3 * MiB, MiB, 0);
     return base_content;
 }
-
-template <typename T>
-std::string err_text(const Result<T>& r) { return r.ok() ? "" : r.error().to_string(); }
 
 // Counts what an open asks of the file system.
 class CountingFs final : public FileSystem {
@@ -754,7 +732,7 @@ TEST_CASE("FileSystem::list: memory, posix (relative_only stays inside), staging
     fs::create_symlink("missing", tmp / "root/dangling.vdi");
     auto pfs = make_posix_file_system(tmp / "root", NamePolicy::relative_only);
     auto pl = pfs->list("");
-    REQUIRE_MESSAGE(pl.ok(), err_text(pl));
+    REQUIRE_MESSAGE(pl.ok(), vt::error_text(pl));
     CHECK(*pl == std::vector<std::string>{"a.vdi", "link.vdi", "z.txt"});  // no directories, no dangling link
     pl = pfs->list("sub");
     REQUIRE(pl.ok());
@@ -791,7 +769,7 @@ TEST_CASE("differencing: the parent beside the image is found by uuid and read b
     OpenOptions o;
     o.references = &refs;
     auto img = open_image(reg, fs, "vm/child.vdi", o);
-    REQUIRE_MESSAGE(img.ok(), err_text(img));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     REQUIRE(img->device->backing() != nullptr);
     CHECK(vt::read_all(*img->device) == overlay(vt::pattern(4 * MiB, 1)));
     auto ref = img->device->backing_reference();
@@ -807,8 +785,8 @@ TEST_CASE("differencing: the parent beside the image is found by uuid and read b
     // Writing through: copy-up from the found parent.
     o.read_write = true;
     auto rw = open_image(reg, fs, "vm/child.vdi", o);
-    REQUIRE_MESSAGE(rw.ok(), err_text(rw));
-    REQUIRE(rw->device->write(2 * MiB + 100, fill(10, 0x77)).ok());
+    REQUIRE_MESSAGE(rw.ok(), vt::error_text(rw));
+    REQUIRE(rw->device->write(2 * MiB + 100, vt::bytes(10, 0x77)).ok());
     REQUIRE(rw->device->close().ok());
     OpenOptions alone;
     alone.no_backing = true;
@@ -818,7 +796,7 @@ TEST_CASE("differencing: the parent beside the image is found by uuid and read b
     auto layer = solo->device->block_status(0, 4 * MiB);  // this layer alone: the parent's blocks are unallocated
     REQUIRE(layer.ok());
     CHECK(layer->kind == ExtentKind::unallocated);
-    auto blk = read_dev(*solo->device, 2 * MiB, MiB);
+    auto blk = vt::read_range(*solo->device, 2 * MiB, MiB);
     auto want = vt::pattern(4 * MiB, 1);
     std::fill_n(want.begin() + 2 * MiB + 100, 10, 0x77);
     CHECK(blk == std::vector<uint8_t>(want.begin() + 2 * MiB, want.begin() + 3 * MiB));
@@ -846,7 +824,7 @@ TEST_CASE("differencing: VirtualBox layout, base in the VM folder and diffs in S
     const std::string snap1 = "{" + util::guid_to_string(c.diff.data() + kUuidCreate) + "}.vdi";
     vt::write_file(tmp / "VM/Snapshots" + "/" + snap1, c.diff);
     // A second snapshot on top of the first, beside it.
-    auto top = as_diff_of(small_image(4 * MiB, {{3 * MiB, fill(4096, 0x99)}}), c.diff);
+    auto top = as_diff_of(small_image(4 * MiB, {{3 * MiB, vt::bytes(4096, 0x99)}}), c.diff);
     vt::write_file(tmp / "VM/Snapshots/top.vdi", top);
     auto want1 = overlay(base_content);
     auto want2 = want1;
@@ -854,12 +832,12 @@ TEST_CASE("differencing: VirtualBox layout, base in the VM folder and diffs in S
     std::fill_n(want2.begin() + 3 * MiB, 4096, 0x99);
 
     auto one = vt::open_host(reg, tmp / "VM/Snapshots" + "/" + snap1);
-    REQUIRE_MESSAGE(one.ok(), err_text(one));
+    REQUIRE_MESSAGE(one.ok(), vt::error_text(one));
     CHECK(one->device->info().backing_filename == std::optional<std::string>("../disk.vdi"));
     CHECK(vt::read_all(*one->device) == want1);
 
     auto two = vt::open_host(reg, tmp / "VM/Snapshots/top.vdi");
-    REQUIRE_MESSAGE(two.ok(), err_text(two));
+    REQUIRE_MESSAGE(two.ok(), vt::error_text(two));
     REQUIRE(two->device->backing() != nullptr);
     REQUIRE(two->device->backing()->backing() != nullptr);
     CHECK(two->device->info().backing_filename == std::optional<std::string>(snap1));
@@ -871,7 +849,7 @@ TEST_CASE("differencing: VirtualBox layout, base in the VM folder and diffs in S
     OpenOptions o;
     o.backing_override = snap1;
     auto named = open_image(reg, *rooted, "Snapshots/top.vdi", o);
-    REQUIRE_MESSAGE(named.ok(), err_text(named));
+    REQUIRE_MESSAGE(named.ok(), vt::error_text(named));
     CHECK(vt::read_all(*named->device) == want2);
 
     // The base opened alone is what qemu-img reads.
@@ -897,7 +875,7 @@ TEST_CASE("differencing: two files with the parent's uuid are an error naming bo
     OpenOptions o;
     o.backing_override = "base.vdi";
     auto named = open_image(reg, fs, "child.vdi", o);
-    REQUIRE_MESSAGE(named.ok(), err_text(named));
+    REQUIRE_MESSAGE(named.ok(), vt::error_text(named));
     CHECK(vt::read_all(*named->device) == overlay(vt::pattern(4 * MiB, 1)));
 }
 
@@ -911,10 +889,10 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         fs.add("vm/child.vdi", c.diff);
         fs.add("vm/other.vdi", small_image(4 * MiB, {}));
         auto img = open_mem(reg, fs, "vm/child.vdi");
-        REQUIRE_MESSAGE(img.ok(), err_text(img));
+        REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
         CHECK(img->device->backing() == nullptr);
         CHECK_FALSE(img->device->backing_reference().has_value());
-        CHECK(read_dev(*img->device, MiB + 4096, 8192) == vt::pattern(8192, 2));  // the child's own block
+        CHECK(vt::read_range(*img->device, MiB + 4096, 8192) == vt::pattern(8192, 2));  // the child's own block
         auto r = img->device->read(0, buf);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == ErrorCode::not_found);
@@ -941,7 +919,7 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         o.untrusted = true;
         o.references = &refs;
         auto img = open_image(reg, fs, "child.vdi", o);
-        REQUIRE_MESSAGE(img.ok(), err_text(img));
+        REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
         CHECK(fs.lists == 0);
         CHECK(fs.opens == 1);
         CHECK(img->device->backing() == nullptr);
@@ -978,7 +956,7 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         fs.add("vm/BASE.VDI", c.base);
         fs.add("vm/Snapshots/child.vdi", c.diff);
         auto img = open_mem(reg, fs, "vm/Snapshots/child.vdi");
-        REQUIRE_MESSAGE(img.ok(), err_text(img));
+        REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
         CHECK(img->device->backing_reference()->names == std::vector<std::string>{"../BASE.VDI"});
         CHECK(vt::read_all(*img->device) == overlay(vt::pattern(4 * MiB, 1)));
     }
@@ -990,7 +968,7 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         fs.add("zz.vdi", c.base);
         fs.add("child.vdi", c.diff);
         auto img = open_mem(reg, fs, "child.vdi");
-        REQUIRE_MESSAGE(img.ok(), err_text(img));
+        REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
         auto r = img->device->read(0, buf);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().message.find("first 256") != std::string::npos);
@@ -1001,7 +979,7 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         std::memcpy(self.data() + kUuidLink, self.data() + kUuidCreate, 16);
         fs.add("self.vdi", self);
         auto img = open_mem(reg, fs, "self.vdi");
-        REQUIRE_MESSAGE(img.ok(), err_text(img));
+        REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
         CHECK(img->device->backing() == nullptr);
         fs.add("copy.vdi", self);
         auto loop = open_mem(reg, fs, "self.vdi");
@@ -1043,7 +1021,7 @@ TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slo
         {
             auto dev = vt::open_host(reg, img, "vdi", true);
             REQUIRE(dev.ok());
-            CHECK(read_dev(*dev->device, 1000 * MiB, 512)[0] == 0x33);
+            CHECK(vt::read_range(*dev->device, 1000 * MiB, 512)[0] == 0x33);
             REQUIRE(dev->device->resize(50 * MiB).ok());
             REQUIRE(dev->device->close().ok());
         }
@@ -1063,7 +1041,7 @@ TEST_CASE("create -o uuid: the creation UUID is the one given, as VirtualBox pri
     co.size = 4 * MiB;
     co.values = {{"uuid", id}};
     auto dev = create_image(reg, fs, "u.vdi", "vdi", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     REQUIRE((*dev)->close().ok());
     auto img = open_mem(reg, fs, "u.vdi");
     REQUIRE(img.ok());

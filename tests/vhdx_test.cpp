@@ -5,26 +5,17 @@
 #include <filesystem>
 #include <functional>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "util/bytes.hpp"
 #include "exercise.hpp"
 #include "vdisk/vdisk.hpp"
 
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vhdx_format();
-}  // namespace vdisk
-
 using namespace vdisk;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_vhdx_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_vhdx_format); }
 
 void verify(const std::string& rel) {
     auto root = vt::need_corpus();
@@ -85,7 +76,7 @@ std::vector<uint8_t> small_image(uint64_t size = 16 * MiB,
     REQUIRE(kv);
     co.values = *kv;
     auto dev = create_image(reg, fs, "img.vhdx", "vhdx", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     for (auto& [off, data] : writes) REQUIRE((*dev)->write(off, data).ok());
     REQUIRE((*dev)->close().ok());
     dev->reset();
@@ -108,8 +99,6 @@ ErrorCode open_error(const std::vector<uint8_t>& bytes, OpenOptions o = {}) {
     INFO(r.error().to_string());
     return r.error().code;
 }
-
-std::vector<uint8_t> bytes_of(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
 
 // One log entry (MS-VHDX 2.3.1): data descriptors for 4 KiB sectors, zero descriptors for ranges.
 struct LogData { uint64_t file_offset; std::vector<uint8_t> sector; };
@@ -164,13 +153,6 @@ uint64_t block_host(const std::vector<uint8_t>& img, uint64_t bat_index) {
     return (le64(img, kBat + bat_index * 8) >> 20) << 20;
 }
 
-std::vector<uint8_t> read_dev(BlockDevice& dev, uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    auto r = dev.read(off, b);
-    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
-    return b;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------
@@ -192,7 +174,7 @@ TEST_CASE("corpus: dirty log is pending read-only and replayed into the file rea
     std::string before = vt::sha256_file(path);
     {
         auto rw = vt::open_host(reg, path, "", true);
-        REQUIRE_MESSAGE(rw.ok(), (rw.ok() ? "" : rw.error().to_string()));
+        REQUIRE_MESSAGE(rw.ok(), vt::error_text(rw));
         CHECK(!rw->device->info().dirty);
         REQUIRE(rw->device->close().ok());
     }
@@ -225,7 +207,7 @@ TEST_CASE("corpus: differencing checkpoint without its parent") {
     OpenOptions o;
     o.no_backing = true;
     auto img = open_image(reg, *fs, path, o);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(img->device->size() == 8ull << 30);
     auto ref = img->device->backing_reference();
     REQUIRE(ref);
@@ -278,7 +260,7 @@ void write_and_compare(const std::string& opts, uint64_t size,
     co.size = size;
     co.values = *parse_option_list(opts);
     auto dev = create_image(reg, *fs, "out.vhdx", "vhdx", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     CreateOptions ro;
     ro.size = size;
     auto raw = create_image(reg, *fs, "ref.raw", "raw", ro);
@@ -332,7 +314,7 @@ void write_and_compare(const std::string& opts, uint64_t size,
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 0);
     for (auto& [off, data] : writes) {
-        auto got = read_dev(*back->device, off, data.size());
+        auto got = vt::read_range(*back->device, off, data.size());
         (void)got;
     }
 }
@@ -356,8 +338,8 @@ TEST_CASE("create and write: dynamic, fixed, block_state_zero=off, unaligned wri
 TEST_CASE("create: > 4 GiB sparse image with data past 4 GiB") {
     if (!vt::need_qemu()) return;
     std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
-        {(5ull << 30) + 12345 * 512, bytes_of(70000, 0x77)},
-        {(6ull << 30) - 4096, bytes_of(4096, 0x88)},
+        {(5ull << 30) + 12345 * 512, vt::bytes(70000, 0x77)},
+        {(6ull << 30) - 4096, vt::bytes(4096, 0x88)},
     };
     write_and_compare("block_size=1M", 6ull << 30, w, false);
 }
@@ -405,7 +387,7 @@ static void convert_to_vhdx_1m(const Registry& reg, FileSystem& fs, const std::s
     co.output_format = "vhdx";
     co.create.values = *parse_option_list("block_size=1M");
     auto st = convert(reg, *src->device, fs, to, co);
-    REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+    REQUIRE_MESSAGE(st.ok(), vt::error_text(st));
 }
 
 TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu image rotates GUIDs") {
@@ -428,7 +410,7 @@ TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu
     {
         auto rw = vt::open_host(reg, q, "", true);
         REQUIRE(rw.ok());
-        REQUIRE(rw->device->write(5 * MiB + 512, bytes_of(8192, 0xcd)).ok());
+        REQUIRE(rw->device->write(5 * MiB + 512, vt::bytes(8192, 0xcd)).ok());
         REQUIRE(rw->device->close().ok());
     }
     auto after = vt::read_file(q);
@@ -446,9 +428,9 @@ TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu
 // The log (MS-VHDX 2.3), with entries built by hand.
 namespace {
 struct LogFixture {
-    std::vector<uint8_t> img = small_image(16 * MiB, {{0, bytes_of(MiB, 0x11)}});
+    std::vector<uint8_t> img = small_image(16 * MiB, {{0, vt::bytes(MiB, 0x11)}});
     uint64_t host = block_host(img, 0);
-    std::vector<uint8_t> sector(uint8_t v) { return bytes_of(4096, v); }
+    std::vector<uint8_t> sector(uint8_t v) { return vt::bytes(4096, v); }
     void place(size_t log_pos, const std::vector<uint8_t>& e) {
         for (size_t i = 0; i < e.size(); ++i) img[MiB + (log_pos + i) % MiB] = e[i];
     }
@@ -463,20 +445,20 @@ TEST_CASE("log: read-only open applies the active sequence in memory, read-write
     {
         MemoryFileSystem fs;
         auto ro = open_mem(fs, f.img);
-        REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
+        REQUIRE_MESSAGE(ro.ok(), vt::error_text(ro));
         CHECK(ro->device->info().dirty);
-        CHECK(read_dev(*ro->device, 0, 4096) == f.sector(0x22));
-        CHECK(read_dev(*ro->device, 4096, 4096) == f.sector(0x11));
-        CHECK(read_dev(*ro->device, 8192, 8192) == bytes_of(8192, 0));
-        CHECK(read_dev(*ro->device, 16384, 4096) == f.sector(0x11));
+        CHECK(vt::read_range(*ro->device, 0, 4096) == f.sector(0x22));
+        CHECK(vt::read_range(*ro->device, 4096, 4096) == f.sector(0x11));
+        CHECK(vt::read_range(*ro->device, 8192, 8192) == vt::bytes(8192, 0));
+        CHECK(vt::read_range(*ro->device, 16384, 4096) == f.sector(0x11));
         CHECK(fs.content("img.vhdx") == f.img);  // nothing written
     }
     MemoryFileSystem fs;
     {
         auto rw = open_mem(fs, f.img, true);
-        REQUIRE_MESSAGE(rw.ok(), (rw.ok() ? "" : rw.error().to_string()));
+        REQUIRE_MESSAGE(rw.ok(), vt::error_text(rw));
         CHECK(!rw->device->info().dirty);
-        CHECK(read_dev(*rw->device, 0, 4096) == f.sector(0x22));
+        CHECK(vt::read_range(*rw->device, 0, 4096) == f.sector(0x22));
         REQUIRE(rw->device->close().ok());
     }
     auto replayed = *fs.content("img.vhdx");
@@ -486,8 +468,8 @@ TEST_CASE("log: read-only open applies the active sequence in memory, read-write
     auto again = open_mem(fs2, replayed);
     REQUIRE(again.ok());
     CHECK(!again->device->info().dirty);
-    CHECK(read_dev(*again->device, 0, 4096) == f.sector(0x22));
-    CHECK(read_dev(*again->device, 8192, 8192) == bytes_of(8192, 0));
+    CHECK(vt::read_range(*again->device, 0, 4096) == f.sector(0x22));
+    CHECK(vt::read_range(*again->device, 8192, 8192) == vt::bytes(8192, 0));
     if (vt::need_qemu()) {
         vt::TempDir tmp;
         vt::write_file(tmp / "r.vhdx", replayed);
@@ -502,8 +484,8 @@ TEST_CASE("log: active sequence selection, wrap-around and garbage") {
     auto first_sectors = [](const std::vector<uint8_t>& img) {
         MemoryFileSystem fs;
         auto ro = open_mem(fs, img);
-        REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
-        auto b = read_dev(*ro->device, 0, 8192);
+        REQUIRE_MESSAGE(ro.ok(), vt::error_text(ro));
+        auto b = vt::read_range(*ro->device, 0, 8192);
         return std::make_pair(b[0], b[4096]);
     };
     SUBCASE("a sequence whose head's tail is the earlier entry replays both") {
@@ -651,12 +633,12 @@ TEST_CASE("malformed images give exact error codes") {
 }
 
 TEST_CASE("BAT entries past EOF, overlapping or invalid: reads fail cleanly and check reports them") {
-    auto base = small_image(16 * MiB, {{0, bytes_of(MiB, 1)}, {MiB, bytes_of(MiB, 2)}});
+    auto base = small_image(16 * MiB, {{0, vt::bytes(MiB, 1)}, {MiB, vt::bytes(MiB, 2)}});
     auto reg = make_reg();
     auto run = [&](std::vector<uint8_t> img, uint64_t read_at, uint64_t expect_corruptions) {
         MemoryFileSystem fs;
         auto r = open_mem(fs, img);
-        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+        REQUIRE_MESSAGE(r.ok(), vt::error_text(r));
         std::vector<uint8_t> b(4096);
         auto st = r->device->read(read_at, b);
         REQUIRE(!st.ok());
@@ -667,7 +649,7 @@ TEST_CASE("BAT entries past EOF, overlapping or invalid: reads fail cleanly and 
         REQUIRE(chk.ok());
         CHECK(chk->corruptions == expect_corruptions);
         // Other blocks still read.
-        CHECK(read_dev(*r->device, 5 * MiB, 16) == bytes_of(16, 0));
+        CHECK(vt::read_range(*r->device, 5 * MiB, 16) == vt::bytes(16, 0));
     };
     {
         auto img = base;
@@ -804,7 +786,7 @@ TEST_CASE("differencing: sector bitmaps pick child or parent sectors") {
     MemoryFileSystem fs;
     fs.add("vm/parent.vhdx", f.parent);
     auto img = f.open(fs);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     auto ref = img->device->backing_reference();
     REQUIRE(ref);
     CHECK(ref->names == std::vector<std::string>{"./sub/../parent.vhdx", "C:/vms/parent.vhdx"});
@@ -850,8 +832,8 @@ TEST_CASE("differencing: parent_linkage mismatch and writes that materialise blo
         o.read_write = true;
         auto img = f.open(fs, o);
         REQUIRE(img.ok());
-        CHECK(read_dev(*img->device, MiB, 4096) == std::vector<uint8_t>(f.r.begin(), f.r.begin() + 4096));
-        auto st = img->device->write(0, bytes_of(512, 1));
+        CHECK(vt::read_range(*img->device, MiB, 4096) == std::vector<uint8_t>(f.r.begin(), f.r.begin() + 4096));
+        auto st = img->device->write(0, vt::bytes(512, 1));
         REQUIRE(!st.ok());
         CHECK(st.error().code == ErrorCode::invalid_argument);
     }
@@ -871,7 +853,7 @@ TEST_CASE("differencing: parent_linkage mismatch and writes that materialise blo
         o.read_write = true;
         {
             auto img = f.open(fs, o);
-            REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+            REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
             auto w = vt::pattern(1024, 30);
             REQUIRE(img->device->write(200 * 512, w).ok());           // partially present block
             REQUIRE(img->device->write(5 * MiB + 512, w).ok());       // not present: copy up from the parent
@@ -935,7 +917,7 @@ TEST_CASE("4096-byte logical sectors: reads and read-modify-write") {
     expect.resize(16 * MiB, 0);
     {
         auto rw = open_mem(fs, img, true);
-        REQUIRE_MESSAGE(rw.ok(), (rw.ok() ? "" : rw.error().to_string()));
+        REQUIRE_MESSAGE(rw.ok(), vt::error_text(rw));
         CHECK(rw->device->write_granularity() == 4096);
         auto w = vt::pattern(700, 41);
         REQUIRE(rw->device->write(1000, w).ok());
@@ -987,7 +969,7 @@ TEST_CASE("resize grows in place (qemu-img cannot resize VHDX at all)") {
         CHECK(rw->device->resize((200ull << 30) + 512).error().code == ErrorCode::unsupported);  // BAT too small
         REQUIRE(rw->device->resize(6ull << 30).ok());
         CHECK(rw->device->size() == 6ull << 30);
-        REQUIRE(rw->device->write((6ull << 30) - 4096, bytes_of(4096, 0x4d)).ok());
+        REQUIRE(rw->device->write((6ull << 30) - 4096, vt::bytes(4096, 0x4d)).ok());
         REQUIRE(rw->device->close().ok());
     }
     auto info = vt::run("qemu-img info --output=json " + img);
@@ -1011,7 +993,7 @@ TEST_CASE("differencing: sector bitmap entries interleave by the chunk ratio (25
         co.values = *parse_option_list("block_size=256M,block_state_zero=off");
         auto dev = create_image(reg, *fs, name, "vhdx", co);
         REQUIRE(dev.ok());
-        if (std::string(name) == "parent.vhdx") REQUIRE((*dev)->write(voff, bytes_of(65536, 0x5a)).ok());
+        if (std::string(name) == "parent.vhdx") REQUIRE((*dev)->write(voff, vt::bytes(65536, 0x5a)).ok());
         REQUIRE((*dev)->close().ok());
     }
     std::vector<uint8_t> parent(256 << 10);  // headers only: the file itself is 256 MiB and sparse
@@ -1038,16 +1020,16 @@ TEST_CASE("differencing: sector bitmap entries interleave by the chunk ratio (25
     {
         auto f = fs->open("child.vhdx", Access::read_write);
         REQUIRE(f.ok());
-        REQUIRE((*f)->write_at(host, bytes_of(4096, 0xc1)).ok());
+        REQUIRE((*f)->write_at(host, vt::bytes(4096, 0xc1)).ok());
         std::vector<uint8_t> bits(1, 0xff);  // sectors 0-7 of block 20 = bits 4 * 524288 .. +7
         REQUIRE((*f)->write_at(sb + 4 * 524288 / 8, bits).ok());
     }
     auto img = vt::open_host(reg, tmp / "child.vhdx");
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
-    CHECK(read_dev(*img->device, voff, 4096) == bytes_of(4096, 0xc1));
-    CHECK(read_dev(*img->device, voff + 4096, 61440) == bytes_of(61440, 0x5a));
-    CHECK(read_dev(*img->device, voff + 65536, 4096) == bytes_of(4096, 0));
-    CHECK(read_dev(*img->device, voff - 4096, 4096) == bytes_of(4096, 0));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
+    CHECK(vt::read_range(*img->device, voff, 4096) == vt::bytes(4096, 0xc1));
+    CHECK(vt::read_range(*img->device, voff + 4096, 61440) == vt::bytes(61440, 0x5a));
+    CHECK(vt::read_range(*img->device, voff + 65536, 4096) == vt::bytes(4096, 0));
+    CHECK(vt::read_range(*img->device, voff - 4096, 4096) == vt::bytes(4096, 0));
     auto x = img->device->block_status(voff, bs);
     REQUIRE(x.ok());
     CHECK(x->kind == ExtentKind::data);
@@ -1059,7 +1041,7 @@ TEST_CASE("differencing: sector bitmap entries interleave by the chunk ratio (25
 }
 
 TEST_CASE("check -r all resets unusable BAT entries on a writable image") {
-    auto img = small_image(16 * MiB, {{0, bytes_of(MiB, 1)}, {MiB, bytes_of(MiB, 2)}});
+    auto img = small_image(16 * MiB, {{0, vt::bytes(MiB, 1)}, {MiB, vt::bytes(MiB, 2)}});
     put64(img, kBat + 8, (1ull << 40) | 6);   // past EOF
     put64(img, kBat + 16, 5);                 // invalid state
     put64(img, kBat + 24, 2 | (1ull << 5));   // reserved bit
@@ -1084,9 +1066,9 @@ TEST_CASE("check -r all resets unusable BAT entries on a writable image") {
     auto chk = r->format->check(*r->device, RepairMode::none);
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 0);
-    CHECK(read_dev(*r->device, 0, 16) == bytes_of(16, 1));
-    CHECK(read_dev(*r->device, MiB, 16) == bytes_of(16, 0));
-    CHECK(read_dev(*r->device, 2 * MiB, 16) == bytes_of(16, 0));
+    CHECK(vt::read_range(*r->device, 0, 16) == vt::bytes(16, 1));
+    CHECK(vt::read_range(*r->device, MiB, 16) == vt::bytes(16, 0));
+    CHECK(vt::read_range(*r->device, 2 * MiB, 16) == vt::bytes(16, 0));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1311,7 +1293,7 @@ void qemu_replays_to(const std::vector<uint8_t>& img, const std::vector<Fill>& n
     CHECK_MESSAGE(k.status == 0, k.output);
 }
 bool reads_as(BlockDevice& dev, const Fill& f, bool zero) {
-    return read_dev(dev, f.off, f.len) == bytes_of(f.len, zero ? 0 : f.v);
+    return vt::read_range(dev, f.off, f.len) == vt::bytes(f.len, zero ? 0 : f.v);
 }
 }  // namespace
 
@@ -1326,7 +1308,7 @@ TEST_CASE("log crash states: before the entry is flushed the old metadata, after
     auto dev = create_image(reg, fs, "img.vhdx", "vhdx", co);
     REQUIRE(dev.ok());
     const Fill a{0, 65536, 0x11}, b{700 * MiB + 4096, 8192, 0x22}, c{1500 * MiB, MiB, 0x33};
-    REQUIRE((*dev)->write(a.off, bytes_of(a.len, a.v)).ok());
+    REQUIRE((*dev)->write(a.off, vt::bytes(a.len, a.v)).ok());
     REQUIRE((*dev)->flush().ok());
     // From here on, every write and sync of the commit that makes b and c visible is a possible crash point.
     // Ordered states: everything written so far reached the disk. Unordered ones: what the last sync made
@@ -1356,8 +1338,8 @@ TEST_CASE("log crash states: before the entry is flushed the old metadata, after
         states.push_back({durable, n, true});
         order.sync();
     };
-    REQUIRE((*dev)->write(b.off, bytes_of(b.len, b.v)).ok());
-    REQUIRE((*dev)->write(c.off, bytes_of(c.len, c.v)).ok());
+    REQUIRE((*dev)->write(b.off, vt::bytes(b.len, b.v)).ok());
+    REQUIRE((*dev)->write(c.off, vt::bytes(c.len, c.v)).ok());
     REQUIRE((*dev)->close().ok());
     dev->reset();
     fs.on_write = nullptr;
@@ -1386,7 +1368,7 @@ TEST_CASE("log crash states: before the entry is flushed the old metadata, after
         {
             MemoryFileSystem m;
             auto ro = open_mem(m, img);
-            REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
+            REQUIRE_MESSAGE(ro.ok(), vt::error_text(ro));
             CHECK(reads_as(*ro->device, a, false));
             is_new = reads_as(*ro->device, b, false);
             CHECK(reads_as(*ro->device, b, !is_new));
@@ -1500,11 +1482,11 @@ TEST_CASE("log wraps within a session: entries straddle the end of the buffer; v
     for (uint64_t k = 0; k < 4; ++k) {
         auto& into = k < 3 ? fills : after;
         Fill f{k * MiB + 512 * k, 4096, static_cast<uint8_t>(0x40 + k)};
-        REQUIRE((*dev)->write(f.off, bytes_of(f.len, f.v)).ok());
+        REQUIRE((*dev)->write(f.off, vt::bytes(f.len, f.v)).ok());
         into.push_back(f);
         for (int j = 0; j < (k < 3 ? 125 : 10); ++j, ++page) {
             Fill g{page * 512 * MiB + 8192, 4096, static_cast<uint8_t>(0x80 | (page % 127))};
-            REQUIRE((*dev)->write(g.off, bytes_of(g.len, g.v)).ok());
+            REQUIRE((*dev)->write(g.off, vt::bytes(g.len, g.v)).ok());
             into.push_back(g);
         }
     }
@@ -1528,7 +1510,7 @@ TEST_CASE("log wraps within a session: entries straddle the end of the buffer; v
     };
     {
         auto ro = vt::open_host(reg, tmp / "snap.vhdx");
-        REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
+        REQUIRE_MESSAGE(ro.ok(), vt::error_text(ro));
         CHECK(ro->device->info().dirty);
         verify(*ro->device);
     }
@@ -1569,15 +1551,15 @@ TEST_CASE("log: a read-only overlay of 32000 zero descriptors is indexed, not sc
     set_log_guid(f.img, kGuid);
     MemoryFileSystem fs;
     auto ro = open_mem(fs, f.img);
-    REQUIRE_MESSAGE(ro.ok(), (ro.ok() ? "" : ro.error().to_string()));
+    REQUIRE_MESSAGE(ro.ok(), vt::error_text(ro));
     auto& budget = *ro->device->budget();
     CHECK(budget.work_done() >= n);          // the descriptors were counted once, at open
     CHECK(budget.memory_used() >= n * 32);   // and the replay is charged
     uint64_t before = budget.noted();
     std::vector<uint8_t> buf(4096);
     for (uint64_t off = 0; off < ro->device->size(); off += buf.size()) REQUIRE(ro->device->read(off, buf).ok());
-    CHECK(read_dev(*ro->device, 0, 4096) == f.sector(0x22));
-    CHECK(read_dev(*ro->device, 4096, 4096) == f.sector(0x11));
+    CHECK(vt::read_range(*ro->device, 0, 4096) == f.sector(0x22));
+    CHECK(vt::read_range(*ro->device, 4096, 4096) == f.sector(0x11));
     // 4096 reads (plus the device's own metadata reads): a handful of pieces each, not 32000.
     CHECK(budget.noted() - before < 64 * 4096);
     // An untrusted open with a tiny work limit refuses the log instead of parsing it.
@@ -1599,7 +1581,7 @@ TEST_CASE("create logical_sector_size=4096 (4Kn): written, read back, vhdiinfo s
     co.size = 64 * MiB;
     co.values = {{"logical_sector_size", "4096"}};
     auto dev = create_image(reg, *fs, img, "vhdx", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     CHECK((*dev)->write_granularity() == 4096);
     auto data = vt::pattern(3 * MiB + 5000, 9);
     REQUIRE((*dev)->write(12345, data).ok());  // unaligned: read-modify-write of 4 KiB sectors
