@@ -8,11 +8,6 @@ using vt::sh_quote;
 
 namespace {
 
-void clean(const std::string& img) {
-    auto r = run("qemu-img check " + sh_quote(img));
-    CHECK_MESSAGE(r.status == 0, r.output);  // 0: no corruptions, no leaks
-}
-
 }  // namespace
 
 TEST_CASE("snapshot: create, list, apply and delete as qemu-img sees them") {
@@ -23,12 +18,12 @@ TEST_CASE("snapshot: create, list, apply and delete as qemu-img sees them") {
     vt::sh("qemu-io -c 'write -P 1 0 1M' -c 'write -c -P 5 2M 64k' " + sh_quote(img) + " >/dev/null");
     auto state1 = vt::qemu_read_raw(img, "qcow2", t.path);
     vt::sh(vt::tool() + " snapshot -c first " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     vt::sh("qemu-io -c 'write -P 2 0 512k' -c 'write -P 3 5M 1M' -c 'write -c -P 6 3M 64k' " + sh_quote(img) +
        " >/dev/null");
     auto state2 = vt::qemu_read_raw(img, "qcow2", t.path);
     vt::sh(vt::tool() + " snapshot -c second " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     auto ours = run(vt::tool() + " snapshot -l " + sh_quote(img));
     auto theirs = run("qemu-img snapshot -l " + sh_quote(img));
     REQUIRE(ours.status == 0);
@@ -45,16 +40,16 @@ TEST_CASE("snapshot: create, list, apply and delete as qemu-img sees them") {
     CHECK(vt::read_file(t / "first2.raw") == state1);
     // Apply: the active layer becomes the snapshot's contents.
     vt::sh(vt::tool() + " snapshot -a first " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == state1);
     // Delete by name, then by id; the list matches qemu-img's after each.
     vt::sh(vt::tool() + " snapshot -d first " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(run(vt::tool() + " snapshot -l " + sh_quote(img)).output == run("qemu-img snapshot -l " + sh_quote(img)).output);
     vt::sh("qemu-img convert -l snapshot.name=second -O raw " + sh_quote(img) + " " + sh_quote(t / "second2.raw"));
     CHECK(vt::read_file(t / "second2.raw") == state2);
     vt::sh(vt::tool() + " snapshot -d 2 " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(run("qemu-img snapshot -l " + sh_quote(img)).output.empty());
     CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == state1);
 }
@@ -69,13 +64,13 @@ TEST_CASE("snapshot: snapshots qemu-img made are applied and deleted cleanly, an
     vt::sh("qemu-img snapshot -c q1 " + sh_quote(img));
     vt::sh("qemu-io -c 'write -P 8 0 8M' " + sh_quote(img) + " >/dev/null");
     vt::sh(vt::tool() + " snapshot -a q1 " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == before);
     vt::sh(vt::tool() + " snapshot -c mine " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(run(vt::tool() + " snapshot -l " + sh_quote(img)).output == run("qemu-img snapshot -l " + sh_quote(img)).output);
     vt::sh(vt::tool() + " snapshot -d q1 " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
 
     auto missing = run(vt::tool() + " snapshot -d nope " + sh_quote(img));
     CHECK(missing.status == 1);
@@ -103,18 +98,18 @@ TEST_CASE("amend: compat 0.10 <-> 1.1 and lazy_refcounts, as qemu-img info repor
     auto contents = vt::qemu_read_raw(img, "qcow2", t.path);
     auto info = [&] { return run("qemu-img info " + sh_quote(img)).output; };
     vt::sh(vt::tool() + " amend -o compat=1.1 " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(info().find("compat: 1.1") != std::string::npos);
     CHECK(info().find("backing file: base.qcow2") != std::string::npos);
     CHECK(info().find("backing file format: qcow2") != std::string::npos);
     CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == contents);
     vt::sh(vt::tool() + " amend -o lazy_refcounts=on " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(info().find("lazy refcounts: true") != std::string::npos);
     vt::sh(vt::tool() + " amend -o lazy_refcounts=off " + sh_quote(img));
     CHECK(info().find("lazy refcounts: false") != std::string::npos);
     vt::sh(vt::tool() + " amend -o compat=0.10 " + sh_quote(img));
-    clean(img);
+    vt::expect_qemu_check(img);
     CHECK(info().find("compat: 0.10") != std::string::npos);
     CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == contents);
     CHECK(run("qemu-img snapshot -l " + sh_quote(img)).output.find("s1") != std::string::npos);
@@ -135,5 +130,5 @@ TEST_CASE("amend: compat 0.10 <-> 1.1 and lazy_refcounts, as qemu-img info repor
     auto cs = run(vt::tool() + " amend -o cluster_size=4k " + sh_quote(img));
     CHECK(cs.status == 1);
     CHECK(cs.output.find("cluster_size") != std::string::npos);
-    clean(img);
+    vt::expect_qemu_check(img);
 }

@@ -243,6 +243,23 @@ std::vector<uint8_t> qemu_read_raw(const std::string& path, const std::string& f
     return data;
 }
 
+void expect_qemu_check(const std::string& path, const std::string& qemu_format) {
+    auto r = run("qemu-img check " + (qemu_format.empty() ? "" : "-f " + qemu_format + " ") + sh_quote(path));
+    CHECK_MESSAGE(r.status == 0, "qemu-img check " << path << ": " << r.output);
+}
+
+void expect_qemu_compare(const std::string& a, const std::string& b, const std::string& format_a,
+                         const std::string& format_b) {
+    auto r = run("qemu-img compare " + (format_a.empty() ? "" : "-f " + format_a + " ") +
+                 (format_b.empty() ? "" : "-F " + format_b + " ") + sh_quote(a) + " " + sh_quote(b));
+    CHECK_MESSAGE(r.status == 0, "qemu-img compare " << a << " " << b << ": " << r.output);
+}
+
+void expect_qemu_io_reads(const std::string& path, const std::string& qemu_format, const std::string& commands) {
+    auto r = run("qemu-io -f " + qemu_format + " " + commands + " " + sh_quote(path));
+    CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output.substr(0, 2000));
+}
+
 std::vector<uint8_t> read_all(vdisk::BlockDevice& dev) {
     std::vector<uint8_t> out(static_cast<size_t>(dev.size()));
     auto r = dev.read(0, out);
@@ -385,14 +402,9 @@ Written write_and_compare(const vdisk::Registry& reg, const WriteCompare& c) {
     dev->reset();
     raw->reset();
 
-    const std::string q = " -f " + c.qemu_format + " ";
-    if (c.qemu_check) {
-        auto chk = run("qemu-img check" + q + sh_quote(w.path));
-        CHECK_MESSAGE(chk.status == 0, chk.output);
-    }
+    if (c.qemu_check) expect_qemu_check(w.path, c.qemu_format);
     if (c.full_compare) {
-        auto cmp = run("qemu-img compare" + q + "-F raw " + sh_quote(w.path) + " " + sh_quote(ref_path));
-        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+        expect_qemu_compare(w.path, ref_path, c.qemu_format, "raw");
     } else {
         std::string cmds;
         for (auto& [off, data] : c.writes) {
@@ -400,10 +412,9 @@ Written write_and_compare(const vdisk::Registry& reg, const WriteCompare& c) {
                     std::to_string(data.size()) + "'";
             if (c.zeros_before_writes) cmds += " -c 'read -P 0 " + std::to_string(off - 65536) + " 65536'";
         }
-        auto r = run("qemu-io" + q + cmds + " " + sh_quote(w.path));
-        CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output);
+        expect_qemu_io_reads(w.path, c.qemu_format, cmds);
     }
-    auto info = run("qemu-img info --output=json" + q + sh_quote(w.path));
+    auto info = run("qemu-img info --output=json -f " + c.qemu_format + " " + sh_quote(w.path));
     REQUIRE_MESSAGE(info.status == 0, info.output);
     w.qemu_info = info.output;
     CHECK(info.output.find("\"virtual-size\": " + std::to_string(w.created_size)) != std::string::npos);

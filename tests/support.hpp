@@ -92,6 +92,15 @@ void write_file(const std::string& path, const std::vector<uint8_t>& data);
 vdisk::Result<vdisk::OpenedImage> open_host(const vdisk::Registry& reg, const std::string& path,
                                             const std::string& format = "", bool read_write = false);
 
+/// qemu-img check [-f qemu_format] of `path` finds nothing (CHECK: a failure is reported, the test goes on).
+void expect_qemu_check(const std::string& path, const std::string& qemu_format = "");
+/// qemu-img compare [-f format_a] [-F format_b] finds the two images' contents identical (CHECK).
+void expect_qemu_compare(const std::string& a, const std::string& b, const std::string& format_a = "",
+                         const std::string& format_b = "");
+/// qemu-io -f qemu_format with `commands` (its -c options, e.g. read -P patterns) on `path` exits 0 and no
+/// pattern verification failed (CHECK).
+void expect_qemu_io_reads(const std::string& path, const std::string& qemu_format, const std::string& commands);
+
 /// qemu-img's reading of an image as raw bytes (via qemu-img convert -O raw), for byte comparisons.
 std::vector<uint8_t> qemu_read_raw(const std::string& path, const std::string& format, const std::string& tmpdir);
 

@@ -118,7 +118,7 @@ TEST_CASE("convert through a symbolic link writes the file it leads to; the link
     vt::sh(vt::tool() + " convert -O qcow2 " + sh_quote(src) + " " + sh_quote(t / "link.qcow2"));
     CHECK(S_ISLNK(stat_of(t / "link.qcow2").st_mode));
     CHECK(S_ISREG(stat_of(t / "real/disk.qcow2").st_mode));
-    CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(t / "real/disk.qcow2")).status == 0);
+    vt::expect_qemu_compare(src, t / "real/disk.qcow2");
     // Existing link target: rewritten, link intact, and no temporary file left anywhere.
     vt::sh(vt::tool() + " convert -O raw " + sh_quote(src) + " " + sh_quote(t / "link.qcow2"));
     CHECK(S_ISLNK(stat_of(t / "link.qcow2").st_mode));
@@ -140,7 +140,7 @@ TEST_CASE("convert over an existing file keeps its owner, group and mode; hard l
     CHECK(after.st_uid == before.st_uid);
     CHECK(after.st_gid == before.st_gid);
     CHECK((after.st_mode & 07777) == 0640);
-    CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(dst)).status == 0);
+    vt::expect_qemu_compare(src, dst);
 
     // A second link: written in place (the inode and the other name see the new image), as qemu-img does.
     std::string other = t / "other-name.qcow2";
@@ -237,7 +237,7 @@ TEST_CASE("convert -S: 0 allocates everything and larger sizes leave only long z
     // qcow2 with -S 0: every cluster allocated, as qemu-img's.
     vt::sh("qemu-img convert -S 0 -O qcow2 " + sh_quote(src) + " " + sh_quote(t / "q.qcow2"));
     vt::sh(vt::tool() + " convert -S 0 -O qcow2 " + sh_quote(src) + " " + sh_quote(t / "v.qcow2"));
-    CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(t / "v.qcow2")).status == 0);
+    vt::expect_qemu_compare(src, t / "v.qcow2");
     auto map_data = [&](const std::string& p) {
         return run("qemu-img map --output=json " + sh_quote(p) + " | grep -c '\"data\": true'").output;
     };
@@ -259,8 +259,8 @@ TEST_CASE("convert -t none / -T none / writethrough / unsafe give qemu-img's con
             continue;
         }
         REQUIRE_MESSAGE(r.status == 0, r.output);
-        CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(t / "c.qcow2")).status == 0);
-        CHECK(run("qemu-img check " + sh_quote(t / "c.qcow2")).status == 0);
+        vt::expect_qemu_compare(src, t / "c.qcow2");
+        vt::expect_qemu_check(t / "c.qcow2");
     }
     auto bad = run(vt::tool() + " convert -t bogus -O raw " + sh_quote(src) + " " + sh_quote(t / "x.raw"));
     CHECK(bad.status == 1);
@@ -282,8 +282,8 @@ TEST_CASE("convert -B writes only what differs from the backing file, -n writes 
         vt::sh("qemu-img convert " + flags + "-B base.qcow2 -F qcow2 -O qcow2 " + sh_quote(src) + " " + sh_quote(qout));
         auto info = run("qemu-img info --output=json " + sh_quote(out)).output;
         CHECK(info.find("\"backing-filename\": \"base.qcow2\"") != std::string::npos);
-        CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(out)).status == 0);
-        CHECK(run("qemu-img check " + sh_quote(out)).status == 0);
+        vt::expect_qemu_compare(src, out);
+        vt::expect_qemu_check(out);
         // Nothing of the 3 MiB the base already holds is copied: the overlay is no larger than qemu-img's.
         auto alloc = [&](const std::string& p) {
             return run("qemu-img map --output=json " + sh_quote(p) +
@@ -296,13 +296,13 @@ TEST_CASE("convert -B writes only what differs from the backing file, -n writes 
     vt::sh("qemu-img create -q -f qcow2 " + sh_quote(ex) + " 64M");
     vt::sh("qemu-io -f qcow2 -c 'write -P 0x99 0 64M' " + sh_quote(ex));
     vt::sh(vt::tool() + " convert -n -O qcow2 " + sh_quote(src) + " " + sh_quote(ex));
-    CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(ex)).status == 0);
-    CHECK(run("qemu-img check " + sh_quote(ex)).status == 0);
+    vt::expect_qemu_compare(src, ex);
+    vt::expect_qemu_check(ex);
     // --target-is-zero on a fresh (zero) image: the same content; without -n it is refused as by qemu-img.
     std::string z = t / "zero.qcow2";
     vt::sh("qemu-img create -q -f qcow2 " + sh_quote(z) + " 64M");
     vt::sh(vt::tool() + " convert -n --target-is-zero -O qcow2 " + sh_quote(src) + " " + sh_quote(z));
-    CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(z)).status == 0);
+    vt::expect_qemu_compare(src, z);
     auto r = run(vt::tool() + " convert --target-is-zero -O qcow2 " + sh_quote(src) + " " + sh_quote(z));
     CHECK(r.status == 1);
     CHECK(r.output.find("requires use of -n") != std::string::npos);
@@ -323,8 +323,8 @@ TEST_CASE("convert with several sources concatenates them as qemu-img does; -W -
     vt::sh(vt::tool() + " convert -O qcow2 " + sh_quote(src) + " " + sh_quote(q2) + " " + sh_quote(src) + " " + sh_quote(t / "v.qcow2"));
     CHECK(run("qemu-img compare -f raw -F qcow2 " + sh_quote(t / "q.raw") + " " + sh_quote(t / "v.qcow2")).status == 0);
     vt::sh(vt::tool() + " convert -W -c -m 2 -O qcow2 " + sh_quote(src) + " " + sh_quote(t / "w.qcow2"));
-    CHECK(run("qemu-img compare " + sh_quote(src) + " " + sh_quote(t / "w.qcow2")).status == 0);
-    CHECK(run("qemu-img check " + sh_quote(t / "w.qcow2")).status == 0);
+    vt::expect_qemu_compare(src, t / "w.qcow2");
+    vt::expect_qemu_check(t / "w.qcow2");
 }
 
 TEST_CASE("convert to a pipe refuses a format that cannot stream before writing a byte; character devices take raw") {

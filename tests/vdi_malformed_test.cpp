@@ -54,7 +54,7 @@ TEST_CASE("check: out-of-range, duplicated and miscounted map entries agree with
                 CHECK(fixed->corruptions == 0);
                 CHECK(fixed->corruptions_fixed == 1);
                 REQUIRE(rw->device->close().ok());
-                CHECK(vt::run("qemu-img check -f vdi " + tmp / "c.vdi").status == 0);
+                vt::expect_qemu_check(tmp / "c.vdi", "vdi");
             } else {
                 REQUIRE_FALSE(rw.ok());
                 CHECK(rw.error().code == ErrorCode::corrupt);

@@ -110,10 +110,8 @@ TEST_CASE("convert raw to vdi matches under qemu-img compare") {
     co.output_format = "vdi";
     auto s = convert(reg, *src->device, *fs, "out.vdi", co);
     REQUIRE_MESSAGE(s.ok(), vt::error_text(s));
-    auto c = vt::run("qemu-img check -f vdi " + tmp / "out.vdi");
-    CHECK_MESSAGE(c.status == 0, c.output);
-    auto cmp = vt::run("qemu-img compare -f vdi -F raw " + tmp / "out.vdi" + " " + tmp / "src.raw");
-    CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    vt::expect_qemu_check(tmp / "out.vdi", "vdi");
+    vt::expect_qemu_compare(tmp / "out.vdi", tmp / "src.raw", "vdi", "raw");
     auto bytes = vt::read_file(tmp / "out.vdi");
     CHECK(le32(bytes, kAllocated) == 2);  // the zero megabyte was not written
 }
@@ -138,8 +136,7 @@ TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slo
             REQUIRE_MESSAGE(s.ok(), s.error().to_string());
             REQUIRE(dev->device->close().ok());
         }
-        auto chk = vt::run("qemu-img check -f vdi " + img);
-        CHECK_MESSAGE(chk.status == 0, chk.output);
+        vt::expect_qemu_check(img, "vdi");
         auto after = vt::qemu_read_raw(img, "vdi", tmp.path);
         REQUIRE(after.size() == 100 * MiB + GiB);
         CHECK(std::equal(before.begin(), before.end(), after.begin()));
@@ -154,8 +151,7 @@ TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slo
             REQUIRE(dev->device->resize(50 * MiB).ok());
             REQUIRE(dev->device->close().ok());
         }
-        chk = vt::run("qemu-img check -f vdi " + img);
-        CHECK_MESSAGE(chk.status == 0, chk.output);
+        vt::expect_qemu_check(img, "vdi");
         auto shrunk = vt::qemu_read_raw(img, "vdi", tmp.path);
         REQUIRE(shrunk.size() == 50 * MiB);
         CHECK(std::equal(shrunk.begin(), shrunk.end(), before.begin()));

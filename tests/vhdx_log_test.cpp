@@ -47,8 +47,7 @@ TEST_CASE("log: read-only open applies the active sequence in memory, read-write
     if (vt::need_qemu()) {
         vt::TempDir tmp;
         vt::write_file(tmp / "r.vhdx", replayed);
-        auto c = vt::run("qemu-img check -f vhdx " + tmp / "r.vhdx");
-        CHECK_MESSAGE(c.status == 0, c.output);
+        vt::expect_qemu_check(tmp / "r.vhdx", "vhdx");
         auto raw = vt::qemu_read_raw(tmp / "r.vhdx", "vhdx", tmp.path);
         CHECK(raw == vt::read_all(*again->device));
     }

@@ -47,8 +47,7 @@ TEST_CASE("corpus: dirty log is pending read-only and replayed into the file rea
     CHECK(vt::sha256_file(path) != before);
     // The replayed file is clean for qemu-img too (it refuses images with a pending log read-only).
     if (vt::need_qemu()) {
-        auto r = vt::run("qemu-img check -f vhdx " + vt::sh_quote(path));
-        CHECK_MESSAGE(r.status == 0, r.output);
+        vt::expect_qemu_check(path, "vhdx");
     }
     auto entry = vt::manifest_entry(*root, rel);
     auto ro = vt::open_host(reg, path);

@@ -99,9 +99,8 @@ TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu
     std::fill(data.begin() + MiB, data.begin() + 2 * MiB, 0);
     vt::write_file(tmp / "src.raw", data);
     convert_to_vhdx_1m(reg, *fs, "src.raw", "raw", "dst.vhdx");
-    auto cmp = vt::run("qemu-img compare -f raw -F vhdx " + tmp / "src.raw" + " " + tmp / "dst.vhdx");
-    CHECK_MESSAGE(cmp.status == 0, cmp.output);
-    CHECK(vt::run("qemu-img check -f vhdx " + tmp / "dst.vhdx").status == 0);
+    vt::expect_qemu_compare(tmp / "src.raw", tmp / "dst.vhdx", "raw", "vhdx");
+    vt::expect_qemu_check(tmp / "dst.vhdx", "vhdx");
 
     // Open a qemu-made image read-write, write, close: qemu sees the data, headers changed.
     std::string q = tmp / "q.vhdx";
@@ -116,9 +115,8 @@ TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu
     auto after = vt::read_file(q);
     // DataWriteGuid (header offset 32) changed in the header with the larger sequence number.
     CHECK(std::memcmp(before.data() + current_header(before) + 32, after.data() + current_header(after) + 32, 16) != 0);
-    auto r = vt::run("qemu-io -f vhdx -c 'read -P 0xcd 5243392 8192' -c 'read -P 0 0 5243392' " + q);
-    CHECK_MESSAGE((r.status == 0 && r.output.find("Pattern verification failed") == std::string::npos), r.output);
-    CHECK(vt::run("qemu-img check -f vhdx " + q).status == 0);
+    vt::expect_qemu_io_reads(q, "vhdx", "-c 'read -P 0xcd 5243392 8192' -c 'read -P 0 0 5243392'");
+    vt::expect_qemu_check(q, "vhdx");
 }
 
 TEST_CASE("4096-byte logical sectors: reads and read-modify-write") {
@@ -173,10 +171,10 @@ TEST_CASE("resize grows in place (qemu-img cannot resize VHDX at all)") {
     }
     auto info = vt::run("qemu-img info --output=json " + img);
     CHECK(info.output.find("\"virtual-size\": 6442450944") != std::string::npos);
-    CHECK(vt::run("qemu-img check -f vhdx " + img).status == 0);
-    auto r = vt::run("qemu-io -f vhdx -c 'read -P 0x3c 10M 512K' -c 'read -P 0 10752K 512K' -c 'read -P 0 11M 1M' "
-                     "-c 'read -P 0x4d 6442446848 4096' " + img);
-    CHECK_MESSAGE((r.status == 0 && r.output.find("verification failed") == std::string::npos), r.output);
+    vt::expect_qemu_check(img, "vhdx");
+    vt::expect_qemu_io_reads(img, "vhdx",
+                             "-c 'read -P 0x3c 10M 512K' -c 'read -P 0 10752K 512K' -c 'read -P 0 11M 1M' "
+                             "-c 'read -P 0x4d 6442446848 4096'");
 }
 
 TEST_CASE("create logical_sector_size=4096 (4Kn): written, read back, vhdiinfo sees 4096-byte sectors") {

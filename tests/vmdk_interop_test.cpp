@@ -154,10 +154,8 @@ TEST_CASE("writes hopping between grain tables with a one-table cache: deferred 
     REQUIRE(raw->device->close().ok());
     *dev = OpenedImage{};
     *raw = OpenedImage{};
-    auto c = vt::run("qemu-img check -f vmdk " + tmp / "a.vmdk");
-    CHECK_MESSAGE(c.status == 0, c.output);
-    auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "a.vmdk" + " " + tmp / "a.raw");
-    CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    vt::expect_qemu_check(tmp / "a.vmdk", "vmdk");
+    vt::expect_qemu_compare(tmp / "a.vmdk", tmp / "a.raw", "vmdk", "raw");
     check_clean(reg, tmp / "a.vmdk");
 }
 
@@ -206,10 +204,8 @@ TEST_CASE("convert to streamOptimized with and without compression; qemu-img com
         std::string out = compress ? "c.vmdk" : "u.vmdk";
         auto st = convert(reg, *src->device, *fs, out, co);
         REQUIRE_MESSAGE(st.ok(), vt::error_text(st));
-        auto c = vt::run("qemu-img check -f vmdk " + tmp / out);
-        CHECK_MESSAGE(c.status == 0, c.output);
-        auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / out + " " + tmp / "src.raw");
-        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+        vt::expect_qemu_check(tmp / out, "vmdk");
+        vt::expect_qemu_compare(tmp / out, tmp / "src.raw", "vmdk", "raw");
         auto v = vt::run("vmdkinfo " + tmp / out);
         CHECK_MESSAGE(v.status == 0, v.output);
         auto back = open_image(reg, *fs, out, OpenOptions{});
@@ -291,9 +287,8 @@ TEST_CASE("create with backing_file: child reads the parent, qemu-img agrees") {
     REQUIRE(child->device->close().ok());
     auto c = vt::run("qemu-img check " + tmp / "child.vmdk");
     CHECK_MESSAGE(c.status == 0, c.output);
-    auto r = vt::run("qemu-io -f vmdk -c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 "
-                     "7338496' " + tmp / "child.vmdk");
-    CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output);
+    vt::expect_qemu_io_reads(tmp / "child.vmdk", "vmdk",
+                             "-c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 7338496'");
 }
 
 TEST_CASE("info: format-specific matches qemu-img's JSON") {
@@ -346,8 +341,7 @@ TEST_CASE("writing to a parent gives it a new CID: its child then refuses to ope
             REQUIRE(again.ok());
             CHECK(*again->device->info().format_specific.get("data")->get("cid")->as_uint() != before);
         }
-        auto c = vt::run("qemu-img check -f vmdk " + tmp / "base.vmdk");
-        CHECK_MESSAGE(c.status == 0, c.output);
+        vt::expect_qemu_check(tmp / "base.vmdk", "vmdk");
         auto q = vt::run("qemu-io -f vmdk -c 'read -P 0 4096 4096' " + tmp / "base.vmdk");
         CHECK_MESSAGE((q.status == 0 && q.output.find("fail") == std::string::npos), q.output);
         auto top = open_image(reg, *fs, "top.vmdk", OpenOptions{});
