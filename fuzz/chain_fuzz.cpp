@@ -4,7 +4,7 @@
 // loops and depth limits are exercised. Layout: [u8 count] then per file [u32 little-endian length][bytes].
 #include <cstring>
 
-#include "fuzz_common.hpp"
+#include "exercise.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     static const char* const kNames[] = {"top.img", "base.img", "disk-s001.vmdk", "disk-flat.vmdk"};
@@ -22,6 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (!fs.exists("top.img")) return 0;
     auto reg = vdisk::Registry::builtin();
-    vdisk::fuzz::exercise(reg, fs, "top.img", vdisk::fuzz::fuzz_options(""));
+    vdisk::testlib::exercise(reg, fs, "top.img", vdisk::testlib::fuzz_options(""));
     return 0;
 }

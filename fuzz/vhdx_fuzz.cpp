@@ -10,13 +10,10 @@
 // (no 4 MiB buffer per execution).
 #include <cstring>
 
-#include "fuzz_common.hpp"
+#include "builtin_formats.hpp"
+#include "exercise.hpp"
+#include "registry.hpp"
 #include "fuzz_mutator.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vhdx_format();
-}  // namespace vdisk
 
 namespace {
 constexpr size_t K = 1024, M = 1024 * K;
@@ -97,9 +94,7 @@ VDISK_FUZZ_CHECKSUM_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CompactFs fs(data, size);
-    vdisk::Registry reg;
-    reg.add(vdisk::make_raw_format());
-    reg.add(vdisk::make_vhdx_format());
-    vdisk::fuzz::exercise(reg, fs, "image.vhdx", vdisk::fuzz::fuzz_options("vhdx"), 256u << 10, size);
+    const auto reg = vdisk::testlib::registry_of(vdisk::make_raw_format, vdisk::make_vhdx_format);
+    vdisk::testlib::exercise(reg, fs, "image.vhdx", vdisk::testlib::fuzz_options("vhdx"), 256u << 10, size);
     return 0;
 }

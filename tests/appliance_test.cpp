@@ -12,15 +12,6 @@
 
 namespace {
 
-std::string tool() { return vt::sh_quote(vt::tool_path()); }
-
-std::string in(const vt::TempDir& t, const std::string& cmd) { return "cd " + vt::sh_quote(t.path) + " && " + cmd; }
-
-void must(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.output);
-}
-
 struct DiskEntry {
     std::string href, extra_file_attrs, capacity_attrs;
 };
@@ -63,12 +54,12 @@ TEST_CASE("OVA: info lists the disks, convert reads plain, gzip'd and chunked me
     vt::TempDir t;
     make_sources(t);
     // disk1: vdisk's streamOptimized; disk2: qemu-img's, gzip'd; disk3: vdisk's, split into 5 MB chunks.
-    must(in(t, tool() + " convert -O vmdk -o subformat=streamOptimized big.raw disk1.vmdk"));
-    must(in(t, "qemu-img convert -O vmdk -o subformat=streamOptimized small.raw disk2.vmdk && gzip -k disk2.vmdk"));
+    vt::sh(vt::in_dir(t, vt::tool() + " convert -O vmdk -o subformat=streamOptimized big.raw disk1.vmdk"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk -o subformat=streamOptimized small.raw disk2.vmdk && gzip -k disk2.vmdk"));
     // disk4: the OVF spec's way, compressed content under the plain name (bigger than one checkpoint spacing).
-    must(in(t, "gzip -c disk1.vmdk > disk4.vmdk"));
+    vt::sh(vt::in_dir(t, "gzip -c disk1.vmdk > disk4.vmdk"));
     REQUIRE(std::filesystem::file_size(t / "disk1.vmdk") > (16u << 20));
-    must(in(t, "cp disk1.vmdk disk3.vmdk && split -b 5000000 -d -a 9 disk3.vmdk disk3.vmdk. && rm disk3.vmdk"));
+    vt::sh(vt::in_dir(t, "cp disk1.vmdk disk3.vmdk && split -b 5000000 -d -a 9 disk3.vmdk disk3.vmdk. && rm disk3.vmdk"));
     write_text(t / "app.ovf", ovf({{"disk1.vmdk", "", "ovf:capacity=\"40\" ovf:capacityAllocationUnits=\"byte * 2^20\""},
                                    {"disk2.vmdk.gz", "ovf:compression=\"gzip\"", "ovf:capacity=\"3145728\""},
                                    {"disk3.vmdk", "ovf:chunkSize=\"5000000\"",
@@ -80,8 +71,8 @@ TEST_CASE("OVA: info lists the disks, convert reads plain, gzip'd and chunked me
     REQUIRE(chunks >= 2);
     for (std::string fmt : {"ustar", "gnu", "pax"}) {
         INFO("tar --format=" << fmt);
-        must(in(t, "rm -f app.ova && tar --format=" + fmt + " -cf app.ova app.ovf disk1.vmdk disk2.vmdk.gz disk3.vmdk.0* disk4.vmdk"));
-        auto r = vt::run(in(t, tool() + " info app.ova"));
+        vt::sh(vt::in_dir(t, "rm -f app.ova && tar --format=" + fmt + " -cf app.ova app.ovf disk1.vmdk disk2.vmdk.gz disk3.vmdk.0* disk4.vmdk"));
+        auto r = vt::run(vt::in_dir(t, vt::tool() + " info app.ova"));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         CHECK(r.output.find("[0] vmdisk1: file disk1.vmdk, capacity 40 MiB (41943040 bytes), format vmdk streamOptimized") !=
               std::string::npos);
@@ -95,13 +86,13 @@ TEST_CASE("OVA: info lists the disks, convert reads plain, gzip'd and chunked me
             INFO("disk " << d);
             std::string out = "d" + std::to_string(d) + ".qcow2";
             std::string disk = d == 0 ? "" : " --disk " + std::to_string(d);
-            must(in(t, tool() + " convert" + disk + " app.ova -O qcow2 " + out));
-            must(in(t, "qemu-img check -q " + out + " && qemu-img compare -q " + want[d] + " " + out));
+            vt::sh(vt::in_dir(t, vt::tool() + " convert" + disk + " app.ova -O qcow2 " + out));
+            vt::sh(vt::in_dir(t, "qemu-img check -q " + out + " && qemu-img compare -q " + want[d] + " " + out));
             std::filesystem::remove(t / out);
         }
     }
     // The JSON lists the same, and the selected disk's own info.
-    auto r = vt::run(in(t, tool() + " info --disk 1 --output=json app.ova"));
+    auto r = vt::run(vt::in_dir(t, vt::tool() + " info --disk 1 --output=json app.ova"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     vdisk::Json parsed;
     REQUIRE(vdisk::Json::parse(r.output, parsed));
@@ -113,11 +104,11 @@ TEST_CASE("OVA: info lists the disks, convert reads plain, gzip'd and chunked me
     CHECK(*(*j->get("disks")->as_array())[2].get("chunks")->as_uint() == chunks);
     CHECK(*j->get("disk")->get("virtual-size")->as_uint() == (3u << 20));
     // The disk asked for must exist.
-    r = vt::run(in(t, tool() + " convert --disk 4 app.ova -O qcow2 x.qcow2"));
+    r = vt::run(vt::in_dir(t, vt::tool() + " convert --disk 4 app.ova -O qcow2 x.qcow2"));
     CHECK(r.status == 1);
     CHECK(r.output.find("disk 4 asked for; the appliance has 4") != std::string::npos);
     // Every operation takes the OVA as its source: hash equals qemu-img's reading of the disk itself.
-    r = vt::run(in(t, tool() + " hash app.ova && " + tool() + " hash --disk 1 app.ova; sha256sum big.raw small.raw"));
+    r = vt::run(vt::in_dir(t, vt::tool() + " hash app.ova && " + vt::tool() + " hash --disk 1 app.ova; sha256sum big.raw small.raw"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     auto lines = r.output;
     auto word = [&](size_t n) {
@@ -133,21 +124,21 @@ TEST_CASE("OVA: the library reads the tar in place, through a window of the file
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_sources(t);
-    must(in(t, "qemu-img convert -O vmdk -o subformat=streamOptimized small.raw d.vmdk"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk -o subformat=streamOptimized small.raw d.vmdk"));
     write_text(t / "a.ovf", ovf({{"d.vmdk", "", "ovf:capacity=\"3\" ovf:capacityAllocationUnits=\"byte * 2^20\""}}));
-    must(in(t, "tar -cf a.ova a.ovf d.vmdk"));
+    vt::sh(vt::in_dir(t, "tar -cf a.ova a.ovf d.vmdk"));
     auto reg = vdisk::Registry::builtin();
     auto fs = vdisk::make_posix_file_system(t.path);
     vdisk::OpenOptions o;
     o.untrusted = true;  // references stay inside the tar: allowed
     auto app = vdisk::read_appliance(*fs, "a.ova", o);
-    REQUIRE_MESSAGE(app.ok(), (app.ok() ? "" : app.error().to_string()));
+    REQUIRE_MESSAGE(app.ok(), vt::error_text(app));
     CHECK(app->archive);
     REQUIRE(app->disks.size() == 1);
     CHECK(app->disks[0].format == "vmdk");
     CHECK(app->disks[0].stored_bytes == std::filesystem::file_size(t / "d.vmdk"));
     auto img = vdisk::open_image(reg, *fs, "a.ova", o);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(std::string(img->format->name()) == "vmdk");
     CHECK(vt::read_all(*img->device) == vt::read_file(t / "small.raw"));
     // Writing is refused: an appliance is a source.
@@ -161,10 +152,10 @@ TEST_CASE("OVF: a bare descriptor with its files beside it, which untrusted mode
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_sources(t);
-    must(in(t, "mkdir pkg && qemu-img convert -O vmdk -o subformat=streamOptimized small.raw pkg/disk.vmdk"));
+    vt::sh(vt::in_dir(t, "mkdir pkg && qemu-img convert -O vmdk -o subformat=streamOptimized small.raw pkg/disk.vmdk"));
     write_text(t / "pkg/vm.ovf", ovf({{"disk.vmdk", "", "ovf:capacity=\"3\" ovf:capacityAllocationUnits=\"byte * 2^20\""}}));
-    must(in(t, tool() + " convert pkg/vm.ovf -O vdi out.vdi && qemu-img compare -q small.raw out.vdi"));
-    auto r = vt::run(in(t, tool() + " convert --untrusted pkg/vm.ovf -O qcow2 u.qcow2"));
+    vt::sh(vt::in_dir(t, vt::tool() + " convert pkg/vm.ovf -O vdi out.vdi && qemu-img compare -q small.raw out.vdi"));
+    auto r = vt::run(vt::in_dir(t, vt::tool() + " convert --untrusted pkg/vm.ovf -O qcow2 u.qcow2"));
     CHECK(r.status == 1);
     CHECK(r.output.find("untrusted OVF descriptor refers to the file 'disk.vmdk'") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "u.qcow2"));
@@ -180,7 +171,7 @@ TEST_CASE("OVA: hostile descriptors and archives fail with exact error kinds") {
                       const std::string& members = "d.vmdk") {
         write_text(t / "x.ovf", ovf_text);
         std::filesystem::remove(t / "x.ova");
-        must(in(t, "tar --format=ustar -cf x.ova x.ovf " + members));
+        vt::sh(vt::in_dir(t, "tar --format=ustar -cf x.ova x.ovf " + members));
         auto r = vdisk::read_appliance(*fs, "x.ova", o);
         REQUIRE(!r.ok());
         INFO(r.error().to_string());
@@ -209,7 +200,7 @@ TEST_CASE("OVA: hostile descriptors and archives fail with exact error kinds") {
            "d.vmdk && tar --format=ustar -rf x.ova d.vmdk");
     // A damaged tar header after the descriptor: the checksum catches it, with its offset.
     write_text(t / "x.ovf", ovf({{"d.vmdk", "", cap}}));
-    must(in(t, "rm -f x.ova && tar --format=ustar -cf x.ova x.ovf d.vmdk"));
+    vt::sh(vt::in_dir(t, "rm -f x.ova && tar --format=ustar -cf x.ova x.ovf d.vmdk"));
     auto bytes = vt::read_file(t / "x.ova");
     size_t second = 512 + (std::filesystem::file_size(t / "x.ovf") + 511) / 512 * 512;
     bytes[second + 124] ^= 0x01;  // the size field of d.vmdk's header
@@ -241,7 +232,7 @@ TEST_CASE("gzip member: random reads, forward and backward, equal the plain byte
     std::fill(plain.begin() + (5u << 20), plain.begin() + (9u << 20), 0);
     vt::write_file(t / "a", std::vector<uint8_t>(plain.begin(), plain.begin() + (25u << 20)));
     vt::write_file(t / "b", std::vector<uint8_t>(plain.begin() + (25u << 20), plain.end()));
-    must(in(t, "gzip -1 -c a > x.gz && gzip -1 -c b >> x.gz"));
+    vt::sh(vt::in_dir(t, "gzip -1 -c a > x.gz && gzip -1 -c b >> x.gz"));
     auto fs = vdisk::make_posix_file_system(t.path);
     auto f = fs->open("x.gz", vdisk::Access::read_only);
     REQUIRE(f.ok());

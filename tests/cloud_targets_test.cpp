@@ -7,20 +7,13 @@
 
 namespace {
 
-std::string tool() { return vt::sh_quote(vt::tool_path()); }
-std::string in(const vt::TempDir& t, const std::string& cmd) { return "cd " + vt::sh_quote(t.path) + " && " + cmd; }
-void must(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.output);
-}
-
 // 10,000,000 bytes: not a whole MiB (Azure) nor GiB (GCE).
 void make_source(const vt::TempDir& t) {
     std::vector<uint8_t> img(10000000, 0);
     auto p = vt::pattern(3000000, 21);
     std::copy(p.begin(), p.end(), img.begin() + 1000000);
     vt::write_file(t / "src.raw", img);
-    must(in(t, "qemu-img convert -O qcow2 src.raw src.qcow2"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O qcow2 src.raw src.qcow2"));
 }
 
 }  // namespace
@@ -44,15 +37,15 @@ TEST_CASE("convert --target writes what each platform imports, and lint accepts 
     };
     for (auto& c : cases) {
         INFO(c.target);
-        must(in(t, tool() + " convert --target " + c.target + " src.qcow2 " + c.out));
+        vt::sh(vt::in_dir(t, vt::tool() + " convert --target " + c.target + " src.qcow2 " + c.out));
         // qemu-img probes a fixed VHD as raw (its footer is at the end), so the format is named.
-        auto r = vt::run(in(t, "qemu-img info --output=json -f " + std::string(c.qemu_format) + " " + c.out));
+        auto r = vt::run(vt::in_dir(t, "qemu-img info --output=json -f " + std::string(c.qemu_format) + " " + c.out));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         CHECK(r.output.find("\"format\": \"" + std::string(c.qemu_format) + "\"") != std::string::npos);
         if (*c.create_type) CHECK(r.output.find("\"create-type\": \"" + std::string(c.create_type) + "\"") != std::string::npos);
         // Same content (a VHD rounded up to a whole MiB holds zeros past the source's end).
-        must(in(t, "qemu-img compare -q -f raw -F " + std::string(c.qemu_format) + " src.raw " + c.out));
-        r = vt::run(in(t, tool() + " lint --target " + c.target + " " + c.out));
+        vt::sh(vt::in_dir(t, "qemu-img compare -q -f raw -F " + std::string(c.qemu_format) + " src.raw " + c.out));
+        r = vt::run(vt::in_dir(t, vt::tool() + " lint --target " + c.target + " " + c.out));
         CHECK_MESSAGE(r.status == 0, r.output);
         CHECK(r.output.find("error") == std::string::npos);
     }
@@ -66,13 +59,13 @@ TEST_CASE("convert --target writes what each platform imports, and lint accepts 
     for (int i = 48; i < 56; ++i) cur = cur << 8 | f[i];
     CHECK(cur == 10u << 20);
     // GCE: disk.raw in a gzip'd tar, padded to a whole GiB; tar is the oracle for the container.
-    must(in(t, tool() + " convert --target gce --hash sha256 src.qcow2 disk.tar.gz"));
-    auto r = vt::run(in(t, "tar -tvzf disk.tar.gz"));
+    vt::sh(vt::in_dir(t, vt::tool() + " convert --target gce --hash sha256 src.qcow2 disk.tar.gz"));
+    auto r = vt::run(vt::in_dir(t, "tar -tvzf disk.tar.gz"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output.find(" 1073741824 ") != std::string::npos);
     CHECK(r.output.find("disk.raw\n") != std::string::npos);
-    must(in(t, "mkdir x && tar -C x -xzf disk.tar.gz && qemu-img compare -q src.raw x/disk.raw"));
-    r = vt::run(in(t, tool() + " lint --target gce disk.tar.gz"));
+    vt::sh(vt::in_dir(t, "mkdir x && tar -C x -xzf disk.tar.gz && qemu-img compare -q src.raw x/disk.raw"));
+    r = vt::run(vt::in_dir(t, vt::tool() + " lint --target gce disk.tar.gz"));
     CHECK_MESSAGE(r.status == 0, r.output);
 }
 
@@ -80,10 +73,10 @@ TEST_CASE("lint reports every broken rule with its fix, exit 1 when the platform
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_source(t);
-    must(in(t, "qemu-img convert -O vpc -o subformat=fixed,force_size=on src.raw odd.vhd"));
-    must(in(t, "qemu-img convert -O vpc src.raw dyn.vhd"));
-    must(in(t, "qemu-img convert -O vmdk src.raw sparse.vmdk"));
-    must(in(t, "qemu-img create -q -f qcow2 -b src.qcow2 -F qcow2 top.qcow2"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vpc -o subformat=fixed,force_size=on src.raw odd.vhd"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vpc src.raw dyn.vhd"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk src.raw sparse.vmdk"));
+    vt::sh(vt::in_dir(t, "qemu-img create -q -f qcow2 -b src.qcow2 -F qcow2 top.qcow2"));
     struct Case {
         const char* target;
         const char* image;
@@ -104,14 +97,14 @@ TEST_CASE("lint reports every broken rule with its fix, exit 1 when the platform
     };
     for (auto& c : cases) {
         INFO(c.target << " " << c.image);
-        auto r = vt::run(in(t, tool() + " lint --target " + c.target + " " + c.image));
+        auto r = vt::run(vt::in_dir(t, vt::tool() + " lint --target " + c.target + " " + c.image));
         INFO(r.output);
         CHECK(r.status == c.status);
         for (auto& e : c.expect) CHECK(r.output.find(e) != std::string::npos);
         if (c.expect.empty()) CHECK(r.output.find("accepted (rules: ") != std::string::npos);
     }
     // JSON: one finding per rule, a verdict, the source of the rules.
-    auto r = vt::run(in(t, tool() + " lint --target azure --output=json src.qcow2"));
+    auto r = vt::run(vt::in_dir(t, vt::tool() + " lint --target azure --output=json src.qcow2"));
     CHECK(r.status == 1);
     vdisk::Json j;
     REQUIRE(vdisk::Json::parse(r.output, j));
@@ -119,10 +112,10 @@ TEST_CASE("lint reports every broken rule with its fix, exit 1 when the platform
     CHECK(j.get("findings")->as_array()->size() == 2);
     CHECK(j.get("rules-source")->as_string()->find("learn.microsoft.com") != std::string::npos);
     // Conflicts and unknown targets are refused before anything is written.
-    r = vt::run(in(t, tool() + " convert --target azure -O qcow2 src.raw x.qcow2"));
+    r = vt::run(vt::in_dir(t, vt::tool() + " convert --target azure -O qcow2 src.raw x.qcow2"));
     CHECK(r.status == 1);
     CHECK(r.output.find("--target azure writes vhd, not -O qcow2") != std::string::npos);
-    r = vt::run(in(t, tool() + " lint --target openstack src.raw"));
+    r = vt::run(vt::in_dir(t, vt::tool() + " lint --target openstack src.raw"));
     CHECK(r.status == 1);
     CHECK(r.output.find("unknown target 'openstack'") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "x.qcow2"));

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <stdexcept>
 
+#include "forwarding.hpp"
 #include "support.hpp"
 
 using namespace vdisk;
@@ -12,46 +13,34 @@ using namespace vdisk;
 namespace {
 
 // A file that fails every read touching [bad_from, bad_to), as a disk with unreadable sectors does.
-class FailingFile final : public File {
+class FailingFile final : public testlib::ForwardingFile {
 public:
-    FailingFile(std::unique_ptr<File> f, uint64_t from, uint64_t to) : f_(std::move(f)), from_(from), to_(to) {}
+    FailingFile(std::unique_ptr<File> f, uint64_t from, uint64_t to) : ForwardingFile(std::move(f)), from_(from), to_(to) {}
     Result<size_t> read_at(uint64_t off, std::span<uint8_t> buf) override {
         if (off < to_ && off + buf.size() > from_) {
             Error e = make_error(ErrorCode::io, "read: Input/output error");
-            e.file = f_->name();
+            e.file = name();
             e.offset = off;
             return e;
         }
-        return f_->read_at(off, buf);
+        return inner().read_at(off, buf);
     }
-    Status write_at(uint64_t off, std::span<const uint8_t> b) override { return f_->write_at(off, b); }
-    Result<uint64_t> size() override { return f_->size(); }
-    Status resize(uint64_t n) override { return f_->resize(n); }
-    Status sync() override { return f_->sync(); }
-    const std::string& name() const override { return f_->name(); }
-    FileIdentity identity() const override { return f_->identity(); }
 
 private:
-    std::unique_ptr<File> f_;
     uint64_t from_, to_;
 };
 
-class FailingFs final : public FileSystem {
+class FailingFs final : public testlib::ForwardingFs {
 public:
     FailingFs(FileSystem& base, std::string name, uint64_t from, uint64_t to)
-        : base_(base), name_(std::move(name)), from_(from), to_(to) {}
+        : ForwardingFs(base), name_(std::move(name)), from_(from), to_(to) {}
     Result<std::unique_ptr<File>> open(std::string_view n, Access a) override {
-        VDISK_ASSIGN(auto f, base_.open(n, a));
+        VDISK_ASSIGN(auto f, base().open(n, a));
         if (n != name_) return f;
         return std::unique_ptr<File>(new FailingFile(std::move(f), from_, to_));
     }
-    Result<std::unique_ptr<File>> create(std::string_view n, bool x) override { return base_.create(n, x); }
-    Status rename(std::string_view a, std::string_view b) override { return base_.rename(a, b); }
-    Status remove(std::string_view n) override { return base_.remove(n); }
-    bool exists(std::string_view n) override { return base_.exists(n); }
 
 private:
-    FileSystem& base_;
     std::string name_;
     uint64_t from_, to_;
 };
@@ -126,9 +115,9 @@ TEST_CASE("--salvage writes zeros for the unreadable sector and reports it, as q
     auto data = vt::pattern(1u << 20, 11);
     vt::write_file(t / "sv.raw", data);
     // qemu-img on the same input: blkdebug fails every read touching sector 100.
-    auto q = vt::run("cd " + vt::sh_quote(t.path) + " && qemu-img convert --salvage -O raw 'json:{\"driver\":\"raw\",\"file\":"
+    auto q = vt::run(vt::in_dir(t, "qemu-img convert --salvage -O raw 'json:{\"driver\":\"raw\",\"file\":"
                      "{\"driver\":\"blkdebug\",\"inject-error\":[{\"event\":\"none\",\"sector\":100,\"once\":false}],"
-                     "\"image\":{\"driver\":\"file\",\"filename\":\"sv.raw\"}}}' q.raw");
+                     "\"image\":{\"driver\":\"file\",\"filename\":\"sv.raw\"}}}' q.raw"));
     REQUIRE_MESSAGE(q.status == 0, q.output);
     MemoryFileSystem mem;
     mem.add("sv.raw", data);

@@ -2,13 +2,10 @@
 // Core library: errors, JSON, names, memory/staging file systems, the generic BlockDevice layer.
 #include <cstring>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "util/bytes.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-}
 
 using namespace vdisk;
 

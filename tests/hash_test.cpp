@@ -12,8 +12,6 @@
 
 namespace {
 
-std::string tool() { return vt::sh_quote(vt::tool_path()); }
-
 // First word of a command's output (the digest of `sha256sum FILE`).
 std::string first_word(const std::string& s) { return s.substr(0, s.find_first_of(" \n")); }
 
@@ -139,11 +137,11 @@ TEST_CASE("vdisk hash equals qemu-img's raw reading digested by coreutils, on ev
         const std::string w5 = oracle(img, c.fmt, t.path, "md5sum");
         if (std::string(c.fmt) != "vpc") CHECK(w256 == want256);
         else CHECK(w256 != want256);
-        r = vt::run(tool() + " hash " + vt::sh_quote(img));
+        r = vt::run(vt::tool() + " hash " + vt::sh_quote(img));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         CHECK(r.output == w256 + "  " + img + "\n");
         // All three at once, each on its own thread, in the order asked.
-        r = vt::run(tool() + " hash --algo md5 --algo sha1,sha256 " + vt::sh_quote(img));
+        r = vt::run(vt::tool() + " hash --algo md5 --algo sha1,sha256 " + vt::sh_quote(img));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         CHECK(r.output == "MD5 (" + img + ") = " + w5 + "\nSHA1 (" + img + ") = " + w1 + "\nSHA256 (" + img +
                               ") = " + w256 + "\n");
@@ -158,7 +156,7 @@ TEST_CASE("vdisk hash follows backing chains as qemu-img reads them") {
     REQUIRE(vt::run("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + vt::sh_quote(t / "top.qcow2")).status == 0);
     auto io = vt::run("qemu-io -c 'write -P 0x5a 6M 1M' -c 'write -z 5M 512k' " + vt::sh_quote(t / "top.qcow2"));
     REQUIRE_MESSAGE(io.status == 0, io.output);
-    auto r = vt::run(tool() + " hash --algo sha1 " + vt::sh_quote(t / "top.qcow2"));
+    auto r = vt::run(vt::tool() + " hash --algo sha1 " + vt::sh_quote(t / "top.qcow2"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(first_word(r.output) == oracle(t / "top.qcow2", "qcow2", t.path, "sha1sum"));
     CHECK(first_word(r.output) != oracle(t / "base.qcow2", "qcow2", t.path, "sha1sum"));
@@ -192,7 +190,7 @@ TEST_CASE("vdisk hash matches the corpus' recorded whole-image SHA-256") {
         if (base == "sesparse.vmdk") base = "sesparse-descriptor.vmdk";
         std::string path = *dir / base;
         INFO(rel);
-        auto r = vt::run(tool() + " hash " + vt::sh_quote(path));
+        auto r = vt::run(vt::tool() + " hash " + vt::sh_quote(path));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         CHECK(first_word(r.output) == *sha->as_string());
         ++checked;
@@ -241,30 +239,30 @@ TEST_CASE("convert --hash digests the source in the same pass, plain and compres
     const std::string want5 = oracle(src, "raw", t.path, "md5sum");
     for (std::string target : {"-O qcow2", "-O qcow2 -c", "-O vmdk -o subformat=streamOptimized", "-O vhdx"}) {
         INFO(target);
-        auto r = vt::run("cd " + vt::sh_quote(t.path) + " && " + tool() + " convert " + target +
-                         " --hash sha256 --hash md5 --hash-file sums src.qcow2 out.img");
+        auto r = vt::run(vt::in_dir(t, vt::tool() + " convert " + target +
+                         " --hash sha256 --hash md5 --hash-file sums src.qcow2 out.img"));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         std::string lines = "SHA256 (src.qcow2) = " + want256 + "\nMD5 (src.qcow2) = " + want5 + "\n";
         CHECK(r.output == lines);
         auto f = vt::read_file(t / "sums");
         CHECK(std::string(f.begin(), f.end()) == lines);
-        CHECK(vt::run("qemu-img compare " + vt::sh_quote(src) + " " + vt::sh_quote(t / "out.img")).status == 0);
+        vt::expect_qemu_compare(src, t / "out.img");
         std::filesystem::remove(t / "out.img");
     }
     // A raw target: the line names the target, so sha256sum -c verifies what was written.
-    auto r = vt::run("cd " + vt::sh_quote(t.path) + " && " + tool() +
-                     " convert -O raw --hash-file sums src.qcow2 out.raw && sha256sum -c sums");
+    auto r = vt::run(vt::in_dir(t, vt::tool() +
+                     " convert -O raw --hash-file sums src.qcow2 out.raw && sha256sum -c sums"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output.find(want256 + "  out.raw\n") == 0);
     CHECK(r.output.find("out.raw: OK") != std::string::npos);
     // To stdout: the digests go to stderr, the image to the pipe.
-    r = vt::run("cd " + vt::sh_quote(t.path) + " && " + tool() +
-                " convert -O vmdk -o subformat=streamOptimized --hash sha1 src.qcow2 - 2>err >pipe.vmdk && cat err");
+    r = vt::run(vt::in_dir(t, vt::tool() +
+                " convert -O vmdk -o subformat=streamOptimized --hash sha1 src.qcow2 - 2>err >pipe.vmdk && cat err"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output == oracle(src, "raw", t.path, "sha1sum") + "  src.qcow2\n");
-    CHECK(vt::run("qemu-img compare " + vt::sh_quote(src) + " " + vt::sh_quote(t / "pipe.vmdk")).status == 0);
+    vt::expect_qemu_compare(src, t / "pipe.vmdk");
     // Bad algorithm: refused before anything is written.
-    r = vt::run("cd " + vt::sh_quote(t.path) + " && " + tool() + " convert -O qcow2 --hash crc32 src.qcow2 x.qcow2");
+    r = vt::run(vt::in_dir(t, vt::tool() + " convert -O qcow2 --hash crc32 src.qcow2 x.qcow2"));
     CHECK(r.status == 1);
     CHECK(r.output.find("unknown hash algorithm 'crc32'") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "x.qcow2"));

@@ -16,30 +16,12 @@ namespace {
 
 constexpr uint64_t KiB = 1024, MiB = 1024 * KiB;
 
-void put_be(std::vector<uint8_t>& b, size_t off, uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) b[off + i] = static_cast<uint8_t>(v >> (8 * (n - 1 - i)));
-}
-void put_le(std::vector<uint8_t>& b, size_t off, uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) b[off + i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint64_t get_le(const std::vector<uint8_t>& b, size_t off, int n) {
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; --i) v = (v << 8) | b[off + i];
-    return v;
-}
-uint64_t get_be(const std::vector<uint8_t>& b, size_t off, int n) {
-    uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v = (v << 8) | b[off + i];
-    return v;
-}
+using vt::get_be;
+using vt::get_le;
+using vt::patch_file;
+using vt::put_be;
+using vt::put_le;
 
-// Write `bytes` at `off` of a host file, creating or extending it (sparse where nothing is written).
-void patch(const std::string& path, uint64_t off, const std::vector<uint8_t>& bytes) {
-    if (!std::filesystem::exists(path)) std::ofstream(path, std::ios::binary).close();
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(off));
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
 void set_size(const std::string& path, uint64_t size) { std::filesystem::resize_file(path, size); }
 
 vdisk::Result<vdisk::OpenedImage> open_path(const std::string& path, bool untrusted, const std::string& fmt = "") {
@@ -52,26 +34,12 @@ vdisk::Result<vdisk::OpenedImage> open_path(const std::string& path, bool untrus
     return vdisk::open_image(reg, *fs, path, o);
 }
 
-struct ToolRun {
-    int status = -1;
-    std::string output;
-    uint64_t rss_kib = 0;
-};
-
 // Run the tool, recording its peak RSS with GNU time (a bound on memory that needs no wall clock).
-ToolRun tool(const std::string& args, const std::string& dir) {
-    std::string rss = dir + "/rss.txt";
-    // In sanitizer builds ASan's quarantine keeps up to 256 MiB of freed memory resident, which is not the
-    // program's: keep it small so the bound measures vdisk (shadow memory still adds about an eighth).
-    auto r = run("ASAN_OPTIONS=quarantine_size_mb=1:thread_local_quarantine_size_kb=64 /usr/bin/time -f %M -o " +
-                 sh_quote(rss) + " " + sh_quote(vt::tool_path()) + " " + args);
-    ToolRun t{r.status, r.output, 0};
-    std::ifstream f(rss);
-    std::string line, last;
-    while (std::getline(f, line))
-        if (!line.empty()) last = line;
-    if (!last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))) t.rss_kib = std::stoull(last);
-    return t;
+// In sanitizer builds ASan's quarantine keeps up to 256 MiB of freed memory resident, which is not the
+// program's: keep it small so the bound measures vdisk (shadow memory still adds about an eighth).
+vt::MeasuredRun tool(const std::string& args, const std::string& dir) {
+    return vt::run_measured("ASAN_OPTIONS=quarantine_size_mb=1:thread_local_quarantine_size_kb=64",
+                            vt::tool() + " " + args, dir + "/rss.txt");
 }
 
 // Run a check of one layer through the library; the budget is the image's.
@@ -225,7 +193,7 @@ TEST_CASE("8: trusted defaults: 4000 snapshots with 64 KiB ids and names") {
         put_be(h, 8, 2, 4);
         put_be(h, 12, 65535, 2);
         put_be(h, 14, 65535, 2);
-        patch(p, snap_off + i * entry, h);
+        patch_file(p, snap_off + i * entry, h);
     }
     set_size(p, snap_off + nsnap * entry);
     auto img = open_path(p, false);

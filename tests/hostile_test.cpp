@@ -14,25 +14,12 @@ using vt::sh_quote;
 
 namespace {
 
-std::string V() { return sh_quote(vt::tool_path()); }
-
-struct Outcome {
-    int status;
-    std::string output;
-    uint64_t rss_kib;
-};
+using Outcome = vt::MeasuredRun;
 
 // Run the tool with a wall-clock limit, recording peak RSS (GNU time) — ASan reserves too much address
 // space for `ulimit -v`, so memory is bounded by measurement instead.
 Outcome run_tool(const std::string& args, const std::string& rss_file) {
-    auto r = run("timeout -s KILL 30 /usr/bin/time -f %M -o " + sh_quote(rss_file) + " " + V() + " " + args);
-    Outcome o{r.status, r.output, 0};
-    std::ifstream f(rss_file);
-    std::string line, last;
-    while (std::getline(f, line))
-        if (!line.empty()) last = line;
-    if (!last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))) o.rss_kib = std::stoull(last);
-    return o;
+    return vt::run_measured("timeout -s KILL 30", vt::tool() + " " + args, rss_file);
 }
 
 // `other_name`: a second file the error may name instead (convert's target: a 152 TiB raw target is refused by
@@ -57,11 +44,7 @@ void expect_clean(const Outcome& o, const std::string& what, const std::string& 
     }
 }
 
-void patch(const std::string& path, uint64_t off, const std::vector<uint8_t>& bytes) {
-    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(static_cast<std::streamoff>(off));
-    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
+using vt::patch_file;
 
 struct Base {
     std::string fmt;         // vdisk name
@@ -106,11 +89,11 @@ TEST_CASE("malformed images of every format end cleanly (generated: truncations 
             if (off + 8 > size) continue;
             for (uint8_t v : {uint8_t(0x00), uint8_t(0xff), uint8_t(0x7f)})
                 mutations.emplace_back("field at " + std::to_string(off) + " := " + std::to_string(v) + "s",
-                                       [off, v](const std::string& p) { patch(p, off, std::vector<uint8_t>(8, v)); });
+                                       [off, v](const std::string& p) { patch_file(p, off, std::vector<uint8_t>(8, v)); });
         }
         mutations.emplace_back("metadata scrambled", [](const std::string& p) {
             auto junk = vt::pattern(3 * 4096, 99);
-            patch(p, 4096, junk);
+            patch_file(p, 4096, junk);
         });
         for (size_t i = 0; i < mutations.size(); ++i) {
             std::string p = t / ("m" + std::to_string(i) + "." + b.fmt);

@@ -11,13 +11,6 @@ using vt::sh_quote;
 
 namespace {
 
-std::string V() { return sh_quote(vt::tool_path()); }
-
-void sh(const std::string& cmd) {
-    auto r = run(cmd);
-    REQUIRE_MESSAGE(r.status == 0, std::string(cmd + ": " + r.output));
-}
-
 // Sources: a sparse raw file (data, a hole, a one-byte write, zeros written), and a qcow2 overlay over a base
 // with data, zero clusters and a 2 MiB stretch of random data.
 struct Sources {
@@ -26,15 +19,15 @@ struct Sources {
 
 Sources make_sources(const vt::TempDir& t) {
     Sources s{t / "holes.raw", t / "ov.qcow2", t / "comp.qcow2"};
-    sh("qemu-img create -q -f raw " + sh_quote(s.raw) + " 64M");
-    sh("qemu-io -f raw -c 'write -P 1 1M 100k' -c 'write -P 2 10M 1' -c 'write -P 3 63M 1M' " + sh_quote(s.raw) +
+    vt::sh("qemu-img create -q -f raw " + sh_quote(s.raw) + " 64M");
+    vt::sh("qemu-io -f raw -c 'write -P 1 1M 100k' -c 'write -P 2 10M 1' -c 'write -P 3 63M 1M' " + sh_quote(s.raw) +
        " >/dev/null");
-    sh("qemu-img create -q -f qcow2 " + sh_quote(t / "base.qcow2") + " 100M");
-    sh("qemu-io -c 'write -P 7 0 3M' -c 'write -z 40M 2M' " + sh_quote(t / "base.qcow2") + " >/dev/null");
-    sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + sh_quote(s.overlay));
-    sh("qemu-io -c 'write -P 9 50M 1M' -c 'write -z 0 1M' -c 'write -P 5 99M 1M' " + sh_quote(s.overlay) +
+    vt::sh("qemu-img create -q -f qcow2 " + sh_quote(t / "base.qcow2") + " 100M");
+    vt::sh("qemu-io -c 'write -P 7 0 3M' -c 'write -z 40M 2M' " + sh_quote(t / "base.qcow2") + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + sh_quote(s.overlay));
+    vt::sh("qemu-io -c 'write -P 9 50M 1M' -c 'write -z 0 1M' -c 'write -P 5 99M 1M' " + sh_quote(s.overlay) +
        " >/dev/null");
-    sh("qemu-img convert -c -O qcow2 " + sh_quote(s.overlay) + " " + sh_quote(s.compressed));
+    vt::sh("qemu-img convert -c -O qcow2 " + sh_quote(s.overlay) + " " + sh_quote(s.compressed));
     return s;
 }
 
@@ -79,7 +72,7 @@ TEST_CASE("measure: raw and qcow2 figures equal qemu-img's") {
         "--output=json -O raw --size 5G",
     };
     for (auto& c : cases) {
-        auto ours = run(V() + " measure " + c);
+        auto ours = run(vt::tool() + " measure " + c);
         auto theirs = run("qemu-img measure " + c);
         REQUIRE_MESSAGE(theirs.status == 0, theirs.output);
         CHECK_MESSAGE(ours.status == 0, c);
@@ -121,9 +114,9 @@ TEST_CASE("measure: other formats within one unit of what convert writes") {
             std::filesystem::remove_all(dir);
             std::filesystem::create_directory(dir);
             std::string o = c.opts.empty() ? "" : " -o " + c.opts;
-            sh(V() + " convert -O " + c.fmt + o + " " + sh_quote(src) + " " + sh_quote(dir + "/out.img"));
+            vt::sh(vt::tool() + " convert -O " + c.fmt + o + " " + sh_quote(src) + " " + sh_quote(dir + "/out.img"));
             uint64_t actual = files_size(dir);
-            auto m = run(V() + " measure -O " + c.fmt + o + " " + sh_quote(src));
+            auto m = run(vt::tool() + " measure -O " + c.fmt + o + " " + sh_quote(src));
             REQUIRE_MESSAGE(m.status == 0, m.output);
             uint64_t required = field(m.output, "required size: ");
             uint64_t fully = field(m.output, "fully allocated size: ");
@@ -137,8 +130,8 @@ TEST_CASE("measure: other formats within one unit of what convert writes") {
     // streamOptimized: an upper bound (compression is not predicted).
     std::string dir = t / "out-stream";
     std::filesystem::create_directory(dir);
-    sh(V() + " convert -O vmdk -o subformat=streamOptimized " + sh_quote(full) + " " + sh_quote(dir + "/s.vmdk"));
-    auto m = run(V() + " measure -O vmdk -o subformat=streamOptimized " + sh_quote(full));
+    vt::sh(vt::tool() + " convert -O vmdk -o subformat=streamOptimized " + sh_quote(full) + " " + sh_quote(dir + "/s.vmdk"));
+    auto m = run(vt::tool() + " measure -O vmdk -o subformat=streamOptimized " + sh_quote(full));
     REQUIRE(m.status == 0);
     CHECK(field(m.output, "required size: ") >= files_size(dir));
 }
@@ -146,20 +139,20 @@ TEST_CASE("measure: other formats within one unit of what convert writes") {
 TEST_CASE("measure: argument errors as qemu-img's, refused flags named") {
     vt::TempDir t;
     std::string img = t / "a.raw";
-    sh("truncate -s 1M " + sh_quote(img));
-    auto both = run(V() + " measure --size 1G " + sh_quote(img));
+    vt::sh("truncate -s 1M " + sh_quote(img));
+    auto both = run(vt::tool() + " measure --size 1G " + sh_quote(img));
     CHECK(both.status == 1);
     CHECK(both.output.find("--size N cannot be used together with a filename") != std::string::npos);
-    auto none = run(V() + " measure -O qcow2");
+    auto none = run(vt::tool() + " measure -O qcow2");
     CHECK(none.status == 1);
     CHECK(none.output.find("either --size N or one filename") != std::string::npos);
-    auto obj = run(V() + " measure --object secret,id=s0,data=x --size 1G");
+    auto obj = run(vt::tool() + " measure --object secret,id=s0,data=x --size 1G");
     CHECK(obj.status == 1);
     CHECK(obj.output.find("--object") != std::string::npos);
-    auto badopt = run(V() + " measure -O qcow2 -o foo=1 --size 1G");
+    auto badopt = run(vt::tool() + " measure -O qcow2 -o foo=1 --size 1G");
     CHECK(badopt.status == 1);
     CHECK(badopt.output.find("foo") != std::string::npos);
-    auto qcow = run(V() + " measure -O qcow --size 1G");
+    auto qcow = run(vt::tool() + " measure -O qcow --size 1G");
     CHECK(qcow.status == 1);
     CHECK(qcow.output.find("does not support size measurement") != std::string::npos);
 }

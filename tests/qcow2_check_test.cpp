@@ -2,31 +2,16 @@
 // qcow2 check: the numbers `qemu-img check --output=json` reports, leaks and their repair, corruptions.
 #include <cstring>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "util/endian.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_qcow2_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_qcow2_format());
-    return reg;
-}
-
-void sh(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    INFO(cmd << "\n" << r.output);
-    REQUIRE(r.status == 0);
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_qcow2_format); }
 
 Json qemu_check(const std::string& img) {
     auto r = vt::run("qemu-img check --output=json -f qcow2 " + img);
@@ -43,9 +28,9 @@ uint64_t field(const Json& j, const char* name) {
 
 CheckResult vdisk_check(const Registry& reg, const std::string& img, RepairMode mode = RepairMode::none) {
     auto opened = vt::open_host(reg, img, "qcow2", mode != RepairMode::none);
-    REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().to_string()));
+    REQUIRE_MESSAGE(opened.ok(), vt::error_text(opened));
     auto r = opened->format->check(*opened->device, mode);
-    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+    REQUIRE_MESSAGE(r.ok(), vt::error_text(r));
     return *r;
 }
 
@@ -82,19 +67,19 @@ TEST_CASE("qcow2 check numbers equal qemu-img check on clean images") {
     auto noise = vt::pattern(200000, 2);
     std::copy(noise.begin(), noise.end(), src.begin() + 100000);
     vt::write_file(tmp / "src.raw", src);
-    sh("qemu-img convert -c -f raw -O qcow2 " + tmp / "src.raw" + " " + tmp / "a.qcow2");
-    sh("qemu-img resize -q " + tmp / "a.qcow2" + " 16M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 5M 100k' -c 'write -P 2 9M 64k' -c 'write -P 3 7M 4k' -c 'write -z 100k 64k' " +
+    vt::sh("qemu-img convert -c -f raw -O qcow2 " + tmp / "src.raw" + " " + tmp / "a.qcow2");
+    vt::sh("qemu-img resize -q " + tmp / "a.qcow2" + " 16M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 5M 100k' -c 'write -P 2 9M 64k' -c 'write -P 3 7M 4k' -c 'write -z 100k 64k' " +
        tmp / "a.qcow2");
     expect_same_numbers(reg, tmp / "a.qcow2");
-    sh("qemu-img snapshot -c s1 " + tmp / "a.qcow2");
-    sh("qemu-io -f qcow2 -c 'write -P 4 5M 200k' " + tmp / "a.qcow2");
+    vt::sh("qemu-img snapshot -c s1 " + tmp / "a.qcow2");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 4 5M 200k' " + tmp / "a.qcow2");
     expect_same_numbers(reg, tmp / "a.qcow2");
-    sh("qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 " + tmp / "b.qcow2" + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 3M 10k' -c 'write -P 3 100k 10k' " + tmp / "b.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4096 " + tmp / "b.qcow2" + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 3M 10k' -c 'write -P 3 100k 10k' " + tmp / "b.qcow2");
     expect_same_numbers(reg, tmp / "b.qcow2");
-    sh("qemu-img create -q -f qcow2 -o extended_l2=on " + tmp / "e.qcow2" + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 4k 8k' -c 'write -P 2 3M 100k' " + tmp / "e.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 -o extended_l2=on " + tmp / "e.qcow2" + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 4k 8k' -c 'write -P 2 3M 100k' " + tmp / "e.qcow2");
     expect_same_numbers(reg, tmp / "e.qcow2");
 }
 
@@ -103,8 +88,8 @@ TEST_CASE("qcow2 check finds a leak, repairs it, and finds a refcount that is to
     auto reg = make_reg();
     vt::TempDir tmp;
     std::string img = tmp / "l.qcow2";
-    sh("qemu-img create -q -f qcow2 " + img + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 0 300k' -c 'discard 64k 128k' " + img);
+    vt::sh("qemu-img create -q -f qcow2 " + img + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 0 300k' -c 'discard 64k 128k' " + img);
     // The discarded clusters stay in the file with refcount 0; marking them used makes two leaks.
     auto bytes = vt::read_file(img);
     uint64_t rb = util::load_be<uint64_t>(&bytes[util::load_be<uint64_t>(&bytes[48])]);
@@ -128,7 +113,7 @@ TEST_CASE("qcow2 check finds a leak, repairs it, and finds a refcount that is to
 
     // A data cluster whose stored refcount is 0: qemu-img and vdisk both call it a corruption.
     std::string bad = tmp / "c.qcow2";
-    sh("cp " + img + " " + bad);
+    vt::sh("cp " + img + " " + bad);
     auto opened = vt::open_host(reg, bad);
     REQUIRE(opened.ok());
     auto e = opened->device->block_status(0, 65536);
@@ -152,8 +137,8 @@ TEST_CASE("qcow2 dirty image (lazy refcounts): writes refused until check -r all
     auto reg = make_reg();
     vt::TempDir tmp;
     std::string img = tmp / "d.qcow2";
-    sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on " + img + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 0 200k' " + img);
+    vt::sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on " + img + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 0 200k' " + img);
     // What a crash with lazy refcounts leaves: the dirty bit and a refcount that was never written.
     auto opened = vt::open_host(reg, img);
     REQUIRE(opened.ok());

@@ -3,15 +3,11 @@
 // system. Each case asserts the exact error code; none may crash, hang or allocate without bound.
 #include <cstring>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "util/bytes.hpp"
 #include "util/endian.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_qcow2_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 using util::load_be;
@@ -19,24 +15,13 @@ using util::store_be;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_qcow2_format());
-    return reg;
-}
-
-void sh(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    INFO(cmd << "\n" << r.output);
-    REQUIRE(r.status == 0);
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_qcow2_format); }
 
 // A 4 MiB v3 image (64 KiB clusters) with data at 0 and 1 MiB, made once per test.
 std::vector<uint8_t> base_image(const std::string& opts = "") {
     vt::TempDir tmp;
-    sh("qemu-img create -q -f qcow2 " + (opts.empty() ? "" : "-o " + opts + " ") + tmp / "b.qcow2" + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 0x61 0 64k' -c 'write -P 0x62 1M 64k' " + tmp / "b.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 " + (opts.empty() ? "" : "-o " + opts + " ") + tmp / "b.qcow2" + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x61 0 64k' -c 'write -P 0x62 1M 64k' " + tmp / "b.qcow2");
     return vt::read_file(tmp / "b.qcow2");
 }
 
@@ -288,7 +273,7 @@ TEST_CASE("qcow2 feature flags: dirty reported, corrupt refuses writes, data fil
     }
     {
         vt::TempDir tmp;
-        sh("qemu-img create -q -f qcow2 -o data_file=" + tmp / "d.bin" + " " + tmp / "df.qcow2" + " 1M");
+        vt::sh("qemu-img create -q -f qcow2 -o data_file=" + tmp / "d.bin" + " " + tmp / "df.qcow2" + " 1M");
         OpenOptions o;
         o.untrusted = true;
         auto r = open_bytes(reg, vt::read_file(tmp / "df.qcow2"), o);

@@ -3,35 +3,20 @@
 #include <algorithm>
 #include <cstring>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_qcow2_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_qcow2_format());
-    return reg;
-}
-
-void sh(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    INFO(cmd << "\n" << r.output);
-    REQUIRE(r.status == 0);
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_qcow2_format); }
 
 // Read the image with vdisk and with qemu-img and require identical bytes.
 void expect_same_as_qemu(const Registry& reg, const std::string& path, const std::string& dir) {
     auto img = vt::open_host(reg, path);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(std::string(img->format->name()) == "qcow2");
     auto mine = vt::read_all(*img->device);
     auto theirs = vt::qemu_read_raw(path, "qcow2", dir);
@@ -77,8 +62,8 @@ TEST_CASE("qcow2 reads what qemu-io wrote: versions, cluster sizes, refcount wid
     for (auto& v : variants) {
         std::string img = tmp / ("v" + std::to_string(n++) + ".qcow2");
         INFO(v.opts);
-        sh("qemu-img create -q -f qcow2 -o " + std::string(v.opts) + " " + img + " " + std::to_string(v.size));
-        sh("qemu-io -f qcow2" + io_script(v.size) + " " + img);
+        vt::sh("qemu-img create -q -f qcow2 -o " + std::string(v.opts) + " " + img + " " + std::to_string(v.size));
+        vt::sh("qemu-io -f qcow2" + io_script(v.size) + " " + img);
         expect_same_as_qemu(reg, img, tmp.path);
     }
 }
@@ -96,7 +81,7 @@ TEST_CASE("qcow2 compressed clusters: zlib and zstd, and qemu-img convert -c out
         for (const char* cs : {"65536", "4096", "2M"}) {
             std::string img = tmp / (std::string(ct) + cs + ".qcow2");
             INFO(ct << " " << cs);
-            sh("qemu-img convert -c -f raw -O qcow2 -o compression_type=" + std::string(ct) + ",cluster_size=" + cs +
+            vt::sh("qemu-img convert -c -f raw -O qcow2 -o compression_type=" + std::string(ct) + ",cluster_size=" + cs +
                " " + tmp / "src.raw" + " " + img);
             expect_same_as_qemu(reg, img, tmp.path);
             auto opened = vt::open_host(reg, img);
@@ -114,8 +99,8 @@ TEST_CASE("qcow2 block status reports qemu-img map's host offsets") {
     auto reg = make_reg();
     vt::TempDir tmp;
     std::string img = tmp / "m.qcow2";
-    sh("qemu-img create -q -f qcow2 " + img + " 8M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 1M 128k' -c 'write -P 2 0 64k' -c 'write -z 4M 64k' " + img);
+    vt::sh("qemu-img create -q -f qcow2 " + img + " 8M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 1M 128k' -c 'write -P 2 0 64k' -c 'write -z 4M 64k' " + img);
     auto opened = vt::open_host(reg, img);
     REQUIRE(opened.ok());
     auto& dev = *opened->device;
@@ -158,7 +143,7 @@ TEST_CASE("qcow2 info matches qemu-img's format-specific data") {
     int n = 0;
     for (auto* v : variants) {
         std::string img = tmp / ("i" + std::to_string(n++) + ".qcow2");
-        sh("qemu-img create -q -f qcow2 -o " + std::string(v) + " " + img + " 1M");
+        vt::sh("qemu-img create -q -f qcow2 -o " + std::string(v) + " " + img + " 1M");
         auto q = vt::run("qemu-img info --output=json " + img);
         Json qj;
         REQUIRE(Json::parse(q.output, qj));
@@ -174,10 +159,10 @@ TEST_CASE("qcow2 backing file name and format come from the header and its exten
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 2M");
-    sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 2M' " + tmp / "base.qcow2");
-    sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + tmp / "top.qcow2");
-    sh("qemu-io -f qcow2 -c 'write -P 0x77 100k 3000' -c 'write -z 1M 64k' " + tmp / "top.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 2M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 2M' " + tmp / "base.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + tmp / "top.qcow2");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x77 100k 3000' -c 'write -z 1M 64k' " + tmp / "top.qcow2");
     auto opened = vt::open_host(reg, tmp / "top.qcow2");
     REQUIRE(opened.ok());
     auto ref = opened->device->backing_reference();
@@ -193,12 +178,12 @@ TEST_CASE("qcow2 internal snapshots are listed and readable by id or name") {
     auto reg = make_reg();
     vt::TempDir tmp;
     std::string img = tmp / "s.qcow2";
-    sh("qemu-img create -q -f qcow2 " + img + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' " + img);
-    sh("qemu-img snapshot -c first " + img);
-    sh("qemu-io -f qcow2 -c 'write -P 2 512k 1M' " + img);
-    sh("qemu-img snapshot -c second " + img);
-    sh("qemu-io -f qcow2 -c 'write -P 3 0 64k' " + img);
+    vt::sh("qemu-img create -q -f qcow2 " + img + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' " + img);
+    vt::sh("qemu-img snapshot -c first " + img);
+    vt::sh("qemu-io -f qcow2 -c 'write -P 2 512k 1M' " + img);
+    vt::sh("qemu-img snapshot -c second " + img);
+    vt::sh("qemu-io -f qcow2 -c 'write -P 3 0 64k' " + img);
     auto opened = vt::open_host(reg, img);
     REQUIRE(opened.ok());
     auto inf = opened->device->info();
@@ -211,10 +196,10 @@ TEST_CASE("qcow2 internal snapshots are listed and readable by id or name") {
         o.snapshot = which;
         auto fs = make_posix_file_system();
         auto s = open_image(reg, *fs, img, o);
-        REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().to_string()));
+        REQUIRE_MESSAGE(s.ok(), vt::error_text(s));
         auto mine = vt::read_all(*s->device);
         std::string out = tmp / (std::string("snap_") + which + ".raw");
-        sh("qemu-img convert -f qcow2 -O raw -l snapshot." + std::string(which[0] == '2' ? "id=2" : "name=first") + " " +
+        vt::sh("qemu-img convert -f qcow2 -O raw -l snapshot." + std::string(which[0] == '2' ? "id=2" : "name=first") + " " +
            img + " " + out);
         CHECK(mine == vt::read_file(out));
     }
@@ -227,13 +212,7 @@ TEST_CASE("qcow2 internal snapshots are listed and readable by id or name") {
 }
 
 namespace {
-void verify_corpus(const char* rel) {
-    auto root = vt::need_corpus();
-    if (!root) return;
-    auto reg = make_reg();
-    vt::TempDir tmp;
-    vt::verify_manifest_entry(reg, *root, vt::manifest_entry(*root, rel), tmp.path, "qcow2");
-}
+void verify_corpus(const char* rel) { vt::verify_corpus_image(make_reg(), rel, "qcow2"); }
 }  // namespace
 
 TEST_CASE("qcow2 corpus: dfvfs ext2") { verify_corpus("real/dfvfs/ext2.qcow2.xz"); }
@@ -261,7 +240,7 @@ TEST_CASE("qcow2 corpus snapshot image: per-snapshot hashes") {
         OpenOptions o;
         o.snapshot = id;
         auto img = open_image(reg, *fs, path, o);
-        REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+        REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
         auto& dev = *img->device;
         CHECK(dev.size() == *s.get("virtual_size")->as_uint());
         uint64_t covered = 0;
@@ -292,7 +271,7 @@ TEST_CASE("qcow2 hostile corpus images fail cleanly or stay bounded") {
     vt::TempDir tmp;
     std::string json = vt::unpack_corpus(*root, "hostile/containerized-data-importer/invalid-qcow-large-json.img.xz", tmp.path);
     auto img = vt::open_host(reg, json);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(img->device->info().snapshots.size() == 65536);
     auto all = vt::read_all(*img->device);
     CHECK(all.size() == img->device->size());

@@ -3,30 +3,15 @@
 #include <cstring>
 #include <random>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_qcow2_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_qcow2_format());
-    return reg;
-}
-
-void sh(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    INFO(cmd << "\n" << r.output);
-    REQUIRE(r.status == 0);
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_qcow2_format); }
 
 // qemu-img check must find no corruption and no leak.
 void expect_clean(const std::string& img) {
@@ -45,7 +30,7 @@ void expect_vdisk_clean(const Registry& reg, const std::string& img) {
     auto opened = vt::open_host(reg, img, "qcow2");
     REQUIRE(opened.ok());
     auto r = opened->format->check(*opened->device, RepairMode::none);
-    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().to_string()));
+    REQUIRE_MESSAGE(r.ok(), vt::error_text(r));
     CHECK(r->corruptions == 0);
     CHECK(r->leaks == 0);
 }
@@ -75,11 +60,11 @@ void exercise(BlockDevice& dev, std::vector<uint8_t>& ref, uint32_t seed) {
         if (op < 4) {
             auto data = vt::pattern(static_cast<size_t>(len), static_cast<uint32_t>(rng()));
             auto st = dev.write(off, data);
-            REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+            REQUIRE_MESSAGE(st.ok(), vt::error_text(st));
             std::copy(data.begin(), data.end(), ref.begin() + static_cast<std::ptrdiff_t>(off));
         } else if (op == 4) {
             auto st = dev.write_zeroes(off, len, rng() % 2);
-            REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+            REQUIRE_MESSAGE(st.ok(), vt::error_text(st));
             std::fill_n(ref.begin() + static_cast<std::ptrdiff_t>(off), len, 0);
         } else {
             // Discard only whole clusters here so the reference stays exact: qcow2 drops them to zero.
@@ -118,7 +103,7 @@ TEST_CASE("qcow2 create + random writes pass qemu-img check and compare") {
         INFO(std::string(v.opts));
         std::string name = "w" + std::to_string(n++) + ".qcow2";
         auto dev = create_image(reg, *fs, name, "qcow2", opts_from(v.opts, v.size));
-        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
         std::vector<uint8_t> ref(v.size, 0);
         exercise(**dev, ref, static_cast<uint32_t>(n));
         CHECK(vt::read_all(**dev) == ref);
@@ -149,12 +134,12 @@ TEST_CASE("qcow2 writes into qemu-made images, with copy-on-write from the backi
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 4M' " + tmp / "base.qcow2");
-    sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + tmp / "top.qcow2");
-    sh("qemu-io -f qcow2 -c 'write -P 0x77 1M 100k' " + tmp / "top.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x5a 0 4M' " + tmp / "base.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + tmp / "top.qcow2");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x77 1M 100k' " + tmp / "top.qcow2");
     auto img = vt::open_host(reg, tmp / "top.qcow2", "", true);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     auto& dev = *img->device;
     std::vector<uint8_t> ref = vt::read_all(dev);
     auto data = vt::pattern(3000, 9);
@@ -194,7 +179,7 @@ TEST_CASE("qcow2 compressed output (convert -c) with zlib and zstd passes check 
         co.threads = 2;
         if (*o) co.create.values = *parse_option_list(o);
         auto st = convert(reg, *in->device, *fs, "c.qcow2", co);
-        REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
+        REQUIRE_MESSAGE(st.ok(), vt::error_text(st));
         expect_clean(tmp / "c.qcow2");
         expect_vdisk_clean(reg, tmp / "c.qcow2");
         expect_equal(tmp / "c.qcow2", tmp / "src.raw");
@@ -220,7 +205,7 @@ TEST_CASE("qcow2 preallocation modes") {
         INFO(std::string(p));
         std::string name = std::string("p_") + p + ".qcow2";
         auto dev = create_image(reg, *fs, name, "qcow2", opts_from(std::string("preallocation=") + p, (3 << 20) + 4096));
-        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
         auto e = (*dev)->block_status(0, 1 << 20);
         REQUIRE(e.ok());
         CHECK(e->kind == ExtentKind::data);
@@ -283,8 +268,8 @@ TEST_CASE("qcow2 virtual size above 4 GiB") {
     REQUIRE((*dev)->close().ok());
     dev->reset();
     expect_clean(tmp / "big.qcow2");
-    sh("truncate -s " + std::to_string(size) + " " + tmp / "big.raw");
-    sh("qemu-io -f raw -c 'write -P 0 0 1' " + tmp / "big.raw");
+    vt::sh("truncate -s " + std::to_string(size) + " " + tmp / "big.raw");
+    vt::sh("qemu-io -f raw -c 'write -P 0 0 1' " + tmp / "big.raw");
     auto raw = vt::open_host(reg, tmp / "big.raw", "raw", true);
     REQUIRE(raw.ok());
     REQUIRE(raw->device->write(at, data).ok());
@@ -298,11 +283,11 @@ TEST_CASE("qcow2 overlay created with backing_file: create attaches the backing,
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 2M");
-    sh("qemu-io -f qcow2 -c 'write -P 0x3c 0 2M' " + tmp / "base.qcow2");
+    vt::sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 2M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x3c 0 2M' " + tmp / "base.qcow2");
     auto fs = make_posix_file_system(tmp.path);
     auto dev = create_image(reg, *fs, "ov.qcow2", "qcow2", opts_from("backing_file=base.qcow2,backing_fmt=qcow2", 2 << 20));
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     REQUIRE((*dev)->backing() != nullptr);
     auto data = vt::pattern(1000, 8);
     // A partial-cluster write right after create: the rest of the cluster comes from the backing file.
@@ -332,10 +317,10 @@ TEST_CASE("qcow2 writes to an image with internal snapshots copy shared L2 table
     auto reg = make_reg();
     vt::TempDir tmp;
     std::string img = tmp / "snap.qcow2";
-    sh("qemu-img create -q -f qcow2 " + img + " 4M");
-    sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 3M 200k' " + img);
-    sh("qemu-img snapshot -c s1 " + img);
-    sh("qemu-img convert -f qcow2 -O raw -l snapshot.name=s1 " + img + " " + tmp / "s1_before.raw");
+    vt::sh("qemu-img create -q -f qcow2 " + img + " 4M");
+    vt::sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 3M 200k' " + img);
+    vt::sh("qemu-img snapshot -c s1 " + img);
+    vt::sh("qemu-img convert -f qcow2 -O raw -l snapshot.name=s1 " + img + " " + tmp / "s1_before.raw");
     {
         auto opened = vt::open_host(reg, img, "qcow2", true);
         REQUIRE(opened.ok());
@@ -355,6 +340,6 @@ TEST_CASE("qcow2 writes to an image with internal snapshots copy shared L2 table
     expect_clean(img);
     expect_vdisk_clean(reg, img);
     expect_equal(img, tmp / "ref.raw");
-    sh("qemu-img convert -f qcow2 -O raw -l snapshot.name=s1 " + img + " " + tmp / "s1_after.raw");
+    vt::sh("qemu-img convert -f qcow2 -O raw -l snapshot.name=s1 " + img + " " + tmp / "s1_after.raw");
     CHECK(vt::read_file(tmp / "s1_before.raw") == vt::read_file(tmp / "s1_after.raw"));
 }

@@ -4,47 +4,27 @@
 #include <algorithm>
 #include <cstring>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_qcow2_format();
-std::unique_ptr<Format> make_qcow_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_qcow2_format());
-    reg.add(make_qcow_format());
-    reg.add(make_raw_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_qcow2_format, make_qcow_format, make_raw_format); }
 
-void sh(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    REQUIRE_MESSAGE(r.status == 0, std::string(cmd + ": " + r.output));
-}
-
-void put_be32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
-    for (int i = 0; i < 4; ++i) b[at + i] = uint8_t(v >> (24 - 8 * i));
-}
-void put_be64(std::vector<uint8_t>& b, size_t at, uint64_t v) {
-    for (int i = 0; i < 8; ++i) b[at + i] = uint8_t(v >> (56 - 8 * i));
-}
+using vt::put_be32;
+using vt::put_be64;
 
 // A qcow image written by qemu: base with two runs, an overlay with a third.
 std::string make_chain(const vt::TempDir& tmp) {
     std::string base = tmp / "base.qcow", top = tmp / "top.qcow";
-    sh("qemu-img create -q -f qcow " + vt::sh_quote(base) + " 8M");
-    sh("qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 64k' -c 'write -P 0x44 8388096 512' " +
+    vt::sh("qemu-img create -q -f qcow " + vt::sh_quote(base) + " 8M");
+    vt::sh("qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 64k' -c 'write -P 0x44 8388096 512' " +
        vt::sh_quote(base) + " >/dev/null");
-    sh("qemu-img create -q -f qcow -b base.qcow -F qcow " + vt::sh_quote(top));
-    sh("qemu-io -c 'write -P 0x33 512k 1M' -c 'write -P 0x55 5000 3000' " + vt::sh_quote(top) + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow -b base.qcow -F qcow " + vt::sh_quote(top));
+    vt::sh("qemu-io -c 'write -P 0x33 512k 1M' -c 'write -P 0x55 5000 3000' " + vt::sh_quote(top) + " >/dev/null");
     return top;
 }
 
@@ -56,7 +36,7 @@ TEST_CASE("qcow v1: probed (not raw), chain read byte for byte as qemu-img reads
     std::string top = make_chain(tmp);
     auto reg = make_reg();
     auto img = vt::open_host(reg, top);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(std::string(img->format->name()) == "qcow");
     CHECK(img->device->size() == 8u << 20);
     REQUIRE(img->device->backing() != nullptr);
@@ -74,11 +54,11 @@ TEST_CASE("qcow v1: probed (not raw), chain read byte for byte as qemu-img reads
 
     // Compressed clusters: qemu-io writes them one cluster at a time (qemu-img 7.2's convert -c -O qcow fails).
     std::string c = tmp / "c.qcow";
-    sh("qemu-img create -q -f qcow " + vt::sh_quote(c) + " 1M");
-    sh("qemu-io -c 'write -c -P 0x66 0 4k' -c 'write -c -P 0x67 4k 4k' -c 'write -c -P 0 64k 4k' "
+    vt::sh("qemu-img create -q -f qcow " + vt::sh_quote(c) + " 1M");
+    vt::sh("qemu-io -c 'write -c -P 0x66 0 4k' -c 'write -c -P 0x67 4k 4k' -c 'write -c -P 0 64k 4k' "
        "-c 'write -P 0x68 128k 4k' " + vt::sh_quote(c) + " >/dev/null");
     auto ci = vt::open_host(reg, c);
-    REQUIRE_MESSAGE(ci.ok(), (ci.ok() ? "" : ci.error().to_string()));
+    REQUIRE_MESSAGE(ci.ok(), vt::error_text(ci));
     auto st = ci->device->block_status(0, 64 << 10);
     REQUIRE(st.ok());
     CHECK(st->kind == ExtentKind::data);
@@ -100,8 +80,8 @@ TEST_CASE("qcow v1: map and info match qemu-img, convert through the tool") {
     CHECK(ours.output == theirs.output);
     auto out = vt::run(vt::tool_path() + " info " + vt::sh_quote(top));
     CHECK(out.output.find("file format: qcow\n") != std::string::npos);
-    sh(vt::tool_path() + " convert -O qcow2 " + vt::sh_quote(top) + " " + vt::sh_quote(tmp / "out.qcow2"));
-    sh("qemu-img compare -f qcow -F qcow2 " + vt::sh_quote(top) + " " + vt::sh_quote(tmp / "out.qcow2"));
+    vt::sh(vt::tool_path() + " convert -O qcow2 " + vt::sh_quote(top) + " " + vt::sh_quote(tmp / "out.qcow2"));
+    vt::sh("qemu-img compare -f qcow -F qcow2 " + vt::sh_quote(top) + " " + vt::sh_quote(tmp / "out.qcow2"));
     // Writes are refused with a clear error, not attempted.
     auto rw = vt::open_host(make_reg(), top, "", true);
     REQUIRE(!rw.ok());
@@ -116,7 +96,7 @@ TEST_CASE("qcow v1: a 516-byte header claiming 152 TiB opens as qemu-img opens i
     std::string f = vt::unpack_corpus(*root, "hostile/containerized-data-importer/invalid-qcow-large-size.img.xz",
                                       tmp.path);
     auto img = vt::open_host(reg, f);
-    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(std::string(img->format->name()) == "qcow");
     CHECK(img->device->size() == 167125767422464ull);
     std::vector<uint8_t> buf(1 << 20, 0xff);
@@ -133,8 +113,8 @@ TEST_CASE("qcow v1: malformed headers and tables") {
     if (!vt::need_qemu()) return;
     vt::TempDir tmp;
     std::string good = tmp / "g.qcow";
-    sh("qemu-img create -q -f qcow " + vt::sh_quote(good) + " 4M");
-    sh("qemu-io -c 'write -P 0x11 0 64k' " + vt::sh_quote(good) + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow " + vt::sh_quote(good) + " 4M");
+    vt::sh("qemu-io -c 'write -P 0x11 0 64k' " + vt::sh_quote(good) + " >/dev/null");
     auto orig = vt::read_file(good);
     auto reg = make_reg();
     auto try_open = [&](const std::vector<uint8_t>& bytes) {

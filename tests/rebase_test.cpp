@@ -10,18 +10,6 @@ using vt::sh_quote;
 
 namespace {
 
-std::string V() { return sh_quote(vt::tool_path()); }
-
-void sh(const std::string& cmd) {
-    auto r = run(cmd);
-    REQUIRE_MESSAGE(r.status == 0, std::string(cmd + ": " + r.output));
-}
-
-void clean(const std::string& img) {
-    auto r = run("qemu-img check " + sh_quote(img));
-    CHECK_MESSAGE(r.status == 0, r.output);
-}
-
 std::string backing_of(const std::string& img) {
     auto r = run("qemu-img info --output=json " + sh_quote(img));
     vdisk::Json j;
@@ -33,12 +21,12 @@ std::string backing_of(const std::string& img) {
 // dir/base1 (0x11 at 0..1M, 0x12 at 4M..5M), dir/base2 (0x21 at 0..2M), dir/top over base1 (0x31 at 512k).
 void make_chain(const std::string& dir) {
     auto q = [&](const std::string& n) { return sh_quote(dir + "/" + n); };
-    sh("qemu-img create -q -f qcow2 " + q("base1.qcow2") + " 8M");
-    sh("qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x12 4M 1M' " + q("base1.qcow2") + " >/dev/null");
-    sh("qemu-img create -q -f qcow2 " + q("base2.qcow2") + " 8M");
-    sh("qemu-io -c 'write -P 0x21 0 2M' " + q("base2.qcow2") + " >/dev/null");
-    sh("qemu-img create -q -f qcow2 -b base1.qcow2 -F qcow2 " + q("top.qcow2"));
-    sh("qemu-io -c 'write -P 0x31 512k 64k' -c 'write -P 0x32 7M 4k' " + q("top.qcow2") + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow2 " + q("base1.qcow2") + " 8M");
+    vt::sh("qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x12 4M 1M' " + q("base1.qcow2") + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow2 " + q("base2.qcow2") + " 8M");
+    vt::sh("qemu-io -c 'write -P 0x21 0 2M' " + q("base2.qcow2") + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow2 -b base1.qcow2 -F qcow2 " + q("top.qcow2"));
+    vt::sh("qemu-io -c 'write -P 0x31 512k 64k' -c 'write -P 0x32 7M 4k' " + q("top.qcow2") + " >/dev/null");
 }
 
 }  // namespace
@@ -48,7 +36,7 @@ TEST_CASE("rebase: safe and unsafe, to another base and to none, as qemu-img reb
     vt::TempDir t;
     std::string ours = t / "ours", theirs = t / "theirs";
     for (auto& d : {ours, theirs}) {
-        sh("mkdir -p " + sh_quote(d));
+        vt::sh("mkdir -p " + sh_quote(d));
         make_chain(d);
     }
     auto original = vt::qemu_read_raw(ours + "/top.qcow2", "qcow2", t.path);
@@ -61,9 +49,9 @@ TEST_CASE("rebase: safe and unsafe, to another base and to none, as qemu-img reb
                                            {"-b base2.qcow2 -F qcow2", "base2.qcow2"},
                                            {"-b ''", ""}}) {
         CAPTURE(s.args);
-        sh(V() + " rebase " + s.args + " " + sh_quote(ours + "/top.qcow2"));
-        sh("qemu-img rebase " + s.args + " " + sh_quote(theirs + "/top.qcow2"));
-        clean(ours + "/top.qcow2");
+        vt::sh(vt::tool() + " rebase " + s.args + " " + sh_quote(ours + "/top.qcow2"));
+        vt::sh("qemu-img rebase " + s.args + " " + sh_quote(theirs + "/top.qcow2"));
+        vt::expect_qemu_check(ours + "/top.qcow2");
         CHECK(backing_of(ours + "/top.qcow2") == s.backing);
         auto a = vt::qemu_read_raw(ours + "/top.qcow2", "qcow2", t.path);
         auto b = vt::qemu_read_raw(theirs + "/top.qcow2", "qcow2", t.path);
@@ -75,7 +63,7 @@ TEST_CASE("rebase: safe and unsafe, to another base and to none, as qemu-img reb
     CHECK(now.size() == original.size());
     CHECK(now == original);
     // Without -F (qemu-img 7.2 refuses), vdisk records the format it probed.
-    sh(V() + " rebase -b base1.qcow2 " + sh_quote(ours + "/top.qcow2"));
+    vt::sh(vt::tool() + " rebase -b base1.qcow2 " + sh_quote(ours + "/top.qcow2"));
     auto info = run("qemu-img info --output=json " + sh_quote(ours + "/top.qcow2"));
     CHECK(info.output.find("\"backing-filename-format\": \"qcow2\"") != std::string::npos);
     CHECK(vt::qemu_read_raw(ours + "/top.qcow2", "qcow2", t.path) == original);
@@ -86,16 +74,16 @@ TEST_CASE("commit: into the backing file (top emptied, or kept with -d) and into
     vt::TempDir t;
     std::string ours = t / "ours", theirs = t / "theirs";
     for (auto& d : {ours, theirs}) {
-        sh("mkdir -p " + sh_quote(d));
+        vt::sh("mkdir -p " + sh_quote(d));
         make_chain(d);
     }
     auto top_view = vt::qemu_read_raw(ours + "/top.qcow2", "qcow2", t.path);
-    auto r = run(V() + " commit " + sh_quote(ours + "/top.qcow2"));
+    auto r = run(vt::tool() + " commit " + sh_quote(ours + "/top.qcow2"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output == "Image committed.\n");
-    sh("qemu-img commit -q " + sh_quote(theirs + "/top.qcow2"));
-    clean(ours + "/top.qcow2");
-    clean(ours + "/base1.qcow2");
+    vt::sh("qemu-img commit -q " + sh_quote(theirs + "/top.qcow2"));
+    vt::expect_qemu_check(ours + "/top.qcow2");
+    vt::expect_qemu_check(ours + "/base1.qcow2");
     CHECK(vt::qemu_read_raw(ours + "/base1.qcow2", "qcow2", t.path) == top_view);
     CHECK(vt::qemu_read_raw(ours + "/base1.qcow2", "qcow2", t.path) ==
           vt::qemu_read_raw(theirs + "/base1.qcow2", "qcow2", t.path));
@@ -106,15 +94,15 @@ TEST_CASE("commit: into the backing file (top emptied, or kept with -d) and into
 
     // Three layers: mid over base2, leaf over mid; commit leaf into base2 (-b), leaf kept.
     std::string d = t / "deep";
-    sh("mkdir -p " + sh_quote(d));
+    vt::sh("mkdir -p " + sh_quote(d));
     make_chain(d);
-    sh("qemu-img create -q -f qcow2 -b base2.qcow2 -F qcow2 " + sh_quote(d + "/mid.qcow2"));
-    sh("qemu-io -c 'write -P 0x41 1M 1M' -c 'write -z 0 64k' " + sh_quote(d + "/mid.qcow2") + " >/dev/null");
-    sh("qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 " + sh_quote(d + "/leaf.qcow2"));
-    sh("qemu-io -c 'write -P 0x51 3M 4k' " + sh_quote(d + "/leaf.qcow2") + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow2 -b base2.qcow2 -F qcow2 " + sh_quote(d + "/mid.qcow2"));
+    vt::sh("qemu-io -c 'write -P 0x41 1M 1M' -c 'write -z 0 64k' " + sh_quote(d + "/mid.qcow2") + " >/dev/null");
+    vt::sh("qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 " + sh_quote(d + "/leaf.qcow2"));
+    vt::sh("qemu-io -c 'write -P 0x51 3M 4k' " + sh_quote(d + "/leaf.qcow2") + " >/dev/null");
     auto leaf_view = vt::qemu_read_raw(d + "/leaf.qcow2", "qcow2", t.path);
-    sh(V() + " commit -q -b base2.qcow2 " + sh_quote(d + "/leaf.qcow2"));
-    clean(d + "/base2.qcow2");
+    vt::sh(vt::tool() + " commit -q -b base2.qcow2 " + sh_quote(d + "/leaf.qcow2"));
+    vt::expect_qemu_check(d + "/base2.qcow2");
     CHECK(vt::qemu_read_raw(d + "/base2.qcow2", "qcow2", t.path) == leaf_view);
     CHECK(vt::qemu_read_raw(d + "/leaf.qcow2", "qcow2", t.path) == leaf_view);
 }
@@ -122,19 +110,19 @@ TEST_CASE("commit: into the backing file (top emptied, or kept with -d) and into
 TEST_CASE("rebase and commit: errors name the problem") {
     if (!vt::need_qemu()) return;
     vt::TempDir t;
-    sh("qemu-img create -q -f qcow2 " + sh_quote(t / "lone.qcow2") + " 1M");
-    auto c = run(V() + " commit " + sh_quote(t / "lone.qcow2"));
+    vt::sh("qemu-img create -q -f qcow2 " + sh_quote(t / "lone.qcow2") + " 1M");
+    auto c = run(vt::tool() + " commit " + sh_quote(t / "lone.qcow2"));
     CHECK(c.status == 1);
     CHECK(c.output.find("no backing file") != std::string::npos);
-    auto rl = run(V() + " commit -r 1M " + sh_quote(t / "lone.qcow2"));
+    auto rl = run(vt::tool() + " commit -r 1M " + sh_quote(t / "lone.qcow2"));
     CHECK(rl.status == 1);
     CHECK(rl.output.find("-r") != std::string::npos);
-    auto nob = run(V() + " rebase " + sh_quote(t / "lone.qcow2"));
+    auto nob = run(vt::tool() + " rebase " + sh_quote(t / "lone.qcow2"));
     CHECK(nob.status == 1);
-    auto missing = run(V() + " rebase -b nothere.qcow2 " + sh_quote(t / "lone.qcow2"));
+    auto missing = run(vt::tool() + " rebase -b nothere.qcow2 " + sh_quote(t / "lone.qcow2"));
     CHECK(missing.status == 1);
-    sh("qemu-img create -q -f vpc " + sh_quote(t / "d.vhd") + " 1M");
-    auto vhd = run(V() + " rebase -u -b lone.qcow2 " + sh_quote(t / "d.vhd"));
+    vt::sh("qemu-img create -q -f vpc " + sh_quote(t / "d.vhd") + " 1M");
+    auto vhd = run(vt::tool() + " rebase -u -b lone.qcow2 " + sh_quote(t / "d.vhd"));
     CHECK(vhd.status == 1);
     CHECK(vhd.output.find("parent must be a VHD") != std::string::npos);
 }
@@ -150,18 +138,18 @@ TEST_CASE("dd: qemu-img dd's operands and size rule, output compared with qemu-i
         std::string fmt = ops.rfind("-O ", 0) == 0 ? ops.substr(3, ops.find(' ', 3) - 3) : "raw";
         std::filesystem::remove(t / "q.out");
         std::filesystem::remove(t / "v.out");
-        sh("qemu-img dd " + ops + " if=" + sh_quote(src) + " of=" + sh_quote(t / "q.out"));
-        sh(V() + " dd " + ops + " if=" + sh_quote(src) + " of=" + sh_quote(t / "v.out"));
+        vt::sh("qemu-img dd " + ops + " if=" + sh_quote(src) + " of=" + sh_quote(t / "q.out"));
+        vt::sh(vt::tool() + " dd " + ops + " if=" + sh_quote(src) + " of=" + sh_quote(t / "v.out"));
         auto cmp = run("qemu-img compare -f " + fmt + " -F " + fmt + " " + sh_quote(t / "q.out") + " " +
                        sh_quote(t / "v.out"));
         CHECK_MESSAGE(cmp.status == 0, cmp.output);
         CHECK(vt::qemu_read_raw(t / "v.out", fmt, t.path).size() == vt::qemu_read_raw(t / "q.out", fmt, t.path).size());
     }
-    auto far = run(V() + " dd bs=64k skip=5000 if=" + sh_quote(src) + " of=" + sh_quote(t / "f.out"));
+    auto far = run(vt::tool() + " dd bs=64k skip=5000 if=" + sh_quote(src) + " of=" + sh_quote(t / "f.out"));
     CHECK(far.status == 1);
     CHECK(far.output.find("cannot skip") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "f.out"));
-    auto bad = run(V() + " dd osize=5 if=" + sh_quote(src) + " of=" + sh_quote(t / "g.out"));
+    auto bad = run(vt::tool() + " dd osize=5 if=" + sh_quote(src) + " of=" + sh_quote(t / "g.out"));
     CHECK(bad.status == 1);
     CHECK(bad.output.find("unrecognized operand osize") != std::string::npos);
 }

@@ -7,13 +7,6 @@
 
 namespace {
 
-std::string tool() { return vt::sh_quote(vt::tool_path()); }
-std::string in(const vt::TempDir& t, const std::string& cmd) { return "cd " + vt::sh_quote(t.path) + " && " + cmd; }
-void must(const std::string& cmd) {
-    auto r = vt::run(cmd);
-    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.output);
-}
-
 void make_source(const vt::TempDir& t) {
     std::vector<uint8_t> img(20u << 20, 0);
     auto p = vt::pattern(5u << 20, 11);
@@ -28,9 +21,9 @@ TEST_CASE("stdin: raw, streamOptimized vmdk and fixed vhd converted in one pass"
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_source(t);
-    must(in(t, "qemu-img convert -O vmdk -o subformat=streamOptimized src.raw q.vmdk"));
-    must(in(t, tool() + " convert -O vmdk -o subformat=streamOptimized src.raw v.vmdk"));
-    must(in(t, "qemu-img convert -O vpc -o subformat=fixed,force_size=on src.raw f.vhd"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk -o subformat=streamOptimized src.raw q.vmdk"));
+    vt::sh(vt::in_dir(t, vt::tool() + " convert -O vmdk -o subformat=streamOptimized src.raw v.vmdk"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vpc -o subformat=fixed,force_size=on src.raw f.vhd"));
     const std::string size = std::to_string(20u << 20);
     struct Case {
         std::string feed, fmt;
@@ -44,15 +37,15 @@ TEST_CASE("stdin: raw, streamOptimized vmdk and fixed vhd converted in one pass"
     for (auto& c : cases)
         for (std::string target : {"-O qcow2", "-O qcow2 -c", "-O vhdx", "-O vdi", "-O vmdk -o subformat=streamOptimized"}) {
             INFO(c.feed << " " << c.fmt << " " << target);
-            must(in(t, c.feed + " " + tool() + " convert " + c.fmt + " - " + target + " out.img"));
-            must(in(t, "qemu-img compare -q src.raw out.img"));
+            vt::sh(vt::in_dir(t, c.feed + " " + vt::tool() + " convert " + c.fmt + " - " + target + " out.img"));
+            vt::sh(vt::in_dir(t, "qemu-img compare -q src.raw out.img"));
             std::filesystem::remove(t / "out.img");
         }
     // Redirected from a file: the size comes from the file, no --size needed.
-    must(in(t, tool() + " convert -f raw - -O qcow2 a.qcow2 < src.raw && qemu-img compare -q src.raw a.qcow2"));
-    must(in(t, tool() + " convert -f vhd - -O qcow2 b.qcow2 < f.vhd && qemu-img compare -q src.raw b.qcow2"));
+    vt::sh(vt::in_dir(t, vt::tool() + " convert -f raw - -O qcow2 a.qcow2 < src.raw && qemu-img compare -q src.raw a.qcow2"));
+    vt::sh(vt::in_dir(t, vt::tool() + " convert -f vhd - -O qcow2 b.qcow2 < f.vhd && qemu-img compare -q src.raw b.qcow2"));
     // --hash works on a stream too, equal to sha256sum of the raw bytes.
-    auto r = vt::run(in(t, "cat q.vmdk | " + tool() + " convert -f vmdk - -O raw --hash sha256 h.raw; sha256sum src.raw"));
+    auto r = vt::run(vt::in_dir(t, "cat q.vmdk | " + vt::tool() + " convert -f vmdk - -O raw --hash sha256 h.raw; sha256sum src.raw"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output.substr(0, 64) == r.output.substr(r.output.find('\n') + 1, 64));
 }
@@ -61,48 +54,48 @@ TEST_CASE("stdin to stdout: raw into streamOptimized VMDK, through a pipe and ba
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_source(t);
-    must(in(t, "cat src.raw | " + tool() + " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - > s.vmdk"));
-    must(in(t, "qemu-img check -q s.vmdk && qemu-img compare -q src.raw s.vmdk"));
-    must(in(t, "cat src.raw | " + tool() + " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - | " +
-               tool() + " convert -f vmdk - -O raw - | cmp - src.raw"));
+    vt::sh(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - > s.vmdk"));
+    vt::sh(vt::in_dir(t, "qemu-img check -q s.vmdk && qemu-img compare -q src.raw s.vmdk"));
+    vt::sh(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - | " +
+               vt::tool() + " convert -f vmdk - -O raw - | cmp - src.raw"));
 }
 
 TEST_CASE("stdin: formats that need random access are refused before stdin is read") {
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_source(t);
-    must(in(t, "qemu-img convert -O qcow2 src.raw a.qcow2"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O qcow2 src.raw a.qcow2"));
     for (std::string f : {"qcow2", "vhdx", "vdi"}) {
         INFO(f);
         // The same stdin goes on to wc: every byte still there means convert read none.
-        auto r = vt::run(in(t, "{ " + tool() + " convert -f " + f + " - -O raw x.raw; echo rc=$?; wc -c; } < a.qcow2"));
+        auto r = vt::run(vt::in_dir(t, "{ " + vt::tool() + " convert -f " + f + " - -O raw x.raw; echo rc=$?; wc -c; } < a.qcow2"));
         CHECK(r.output.find("cannot be read from stdin: it needs random access") != std::string::npos);
         CHECK(r.output.find("rc=1") != std::string::npos);
         CHECK(r.output.find(std::to_string(std::filesystem::file_size(t / "a.qcow2"))) != std::string::npos);
     }
-    auto r = vt::run(in(t, "cat a.qcow2 | " + tool() + " convert - -O raw x.raw"));
+    auto r = vt::run(vt::in_dir(t, "cat a.qcow2 | " + vt::tool() + " convert - -O raw x.raw"));
     CHECK(r.status == 1);
     CHECK(r.output.find("needs its format: -f raw|vmdk|vhd") != std::string::npos);
     // Recognised from the first sector: sparse VMDK, dynamic VHD.
-    must(in(t, "qemu-img convert -O vmdk src.raw sp.vmdk && qemu-img convert -O vpc src.raw d.vhd"));
-    r = vt::run(in(t, "cat sp.vmdk | " + tool() + " convert -f vmdk - -O raw x.raw"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk src.raw sp.vmdk && qemu-img convert -O vpc src.raw d.vhd"));
+    r = vt::run(vt::in_dir(t, "cat sp.vmdk | " + vt::tool() + " convert -f vmdk - -O raw x.raw"));
     CHECK(r.status == 1);
     CHECK(r.output.find("only streamOptimized VMDKs") != std::string::npos);
-    r = vt::run(in(t, "cat d.vhd | " + tool() + " convert -f vhd --size 20M - -O raw x.raw"));
+    r = vt::run(vt::in_dir(t, "cat d.vhd | " + vt::tool() + " convert -f vhd --size 20M - -O raw x.raw"));
     CHECK(r.status == 1);
     CHECK(r.output.find("dynamic or differencing VHD") != std::string::npos);
     // Wrong sizes: nothing is left behind.
-    r = vt::run(in(t, "cat src.raw | " + tool() + " convert -f raw --size 10M - -O qcow2 x.qcow2"));
+    r = vt::run(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw --size 10M - -O qcow2 x.qcow2"));
     CHECK(r.output.find("longer than its size") != std::string::npos);
-    r = vt::run(in(t, "cat src.raw | " + tool() + " convert -f raw --size 30M - -O qcow2 x.qcow2"));
+    r = vt::run(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw --size 30M - -O qcow2 x.qcow2"));
     CHECK(r.output.find("the stream ended at 20971520") != std::string::npos);
-    r = vt::run(in(t, "cat src.raw | " + tool() + " convert -f raw - -O qcow2 x.qcow2"));
+    r = vt::run(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw - -O qcow2 x.qcow2"));
     CHECK(r.output.find("give the virtual size (--size)") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "x.qcow2"));
     CHECK(!std::filesystem::exists(t / "x.raw"));
     // A truncated streamOptimized VMDK.
-    must(in(t, "qemu-img convert -O vmdk -o subformat=streamOptimized src.raw so.vmdk"));
-    r = vt::run(in(t, "head -c 100000 so.vmdk | " + tool() + " convert -f vmdk - -O qcow2 x.qcow2"));
+    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk -o subformat=streamOptimized src.raw so.vmdk"));
+    r = vt::run(vt::in_dir(t, "head -c 100000 so.vmdk | " + vt::tool() + " convert -f vmdk - -O qcow2 x.qcow2"));
     CHECK(r.status == 1);
     CHECK(r.output.find("the stream ended at") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "x.qcow2"));
@@ -112,8 +105,8 @@ TEST_CASE("stdin: memory stays bounded whatever the stream's length") {
     if (!vt::have("/usr/bin/time")) return;
     vt::TempDir t;
     // 3 GiB through the pipe: peak RSS must stay far below it (the window is 2 MiB).
-    auto r = vt::run(in(t, "{ head -c 1G /dev/urandom 2>/dev/null | head -c 64M; head -c 3008M /dev/zero; } | "
-                           "/usr/bin/time -f 'rss=%M' " + tool() + " convert -f raw --size 3G - -O qcow2 big.qcow2"));
+    auto r = vt::run(vt::in_dir(t, "{ head -c 1G /dev/urandom 2>/dev/null | head -c 64M; head -c 3008M /dev/zero; } | "
+                           "/usr/bin/time -f 'rss=%M' " + vt::tool() + " convert -f raw --size 3G - -O qcow2 big.qcow2"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     auto p = r.output.find("rss=");
     REQUIRE(p != std::string::npos);

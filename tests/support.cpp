@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +49,17 @@ CmdResult run(const std::string& cmd) {
     int st = ::pclose(p);
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
     return r;
+}
+
+MeasuredRun run_measured(const std::string& prefix, const std::string& cmd, const std::string& rss_file) {
+    auto r = run(prefix + (prefix.empty() ? "" : " ") + "/usr/bin/time -f %M -o " + sh_quote(rss_file) + " " + cmd);
+    MeasuredRun m{r.status, r.output, 0};
+    std::ifstream f(rss_file);
+    std::string line, last;
+    while (std::getline(f, line))
+        if (!line.empty()) last = line;
+    if (!last.empty() && std::isdigit(static_cast<unsigned char>(last[0]))) m.rss_kib = std::stoull(last);
+    return m;
 }
 
 bool in_ci() {
@@ -231,6 +243,23 @@ std::vector<uint8_t> qemu_read_raw(const std::string& path, const std::string& f
     return data;
 }
 
+void expect_qemu_check(const std::string& path, const std::string& qemu_format) {
+    auto r = run("qemu-img check " + (qemu_format.empty() ? "" : "-f " + qemu_format + " ") + sh_quote(path));
+    CHECK_MESSAGE(r.status == 0, "qemu-img check " << path << ": " << r.output);
+}
+
+void expect_qemu_compare(const std::string& a, const std::string& b, const std::string& format_a,
+                         const std::string& format_b) {
+    auto r = run("qemu-img compare " + (format_a.empty() ? "" : "-f " + format_a + " ") +
+                 (format_b.empty() ? "" : "-F " + format_b + " ") + sh_quote(a) + " " + sh_quote(b));
+    CHECK_MESSAGE(r.status == 0, "qemu-img compare " << a << " " << b << ": " << r.output);
+}
+
+void expect_qemu_io_reads(const std::string& path, const std::string& qemu_format, const std::string& commands) {
+    auto r = run("qemu-io -f " + qemu_format + " " + commands + " " + sh_quote(path));
+    CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output.substr(0, 2000));
+}
+
 std::vector<uint8_t> read_all(vdisk::BlockDevice& dev) {
     std::vector<uint8_t> out(static_cast<size_t>(dev.size()));
     auto r = dev.read(0, out);
@@ -249,6 +278,167 @@ std::vector<uint8_t> pattern(size_t len, uint32_t seed) {
 }
 
 std::string tool_path() { return VDISK_TOOL_PATH; }
+
+std::string tool() { return sh_quote(tool_path()); }
+
+std::string sh(const std::string& cmd) {
+    auto r = run(cmd);
+    REQUIRE_MESSAGE(r.status == 0, cmd << "\n" << r.output);
+    return r.output;
+}
+
+std::string in_dir(const TempDir& dir, const std::string& cmd) { return "cd " + sh_quote(dir.path) + " && " + cmd; }
+
+std::vector<uint8_t> read_range(vdisk::BlockDevice& dev, uint64_t offset, size_t len) {
+    std::vector<uint8_t> b(len);
+    auto s = dev.read(offset, b);
+    REQUIRE_MESSAGE(s.ok(), "read at " << offset << " (+" << len << "): " << error_text(s));
+    return b;
+}
+
+std::vector<uint8_t> created_image(const vdisk::Registry& reg, const std::string& format, uint64_t size,
+                                   const Writes& writes, const std::string& options, const std::string& file_name) {
+    vdisk::MemoryFileSystem fs;
+    vdisk::CreateOptions co;
+    co.size = size;
+    if (!options.empty()) {
+        auto kv = vdisk::parse_option_list(options);
+        REQUIRE_MESSAGE(kv.ok(), options << ": " << error_text(kv));
+        co.values = *kv;
+    }
+    const std::string name = file_name.empty() ? "image." + format : file_name;
+    auto dev = vdisk::create_image(reg, fs, name, format, co);
+    REQUIRE_MESSAGE(dev.ok(), error_text(dev));
+    for (auto& [off, data] : writes) REQUIRE_MESSAGE((*dev)->write(off, data).ok(), "write at " << off);
+    REQUIRE((*dev)->close().ok());
+    dev->reset();
+    return *fs.content(name);
+}
+
+namespace {
+void require_field(const std::vector<uint8_t>& b, size_t at, int width) {
+    REQUIRE_MESSAGE((width >= 1 && width <= 8 && at <= b.size() && b.size() - at >= size_t(width)),
+                    "field of " << width << " bytes at " << at << " is outside the " << b.size() << "-byte image");
+}
+}  // namespace
+
+uint64_t get_le(const std::vector<uint8_t>& b, size_t at, int width) {
+    require_field(b, at, width);
+    uint64_t v = 0;
+    for (int i = width - 1; i >= 0; --i) v = (v << 8) | b[at + size_t(i)];
+    return v;
+}
+
+uint64_t get_be(const std::vector<uint8_t>& b, size_t at, int width) {
+    require_field(b, at, width);
+    uint64_t v = 0;
+    for (int i = 0; i < width; ++i) v = (v << 8) | b[at + size_t(i)];
+    return v;
+}
+
+void put_le(std::vector<uint8_t>& b, size_t at, uint64_t v, int width) {
+    require_field(b, at, width);
+    for (int i = 0; i < width; ++i) b[at + size_t(i)] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+void put_be(std::vector<uint8_t>& b, size_t at, uint64_t v, int width) {
+    require_field(b, at, width);
+    for (int i = 0; i < width; ++i) b[at + size_t(i)] = static_cast<uint8_t>(v >> (8 * (width - 1 - i)));
+}
+
+void patch_file(const std::string& path, uint64_t offset, const std::vector<uint8_t>& bytes) {
+    if (!std::filesystem::exists(path)) std::ofstream(path, std::ios::binary).close();
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    REQUIRE_MESSAGE(f.good(), "cannot write " << bytes.size() << " bytes at " << offset << " of " << path);
+}
+
+void verify_corpus_image(const vdisk::Registry& reg, const std::string& rel, const std::string& expect_format,
+                         const std::string& open_name) {
+    auto root = need_corpus();
+    if (!root) return;
+    TempDir tmp;
+    verify_manifest_entry(reg, *root, manifest_entry(*root, rel), tmp.path, expect_format, open_name);
+}
+
+Written write_and_compare(const vdisk::Registry& reg, const WriteCompare& c) {
+    INFO(c.format << " -o " << c.options << ", " << c.size << " bytes");
+    Written w;
+    w.dir = std::make_unique<TempDir>();
+    const std::string dir = w.dir->path;
+    auto fs = vdisk::make_posix_file_system(dir);
+    vdisk::CreateOptions co;
+    co.size = c.size;
+    if (!c.options.empty()) {
+        auto kv = vdisk::parse_option_list(c.options);
+        REQUIRE_MESSAGE(kv.ok(), error_text(kv));
+        co.values = *kv;
+    }
+    const std::string name = "out." + c.format;
+    w.path = dir + "/" + name;
+    const std::string ref_path = dir + "/ref.raw";
+    auto dev = vdisk::create_image(reg, *fs, name, c.format, co);
+    REQUIRE_MESSAGE(dev.ok(), error_text(dev));
+    w.created_size = (*dev)->size();
+    vdisk::CreateOptions ro;
+    ro.size = w.created_size;
+    auto raw = vdisk::create_image(reg, *fs, "ref.raw", "raw", ro);
+    REQUIRE_MESSAGE(raw.ok(), error_text(raw));
+    for (auto& [off, data] : c.writes) {
+        REQUIRE_MESSAGE((*dev)->write(off, data).ok(), "write at " << off);
+        REQUIRE((*raw)->write(off, data).ok());
+    }
+    for (auto& [off, len] : c.zeroes) {
+        REQUIRE_MESSAGE((*dev)->write_zeroes(off, len).ok(), "write_zeroes at " << off);
+        REQUIRE((*raw)->write_zeroes(off, len, false).ok());
+    }
+    // Read back before closing, through the same devices (table updates may still sit in caches).
+    for (auto& [off, data] : c.writes)
+        CHECK_MESSAGE(read_range(**dev, off, data.size()) == read_range(**raw, off, data.size()),
+                      "before close, at " << off);
+    REQUIRE((*dev)->close().ok());
+    REQUIRE((*raw)->close().ok());
+    dev->reset();
+    raw->reset();
+
+    if (c.qemu_check) expect_qemu_check(w.path, c.qemu_format);
+    if (c.full_compare) {
+        expect_qemu_compare(w.path, ref_path, c.qemu_format, "raw");
+    } else {
+        std::string cmds;
+        for (auto& [off, data] : c.writes) {
+            cmds += " -c 'read -P " + std::to_string(data[0]) + " " + std::to_string(off) + " " +
+                    std::to_string(data.size()) + "'";
+            if (c.zeros_before_writes) cmds += " -c 'read -P 0 " + std::to_string(off - 65536) + " 65536'";
+        }
+        expect_qemu_io_reads(w.path, c.qemu_format, cmds);
+    }
+    auto info = run("qemu-img info --output=json -f " + c.qemu_format + " " + sh_quote(w.path));
+    REQUIRE_MESSAGE(info.status == 0, info.output);
+    w.qemu_info = info.output;
+    CHECK(info.output.find("\"virtual-size\": " + std::to_string(w.created_size)) != std::string::npos);
+    if (!c.libyal_info.empty() && have(c.libyal_info)) {
+        auto v = run(c.libyal_info + " " + sh_quote(w.path));
+        CHECK_MESSAGE(v.status == 0, v.output);
+    }
+    // vdisk reads its own image back as the reference reads, and its check finds nothing.
+    auto back = open_host(reg, w.path);
+    REQUIRE_MESSAGE(back.ok(), error_text(back));
+    auto ref = open_host(reg, ref_path, "raw");
+    REQUIRE_MESSAGE(ref.ok(), error_text(ref));
+    for (auto& [off, data] : c.writes)
+        CHECK_MESSAGE(read_range(*back->device, off, data.size()) == read_range(*ref->device, off, data.size()),
+                      "after reopening, at " << off);
+    for (auto& [off, len] : c.zeroes)
+        CHECK_MESSAGE(read_range(*back->device, off, len) == read_range(*ref->device, off, len),
+                      "zeroed range after reopening, at " << off);
+    auto chk = back->format->check(*back->device, vdisk::RepairMode::none);
+    REQUIRE_MESSAGE(chk.ok(), error_text(chk));
+    CHECK_MESSAGE(chk->corruptions == 0, (chk->messages.empty() ? "" : chk->messages.front()));
+    w.back = std::move(*back);
+    return w;
+}
 
 }  // namespace vt
 

@@ -8,7 +8,6 @@ using vt::run;
 using vt::sh_quote;
 
 namespace {
-std::string V() { return sh_quote(vt::tool_path()); }
 
 uint64_t allocated(const std::string& path) {
     auto r = run("stat -c %b " + sh_quote(path));
@@ -35,7 +34,7 @@ std::string make_sparse_raw(const vt::TempDir& t) {
 TEST_CASE("info --output=json of a sparse raw file") {
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
-    auto r = run(V() + " info --output=json " + sh_quote(p));
+    auto r = run(vt::tool() + " info --output=json " + sh_quote(p));
     REQUIRE(r.status == 0);
     vdisk::Json j;
     REQUIRE_MESSAGE(vdisk::Json::parse(r.output, j), r.output);
@@ -56,12 +55,12 @@ TEST_CASE("map --output=json agrees with qemu-img on data runs and holes") {
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
-    auto ours = run(V() + " map --output=json " + sh_quote(p));
+    auto ours = run(vt::tool() + " map --output=json " + sh_quote(p));
     auto theirs = run("qemu-img map -f raw --output=json " + sh_quote(p));
     REQUIRE(ours.status == 0);
     REQUIRE(theirs.status == 0);
     CHECK(ours.output == theirs.output);
-    auto ours_h = run(V() + " map " + sh_quote(p));
+    auto ours_h = run(vt::tool() + " map " + sh_quote(p));
     auto theirs_h = run("qemu-img map -f raw " + sh_quote(p));
     CHECK(ours_h.output == theirs_h.output);
 }
@@ -70,7 +69,7 @@ TEST_CASE("convert -O raw reproduces a sparse raw image byte for byte and stays 
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
     std::string out = t / "copy.raw";
-    auto r = run(V() + " convert -O raw " + sh_quote(p) + " " + sh_quote(out));
+    auto r = run(vt::tool() + " convert -O raw " + sh_quote(p) + " " + sh_quote(out));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(vt::read_file(p) == vt::read_file(out));
     CHECK(allocated(out) <= allocated(p));
@@ -84,13 +83,13 @@ TEST_CASE("convert -O raw reproduces a sparse raw image byte for byte and stays 
 TEST_CASE("create -f raw with preallocation") {
     vt::TempDir t;
     std::string full = t / "full.raw", off = t / "off.raw";
-    REQUIRE(run(V() + " create -f raw -o preallocation=full " + sh_quote(full) + " 3M").status == 0);
+    REQUIRE(run(vt::tool() + " create -f raw -o preallocation=full " + sh_quote(full) + " 3M").status == 0);
     CHECK(std::filesystem::file_size(full) == 3u << 20);
     CHECK(allocated(full) >= 3u << 20);
-    REQUIRE(run(V() + " create -f raw " + sh_quote(off) + " 1G").status == 0);
+    REQUIRE(run(vt::tool() + " create -f raw " + sh_quote(off) + " 1G").status == 0);
     CHECK(std::filesystem::file_size(off) == 1u << 30);
     CHECK(allocated(off) < (1u << 20));
-    auto bad = run(V() + " create -f raw -o preallocation=maybe " + sh_quote(t / "x.raw") + " 1M");
+    auto bad = run(vt::tool() + " create -f raw -o preallocation=maybe " + sh_quote(t / "x.raw") + " 1M");
     CHECK(bad.status == 1);
     CHECK(bad.output.find("preallocation") != std::string::npos);
     CHECK(!std::filesystem::exists(t / "x.raw"));
@@ -99,22 +98,22 @@ TEST_CASE("create -f raw with preallocation") {
 TEST_CASE("unknown format names and bad input give one clear line and exit 1") {
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
-    auto r = run(V() + " convert -O qcow3 " + sh_quote(p) + " " + sh_quote(t / "o"));
+    auto r = run(vt::tool() + " convert -O qcow3 " + sh_quote(p) + " " + sh_quote(t / "o"));
     CHECK(r.status == 1);
     CHECK(r.output.find("unknown format 'qcow3'") != std::string::npos);
     CHECK(std::count(r.output.begin(), r.output.end(), '\n') == 1);
     CHECK(!std::filesystem::exists(t / "o"));
-    auto r2 = run(V() + " info -f nonsense " + sh_quote(p));
+    auto r2 = run(vt::tool() + " info -f nonsense " + sh_quote(p));
     CHECK(r2.status == 1);
-    auto r3 = run(V() + " info " + sh_quote(t / "missing.img"));
+    auto r3 = run(vt::tool() + " info " + sh_quote(t / "missing.img"));
     CHECK(r3.status == 1);
     CHECK(r3.output.find("missing.img") != std::string::npos);
-    auto r4 = run(V() + " frobnicate");
+    auto r4 = run(vt::tool() + " frobnicate");
     CHECK(r4.status == 1);
-    auto r5 = run(V() + " info --untrusted " + sh_quote(p));
+    auto r5 = run(vt::tool() + " info --untrusted " + sh_quote(p));
     CHECK(r5.status == 1);
     CHECK(r5.output.find("-f raw") != std::string::npos);
-    CHECK(run(V() + " info --untrusted -f raw " + sh_quote(p)).status == 0);
+    CHECK(run(vt::tool() + " info --untrusted -f raw " + sh_quote(p)).status == 0);
 }
 
 TEST_CASE("compare exit codes follow qemu-img") {
@@ -122,39 +121,39 @@ TEST_CASE("compare exit codes follow qemu-img") {
     std::string a = make_sparse_raw(t);
     std::string b = t / "b.raw";
     REQUIRE(run("cp --sparse=always " + sh_quote(a) + " " + sh_quote(b)).status == 0);
-    auto same = run(V() + " compare " + sh_quote(a) + " " + sh_quote(b));
+    auto same = run(vt::tool() + " compare " + sh_quote(a) + " " + sh_quote(b));
     CHECK(same.status == 0);
     CHECK(same.output == "Images are identical.\n");
     REQUIRE(run("printf 'X' | dd of=" + sh_quote(b) + " bs=1 seek=9000000 conv=notrunc 2>/dev/null").status == 0);
-    auto diff = run(V() + " compare " + sh_quote(a) + " " + sh_quote(b));
+    auto diff = run(vt::tool() + " compare " + sh_quote(a) + " " + sh_quote(b));
     CHECK(diff.status == 1);
     if (vt::need_qemu()) {
         auto q = run("qemu-img compare -f raw -F raw " + sh_quote(a) + " " + sh_quote(b));
         CHECK(diff.output == q.output);
     }
-    CHECK(run(V() + " compare " + sh_quote(a) + " " + sh_quote(t / "nope")).status == 2);
+    CHECK(run(vt::tool() + " compare " + sh_quote(a) + " " + sh_quote(t / "nope")).status == 2);
 }
 
 TEST_CASE("resize grows, and shrinks only with --shrink") {
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
-    REQUIRE(run(V() + " resize " + sh_quote(p) + " +1M").status == 0);
+    REQUIRE(run(vt::tool() + " resize " + sh_quote(p) + " +1M").status == 0);
     CHECK(std::filesystem::file_size(p) == 17u << 20);
-    CHECK(run(V() + " resize " + sh_quote(p) + " 8M").status == 1);
-    CHECK(run(V() + " resize --shrink " + sh_quote(p) + " 8M").status == 0);
+    CHECK(run(vt::tool() + " resize " + sh_quote(p) + " 8M").status == 1);
+    CHECK(run(vt::tool() + " resize --shrink " + sh_quote(p) + " 8M").status == 0);
     CHECK(std::filesystem::file_size(p) == 8u << 20);
 }
 
 TEST_CASE("check on raw reports that the format has no checks (exit 63, as qemu-img)") {
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
-    CHECK(run(V() + " check " + sh_quote(p)).status == 63);
+    CHECK(run(vt::tool() + " check " + sh_quote(p)).status == 63);
 }
 
 TEST_CASE("sample writes a deterministic pattern") {
     vt::TempDir t;
-    REQUIRE(run(V() + " sample -q " + sh_quote(t / "a.raw") + " 8M").status == 0);
-    REQUIRE(run(V() + " sample -q " + sh_quote(t / "b.raw") + " 8M").status == 0);
+    REQUIRE(run(vt::tool() + " sample -q " + sh_quote(t / "a.raw") + " 8M").status == 0);
+    REQUIRE(run(vt::tool() + " sample -q " + sh_quote(t / "b.raw") + " 8M").status == 0);
     auto a = vt::read_file(t / "a.raw");
     CHECK(a.size() == 8u << 20);
     CHECK(a == vt::read_file(t / "b.raw"));
@@ -166,7 +165,7 @@ TEST_CASE("sample writes a deterministic pattern") {
 TEST_CASE("convert to - streams the image to stdout") {
     vt::TempDir t;
     std::string p = make_sparse_raw(t);
-    auto r = run(V() + " convert -O raw " + sh_quote(p) + " - > " + sh_quote(t / "streamed.raw"));
+    auto r = run(vt::tool() + " convert -O raw " + sh_quote(p) + " - > " + sh_quote(t / "streamed.raw"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(vt::read_file(p) == vt::read_file(t / "streamed.raw"));
 }

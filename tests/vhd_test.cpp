@@ -3,14 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "builtin_formats.hpp"
+#include "checksums.hpp"
 #include "support.hpp"
-#include "util/endian.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vhd_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
@@ -25,40 +21,27 @@ constexpr size_t kFDataOffset = 16, kFCreator = 28, kFCurSize = 48, kFGeom = 56,
 constexpr size_t kHTable = 16, kHMaxEntries = 28, kHBlockSize = 32, kHChecksum = 36, kHParentUuid = 40,
                  kHParentName = 64, kHLocators = 576;
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_vhd_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_vhd_format); }
 
-void verify(const std::string& rel) {
-    auto root = vt::need_corpus();
-    if (!root) return;
-    auto reg = make_reg();
-    vt::TempDir tmp;
-    vt::verify_manifest_entry(reg, *root, vt::manifest_entry(*root, rel), tmp.path, "vhd");
-}
+void verify(const std::string& rel) { vt::verify_corpus_image(make_reg(), rel, "vhd"); }
 
-uint32_t be32(const std::vector<uint8_t>& b, size_t at) { return util::load_be<uint32_t>(b.data() + at); }
-uint64_t be64(const std::vector<uint8_t>& b, size_t at) { return util::load_be<uint64_t>(b.data() + at); }
-void put32(std::vector<uint8_t>& b, size_t at, uint32_t v) { util::store_be<uint32_t>(b.data() + at, v); }
-void put64(std::vector<uint8_t>& b, size_t at, uint64_t v) { util::store_be<uint64_t>(b.data() + at, v); }
+using vt::be32;
+using vt::be64;
+using vt::put_be32;
+using vt::put_be64;
 
 uint32_t sum(const std::vector<uint8_t>& b, size_t at, size_t len, size_t skip) {
-    uint32_t s = 0;
-    for (size_t i = 0; i < len; ++i)
-        if (i < skip || i >= skip + 4) s += b[at + i];
-    return ~s;
+    REQUIRE(at + len <= b.size());
+    return testlib::vhd_sum(b.data() + at, len, skip);
 }
 // Recompute the footer checksum at `at` and, for dynamic images, the dynamic header's.
 void reseal(std::vector<uint8_t>& b, size_t header_at = 0) {
-    put32(b, kFChecksum, sum(b, 0, 512, kFChecksum));
+    put_be32(b, kFChecksum, sum(b, 0, 512, kFChecksum));
     if (std::memcmp(b.data() + b.size() - 512, "conectix", 8) == 0)
-        put32(b, b.size() - 512 + kFChecksum, sum(b, b.size() - 512, 512, kFChecksum));
+        put_be32(b, b.size() - 512 + kFChecksum, sum(b, b.size() - 512, 512, kFChecksum));
     if (be32(b, kFType) != 2) {
         size_t h = header_at ? header_at : static_cast<size_t>(be64(b, kFDataOffset));
-        put32(b, h + kHChecksum, sum(b, h, 1024, kHChecksum));
+        put_be32(b, h + kHChecksum, sum(b, h, 1024, kHChecksum));
     }
 }
 
@@ -70,30 +53,10 @@ Result<OpenedImage> open_mem(const Registry& reg, MemoryFileSystem& fs, const st
     return open_image(reg, fs, name, o);
 }
 
-std::vector<uint8_t> read_dev(BlockDevice& d, uint64_t off, size_t len) {
-    std::vector<uint8_t> b(len);
-    auto s = d.read(off, b);
-    REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().to_string()));
-    return b;
-}
-
 // A dynamic image made by vdisk (through the memory fs) with writes applied.
-std::vector<uint8_t> small_image(uint64_t size, std::vector<std::pair<uint64_t, std::vector<uint8_t>>> writes,
-                                 std::string sub = "dynamic") {
-    auto reg = make_reg();
-    MemoryFileSystem fs;
-    CreateOptions co;
-    co.size = size;
-    co.set("subformat", sub);
-    co.set("force_size", "on");
-    auto dev = create_image(reg, fs, "x.vhd", "vhd", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
-    for (auto& [off, data] : writes) REQUIRE((*dev)->write(off, data).ok());
-    REQUIRE((*dev)->close().ok());
-    return *fs.content("x.vhd");
+std::vector<uint8_t> small_image(uint64_t size, const vt::Writes& writes, const std::string& sub = "dynamic") {
+    return vt::created_image(make_reg(), "vhd", size, writes, "subformat=" + sub + ",force_size=on");
 }
-
-std::vector<uint8_t> fill(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
 
 ErrorCode open_error(std::vector<uint8_t> bytes) {
     auto reg = make_reg();
@@ -160,13 +123,13 @@ TEST_CASE("hostile corpus") {
 TEST_CASE("probe: fixed VHD beats raw, dynamic probed from the head") {
     auto reg = make_reg();
     MemoryFileSystem fs;
-    fs.add("f.vhd", small_image(3 * MiB, {{0, fill(512, 1)}}, "fixed"));
-    fs.add("d.vhd", small_image(3 * MiB, {{0, fill(512, 1)}}));
+    fs.add("f.vhd", small_image(3 * MiB, {{0, vt::bytes(512, 1)}}, "fixed"));
+    fs.add("d.vhd", small_image(3 * MiB, {{0, vt::bytes(512, 1)}}));
     for (auto n : {"f.vhd", "d.vhd"}) {
         auto r = open_mem(reg, fs, n);
         REQUIRE(r.ok());
         CHECK(std::string(r->format->name()) == "vhd");
-        CHECK(read_dev(*r->device, 0, 512) == fill(512, 1));
+        CHECK(vt::read_range(*r->device, 0, 512) == vt::bytes(512, 1));
     }
     CHECK(reg.find("vpc") == reg.find("vhd"));
 }
@@ -234,55 +197,16 @@ TEST_CASE("qemu-made images read identically, block status and info") {
 }
 
 namespace {
-void write_and_compare(const std::string& opts, uint64_t size, uint64_t want_size,
-                       const std::vector<std::pair<uint64_t, std::vector<uint8_t>>>& writes, bool full = true) {
+// The shared round trip (vt::write_and_compare) for a VHD; the created size is `want_size` (CHS rounding).
+// qemu-img has no check for vpc.
+void write_and_compare(const std::string& opts, uint64_t size, uint64_t want_size, const vt::Writes& writes,
+                       bool full = true) {
     auto reg = make_reg();
-    vt::TempDir tmp;
-    auto fs = make_posix_file_system(tmp.path);
-    CreateOptions co;
-    co.size = size;
-    auto parsed = parse_option_list(opts);
-    REQUIRE(parsed.ok());
-    co.values = *parsed;
-    auto dev = create_image(reg, *fs, "out.vhd", "vhd", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
-    CHECK((*dev)->size() == want_size);
-    for (auto& [off, data] : writes) REQUIRE((*dev)->write(off, data).ok());
-    REQUIRE((*dev)->close().ok());
-    dev->reset();
-    std::string img = tmp / "out.vhd", raw = tmp / "ref.raw";
-    REQUIRE(vt::run("truncate -s " + std::to_string(want_size) + " " + raw).status == 0);
-    {
-        auto rfs = make_posix_file_system(tmp.path);
-        auto r = vt::open_host(reg, raw, "raw", true);
-        REQUIRE(r.ok());
-        for (auto& [off, data] : writes) REQUIRE(r->device->write(off, data).ok());
-    }
-    auto info = vt::run("qemu-img info --output=json -f vpc " + img);
-    REQUIRE_MESSAGE(info.status == 0, info.output);
-    CHECK(info.output.find("\"virtual-size\": " + std::to_string(want_size)) != std::string::npos);
-    if (full) {
-        auto cmp = vt::run("qemu-img compare -f vpc -F raw " + img + " " + raw);
-        CHECK_MESSAGE(cmp.status == 0, cmp.output);
-    } else {
-        for (auto& [off, data] : writes) {
-            auto r = vt::run("qemu-io -f vpc -c 'read -P " + std::to_string(data[0]) + " " + std::to_string(off) +
-                             " " + std::to_string(data.size()) + "' " + img);
-            CHECK_MESSAGE((r.status == 0 && r.output.find("Pattern verification failed") == std::string::npos),
-                          r.output);
-        }
-    }
-    if (vt::have("vhdiinfo")) {
-        auto v = vt::run("vhdiinfo " + img);
-        CHECK_MESSAGE(v.status == 0, v.output);
-    }
-    // Our own reading agrees too.
-    auto back = vt::open_host(reg, img);
-    REQUIRE(back.ok());
-    for (auto& [off, data] : writes) CHECK(read_dev(*back->device, off, data.size()) == data);
-    auto chk = back->format->check(*back->device, RepairMode::none);
-    REQUIRE(chk.ok());
-    CHECK(chk->corruptions == 0);
+    vt::WriteCompare c{.format = "vhd", .qemu_format = "vpc", .options = opts, .size = size, .writes = writes,
+                       .full_compare = full, .qemu_check = false, .libyal_info = "vhdiinfo"};
+    auto w = vt::write_and_compare(reg, c);
+    CHECK(w.created_size == want_size);
+    for (auto& [off, data] : writes) CHECK(vt::read_range(*w.back.device, off, data.size()) == data);
 }
 }  // namespace
 
@@ -290,7 +214,7 @@ TEST_CASE("create dynamic with CHS rounding, write, qemu-img compare") {
     if (!vt::need_qemu()) return;
     // 10 MiB is not a CHS product: qemu rounds it up to 10514432 bytes.
     write_and_compare("", 10 * MiB, 10514432,
-                      {{0, fill(4096, 0x11)}, {3 * MiB + 512, fill(1536, 0x22)}, {10514432 - 512, fill(512, 0x33)}});
+                      {{0, vt::bytes(4096, 0x11)}, {3 * MiB + 512, vt::bytes(1536, 0x22)}, {10514432 - 512, vt::bytes(512, 0x33)}});
     // The rounding agrees with qemu-img create for other sizes too.
     vt::TempDir tmp;
     auto reg = make_reg();
@@ -310,14 +234,14 @@ TEST_CASE("create dynamic with CHS rounding, write, qemu-img compare") {
 
 TEST_CASE("create dynamic force_size and fixed") {
     if (!vt::need_qemu()) return;
-    write_and_compare("force_size=on", 10 * MiB, 10 * MiB, {{MiB, fill(65536, 0x44)}, {10 * MiB - 4096, fill(4096, 0x45)}});
-    write_and_compare("subformat=fixed", 10 * MiB, 10514432, {{MiB, fill(65536, 0x46)}});
-    write_and_compare("subformat=fixed,force_size=on", 5 * MiB, 5 * MiB, {{0, fill(512, 0x47)}});
+    write_and_compare("force_size=on", 10 * MiB, 10 * MiB, {{MiB, vt::bytes(65536, 0x44)}, {10 * MiB - 4096, vt::bytes(4096, 0x45)}});
+    write_and_compare("subformat=fixed", 10 * MiB, 10514432, {{MiB, vt::bytes(65536, 0x46)}});
+    write_and_compare("subformat=fixed,force_size=on", 5 * MiB, 5 * MiB, {{0, vt::bytes(512, 0x47)}});
 }
 
 TEST_CASE("create azure: fixed, MiB aligned, exact size") {
     if (!vt::need_qemu()) return;
-    write_and_compare("azure=on", 10 * MiB + 1000, 11 * MiB, {{0, fill(4096, 0x48)}});
+    write_and_compare("azure=on", 10 * MiB + 1000, 11 * MiB, {{0, vt::bytes(4096, 0x48)}});
     auto reg = make_reg();
     MemoryFileSystem fs;
     CreateOptions co;
@@ -330,7 +254,7 @@ TEST_CASE("create azure: fixed, MiB aligned, exact size") {
 TEST_CASE("create > 4 GiB sparse dynamic") {
     if (!vt::need_qemu()) return;
     write_and_compare("force_size=on", 6 * GiB, 6 * GiB,
-                      {{0, fill(4096, 0x51)}, {5 * GiB + 3 * MiB, fill(8192, 0x52)}, {6 * GiB - 512, fill(512, 0x53)}},
+                      {{0, vt::bytes(4096, 0x51)}, {5 * GiB + 3 * MiB, vt::bytes(8192, 0x52)}, {6 * GiB - 512, vt::bytes(512, 0x53)}},
                       false);
 }
 
@@ -339,8 +263,8 @@ namespace {
 // locators pointing at "parent.vhd".
 std::vector<uint8_t> make_child(const std::vector<uint8_t>& parent, uint64_t size) {
     auto b = small_image(size, {});
-    put32(b, kFType, 4);
-    put32(b, b.size() - 512 + kFType, 4);
+    put_be32(b, kFType, 4);
+    put_be32(b, b.size() - 512 + kFType, 4);
     size_t h = static_cast<size_t>(be64(b, kFDataOffset));
     std::memcpy(b.data() + h + kHParentUuid, parent.data() + kFUuid, 16);
     const std::string name = "parent.vhd";
@@ -354,10 +278,10 @@ std::vector<uint8_t> make_child(const std::vector<uint8_t>& parent, uint64_t siz
     b.resize(at);
     b.insert(b.end(), loc.begin(), loc.end());
     b.insert(b.end(), footer.begin(), footer.end());
-    put32(b, h + kHLocators, 0x57327275);  // W2ru
-    put32(b, h + kHLocators + 4, 512);
-    put32(b, h + kHLocators + 8, static_cast<uint32_t>(rel.size() * 2));
-    put64(b, h + kHLocators + 16, at);
+    put_be32(b, h + kHLocators, 0x57327275);  // W2ru
+    put_be32(b, h + kHLocators + 4, 512);
+    put_be32(b, h + kHLocators + 8, static_cast<uint32_t>(rel.size() * 2));
+    put_be64(b, h + kHLocators + 16, at);
     reseal(b);
     return b;
 }
@@ -366,28 +290,28 @@ std::vector<uint8_t> make_child(const std::vector<uint8_t>& parent, uint64_t siz
 TEST_CASE("differencing: reads fall through per sector bitmap, writes set bits, parent UUID checked") {
     auto reg = make_reg();
     MemoryFileSystem fs;
-    auto parent = small_image(6 * MiB, {{0, fill(6 * MiB, 0x70)}});
+    auto parent = small_image(6 * MiB, {{0, vt::bytes(6 * MiB, 0x70)}});
     fs.add("parent.vhd", parent);
     fs.add("child.vhd", make_child(parent, 6 * MiB));
     {
         auto c = open_mem(reg, fs, "child.vhd", true);
-        REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error().to_string()));
+        REQUIRE_MESSAGE(c.ok(), vt::error_text(c));
         auto ref = c->device->backing_reference();
         REQUIRE(ref);
         CHECK(ref->names.front() == "parent.vhd");
-        CHECK(read_dev(*c->device, 0, 4096) == fill(4096, 0x70));
-        REQUIRE(c->device->write(2 * MiB + 1024, fill(1024, 0x71)).ok());
-        REQUIRE(c->device->write(5 * MiB + 100, fill(10, 0x72)).ok());
+        CHECK(vt::read_range(*c->device, 0, 4096) == vt::bytes(4096, 0x70));
+        REQUIRE(c->device->write(2 * MiB + 1024, vt::bytes(1024, 0x71)).ok());
+        REQUIRE(c->device->write(5 * MiB + 100, vt::bytes(10, 0x72)).ok());
         REQUIRE(c->device->close().ok());
     }
     auto c = open_mem(reg, fs, "child.vhd");
     REQUIRE(c.ok());
-    auto got = read_dev(*c->device, 2 * MiB, 4096);
-    auto want = fill(4096, 0x70);
+    auto got = vt::read_range(*c->device, 2 * MiB, 4096);
+    auto want = vt::bytes(4096, 0x70);
     std::fill(want.begin() + 1024, want.begin() + 2048, 0x71);
     CHECK(got == want);
-    got = read_dev(*c->device, 5 * MiB, 512);
-    want = fill(512, 0x70);
+    got = vt::read_range(*c->device, 5 * MiB, 512);
+    want = vt::bytes(512, 0x70);
     std::fill(want.begin() + 100, want.begin() + 110, 0x72);
     CHECK(got == want);
     auto e = c->device->block_status(2 * MiB, MiB);
@@ -410,13 +334,13 @@ TEST_CASE("differencing: reads fall through per sector bitmap, writes set bits, 
         o.no_backing = true;
         auto lone = open_image(reg, fs, "child.vhd", o);
         REQUIRE(lone.ok());
-        auto w = lone->device->write(4 * MiB, fill(512, 0x73));
+        auto w = lone->device->write(4 * MiB, vt::bytes(512, 0x73));
         REQUIRE_FALSE(w.ok());
         CHECK(w.error().code == ErrorCode::unsupported);
     }
 
     // A parent with another unique id is refused unless forced.
-    auto other = small_image(6 * MiB, {{0, fill(512, 0x01)}});
+    auto other = small_image(6 * MiB, {{0, vt::bytes(512, 0x01)}});
     fs.add("parent.vhd", other);
     auto bad = open_mem(reg, fs, "child.vhd");
     REQUIRE_FALSE(bad.ok());
@@ -426,7 +350,7 @@ TEST_CASE("differencing: reads fall through per sector bitmap, writes set bits, 
 }
 
 TEST_CASE("malformed images give exact errors") {
-    auto good = small_image(6 * MiB, {{0, fill(512, 1)}, {4 * MiB, fill(512, 2)}});
+    auto good = small_image(6 * MiB, {{0, vt::bytes(512, 1)}, {4 * MiB, vt::bytes(512, 2)}});
     const size_t h = 512;
     SUBCASE("bad footer checksum") {
         auto b = good;
@@ -436,7 +360,7 @@ TEST_CASE("malformed images give exact errors") {
     SUBCASE("bad dynamic header checksum") {
         auto b = good;
         b[h + 8 + 100] ^= 1;
-        put32(b, h + kHChecksum, be32(b, h + kHChecksum) ^ 1);
+        put_be32(b, h + kHChecksum, be32(b, h + kHChecksum) ^ 1);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("no cxsparse cookie") {
@@ -448,57 +372,57 @@ TEST_CASE("malformed images give exact errors") {
     SUBCASE("block size zero, not a power of two, too small") {
         for (uint32_t bs : {0u, 1000u, 256u, 0xffffffffu}) {
             auto b = good;
-            put32(b, h + kHBlockSize, bs);
+            put_be32(b, h + kHBlockSize, bs);
             reseal(b);
             CHECK(open_error(b) == ErrorCode::corrupt);
         }
     }
     SUBCASE("max_table_entries huge") {
         auto b = good;
-        put32(b, h + kHMaxEntries, 0xfffffff0u);
+        put_be32(b, h + kHMaxEntries, 0xfffffff0u);
         reseal(b);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("BAT too small for the size") {
         auto b = good;
-        put32(b, h + kHMaxEntries, 1);
+        put_be32(b, h + kHMaxEntries, 1);
         reseal(b);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("BAT past EOF") {
         auto b = good;
-        put64(b, h + kHTable, b.size() - 4);
+        put_be64(b, h + kHTable, b.size() - 4);
         reseal(b);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("BAT entry past EOF") {
         auto b = good;
-        put32(b, static_cast<size_t>(be64(b, h + kHTable)) + 8, 0x7fffffff);
+        put_be32(b, static_cast<size_t>(be64(b, h + kHTable)) + 8, 0x7fffffff);
         reseal(b);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("data offset past EOF") {
         auto b = good;
-        put64(b, kFDataOffset, 1ull << 40);
+        put_be64(b, kFDataOffset, 1ull << 40);
         reseal(b, 512);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("current size near 2^64") {
         auto b = good;
-        put64(b, kFCurSize, ~0ull - 511);
+        put_be64(b, kFCurSize, ~0ull - 511);
         reseal(b);
         CHECK(open_error(b) == ErrorCode::corrupt);
     }
     SUBCASE("unknown disk type") {
         auto b = good;
-        put32(b, kFType, 7);
+        put_be32(b, kFType, 7);
         reseal(b);
         CHECK(open_error(b) == ErrorCode::unsupported);
     }
     SUBCASE("fixed disk larger than its file") {
         auto f = small_image(3 * MiB, {}, "fixed");
-        put64(f, f.size() - 512 + kFCurSize, 4 * MiB);
-        put32(f, f.size() - 512 + kFChecksum, sum(f, f.size() - 512, 512, kFChecksum));
+        put_be64(f, f.size() - 512 + kFCurSize, 4 * MiB);
+        put_be32(f, f.size() - 512 + kFChecksum, sum(f, f.size() - 512, 512, kFChecksum));
         CHECK(open_error(f) == ErrorCode::corrupt);
     }
     SUBCASE("no footer anywhere") {
@@ -511,10 +435,10 @@ TEST_CASE("malformed images give exact errors") {
 
 TEST_CASE("check reports overlapping and duplicated BAT entries") {
     auto reg = make_reg();
-    auto b = small_image(6 * MiB, {{0, fill(512, 1)}, {2 * MiB, fill(512, 2)}});
+    auto b = small_image(6 * MiB, {{0, vt::bytes(512, 1)}, {2 * MiB, vt::bytes(512, 2)}});
     size_t bat = static_cast<size_t>(be64(b, 512 + kHTable));
-    put32(b, bat + 4, be32(b, bat));  // block 1 shares block 0's place
-    put32(b, bat + 8, be32(b, bat) + 8);  // block 2 overlaps block 0
+    put_be32(b, bat + 4, be32(b, bat));  // block 1 shares block 0's place
+    put_be32(b, bat + 8, be32(b, bat) + 8);  // block 2 overlaps block 0
     reseal(b);
     MemoryFileSystem fs;
     fs.add("c.vhd", b);
@@ -528,7 +452,7 @@ TEST_CASE("check reports overlapping and duplicated BAT entries") {
 
 TEST_CASE("random corruption of metadata never crashes") {
     auto reg = make_reg();
-    auto good = small_image(4 * MiB, {{0, fill(4096, 1)}, {3 * MiB, fill(4096, 2)}});
+    auto good = small_image(4 * MiB, {{0, vt::bytes(4096, 1)}, {3 * MiB, vt::bytes(4096, 2)}});
     auto rnd = vt::pattern(4 * 400, 7);
     for (size_t i = 0; i < 400; ++i) {
         auto b = good;
@@ -619,7 +543,7 @@ TEST_CASE("create -o uuid: the unique id is the one given (vhdiinfo), info repor
     co.size = 8 * MiB;
     co.values = {{"uuid", id}};
     auto dev = create_image(reg, *fs, tmp / "u.vhd", "vhd", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     CHECK((*dev)->info().uuid.value_or("") == id);
     REQUIRE((*dev)->close().ok());
     if (vt::have("vhdiinfo")) {
@@ -642,7 +566,7 @@ TEST_CASE("create preallocation=full: a fixed VHD's data is written (thick), qem
         co.size = 16 * MiB;
         co.values = {{"subformat", "fixed"}, {"preallocation", mode}};
         auto dev = create_image(reg, *fs, tmp / (mode + ".vhd"), "vhd", co);
-        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
         REQUIRE((*dev)->close().ok());
         auto blocks = vt::run("stat -c %b " + tmp / (mode + ".vhd"));
         uint64_t allocated = std::stoull(blocks.output) * 512;
@@ -671,7 +595,7 @@ TEST_CASE("create block_size: dynamic VHDs with 512 KiB and 16 MiB blocks, writt
         co.size = 40 * MiB;
         co.values = {{"block_size", bs}};
         auto dev = create_image(reg, *fs, img, "vhd", co);
-        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
         auto data = vt::pattern(3 * MiB + 4096, 7);
         REQUIRE((*dev)->write(5 * MiB - 4096, data).ok());
         REQUIRE((*dev)->close().ok());
@@ -683,7 +607,7 @@ TEST_CASE("create block_size: dynamic VHDs with 512 KiB and 16 MiB blocks, writt
         auto back = vt::open_host(reg, img, "vhd");
         REQUIRE(back.ok());
         CHECK(back->device->info().cluster_size == parse_size(bs).value());
-        CHECK(read_dev(*back->device, 30 * MiB, 4096) == std::vector<uint8_t>(4096, 0x7e));
+        CHECK(vt::read_range(*back->device, 30 * MiB, 4096) == std::vector<uint8_t>(4096, 0x7e));
         auto chk = back->format->check(*back->device, RepairMode::none);
         REQUIRE(chk.ok());
         CHECK(chk->corruptions == 0);

@@ -5,13 +5,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vmdk_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
@@ -20,12 +16,7 @@ namespace {
 constexpr uint64_t MiB = 1ull << 20;
 constexpr uint64_t GiB = 1ull << 30;
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_vmdk_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_vmdk_format); }
 
 std::string qemu_io_writes(const std::string& fmt, const std::string& img,
                            const std::vector<std::tuple<uint64_t, uint64_t, int>>& w) {
@@ -37,7 +28,7 @@ std::string qemu_io_writes(const std::string& fmt, const std::string& img,
 
 void check_clean(const Registry& reg, const std::string& path) {
     auto dev = vt::open_host(reg, path);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     auto chk = dev->format->check(*dev->device, RepairMode::none);
     REQUIRE(chk.ok());
     CHECK_MESSAGE(chk->corruptions == 0, (chk->messages.empty() ? "" : chk->messages.front()));
@@ -66,7 +57,7 @@ TEST_CASE("qemu-img written images of every subformat read byte-exact") {
         }
         auto want = vt::qemu_read_raw(img, "vmdk", tmp.path);
         auto dev = vt::open_host(reg, img);
-        REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+        REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
         CHECK(dev->format->name() == "vmdk");
         CHECK(vt::read_all(*dev->device) == want);
         check_clean(reg, img);
@@ -86,7 +77,7 @@ TEST_CASE("qemu-img streamOptimized output reads byte-exact") {
     auto c = vt::run("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized " + raw + " " + tmp / "s.vmdk");
     REQUIRE_MESSAGE(c.status == 0, c.output);
     auto dev = vt::open_host(reg, tmp / "s.vmdk");
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     CHECK(vt::read_all(*dev->device) == img);
     auto bs = dev->device->block_status(5 * MiB, MiB);
     REQUIRE(bs.ok());
@@ -99,82 +90,22 @@ TEST_CASE("qemu-img streamOptimized output reads byte-exact") {
 
 namespace {
 
-// Create with vdisk, write, close; qemu-img check and compare against a raw reference written the same way.
-void create_write_compare(const std::string& opts, uint64_t size,
-                          const std::vector<std::pair<uint64_t, std::vector<uint8_t>>>& writes, bool full_compare) {
+// The shared round trip (vt::write_and_compare) for a VMDK created with `opts`; libvmdk's vmdkinfo reads the
+// sparse subformats.
+void create_write_compare(const std::string& opts, uint64_t size, const vt::Writes& writes, bool full_compare) {
     CAPTURE(opts);
     auto reg = make_reg();
-    vt::TempDir tmp;
-    auto fs = make_posix_file_system(tmp.path);
-    CreateOptions co;
-    co.size = size;
-    if (!opts.empty()) {
-        auto kv = parse_option_list(opts);
-        REQUIRE(kv.ok());
-        co.values = *kv;
-    }
-    auto dev = create_image(reg, *fs, "out.vmdk", "vmdk", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
-    CreateOptions ro;
-    ro.size = size;
-    auto raw = create_image(reg, *fs, "ref.raw", "raw", ro);
-    REQUIRE(raw.ok());
-    for (auto& [off, data] : writes) {
-        REQUIRE((*dev)->write(off, data).ok());
-        REQUIRE((*raw)->write(off, data).ok());
-    }
-    // Reads back before closing, through the same device (grain table updates still in the cache).
-    for (auto& [off, data] : writes) {
-        std::vector<uint8_t> got(data.size()), want(data.size());
-        REQUIRE((*dev)->read(off, got).ok());
-        REQUIRE((*raw)->read(off, want).ok());
-        CHECK(got == want);
-    }
-    REQUIRE((*dev)->close().ok());
-    REQUIRE((*raw)->close().ok());
-    dev->reset();
-    raw->reset();
-    auto c = vt::run("qemu-img check -f vmdk " + tmp / "out.vmdk");
-    CHECK_MESSAGE(c.status == 0, c.output);
-    if (full_compare) {
-        auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "out.vmdk" + " " + tmp / "ref.raw");
-        CHECK_MESSAGE(cmp.status == 0, cmp.output);
-    } else {
-        std::string cmds;
-        for (auto& [off, data] : writes)
-            cmds += " -c 'read -P " + std::to_string(data[0]) + " " + std::to_string(off) + " " +
-                    std::to_string(data.size()) + "'";
-        auto r = vt::run("qemu-io -f vmdk" + cmds + " " + tmp / "out.vmdk");
-        CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output);
-    }
-    if (opts.find("Flat") == std::string::npos && vt::have("vmdkinfo")) {
-        auto v = vt::run("vmdkinfo " + tmp / "out.vmdk");
-        CHECK_MESSAGE(v.status == 0, v.output);
-    }
-    auto back = vt::open_host(reg, tmp / "out.vmdk");
-    REQUIRE_MESSAGE(back.ok(), (back.ok() ? "" : back.error().to_string()));
-    auto ref = vt::open_host(reg, tmp / "ref.raw");
-    REQUIRE(ref.ok());
-    for (auto& [off, data] : writes) {
-        std::vector<uint8_t> got(data.size()), want(data.size());
-        REQUIRE(back->device->read(off, got).ok());
-        REQUIRE(ref->device->read(off, want).ok());
-        CHECK(got == want);
-    }
-    auto cmp2 = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "out.vmdk" + " " + tmp / "ref.raw");
-    if (full_compare) CHECK_MESSAGE(cmp2.status == 0, cmp2.output);
-    auto chk = back->format->check(*back->device, RepairMode::none);
-    REQUIRE(chk.ok());
-    CHECK(chk->corruptions == 0);
+    vt::WriteCompare c{.format = "vmdk", .qemu_format = "vmdk", .options = opts, .size = size, .writes = writes,
+                       .full_compare = full_compare};
+    if (opts.find("Flat") == std::string::npos) c.libyal_info = "vmdkinfo";
+    vt::write_and_compare(reg, c);
 }
-
-std::vector<uint8_t> bytes_of(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
 
 }  // namespace
 
 TEST_CASE("create and write: every subformat against qemu-img check/compare") {
     if (!vt::need_qemu()) return;
-    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+    vt::Writes w = {
         {0, vt::pattern(65536, 1)},
         {3 * MiB - 100, vt::pattern(300, 2)},       // unaligned, crosses a grain boundary
         {9 * MiB, vt::pattern(2 * MiB + 512, 3)},   // several grains and a grain table boundary nearby
@@ -199,7 +130,7 @@ TEST_CASE("writes hopping between grain tables with a one-table cache: deferred 
     oo.read_write = true;
     oo.limits.max_cache_bytes = 4096;  // one grain table (512 entries) at a time
     auto dev = open_image(reg, *fs, "a.vmdk", oo);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     oo.limits = Limits{};
     auto raw = open_image(reg, *fs, "a.raw", oo);
     REQUIRE(raw.ok());
@@ -223,19 +154,17 @@ TEST_CASE("writes hopping between grain tables with a one-table cache: deferred 
     REQUIRE(raw->device->close().ok());
     *dev = OpenedImage{};
     *raw = OpenedImage{};
-    auto c = vt::run("qemu-img check -f vmdk " + tmp / "a.vmdk");
-    CHECK_MESSAGE(c.status == 0, c.output);
-    auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / "a.vmdk" + " " + tmp / "a.raw");
-    CHECK_MESSAGE(cmp.status == 0, cmp.output);
+    vt::expect_qemu_check(tmp / "a.vmdk", "vmdk");
+    vt::expect_qemu_compare(tmp / "a.vmdk", tmp / "a.raw", "vmdk", "raw");
     check_clean(reg, tmp / "a.vmdk");
 }
 
 TEST_CASE("create: streamOptimized written in one forward pass") {
     if (!vt::need_qemu()) return;
-    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
+    vt::Writes w = {
         {0, vt::pattern(65536, 1)},
         {MiB, vt::pattern(3 * MiB, 2)},
-        {40 * MiB, bytes_of(65536, 0)},       // zero grain: stays unallocated
+        {40 * MiB, vt::bytes(65536, 0)},       // zero grain: stays unallocated
         {45 * MiB, vt::pattern(65536 * 3, 3)},
     };
     create_write_compare("subformat=streamOptimized", 48 * MiB, w, true);
@@ -245,10 +174,10 @@ TEST_CASE("create: streamOptimized written in one forward pass") {
 
 TEST_CASE("create: 5 GiB split images, data across the 2 GiB extent boundaries") {
     if (!vt::need_qemu()) return;
-    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> w = {
-        {2 * GiB - 3 * 512, bytes_of(70000, 0x77)},    // crosses extent 1 -> 2
-        {4 * GiB - 65536, bytes_of(3 * 65536, 0x88)},  // crosses extent 2 -> 3 (and 4 GiB)
-        {5 * GiB - 512, bytes_of(512, 0x99)},
+    vt::Writes w = {
+        {2 * GiB - 3 * 512, vt::bytes(70000, 0x77)},    // crosses extent 1 -> 2
+        {4 * GiB - 65536, vt::bytes(3 * 65536, 0x88)},  // crosses extent 2 -> 3 (and 4 GiB)
+        {5 * GiB - 512, vt::bytes(512, 0x99)},
     };
     create_write_compare("subformat=twoGbMaxExtentSparse", 5 * GiB, w, false);
     create_write_compare("subformat=twoGbMaxExtentFlat", 5 * GiB, w, false);
@@ -274,11 +203,9 @@ TEST_CASE("convert to streamOptimized with and without compression; qemu-img com
         co.create.set("subformat", "streamOptimized");
         std::string out = compress ? "c.vmdk" : "u.vmdk";
         auto st = convert(reg, *src->device, *fs, out, co);
-        REQUIRE_MESSAGE(st.ok(), (st.ok() ? "" : st.error().to_string()));
-        auto c = vt::run("qemu-img check -f vmdk " + tmp / out);
-        CHECK_MESSAGE(c.status == 0, c.output);
-        auto cmp = vt::run("qemu-img compare -f vmdk -F raw " + tmp / out + " " + tmp / "src.raw");
-        CHECK_MESSAGE(cmp.status == 0, cmp.output);
+        REQUIRE_MESSAGE(st.ok(), vt::error_text(st));
+        vt::expect_qemu_check(tmp / out, "vmdk");
+        vt::expect_qemu_compare(tmp / out, tmp / "src.raw", "vmdk", "raw");
         auto v = vt::run("vmdkinfo " + tmp / out);
         CHECK_MESSAGE(v.status == 0, v.output);
         auto back = open_image(reg, *fs, out, OpenOptions{});
@@ -298,7 +225,7 @@ TEST_CASE("backing chain: parentFileNameHint, CID check, force") {
     REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "top.vmdk", {{MiB, 4096, 0x71}, {8 * MiB + 100 * 512, 512, 0x72}})).status == 0);
     auto want = vt::qemu_read_raw(tmp / "top.vmdk", "vmdk", tmp.path);
     auto top = vt::open_host(reg, tmp / "top.vmdk");
-    REQUIRE_MESSAGE(top.ok(), (top.ok() ? "" : top.error().to_string()));
+    REQUIRE_MESSAGE(top.ok(), vt::error_text(top));
     REQUIRE(top->device->backing() != nullptr);
     CHECK(vt::read_all(*top->device) == want);
     auto br = top->device->backing_reference();
@@ -324,7 +251,7 @@ TEST_CASE("backing chain: parentFileNameHint, CID check, force") {
     OpenOptions oo;
     oo.force_parent_mismatch = true;
     auto forced = open_image(reg, *fs, "top.vmdk", oo);
-    REQUIRE_MESSAGE(forced.ok(), (forced.ok() ? "" : forced.error().to_string()));
+    REQUIRE_MESSAGE(forced.ok(), vt::error_text(forced));
     CHECK(vt::read_all(*forced->device) == want);
 
     // Untrusted: the parent is not followed.
@@ -346,23 +273,22 @@ TEST_CASE("create with backing_file: child reads the parent, qemu-img agrees") {
     CreateOptions co;
     co.set("backing_file", "base.vmdk");
     auto dev = create_image(reg, *fs, "child.vmdk", "vmdk", co);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     REQUIRE((*dev)->close().ok());
     dev->reset();
     auto child = open_image(reg, *fs, "child.vmdk", OpenOptions{});
-    REQUIRE_MESSAGE(child.ok(), (child.ok() ? "" : child.error().to_string()));
+    REQUIRE_MESSAGE(child.ok(), vt::error_text(child));
     OpenOptions rw;
     rw.read_write = true;
     child = open_image(reg, *fs, "child.vmdk", rw);
     REQUIRE(child.ok());
     // A partial-grain write copies the rest of the grain up from the parent.
-    REQUIRE(child->device->write(MiB + 512, bytes_of(1024, 0x99)).ok());
+    REQUIRE(child->device->write(MiB + 512, vt::bytes(1024, 0x99)).ok());
     REQUIRE(child->device->close().ok());
     auto c = vt::run("qemu-img check " + tmp / "child.vmdk");
     CHECK_MESSAGE(c.status == 0, c.output);
-    auto r = vt::run("qemu-io -f vmdk -c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 "
-                     "7338496' " + tmp / "child.vmdk");
-    CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output);
+    vt::expect_qemu_io_reads(tmp / "child.vmdk", "vmdk",
+                             "-c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 7338496'");
 }
 
 TEST_CASE("info: format-specific matches qemu-img's JSON") {
@@ -415,8 +341,7 @@ TEST_CASE("writing to a parent gives it a new CID: its child then refuses to ope
             REQUIRE(again.ok());
             CHECK(*again->device->info().format_specific.get("data")->get("cid")->as_uint() != before);
         }
-        auto c = vt::run("qemu-img check -f vmdk " + tmp / "base.vmdk");
-        CHECK_MESSAGE(c.status == 0, c.output);
+        vt::expect_qemu_check(tmp / "base.vmdk", "vmdk");
         auto q = vt::run("qemu-io -f vmdk -c 'read -P 0 4096 4096' " + tmp / "base.vmdk");
         CHECK_MESSAGE((q.status == 0 && q.output.find("fail") == std::string::npos), q.output);
         auto top = open_image(reg, *fs, "top.vmdk", OpenOptions{});
@@ -488,7 +413,7 @@ TEST_CASE("vmfsSparse (COWD) extent behind a descriptor, against qemu") {
     vt::write_file(tmp / "c.vmdk", std::vector<uint8_t>(d.begin(), d.end()));
     auto want = vt::qemu_read_raw(tmp / "c.vmdk", "vmdk", tmp.path);
     auto dev = vt::open_host(reg, tmp / "c.vmdk");
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     auto got = vt::read_all(*dev->device);
     CHECK(got == want);
     CHECK(got[3 * 4096] == 0xa1);
@@ -522,7 +447,7 @@ TEST_CASE("create: descriptor DDB (geometry, adapter, hwversion, tools) as qemu-
             co.size = size;
             co.values = *parse_option_list(opts);
             auto d = create_image(reg, *fs, "v.vmdk", "vmdk", co);
-            REQUIRE_MESSAGE(d.ok(), (d.ok() ? "" : d.error().to_string()));
+            REQUIRE_MESSAGE(d.ok(), vt::error_text(d));
             REQUIRE((*d)->close().ok());
             CHECK(ddb_lines(tmp / "v.vmdk") == ddb_lines(tmp / "q.vmdk"));
         }
@@ -571,7 +496,7 @@ TEST_CASE("monolithicSparse whose embedded descriptor names its extent \"\" (Fre
     vt::write_file(img, bytes);
     REQUIRE(vt::run("strings " + vt::sh_quote(img) + " | grep -qx 'RW 32768 SPARSE \"\"'").status == 0);
     auto dev = vt::open_host(reg, img);
-    REQUIRE_MESSAGE(dev.ok(), (dev.ok() ? "" : dev.error().to_string()));
+    REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     CHECK(vt::read_all(*dev->device) == vt::qemu_read_raw(img, "vmdk", tmp.path));
     CHECK(vt::read_all(*dev->device)[MiB] == 0x5a);
     // In a descriptor file an empty extent name is still an error.

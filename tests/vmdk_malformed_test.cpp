@@ -4,15 +4,11 @@
 #include <chrono>
 #include <cstring>
 
+#include "builtin_formats.hpp"
+#include "exercise.hpp"
 #include "support.hpp"
 #include "util/bytes.hpp"
-#include "../fuzz/fuzz_common.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vmdk_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
@@ -20,17 +16,12 @@ namespace {
 
 constexpr uint64_t MiB = 1ull << 20;
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_vmdk_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_vmdk_format); }
 
-void put32(std::vector<uint8_t>& b, size_t at, uint32_t v) { std::memcpy(b.data() + at, &v, 4); }
-void put64(std::vector<uint8_t>& b, size_t at, uint64_t v) { std::memcpy(b.data() + at, &v, 8); }
-uint32_t get32(const std::vector<uint8_t>& b, size_t at) { uint32_t v; std::memcpy(&v, b.data() + at, 4); return v; }
-uint64_t get64(const std::vector<uint8_t>& b, size_t at) { uint64_t v; std::memcpy(&v, b.data() + at, 8); return v; }
+using vt::le32;
+using vt::le64;
+using vt::put_le32;
+using vt::put_le64;
 
 OpenOptions vmdk_opts() {
     OpenOptions o;
@@ -40,18 +31,8 @@ OpenOptions vmdk_opts() {
 
 // A monolithicSparse image made by vdisk in memory, with data in the first grains.
 std::vector<uint8_t> sparse_image(const std::string& opts = "", uint64_t size = 8 * MiB) {
-    auto reg = make_reg();
-    MemoryFileSystem fs;
-    CreateOptions co;
-    co.size = size;
-    if (!opts.empty()) co.values = *parse_option_list(opts);
-    auto dev = create_image(reg, fs, "a.vmdk", "vmdk", co);
-    REQUIRE(dev.ok());
-    REQUIRE((*dev)->write(0, vt::pattern(3 * 65536, 1)).ok());
-    REQUIRE((*dev)->write(5 * MiB, vt::pattern(65536, 2)).ok());
-    REQUIRE((*dev)->close().ok());
-    dev->reset();
-    return *fs.content("a.vmdk");
+    return vt::created_image(make_reg(), "vmdk", size, {{0, vt::pattern(3 * 65536, 1)}, {5 * MiB, vt::pattern(65536, 2)}},
+                             opts, "a.vmdk");
 }
 
 Result<OpenedImage> open_bytes(MemoryFileSystem& fs, std::vector<uint8_t> bytes, OpenOptions o = vmdk_opts()) {
@@ -118,18 +99,18 @@ TEST_CASE("hostile corpus: clean errors") {
 
 TEST_CASE("malformed sparse headers") {
     auto img = sparse_image();
-    REQUIRE(open_code([&] { auto b = img; put64(b, 20, 0); return b; }()) == ErrorCode::corrupt);          // grain 0
-    CHECK(open_code([&] { auto b = img; put64(b, 20, 100); return b; }()) == ErrorCode::corrupt);         // not pow2
-    CHECK(open_code([&] { auto b = img; put64(b, 20, 1ull << 40); return b; }()) == ErrorCode::unsupported);  // huge
-    CHECK(open_code([&] { auto b = img; put32(b, 44, 0); return b; }()) == ErrorCode::corrupt);           // no GTEs
-    CHECK(open_code([&] { auto b = img; put32(b, 44, 0xffffffff); return b; }()) == ErrorCode::unsupported);
-    CHECK(open_code([&] { auto b = img; put64(b, 12, ~0ull); return b; }()) == ErrorCode::corrupt);       // 2^64 sectors
-    CHECK(open_code([&] { auto b = img; put64(b, 12, 1ull << 54); return b; }()) == ErrorCode::limit_exceeded);
-    CHECK(open_code([&] { auto b = img; put64(b, 56, 1ull << 30); return b; }()) == ErrorCode::corrupt);  // GD past EOF
-    CHECK(open_code([&] { auto b = img; put64(b, 56, ~0ull >> 8); return b; }()) == ErrorCode::corrupt);  // GD overflow
-    CHECK(open_code([&] { auto b = img; put32(b, 4, 9); return b; }()) == ErrorCode::unsupported);        // version
-    CHECK(open_code([&] { auto b = img; put64(b, 36, 1ull << 40); return b; }()) == ErrorCode::limit_exceeded);  // desc
-    CHECK(open_code([&] { auto b = img; put64(b, 28, 1ull << 40); return b; }()) == ErrorCode::corrupt);  // desc past EOF
+    REQUIRE(open_code([&] { auto b = img; put_le64(b, 20, 0); return b; }()) == ErrorCode::corrupt);          // grain 0
+    CHECK(open_code([&] { auto b = img; put_le64(b, 20, 100); return b; }()) == ErrorCode::corrupt);         // not pow2
+    CHECK(open_code([&] { auto b = img; put_le64(b, 20, 1ull << 40); return b; }()) == ErrorCode::unsupported);  // huge
+    CHECK(open_code([&] { auto b = img; put_le32(b, 44, 0); return b; }()) == ErrorCode::corrupt);           // no GTEs
+    CHECK(open_code([&] { auto b = img; put_le32(b, 44, 0xffffffff); return b; }()) == ErrorCode::unsupported);
+    CHECK(open_code([&] { auto b = img; put_le64(b, 12, ~0ull); return b; }()) == ErrorCode::corrupt);       // 2^64 sectors
+    CHECK(open_code([&] { auto b = img; put_le64(b, 12, 1ull << 54); return b; }()) == ErrorCode::limit_exceeded);
+    CHECK(open_code([&] { auto b = img; put_le64(b, 56, 1ull << 30); return b; }()) == ErrorCode::corrupt);  // GD past EOF
+    CHECK(open_code([&] { auto b = img; put_le64(b, 56, ~0ull >> 8); return b; }()) == ErrorCode::corrupt);  // GD overflow
+    CHECK(open_code([&] { auto b = img; put_le32(b, 4, 9); return b; }()) == ErrorCode::unsupported);        // version
+    CHECK(open_code([&] { auto b = img; put_le64(b, 36, 1ull << 40); return b; }()) == ErrorCode::limit_exceeded);  // desc
+    CHECK(open_code([&] { auto b = img; put_le64(b, 28, 1ull << 40); return b; }()) == ErrorCode::corrupt);  // desc past EOF
     // The file cut inside the header.
     CHECK(open_code(std::vector<uint8_t>(img.begin(), img.begin() + 100)) == ErrorCode::corrupt);
 }
@@ -137,21 +118,21 @@ TEST_CASE("malformed sparse headers") {
 TEST_CASE("malformed grain tables: out-of-file entries fail the read, check reports them") {
     auto reg = make_reg();
     auto img = sparse_image();
-    uint64_t gd = get64(img, 56) * 512;
-    uint64_t gt = uint64_t(get32(img, gd)) * 512;
+    uint64_t gd = le64(img, 56) * 512;
+    uint64_t gt = uint64_t(le32(img, gd)) * 512;
     auto bad = img;
-    put32(bad, gt + 4, 0x7fffffff);  // grain 1 far past the end
+    put_le32(bad, gt + 4, 0x7fffffff);  // grain 1 far past the end
     CHECK(read_code(bad) == ErrorCode::corrupt);
     auto bad_gd = img;
-    put32(bad_gd, gd, 0x7fffffff);  // GT past EOF
+    put_le32(bad_gd, gd, 0x7fffffff);  // GT past EOF
     CHECK(read_code(bad_gd) == ErrorCode::corrupt);
 
     // Overlaps and a GD/RGD disagreement are found by check.
     MemoryFileSystem fs;
     auto ov = img;
-    put32(ov, gt + 8, get32(ov, gt + 4));  // grains 1 and 2 share storage
-    put32(ov, gt + 12, 0);                 // grain 3 pointing at the header
-    put32(ov, gt + 12, 2);
+    put_le32(ov, gt + 8, le32(ov, gt + 4));  // grains 1 and 2 share storage
+    put_le32(ov, gt + 12, 0);                 // grain 3 pointing at the header
+    put_le32(ov, gt + 12, 2);
     auto r = open_bytes(fs, ov);
     REQUIRE(r.ok());
     auto chk = r->format->check(*r->device, RepairMode::none);
@@ -160,8 +141,8 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
 
     MemoryFileSystem fs2;
     auto dis = img;
-    uint64_t rgd = get64(img, 48) * 512;
-    put32(dis, rgd, 0);
+    uint64_t rgd = le64(img, 48) * 512;
+    put_le32(dis, rgd, 0);
     auto r2 = open_bytes(fs2, dis);
     REQUIRE(r2.ok());
     auto chk2 = r2->format->check(*r2->device, RepairMode::none);
@@ -171,8 +152,8 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
     // Two grain directory entries naming the same grain table; a grain table on top of the header.
     MemoryFileSystem fs4;
     auto twice = sparse_image("", 80 * MiB);
-    uint64_t gd4 = get64(twice, 56) * 512;
-    put32(twice, gd4 + 4, get32(twice, gd4));
+    uint64_t gd4 = le64(twice, 56) * 512;
+    put_le32(twice, gd4 + 4, le32(twice, gd4));
     auto r4 = open_bytes(fs4, twice);
     REQUIRE(r4.ok());
     auto chk4 = r4->format->check(*r4->device, RepairMode::none);
@@ -180,8 +161,8 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
     CHECK(chk4->corruptions >= 1);
     MemoryFileSystem fs5;
     auto on_desc = sparse_image("", 80 * MiB);
-    put32(on_desc, gd4 + 8, 1);                              // grain table 2 on top of the descriptor
-    put32(on_desc, get64(on_desc, 48) * 512 + 8, 1);         // and its redundant copy too
+    put_le32(on_desc, gd4 + 8, 1);                              // grain table 2 on top of the descriptor
+    put_le32(on_desc, le64(on_desc, 48) * 512 + 8, 1);         // and its redundant copy too
     auto r5 = open_bytes(fs5, on_desc);
     REQUIRE(r5.ok());
     auto chk5 = r5->format->check(*r5->device, RepairMode::none);
@@ -214,7 +195,7 @@ TEST_CASE("malformed descriptors") {
     };
     // Good: CRLF, comments, quoting, lower-case keys.
     auto good = open_desc(desc("RW 8 FLAT \"f.raw\" 0\r\nRW 8 ZERO\r\n"));
-    REQUIRE_MESSAGE(good.ok(), (good.ok() ? "" : good.error().to_string()));
+    REQUIRE_MESSAGE(good.ok(), vt::error_text(good));
     CHECK(good->device->size() == 8192);
     CHECK(vt::read_all(*good->device) == [] { std::vector<uint8_t> v(8192, 0); std::fill(v.begin(), v.begin() + 4096, 0x5c); return v; }());
 
@@ -222,7 +203,7 @@ TEST_CASE("malformed descriptors") {
     std::string odd = "\xEF\xBB\xBF# Disk DescriptorFile\n  CID = 0000abcd \nPARENTcid=ffffffff\nCREATETYPE = monolithicFlat\n"
                       "# a comment\n\tRW 8 FLAT f.raw 0\nddb.UUID = \"60 00\"\n";
     auto o2 = open_desc(std::vector<uint8_t>(odd.begin(), odd.end()));
-    REQUIRE_MESSAGE(o2.ok(), (o2.ok() ? "" : o2.error().to_string()));
+    REQUIRE_MESSAGE(o2.ok(), vt::error_text(o2));
     CHECK(*o2->device->info().format_specific.get("data")->get("cid")->as_uint() == 0xabcdu);
     CHECK(*o2->device->info().format_specific.get("data")->get("create-type")->as_string() == "monolithicFlat");
 
@@ -267,7 +248,7 @@ TEST_CASE("malformed descriptors") {
     t.references = &refs;
     fs.add("d/x.vmdk", desc("RW 8 FLAT \"../up.raw\" 0"));
     auto up = open_image(reg, fs, "d/x.vmdk", t);
-    REQUIRE_MESSAGE(up.ok(), (up.ok() ? "" : up.error().to_string()));
+    REQUIRE_MESSAGE(up.ok(), vt::error_text(up));
     REQUIRE(refs.size() == 1);
     CHECK(refs[0].find("../up.raw") != std::string::npos);
 }
@@ -323,7 +304,7 @@ TEST_CASE("streamOptimized: compressed grains past EOF, bad deflate, deflate bom
     CHECK(!read_code(good));
     // The first grain marker sits at the overhead (sector 128): make its size run past the end of the file.
     auto past = good;
-    put32(past, 128 * 512 + 8, 100000);
+    put_le32(past, 128 * 512 + 8, 100000);
     CHECK(read_code(past) == ErrorCode::corrupt);
     auto garbage = good;
     std::memset(garbage.data() + 128 * 512 + 12, 0xee, 64);
@@ -363,6 +344,6 @@ TEST_CASE("fuzz body on patched images stays bounded") {
         }
         MemoryFileSystem fs;
         fs.add("image.vmdk", b);
-        fuzz::exercise(reg, fs, "image.vmdk", fuzz::fuzz_options("vmdk"), 1 * MiB);
+        testlib::exercise(reg, fs, "image.vmdk", testlib::fuzz_options("vmdk"), 1 * MiB);
     }
 }

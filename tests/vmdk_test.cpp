@@ -3,31 +3,18 @@
 #include <cstring>
 #include <filesystem>
 
+#include "builtin_formats.hpp"
 #include "support.hpp"
 #include "vdisk/vdisk.hpp"
-
-namespace vdisk {
-std::unique_ptr<Format> make_raw_format();
-std::unique_ptr<Format> make_vmdk_format();
-}  // namespace vdisk
 
 using namespace vdisk;
 
 namespace {
 
-Registry make_reg() {
-    Registry reg;
-    reg.add(make_raw_format());
-    reg.add(make_vmdk_format());
-    return reg;
-}
+Registry make_reg() { return vt::registry_of(make_raw_format, make_vmdk_format); }
 
 void verify(const std::string& rel, const std::string& open_name = "") {
-    auto root = vt::need_corpus();
-    if (!root) return;
-    auto reg = make_reg();
-    vt::TempDir tmp;
-    vt::verify_manifest_entry(reg, *root, vt::manifest_entry(*root, rel), tmp.path, "vmdk", open_name);
+    vt::verify_corpus_image(make_reg(), rel, "vmdk", open_name);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shared body of the libFuzzer targets: open an image from an in-memory file system and exercise every
+// Shared by the libFuzzer targets and the test suites (random-corruption cases run the same body on
+// patched images). The body of the libFuzzer targets: open an image from an in-memory file system and exercise every
 // path a user reaches (info, map, read, compare, check) with bounded work. Any crash, sanitizer report,
 // hang or unbounded allocation is a bug; so is an input that costs far more than its size warrants, which
 // the per-input budget below turns into a crash libFuzzer reports (issue 13: tiny images that cost
@@ -14,9 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "forwarding.hpp"
 #include "vdisk/vdisk.hpp"
 
-namespace vdisk::fuzz {
+namespace vdisk::testlib {
 
 /// Tight limits so a fuzzed header cannot make one input expensive. Inputs are at most 1 MiB (smoke.sh's
 /// -max_len), so no table an input can hold whole needs more than 1 MiB, and 64Ki entries walked per image
@@ -70,44 +72,30 @@ struct InputBudget {
 };
 
 /// A file that counts what is read through it into an InputBudget.
-class CountingFile final : public File {
+class CountingFile final : public ForwardingFile {
 public:
-    CountingFile(std::unique_ptr<File> f, InputBudget& b) : f_(std::move(f)), b_(b) {}
+    CountingFile(std::unique_ptr<File> f, InputBudget& b) : ForwardingFile(std::move(f)), b_(b) {}
     Result<size_t> read_at(uint64_t offset, std::span<uint8_t> buf) override {
         b_.bytes_read += buf.size();
         if (b_.bytes_read > b_.read_allowance()) b_.over("bytes read", b_.bytes_read, b_.read_allowance());
-        return f_->read_at(offset, buf);
+        return inner().read_at(offset, buf);
     }
-    Status write_at(uint64_t offset, std::span<const uint8_t> buf) override { return f_->write_at(offset, buf); }
-    Result<uint64_t> size() override { return f_->size(); }
-    Status resize(uint64_t n) override { return f_->resize(n); }
-    Status sync() override { return f_->sync(); }
-    const std::string& name() const override { return f_->name(); }
-    FileIdentity identity() const override { return f_->identity(); }
 
 private:
-    std::unique_ptr<File> f_;
     InputBudget& b_;
 };
 
 /// A file system whose files count their reads.
-class CountingFs final : public FileSystem {
+class CountingFs final : public ForwardingFs {
 public:
-    CountingFs(FileSystem& fs, InputBudget& b) : fs_(fs), b_(b) {}
+    CountingFs(FileSystem& fs, InputBudget& b) : ForwardingFs(fs), b_(b) {}
     Result<std::unique_ptr<File>> open(std::string_view name, Access access) override {
-        VDISK_ASSIGN(auto f, fs_.open(name, access));
+        VDISK_ASSIGN(auto f, base().open(name, access));
         return std::unique_ptr<File>(std::make_unique<CountingFile>(std::move(f), b_));
     }
-    Result<std::unique_ptr<File>> create(std::string_view name, bool exclusive) override {
-        return fs_.create(name, exclusive);
-    }
-    Status rename(std::string_view from, std::string_view to) override { return fs_.rename(from, to); }
-    Status remove(std::string_view name) override { return fs_.remove(name); }
-    bool exists(std::string_view name) override { return fs_.exists(name); }
-    Result<std::vector<std::string>> list(std::string_view dir) override { return fs_.list(dir); }
+    Result<std::vector<std::string>> list(std::string_view dir) override { return base().list(dir); }
 
 private:
-    FileSystem& fs_;
     InputBudget& b_;
 };
 
@@ -243,4 +231,12 @@ inline void exercise(const Registry& reg, FileSystem& mem, std::string_view name
     ib.check_device(dev);
 }
 
-}  // namespace vdisk::fuzz
+/// exercise() on one file holding `data` (served in place), named `name`, with fuzz_options.
+inline void exercise_bytes(const Registry& reg, std::string_view name, const uint8_t* data, size_t size,
+                           std::string_view format, uint64_t read_budget = 256u << 10) {
+    InputFs fs;
+    fs.add(std::string(name), {data, size});
+    exercise(reg, fs, name, fuzz_options(format), read_budget, size);
+}
+
+}  // namespace vdisk::testlib
