@@ -105,10 +105,7 @@ Result<StoredExtent> VhdDevice::do_map_stored(uint64_t offset, uint64_t max_len)
     const uint64_t block = offset / bs, in = offset % bs;
     s.length = std::min(max_len, bs - in);
     const StoredKind absent = meta_.differencing() ? StoredKind::unallocated : StoredKind::zero;
-    if (block >= bat_.size() || bat_[block] == kBatUnused) {
-        s.kind = absent;
-        return s;
-    }
+    if (block >= bat_.size() || bat_[block] == kBatUnused) return StoredExtent{offset, s.length, absent};
     // Readers may run concurrently (see BlockDevice): the one-block bitmap cache is used under bitmap_mu_.
     std::lock_guard lock(bitmap_mu_);
     VDISK_ASSIGN(auto* bm, bitmap(block));
