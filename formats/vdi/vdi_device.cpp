@@ -59,30 +59,19 @@ public:
     }
 
     const Meta& meta() const { return meta_; }
-    const std::vector<uint32_t>& bmap() const { return bmap_; }
-    uint64_t file_size() const { return file_size_; }
-    File& file() { return *file_; }
-
-    Status rewrite_blocks_allocated(uint32_t count) {
-        uint8_t b[4];
-        util::store_le<uint32_t>(b, count);
-        VDISK_TRY(file_->write_at(kBlocksAllocatedOffset, b));
-        meta_.blocks_allocated = count;
-        return ok();
-    }
 
 protected:
-    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_discard(uint64_t offset, uint64_t len) override;
     Status do_flush() override { return file_->sync(); }
     Status do_resize(uint64_t new_size) override;
-    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
+    Status missing_backing_error() const override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
     Status check_backing_identity(BlockDevice& backing) override;
-    Result<CheckResult> do_check(RepairMode repair) override { return check_device(*this, repair); }
+    Result<CheckResult> do_check(RepairMode repair) override;
 
 public:
     Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) override;
@@ -93,27 +82,11 @@ private:
         // handed out by allocation stay below blocks_in_image.
         return meta_.offset_data + uint64_t{slot} * meta_.slot_size() + meta_.block_extra;
     }
-    Error no_parent_error(uint64_t block) const {
-        std::string why = parent_.note.empty() ? "" : " (" + parent_.note + ")";
-        return make_error(ErrorCode::not_found,
-                          "differencing VDI block " + std::to_string(block) + " is in its parent, uuid " +
-                              util::guid_to_string(meta_.uuid_linkage) + ", which is not attached" + why +
-                              "; name the parent with --parent FILE (OpenOptions::backing_override)");
-    }
-    // Fill `buf` with what an unallocated block reads as: the parent for FREE blocks of a differencing
-    // image, zeros otherwise.
-    Status read_unallocated(uint64_t block, uint32_t entry, uint64_t offset, std::span<uint8_t> buf) {
-        if (entry == kBlockFree && meta_.is_diff()) {
-            if (!backing()) return no_parent_error(block);
-            return read_from_backing(offset, buf);
-        }
-        std::fill(buf.begin(), buf.end(), 0);
-        return ok();
-    }
     bool reads_as_zero_unallocated(uint32_t entry) const { return entry == kBlockZero || !meta_.is_diff(); }
     uint64_t block_end(uint64_t block) const {
         return std::min<uint64_t>(size(), (block + 1) * uint64_t{meta_.block_size});
     }
+    Status rewrite_blocks_allocated(uint32_t count);
     Status set_entry(uint64_t block, uint32_t entry);
     Status allocate_block(uint64_t block, uint64_t within, std::span<const uint8_t> data);
     Status unallocate_block(uint64_t block);
@@ -150,61 +123,48 @@ void VdiDevice::index_slots() {
         if (!used[s]) free_slots_.push_back(s);
 }
 
-Status VdiDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
+// One block map entry per block: a slot (data), ZERO, or FREE. FREE is "not in this layer" for every type
+// (qemu-img too reports a normal image's FREE blocks as unallocated; they read as zeros without a parent);
+// ZERO reads as zeros without consulting a parent.
+Result<StoredExtent> VdiDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
     const uint64_t bs = meta_.block_size;
-    while (!buf.empty()) {
-        uint64_t block = offset / bs;
-        uint64_t within = offset % bs;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bs - within));
-        uint32_t entry = bmap_[block];
-        auto part = buf.first(n);
-        if (is_allocated(entry)) {
-            uint64_t host = slot_offset(entry) + within;
-            if (host >= file_size_)
-                return make_error(ErrorCode::corrupt, "block map entry " + std::to_string(block) + " (slot " +
-                                                          std::to_string(entry) + ") points at " + hex(host) +
-                                                          ", past the end of the file (" + hex(file_size_) + ")");
-            // A final block cut short by the file's end reads as zeros beyond it.
-            VDISK_TRY(read_zero_fill(*file_, host, part));
-        } else {
-            VDISK_TRY(read_unallocated(block, entry, offset, part));
-        }
-        offset += n;
-        buf = buf.subspan(n);
+    const uint64_t block = offset / bs;
+    const uint32_t first = bmap_[block];
+    StoredExtent s{offset, 0, first == kBlockZero ? StoredKind::zero : StoredKind::unallocated};
+    if (is_allocated(first)) {
+        s = {offset, 0, StoredKind::data, file_.get(), slot_offset(first) + offset % bs};
+        if (s.host_offset >= file_size_)
+            return make_error(ErrorCode::corrupt, "block map entry " + std::to_string(block) + " (slot " +
+                                                      std::to_string(first) + ") points at " + hex(s.host_offset) +
+                                                      ", past the end of the file (" + hex(file_size_) + ")")
+                .at(meta_.offset_bmap + block * 4);
+    } else if (first == kBlockFree && !backing() && !parent_.layer_only) {
+        // Refused like a read unless this layer alone was asked for (see ParentLink::layer_only).
+        VDISK_TRY(missing_backing_error());
     }
-    return ok();
+    // Following blocks in the same state; slots only when physically contiguous (no extra data between
+    // them) and inside the file (a slot past its end is reported when mapped itself).
+    uint64_t end = std::min<uint64_t>(offset + max_len, block_end(block));
+    for (uint32_t prev = first; end < offset + max_len;) {
+        const uint32_t entry = bmap_[end / bs];
+        const bool follows = is_allocated(first) ? is_allocated(entry) && entry == prev + 1 &&
+                                                       meta_.block_extra == 0 && slot_offset(entry) < file_size_
+                                                 : entry == first;
+        if (!follows) break;
+        prev = entry;
+        end = std::min<uint64_t>(offset + max_len, block_end(end / bs));
+    }
+    s.length = end - offset;
+    return s;
 }
 
-Result<Extent> VdiDevice::do_block_status(uint64_t offset, uint64_t max_len) {
-    const uint64_t bs = meta_.block_size;
-    uint64_t block = offset / bs;
-    uint32_t first = bmap_[block];
-    if (first == kBlockFree && meta_.is_diff() && !backing() && !parent_.layer_only) return no_parent_error(block);
-    Extent e;
-    e.offset = offset;
-    // FREE is "not in this layer" for every type (qemu-img too reports a normal image's FREE blocks as
-    // unallocated); ZERO reads as zeros without consulting a parent.
-    e.kind = is_allocated(first) ? ExtentKind::data : first == kBlockZero ? ExtentKind::zero : ExtentKind::unallocated;
-    if (e.kind == ExtentKind::data) {
-        e.file = file_.get();
-        e.host_offset = slot_offset(first) + offset % bs;
-    }
-    uint64_t end = std::min<uint64_t>(offset + max_len, block_end(block));
-    uint32_t prev = first;
-    while (end < offset + max_len) {
-        uint64_t b = end / bs;
-        uint32_t entry = bmap_[b];
-        if (is_allocated(first)) {
-            // Coalesce only physically contiguous slots (no extra data between them).
-            if (!is_allocated(entry) || meta_.block_extra != 0 || entry != prev + 1) break;
-        } else if (entry != first) {
-            break;
-        }
-        prev = entry;
-        end = std::min<uint64_t>(offset + max_len, block_end(b));
-    }
-    e.length = end - offset;
-    return e;
+Status VdiDevice::missing_backing_error() const {
+    if (!meta_.is_diff()) return ok();
+    std::string why = parent_.note.empty() ? "" : " (" + parent_.note + ")";
+    return make_error(ErrorCode::not_found, "differencing VDI: a block is in its parent, uuid " +
+                                                util::guid_to_string(meta_.uuid_linkage) + ", which is not attached" +
+                                                why +
+                                                "; name the parent with --parent FILE (OpenOptions::backing_override)");
 }
 
 // Growing needs block map room: when the map would run into the data area, the blocks in the first slots
@@ -370,6 +330,14 @@ Status VdiDevice::mark_modified() {
     return ok();
 }
 
+Status VdiDevice::rewrite_blocks_allocated(uint32_t count) {
+    uint8_t b[4];
+    util::store_le<uint32_t>(b, count);
+    VDISK_TRY(file_->write_at(kBlocksAllocatedOffset, b));
+    meta_.blocks_allocated = count;
+    return ok();
+}
+
 Status VdiDevice::set_entry(uint64_t block, uint32_t entry) {
     uint8_t b[4];
     util::store_le<uint32_t>(b, entry);
@@ -399,7 +367,7 @@ Status VdiDevice::allocate_block(uint64_t block, uint64_t within, std::span<cons
     uint64_t valid = block_end(block) - bstart;
     if (within != 0 || data.size() < valid) {
         if (!reads_as_zero_unallocated(old)) {
-            if (!backing()) return no_parent_error(block);
+            if (!backing()) VDISK_TRY(missing_backing_error());
             VDISK_TRY(read_from_backing(bstart, blockbuf.first(static_cast<size_t>(valid))));
         }
     }
@@ -532,7 +500,7 @@ ImageInfo VdiDevice::do_info() const {
     return i;
 }
 
-Status VdiDevice::check_backing(BlockDevice& backing) {
+Status VdiDevice::check_backing(BlockDevice&) {
     if (!meta_.is_diff())
         return make_error(ErrorCode::invalid_argument, std::string("a ") + type_name(meta_.type) +
                                                            " VDI image has no parent");
@@ -554,23 +522,8 @@ Status VdiDevice::check_backing_identity(BlockDevice& backing) {
     return ok();
 }
 
-}  // namespace
-
-std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap,
-                                         uint64_t file_size, bool read_only, ParentLink parent) {
-    return std::make_unique<VdiDevice>(std::move(file), std::move(meta), std::move(bmap), file_size, read_only,
-                                       std::move(parent));
-}
-
-const Meta* device_meta(const BlockDevice& device) {
-    auto* d = dynamic_cast<const VdiDevice*>(&device);
-    return d ? &d->meta() : nullptr;
-}
-
-Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
-    auto* d = dynamic_cast<VdiDevice*>(&device);
-    if (!d) return make_error(ErrorCode::invalid_argument, "not a VDI device");
-    const Meta& m = d->meta();
+Result<CheckResult> VdiDevice::do_check(RepairMode repair) {
+    const Meta& m = meta_;
     CheckResult r;
     // Past the message cap problems are counted, not formatted.
     auto problem = [&](auto&& make) {
@@ -579,13 +532,12 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
         else ++r.messages_dropped;
     };
     // Which block first claimed each slot; UINT32_MAX: none yet. Sized by the map, as the map itself.
-    VDISK_ASSIGN(Charge owner_charge, Charge::make(device.budget(), uint64_t{m.blocks_in_image} * 4, "check: slot owners"));
+    VDISK_ASSIGN(Charge owner_charge, Charge::make(budget(), uint64_t{m.blocks_in_image} * 4, "check: slot owners"));
     std::vector<uint32_t> owner(m.blocks_in_image, UINT32_MAX);
     uint32_t counted = 0;
-    const auto& bmap = d->bmap();
-    VDISK_TRY(device.budget()->work(bmap.size(), "check: block map"));
-    for (uint32_t block = 0; block < bmap.size(); ++block) {
-        uint32_t e = bmap[block];
+    VDISK_TRY(budget()->work(bmap_.size(), "check: block map"));
+    for (uint32_t block = 0; block < bmap_.size(); ++block) {
+        uint32_t e = bmap_[block];
         if (!is_allocated(e)) continue;
         if (e >= m.blocks_in_image) {
             problem([&] {
@@ -604,17 +556,17 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
         }
         owner[e] = block;
         uint64_t start = m.offset_data + uint64_t{e} * m.slot_size() + m.block_extra;
-        if (start >= d->file_size()) {
+        if (start >= file_size_) {
             problem([&] {
                 return "block " + std::to_string(block) + " (slot " + std::to_string(e) + ") at " + hex(start) +
-                       " lies past the end of the file (" + hex(d->file_size()) + ")";
+                       " lies past the end of the file (" + hex(file_size_) + ")";
             });
         }
     }
     if (counted != m.blocks_allocated) {
-        if (repair == RepairMode::all && !device.read_only() && r.corruptions == 0) {
-            VDISK_TRY(d->rewrite_blocks_allocated(counted));
-            VDISK_TRY(device.flush());
+        if (repair == RepairMode::all && !read_only() && r.corruptions == 0) {
+            VDISK_TRY(rewrite_blocks_allocated(counted));
+            VDISK_TRY(file_->sync());
             ++r.corruptions_fixed;
             if (r.messages.size() < max_check_messages)
                 r.messages.push_back("repaired the header's allocated block count to " + std::to_string(counted));
@@ -626,6 +578,19 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
         }
     }
     return r;
+}
+
+}  // namespace
+
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap,
+                                         uint64_t file_size, bool read_only, ParentLink parent) {
+    return std::make_unique<VdiDevice>(std::move(file), std::move(meta), std::move(bmap), file_size, read_only,
+                                       std::move(parent));
+}
+
+const Meta* device_meta(const BlockDevice& device) {
+    auto* d = dynamic_cast<const VdiDevice*>(&device);
+    return d ? &d->meta() : nullptr;
 }
 
 }  // namespace vdisk::vdi

@@ -3,7 +3,8 @@
 //
 // Differencing images name their parent only by UUID. The parent is the one the caller names
 // (OpenOptions::backing_override), or else the .vdi with that creation UUID found beside the image
-// (vdi_parent.cpp), which backing_reference() then names; check_backing() verifies the UUIDs either way.
+// (vdi_parent.cpp), which backing_reference() then names; check_backing_identity() verifies the UUIDs
+// either way.
 // Reading a block that lives in the parent without one attached is a not_found error, not silent zeros.
 #include <algorithm>
 #include <cstring>
@@ -25,13 +26,6 @@ constexpr uint64_t kMaxBlockSize = 256ull << 20;
 constexpr uint64_t kDataAlign = 4096;
 constexpr char kBanner[] = "<<< Oracle VM VirtualBox Disk Image >>>\n";
 
-Error at(Error e, uint64_t offset) {
-    e.offset = offset;
-    return e;
-}
-
-Error corrupt(std::string msg, uint64_t offset) { return at(make_error(ErrorCode::corrupt, std::move(msg)), offset); }
-
 std::string version_text(uint32_t v) { return std::to_string(v >> 16) + "." + std::to_string(v & 0xffff); }
 
 Result<Meta> read_header(File& file, uint64_t file_size) {
@@ -39,8 +33,8 @@ Result<Meta> read_header(File& file, uint64_t file_size) {
     if (file_size < sizeof pre) return make_error(ErrorCode::invalid_format, "file is too small for a VDI header");
     VDISK_TRY(read_exact(file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&pre), sizeof pre), "VDI pre-header"));
     if (pre.signature.value() != kSignature)
-        return at(make_error(ErrorCode::invalid_format, "bad VDI signature " + hex(pre.signature.value())),
-                  offsetof(PreHeader, signature));
+        return make_error(ErrorCode::invalid_format, "bad VDI signature " + hex(pre.signature.value()))
+            .at(offsetof(PreHeader, signature));
     Meta m;
     m.version = pre.version.value();
     uint32_t major = m.version >> 16;
@@ -64,17 +58,18 @@ Result<Meta> read_header(File& file, uint64_t file_size) {
         return m;
     }
     if (major != 1)
-        return at(make_error(ErrorCode::unsupported, "VDI version " + version_text(m.version) +
-                                                         " is not supported (known: 0.x and 1.x)"),
-                  offsetof(PreHeader, version));
+        return make_error(ErrorCode::unsupported,
+                          "VDI version " + version_text(m.version) + " is not supported (known: 0.x and 1.x)")
+            .at(offsetof(PreHeader, version));
     Header1 h;
     std::memset(&h, 0, sizeof h);
     uint8_t* raw = reinterpret_cast<uint8_t*>(&h);
     VDISK_TRY(read_exact(file, kHeaderOffset, std::span<uint8_t>(raw, 4), "VDI header"));
     m.header_size = h.header_size.value();
     if (m.header_size < kHeader1MinSize)
-        return corrupt("VDI header size " + hex(m.header_size) + " is smaller than " + hex(kHeader1MinSize),
-                       kHeaderOffset);
+        return make_error(ErrorCode::corrupt,
+                          "VDI header size " + hex(m.header_size) + " is smaller than " + hex(kHeader1MinSize))
+            .at(kHeaderOffset);
     size_t n = std::min<size_t>(m.header_size, sizeof h);
     VDISK_TRY(read_exact(file, kHeaderOffset, std::span<uint8_t>(raw, n), "VDI header"));
     m.type = h.type.value();
@@ -94,15 +89,16 @@ Result<Meta> read_header(File& file, uint64_t file_size) {
     std::memcpy(m.uuid_parent_modify, h.uuid_parent_modify, 16);
     const uint64_t header_end = kHeaderOffset + m.header_size;
     if (m.offset_bmap < header_end)
-        return corrupt("block map offset " + hex(m.offset_bmap) + " overlaps the header (ends at " +
-                           hex(header_end) + ")",
-                       kHeaderOffset + offsetof(Header1, offset_bmap));
+        return make_error(ErrorCode::corrupt, "block map offset " + hex(m.offset_bmap) +
+                                                  " overlaps the header (ends at " + hex(header_end) + ")")
+            .at(kHeaderOffset + offsetof(Header1, offset_bmap));
     if (m.sector_size == 0)
-        return corrupt("sector size is 0", kHeaderOffset + offsetof(Header1, legacy_geometry.sector_size));
+        return make_error(ErrorCode::corrupt, "sector size is 0")
+            .at(kHeaderOffset + offsetof(Header1, legacy_geometry.sector_size));
     if (m.sector_size != kSectorSize)
-        return at(make_error(ErrorCode::unsupported, "sector size " + std::to_string(m.sector_size) +
-                                                         " is not supported (only 512)"),
-                  kHeaderOffset + offsetof(Header1, legacy_geometry.sector_size));
+        return make_error(ErrorCode::unsupported,
+                          "sector size " + std::to_string(m.sector_size) + " is not supported (only 512)")
+            .at(kHeaderOffset + offsetof(Header1, legacy_geometry.sector_size));
     return m;
 }
 
@@ -115,51 +111,58 @@ Status validate(const Meta& m, uint64_t file_size, const Limits& limits) {
         case kTypeFixed:
         case kTypeDiff: break;
         case kTypeUndo:
-            return at(make_error(ErrorCode::unsupported, "VDI undo images (type 3) are not supported"),
-                      field(offsetof(Header1, type)));
-        default: return corrupt("unknown VDI image type " + std::to_string(m.type), field(offsetof(Header1, type)));
+            return make_error(ErrorCode::unsupported, "VDI undo images (type 3) are not supported")
+                .at(field(offsetof(Header1, type)));
+        default:
+            return make_error(ErrorCode::corrupt, "unknown VDI image type " + std::to_string(m.type))
+                .at(field(offsetof(Header1, type)));
     }
-    if (m.block_size == 0) return corrupt("block size is 0", field(offsetof(Header1, block_size)));
+    if (m.block_size == 0)
+        return make_error(ErrorCode::corrupt, "block size is 0").at(field(offsetof(Header1, block_size)));
     if (m.block_size % kSectorSize != 0)
-        return corrupt("block size " + hex(m.block_size) + " is not a multiple of 512", field(offsetof(Header1, block_size)));
+        return make_error(ErrorCode::corrupt, "block size " + hex(m.block_size) + " is not a multiple of 512")
+            .at(field(offsetof(Header1, block_size)));
     if (m.block_size > kMaxBlockSize)
-        return at(make_error(ErrorCode::unsupported, "block size " + hex(m.block_size) + " is larger than " +
-                                                         hex(kMaxBlockSize)),
-                  field(offsetof(Header1, block_size)));
+        return make_error(ErrorCode::unsupported,
+                          "block size " + hex(m.block_size) + " is larger than " + hex(kMaxBlockSize))
+            .at(field(offsetof(Header1, block_size)));
     if (m.block_extra > kMaxBlockSize)
-        return at(make_error(ErrorCode::unsupported, "block extra size " + hex(m.block_extra) + " is larger than " +
-                                                         hex(kMaxBlockSize)),
-                  field(offsetof(Header1, block_extra)));
+        return make_error(ErrorCode::unsupported,
+                          "block extra size " + hex(m.block_extra) + " is larger than " + hex(kMaxBlockSize))
+            .at(field(offsetof(Header1, block_extra)));
     if (m.blocks_in_image >= kBlockZero)
-        return corrupt("blocks in image " + hex(m.blocks_in_image) + " collides with the map's special entries",
-                       field(offsetof(Header1, blocks_in_image)));
+        return make_error(ErrorCode::corrupt,
+                          "blocks in image " + hex(m.blocks_in_image) + " collides with the map's special entries")
+            .at(field(offsetof(Header1, blocks_in_image)));
     const uint64_t bmap_bytes = uint64_t{m.blocks_in_image} * 4;
     if (bmap_bytes > limits.max_metadata_bytes)
-        return at(make_error(ErrorCode::limit_exceeded, "block map of " + std::to_string(m.blocks_in_image) +
-                                                            " entries (" + std::to_string(bmap_bytes) +
-                                                            " bytes) exceeds the metadata limit of " +
-                                                            std::to_string(limits.max_metadata_bytes) + " bytes"),
-                  field(offsetof(Header1, blocks_in_image)));
+        return make_error(ErrorCode::limit_exceeded, "block map of " + std::to_string(m.blocks_in_image) +
+                                                         " entries (" + std::to_string(bmap_bytes) +
+                                                         " bytes) exceeds the metadata limit of " +
+                                                         std::to_string(limits.max_metadata_bytes) + " bytes")
+            .at(field(offsetof(Header1, blocks_in_image)));
     const uint64_t capacity = uint64_t{m.blocks_in_image} * m.block_size;
     if (m.disk_size > capacity)
-        return corrupt("disk size " + hex(m.disk_size) + " exceeds the " + std::to_string(m.blocks_in_image) +
-                           " blocks of " + hex(m.block_size) + " bytes the map covers",
-                       field(offsetof(Header1, disk_size)));
+        return make_error(ErrorCode::corrupt, "disk size " + hex(m.disk_size) + " exceeds the " +
+                                                  std::to_string(m.blocks_in_image) + " blocks of " +
+                                                  hex(m.block_size) + " bytes the map covers")
+            .at(field(offsetof(Header1, disk_size)));
     if (m.blocks_allocated > m.blocks_in_image)
-        return corrupt("allocated block count " + std::to_string(m.blocks_allocated) + " exceeds the " +
-                           std::to_string(m.blocks_in_image) + " blocks of the image",
-                       field(offsetof(Header1, blocks_allocated)));
+        return make_error(ErrorCode::corrupt, "allocated block count " + std::to_string(m.blocks_allocated) +
+                                                  " exceeds the " + std::to_string(m.blocks_in_image) +
+                                                  " blocks of the image")
+            .at(field(offsetof(Header1, blocks_allocated)));
     if (!util::range_within(m.offset_bmap, bmap_bytes, file_size))
-        return corrupt("block map at " + hex(m.offset_bmap) + " (" + std::to_string(bmap_bytes) +
-                           " bytes) extends past the end of the file (" + hex(file_size) + ")",
-                       field(offsetof(Header1, offset_bmap)));
+        return make_error(ErrorCode::corrupt, "block map at " + hex(m.offset_bmap) + " (" + std::to_string(bmap_bytes) +
+                                                  " bytes) extends past the end of the file (" + hex(file_size) + ")")
+            .at(field(offsetof(Header1, offset_bmap)));
     if (m.offset_data < m.offset_bmap + bmap_bytes)
-        return corrupt("data offset " + hex(m.offset_data) + " overlaps the block map at " + hex(m.offset_bmap) +
-                           " (" + std::to_string(bmap_bytes) + " bytes)",
-                       field(offsetof(Header1, offset_data)));
+        return make_error(ErrorCode::corrupt, "data offset " + hex(m.offset_data) + " overlaps the block map at " +
+                                                  hex(m.offset_bmap) + " (" + std::to_string(bmap_bytes) + " bytes)")
+            .at(field(offsetof(Header1, offset_data)));
     // slot_offset() relies on this sum fitting; with the caps above it always does, but say so.
     if (!util::add<uint64_t>(m.offset_data, capacity + uint64_t{m.blocks_in_image} * m.block_extra))
-        return corrupt("data area overflows 64 bits", field(offsetof(Header1, offset_data)));
+        return make_error(ErrorCode::corrupt, "data area overflows 64 bits").at(field(offsetof(Header1, offset_data)));
     return ok();
 }
 
@@ -220,9 +223,10 @@ public:
         }
         bmap_charge.keep();
         if (any_allocated && m.offset_data > file_size)
-            return corrupt("data offset " + hex(m.offset_data) + " lies past the end of the file (" + hex(file_size) +
-                               ") while blocks are allocated",
-                           kHeaderOffset + offsetof(Header1, offset_data));
+            return make_error(ErrorCode::corrupt, "data offset " + hex(m.offset_data) +
+                                                      " lies past the end of the file (" + hex(file_size) +
+                                                      ") while blocks are allocated")
+                .at(kHeaderOffset + offsetof(Header1, offset_data));
         if (rw) {
             // Allocation hands out slots below blocks_in_image that no block uses; a map that already
             // breaks that would make writes overwrite other blocks.
@@ -231,10 +235,11 @@ public:
                 uint32_t e = bmap[i];
                 if (e >= kBlockZero) continue;
                 if (e >= m.blocks_in_image || used[e])
-                    return corrupt("block map entry " + std::to_string(i) + " (slot " + std::to_string(e) + ") is " +
-                                       (e >= m.blocks_in_image ? "out of range" : "used twice") +
-                                       "; refusing to write (run check)",
-                                   m.offset_bmap + i * 4);
+                    return make_error(ErrorCode::corrupt, "block map entry " + std::to_string(i) + " (slot " +
+                                                              std::to_string(e) + ") is " +
+                                                              (e >= m.blocks_in_image ? "out of range" : "used twice") +
+                                                              "; refusing to write (run check)")
+                        .at(m.offset_bmap + i * 4);
                 used[e] = true;
             }
         }

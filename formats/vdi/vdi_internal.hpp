@@ -48,7 +48,6 @@ struct ParentLink {
     /// blocks as unallocated. Otherwise, with no parent attached, it fails like a read: whole-chain
     /// mapping would take those blocks for zeros and convert would silently lose the parent's data.
     bool layer_only = false;
-    bool force_mismatch = false;
 };
 
 /// Search the directories a VirtualBox VM folder keeps its images in (the image's own, its "Snapshots"
@@ -59,9 +58,6 @@ Result<ParentLink> find_parent(const File& self, const Meta& m, const OpenContex
 /// Build the device over an opened, validated image.
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap,
                                          uint64_t file_size, bool read_only, ParentLink parent);
-
-/// Consistency check of a device made by make_device (nullptr result when `device` is not one).
-Result<CheckResult> check_device(BlockDevice& device, RepairMode repair);
 
 /// The header fields of a device made by make_device, or nullptr.
 const Meta* device_meta(const BlockDevice& device);

@@ -6,7 +6,7 @@
 // is VirtualBox's layout: the base image in the VM folder, differencing images in VM/Snapshots/. So the
 // parent is looked for among the .vdi files of the image's directory, its Snapshots subdirectory and its
 // parent directory, reading only each candidate's header. The generic opener then opens the match as the
-// backing image, and check_backing() verifies both UUIDs as for a parent named by the caller.
+// backing image, and check_backing_identity() verifies both UUIDs as for a parent named by the caller.
 #include <algorithm>
 #include <cctype>
 #include <cstddef>
@@ -59,7 +59,6 @@ struct Match {
 
 Result<ParentLink> find_parent(const File& self, const Meta& m, const OpenContext& ctx) {
     ParentLink link;
-    link.force_mismatch = ctx.options().force_parent_mismatch;
     if (!m.is_diff()) return link;
     if (ctx.options().untrusted) {
         link.note = "untrusted mode does not search for it";

@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <cstring>
 #include <cstddef>
-#include <iterator>
-#include <map>
 #include <mutex>
 
 #include "util/checked.hpp"
@@ -35,10 +33,9 @@ void set_bit(std::vector<uint8_t>& bm, uint64_t i) { bm[i / 8] |= static_cast<ui
 
 class VhdDevice final : public BlockDevice {
 public:
-    VhdDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat, uint64_t file_size, bool read_only,
-              bool force)
+    VhdDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat, uint64_t file_size, bool read_only)
         : BlockDevice(meta.size, read_only), file_(std::move(file)), meta_(std::move(meta)), bat_(std::move(bat)),
-          file_size_(file_size), force_(force) {
+          file_size_(file_size) {
         if (meta_.dynamic()) {
             uint64_t bat_end = meta_.bat_offset + uint64_t{meta_.max_table_entries} * 4;
             free_ = util::align_up(bat_end, kSector).value_or(bat_end);
@@ -52,8 +49,6 @@ public:
 
     std::vector<File*> files() const override { return {file_.get()}; }
     const Meta& meta() const { return meta_; }
-    const std::vector<uint32_t>& bat() const { return bat_; }
-    uint64_t file_size() const { return file_size_; }
 
     std::optional<BackingReference> backing_reference() const override {
         if (!meta_.differencing()) return std::nullopt;
@@ -63,17 +58,16 @@ public:
     }
 
 protected:
-    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_flush() override { return file_->sync(); }
     Status do_close() override;
     Status do_resize(uint64_t new_size) override;
-    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
+    Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing(BlockDevice& backing) override;
     Status check_backing_identity(BlockDevice& backing) override;
-    Result<CheckResult> do_check(RepairMode repair) override { return check_device(*this, repair); }
+    Result<CheckResult> do_check(RepairMode repair) override;
 
 public:
     Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) override;
@@ -88,7 +82,6 @@ private:
     Meta meta_;
     std::vector<uint32_t> bat_;
     uint64_t file_size_;
-    bool force_;
     uint64_t free_ = 0;  ///< where the next block goes
     bool dirty_ = false;
     std::mutex bitmap_mu_;
@@ -106,62 +99,28 @@ Result<const std::vector<uint8_t>*> VhdDevice::bitmap(uint64_t block) {
     return &cached_bitmap_;
 }
 
-Status VhdDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
-    if (!meta_.dynamic()) return read_zero_fill(*file_, offset, buf);
-    while (!buf.empty()) {
-        VDISK_ASSIGN(Extent e, do_block_status(offset, buf.size()));
-        auto n = static_cast<size_t>(e.length);
-        auto part = buf.subspan(0, n);
-        if (e.kind == ExtentKind::data) {
-            VDISK_TRY(read_exact(*file_, *e.host_offset, part, "data block"));
-        } else if (e.kind == ExtentKind::unallocated) {
-            VDISK_TRY(read_from_backing(offset, part));
-        } else {
-            std::fill(part.begin(), part.end(), 0);
-        }
-        offset += n;
-        buf = buf.subspan(n);
-    }
-    return ok();
-}
-
-Result<Extent> VhdDevice::do_block_status(uint64_t offset, uint64_t max_len) {
-    Extent e;
-    e.offset = offset;
-    if (!meta_.dynamic()) {
-        e.kind = ExtentKind::data;
-        e.length = max_len;
-        e.file = file_.get();
-        e.host_offset = offset;
-        return e;
-    }
+// Fixed disks are stored as they are; a dynamic or differencing block says sector by sector, in its bitmap,
+// whether this layer holds the data (absent sectors read as zeros, or from the parent when differencing).
+Result<StoredExtent> VhdDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
+    StoredExtent s{offset, max_len, StoredKind::data, file_.get(), offset};
+    if (!meta_.dynamic()) return s;
     const uint64_t bs = meta_.block_size;
     const uint64_t block = offset / bs, in = offset % bs;
-    const uint64_t len = std::min(max_len, bs - in);
-    const ExtentKind absent = meta_.differencing() ? ExtentKind::unallocated : ExtentKind::zero;
-    if (block >= bat_.size() || bat_[block] == kBatUnused) {
-        e.kind = absent;
-        e.length = len;
-        return e;
-    }
+    s.length = std::min(max_len, bs - in);
+    const StoredKind absent = meta_.differencing() ? StoredKind::unallocated : StoredKind::zero;
+    if (block >= bat_.size() || bat_[block] == kBatUnused) return StoredExtent{offset, s.length, absent};
     // Readers may run concurrently (see BlockDevice): the one-block bitmap cache is used under bitmap_mu_.
     std::lock_guard lock(bitmap_mu_);
     VDISK_ASSIGN(auto* bm, bitmap(block));
     // Requests are sector-aligned except possibly at the device's end; runs are counted in whole sectors.
-    uint64_t s = in / kSector;
-    const uint64_t end_sector = util::div_round_up(in + len, kSector);
-    const bool set = bit(*bm, s);
-    uint64_t t = s + 1;
+    const uint64_t s0 = in / kSector, end_sector = util::div_round_up(in + s.length, kSector);
+    const bool set = bit(*bm, s0);
+    uint64_t t = s0 + 1;
     while (t < end_sector && bit(*bm, t) == set) ++t;
-    e.length = std::min(len, t * kSector - in);
-    if (set) {
-        e.kind = ExtentKind::data;
-        e.file = file_.get();
-        e.host_offset = block_host(block) + meta_.bitmap_size + in;
-    } else {
-        e.kind = absent;
-    }
-    return e;
+    s.length = std::min(s.length, t * kSector - in);
+    if (set) s.host_offset = block_host(block) + meta_.bitmap_size + in;
+    else s = {offset, s.length, absent};
+    return s;
 }
 
 Status VhdDevice::allocate(uint64_t block) {
@@ -441,7 +400,7 @@ ImageInfo VhdDevice::do_info() const {
     return i;
 }
 
-Status VhdDevice::check_backing(BlockDevice& backing) {
+Status VhdDevice::check_backing(BlockDevice&) {
     if (!meta_.differencing())
         return make_error(ErrorCode::invalid_argument, "only a differencing VHD has a parent");
     return ok();
@@ -457,26 +416,11 @@ Status VhdDevice::check_backing_identity(BlockDevice& backing) {
     return ok();
 }
 
-}  // namespace
-
-std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
-                                         uint64_t file_size, bool read_only, bool force_parent_mismatch) {
-    return std::make_unique<VhdDevice>(std::move(file), std::move(meta), std::move(bat), file_size, read_only,
-                                       force_parent_mismatch);
-}
-
-const Meta* device_meta(const BlockDevice& device) {
-    auto* d = dynamic_cast<const VhdDevice*>(&device);
-    return d ? &d->meta() : nullptr;
-}
-
-Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
-    auto* d = dynamic_cast<VhdDevice*>(&device);
-    if (!d) return make_error(ErrorCode::invalid_argument, "not a VHD device");
+Result<CheckResult> VhdDevice::do_check(RepairMode repair) {
     if (repair != RepairMode::none) return make_error(ErrorCode::unsupported, "VHD check cannot repair");
     CheckResult r;
-    const Meta& m = d->meta();
-    r.image_end_offset = d->file_size();
+    const Meta& m = meta_;
+    r.image_end_offset = file_size_;
     if (!m.dynamic()) return r;
     const uint64_t span = uint64_t{m.bitmap_size} + m.block_size;
     const uint64_t bat_end = m.bat_offset + uint64_t{m.max_table_entries} * 4;
@@ -490,18 +434,17 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
     // per BAT entry, so sized by the BAT like the BAT itself.
     std::vector<std::pair<uint64_t, uint64_t>> used;
     uint64_t allocated = 0;
-    const auto& bat = d->bat();
-    VDISK_TRY(device.budget()->work(bat.size(), "check: BAT"));
-    for (uint32_t e : bat) allocated += e != kBatUnused;
-    VDISK_ASSIGN(Charge used_charge, Charge::make(device.budget(), allocated * 16, "check: block list"));
+    VDISK_TRY(budget()->work(bat_.size(), "check: BAT"));
+    for (uint32_t e : bat_) allocated += e != kBatUnused;
+    VDISK_ASSIGN(Charge used_charge, Charge::make(budget(), allocated * 16, "check: block list"));
     used.reserve(static_cast<size_t>(allocated));
-    for (uint64_t i = 0; i < bat.size(); ++i) {
-        if (bat[i] == kBatUnused) continue;
-        uint64_t host = uint64_t{bat[i]} * kSector;
-        if (host + span > d->file_size()) {
+    for (uint64_t i = 0; i < bat_.size(); ++i) {
+        if (bat_[i] == kBatUnused) continue;
+        uint64_t host = uint64_t{bat_[i]} * kSector;
+        if (host + span > file_size_) {
             problem([&] {
                 return "BAT entry " + std::to_string(i) + " points to " + hex(host) + ", past the end of the file (" +
-                       hex(d->file_size()) + ")";
+                       hex(file_size_) + ")";
             });
             continue;
         }
@@ -527,6 +470,18 @@ Result<CheckResult> check_device(BlockDevice& device, RepairMode repair) {
     r.total_clusters = util::div_round_up(m.size, m.block_size);
     r.allocated_clusters = allocated;
     return r;
+}
+
+}  // namespace
+
+std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
+                                         uint64_t file_size, bool read_only) {
+    return std::make_unique<VhdDevice>(std::move(file), std::move(meta), std::move(bat), file_size, read_only);
+}
+
+const Meta* device_meta(const BlockDevice& device) {
+    auto* d = dynamic_cast<const VhdDevice*>(&device);
+    return d ? &d->meta() : nullptr;
 }
 
 }  // namespace vdisk::vhd

@@ -8,6 +8,7 @@
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "util/endian.hpp"
+#include "util/utf16.hpp"
 #include "vhd_internal.hpp"
 
 namespace vdisk {
@@ -82,45 +83,6 @@ void geometry(uint64_t sectors, uint16_t& c, uint8_t& h, uint8_t& s) {
     s = static_cast<uint8_t>(spt);
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-        out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-        out += static_cast<char>(0xc0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else if (cp < 0x10000) {
-        out += static_cast<char>(0xe0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-    } else {
-        out += static_cast<char>(0xf0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-        out += static_cast<char>(0x80 | (cp & 0x3f));
-    }
-}
-
-// UTF-16 (either byte order) to UTF-8, stopping at the first NUL; unpaired surrogates become U+FFFD.
-std::string utf16_to_utf8(std::span<const uint8_t> b, bool big_endian) {
-    std::string out;
-    auto unit = [&](size_t i) -> uint32_t {
-        return big_endian ? util::load_be<uint16_t>(b.data() + 2 * i) : util::load_le<uint16_t>(b.data() + 2 * i);
-    };
-    const size_t n = b.size() / 2;
-    for (size_t i = 0; i < n; ++i) {
-        uint32_t u = unit(i);
-        if (u == 0) break;
-        if (u >= 0xd800 && u < 0xdc00 && i + 1 < n && unit(i + 1) >= 0xdc00 && unit(i + 1) < 0xe000) {
-            u = 0x10000 + ((u - 0xd800) << 10) + (unit(i + 1) - 0xdc00);
-            ++i;
-        } else if (u >= 0xd800 && u < 0xe000) {
-            u = 0xfffd;
-        }
-        append_utf8(out, u);
-    }
-    return out;
-}
-
 // Windows locators use backslashes and ".\" prefixes; names in vdisk are '/'-separated.
 std::string normalize_path(std::string p) {
     std::replace(p.begin(), p.end(), '\\', '/');
@@ -146,12 +108,14 @@ Status parse_parent(File& file, uint64_t file_size, const DynamicHeader& h, Meta
             if (name.compare(0, 16, "file://localhost") == 0) name.erase(0, 16);
             else if (name.compare(0, 7, "file://") == 0) name.erase(0, 7);
         } else {
-            name = normalize_path(utf16_to_utf8(data, false));
+            // A name ends at its first NUL; what follows is padding.
+            name = normalize_path(util::utf16_to_utf8(data, util::Utf16Order::little, util::Utf16Nul::ends));
         }
         if (name.empty()) continue;
         (w2ru ? relative : absolute).push_back(name);
     }
-    std::string unicode = normalize_path(utf16_to_utf8(h.parent_unicode_name, true));
+    std::string unicode =
+        normalize_path(util::utf16_to_utf8(h.parent_unicode_name, util::Utf16Order::big, util::Utf16Nul::ends));
     for (auto* list : {&relative, &absolute})
         for (auto& n : *list)
             if (std::find(m.parent_names.begin(), m.parent_names.end(), n) == m.parent_names.end())
@@ -171,19 +135,13 @@ Status parse_parent(File& file, uint64_t file_size, const DynamicHeader& h, Meta
 
 Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Meta& m, std::vector<uint32_t>& bat) {
     const uint64_t hoff = m.footer.data_offset.value();
-    if (!util::range_within(hoff, sizeof(DynamicHeader), file_size)) {
-        Error e = make_error(ErrorCode::corrupt, "dynamic header offset " + hex(hoff) + " lies past the end of the file (" +
-                                                     hex(file_size) + ")");
-        e.offset = offsetof(Footer, data_offset);
-        return e;
-    }
+    if (!util::range_within(hoff, sizeof(DynamicHeader), file_size))
+        return make_error(ErrorCode::corrupt, "dynamic header offset " + hex(hoff) +
+                                                  " lies past the end of the file (" + hex(file_size) + ")")
+            .at(offsetof(Footer, data_offset));
     DynamicHeader h;
     VDISK_TRY(read_exact(file, hoff, {reinterpret_cast<uint8_t*>(&h), sizeof h}, "dynamic header"));
-    auto fail = [&](ErrorCode c, std::string msg) {
-        Error e = make_error(c, std::move(msg));
-        e.offset = hoff;
-        return e;
-    };
+    auto fail = [&](ErrorCode c, std::string msg) { return make_error(c, std::move(msg)).at(hoff); };
     if (std::memcmp(h.cookie, "cxsparse", 8) != 0) return fail(ErrorCode::corrupt, "dynamic header has no 'cxsparse' cookie");
     uint32_t want = checksum({reinterpret_cast<const uint8_t*>(&h), sizeof h}, offsetof(DynamicHeader, checksum));
     if (h.checksum.value() != want)
@@ -218,12 +176,10 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     for (uint64_t i = 0; i < needed; ++i) {
         uint32_t e = util::load_be<uint32_t>(raw.data() + 4 * i);
         if (e != kBatUnused && !util::range_within(uint64_t{e} * kSector, span, file_size)) {
-            Error err = make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(i) + " points to block at " +
-                                                           hex(uint64_t{e} * kSector) +
-                                                           " which extends past the end of the file (" +
-                                                           hex(file_size) + ")");
-            err.offset = m.bat_offset + 4 * i;
-            return err;
+            return make_error(ErrorCode::corrupt,
+                              "BAT entry " + std::to_string(i) + " points to block at " + hex(uint64_t{e} * kSector) +
+                                  " which extends past the end of the file (" + hex(file_size) + ")")
+                .at(m.bat_offset + 4 * i);
         }
         bat[i] = e;
     }
@@ -377,11 +333,7 @@ public:
             if (!is_footer({fb, sizeof(Footer)}))
                 return make_error(ErrorCode::invalid_format, "no 'conectix' footer at the start or end of the file");
         }
-        auto fail = [&](ErrorCode c, std::string msg) {
-            Error e = make_error(c, std::move(msg));
-            e.offset = foff;
-            return e;
-        };
+        auto fail = [&](ErrorCode c, std::string msg) { return make_error(c, std::move(msg)).at(foff); };
         uint32_t want = checksum({fb, sizeof(Footer)}, offsetof(Footer, checksum));
         if (m.footer.checksum.value() != want)
             return fail(ErrorCode::corrupt, "footer checksum " + hex(m.footer.checksum.value()) +
@@ -400,8 +352,7 @@ public:
         } else {
             VDISK_TRY(parse_dynamic(*file, file_size, ctx, m, bat));
         }
-        return make_device(std::move(file), std::move(m), std::move(bat), file_size, !ctx.options().read_write,
-                           ctx.options().force_parent_mismatch);
+        return make_device(std::move(file), std::move(m), std::move(bat), file_size, !ctx.options().read_write);
     }
 
     std::span<const OptionSpec> create_options() const noexcept override { return kOptions; }
@@ -591,7 +542,7 @@ public:
             bat.assign(m.max_table_entries, kBatUnused);
         }
         m.footer = f;
-        return make_device(std::move(file), std::move(m), std::move(bat), file_size, false, false);
+        return make_device(std::move(file), std::move(m), std::move(bat), file_size, false);
     }
 };
 

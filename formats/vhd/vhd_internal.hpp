@@ -53,8 +53,8 @@ struct ParentFields {
 ParentFields set_parent(DynamicHeader& dh, const Footer& parent, const util::ParentNames& names, uint64_t at);
 
 std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat,
-                                         uint64_t file_size, bool read_only, bool force_parent_mismatch);
+                                         uint64_t file_size, bool read_only);
+/// The footer and header fields of a device made by make_device, or nullptr (a parent of another format).
 const Meta* device_meta(const BlockDevice& device);
-Result<CheckResult> check_device(BlockDevice& device, RepairMode repair);
 
 }  // namespace vdisk::vhd
