@@ -14,6 +14,7 @@
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "util/endian.hpp"
+#include "util/units.hpp"
 #include "vhdx_internal.hpp"
 
 namespace vdisk::vhdx {
@@ -301,69 +302,53 @@ Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
 
 Status VhdxDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     VDISK_TRY(begin_write());
-    while (!buf.empty()) {
-        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), g_.block_size - inb));
-        VDISK_ASSIGN(uint64_t e, payload(block));
+    return util::for_each_unit(offset, buf.size(), g_.block_size, [&](const util::UnitPiece& p) -> Status {
+        VDISK_ASSIGN(uint64_t e, payload(p.index));
         uint8_t st = e & kBatStateMask;
         if (st == kPayloadPartiallyPresent) {
-            VDISK_TRY(materialize_block(block, host_of(e)));
+            VDISK_TRY(materialize_block(p.index, host_of(e)));
         } else if (st != kPayloadFullyPresent) {
-            VDISK_TRY(allocate_block(block, st));
+            VDISK_TRY(allocate_block(p.index, st));
         }
-        uint64_t host = host_of(bat_[payload_index(g_, block)]);
-        VDISK_TRY(file_->write_at(host + inb, buf.first(n)));
+        uint64_t host = host_of(bat_[payload_index(g_, p.index)]);
+        VDISK_TRY(file_->write_at(host + p.in_unit, buf.subspan(p.done, p.length)));
         // Only after the payload is written: the commit syncs it before the entry that references it.
-        VDISK_TRY(commit_if_full());
-        offset += n;
-        buf = buf.subspan(n);
-    }
-    return ok();
+        return commit_if_full();
+    });
 }
 
 Status VhdxDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
     VDISK_TRY(begin_write());
-    while (len) {
-        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
-        uint64_t n = std::min<uint64_t>(len, g_.block_size - inb);
-        bool whole = inb == 0 && (n == g_.block_size || offset + n == size());
-        VDISK_ASSIGN(uint64_t e, payload(block));
+    return util::for_each_unit(offset, len, g_.block_size, [&](const util::UnitPiece& p) -> Status {
+        bool whole = p.in_unit == 0 && (p.length == g_.block_size || offset + p.done + p.length == size());
+        VDISK_ASSIGN(uint64_t e, payload(p.index));
         uint8_t st = e & kBatStateMask;
-        uint64_t idx = payload_index(g_, block);
+        uint64_t idx = payload_index(g_, p.index);
         bool reads_zero = st == kPayloadZero || st == kPayloadUnmapped || st == kPayloadUndefined ||
                           (st == kPayloadNotPresent && !backing());
-        if (reads_zero) {
-            // nothing to do
-        } else if (whole && st == kPayloadFullyPresent && may_unmap && !g_.leave_allocated) {
-            VDISK_TRY(file_->punch_hole(host_of(e), n));
-        } else if (whole && st == kPayloadNotPresent) {
+        if (reads_zero) return ok();
+        if (whole && st == kPayloadFullyPresent && may_unmap && !g_.leave_allocated)
+            return file_->punch_hole(host_of(e), p.length);
+        if (whole && st == kPayloadNotPresent) {
             bat_[idx] = kPayloadZero;
             mark_bat(idx);
-            VDISK_TRY(commit_if_full());
-        } else {
-            VDISK_TRY(BlockDevice::do_write_zeroes(offset, n, may_unmap));
+            return commit_if_full();
         }
-        offset += n;
-        len -= n;
-    }
-    return ok();
+        return BlockDevice::do_write_zeroes(offset + p.done, p.length, may_unmap);
+    });
 }
 
 Status VhdxDevice::stage_bytes(uint64_t offset, std::span<const uint8_t> bytes) {
-    while (!bytes.empty()) {
-        uint64_t page = offset / kPage * kPage, in = offset - page;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(bytes.size(), kPage - in));
-        auto it = dirty_meta_.find(page);
+    return util::for_each_unit(offset, bytes.size(), kPage, [&](const util::UnitPiece& p) -> Status {
+        auto it = dirty_meta_.find(p.index * kPage);
         if (it == dirty_meta_.end()) {
             std::vector<uint8_t> content(kPage);
-            VDISK_TRY(read_zero_fill(*file_, page, content));
-            it = dirty_meta_.emplace(page, std::move(content)).first;
+            VDISK_TRY(read_zero_fill(*file_, p.index * kPage, content));
+            it = dirty_meta_.emplace(p.index * kPage, std::move(content)).first;
         }
-        std::memcpy(it->second.data() + in, bytes.data(), n);
-        offset += n;
-        bytes = bytes.subspan(n);
-    }
-    return ok();
+        std::memcpy(it->second.data() + p.in_unit, bytes.data() + p.done, p.length);
+        return ok();
+    });
 }
 
 Status VhdxDevice::commit_metadata() {
