@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // VHDX differencing images built by hand from vdisk-made ones: parent locators, sector bitmaps (including
 // their interleaving in the BAT), parent_linkage checks, writes that copy blocks up from the parent.
+#include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "builtin_formats.hpp"
 #include "support.hpp"
@@ -251,4 +253,83 @@ TEST_CASE("differencing: sector bitmap entries interleave by the chunk ratio (25
     auto chk = img->format->check(*img->device, RepairMode::none);
     REQUIRE(chk.ok());
     CHECK(chk->corruptions == 0);
+}
+
+TEST_CASE("differencing: bitmap runs across 4 KiB bitmap pages map and read alike from many threads") {
+    // One 32 MiB block of 512-byte sectors: its sector bitmap is 8 KiB, two pages (sector 32768 starts the
+    // second). Runs: 8 present, 8 absent, 64 alternating, one present run across the page boundary, one
+    // absent sector, then present to the end. Present sectors come from the child, the others from the parent.
+    const uint64_t size = 32 * MiB, sectors = size / 512;
+    auto present = [](uint64_t s) {
+        if (s < 16) return s < 8;
+        if (s < 80) return s % 2 == 0;
+        return s != 40000;
+    };
+    auto parent_data = vt::pattern(size, 51), mine = vt::pattern(size, 52);
+    auto parent = small_image(size, {{0, parent_data}}, "block_size=32M");
+    auto child = small_image(size, {}, "block_size=32M,block_state_zero=off");
+    child[kItems + 4] |= 2;  // HasParent
+    auto loc = parent_locator({{"parent_linkage", data_write_guid(parent)}, {"relative_path", "parent.vhdx"}});
+    std::memcpy(child.data() + kItems + 64, loc.data(), loc.size());
+    size_t e = kMeta + 32 + 32 * 5;
+    std::memcpy(child.data() + e, "\x2d\x5f\xd3\xa8\x0b\xb3\x4d\x45\xab\xf7\xd3\xd8\x48\x34\xab\x0c", 16);
+    vt::put_le32(child, e + 16, (64 << 10) + 64);
+    vt::put_le32(child, e + 20, static_cast<uint32_t>(loc.size()));
+    vt::put_le16(child, kMeta + 10, 6);
+    const uint64_t host = (child.size() + MiB - 1) / MiB * MiB, sb = host + size;
+    child.resize(sb + MiB, 0);
+    std::memcpy(child.data() + host, mine.data(), size);
+    std::vector<uint8_t> expect = parent_data;
+    for (uint64_t s = 0; s < sectors; ++s) {
+        if (!present(s)) continue;
+        child[sb + s / 8] |= static_cast<uint8_t>(1 << (s % 8));
+        std::memcpy(expect.data() + s * 512, mine.data() + s * 512, 512);
+    }
+    vt::put_le64(child, kBat, host | 7);          // PARTIALLY_PRESENT
+    vt::put_le64(child, kBat + 128 * 8, sb | 6);  // chunk ratio 2^23 * 512 / 32 MiB = 128: the bitmap entry
+    MemoryFileSystem fs;
+    fs.add("parent.vhdx", parent);
+    fs.add("child.vhdx", child);
+    auto reg = make_reg();
+    auto img = open_image(reg, fs, "child.vhdx", {});
+    REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().to_string()));
+    BlockDevice& dev = *img->device;
+    CHECK(vt::read_all(dev) == expect);
+
+    // Block status: one extent per run, data at its host offset, kinds alternating.
+    uint64_t off = 0, extents = 0;
+    bool last_data = false;
+    while (off < size) {
+        auto x = dev.block_status(off, size - off);
+        REQUIRE(x.ok());
+        const bool data = x->kind == ExtentKind::data;
+        if (data) CHECK(x->host_offset == std::optional<uint64_t>(host + off));
+        else CHECK(x->kind == ExtentKind::unallocated);
+        for (uint64_t s = off / 512; s < (off + x->length) / 512; ++s) REQUIRE(present(s) == data);
+        if (extents++) CHECK(data != last_data);
+        last_data = data;
+        off += x->length;
+    }
+    CHECK(extents == 2 + 64 + 1 + 1 + 1);
+    auto across = dev.block_status(80 * 512, size);
+    REQUIRE(across.ok());
+    CHECK(across->length == (40000 - 80) * 512);
+
+    // Unaligned reads from 8 threads at once, through the shared bitmap page cache.
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (uint32_t t = 0; t < 8; ++t)
+        threads.emplace_back([&, t] {
+            uint64_t x = 0x9e3779b97f4a7c15ull * (t + 1);
+            for (int i = 0; i < 300; ++i) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                // Half the reads stay near the start and the page boundary, where the runs are short.
+                uint64_t at = (i % 2 ? x % (100 * 512) : 32768 * 512 - 4096 + x % 16384) + (t % 3);
+                uint64_t len = std::min<uint64_t>(1 + (x >> 40) % 70000, size - at);
+                std::vector<uint8_t> got(len);
+                if (!dev.read(at, got).ok() || !std::equal(got.begin(), got.end(), expect.begin() + at)) ++bad;
+            }
+        });
+    for (auto& th : threads) th.join();
+    CHECK(bad == 0);
 }

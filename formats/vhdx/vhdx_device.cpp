@@ -2,46 +2,42 @@
 // The VHDX block device: reads through the BAT and sector bitmaps, block allocation on write (the BAT
 // pages it changes are batched in memory and committed through the log, see vhdx_log_writer.cpp), and the
 // consistency check.
+#include <strings.h>
+
 #include <algorithm>
-#include <cctype>
+#include <array>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "util/endian.hpp"
+#include "util/units.hpp"
 #include "vhdx_internal.hpp"
 
 namespace vdisk::vhdx {
 namespace {
 
-constexpr uint64_t kBitmapWindow = 32768;  // sectors (4 KiB of bitmap)
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kEntriesPerPage = kPage / 8;
-
-bool iequal(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
+constexpr uint64_t kPageBits = kPage * 8;  // sectors one 4 KiB page of a sector bitmap covers
+constexpr unsigned kMaxCoalesce = 4096;    // pieces do_map_stored joins into one answer
+constexpr unsigned kBitmapSlots = 8;       // sector bitmap pages kept for readers
 
 class VhdxDevice final : public BlockDevice {
 public:
-    VhdxDevice(std::unique_ptr<File> file, uint64_t file_size, bool overlay, ActiveHeader hdr, Geometry geo,
-               std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch, bool fresh, uint64_t log_sequence)
-        : BlockDevice(geo.virtual_size, read_only),
-          file_(std::move(file)),
+    VhdxDevice(DeviceState st, uint64_t file_size)
+        : BlockDevice(st.geo.virtual_size, st.read_only),
+          file_(std::move(st.file)),
           file_size_(file_size),
-          overlay_(overlay),
-          hdr_(hdr),
-          g_(std::move(geo)),
-          bat_(std::move(bat)),
-          force_parent_mismatch_(force_parent_mismatch),
-          headers_rotated_(fresh),
-          log_(*file_, hdr_, log_sequence) {
+          overlay_(st.overlay),
+          hdr_(st.hdr),
+          g_(std::move(st.geo)),
+          bat_(std::move(st.bat)),
+          headers_rotated_(st.fresh),
+          log_(*file_, hdr_, st.log_sequence) {
         // Valid blocks all lie inside the file (entries past EOF are refused on access), so new blocks go
         // after its end, 1 MiB aligned as 2.5 requires.
         alloc_end_ = util::align_up(file_size_, MiB).value_or(file_size_);
@@ -64,19 +60,17 @@ public:
 
     const Header& header() const { return hdr_.h; }
     const Geometry& geometry() const { return g_; }
-    Result<CheckResult> run_check(bool repair);
 
 protected:
-    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
+    Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override;
     Status do_flush() override;
     Status do_resize(uint64_t new_size) override;
     Status do_close() override { return do_flush(); }
-    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing_identity(BlockDevice& backing) override;
-    Result<CheckResult> do_check(RepairMode repair) override { return run_check(repair == RepairMode::all); }
+    Result<CheckResult> do_check(RepairMode mode) override;
 
 public:
     Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) override;
@@ -88,8 +82,12 @@ private:
     // The payload entry of `block`, validated for use: a present block must lie inside the file.
     Result<uint64_t> payload(uint64_t block) const;
     Result<uint64_t> bitmap_host(uint64_t block) const;
-    // Read the bits of sectors [first, first+count) of `block` into `bits` (one byte per sector).
-    Status read_bitmap(uint64_t block, uint64_t first, uint64_t count, std::vector<uint8_t>& bits) const;
+    // How [offset, +max_len) begins, inside one block: for a PARTIALLY_PRESENT block one run of its bitmap.
+    Result<StoredExtent> piece(uint64_t offset, uint64_t max_len) const;
+    // The run of equal bits from sector `first` of `block`, at most `count` sectors and never past the 4 KiB
+    // bitmap page holding the first: {bit, sectors}.
+    Result<std::pair<bool, uint64_t>> bitmap_run(uint64_t block, uint64_t first, uint64_t count) const;
+    void forget_bitmaps() const;
     Status begin_write();
     // Metadata changes wait in memory (BAT pages by index, other pages by file offset) until commit_metadata()
     // sends them through the log: on flush, close, resize, or when one entry's worth has gathered.
@@ -100,8 +98,6 @@ private:
     Status commit_if_full() { return pending_pages() >= log_.max_data_pages() ? commit_metadata() : ok(); }
     Status allocate_block(uint64_t block, uint8_t old_state);
     Status materialize_block(uint64_t block, uint64_t host);
-    // One block's worth of extent at `offset` (not merged with the next block).
-    Result<Extent> block_extent(uint64_t offset, uint64_t max_len);
 
     std::unique_ptr<File> file_;
     uint64_t file_size_;
@@ -109,12 +105,21 @@ private:
     ActiveHeader hdr_;
     Geometry g_;
     std::vector<uint64_t> bat_;
-    bool force_parent_mismatch_;
     bool headers_rotated_;
     uint64_t alloc_end_ = 0;
     LogWriter log_;
     std::set<uint64_t> dirty_bat_;                         // BAT pages (4 KiB, from the region start)
     std::map<uint64_t, std::vector<uint8_t>> dirty_meta_;  // other metadata pages: file offset -> content
+    // Sector bitmap pages readers looked at, by file offset (readers map concurrently: guarded by `mu`; the
+    // file is read outside it). Writers, who run alone, forget them: a write may land on a bitmap's bytes.
+    struct BitmapPages {
+        std::mutex mu;
+        struct Slot {
+            uint64_t host = UINT64_MAX;  // file offset of the page; UINT64_MAX: empty
+            std::array<uint8_t, kPage> bytes{};
+        } slots[kBitmapSlots];
+    };
+    std::unique_ptr<BitmapPages> bitmaps_ = std::make_unique<BitmapPages>();
 };
 
 Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
@@ -129,159 +134,124 @@ Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
             return e;
         case kPayloadPartiallyPresent:
             if (!g_.has_parent)
-                return err(ErrorCode::corrupt,
-                           "BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT in an image without a parent",
-                           entry_at(idx));
+                return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) +
+                                                          " is PARTIALLY_PRESENT in an image without a parent")
+                    .at(entry_at(idx));
             [[fallthrough]];
         case kPayloadFullyPresent: {
             uint64_t h = host_of(e);
             if (h < kHeaderSectionSize || !util::range_within(h, g_.block_size, file_size_))
-                return err(ErrorCode::corrupt,
-                           "BAT entry " + std::to_string(idx) + " points to block at " + hex(h) +
-                               " outside the file (size " + hex(file_size_) + ")",
-                           entry_at(idx));
+                return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) + " points to block at " +
+                                                          hex(h) + " outside the file (size " + hex(file_size_) + ")")
+                    .at(entry_at(idx));
             return e;
         }
         default:
-            return err(ErrorCode::corrupt,
-                       "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st),
-                       entry_at(idx));
+            return make_error(ErrorCode::corrupt,
+                              "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st))
+                .at(entry_at(idx));
     }
 }
 
 Result<uint64_t> VhdxDevice::bitmap_host(uint64_t block) const {
     uint64_t idx = bitmap_index(g_, block);
     if (idx >= bat_.size())
-        return err(ErrorCode::corrupt, "sector bitmap entry " + std::to_string(idx) + " is beyond the BAT",
-                   entry_at(payload_index(g_, block)));
+        return make_error(ErrorCode::corrupt, "sector bitmap entry " + std::to_string(idx) + " is beyond the BAT")
+            .at(entry_at(payload_index(g_, block)));
     uint64_t e = bat_[idx];
     uint64_t h = host_of(e);
     if ((e & kBatStateMask) != kSbPresent)
-        return err(ErrorCode::corrupt,
-                   "sector bitmap entry " + std::to_string(idx) + " of a PARTIALLY_PRESENT block is not present",
-                   entry_at(idx));
+        return make_error(ErrorCode::corrupt,
+                          "sector bitmap entry " + std::to_string(idx) + " of a PARTIALLY_PRESENT block is not present")
+            .at(entry_at(idx));
     if (h < kHeaderSectionSize || !util::range_within(h, kSectorBitmapBlockSize, file_size_))
-        return err(ErrorCode::corrupt,
-                   "sector bitmap entry " + std::to_string(idx) + " points to " + hex(h) + " outside the file",
-                   entry_at(idx));
+        return make_error(ErrorCode::corrupt,
+                          "sector bitmap entry " + std::to_string(idx) + " points to " + hex(h) + " outside the file")
+            .at(entry_at(idx));
     return h;
 }
 
-Status VhdxDevice::read_bitmap(uint64_t block, uint64_t first, uint64_t count, std::vector<uint8_t>& bits) const {
+Result<std::pair<bool, uint64_t>> VhdxDevice::bitmap_run(uint64_t block, uint64_t first, uint64_t count) const {
     VDISK_ASSIGN(uint64_t h, bitmap_host(block));
-    uint64_t per_block = g_.block_size / g_.logical_sector;
-    uint64_t bit0 = (block % g_.chunk_ratio) * per_block + first;
-    uint64_t byte0 = bit0 / 8, byte1 = (bit0 + count + 7) / 8;
-    std::vector<uint8_t> raw(static_cast<size_t>(byte1 - byte0));
-    VDISK_TRY(read_zero_fill(*file_, h + byte0, raw));
-    bits.resize(static_cast<size_t>(count));
-    for (uint64_t i = 0; i < count; ++i) {
-        uint64_t b = bit0 + i - byte0 * 8;
-        bits[i] = (raw[b / 8] >> (b % 8)) & 1;
+    const uint64_t bit0 = (block % g_.chunk_ratio) * (g_.block_size / g_.logical_sector) + first;
+    const uint64_t page = h + bit0 / kPageBits * kPage, in = bit0 % kPageBits;
+    count = std::min(count, kPageBits - in);
+    std::unique_lock lock(bitmaps_->mu);
+    auto& slot = bitmaps_->slots[page / kPage % kBitmapSlots];
+    if (slot.host != page) {
+        lock.unlock();
+        std::array<uint8_t, kPage> bytes;
+        VDISK_TRY(read_zero_fill(*file_, page, bytes));
+        lock.lock();
+        slot.host = page;
+        slot.bytes = bytes;
     }
-    return ok();
-}
-
-Status VhdxDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
-    while (!buf.empty()) {
-        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), g_.block_size - inb));
-        auto part = buf.first(n);
-        VDISK_ASSIGN(uint64_t e, payload(block));
-        switch (e & kBatStateMask) {
-            case kPayloadFullyPresent:
-                VDISK_TRY(read_zero_fill(*file_, host_of(e) + inb, part));
-                break;
-            case kPayloadNotPresent:
-                VDISK_TRY(read_from_backing(offset, part));
-                break;
-            case kPayloadPartiallyPresent: {
-                uint64_t ls = g_.logical_sector;
-                uint64_t s0 = inb / ls, s1 = (inb + n + ls - 1) / ls;
-                std::vector<uint8_t> bits;
-                VDISK_TRY(read_bitmap(block, s0, s1 - s0, bits));
-                uint64_t p = inb;
-                while (p < inb + n) {
-                    uint64_t s = p / ls;
-                    uint8_t v = bits[s - s0];
-                    uint64_t t = s + 1;
-                    while (t < s1 && bits[t - s0] == v) ++t;
-                    uint64_t q = std::min(inb + n, t * ls);
-                    auto sub = part.subspan(static_cast<size_t>(p - inb), static_cast<size_t>(q - p));
-                    if (v)
-                        VDISK_TRY(read_zero_fill(*file_, host_of(e) + p, sub));
-                    else
-                        VDISK_TRY(read_from_backing(block * g_.block_size + p, sub));
-                    p = q;
-                }
-                break;
-            }
-            default:  // ZERO, UNMAPPED, UNDEFINED: zeros in this layer (2.5.1.1)
-                std::fill(part.begin(), part.end(), 0);
+    const uint8_t* b = slot.bytes.data();
+    auto bit = [b](uint64_t i) { return ((b[i / 8] >> (i % 8)) & 1) != 0; };
+    const bool v = bit(in);
+    uint64_t n = 1;
+    while (n < count) {
+        uint64_t i = in + n;
+        if (i % 8 == 0 && count - n >= 8 && b[i / 8] == (v ? 0xff : 0)) {
+            n += 8;  // a whole byte of the same state
+        } else if (bit(i) == v) {
+            ++n;
+        } else {
+            break;
         }
-        offset += n;
-        buf = buf.subspan(n);
     }
-    return ok();
+    return std::pair{v, n};
 }
 
-Result<Extent> VhdxDevice::block_extent(uint64_t offset, uint64_t max_len) {
-    uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
-    uint64_t n = std::min<uint64_t>(max_len, g_.block_size - inb);
-    Extent x;
+void VhdxDevice::forget_bitmaps() const {
+    std::lock_guard lock(bitmaps_->mu);
+    for (auto& s : bitmaps_->slots) s.host = UINT64_MAX;
+}
+
+Result<StoredExtent> VhdxDevice::piece(uint64_t offset, uint64_t max_len) const {
+    const uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
+    StoredExtent x;
     x.offset = offset;
-    x.length = n;
+    x.length = std::min<uint64_t>(max_len, g_.block_size - inb);
     VDISK_ASSIGN(uint64_t e, payload(block));
     switch (e & kBatStateMask) {
-        case kPayloadFullyPresent:
-            x.kind = ExtentKind::data;
-            x.file = file_.get();
-            x.host_offset = host_of(e) + inb;
-            break;
-        case kPayloadNotPresent:
-            x.kind = ExtentKind::unallocated;
-            break;
+        case kPayloadFullyPresent: x.kind = StoredKind::data; break;
+        case kPayloadNotPresent: x.kind = StoredKind::unallocated; break;
         case kPayloadPartiallyPresent: {
-            // Look at a bounded window of the bitmap: a caller walking run by run through an alternating
-            // bitmap must not rescan the rest of a 256 MiB block each time.
-            uint64_t ls = g_.logical_sector;
-            uint64_t s0 = inb / ls, s1 = std::min((inb + n + ls - 1) / ls, s0 + kBitmapWindow);
-            std::vector<uint8_t> bits;
-            VDISK_TRY(read_bitmap(block, s0, s1 - s0, bits));
-            uint64_t t = s0 + 1;
-            while (t < s1 && bits[t - s0] == bits[0]) ++t;
-            x.length = std::min(inb + n, t * ls) - inb;
-            if (bits[0]) {
-                x.kind = ExtentKind::data;
-                x.file = file_.get();
-                x.host_offset = host_of(e) + inb;
-            } else {
-                x.kind = ExtentKind::unallocated;
-            }
+            // Sector by sector, from the bitmap: present sectors are here, the others in the parent.
+            const uint64_t ls = g_.logical_sector, s0 = inb / ls;
+            VDISK_ASSIGN(auto run, bitmap_run(block, s0, (inb + x.length + ls - 1) / ls - s0));
+            x.length = std::min(inb + x.length, (s0 + run.second) * ls) - inb;
+            x.kind = run.first ? StoredKind::data : StoredKind::unallocated;
             break;
         }
-        default:
-            x.kind = ExtentKind::zero;
+        default: x.kind = StoredKind::zero;  // ZERO, UNMAPPED, UNDEFINED: zeros in this layer (2.5.1.1)
+    }
+    if (x.kind == StoredKind::data) {
+        x.file = file_.get();  // the image, or the log replay view of it
+        x.host_offset = host_of(e) + inb;
     }
     return x;
 }
 
-Result<Extent> VhdxDevice::do_block_status(uint64_t offset, uint64_t max_len) {
-    VDISK_ASSIGN(Extent x, block_extent(offset, max_len));
-    // Merge following blocks of the same kind (and, for data, contiguous in the file).
-    while (x.length < max_len && (x.offset + x.length) % g_.block_size == 0) {
-        auto next = block_extent(x.offset + x.length, max_len - x.length);
-        if (!next || next->kind != x.kind) break;
-        if (x.kind == ExtentKind::data && *next->host_offset != *x.host_offset + x.length) break;
-        x.length += next->length;
+Result<StoredExtent> VhdxDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
+    VDISK_ASSIGN(StoredExtent x, piece(offset, max_len));
+    // Join following pieces of the same state (data: contiguous in the file) in a bounded walk. A piece that
+    // does not map ends the run; its error comes when it is asked about itself.
+    for (unsigned steps = 0; x.length < max_len && steps < kMaxCoalesce; ++steps) {
+        auto n = piece(x.offset + x.length, max_len - x.length);
+        if (!n || n->kind != x.kind || (x.kind == StoredKind::data && n->host_offset != x.host_offset + x.length))
+            break;
+        x.length += n->length;
     }
     return x;
 }
 
 Status VhdxDevice::begin_write() {
+    forget_bitmaps();
     // Copy-up needs the parent: without it a partly written block would lose the parent's sectors.
     if (g_.has_parent && !backing())
-        return err(ErrorCode::invalid_argument, "differencing VHDX opened without its parent cannot be written");
+        return make_error(ErrorCode::invalid_argument, "differencing VHDX opened without its parent cannot be written");
     if (headers_rotated_) return ok();
     // Metadata changes go through the log; a log region that cannot take them must be refused before the
     // first byte is written, not at the first flush.
@@ -300,7 +270,8 @@ Status VhdxDevice::begin_write() {
 Status VhdxDevice::allocate_block(uint64_t block, uint8_t old_state) {
     uint64_t host = alloc_end_;
     auto end = util::add<uint64_t>(host, g_.block_size);
-    if (!end || *end >= (uint64_t(1) << 63)) return err(ErrorCode::corrupt, "file offset overflow allocating a block");
+    if (!end || *end >= (uint64_t(1) << 63))
+        return make_error(ErrorCode::corrupt, "file offset overflow allocating a block");
     if (*end > file_size_) {
         VDISK_TRY(file_->resize(*end));
         file_size_ = *end;
@@ -321,6 +292,7 @@ Status VhdxDevice::allocate_block(uint64_t block, uint8_t old_state) {
 }
 
 Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
+    forget_bitmaps();  // an earlier part of this write may have changed them
     std::vector<uint8_t> blk(g_.block_size);
     uint64_t voff = block * g_.block_size;
     uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
@@ -334,69 +306,53 @@ Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
 
 Status VhdxDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     VDISK_TRY(begin_write());
-    while (!buf.empty()) {
-        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), g_.block_size - inb));
-        VDISK_ASSIGN(uint64_t e, payload(block));
+    return util::for_each_unit(offset, buf.size(), g_.block_size, [&](const util::UnitPiece& p) -> Status {
+        VDISK_ASSIGN(uint64_t e, payload(p.index));
         uint8_t st = e & kBatStateMask;
         if (st == kPayloadPartiallyPresent) {
-            VDISK_TRY(materialize_block(block, host_of(e)));
+            VDISK_TRY(materialize_block(p.index, host_of(e)));
         } else if (st != kPayloadFullyPresent) {
-            VDISK_TRY(allocate_block(block, st));
+            VDISK_TRY(allocate_block(p.index, st));
         }
-        uint64_t host = host_of(bat_[payload_index(g_, block)]);
-        VDISK_TRY(file_->write_at(host + inb, buf.first(n)));
+        uint64_t host = host_of(bat_[payload_index(g_, p.index)]);
+        VDISK_TRY(file_->write_at(host + p.in_unit, buf.subspan(p.done, p.length)));
         // Only after the payload is written: the commit syncs it before the entry that references it.
-        VDISK_TRY(commit_if_full());
-        offset += n;
-        buf = buf.subspan(n);
-    }
-    return ok();
+        return commit_if_full();
+    });
 }
 
 Status VhdxDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {
     VDISK_TRY(begin_write());
-    while (len) {
-        uint64_t block = offset / g_.block_size, inb = offset % g_.block_size;
-        uint64_t n = std::min<uint64_t>(len, g_.block_size - inb);
-        bool whole = inb == 0 && (n == g_.block_size || offset + n == size());
-        VDISK_ASSIGN(uint64_t e, payload(block));
+    return util::for_each_unit(offset, len, g_.block_size, [&](const util::UnitPiece& p) -> Status {
+        bool whole = p.in_unit == 0 && (p.length == g_.block_size || offset + p.done + p.length == size());
+        VDISK_ASSIGN(uint64_t e, payload(p.index));
         uint8_t st = e & kBatStateMask;
-        uint64_t idx = payload_index(g_, block);
+        uint64_t idx = payload_index(g_, p.index);
         bool reads_zero = st == kPayloadZero || st == kPayloadUnmapped || st == kPayloadUndefined ||
                           (st == kPayloadNotPresent && !backing());
-        if (reads_zero) {
-            // nothing to do
-        } else if (whole && st == kPayloadFullyPresent && may_unmap && !g_.leave_allocated) {
-            VDISK_TRY(file_->punch_hole(host_of(e), n));
-        } else if (whole && st == kPayloadNotPresent) {
+        if (reads_zero) return ok();
+        if (whole && st == kPayloadFullyPresent && may_unmap && !g_.leave_allocated)
+            return file_->punch_hole(host_of(e), p.length);
+        if (whole && st == kPayloadNotPresent) {
             bat_[idx] = kPayloadZero;
             mark_bat(idx);
-            VDISK_TRY(commit_if_full());
-        } else {
-            VDISK_TRY(BlockDevice::do_write_zeroes(offset, n, may_unmap));
+            return commit_if_full();
         }
-        offset += n;
-        len -= n;
-    }
-    return ok();
+        return BlockDevice::do_write_zeroes(offset + p.done, p.length, may_unmap);
+    });
 }
 
 Status VhdxDevice::stage_bytes(uint64_t offset, std::span<const uint8_t> bytes) {
-    while (!bytes.empty()) {
-        uint64_t page = offset / kPage * kPage, in = offset - page;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(bytes.size(), kPage - in));
-        auto it = dirty_meta_.find(page);
+    return util::for_each_unit(offset, bytes.size(), kPage, [&](const util::UnitPiece& p) -> Status {
+        auto it = dirty_meta_.find(p.index * kPage);
         if (it == dirty_meta_.end()) {
             std::vector<uint8_t> content(kPage);
-            VDISK_TRY(read_zero_fill(*file_, page, content));
-            it = dirty_meta_.emplace(page, std::move(content)).first;
+            VDISK_TRY(read_zero_fill(*file_, p.index * kPage, content));
+            it = dirty_meta_.emplace(p.index * kPage, std::move(content)).first;
         }
-        std::memcpy(it->second.data() + in, bytes.data(), n);
-        offset += n;
-        bytes = bytes.subspan(n);
-    }
-    return ok();
+        std::memcpy(it->second.data() + p.in_unit, bytes.data() + p.done, p.length);
+        return ok();
+    });
 }
 
 Status VhdxDevice::commit_metadata() {
@@ -444,16 +400,18 @@ Status VhdxDevice::do_flush() {
 // payload and bitmap entries of existing blocks keep their indices.
 Status VhdxDevice::do_resize(uint64_t new_size) {
     if (new_size == size()) return ok();
-    if (new_size < size()) return err(ErrorCode::unsupported, "shrinking a VHDX image is not supported");
-    if (g_.has_parent) return err(ErrorCode::unsupported, "resizing a differencing VHDX image is not supported");
+    if (new_size < size()) return make_error(ErrorCode::unsupported, "shrinking a VHDX image is not supported");
+    if (g_.has_parent) return make_error(ErrorCode::unsupported, "resizing a differencing VHDX image is not supported");
     if (new_size > kMaxVirtualSize || new_size % g_.logical_sector)
-        return err(ErrorCode::invalid_argument, "new VHDX size " + std::to_string(new_size) +
-                                                    " must be a multiple of the logical sector size up to 64 TiB");
+        return make_error(ErrorCode::invalid_argument,
+                          "new VHDX size " + std::to_string(new_size) +
+                              " must be a multiple of the logical sector size up to 64 TiB");
     uint64_t blocks = util::div_round_up(new_size, g_.block_size);
     uint64_t entries = blocks + (blocks - 1) / g_.chunk_ratio;
     if (entries * 8 > g_.bat_length)
-        return err(ErrorCode::unsupported, "growing to " + std::to_string(new_size) + " bytes needs a BAT larger than its " +
-                                               hex(g_.bat_length) + "-byte region");
+        return make_error(ErrorCode::unsupported, "growing to " + std::to_string(new_size) +
+                                                      " bytes needs a BAT larger than its " + hex(g_.bat_length) +
+                                                      "-byte region");
     // Entries gained are charged like the BAT read at open.
     VDISK_ASSIGN(Charge grown, Charge::make(budget(), (entries - std::min<uint64_t>(entries, bat_.size())) * 8, "VHDX BAT"));
     VDISK_TRY(begin_write());
@@ -517,8 +475,7 @@ ImageInfo VhdxDevice::do_info() const {
         data.set("parent-locator", std::move(loc));
     }
     const Header& h = hdr_.h;
-    static const uint8_t kNull[16] = {};
-    bool log_active = std::memcmp(h.log_guid.b, kNull, 16) != 0;
+    const bool log_active = !guid_is_zero(h.log_guid);
     data.set("log-size", uint64_t{h.log_length.value()});
     data.set("log-offset", h.log_offset.value());
     data.set("log-state", overlay_ ? "replayed in memory" : log_active ? "active" : "empty");
@@ -531,7 +488,7 @@ ImageInfo VhdxDevice::do_info() const {
     for (uint64_t b = 0; b < g_.data_blocks; ++b) {
         uint64_t idx = payload_index(g_, b);
         if (idx < bat_.size()) {
-            uint8_t st = bat_[idx] & 7;
+            uint8_t st = bat_[idx] & kBatStateMask;
             if (st == kPayloadFullyPresent || st == kPayloadPartiallyPresent) ++present;
         }
     }
@@ -548,16 +505,16 @@ ImageInfo VhdxDevice::do_info() const {
 // written after the items in use and the metadata table points at it, through the log like every metadata
 // change. Adding a parent to, or removing it from, an image is not done: the BAT layout depends on it.
 Status VhdxDevice::set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) {
-    if (read_only()) return err(ErrorCode::read_only, "device is read-only");
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
     if (!g_.has_parent)
-        return err(ErrorCode::unsupported, "giving a parent to a VHDX that has none is not supported");
-    if (name.empty()) return err(ErrorCode::unsupported, "removing the parent of a differencing VHDX is not supported");
+        return make_error(ErrorCode::unsupported, "giving a parent to a VHDX that has none is not supported");
+    if (name.empty()) return make_error(ErrorCode::unsupported, "removing the parent of a differencing VHDX is not supported");
     if (!format.empty() && format != "vhdx")
-        return err(ErrorCode::invalid_argument,
+        return make_error(ErrorCode::invalid_argument,
                    "a VHDX's parent must be a VHDX, not " + format + " (cross-format chains are refused)");
     const Header* ph = nb ? device_header(*nb) : nullptr;
-    if (!ph) return err(ErrorCode::invalid_argument, "a VHDX's parent must be a VHDX image (linked by its DataWriteGuid)");
-    if (g_.metadata_length > 64 * MiB) return err(ErrorCode::limit_exceeded, "metadata region too large to rewrite");
+    if (!ph) return make_error(ErrorCode::invalid_argument, "a VHDX's parent must be a VHDX image (linked by its DataWriteGuid)");
+    if (g_.metadata_length > 64 * MiB) return make_error(ErrorCode::limit_exceeded, "metadata region too large to rewrite");
     VDISK_TRY(commit_metadata());
     std::vector<uint8_t> region(static_cast<size_t>(g_.metadata_length));
     VDISK_TRY(read_exact(*file_, g_.metadata_offset, region, "VHDX metadata region"));
@@ -596,19 +553,21 @@ Status VhdxDevice::set_backing_reference(const std::string& name, const std::str
 
 Status VhdxDevice::check_backing_identity(BlockDevice& backing) {
     auto* parent = dynamic_cast<VhdxDevice*>(&backing);
-    if (!parent) {
-        return err(ErrorCode::corrupt, "parent of a differencing VHDX must be a VHDX image");
-    }
-    std::string want = guid_text(parent->header().data_write_guid);
-    if (iequal(g_.parent_linkage, want) || (!g_.parent_linkage2.empty() && iequal(g_.parent_linkage2, want)))
-        return ok();
-    return err(ErrorCode::corrupt, "parent_linkage " + g_.parent_linkage + " does not match the parent's DataWriteGuid " +
-                                       want);
+    if (!parent) return make_error(ErrorCode::corrupt, "parent of a differencing VHDX must be a VHDX image");
+    const std::string want = guid_text(parent->header().data_write_guid);
+    auto names_parent = [&](const std::string& s) {  // GUID text: letters in either case
+        return s.size() == want.size() && strncasecmp(s.data(), want.data(), s.size()) == 0;
+    };
+    if (names_parent(g_.parent_linkage) || names_parent(g_.parent_linkage2)) return ok();
+    return make_error(ErrorCode::corrupt,
+                      "parent_linkage " + g_.parent_linkage + " does not match the parent's DataWriteGuid " + want);
 }
 
-Result<CheckResult> VhdxDevice::run_check(bool repair) {
+// With a repair mode on a writable device, BAT entries that cannot be valid (past the end of the file,
+// invalid states, reserved bits) are reset so the rest of the image stays usable.
+Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
     CheckResult r;
-    repair = repair && !read_only();
+    const bool repair = mode == RepairMode::all && !read_only();
     // Past the message cap problems are counted, not formatted.
     auto report = [&](auto&& make) {
         ++r.corruptions;
@@ -710,19 +669,10 @@ Result<CheckResult> VhdxDevice::run_check(bool repair) {
 
 }  // namespace
 
-std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
-                                         std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
-                                         bool fresh, uint64_t log_sequence) {
-    auto sz = file->size();
+std::unique_ptr<BlockDevice> make_device(DeviceState state) {
+    auto sz = state.file->size();
     uint64_t size = sz ? *sz : 0;
-    return std::make_unique<VhdxDevice>(std::move(file), size, overlay, hdr, std::move(geo), std::move(bat), read_only,
-                                        force_parent_mismatch, fresh, log_sequence);
-}
-
-Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair) {
-    auto* d = dynamic_cast<VhdxDevice*>(&dev);
-    if (!d) return make_error(ErrorCode::invalid_argument, "not a VHDX device");
-    return d->run_check(repair == RepairMode::all);
+    return std::make_unique<VhdxDevice>(std::move(state), size);
 }
 
 }  // namespace vdisk::vhdx

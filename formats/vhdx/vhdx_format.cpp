@@ -2,11 +2,13 @@
 // VHDX (MS-VHDX): probe, open (headers, log, region table, metadata, BAT), create, check.
 #include <algorithm>
 #include <cctype>
+#include <cstddef>
 #include <cstring>
 
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "util/endian.hpp"
+#include "util/utf16.hpp"
 #include "vhdx_internal.hpp"
 
 namespace vdisk::vhdx {
@@ -30,17 +32,12 @@ uint32_t crc_with_hole(std::span<const uint8_t> buf, size_t at) {
     return util::crc32c(buf.subspan(at + 4), c);
 }
 
-Error err(ErrorCode code, std::string msg, std::optional<uint64_t> offset) {
-    Error e = make_error(code, std::move(msg));
-    e.offset = offset;
-    return e;
-}
-
 void encode_header(const Header& h, uint8_t* out) {
     Header c = h;
     c.checksum = 0;
     std::memcpy(out, &c, sizeof c);
-    util::store_le<uint32_t>(out + 4, util::crc32c(std::span<const uint8_t>(out, kHeaderSize)));
+    util::store_le<uint32_t>(out + offsetof(Header, checksum),
+                             util::crc32c(std::span<const uint8_t>(out, kHeaderSize)));
 }
 
 Status write_headers(File& file, Header& h, int& current_slot) {
@@ -58,45 +55,11 @@ Status write_headers(File& file, Header& h, int& current_slot) {
 
 namespace {
 
-// UTF-16LE to UTF-8; unpaired surrogates become U+FFFD.
-std::string utf16_to_utf8(const uint8_t* p, size_t bytes) {
-    std::string out;
-    for (size_t i = 0; i + 1 < bytes; i += 2) {
-        uint32_t c = util::load_le<uint16_t>(p + i);
-        if (c >= 0xd800 && c < 0xdc00 && i + 3 < bytes) {
-            uint32_t lo = util::load_le<uint16_t>(p + i + 2);
-            if (lo >= 0xdc00 && lo < 0xe000) {
-                c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-                i += 2;
-            } else {
-                c = 0xfffd;
-            }
-        } else if (c >= 0xd800 && c < 0xe000) {
-            c = 0xfffd;
-        }
-        if (c < 0x80) {
-            out += static_cast<char>(c);
-        } else if (c < 0x800) {
-            out += static_cast<char>(0xc0 | (c >> 6));
-            out += static_cast<char>(0x80 | (c & 0x3f));
-        } else if (c < 0x10000) {
-            out += static_cast<char>(0xe0 | (c >> 12));
-            out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-            out += static_cast<char>(0x80 | (c & 0x3f));
-        } else {
-            out += static_cast<char>(0xf0 | (c >> 18));
-            out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
-            out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
-            out += static_cast<char>(0x80 | (c & 0x3f));
-        }
-    }
-    return out;
-}
-
 bool header_valid(const uint8_t* buf, Header& out) {
     std::memcpy(&out, buf, sizeof out);
     if (out.signature.value() != kHeaderSignature) return false;
-    return crc_with_hole(std::span<const uint8_t>(buf, kHeaderSize), 4) == out.checksum.value();
+    return crc_with_hole(std::span<const uint8_t>(buf, kHeaderSize), offsetof(Header, checksum)) ==
+           out.checksum.value();
 }
 
 // 2.2.2: the current header is the valid one with the larger sequence number. Disk2vhd writes both with
@@ -110,14 +73,15 @@ Result<ActiveHeader> read_headers(File& f) {
         valid[i] = header_valid(buf.data(), h[i]);
     }
     if (!valid[0] && !valid[1])
-        return err(ErrorCode::corrupt, "neither VHDX header has a valid signature and CRC-32C", kHeader1Offset);
+        return make_error(ErrorCode::corrupt, "neither VHDX header has a valid signature and CRC-32C")
+            .at(kHeader1Offset);
     int pick = !valid[0] ? 1 : !valid[1] ? 0 : (h[1].sequence_number.value() > h[0].sequence_number.value() ? 1 : 0);
     const Header& a = h[pick];
     uint64_t at = pick == 0 ? kHeader1Offset : kHeader2Offset;
     if (a.version.value() != 1)
-        return err(ErrorCode::unsupported, "VHDX header version " + std::to_string(a.version.value()), at);
+        return make_error(ErrorCode::unsupported, "VHDX header version " + std::to_string(a.version.value())).at(at);
     if (a.log_version.value() != 0)
-        return err(ErrorCode::unsupported, "VHDX log version " + std::to_string(a.log_version.value()), at);
+        return make_error(ErrorCode::unsupported, "VHDX log version " + std::to_string(a.log_version.value())).at(at);
     return ActiveHeader{a, pick};
 }
 
@@ -133,14 +97,16 @@ Status read_regions(File& f, uint64_t file_size, Region& bat, Region& meta) {
         VDISK_TRY(read_zero_fill(f, table, buf));
         RegionTableHeader h;
         std::memcpy(&h, buf.data(), sizeof h);
-        if (h.signature.value() != kRegionSignature || crc_with_hole(buf, 4) != h.checksum.value()) {
+        if (h.signature.value() != kRegionSignature ||
+            crc_with_hole(buf, offsetof(RegionTableHeader, checksum)) != h.checksum.value()) {
             if (!first_error)
-                first_error = err(ErrorCode::corrupt, "region table has a bad signature or CRC-32C", table);
+                first_error = make_error(ErrorCode::corrupt, "region table has a bad signature or CRC-32C").at(table);
             continue;
         }
         uint32_t count = h.entry_count.value();
         if (count > kMaxRegionEntries)
-            return err(ErrorCode::corrupt, "region table entry count " + std::to_string(count) + " exceeds 2047", table);
+            return make_error(ErrorCode::corrupt, "region table entry count " + std::to_string(count) + " exceeds 2047")
+                .at(table);
         bat = meta = Region{};
         std::vector<std::pair<uint64_t, uint64_t>> spans;
         for (uint32_t i = 0; i < count; ++i) {
@@ -151,28 +117,30 @@ Status read_regions(File& f, uint64_t file_size, Region& bat, Region& meta) {
             Region* r = guid_eq(e.guid, kBatRegionGuid) ? &bat : guid_eq(e.guid, kMetadataRegionGuid) ? &meta : nullptr;
             if (!r) {
                 if (e.flags.value() & 1)
-                    return err(ErrorCode::unsupported, "unknown required region " + guid_text(e.guid), table + at);
+                    return make_error(ErrorCode::unsupported, "unknown required region " + guid_text(e.guid))
+                        .at(table + at);
                 continue;
             }
-            if (r->found) return err(ErrorCode::corrupt, "region " + guid_text(e.guid) + " listed twice", table + at);
+            if (r->found)
+                return make_error(ErrorCode::corrupt, "region " + guid_text(e.guid) + " listed twice").at(table + at);
             if (off < kHeaderSectionSize || off % kRegionAlignment || len == 0 || len % kRegionAlignment)
-                return err(ErrorCode::corrupt,
-                           "region " + guid_text(e.guid) + " at " + hex(off) + " length " + hex(len) +
-                               " is not 1 MiB aligned past the header section",
-                           table + at);
+                return make_error(ErrorCode::corrupt, "region " + guid_text(e.guid) + " at " + hex(off) + " length " +
+                                                          hex(len) + " is not 1 MiB aligned past the header section")
+                    .at(table + at);
             if (!util::range_within(off, len, file_size))
-                return err(ErrorCode::corrupt,
-                           "region " + guid_text(e.guid) + " [" + hex(off) + ", +" + hex(len) +
-                               ") extends past end of file (" + hex(file_size) + ")",
-                           table + at);
+                return make_error(ErrorCode::corrupt, "region " + guid_text(e.guid) + " [" + hex(off) + ", +" +
+                                                          hex(len) + ") extends past end of file (" + hex(file_size) +
+                                                          ")")
+                    .at(table + at);
             for (auto& s : spans)
                 if (off < s.first + s.second && s.first < off + len)
-                    return err(ErrorCode::corrupt, "region at " + hex(off) + " overlaps another region", table + at);
+                    return make_error(ErrorCode::corrupt, "region at " + hex(off) + " overlaps another region")
+                        .at(table + at);
             spans.emplace_back(off, len);
             *r = Region{off, len, true};
         }
-        if (!bat.found) return err(ErrorCode::corrupt, "region table has no BAT region", table);
-        if (!meta.found) return err(ErrorCode::corrupt, "region table has no metadata region", table);
+        if (!bat.found) return make_error(ErrorCode::corrupt, "region table has no BAT region").at(table);
+        if (!meta.found) return make_error(ErrorCode::corrupt, "region table has no metadata region").at(table);
         return ok();
     }
     return std::move(*first_error);
@@ -191,15 +159,18 @@ bool utf16_key_is(const uint8_t* p, size_t bytes, std::string_view key) {
 // work all the same.
 Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geometry& g, Budget& budget) {
     if (item.size() < sizeof(ParentLocatorHeader))
-        return err(ErrorCode::corrupt, "parent locator of " + std::to_string(item.size()) + " bytes is too short", at);
+        return make_error(ErrorCode::corrupt,
+                          "parent locator of " + std::to_string(item.size()) + " bytes is too short")
+            .at(at);
     ParentLocatorHeader h;
     std::memcpy(&h, item.data(), sizeof h);
     if (!guid_eq(h.locator_type, kVhdxParentLocatorType))
-        return err(ErrorCode::unsupported, "parent locator type " + guid_text(h.locator_type), at);
+        return make_error(ErrorCode::unsupported, "parent locator type " + guid_text(h.locator_type)).at(at);
     uint64_t count = h.key_value_count.value();
     if (sizeof(ParentLocatorHeader) + count * sizeof(ParentLocatorEntry) > item.size())
-        return err(ErrorCode::corrupt, "parent locator key/value count " + std::to_string(count) + " overruns the item",
-                   at);
+        return make_error(ErrorCode::corrupt,
+                          "parent locator key/value count " + std::to_string(count) + " overruns the item")
+            .at(at);
     VDISK_TRY(budget.work(count, "VHDX parent locator"));
     static constexpr std::string_view kKeys[] = {"parent_linkage", "parent_linkage2", "relative_path", "volume_path",
                                                  "absolute_win32_path"};
@@ -212,18 +183,111 @@ Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geome
         uint64_t ko = e.key_offset.value(), vo = e.value_offset.value();
         uint64_t kl = e.key_length.value(), vl = e.value_length.value();
         if (!util::range_within(ko, kl, item.size()) || !util::range_within(vo, vl, item.size()))
-            return err(ErrorCode::corrupt, "parent locator entry " + std::to_string(i) + " points outside the item", at);
+            return make_error(ErrorCode::corrupt,
+                              "parent locator entry " + std::to_string(i) + " points outside the item")
+                .at(at);
         for (size_t k = 0; k < 5; ++k) {
             if (!utf16_key_is(item.data() + ko, kl, kKeys[k])) continue;
             if (seen[k])
-                return err(ErrorCode::corrupt, "parent locator lists '" + std::string(kKeys[k]) + "' twice", at);
+                return make_error(ErrorCode::corrupt, "parent locator lists '" + std::string(kKeys[k]) + "' twice")
+                    .at(at);
             seen[k] = true;
             VDISK_TRY(budget.work(vl / 2, "VHDX parent locator"));
-            std::string value = utf16_to_utf8(item.data() + vo, vl);
+            // Length-delimited: a NUL inside is kept as it is.
+            std::string value =
+                util::utf16_to_utf8(std::span(item).subspan(vo, vl), util::Utf16Order::little, util::Utf16Nul::kept);
             // Windows separators: the file system layer speaks '/'.
             std::replace(value.begin(), value.end(), '\\', '/');
             *dest[k] = std::move(value);
         }
+    }
+    return ok();
+}
+
+// What read_metadata has found so far.
+struct MetadataSeen {
+    bool params = false, size = false, lss = false, pss = false, locator = false;
+    // The parent locator is parsed after the table, and only for a differencing image (HasParent may come
+    // in a later item); an image without a parent never needs it.
+    std::vector<uint8_t> locator_item;
+    uint64_t locator_at = 0;
+};
+
+bool known_item(const Guid& id) {
+    for (const Guid& k : {kFileParametersGuid, kVirtualDiskSizeGuid, kPage83Guid, kLogicalSectorSizeGuid,
+                          kPhysicalSectorSizeGuid, kParentLocatorGuid})
+        if (guid_eq(id, k)) return true;
+    return false;
+}
+
+// One known item (2.6.2): `at` is its table entry, `item_at` its bytes.
+Status decode_item(const Guid& id, std::vector<uint8_t>& item, uint64_t at, uint64_t item_at, Geometry& g,
+                   MetadataSeen& seen) {
+    auto need = [&](size_t n) -> Status {
+        if (item.size() < n)
+            return make_error(ErrorCode::corrupt, "metadata item " + guid_text(id) + " is " +
+                                                      std::to_string(item.size()) + " bytes, expected " +
+                                                      std::to_string(n))
+                .at(at);
+        return ok();
+    };
+    if (guid_eq(id, kFileParametersGuid)) {
+        VDISK_TRY(need(8));
+        FileParameters p;
+        std::memcpy(&p, item.data(), sizeof p);
+        uint64_t bs = p.block_size.value();
+        if (!util::is_pow2(bs) || bs < kMinBlockSize || bs > kMaxBlockSize)
+            return make_error(ErrorCode::corrupt, "block size " + hex(bs) + " is not a power of two in 1..256 MiB")
+                .at(item_at);
+        g.block_size = static_cast<uint32_t>(bs);
+        g.leave_allocated = p.flags.value() & kLeaveBlocksAllocated;
+        g.has_parent = p.flags.value() & kHasParent;
+        seen.params = true;
+    } else if (guid_eq(id, kVirtualDiskSizeGuid)) {
+        VDISK_TRY(need(8));
+        g.virtual_size = util::load_le<uint64_t>(item.data());
+        g.size_item_offset = item_at;
+        seen.size = true;
+    } else if (guid_eq(id, kPage83Guid)) {
+        VDISK_TRY(need(16));
+        std::memcpy(g.page83.b, item.data(), 16);
+    } else if (guid_eq(id, kLogicalSectorSizeGuid) || guid_eq(id, kPhysicalSectorSizeGuid)) {
+        VDISK_TRY(need(4));
+        const bool logical = guid_eq(id, kLogicalSectorSizeGuid);
+        uint32_t& sector = logical ? g.logical_sector : g.physical_sector;
+        sector = util::load_le<uint32_t>(item.data());
+        if (sector != 512 && sector != 4096)
+            return make_error(ErrorCode::corrupt, std::string(logical ? "logical" : "physical") + " sector size " +
+                                                      std::to_string(sector) + " is neither 512 nor 4096")
+                .at(item_at);
+        (logical ? seen.lss : seen.pss) = true;
+    } else {
+        seen.locator_item = std::move(item);
+        seen.locator_at = item_at;
+        seen.locator = true;
+    }
+    return ok();
+}
+
+// After the table: the items every image needs, and the parent locator of a differencing one.
+Status finish_metadata(const Region& meta, MetadataSeen& seen, Geometry& g, Budget& budget) {
+    auto missing = [&](const char* what) {
+        return make_error(ErrorCode::corrupt, std::string("metadata has no ") + what + " item").at(meta.offset);
+    };
+    if (!seen.params) return missing("file parameters");
+    if (!seen.size) return missing("virtual disk size");
+    if (!seen.lss) return missing("logical sector size");
+    if (!seen.pss) g.physical_sector = g.logical_sector;
+    if (g.virtual_size == 0 || g.virtual_size > kMaxVirtualSize || g.virtual_size % g.logical_sector)
+        return make_error(ErrorCode::corrupt, "virtual disk size " + hex(g.virtual_size) +
+                                                  " is zero, above 64 TiB or not a multiple of the logical sector size")
+            .at(meta.offset);
+    if (g.has_parent) {
+        if (!seen.locator)
+            return make_error(ErrorCode::corrupt, "differencing VHDX has no parent locator").at(meta.offset);
+        VDISK_TRY(parse_parent_locator(seen.locator_item, seen.locator_at, g, budget));
+        if (g.relative_path.empty() && g.volume_path.empty() && g.absolute_win32_path.empty())
+            return make_error(ErrorCode::corrupt, "parent locator names no parent path").at(meta.offset);
     }
     return ok();
 }
@@ -234,104 +298,42 @@ Status read_metadata(File& f, const Region& meta, Geometry& g, Budget& budget) {
     MetadataTableHeader h;
     std::memcpy(&h, table.data(), sizeof h);
     if (h.signature.value() != kMetadataSignature)
-        return err(ErrorCode::corrupt, "metadata table signature is wrong", meta.offset);
+        return make_error(ErrorCode::corrupt, "metadata table signature is wrong").at(meta.offset);
     uint32_t count = h.entry_count.value();
     if (count > kMaxMetadataEntries)
-        return err(ErrorCode::corrupt, "metadata table entry count " + std::to_string(count) + " exceeds 2047",
-                   meta.offset);
-    bool have_params = false, have_size = false, have_lss = false, have_pss = false, have_locator = false;
-    // The parent locator is parsed after the loop, and only for a differencing image (HasParent may come
-    // in a later item); an image without a parent never needs it.
-    std::vector<uint8_t> locator;
-    uint64_t locator_at = 0;
-    for (uint32_t i = 0; i < count; ++i) {
+        return make_error(ErrorCode::corrupt, "metadata table entry count " + std::to_string(count) + " exceeds 2047")
+            .at(meta.offset);
+    auto entry = [&](uint32_t i) {
         MetadataTableEntry e;
-        uint64_t at = meta.offset + sizeof h + uint64_t(i) * sizeof e;
         std::memcpy(&e, table.data() + sizeof h + uint64_t(i) * sizeof e, sizeof e);
-        uint64_t off = e.offset.value(), len = e.length.value();
+        return e;
+    };
+    MetadataSeen seen;
+    for (uint32_t i = 0; i < count; ++i) {
+        const MetadataTableEntry e = entry(i);
+        const uint64_t at = meta.offset + sizeof h + uint64_t(i) * sizeof e;
+        const uint64_t off = e.offset.value(), len = e.length.value();
         const Guid& id = e.item_id;
-        bool known = guid_eq(id, kFileParametersGuid) || guid_eq(id, kVirtualDiskSizeGuid) || guid_eq(id, kPage83Guid) ||
-                     guid_eq(id, kLogicalSectorSizeGuid) || guid_eq(id, kPhysicalSectorSizeGuid) ||
-                     guid_eq(id, kParentLocatorGuid);
-        for (uint32_t j = 0; j < i; ++j)
-            if (std::memcmp(table.data() + sizeof h + uint64_t(j) * sizeof e, id.b, 16) == 0 &&
-                (util::load_le<uint32_t>(table.data() + sizeof h + uint64_t(j) * sizeof e + 24) & kMetaIsUser) ==
-                    (e.flags.value() & kMetaIsUser))
-                return err(ErrorCode::corrupt, "metadata item " + guid_text(id) + " is listed twice", at);
-        if (!known) {
+        for (uint32_t j = 0; j < i; ++j) {
+            const MetadataTableEntry o = entry(j);
+            if (guid_eq(o.item_id, id) && (o.flags.value() & kMetaIsUser) == (e.flags.value() & kMetaIsUser))
+                return make_error(ErrorCode::corrupt, "metadata item " + guid_text(id) + " is listed twice").at(at);
+        }
+        if (!known_item(id)) {
             if (e.flags.value() & kMetaIsRequired)
-                return err(ErrorCode::unsupported, "unknown required metadata item " + guid_text(id), at);
+                return make_error(ErrorCode::unsupported, "unknown required metadata item " + guid_text(id)).at(at);
             continue;
         }
-        if (len > kMaxMetadataItemLength || (len && off < kMetadataTableSize) || !util::range_within(off, len, meta.length))
-            return err(ErrorCode::corrupt,
-                       "metadata item " + guid_text(id) + " at " + hex(off) + " length " + hex(len) +
-                           " lies outside the metadata region",
-                       at);
+        if (len > kMaxMetadataItemLength || (len && off < kMetadataTableSize) ||
+            !util::range_within(off, len, meta.length))
+            return make_error(ErrorCode::corrupt, "metadata item " + guid_text(id) + " at " + hex(off) + " length " +
+                                                      hex(len) + " lies outside the metadata region")
+                .at(at);
         std::vector<uint8_t> item(static_cast<size_t>(len));
         VDISK_TRY(read_exact(f, meta.offset + off, item, "VHDX metadata item"));
-        uint64_t item_at = meta.offset + off;
-        auto need = [&](size_t n) -> Status {
-            if (item.size() < n)
-                return err(ErrorCode::corrupt, "metadata item " + guid_text(id) + " is " + std::to_string(item.size()) +
-                                                   " bytes, expected " + std::to_string(n), at);
-            return ok();
-        };
-        if (guid_eq(id, kFileParametersGuid)) {
-            VDISK_TRY(need(8));
-            FileParameters p;
-            std::memcpy(&p, item.data(), sizeof p);
-            uint64_t bs = p.block_size.value();
-            if (!util::is_pow2(bs) || bs < kMinBlockSize || bs > kMaxBlockSize)
-                return err(ErrorCode::corrupt, "block size " + hex(bs) + " is not a power of two in 1..256 MiB", item_at);
-            g.block_size = static_cast<uint32_t>(bs);
-            g.leave_allocated = p.flags.value() & kLeaveBlocksAllocated;
-            g.has_parent = p.flags.value() & kHasParent;
-            have_params = true;
-        } else if (guid_eq(id, kVirtualDiskSizeGuid)) {
-            VDISK_TRY(need(8));
-            g.virtual_size = util::load_le<uint64_t>(item.data());
-            g.size_item_offset = item_at;
-            have_size = true;
-        } else if (guid_eq(id, kPage83Guid)) {
-            VDISK_TRY(need(16));
-            std::memcpy(g.page83.b, item.data(), 16);
-        } else if (guid_eq(id, kLogicalSectorSizeGuid)) {
-            VDISK_TRY(need(4));
-            g.logical_sector = util::load_le<uint32_t>(item.data());
-            if (g.logical_sector != 512 && g.logical_sector != 4096)
-                return err(ErrorCode::corrupt, "logical sector size " + std::to_string(g.logical_sector) +
-                                                   " is neither 512 nor 4096", item_at);
-            have_lss = true;
-        } else if (guid_eq(id, kPhysicalSectorSizeGuid)) {
-            VDISK_TRY(need(4));
-            g.physical_sector = util::load_le<uint32_t>(item.data());
-            if (g.physical_sector != 512 && g.physical_sector != 4096)
-                return err(ErrorCode::corrupt, "physical sector size " + std::to_string(g.physical_sector) +
-                                                   " is neither 512 nor 4096", item_at);
-            have_pss = true;
-        } else {
-            locator = std::move(item);
-            locator_at = item_at;
-            have_locator = true;
-        }
+        VDISK_TRY(decode_item(id, item, at, meta.offset + off, g, seen));
     }
-    if (!have_params) return err(ErrorCode::corrupt, "metadata has no file parameters item", meta.offset);
-    if (!have_size) return err(ErrorCode::corrupt, "metadata has no virtual disk size item", meta.offset);
-    if (!have_lss) return err(ErrorCode::corrupt, "metadata has no logical sector size item", meta.offset);
-    if (!have_pss) g.physical_sector = g.logical_sector;
-    if (g.virtual_size == 0 || g.virtual_size > kMaxVirtualSize || g.virtual_size % g.logical_sector)
-        return err(ErrorCode::corrupt,
-                   "virtual disk size " + hex(g.virtual_size) +
-                       " is zero, above 64 TiB or not a multiple of the logical sector size",
-                   meta.offset);
-    if (g.has_parent) {
-        if (!have_locator) return err(ErrorCode::corrupt, "differencing VHDX has no parent locator", meta.offset);
-        VDISK_TRY(parse_parent_locator(locator, locator_at, g, budget));
-        if (g.relative_path.empty() && g.volume_path.empty() && g.absolute_win32_path.empty())
-            return err(ErrorCode::corrupt, "parent locator names no parent path", meta.offset);
-    }
-    return ok();
+    return finish_metadata(meta, seen, g, budget);
 }
 
 class VhdxFormat final : public Format {
@@ -348,7 +350,7 @@ public:
         uint8_t sig[8] = {};
         VDISK_TRY(read_zero_fill(*file, kFileIdOffset, sig));
         if (std::memcmp(sig, kFileSignature, 8) != 0)
-            return err(ErrorCode::invalid_format, "file type identifier is not 'vhdxfile'", 0);
+            return make_error(ErrorCode::invalid_format, "file type identifier is not 'vhdxfile'").at(0);
         VDISK_ASSIGN(ActiveHeader hdr, read_headers(*file));
         const bool rw = ctx.options().read_write;
 
@@ -388,13 +390,13 @@ public:
                                      : g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
         uint64_t bat_bytes = g.bat_entries * 8;  // <= 2^26 * 8 for 64 TiB / 1 MiB blocks: no overflow
         if (bat_bytes > g.bat_length)
-            return err(ErrorCode::corrupt,
-                       "BAT region of " + hex(g.bat_length) + " bytes cannot hold " + std::to_string(g.bat_entries) +
-                           " entries",
-                       g.bat_offset);
+            return make_error(ErrorCode::corrupt, "BAT region of " + hex(g.bat_length) + " bytes cannot hold " +
+                                                      std::to_string(g.bat_entries) + " entries")
+                .at(g.bat_offset);
         if (bat_bytes > ctx.limits().max_metadata_bytes)
-            return err(ErrorCode::limit_exceeded, "BAT of " + hex(bat_bytes) + " bytes exceeds the metadata limit",
-                       g.bat_offset);
+            return make_error(ErrorCode::limit_exceeded,
+                              "BAT of " + hex(bat_bytes) + " bytes exceeds the metadata limit")
+                .at(g.bat_offset);
         // Decoded in place: the BAT is held once.
         VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), bat_bytes, "VHDX BAT"));
         VDISK_TRY(ctx.budget()->work(g.bat_entries, "VHDX BAT"));
@@ -404,8 +406,8 @@ public:
         for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw + i * 8);
         bat_charge.keep();
         // Per-entry validation happens on access (and in check): one bad entry should not hide the rest.
-        return make_device(std::move(file), overlay, hdr, std::move(g), std::move(entries), !rw,
-                           ctx.options().force_parent_mismatch, false, log_sequence);
+        return make_device({.file = std::move(file), .overlay = overlay, .hdr = hdr, .geo = std::move(g),
+                            .bat = std::move(entries), .read_only = !rw, .log_sequence = log_sequence});
     }
 
     std::span<const OptionSpec> create_options() const noexcept override;
@@ -481,12 +483,12 @@ std::vector<std::pair<std::string, std::string>> locator_values(const Guid& pare
 
 Result<std::vector<uint8_t>> replace_parent_locator(std::vector<uint8_t> region,
                                                     const std::vector<std::pair<std::string, std::string>>& kv) {
-    if (region.size() < kMetadataTableSize) return err(ErrorCode::corrupt, "metadata region is smaller than its table");
+    if (region.size() < kMetadataTableSize) return make_error(ErrorCode::corrupt, "metadata region is smaller than its table");
     MetadataTableHeader h;
     std::memcpy(&h, region.data(), sizeof h);
     const uint32_t count = h.entry_count.value();
     if (h.signature.value() != kMetadataSignature || count > kMaxMetadataEntries)
-        return err(ErrorCode::corrupt, "metadata table is not valid");
+        return make_error(ErrorCode::corrupt, "metadata table is not valid");
     std::vector<uint8_t> item = parent_locator_item(kv);
     // The new item goes after every item in use (8-byte aligned), so nothing in use is overwritten.
     uint64_t end = kMetadataTableSize;
@@ -497,10 +499,10 @@ Result<std::vector<uint8_t>> replace_parent_locator(std::vector<uint8_t> region,
         end = std::max<uint64_t>(end, uint64_t{e.offset.value()} + e.length.value());
         if (guid_eq(e.item_id, kParentLocatorGuid) && !(e.flags.value() & kMetaIsUser)) slot = static_cast<int>(i);
     }
-    if (slot < 0) return err(ErrorCode::corrupt, "differencing VHDX has no parent locator item to replace");
+    if (slot < 0) return make_error(ErrorCode::corrupt, "differencing VHDX has no parent locator item to replace");
     end = *util::align_up(end, 8);
     if (end + item.size() > region.size())
-        return err(ErrorCode::unsupported, "the metadata region has no room for the new parent locator");
+        return make_error(ErrorCode::unsupported, "the metadata region has no room for the new parent locator");
     std::memcpy(region.data() + end, item.data(), item.size());
     MetadataTableEntry e;
     std::memcpy(&e, region.data() + sizeof h + slot * sizeof e, sizeof e);
@@ -558,7 +560,18 @@ Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const Measu
     return r;
 }
 
-Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opts, const OpenContext& ctx) const {
+// The options, checked, and the layout they give: header section, log, metadata region, BAT region, data.
+struct CreatePlan {
+    bool fixed = false;
+    bool state_zero = true;
+    uint64_t log_size = 0;
+    uint64_t log_offset = 0;
+    uint64_t data_start = 0;
+    Geometry g;
+    std::vector<uint8_t> locator;  // a differencing image's parent locator item
+};
+
+Result<CreatePlan> plan_create(const Format& self, const CreateOptions& opts, const OpenContext& ctx) {
     std::string sub = opts.get("subformat").value_or("dynamic");
     if (sub != "dynamic" && sub != "fixed")
         return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
@@ -584,7 +597,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         OpenOptions po;
         po.no_backing = true;
         OpenContext pctx(ctx.fs(), names.resolved, po);
-        auto pd = open(std::move(pf), pctx);
+        auto pd = self.open(std::move(pf), pctx);
         if (!pd)
             return make_error(ErrorCode::invalid_argument,
                               "backing file '" + *backing + "' is not a usable VHDX (" + pd.error().message +
@@ -653,11 +666,10 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     g.bat_offset = g.metadata_offset + g.metadata_length;
     g.bat_length = *util::align_up(g.bat_entries * 8, MiB);
     const uint64_t data_start = g.bat_offset + g.bat_length;
-    // The BAT is charged like one read at open (resize charges what it adds).
-    VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), g.bat_entries * 8, "VHDX BAT"));
+    return CreatePlan{fixed, state_zero, log_size, log_offset, data_start, std::move(g), std::move(locator)};
+}
 
-    VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
-
+Status write_header_section(File& file, const Geometry& g) {
     // File type identifier with a creator string.
     std::vector<uint8_t> buf(kHeaderSectionSize, 0);
     std::memcpy(buf.data(), kFileSignature, 8);
@@ -680,12 +692,15 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         e[1].length = static_cast<uint32_t>(g.metadata_length);
         e[1].flags = 1;
         std::memcpy(rt.data() + sizeof h, e, sizeof e);
-        util::store_le<uint32_t>(rt.data() + 4, util::crc32c(rt));
+        util::store_le<uint32_t>(rt.data() + offsetof(RegionTableHeader, checksum), util::crc32c(rt));
         std::memcpy(buf.data() + kRegionTable1Offset, rt.data(), rt.size());
         std::memcpy(buf.data() + kRegionTable2Offset, rt.data(), rt.size());
     }
-    VDISK_TRY(file->write_at(0, buf));
+    VDISK_TRY(file.write_at(0, buf));
+    return ok();
+}
 
+Status write_metadata_region(File& file, const Geometry& g, bool fixed, const std::vector<uint8_t>& locator) {
     // Metadata region: the table, then the items from 64 KiB.
     {
         std::vector<uint8_t> m(static_cast<size_t>(g.metadata_length), 0);
@@ -700,7 +715,7 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         put_meta_entry(m, 3, kLogicalSectorSizeGuid, base + 32, 4, kMetaIsRequired | kMetaIsVirtualDisk);
         put_meta_entry(m, 4, kPhysicalSectorSizeGuid, base + 36, 4, kMetaIsRequired | kMetaIsVirtualDisk);
         util::store_le<uint32_t>(m.data() + base, g.block_size);
-        util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : parent ? kHasParent : 0);
+        util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : g.has_parent ? kHasParent : 0);
         if (!locator.empty()) {
             // Parent locator: required, not a property of the virtual disk (2.6.2.6).
             put_meta_entry(m, 5, kParentLocatorGuid, base + 40, static_cast<uint32_t>(locator.size()), kMetaIsRequired);
@@ -710,9 +725,13 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         std::memcpy(m.data() + base + 16, g.page83.b, 16);
         util::store_le<uint32_t>(m.data() + base + 32, g.logical_sector);
         util::store_le<uint32_t>(m.data() + base + 36, g.physical_sector);
-        VDISK_TRY(file->write_at(g.metadata_offset, m));
+        VDISK_TRY(file.write_at(g.metadata_offset, m));
     }
+    return ok();
+}
 
+Result<std::vector<uint64_t>> write_bat(File& file, const Geometry& g, bool fixed, bool state_zero,
+                                        uint64_t data_start) {
     // BAT: fixed images get every block laid out in order; dynamic ones start empty.
     std::vector<uint64_t> bat(static_cast<size_t>(g.bat_entries), 0);
     uint64_t end = data_start;
@@ -720,19 +739,22 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
         uint64_t& e = bat[static_cast<size_t>(payload_index(g, b))];
         if (fixed) {
             e = end | kPayloadFullyPresent;
-            end += block_size;
+            end += g.block_size;
         } else {
-            e = state_zero && !parent ? kPayloadZero : kPayloadNotPresent;  // a child's blocks are its parent's
+            e = state_zero && !g.has_parent ? kPayloadZero : kPayloadNotPresent;  // a child's blocks are its parent's
         }
     }
     {
         std::vector<uint8_t> raw(static_cast<size_t>(g.bat_length), 0);
         for (size_t i = 0; i < bat.size(); ++i) util::store_le<uint64_t>(raw.data() + i * 8, bat[i]);
-        VDISK_TRY(file->write_at(g.bat_offset, raw));
+        VDISK_TRY(file.write_at(g.bat_offset, raw));
     }
-    VDISK_TRY(file->resize(end));
-    if (fixed) VDISK_TRY(file->allocate(data_start, end - data_start));
+    VDISK_TRY(file.resize(end));
+    if (fixed) VDISK_TRY(file.allocate(data_start, end - data_start));
+    return bat;
+}
 
+Result<ActiveHeader> write_first_headers(File& file, uint64_t log_size, uint64_t log_offset) {
     ActiveHeader hdr;
     hdr.h = Header{};
     hdr.h.signature = kHeaderSignature;
@@ -744,9 +766,22 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     hdr.h.log_length = static_cast<uint32_t>(log_size);
     hdr.h.log_offset = log_offset;
     hdr.slot = 1;
-    VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
+    VDISK_TRY(write_headers(file, hdr.h, hdr.slot));
+    return hdr;
+}
+
+Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opts, const OpenContext& ctx) const {
+    VDISK_ASSIGN(CreatePlan p, plan_create(*this, opts, ctx));
+    // The BAT is charged like one read at open (resize charges what it adds).
+    VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), p.g.bat_entries * 8, "VHDX BAT"));
+    VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
+    VDISK_TRY(write_header_section(*file, p.g));
+    VDISK_TRY(write_metadata_region(*file, p.g, p.fixed, p.locator));
+    VDISK_ASSIGN(auto bat, write_bat(*file, p.g, p.fixed, p.state_zero, p.data_start));
+    VDISK_ASSIGN(ActiveHeader hdr, write_first_headers(*file, p.log_size, p.log_offset));
     bat_charge.keep();
-    return make_device(std::move(file), false, hdr, std::move(g), std::move(bat), false, false, true, 1);
+    return make_device({.file = std::move(file), .hdr = hdr, .geo = std::move(p.g), .bat = std::move(bat),
+                        .read_only = false, .fresh = true});
 }
 
 }  // namespace

@@ -32,8 +32,6 @@ Guid random_guid();
 /// CRC-32C of `buf` with the 4 bytes at `checksum_at` taken as zero.
 uint32_t crc_with_hole(std::span<const uint8_t> buf, size_t checksum_at);
 
-Error err(ErrorCode code, std::string msg, std::optional<uint64_t> offset = std::nullopt);
-
 /// One change the log makes to the file: `length` bytes at `offset`, either `data` (4 KiB) or zeros.
 struct LogWrite {
     uint64_t offset = 0;
@@ -51,6 +49,9 @@ struct LogReplay {
     uint32_t entries = 0;
 };
 
+/// The log region a header names must be 1 MiB granular, past the header section and inside the file;
+/// `at` is where errors point.
+Status check_log_region(const Header& h, uint64_t file_size, uint64_t at);
 /// Parse the log region named by a header whose LogGuid is non-zero. An empty result (no entries)
 /// means no valid sequence was found: per 2.3.3 there is then nothing to replay.
 /// The log region, each parsed entry and the replay are charged to `budget`.
@@ -58,8 +59,9 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
                            const std::shared_ptr<Budget>& budget);
 /// Write the replay into the file, extending it to last_file_offset; syncs.
 Status replay_into(File& file, const LogReplay& log, uint64_t file_size);
-/// A read-only view of `base` with the replay applied in memory. Reads see the log's sectors; the size
-/// is at least last_file_offset.
+/// A read-only view of `base` with the replay applied in memory: the device's file, so its metadata reads
+/// and the data extents its map names are read through it. Reads see the log's sectors; the size is at
+/// least last_file_offset.
 /// The writes are indexed once (an interval map of what is visible), so a read looks only at the pieces it
 /// overlaps; the index and the replay stay charged to `budget`, and each piece a read visits is noted there.
 Result<std::unique_ptr<File>> make_overlay(std::unique_ptr<File> base, LogReplay log, uint64_t base_size,
@@ -132,12 +134,18 @@ inline uint64_t bitmap_index(const Geometry& g, uint64_t block) {
     return (block / g.chunk_ratio) * (g.chunk_ratio + 1) + g.chunk_ratio;
 }
 
-/// `overlay`: the file is an in-memory log replay (read-only). `fresh`: just created, so the first write
-/// need not rotate the write GUIDs. `log_sequence`: the sequence number the next log entry gets (one past
-/// the head of a log replayed at open, else 1).
-std::unique_ptr<BlockDevice> make_device(std::unique_ptr<File> file, bool overlay, ActiveHeader hdr, Geometry geo,
-                                         std::vector<uint64_t> bat, bool read_only, bool force_parent_mismatch,
-                                         bool fresh, uint64_t log_sequence);
+/// What a device is made from: the opened or created image, after open has validated its structure.
+struct DeviceState {
+    std::unique_ptr<File> file;  ///< the image, or the read-only log replay view of it (`overlay`)
+    bool overlay = false;        ///< the log was replayed in memory, not into the file (read-only)
+    ActiveHeader hdr;
+    Geometry geo;
+    std::vector<uint64_t> bat;
+    bool read_only = true;
+    bool fresh = false;         ///< just created: the first write need not rotate the write GUIDs
+    uint64_t log_sequence = 1;  ///< the next log entry's sequence (one past a log replayed at open)
+};
+std::unique_ptr<BlockDevice> make_device(DeviceState state);
 
 /// The active header and geometry of a device made by make_device (nullptr for any other device): create
 /// reads a parent's identity through them.
@@ -157,9 +165,5 @@ void encode_header(const Header& h, uint8_t* out);
 /// Write the header as the spec's update procedure asks: the stale slot first, flush, then the other, so
 /// one valid header exists at every moment. `h.sequence_number` is the sequence of the current one.
 Status write_headers(File& file, Header& h, int& current_slot);
-
-/// For Format::check. With a repair mode on a writable device, BAT entries that cannot be valid (past the
-/// end of the file, invalid states, reserved bits) are reset so the rest of the image stays usable.
-Result<CheckResult> check_device(BlockDevice& dev, RepairMode repair);
 
 }  // namespace vdisk::vhdx

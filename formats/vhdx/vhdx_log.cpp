@@ -2,6 +2,7 @@
 // VHDX metadata log (MS-VHDX 2.3): finding the active sequence, replaying it into the file, or applying it
 // in memory for read-only opens (qemu-img refuses those; the image's true content needs the replay).
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <map>
 
@@ -30,7 +31,9 @@ struct ParsedEntry {
 
 class LogScanner {
 public:
-    LogScanner(const std::vector<uint8_t>& log, const Guid& guid) : log_(log), guid_(guid) {}
+    // `crc_budget`: bytes of entries it checksums at most (a hostile log can put "loge" in every sector).
+    LogScanner(const std::vector<uint8_t>& log, const Guid& guid, std::shared_ptr<Budget> budget, uint64_t crc_budget)
+        : budget_(std::move(budget)), log_(log), guid_(guid), crc_budget_(crc_budget) {}
 
     // Copy `len` bytes starting at log position `pos`, wrapping around the circular buffer.
     void gather(uint64_t pos, uint64_t len, uint8_t* out) const {
@@ -83,7 +86,7 @@ public:
         }
         std::vector<uint8_t> e(len);
         gather(pos, len, e.data());
-        if (crc_with_hole(e, 4) != h.checksum.value()) return std::nullopt;
+        if (crc_with_hole(e, offsetof(LogEntryHeader, checksum)) != h.checksum.value()) return std::nullopt;
 
         out.sequence = h.sequence_number.value();
         out.length = len;
@@ -127,7 +130,6 @@ public:
     }
 
     bool budget_exhausted() const { return budget_exhausted_; }
-    void set_accounting(std::shared_ptr<Budget> b) { budget_ = std::move(b); }
     const std::optional<Error>& limit_error() const { return limit_error_; }
 
 private:
@@ -137,36 +139,38 @@ private:
     Guid guid_;
     uint64_t crc_budget_ = 0;
     bool budget_exhausted_ = false;
-
-public:
-    void set_budget(uint64_t b) { crc_budget_ = b; }
 };
 
 }  // namespace
+
+Status check_log_region(const Header& h, uint64_t file_size, uint64_t at) {
+    const uint64_t off = h.log_offset.value(), len = h.log_length.value();
+    if (len == 0 || len % MiB)
+        return make_error(ErrorCode::corrupt, "log length " + hex(len) + " is not a non-zero multiple of 1 MiB").at(at);
+    if (off < kHeaderSectionSize || off % MiB)
+        return make_error(ErrorCode::corrupt,
+                          "log offset " + hex(off) + " is not 1 MiB aligned past the header section")
+            .at(at);
+    if (!util::range_within(off, len, file_size))
+        return make_error(ErrorCode::corrupt, "log region [" + hex(off) + ", +" + hex(len) +
+                                                  ") extends past end of file (" + hex(file_size) + ")")
+            .at(at);
+    return ok();
+}
 
 Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size, const Limits& limits,
                            const std::shared_ptr<Budget>& budget) {
     uint64_t log_off = header.log_offset.value();
     uint64_t log_len = header.log_length.value();
-    if (log_len == 0 || log_len % MiB)
-        return err(ErrorCode::corrupt, "log length " + hex(log_len) + " is not a non-zero multiple of 1 MiB");
-    if (log_off < kHeaderSectionSize || log_off % MiB)
-        return err(ErrorCode::corrupt, "log offset " + hex(log_off) + " is not 1 MiB aligned past the header section");
-    if (!util::range_within(log_off, log_len, file_size))
-        return err(ErrorCode::corrupt,
-                   "log region [" + hex(log_off) + ", +" + hex(log_len) + ") extends past end of file (" +
-                       hex(file_size) + ")",
-                   log_off);
+    VDISK_TRY(check_log_region(header, file_size, log_off));
     if (log_len > limits.max_metadata_bytes)
-        return err(ErrorCode::limit_exceeded, "log of " + hex(log_len) + " bytes exceeds the metadata limit",
-                   log_off);
+        return make_error(ErrorCode::limit_exceeded, "log of " + hex(log_len) + " bytes exceeds the metadata limit")
+            .at(log_off);
     VDISK_ASSIGN(Charge log_charge, Charge::make(budget, log_len, "VHDX log"));
     std::vector<uint8_t> log(static_cast<size_t>(log_len));
     VDISK_TRY(read_exact(file, log_off, log, "VHDX log"));
 
-    LogScanner sc(log, header.log_guid);
-    sc.set_accounting(budget);
-    sc.set_budget(8 * log_len + 16 * MiB);
+    LogScanner sc(log, header.log_guid, budget, 8 * log_len + 16 * MiB);
     std::vector<ParsedEntry> best;
     uint64_t best_head = 0;
     uint64_t pos = 0;
@@ -175,7 +179,8 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
         if (!first) {
             if (sc.limit_error()) return *sc.limit_error();
             if (sc.budget_exhausted())
-                return err(ErrorCode::corrupt, "log scan gave up: too many invalid entries or descriptors", log_off);
+                return make_error(ErrorCode::corrupt, "log scan gave up: too many invalid entries or descriptors")
+                    .at(log_off);
             pos += kLogSectorSize;
             continue;
         }
@@ -223,28 +228,25 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
     r.head_sequence = best.back().sequence;
     r.entries = static_cast<uint32_t>(best.size());
     if (r.flushed_file_offset > file_size)
-        return err(ErrorCode::corrupt,
-                   "file is shorter (" + hex(file_size) + ") than the log's flushed file offset " +
-                       hex(r.flushed_file_offset),
-                   log_off);
+        return make_error(ErrorCode::corrupt, "file is shorter (" + hex(file_size) +
+                                                  ") than the log's flushed file offset " + hex(r.flushed_file_offset))
+            .at(log_off);
     // The log may grow the file (blocks allocated just before a crash), but not without bound: replay
     // would otherwise turn a hostile LastFileOffset into terabytes of file.
     if (r.last_file_offset > file_size && r.last_file_offset - file_size > kMaxLogGrowth)
-        return err(ErrorCode::corrupt,
-                   "log's last file offset " + hex(r.last_file_offset) + " is far past the end of the file (" +
-                       hex(file_size) + ")",
-                   log_off);
+        return make_error(ErrorCode::corrupt, "log's last file offset " + hex(r.last_file_offset) +
+                                                  " is far past the end of the file (" + hex(file_size) + ")")
+            .at(log_off);
     uint64_t limit = std::max(file_size, r.last_file_offset);
     for (auto& e : best)
         for (auto& w : e.writes) {
             if (w.offset + w.length > limit)
-                return err(ErrorCode::corrupt,
-                           "log descriptor writes [" + hex(w.offset) + ", +" + hex(w.length) +
-                               ") past the file's last offset " + hex(limit),
-                           log_off);
+                return make_error(ErrorCode::corrupt, "log descriptor writes [" + hex(w.offset) + ", +" +
+                                                          hex(w.length) + ") past the file's last offset " + hex(limit))
+                    .at(log_off);
             if (w.offset < kHeaderSectionSize)
-                return err(ErrorCode::corrupt, "log descriptor targets the header section at " + hex(w.offset),
-                           log_off);
+                return make_error(ErrorCode::corrupt, "log descriptor targets the header section at " + hex(w.offset))
+                    .at(log_off);
             r.writes.push_back(std::move(w));
         }
     return r;

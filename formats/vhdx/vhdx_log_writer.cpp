@@ -31,6 +31,7 @@
 // entry, so QEMU never goes on into the older entries ahead of the write position (were one of those
 // damaged, the run would stop there, with a stale page image replayed last).
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "util/bytes.hpp"
@@ -68,29 +69,19 @@ LogWriter::LogWriter(File& file, ActiveHeader& hdr, uint64_t next_sequence)
 
 Status LogWriter::validate(uint64_t file_size, const std::pair<uint64_t, uint64_t> (&regions)[2]) const {
     const uint64_t hdr_at = hdr_.slot == 0 ? kHeader1Offset : kHeader2Offset;
-    if (log_length_ < MiB || log_length_ % MiB)
-        return err(ErrorCode::corrupt, "log length " + hex(log_length_) + " is not a non-zero multiple of 1 MiB",
-                   hdr_at);
-    if (log_offset_ < kHeaderSectionSize || log_offset_ % MiB)
-        return err(ErrorCode::corrupt, "log offset " + hex(log_offset_) + " is not 1 MiB aligned past the header section",
-                   hdr_at);
-    if (!util::range_within(log_offset_, log_length_, file_size))
-        return err(ErrorCode::corrupt,
-                   "log region [" + hex(log_offset_) + ", +" + hex(log_length_) + ") extends past end of file (" +
-                       hex(file_size) + ")",
-                   hdr_at);
+    VDISK_TRY(check_log_region(hdr_.h, file_size, hdr_at));
     for (const auto& [off, len] : regions)
         if (log_offset_ < off + len && off < log_offset_ + log_length_)
-            return err(ErrorCode::corrupt,
-                       "log region [" + hex(log_offset_) + ", +" + hex(log_length_) + ") overlaps the region at " +
-                           hex(off),
-                       hdr_at);
+            return make_error(ErrorCode::corrupt, "log region [" + hex(log_offset_) + ", +" + hex(log_length_) +
+                                                      ") overlaps the region at " + hex(off))
+                .at(hdr_at);
     return ok();
 }
 
 Status LogWriter::commit(std::span<const LogWrite> writes) {
     if (writes.empty()) return ok();
-    if (!max_pages_) return err(ErrorCode::corrupt, "log of " + hex(log_length_) + " bytes cannot hold an entry");
+    if (!max_pages_)
+        return make_error(ErrorCode::corrupt, "log of " + hex(log_length_) + " bytes cannot hold an entry");
     VDISK_TRY(file_.sync());
     if (!active()) {
         hdr_.h.log_guid = random_guid();
@@ -159,7 +150,8 @@ Status LogWriter::write_entry(std::span<const LogWrite> writes, uint64_t descrip
         std::memcpy(e.data() + desc_at, &d, sizeof d);
         desc_at += sizeof d;
     }
-    util::store_le<uint32_t>(e.data() + 4, util::crc32c(std::span<const uint8_t>(e.data(), static_cast<size_t>(len))));
+    util::store_le<uint32_t>(e.data() + offsetof(LogEntryHeader, checksum),
+                             util::crc32c(std::span<const uint8_t>(e.data(), static_cast<size_t>(len))));
 
     // The buffer is circular: an entry that reaches its end continues at its start.
     uint64_t first = std::min<uint64_t>(e.size(), log_length_ - pos_);

@@ -264,42 +264,6 @@ std::string uuid_to_string(const uint8_t* u) {
 
 void generate_uuid(uint8_t out[16]) { uuid_generate(out); }
 
-std::vector<uint16_t> utf8_to_utf16(std::string_view text) {
-    std::vector<uint16_t> out;
-    out.reserve(text.size());
-    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
-    const size_t n = text.size();
-    for (size_t i = 0; i < n;) {
-        uint32_t c = p[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-        bool good = len != 0 && i + len <= n;
-        if (good && len > 1) {
-            c &= 0xffu >> (len + 1);
-            for (size_t k = 1; k < len && good; ++k) {
-                if ((p[i + k] & 0xc0) != 0x80) good = false;
-                else c = (c << 6) | (p[i + k] & 0x3fu);
-            }
-            // Overlong forms, surrogates and values past U+10FFFF are not valid UTF-8.
-            static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-            if (good && (c < kMin[len] || c > 0x10ffff || (c >= 0xd800 && c < 0xe000))) good = false;
-        }
-        if (!good) {
-            out.push_back(0xfffd);
-            ++i;
-            continue;
-        }
-        if (c >= 0x10000) {
-            c -= 0x10000;
-            out.push_back(static_cast<uint16_t>(0xd800 + (c >> 10)));
-            out.push_back(static_cast<uint16_t>(0xdc00 + (c & 0x3ff)));
-        } else {
-            out.push_back(static_cast<uint16_t>(c));
-        }
-        i += len;
-    }
-    return out;
-}
-
 namespace {
 std::vector<std::string> components(const std::string& name) {
     std::vector<std::string> parts;

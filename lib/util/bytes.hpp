@@ -46,9 +46,6 @@ bool parse_uuid(std::string_view text, uint8_t out[16], bool guid);
 /// Fresh random UUID (libuuid).
 void generate_uuid(uint8_t out[16]);
 
-/// UTF-8 to UTF-16 code units (host order); bytes that are not valid UTF-8 become U+FFFD.
-std::vector<uint16_t> utf8_to_utf16(std::string_view text);
-
 /// How a file stored beside `referrer` names `target` (both FileSystem names): the path from the referrer's
 /// directory to the target, '/'-separated ("p.vhd", "../base/p.vhd"). nullopt when one name is absolute and
 /// the other relative, or the referrer's directory climbs above its start, so no such path can be known.
