@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -15,8 +16,13 @@ namespace vdisk::util {
 /// True when every byte is zero (word-at-a-time).
 bool is_zero(std::span<const uint8_t> buf) noexcept;
 
-/// CRC-32C (Castagnoli), as used by VHDX. `seed` continues a running CRC.
+/// CRC-32C (Castagnoli), as used by VHDX. `seed` continues a running CRC. Uses the SSE4.2 crc32
+/// instruction when the CPU has it (checked once at start-up), else crc32c_table.
 uint32_t crc32c(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
+/// The portable implementation (slicing-by-8 tables), whatever the CPU has; for tests and benchmarks.
+uint32_t crc32c_table(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
+/// The SSE4.2 implementation, or nullopt when this CPU or build has none; for tests and benchmarks.
+std::optional<uint32_t> crc32c_hardware(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
 
 /// Deflate helpers. raw=true: raw deflate (no zlib header; qcow2); raw=false: zlib stream (vmdk).
 /// inflate fills exactly out.size() bytes or fails; with `produced` a stream that ends early is accepted
