@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// lib/util helpers: CRC-32C (hardware and table paths against known vectors and a bytewise reference).
+// lib/util helpers: CRC-32C (hardware and table paths against known vectors and a bytewise reference),
+// UUID text (libuuid) in byte order and in the Microsoft GUID layout.
 #include <array>
+#include <cstring>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -70,4 +72,31 @@ TEST_CASE("CRC-32C agrees with the bitwise definition for every length and align
         // a running CRC over pieces equals the CRC of the whole
         CHECK(util::crc32c(s.subspan(517), util::crc32c(s.first(517))) == crc32c_reference(s));
     }
+}
+
+TEST_CASE("UUID text: RFC 4122 byte order and the Microsoft GUID layout") {
+    const uint8_t bytes[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                               0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    CHECK(util::uuid_to_string(bytes) == "00112233-4455-6677-8899-aabbccddeeff");
+    // the VHDX/VDI layout: Data1, Data2, Data3 little-endian
+    CHECK(util::guid_to_string(bytes) == "33221100-5544-7766-8899-aabbccddeeff");
+    CHECK(util::guid_to_string(bytes, true) == "33221100-5544-7766-8899-AABBCCDDEEFF");
+
+    uint8_t back[16];
+    REQUIRE(util::parse_uuid("00112233-4455-6677-8899-AABBCCDDEEFF", back, false));
+    CHECK(std::memcmp(back, bytes, 16) == 0);
+    REQUIRE(util::parse_uuid("33221100-5544-7766-8899-aabbccddeeff", back, true));
+    CHECK(std::memcmp(back, bytes, 16) == 0);
+
+    uint8_t swapped[16];
+    util::guid_to_uuid(bytes, swapped);
+    util::guid_to_uuid(swapped, swapped);  // its own inverse, in place
+    CHECK(std::memcmp(swapped, bytes, 16) == 0);
+
+    for (std::string_view bad : {"", "00112233-4455-6677-8899-aabbccddeef", "00112233-4455-6677-8899-aabbccddeeff0",
+                                 "00112233+4455-6677-8899-aabbccddeeff", "0011223g-4455-6677-8899-aabbccddeeff",
+                                 "{0112233-4455-6677-8899-aabbccddeef}", "001122334455-6677-8899-aabbccddeeff-"}) {
+        CHECK_MESSAGE(!util::parse_uuid(bad, back, false), bad);
+    }
+    CHECK(!util::parse_uuid(std::string_view("00112233-4455-6677-8899-aabbccdd\0eff", 36), back, false));
 }

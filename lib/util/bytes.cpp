@@ -308,52 +308,41 @@ bool likely_incompressible(std::span<const uint8_t> buf, size_t window) noexcept
     return true;
 }
 
-std::string guid_to_string(const uint8_t* g) {
-    char b[40];
-    std::snprintf(b, sizeof b, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", g[3], g[2], g[1],
-                  g[0], g[5], g[4], g[7], g[6], g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+void guid_to_uuid(const uint8_t* guid, uint8_t out[16]) noexcept {
+    // Microsoft GUIDs store Data1 (4 bytes), Data2 and Data3 (2 bytes each) little-endian and Data4 as
+    // bytes; RFC 4122 text reads all of them big-endian. The swap is its own inverse.
+    static constexpr uint8_t order[16] = {3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15};
+    uint8_t t[16];
+    for (size_t i = 0; i < 16; ++i) t[i] = guid[order[i]];
+    std::memcpy(out, t, 16);
+}
+
+std::string guid_to_string(const uint8_t* g, bool upper) {
+    uint8_t u[16];
+    guid_to_uuid(g, u);
+    char b[37];
+    if (upper) uuid_unparse_upper(u, b);
+    else uuid_unparse_lower(u, b);
     return b;
 }
 
 std::string uuid_to_string(const uint8_t* u) {
-    char b[40];
-    std::snprintf(b, sizeof b, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
-                  u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    char b[37];
+    uuid_unparse_lower(u, b);
     return b;
 }
 
 void generate_uuid(uint8_t out[16]) { uuid_generate(out); }
 
 bool parse_uuid(std::string_view text, uint8_t out[16], bool guid) {
-    if (text.size() != 36) return false;
-    uint8_t b[16];
-    size_t n = 0;
-    for (size_t i = 0; i < text.size();) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (text[i] != '-') return false;
-            ++i;
-            continue;
-        }
-        auto hexval = [](char c) -> int {
-            if (c >= '0' && c <= '9') return c - '0';
-            if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-            if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-            return -1;
-        };
-        int hi = hexval(text[i]), lo = hexval(text[i + 1]);
-        if (hi < 0 || lo < 0 || n >= 16) return false;
-        b[n++] = static_cast<uint8_t>(hi * 16 + lo);
-        i += 2;
-    }
-    if (n != 16) return false;
-    std::memcpy(out, b, 16);
-    if (guid) {
-        // The first three groups are little-endian in the Microsoft layout.
-        std::swap(out[0], out[3]);
-        std::swap(out[1], out[2]);
-        std::swap(out[4], out[5]);
-        std::swap(out[6], out[7]);
-    }
+    if (text.size() != 36) return false;  // uuid_parse wants exactly the 36 characters, NUL-terminated
+    char z[37];
+    std::memcpy(z, text.data(), 36);
+    z[36] = '\0';
+    uuid_t u;
+    if (uuid_parse(z, u) != 0) return false;
+    if (guid) guid_to_uuid(u, u);  // text is big-endian; the GUID layout wants its first three groups swapped
+    std::memcpy(out, u, 16);
     return true;
 }
 

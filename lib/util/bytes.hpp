@@ -41,11 +41,14 @@ bool deflate_into(std::span<const uint8_t> in, std::vector<uint8_t>& out, bool r
 /// compressed data, which is most of what deflate wastes its time on when converting real disks.
 bool likely_incompressible(std::span<const uint8_t> buf, size_t window) noexcept;
 
-/// Format a 16-byte little-endian-mixed GUID (Microsoft layout) as text.
-std::string guid_to_string(const uint8_t* g);
-/// Format 16 bytes as an RFC 4122 UUID in byte order.
+/// Reorder a GUID in the Microsoft mixed-endian layout (VHDX, VDI: first three groups little-endian) into
+/// RFC 4122 byte order, or back (the swap is its own inverse). `guid` and `out` may be the same buffer.
+void guid_to_uuid(const uint8_t* guid, uint8_t out[16]) noexcept;
+/// Format a 16-byte GUID in the Microsoft layout as RFC 4122 text (libuuid), lower or upper case.
+std::string guid_to_string(const uint8_t* g, bool upper = false);
+/// Format 16 bytes as an RFC 4122 UUID in byte order (libuuid's uuid_unparse_lower).
 std::string uuid_to_string(const uint8_t* u);
-/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes: in byte order (`guid` false, as
+/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (libuuid's uuid_parse, either case) into 16 bytes: in byte order (`guid` false, as
 /// uuid_to_string prints) or in the Microsoft mixed-endian layout (`guid` true, as guid_to_string prints).
 bool parse_uuid(std::string_view text, uint8_t out[16], bool guid);
 /// Fresh random UUID (libuuid).
