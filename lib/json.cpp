@@ -87,7 +87,7 @@ void Json::dump_to(std::string& out, int indent, int level) const {
     auto newline = [&](int lvl) {
         if (indent <= 0) return;
         out += '\n';
-        out.append(static_cast<size_t>(indent * lvl), ' ');
+        out.append(static_cast<size_t>(indent) * static_cast<size_t>(lvl), ' ');
     };
     std::visit(
         [&](auto&& v) {
@@ -249,8 +249,8 @@ struct Parser {
         const unsigned b0 = byte(0);
         auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) { return byte(k) >= lo && byte(k) <= hi; };
         if (b0 >= 0xc2 && b0 <= 0xdf) return cont(1) ? 2 : 0;
-        if (b0 == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;         // no overlongs
-        if (b0 == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;   // no surrogates
+        if (b0 == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;        // no overlongs
+        if (b0 == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;  // no surrogates
         if (b0 >= 0xe1 && b0 <= 0xef) return cont(1) && cont(2) ? 3 : 0;
         if (b0 == 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
         if (b0 >= 0xf1 && b0 <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;

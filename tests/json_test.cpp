@@ -50,7 +50,8 @@ struct CommaLocale {
     CommaLocale() {
         old_c = std::setlocale(LC_ALL, nullptr);
         c_level = try_c("de_DE.UTF-8") || try_c("de_DE.utf8");
-        if (!c_level && std::system(("localedef -i de_DE -f UTF-8 " + dir / "de_DE.UTF-8" + " >/dev/null 2>&1").c_str()) == 0) {
+        if (!c_level &&
+            std::system(("localedef -i de_DE -f UTF-8 " + dir / "de_DE.UTF-8" + " >/dev/null 2>&1").c_str()) == 0) {
             ::setenv("LOCPATH", dir.path.c_str(), 1);
             c_level = try_c("de_DE.UTF-8");
         }
@@ -87,8 +88,9 @@ TEST_CASE("JSON numbers are written and read the same under a comma-decimal loca
     j.set("half", 1.5).set("tenth", 0.1).set("big", uint64_t(1234567890123)).set("neg", int64_t(-1234567));
     j.set("exp", 1e300).set("tiny", 2.5e-300);
     const std::string text = j.dump(0);
-    CHECK(text == "{\"half\": 1.5, \"tenth\": 0.1, \"big\": 1234567890123, \"neg\": -1234567, \"exp\": 1e+300, "
-                  "\"tiny\": 2.5e-300}");
+    CHECK(text ==
+          "{\"half\": 1.5, \"tenth\": 0.1, \"big\": 1234567890123, \"neg\": -1234567, \"exp\": 1e+300, "
+          "\"tiny\": 2.5e-300}");
     Json back = parsed(text);
     CHECK(*back.get("half")->as_double() == 1.5);
     CHECK(*back.get("tenth")->as_double() == 0.1);
@@ -218,8 +220,7 @@ TEST_CASE("JSON nesting is capped at max_depth") {
 
 TEST_CASE("JSON strings: escapes, surrogate pairs and UTF-8 in and out") {
     CHECK(*parsed("\"\\ud83d\\ude00\"").as_string() == "\xf0\x9f\x98\x80");
-    CHECK(*parsed("\"\\u00e9\\u20AC\\/\\b\\f\\n\\r\\t\\\"\\\\\"").as_string() ==
-          "\xc3\xa9\xe2\x82\xac/\b\f\n\r\t\"\\");
+    CHECK(*parsed("\"\\u00e9\\u20AC\\/\\b\\f\\n\\r\\t\\\"\\\\\"").as_string() == "\xc3\xa9\xe2\x82\xac/\b\f\n\r\t\"\\");
     CHECK(*parsed("\"\\u0000\"").as_string() == std::string(1, '\0'));
     CHECK(*parsed("\"gr\xc3\xbc\xc3\x9f \xf0\x9f\x98\x80\"").as_string() == "gr\xc3\xbc\xc3\x9f \xf0\x9f\x98\x80");
     CHECK(*parsed(" \t\r\n\"x\" \n").as_string() == "x");
@@ -246,6 +247,7 @@ TEST_CASE("JSON objects keep insertion order through a round trip") {
     Json j = Json::object();
     j.set("z", 1).set("a", Json::array().push(true).push(nullptr).push("s")).set("m", Json::object());
     const std::string pretty = j.dump();
-    CHECK(pretty == "{\n    \"z\": 1,\n    \"a\": [\n        true,\n        null,\n        \"s\"\n    ],\n    \"m\": {}\n}");
+    CHECK(pretty ==
+          "{\n    \"z\": 1,\n    \"a\": [\n        true,\n        null,\n        \"s\"\n    ],\n    \"m\": {}\n}");
     CHECK(parsed(pretty).dump() == pretty);
 }

@@ -48,8 +48,9 @@ void guid_to_uuid(const uint8_t* guid, uint8_t out[16]) noexcept;
 std::string guid_to_string(const uint8_t* g, bool upper = false);
 /// Format 16 bytes as an RFC 4122 UUID in byte order (libuuid's uuid_unparse_lower).
 std::string uuid_to_string(const uint8_t* u);
-/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (libuuid's uuid_parse, either case) into 16 bytes: in byte order (`guid` false, as
-/// uuid_to_string prints) or in the Microsoft mixed-endian layout (`guid` true, as guid_to_string prints).
+/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (libuuid's uuid_parse, either case) into 16 bytes: in byte order
+/// (`guid` false, as uuid_to_string prints) or in the Microsoft mixed-endian layout (`guid` true, as guid_to_string
+/// prints).
 bool parse_uuid(std::string_view text, uint8_t out[16], bool guid);
 /// Fresh random UUID (libuuid).
 void generate_uuid(uint8_t out[16]);
