@@ -426,7 +426,7 @@ Result<Kind> sniff(File& f) {
     return Kind::none;
 }
 
-Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, std::shared_ptr<File> file,
+Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, const std::shared_ptr<File>& file,
                                      const OpenOptions& options) {
     auto src = std::make_shared<Source>();
     src->name = std::string(name);
@@ -535,10 +535,10 @@ Result<Appliance> read_appliance(FileSystem& fs, std::string_view name, const Op
 
 namespace {
 
-Result<OpenedImage> open_disk(const Registry& registry, FileSystem& fs, std::string_view name, std::shared_ptr<File> file,
-                              size_t index, const OpenOptions& options) {
+Result<OpenedImage> open_disk(const Registry& registry, FileSystem& fs, std::string_view name,
+                              const std::shared_ptr<File>& file, size_t index, const OpenOptions& options) {
     if (options.read_write) return bad(ErrorCode::read_only, "an appliance is opened read-only", name);
-    VDISK_ASSIGN(auto src, load(fs, name, std::move(file), options));
+    VDISK_ASSIGN(auto src, load(fs, name, file, options));
     if (index >= src->app.disks.size())
         return bad(ErrorCode::not_found, "disk " + std::to_string(index) + " asked for; the appliance has " +
                                              std::to_string(src->app.disks.size()) + " (numbered from 0)", name);

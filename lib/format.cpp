@@ -188,7 +188,7 @@ std::vector<const Format*> Registry::formats() const {
 
 Result<std::vector<std::pair<const Format*, int>>> Registry::probe_all(File& file) const {
     VDISK_ASSIGN(uint64_t size, file.size());
-    std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(size, 64 * 1024)));
+    std::vector<uint8_t> head(static_cast<size_t>(std::min<uint64_t>(size, uint64_t{64} * 1024)));
     VDISK_TRY(read_exact(file, 0, head, "probe header"));
     std::vector<uint8_t> tail(static_cast<size_t>(std::min<uint64_t>(size, 512)));
     VDISK_TRY(read_exact(file, size - tail.size(), tail, "probe trailer"));

@@ -153,7 +153,7 @@ struct HashSink::Impl {
         });
     }
 
-    void push(Piece p) {
+    void push(const Piece& p) {
         std::unique_lock l(mu);
         cv.wait(l, [&] {
             return std::all_of(workers.begin(), workers.end(), [](auto& w) { return w.queue.size() < kMaxQueued; });

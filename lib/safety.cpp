@@ -19,7 +19,7 @@ void partition_checks(BlockDevice& dev, Json& report, std::vector<std::string>& 
     if (s0[510] == 0x55 && s0[511] == 0xaa) {
         Json parts = Json::array();
         bool protective = false;
-        for (int i = 0; i < 4; ++i) {
+        for (size_t i = 0; i < 4; ++i) {
             const uint8_t* e = s0.data() + 446 + 16 * i;
             uint8_t type = e[4];
             uint32_t start = util::load_le<uint32_t>(e + 8), count = util::load_le<uint32_t>(e + 12);

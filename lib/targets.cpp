@@ -162,7 +162,7 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
     std::string out = stem(name) + ext;
     if (out == base_name(name)) out = stem(name) + "-" + std::string(t.name) + ext;  // never overwrite the input
     const std::string fix = "vdisk convert --target " + std::string(t.name) + " " + q(name) + " " + q(out);
-    auto add = [&](std::string rule, std::string problem, bool refused, std::string how = {}) {
+    auto add = [&](std::string rule, std::string problem, bool refused, const std::string& how = {}) {
         r.findings.push_back(LintFinding{std::move(rule), std::move(problem), refused, how.empty() ? fix : how});
     };
     const ImageInfo info = dev.info();

@@ -104,10 +104,11 @@ int cmd_check(Env& env, int argc, char** argv) {
         if (c.total_clusters && c.allocated_clusters && *c.total_clusters) {
             double t = static_cast<double>(*c.total_clusters);
             double a = static_cast<double>(*c.allocated_clusters);
+            const double fragmented = static_cast<double>(c.fragmented_clusters.value_or(0));
+            const double compressed = static_cast<double>(c.compressed_clusters.value_or(0));
             std::printf("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
-                        (unsigned long long)*c.allocated_clusters, (unsigned long long)*c.total_clusters,
-                        a * 100.0 / t, a ? c.fragmented_clusters.value_or(0) * 100.0 / a : 0.0,
-                        a ? c.compressed_clusters.value_or(0) * 100.0 / a : 0.0);
+                        (unsigned long long)*c.allocated_clusters, (unsigned long long)*c.total_clusters, a * 100.0 / t,
+                        a > 0 ? fragmented * 100.0 / a : 0.0, a > 0 ? compressed * 100.0 / a : 0.0);
         }
         if (c.image_end_offset) std::printf("Image end offset: %llu\n", (unsigned long long)*c.image_end_offset);
         std::fflush(stdout);

@@ -26,7 +26,7 @@ int cmd_sample(Env& env, int argc, char** argv) {
     StagingFileSystem stage(*env.fs);
     auto dev = create_image(env.registry, stage, args->positional[0], "raw", co);
     if (!dev) return fail(dev.error());
-    std::vector<uint8_t> block(64 * 1024);
+    std::vector<uint8_t> block(size_t{64} * 1024);
     uint64_t x = 0x243F6A8885A308D3ull;
     auto fill = [&] {
         for (auto& b : block) {

@@ -15,7 +15,7 @@ struct CommandHelp {
 
 // Options shared by the commands that open an image.
 constexpr std::string_view kOpenOptions =
-    "  -f FMT, --format=FMT  image format (raw vhd|vpc vhdx vmdk vdi qcow2); probed when omitted\n"
+    "  -f FMT, --format=FMT  image format (vdisk --help lists them); probed when omitted\n"
     "  --image-opts          IMG is an option string: driver=FMT,file.filename=PATH\n"
     "  -U, --force-share     open without taking locks (vdisk takes no image locks; accepted as qemu-img's)\n"
     "  --untrusted           open no file but the one named (no backing/extent/parent files), never guess raw,\n"

@@ -2,6 +2,8 @@
 // vdisk — convert and inspect virtual disk images, with qemu-img's syntax.
 #include <cstring>
 #include <iostream>
+#include <string>
+#include <string_view>
 
 #include "cli.hpp"
 
@@ -37,11 +39,30 @@ constexpr Command kCommands[] = {
     {"sample", vdisk::cli::cmd_sample, "sample FILE [SIZE]   (write a raw image with a known test pattern)"},
 };
 
+// The formats of this build, from the registry (names and aliases; the completion script reads this line).
+// A format without create options cannot be created: it is read only (qcow version 1).
+void list_formats(std::ostream& os) {
+    const vdisk::Registry registry = vdisk::Registry::builtin();
+    std::string names, aliases, read_only;
+    for (const vdisk::Format* f : registry.formats()) {
+        names += " " + std::string(f->name());
+        for (std::string_view a : f->aliases()) {
+            names += " " + std::string(a);
+            aliases += (aliases.empty() ? "" : ", ") + std::string(a) + " = " + std::string(f->name());
+        }
+        if (f->create_options().empty()) read_only += (read_only.empty() ? "" : " ") + std::string(f->name());
+    }
+    os << "Supported formats:" << names << "\n";
+    if (!aliases.empty()) os << "  aliases: " << aliases << "\n";
+    if (!read_only.empty()) os << "  read only: " << read_only << " (convert to another format to write)\n";
+}
+
 void usage(std::ostream& os) {
     os << "usage: vdisk [--version] [--help] COMMAND [args]\n\nCommands (qemu-img syntax):\n";
     for (auto& c : kCommands) os << "  vdisk " << c.synopsis << "\n";
-    os << "\nFormats: raw vhd (alias vpc) vhdx vmdk vdi qcow2, and qcow (version 1, read only)\n"
-          "Sizes take k, M, G, T suffixes (binary). Errors: one line on stderr, exit status 1.\n"
+    os << "\n";
+    list_formats(os);
+    os << "Sizes take k, M, G, T suffixes (binary). Errors: one line on stderr, exit status 1.\n"
           "--untrusted (every command): open no file but the one named; never guess raw.\n"
           "--parent FILE: the backing image of IMG/SRC when it records none (VDI differencing) or to override it.\n";
 }

@@ -13,11 +13,7 @@
 
 namespace vdisk::vhdx {
 
-std::string guid_text(const Guid& g) {
-    std::string s = util::guid_to_string(g.b);
-    for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return "{" + s + "}";
-}
+std::string guid_text(const Guid& g) { return "{" + util::guid_to_string(g.b, true) + "}"; }
 
 Guid random_guid() {
     Guid g;

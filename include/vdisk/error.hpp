@@ -189,7 +189,10 @@ inline Status ok() { return {}; }
 /// statements: use it at block scope (not as the body of an unbraced if/for). __COUNTER__ gives each use a
 /// distinct temporary even when arguments span lines.
 #define VDISK_ASSIGN(lhs, expr) VDISK_ASSIGN_IMPL(VDISK_CONCAT(vdisk_assign_r_, __COUNTER__), lhs, expr)
+// tmp and lhs are declarators, which cannot be parenthesised:
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define VDISK_ASSIGN_IMPL(tmp, lhs, expr)                                     \
     auto tmp = (expr);                                                        \
     if (!tmp) return std::move(tmp).error();                                  \
     lhs = std::move(*tmp)
+// NOLINTEND(bugprone-macro-parentheses)

@@ -199,7 +199,7 @@ public:
     Registry(Registry&&) = default;
     Registry& operator=(Registry&&) = default;
 
-    /// All formats vdisk ships: raw, qcow2, vmdk, vhd, vhdx, vdi.
+    /// Every format this build ships (VDISK_ALL_FORMATS in formats/CMakeLists.txt, picked by VDISK_FORMATS).
     static Registry builtin();
 
     void add(std::unique_ptr<Format> format) { formats_.push_back(std::move(format)); }

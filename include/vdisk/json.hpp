@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // vdisk — a small JSON value, used for image information and the tool's --output=json.
+//
+// Strict RFC 8259 and independent of the C locale: numbers are written and read with std::to_chars and
+// std::from_chars (never "1,5" under a comma-decimal locale), integers that do not fit 64 bits are an error
+// rather than a silently wrapped value, and text in and out is valid UTF-8.
 #pragma once
 
 #include "vdisk/export.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -12,6 +17,33 @@
 #include <vector>
 
 namespace vdisk {
+
+/// Why Json::parse refused its input. Stable: tests and callers branch on these.
+enum class JsonError {
+    none,
+    unexpected_end,        ///< the text ends inside a value (or is empty)
+    unexpected_character,  ///< a byte that cannot start or continue the value here
+    trailing_characters,   ///< a complete value followed by more than whitespace
+    too_deep,              ///< arrays/objects nested deeper than Json::max_depth
+    invalid_number,        ///< not RFC 8259 number syntax ("01", "1.", ".5", "+1", "1e")
+    number_out_of_range,   ///< an integer beyond int64/uint64, or a number beyond double's range
+    invalid_escape,        ///< a backslash escape other than \" \\ \/ \b \f \n \r \t \uXXXX
+    invalid_surrogate,     ///< \u escapes naming an unpaired UTF-16 surrogate
+    control_character,     ///< a raw byte below 0x20 inside a string
+    invalid_utf8,          ///< string bytes that are not well-formed UTF-8
+    duplicate_key,         ///< the same member name twice in one object
+};
+
+/// Short stable name ("invalid_number", ...).
+VDISK_API std::string_view to_string(JsonError e) noexcept;
+
+/// Where and why a parse failed.
+struct VDISK_API JsonParseError {
+    JsonError kind = JsonError::none;
+    size_t offset = 0;  ///< byte offset in the input text
+    /// One line: "invalid_number at byte 7".
+    std::string message() const;
+};
 
 class VDISK_API Json {
 public:
@@ -54,11 +86,19 @@ public:
     const uint64_t* as_uint() const { return std::get_if<uint64_t>(&v_); }
     const int64_t* as_int() const { return std::get_if<int64_t>(&v_); }
     const bool* as_bool() const { return std::get_if<bool>(&v_); }
+    const double* as_double() const { return std::get_if<double>(&v_); }
 
-    /// Parse JSON text (nesting depth capped at 64). Numbers without fraction become int/uint.
+    /// Arrays and objects nested deeper than this are refused by parse.
+    static constexpr int max_depth = 64;
+
+    /// Parse one RFC 8259 JSON text. Numbers without fraction or exponent become int (negative) or uint;
+    /// the others double. On failure `out` is unspecified and `error` says why and where.
+    static bool parse(std::string_view text, Json& out, JsonParseError& error);
+    /// As above, with the error as one line of text.
     static bool parse(std::string_view text, Json& out, std::string* error = nullptr);
 
     /// Serialise; indent > 0 pretty-prints with that many spaces per level (as qemu-img does with 4).
+    /// Strings that are not valid UTF-8 are written with U+FFFD for each bad byte; non-finite doubles as null.
     std::string dump(int indent = 4) const;
 
 private:

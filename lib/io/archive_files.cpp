@@ -122,7 +122,7 @@ private:
         bool end = false;  // the last member ended and no input follows
     };
 
-    Error corrupt(std::string m) const {
+    Error corrupt(const std::string& m) const {
         Error e = make_error(ErrorCode::corrupt, "gzip: " + m);
         e.file = name_;
         return e;

@@ -16,8 +16,13 @@ namespace vdisk::util {
 /// True when every byte is zero (word-at-a-time).
 bool is_zero(std::span<const uint8_t> buf) noexcept;
 
-/// CRC-32C (Castagnoli), as used by VHDX. `seed` continues a running CRC.
+/// CRC-32C (Castagnoli), as used by VHDX. `seed` continues a running CRC. Uses the SSE4.2 crc32
+/// instruction when the CPU has it (checked once at start-up), else crc32c_table.
 uint32_t crc32c(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
+/// The portable implementation (slicing-by-8 tables), whatever the CPU has; for tests and benchmarks.
+uint32_t crc32c_table(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
+/// The SSE4.2 implementation, or nullopt when this CPU or build has none; for tests and benchmarks.
+std::optional<uint32_t> crc32c_hardware(std::span<const uint8_t> buf, uint32_t seed = 0) noexcept;
 
 /// Deflate helpers. raw=true: raw deflate (no zlib header; qcow2); raw=false: zlib stream (vmdk).
 /// inflate fills exactly out.size() bytes or fails; with `produced` a stream that ends early is accepted
@@ -36,12 +41,16 @@ bool deflate_into(std::span<const uint8_t> in, std::vector<uint8_t>& out, bool r
 /// compressed data, which is most of what deflate wastes its time on when converting real disks.
 bool likely_incompressible(std::span<const uint8_t> buf, size_t window) noexcept;
 
-/// Format a 16-byte little-endian-mixed GUID (Microsoft layout) as text.
-std::string guid_to_string(const uint8_t* g);
-/// Format 16 bytes as an RFC 4122 UUID in byte order.
+/// Reorder a GUID in the Microsoft mixed-endian layout (VHDX, VDI: first three groups little-endian) into
+/// RFC 4122 byte order, or back (the swap is its own inverse). `guid` and `out` may be the same buffer.
+void guid_to_uuid(const uint8_t* guid, uint8_t out[16]) noexcept;
+/// Format a 16-byte GUID in the Microsoft layout as RFC 4122 text (libuuid), lower or upper case.
+std::string guid_to_string(const uint8_t* g, bool upper = false);
+/// Format 16 bytes as an RFC 4122 UUID in byte order (libuuid's uuid_unparse_lower).
 std::string uuid_to_string(const uint8_t* u);
-/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes: in byte order (`guid` false, as
-/// uuid_to_string prints) or in the Microsoft mixed-endian layout (`guid` true, as guid_to_string prints).
+/// Parse "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (libuuid's uuid_parse, either case) into 16 bytes: in byte order
+/// (`guid` false, as uuid_to_string prints) or in the Microsoft mixed-endian layout (`guid` true, as guid_to_string
+/// prints).
 bool parse_uuid(std::string_view text, uint8_t out[16], bool guid);
 /// Fresh random UUID (libuuid).
 void generate_uuid(uint8_t out[16]);

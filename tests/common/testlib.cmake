@@ -4,5 +4,5 @@
 # fuzz targets.
 include_guard(GLOBAL)
 add_library(vdisk_testlib INTERFACE)
-target_include_directories(vdisk_testlib INTERFACE ${CMAKE_CURRENT_LIST_DIR} ${PROJECT_SOURCE_DIR}/lib)
+target_include_directories(vdisk_testlib INTERFACE ${CMAKE_CURRENT_LIST_DIR} ${PROJECT_SOURCE_DIR}/lib ${VDISK_GENERATED_DIR})
 target_link_libraries(vdisk_testlib INTERFACE vdisk_core)
