@@ -16,37 +16,47 @@ std::vector<uint8_t>* ClusterCache::find(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return nullptr;
     items_.splice(items_.begin(), items_, it->second);
-    return &it->second->second;
+    return &it->second->data;
+}
+
+const std::vector<uint8_t>* ClusterCache::peek(uint64_t key) const {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    if (!it->second->used.load(std::memory_order_relaxed)) it->second->used.store(true, std::memory_order_relaxed);
+    return &it->second->data;
 }
 
 std::vector<uint8_t>& ClusterCache::insert(uint64_t key, std::vector<uint8_t> data) {
     erase(key);
-    while (items_.size() >= capacity_) {
-        index_.erase(items_.back().first);
-        held_ -= items_.back().second.size();
-        items_.pop_back();
-    }
+    while (items_.size() >= capacity_) evict_one();
     held_ += data.size();
-    items_.emplace_front(key, std::move(data));
+    Item& item = items_.emplace_front(key, std::move(data));
     index_[key] = items_.begin();
+    // Marked used so the shrinking below passes over it until every older cluster has gone.
+    item.used.store(true, std::memory_order_relaxed);
     account();
-    return items_.front().second;
+    return item.data;
+}
+
+// The oldest cluster goes, unless a reader used it since it last got here: then it gets a second round.
+void ClusterCache::evict_one() {
+    while (items_.size() > 1 && items_.back().used.exchange(false, std::memory_order_relaxed))
+        items_.splice(items_.begin(), items_, std::prev(items_.end()));
+    index_.erase(items_.back().key);
+    held_ -= items_.back().data.size();
+    items_.pop_back();
 }
 
 // Keep the charge equal to what is held; a budget that cannot take one more cluster makes the cache
 // smaller instead (down to the one cluster in use).
 void ClusterCache::account() {
-    while (!charge_.resize(held_, "metadata cache") && items_.size() > 1) {
-        index_.erase(items_.back().first);
-        held_ -= items_.back().second.size();
-        items_.pop_back();
-    }
+    while (!charge_.resize(held_, "metadata cache") && items_.size() > 1) evict_one();
 }
 
 void ClusterCache::erase(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return;
-    held_ -= it->second->second.size();
+    held_ -= it->second->data.size();
     items_.erase(it->second);
     index_.erase(it);
     account();
@@ -255,10 +265,19 @@ Result<L2Entry> Qcow2Device::lookup(uint64_t vc, uint64_t* l2_offset_out) {
                               " past the end of the file (" + hex(file_size_) + ")",
                           l1_offset_ + l1i * 8);
     if (l2_offset_out) *l2_offset_out = l2off;
-    // The table pointer is only valid while no other reader can evict it.
-    std::lock_guard lock(meta_mu_);
-    VDISK_ASSIGN(auto* t, l2_table(l2off));
-    return l2_entry_at(t->data(), vc % l2_entries_);
+    const uint64_t index = vc % l2_entries_;
+    {
+        std::shared_lock lock(meta_mu_);
+        if (const auto* t = l2_cache_.peek(l2off)) return l2_entry_at(t->data(), index);
+    }
+    // A miss: read the table with no lock held, so other readers (and their hits) go on meanwhile; insert it
+    // unless another reader got there first.
+    std::vector<uint8_t> t(static_cast<size_t>(cluster_size_));
+    VDISK_TRY(read_exact(*file_, l2off, t, "L2 table"));
+    auto e = l2_entry_at(t.data(), index);
+    std::unique_lock lock(meta_mu_);
+    if (!l2_cache_.peek(l2off)) l2_cache_.insert(l2off, std::move(t));
+    return e;
 }
 
 std::pair<uint64_t, uint64_t> Qcow2Device::compressed_span(uint64_t word) const {

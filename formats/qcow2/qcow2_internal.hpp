@@ -3,11 +3,13 @@
 // L2 cache, refcount maintenance and cluster allocation, compression.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -49,24 +51,35 @@ struct Snapshot {
     uint64_t entry_offset = 0;  ///< where the entry starts in the file (for messages)
 };
 
-/// A small LRU of whole clusters keyed by host offset (L2 tables, refcount blocks).
+/// A small cache of whole clusters keyed by host offset (L2 tables, refcount blocks), evicting the least
+/// recently used with a second chance. Exclusive users (writers) call find/insert; concurrent readers call
+/// peek under a shared lock: it only sets the entry's used flag, so lookups that hit never write shared state
+/// beyond that flag (and not even that once it is set).
 class ClusterCache {
 public:
     explicit ClusterCache(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
     /// Charge the clusters held to `budget` from now on; when it runs short the cache holds fewer.
     void attach(const std::shared_ptr<Budget>& budget) { charge_ = Charge::make(budget, 0, "cache").value(); }
     std::vector<uint8_t>* find(uint64_t key);
+    const std::vector<uint8_t>* peek(uint64_t key) const;
     std::vector<uint8_t>& insert(uint64_t key, std::vector<uint8_t> data);
     void erase(uint64_t key);
     void clear();
 
 private:
+    struct Item {
+        Item(uint64_t k, std::vector<uint8_t> d) : key(k), data(std::move(d)) {}
+        uint64_t key;
+        std::vector<uint8_t> data;
+        mutable std::atomic<bool> used{false};  // looked up since it last passed the eviction end
+    };
+    void evict_one();
     void account();
     size_t capacity_;
     uint64_t held_ = 0;
     Charge charge_;
-    std::list<std::pair<uint64_t, std::vector<uint8_t>>> items_;
-    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, std::vector<uint8_t>>>::iterator> index_;
+    std::list<Item> items_;  // most recently inserted or found first
+    std::unordered_map<uint64_t, std::list<Item>::iterator> index_;
 };
 
 /// One L2 entry (the 64-bit descriptor and, with extended L2 entries, the subcluster bitmap).
@@ -169,9 +182,12 @@ private:
     bool rt_loaded_ = false;
     uint64_t free_hint_ = 0;
     uint64_t compressed_cursor_ = 0;  // next free byte in the cluster used for packing compressed data
-    // Concurrent readers (see BlockDevice) share the L2 cache: lookups hold meta_mu_ while they find or load
-    // a table and copy one entry out; data I/O happens outside it (the generic read path). Writers hold the device exclusively, so the write paths touch the caches without these locks.
-    std::mutex meta_mu_;
+    // Concurrent readers (see BlockDevice) share the L2 cache: a lookup that hits holds meta_mu_ shared while it
+    // copies one entry out; a miss reads the table with no lock held and takes meta_mu_ alone only to insert it.
+    // Data I/O happens outside it (the generic read path). Writers hold the device exclusively, so the write
+    // paths touch the caches without these locks. Own cache line: readers' lock traffic must not evict the
+    // fields every map() reads.
+    alignas(64) std::shared_mutex meta_mu_;
     ClusterCache l2_cache_;
     ClusterCache rb_cache_;
     std::optional<Error> write_refusal_;
