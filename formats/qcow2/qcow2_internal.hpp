@@ -68,7 +68,6 @@ public:
 
 private:
     struct Item {
-        Item(uint64_t k, std::vector<uint8_t> d) : key(k), data(std::move(d)) {}
         uint64_t key;
         std::vector<uint8_t> data;
         mutable std::atomic<bool> used{false};  // looked up since it last passed the eviction end
@@ -86,14 +85,6 @@ private:
 struct L2Entry {
     uint64_t word = 0;
     uint64_t bitmap = 0;
-};
-
-/// Where one cluster-bounded piece of the virtual disk lives.
-struct Mapping {
-    ExtentKind kind = ExtentKind::unallocated;
-    uint64_t length = 0;
-    bool compressed = false;
-    uint64_t host = 0;   ///< host byte offset (data), or the compressed descriptor
 };
 
 class Qcow2Device final : public BlockDevice {
@@ -132,7 +123,8 @@ public:
     uint64_t refcount_max() const;
     Result<uint64_t> get_refcount(uint64_t cluster);
     Status set_refcount(uint64_t cluster, uint64_t value);
-    /// Host clusters a compressed descriptor covers: [first, last].
+    /// Stored bytes of a compressed descriptor: {host offset, length}; and the host clusters they cover: [first, last].
+    std::pair<uint64_t, uint64_t> compressed_bytes(uint64_t word) const;
     std::pair<uint64_t, uint64_t> compressed_span(uint64_t word) const;
     Status write_header_field(uint64_t off, std::span<const uint8_t> bytes);
 
@@ -194,8 +186,9 @@ private:
 
     File& data() const { return data_file_ ? *data_file_ : *file_; }
     Status refuse_if_needed();
-    Error limit_exceeded_error() const;
-    Result<Mapping> map(uint64_t offset, uint64_t max_len);
+    Result<StoredExtent> map(uint64_t offset, uint64_t max_len);
+    /// The L2 table L1 entry `l1i` names (0: none), checked to be a cluster inside the file.
+    Result<uint64_t> l2_offset(uint64_t l1i) const;
     Result<L2Entry> lookup(uint64_t vcluster, uint64_t* l2_offset_out = nullptr);
 
     // Writing.
@@ -228,7 +221,10 @@ private:
 Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type);
 /// Decompress into exactly `out` (one cluster); false on a malformed stream.
 bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uint8_t type);
-
-Error corrupt_at(std::string message, uint64_t offset);
+/// A table of `entries` entries at `off` is cluster aligned, inside the file, not at 0 and within `cap` bytes.
+Status validate_table(const char* what, uint64_t off, uint64_t entries, uint64_t entry_size, uint64_t cluster_size,
+                      uint64_t file_size, uint64_t cap);
+/// Append a header extension (type, length, data padded to 8 bytes) to `out`.
+void put_ext(std::vector<uint8_t>& out, uint32_t type, std::string_view data);
 
 }  // namespace vdisk::qcow2
