@@ -16,6 +16,7 @@ std::vector<uint8_t>* ClusterCache::find(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return nullptr;
     items_.splice(items_.begin(), items_, it->second);
+    it->second->used.store(true, std::memory_order_relaxed);  // like a new one: kept while older ones can go
     return &it->second->data;
 }
 
@@ -60,13 +61,6 @@ void ClusterCache::erase(uint64_t key) {
     items_.erase(it->second);
     index_.erase(it);
     account();
-}
-
-void ClusterCache::clear() {
-    items_.clear();
-    index_.clear();
-    held_ = 0;
-    charge_.reset();
 }
 
 // ---- open ------------------------------------------------------------------------------------------

@@ -63,10 +63,9 @@ public:
     std::vector<uint8_t>* find(uint64_t key);
     const std::vector<uint8_t>* peek(uint64_t key) const;
     std::vector<uint8_t>& insert(uint64_t key, std::vector<uint8_t> data);
-    void erase(uint64_t key);
-    void clear();
 
 private:
+    void erase(uint64_t key);
     struct Item {
         uint64_t key;
         std::vector<uint8_t> data;
