@@ -289,6 +289,7 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
     std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
     const uint64_t old_name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
+    const uint32_t old_name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
     size_t p = 0;
     VDISK_ASSIGN(std::vector<uint8_t> tail, kept_extensions(c0, h_.header_length, kExtBackingFormat, p));
     if (!name.empty() && !format.empty()) put_ext(tail, kExtBackingFormat, format);
@@ -299,10 +300,7 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument,
                           "header extensions and backing file name do not fit the header cluster");
     // Clear what the old extensions and name occupied, then write the new tail and the pointers.
-    size_t old_end =
-        old_name_off
-            ? static_cast<size_t>(old_name_off + util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]))
-            : p + 8;
+    size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + old_name_len) : p + 8;
     size_t span = std::max(tail.size(), old_end > h_.header_length ? old_end - h_.header_length : 0);
     span = std::min<size_t>(span, c0.size() - h_.header_length);
     tail.resize(std::max(tail.size(), span), 0);
