@@ -118,10 +118,7 @@ struct Checker {
         bool ext = (dev.header().incompat & kIncompatExtendedL2) != 0;
         uint64_t at = l2 + j * (ext ? 16 : 8);
         if (e.word & kFlagCompressed) {
-            uint64_t word = e.word & ~(kFlagCompressed | kFlagCopied);
-            auto [first, last] = dev.compressed_span(word);
-            uint32_t shift = 62 - (dev.header().cluster_bits - 8);
-            uint64_t coff = word & ((1ull << shift) - 1);
+            auto [first, last] = dev.compressed_span(e.word);
             if (first * cs >= file_size || last * cs >= util::align_up(file_size, cs).value_or(file_size)) {
                 corruption([&] {
                     return "compressed cluster descriptor " + hex(e.word) + " at " + hex(at)
@@ -129,7 +126,8 @@ struct Checker {
                 });
                 return ok();
             }
-            ref(coff, (last - first + 1) * cs - (coff - first * cs), "compressed cluster");
+            auto [coff, clen] = dev.compressed_bytes(e.word);
+            ref(coff, clen, "compressed cluster");
             if (active) {
                 res.allocated_clusters = res.allocated_clusters.value_or(0) + 1;
                 res.compressed_clusters = res.compressed_clusters.value_or(0) + 1;

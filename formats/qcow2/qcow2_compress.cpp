@@ -25,17 +25,12 @@ bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uin
     // until the cluster is full or the frame ends, never past the output buffer.
     ZSTD_inBuffer ib{in.data(), in.size(), 0};
     ZSTD_outBuffer ob{out.data(), out.size(), 0};
-    bool good = false;
     for (;;) {
         size_t r = ZSTD_decompressStream(dctx, &ob, &ib);
-        if (ZSTD_isError(r)) break;
-        if (ob.pos == ob.size) {
-            good = true;
-            break;
-        }
-        if (r == 0 || ib.pos == ib.size) break;  // frame ended (or input ran out) before the cluster was full
+        if (ZSTD_isError(r)) return false;
+        if (ob.pos == ob.size) return true;
+        if (r == 0 || ib.pos == ib.size) return false;  // frame ended (or input ran out) before the cluster was full
     }
-    return good;
 }
 
 Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type) {
@@ -68,13 +63,11 @@ Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8
 }
 
 Result<std::vector<uint8_t>> Qcow2Device::compress_chunk(std::span<const uint8_t> chunk) const {
-    if (chunk.size() < cluster_size_) {
-        // The device's last, partial cluster: compress it padded to a whole cluster.
-        std::vector<uint8_t> padded(static_cast<size_t>(cluster_size_), 0);
-        std::copy(chunk.begin(), chunk.end(), padded.begin());
-        return compress_cluster(padded, h_.compression);
-    }
-    return compress_cluster(chunk, h_.compression);
+    if (chunk.size() >= cluster_size_) return compress_cluster(chunk, h_.compression);
+    // The device's last, partial cluster: compress it padded to a whole cluster.
+    std::vector<uint8_t> padded(static_cast<size_t>(cluster_size_), 0);
+    std::copy(chunk.begin(), chunk.end(), padded.begin());
+    return compress_cluster(padded, h_.compression);
 }
 
 }  // namespace vdisk::qcow2

@@ -16,47 +16,51 @@ std::vector<uint8_t>* ClusterCache::find(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return nullptr;
     items_.splice(items_.begin(), items_, it->second);
-    return &it->second->second;
+    it->second->used.store(true, std::memory_order_relaxed);  // like a new one: kept while older ones can go
+    return &it->second->data;
+}
+
+const std::vector<uint8_t>* ClusterCache::peek(uint64_t key) const {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    if (!it->second->used.load(std::memory_order_relaxed)) it->second->used.store(true, std::memory_order_relaxed);
+    return &it->second->data;
 }
 
 std::vector<uint8_t>& ClusterCache::insert(uint64_t key, std::vector<uint8_t> data) {
     erase(key);
-    while (items_.size() >= capacity_) {
-        index_.erase(items_.back().first);
-        held_ -= items_.back().second.size();
-        items_.pop_back();
-    }
+    while (items_.size() >= capacity_) evict_one();
     held_ += data.size();
-    items_.emplace_front(key, std::move(data));
+    Item& item = items_.emplace_front(key, std::move(data));
     index_[key] = items_.begin();
+    // Marked used so the shrinking below passes over it until every older cluster has gone.
+    item.used.store(true, std::memory_order_relaxed);
     account();
-    return items_.front().second;
+    return item.data;
+}
+
+// The oldest cluster goes, unless a reader used it since it last got here: then it gets a second round.
+void ClusterCache::evict_one() {
+    while (items_.size() > 1 && items_.back().used.exchange(false, std::memory_order_relaxed))
+        items_.splice(items_.begin(), items_, std::prev(items_.end()));
+    index_.erase(items_.back().key);
+    held_ -= items_.back().data.size();
+    items_.pop_back();
 }
 
 // Keep the charge equal to what is held; a budget that cannot take one more cluster makes the cache
 // smaller instead (down to the one cluster in use).
 void ClusterCache::account() {
-    while (!charge_.resize(held_, "metadata cache") && items_.size() > 1) {
-        index_.erase(items_.back().first);
-        held_ -= items_.back().second.size();
-        items_.pop_back();
-    }
+    while (!charge_.resize(held_, "metadata cache") && items_.size() > 1) evict_one();
 }
 
 void ClusterCache::erase(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return;
-    held_ -= it->second->second.size();
+    held_ -= it->second->data.size();
     items_.erase(it->second);
     index_.erase(it);
     account();
-}
-
-void ClusterCache::clear() {
-    items_.clear();
-    index_.clear();
-    held_ = 0;
-    charge_.reset();
 }
 
 // ---- open ------------------------------------------------------------------------------------------
@@ -112,6 +116,7 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         return ok();
     };
     const uint64_t table_cap = std::min(limits_.max_metadata_bytes, limits_.max_snapshot_table_bytes);
+    const uint64_t l1_cap = std::min(limits_.max_l1_bytes, limits_.max_metadata_bytes);
     snap_charge_ = Charge::make(budget(), 0, "snapshot table").value();
     VDISK_TRY(snap_charge_.resize(uint64_t(h_.nb_snapshots) * sizeof(Snapshot), "snapshot table"));
     snapshots_.reserve(h_.nb_snapshots);
@@ -129,16 +134,18 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         s.info.vm_state_size = sh.vm_state_size.value();
         s.disk_size = h_.size;
         uint32_t extra = sh.extra_data_size.value();
-        if (extra > 1024) return corrupt_at("snapshot extra data size " + std::to_string(extra) + " exceeds 1024", pos);
+        if (extra > 1024)
+            return make_error(ErrorCode::corrupt, "snapshot extra data size " + std::to_string(extra) + " exceeds 1024")
+                .at(pos);
         uint64_t entry = sizeof sh + extra + sh.id_str_size.value() + sh.name_size.value();
         meta += entry;
-        if (meta > table_cap) return limit_exceeded_error();
-        if (uint64_t(s.l1_size) * 8 > std::min(limits_.max_l1_bytes, limits_.max_metadata_bytes))
-            return make_error(ErrorCode::limit_exceeded, "snapshot " + std::to_string(i) + " L1 table of " +
-                                                             std::to_string(s.l1_size) + " entries exceeds the L1 limit of " +
-                                                             std::to_string(std::min(limits_.max_l1_bytes,
-                                                                                     limits_.max_metadata_bytes)) +
-                                                             " bytes");
+        if (meta > table_cap)
+            return make_error(ErrorCode::limit_exceeded,
+                              "snapshot table exceeds the limit of " + std::to_string(table_cap) + " bytes");
+        if (uint64_t(s.l1_size) * 8 > l1_cap)
+            return make_error(ErrorCode::limit_exceeded,
+                              "snapshot " + std::to_string(i) + " L1 table of " + std::to_string(s.l1_size) +
+                                  " entries exceeds the L1 limit of " + std::to_string(l1_cap) + " bytes");
         VDISK_TRY(snap_charge_.resize(snap_charge_.bytes() + entry, "snapshot table"));
         std::vector<uint8_t> rest(static_cast<size_t>(entry - sizeof sh));
         if (!rest.empty()) VDISK_TRY(fetch(pos + sizeof sh, rest.size(), rest.data()));
@@ -158,26 +165,19 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
     uint64_t l1_off = h_.l1_offset;
     uint32_t l1_size = h_.l1_size;
     if (!snapshot_name.empty()) {
-        const Snapshot* found = nullptr;
-        for (auto& s : snapshots_)
-            if (s.info.id == snapshot_name) found = &s;
-        if (!found)
-            for (auto& s : snapshots_)
-                if (s.info.name == snapshot_name) found = &s;
-        if (!found) return make_error(ErrorCode::not_found, "no internal snapshot with id or name '" + snapshot_name + "'");
+        auto index = find_snapshot(snapshot_name);
+        if (!index)
+            return make_error(ErrorCode::not_found, "no internal snapshot with id or name '" + snapshot_name + "'");
+        const Snapshot* found = &snapshots_[*index];
         l1_off = found->l1_offset;
         l1_size = found->l1_size;
-        if (uint64_t(l1_size) * 8 > limits_.max_metadata_bytes)
-            return make_error(ErrorCode::limit_exceeded, "snapshot L1 table of " + std::to_string(l1_size) +
-                                                             " entries exceeds the metadata limit");
-        if (!util::is_aligned(l1_off, cluster_size_) ||
-            !util::range_within(l1_off, uint64_t(l1_size) * 8, file_size_) || (l1_size && l1_off == 0))
-            return corrupt_at("snapshot '" + found->info.name + "' L1 table at " + hex(l1_off) + " is invalid",
-                              found->entry_offset);
+        VDISK_TRY(validate_table("snapshot L1 table", l1_off, l1_size, 8, cluster_size_, file_size_,
+                                 limits_.max_metadata_bytes));
         uint64_t covered = util::mul<uint64_t>(uint64_t(l1_size), l2_entries_ * cluster_size_).value_or(UINT64_MAX);
         if (covered < found->disk_size)
-            return corrupt_at("snapshot '" + found->info.name + "' L1 table is too small for its disk size",
-                              found->entry_offset);
+            return make_error(ErrorCode::corrupt,
+                              "snapshot '" + found->info.name + "' L1 table is too small for its disk size")
+                .at(found->entry_offset);
         set_size(found->disk_size);
         snapshot_view_ = true;
     }
@@ -204,13 +204,6 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
             write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with persistent bitmaps is not supported");
     }
     return ok();
-}
-
-Error Qcow2Device::limit_exceeded_error() const {
-    return make_error(ErrorCode::limit_exceeded,
-                      "snapshot table exceeds the limit of " +
-                          std::to_string(std::min(limits_.max_metadata_bytes, limits_.max_snapshot_table_bytes)) +
-                          " bytes");
 }
 
 Status Qcow2Device::init_new() {
@@ -245,104 +238,44 @@ Result<L2Entry> Qcow2Device::l2_entry_at(const uint8_t* table, uint64_t index) c
     return e;
 }
 
-Result<L2Entry> Qcow2Device::lookup(uint64_t vc, uint64_t* l2_offset_out) {
-    uint64_t l1i = vc / l2_entries_;
-    if (l2_offset_out) *l2_offset_out = 0;
-    if (l1i >= l1_.size()) return L2Entry{};
-    uint64_t l2off = l1_[l1i] & kOffsetMask;
-    if (l2off == 0) return L2Entry{};
-    if (!util::is_aligned(l2off, cluster_size_))
-        return corrupt_at("L1 entry " + std::to_string(l1i) + " points to unaligned L2 table " + hex(l2off),
-                          l1_offset_ + l1i * 8);
-    if (!util::range_within(l2off, cluster_size_, file_size_))
-        return corrupt_at("L1 entry " + std::to_string(l1i) + " points to L2 table " + hex(l2off) +
-                              " past the end of the file (" + hex(file_size_) + ")",
-                          l1_offset_ + l1i * 8);
-    if (l2_offset_out) *l2_offset_out = l2off;
-    // The table pointer is only valid while no other reader can evict it.
-    std::lock_guard lock(meta_mu_);
-    VDISK_ASSIGN(auto* t, l2_table(l2off));
-    return l2_entry_at(t->data(), vc % l2_entries_);
+Result<uint64_t> Qcow2Device::l2_offset(uint64_t l1i) const {
+    const uint64_t off = l1i < l1_.size() ? l1_[l1i] & kOffsetMask : 0;
+    if (off && (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_)))
+        return make_error(ErrorCode::corrupt, "L1 entry " + std::to_string(l1i) + " points to invalid L2 table " +
+                                                  hex(off) + " (file size " + hex(file_size_) + ")")
+            .at(l1_offset_ + l1i * 8);
+    return off;
 }
 
-std::pair<uint64_t, uint64_t> Qcow2Device::compressed_span(uint64_t word) const {
+Result<L2Entry> Qcow2Device::lookup(uint64_t vc, uint64_t* l2_offset_out) {
+    VDISK_ASSIGN(uint64_t l2off, l2_offset(vc / l2_entries_));
+    if (l2_offset_out) *l2_offset_out = l2off;
+    if (l2off == 0) return L2Entry{};
+    const uint64_t index = vc % l2_entries_;
+    {
+        std::shared_lock lock(meta_mu_);
+        if (const auto* t = l2_cache_.peek(l2off)) return l2_entry_at(t->data(), index);
+    }
+    // A miss: read the table with no lock held, so other readers (and their hits) go on meanwhile; insert it
+    // unless another reader got there first.
+    std::vector<uint8_t> t(static_cast<size_t>(cluster_size_));
+    VDISK_TRY(read_exact(*file_, l2off, t, "L2 table"));
+    auto e = l2_entry_at(t.data(), index);
+    std::unique_lock lock(meta_mu_);
+    if (!l2_cache_.peek(l2off)) l2_cache_.insert(l2off, std::move(t));
+    return e;
+}
+
+std::pair<uint64_t, uint64_t> Qcow2Device::compressed_bytes(uint64_t word) const {
     uint32_t shift = 62 - (h_.cluster_bits - 8);
     uint64_t off = word & ((1ull << shift) - 1);
     uint64_t sectors = ((word >> shift) & ((1ull << (h_.cluster_bits - 8)) - 1)) + 1;
-    uint64_t end = util::align_down(off, 512) + sectors * 512;  // exclusive
-    return {off / cluster_size_, (end - 1) / cluster_size_};
+    return {off, util::align_down(off, 512) + sectors * 512 - off};
 }
 
-Result<Mapping> Qcow2Device::map(uint64_t offset, uint64_t max_len) {
-    uint64_t vc = offset >> h_.cluster_bits;
-    uint64_t in = offset & (cluster_size_ - 1);
-    Mapping m;
-    m.length = std::min(max_len, cluster_size_ - in);
-    uint64_t l1i = vc / l2_entries_;
-    if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) {
-        // No L2 table: the whole range it would map is unallocated.
-        uint64_t span_end = (l1i + 1) * l2_entries_ * cluster_size_;
-        m.length = std::min(max_len, span_end - offset);
-        return m;
-    }
-    uint64_t l2off = 0;
-    VDISK_ASSIGN(L2Entry e, lookup(vc, &l2off));
-    uint64_t where = l2off + (vc % l2_entries_) * entry_bytes_;
-    if (e.word & kFlagCompressed) {
-        if (data_file_) return corrupt_at("compressed cluster in an image with an external data file", where);
-        m.kind = ExtentKind::data;
-        m.compressed = true;
-        m.host = e.word & ~(kFlagCompressed | kFlagCopied);
-        uint64_t coff = m.host & ((1ull << (62 - (h_.cluster_bits - 8))) - 1);
-        if (coff >= file_size_)
-            return corrupt_at("compressed cluster descriptor " + hex(e.word) + " points past the end of the file (" +
-                                  hex(file_size_) + ")",
-                              where);
-        return m;
-    }
-    uint64_t host = e.word & kOffsetMask;
-    bool has_host = host != 0 || (data_file_ && (e.word & kFlagCopied));
-    if (has_host) {
-        if (!util::is_aligned(host, cluster_size_))
-            return corrupt_at("L2 entry " + hex(e.word) + " has an unaligned cluster offset " + hex(host), where);
-        // QEMU leaves the file ending inside the last data cluster when only its head was written:
-        // the cluster must start inside the file; its tail reads as zeros.
-        if (!data_file_ && host >= file_size_)
-            return corrupt_at("L2 entry " + hex(e.word) + " points past the end of the file (" + hex(file_size_) + ")",
-                              where);
-    }
-    if (entry_bytes_ == 8) {
-        if (h_.version >= 3 && (e.word & kFlagZero)) m.kind = ExtentKind::zero;
-        else if (!has_host) m.kind = ExtentKind::unallocated;
-        else {
-            m.kind = ExtentKind::data;
-            m.host = host + in;
-        }
-        return m;
-    }
-    // Extended L2: bits 0-31 of the bitmap say "allocated", bits 32-63 "reads as zero", per subcluster.
-    auto state = [&](uint64_t sc) -> Result<ExtentKind> {
-        bool alloc = (e.bitmap >> sc) & 1, zero = (e.bitmap >> (32 + sc)) & 1;
-        if (alloc && zero)
-            return corrupt_at("extended L2 entry marks subcluster " + std::to_string(sc) + " both allocated and zero",
-                              where);
-        if (alloc && !has_host)
-            return corrupt_at("extended L2 entry marks subcluster " + std::to_string(sc) +
-                                  " allocated in an unallocated cluster",
-                              where);
-        return alloc ? ExtentKind::data : zero ? ExtentKind::zero : ExtentKind::unallocated;
-    };
-    uint64_t sc = in / sub_size_;
-    VDISK_ASSIGN(m.kind, state(sc));
-    uint64_t len = (sc + 1) * sub_size_ - in;
-    for (uint64_t s = sc + 1; s < kSubclusters && len < m.length; ++s) {
-        VDISK_ASSIGN(ExtentKind k, state(s));
-        if (k != m.kind) break;
-        len += sub_size_;
-    }
-    m.length = std::min(m.length, len);
-    if (m.kind == ExtentKind::data) m.host = host + in;
-    return m;
+std::pair<uint64_t, uint64_t> Qcow2Device::compressed_span(uint64_t word) const {
+    auto [off, len] = compressed_bytes(word);
+    return {off / cluster_size_, (off + len - 1) / cluster_size_};
 }
 
 Status Qcow2Device::missing_backing_error() const {
@@ -351,38 +284,95 @@ Status Qcow2Device::missing_backing_error() const {
                                                   "' is not attached; partial-cluster writes would lose its data");
 }
 
-Result<StoredExtent> Qcow2Device::do_map_stored(uint64_t offset, uint64_t max_len) {
-    VDISK_ASSIGN(Mapping m, map(offset, max_len));
+// How this layer stores the piece at `offset` that ends at the next cluster (subcluster run) boundary, or for
+// a missing L2 table at the end of the range the table would map.
+Result<StoredExtent> Qcow2Device::map(uint64_t offset, uint64_t max_len) {
+    const uint64_t vc = offset >> h_.cluster_bits, in = offset & (cluster_size_ - 1), l1i = vc / l2_entries_;
     StoredExtent s;
-    if (m.compressed) {
-        // map() checked that the stored bytes start inside the file; the sector count is bounded by the
-        // descriptor's width (at most one cluster plus a sector), so host_length needs no further cap.
-        uint32_t shift = 62 - (h_.cluster_bits - 8);
-        uint64_t coff = m.host & ((1ull << shift) - 1);
-        uint64_t sectors = ((m.host >> shift) & ((1ull << (h_.cluster_bits - 8)) - 1)) + 1;
+    s.offset = offset;
+    s.kind = StoredKind::unallocated;
+    s.length = std::min(max_len, cluster_size_ - in);
+    if (l1i >= l1_.size() || (l1_[l1i] & kOffsetMask) == 0) {
+        s.length = std::min(max_len, (l1i + 1) * l2_entries_ * cluster_size_ - offset);
+        return s;
+    }
+    uint64_t l2off = 0;
+    VDISK_ASSIGN(L2Entry e, lookup(vc, &l2off));
+    const uint64_t where = l2off + (vc % l2_entries_) * entry_bytes_;
+    if (e.word & kFlagCompressed) {
+        if (data_file_)
+            return make_error(ErrorCode::corrupt, "compressed cluster in an image with an external data file")
+                .at(where);
+        // The stored bytes must start inside the file; the descriptor's sector count is at most one cluster
+        // plus a sector wide, so host_length needs no further cap.
+        auto [coff, clen] = compressed_bytes(e.word);
+        if (coff >= file_size_)
+            return make_error(ErrorCode::corrupt, "compressed cluster descriptor " + hex(e.word) +
+                                                      " points past the end of the file (" + hex(file_size_) + ")")
+                .at(where);
         s.kind = StoredKind::compressed;
-        s.offset = util::align_down(offset, cluster_size_);
+        s.offset = offset - in;
         s.length = cluster_size_;
         s.file = &data();
         s.host_offset = coff;
-        s.host_length = sectors * 512 - (coff & 511);
+        s.host_length = clen;
         return s;
     }
-    s.offset = offset;
-    s.length = m.length;
-    s.kind = m.kind == ExtentKind::zero ? StoredKind::zero
-             : m.kind == ExtentKind::unallocated ? StoredKind::unallocated
-                                                 : StoredKind::data;
+    const uint64_t host = e.word & kOffsetMask;
+    const bool has_host = host != 0 || (data_file_ && (e.word & kFlagCopied));
+    if (has_host) {
+        if (!util::is_aligned(host, cluster_size_))
+            return make_error(ErrorCode::corrupt,
+                              "L2 entry " + hex(e.word) + " has an unaligned cluster offset " + hex(host))
+                .at(where);
+        // QEMU leaves the file ending inside the last data cluster when only its head was written:
+        // the cluster must start inside the file; its tail reads as zeros.
+        if (!data_file_ && host >= file_size_)
+            return make_error(ErrorCode::corrupt,
+                              "L2 entry " + hex(e.word) + " points past the end of the file (" + hex(file_size_) + ")")
+                .at(where);
+    }
+    if (entry_bytes_ == 8) {
+        if (h_.version >= 3 && (e.word & kFlagZero)) s.kind = StoredKind::zero;
+        else if (has_host) s.kind = StoredKind::data;
+    } else {
+        // Extended L2: bits 0-31 of the bitmap say "allocated", bits 32-63 "reads as zero", per subcluster.
+        auto state = [&](uint64_t sc) -> Result<StoredKind> {
+            bool alloc = (e.bitmap >> sc) & 1, zero = (e.bitmap >> (32 + sc)) & 1;
+            if (alloc && zero)
+                return make_error(ErrorCode::corrupt, "extended L2 entry marks subcluster " + std::to_string(sc) +
+                                                          " both allocated and zero")
+                    .at(where);
+            if (alloc && !has_host)
+                return make_error(ErrorCode::corrupt, "extended L2 entry marks subcluster " + std::to_string(sc) +
+                                                          " allocated in an unallocated cluster")
+                    .at(where);
+            return alloc ? StoredKind::data : zero ? StoredKind::zero : StoredKind::unallocated;
+        };
+        const uint64_t sc = in / sub_size_;
+        VDISK_ASSIGN(s.kind, state(sc));
+        uint64_t len = (sc + 1) * sub_size_ - in;
+        for (uint64_t next = sc + 1; next < kSubclusters && len < s.length; ++next) {
+            VDISK_ASSIGN(StoredKind k, state(next));
+            if (k != s.kind) break;
+            len += sub_size_;
+        }
+        s.length = std::min(s.length, len);
+    }
     if (s.kind == StoredKind::data) {
         s.file = &data();
-        s.host_offset = m.host;
+        s.host_offset = host + in;
     }
-    // Coalesce following pieces in the same state (contiguous on the host for data), within a bounded walk,
-    // so a caller walking an uncompressed image makes few calls.
-    for (unsigned steps = 0; s.length < max_len && steps < 65536; ++steps) {
-        VDISK_ASSIGN(Mapping n, map(offset + s.length, max_len - s.length));
-        if (n.kind != m.kind || n.compressed) break;
-        if (s.kind == StoredKind::data && n.host != s.host_offset + s.length) break;
+    return s;
+}
+
+// Coalesce following pieces in the same state (contiguous on the host for data), within a bounded walk, so a
+// caller walking an uncompressed image makes few calls.
+Result<StoredExtent> Qcow2Device::do_map_stored(uint64_t offset, uint64_t max_len) {
+    VDISK_ASSIGN(StoredExtent s, map(offset, max_len));
+    for (unsigned steps = 0; s.kind != StoredKind::compressed && s.length < max_len && steps < 65536; ++steps) {
+        VDISK_ASSIGN(StoredExtent n, map(offset + s.length, max_len - s.length));
+        if (n.kind != s.kind || (s.kind == StoredKind::data && n.host_offset != s.host_offset + s.length)) break;
         s.length += n.length;
     }
     return s;
@@ -393,9 +383,10 @@ Status Qcow2Device::inflate_unit(const StoredExtent& unit, std::span<const uint8
     if (unit.kind != StoredKind::compressed || out.size() != cluster_size_)
         return make_error(ErrorCode::invalid_argument, "qcow2: inflate_unit needs one compressed cluster");
     if (!decompress_cluster(stored, out, h_.compression))
-        return corrupt_at("compressed cluster at " + hex(unit.host_offset) + " (" + std::to_string(stored.size()) +
-                              " bytes) does not decompress to one cluster",
-                          unit.host_offset);
+        return make_error(ErrorCode::corrupt, "compressed cluster at " + hex(unit.host_offset) + " (" +
+                                                  std::to_string(stored.size()) +
+                                                  " bytes) does not decompress to one cluster")
+            .at(unit.host_offset);
     return ok();
 }
 

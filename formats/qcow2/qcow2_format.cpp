@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // qcow2: probe, header parsing and validation, open, create.
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "qcow2_internal.hpp"
@@ -9,21 +10,18 @@
 
 namespace vdisk::qcow2 {
 
-Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair);
-
-Error corrupt_at(std::string message, uint64_t offset) {
-    Error e = make_error(ErrorCode::corrupt, std::move(message));
-    e.offset = offset;
-    return e;
+void put_ext(std::vector<uint8_t>& out, uint32_t type, std::string_view data) {
+    size_t at = out.size();
+    out.resize(at + 8 + ((data.size() + 7) & ~size_t(7)), 0);
+    util::store_be<uint32_t>(&out[at], type);
+    util::store_be<uint32_t>(&out[at + 4], static_cast<uint32_t>(data.size()));
+    std::memcpy(&out[at + 8], data.data(), data.size());
 }
 
-namespace {
-
-Error limit_error(std::string what, uint64_t bytes, uint64_t cap, uint64_t offset) {
-    Error e = make_error(ErrorCode::limit_exceeded, what + " needs " + std::to_string(bytes) + " bytes, more than the " +
-                                                        std::to_string(cap) + " byte limit");
-    e.offset = offset;
-    return e;
+static Error limit_error(const std::string& what, uint64_t bytes, uint64_t cap, uint64_t offset) {
+    return make_error(ErrorCode::limit_exceeded, what + " needs " + std::to_string(bytes) + " bytes, more than the " +
+                                                     std::to_string(cap) + " byte limit")
+        .at(offset);
 }
 
 // A table [off, off + bytes) must be cluster aligned, inside the file and within the metadata cap.
@@ -32,21 +30,21 @@ Status validate_table(const char* what, uint64_t off, uint64_t entries, uint64_t
     auto bytes = util::mul<uint64_t>(entries, entry_size);
     if (!bytes || *bytes > cap) return limit_error(std::string(what), bytes.value_or(UINT64_MAX), cap, off);
     if (!util::is_aligned(off, cluster_size))
-        return corrupt_at(std::string(what) + " offset " + hex(off) + " is not cluster aligned", off);
+        return make_error(ErrorCode::corrupt, std::string(what) + " offset " + hex(off) + " is not cluster aligned")
+            .at(off);
     if (entries && !util::range_within(off, *bytes, file_size))
-        return corrupt_at(std::string(what) + " at " + hex(off) + " (" + std::to_string(*bytes) +
-                              " bytes) extends past the end of the file (" + hex(file_size) + ")",
-                          off);
-    if (entries && off == 0) return corrupt_at(std::string(what) + " overlaps the header at offset 0", off);
+        return make_error(ErrorCode::corrupt, std::string(what) + " at " + hex(off) + " (" + std::to_string(*bytes) +
+                                                  " bytes) extends past the end of the file (" + hex(file_size) + ")")
+            .at(off);
+    if (entries && off == 0)
+        return make_error(ErrorCode::corrupt, std::string(what) + " overlaps the header at offset 0").at(off);
     return ok();
 }
 
-Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits) {
-    uint8_t raw[sizeof(HeaderV3)] = {};
-    if (file_size < sizeof(HeaderV2)) return make_error(ErrorCode::invalid_format, "file too small for a qcow2 header");
-    VDISK_TRY(read_zero_fill(file, 0, std::span<uint8_t>(raw, sizeof raw)));
-    HeaderV3 hv;
-    std::memcpy(&hv, raw, sizeof hv);
+namespace {
+
+// The fixed fields of versions 2 and 3.
+Result<Header> read_fixed_fields(const HeaderV3& hv, uint64_t file_size) {
     const HeaderV2& b = hv.v2;
     if (b.magic.value() != kMagic) return make_error(ErrorCode::invalid_format, "no qcow2 magic");
     Header h;
@@ -57,8 +55,8 @@ Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits
         return make_error(ErrorCode::unsupported, "qcow2 version " + std::to_string(h.version) + " is not supported");
     h.cluster_bits = b.cluster_bits.value();
     if (h.cluster_bits < 9 || h.cluster_bits > 21)
-        return corrupt_at("cluster_bits " + std::to_string(h.cluster_bits) + " is outside 9..21", 20);
-    const uint64_t cs = 1ull << h.cluster_bits;
+        return make_error(ErrorCode::corrupt, "cluster_bits " + std::to_string(h.cluster_bits) + " is outside 9..21")
+            .at(offsetof(HeaderV2, cluster_bits));
     h.size = b.size.value();
     h.crypt_method = b.crypt_method.value();
     h.l1_size = b.l1_size.value();
@@ -67,86 +65,112 @@ Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits
     h.rt_clusters = b.refcount_table_clusters.value();
     h.nb_snapshots = b.nb_snapshots.value();
     h.snapshots_offset = b.snapshots_offset.value();
-    if (h.version == 2) {
-        h.header_length = kHeaderV2Length;
-        h.refcount_order = 4;
-    } else {
-        h.incompat = hv.incompatible_features.value();
-        h.compat = hv.compatible_features.value();
-        h.autoclear = hv.autoclear_features.value();
-        h.refcount_order = hv.refcount_order.value();
-        h.header_length = hv.header_length.value();
-        if (h.header_length < kHeaderV3MinLength || h.header_length > cs || h.header_length > file_size)
-            return corrupt_at("header_length " + std::to_string(h.header_length) +
-                                  " is outside 104..cluster size and file size",
-                              100);
-        if (h.header_length > kHeaderV3MinLength) h.compression = hv.compression_type.value();
-    }
+    h.header_length = kHeaderV2Length;  // version 2: these, 16-bit refcounts and zlib
+    if (h.version == 2) return h;
+    h.incompat = hv.incompatible_features.value();
+    h.compat = hv.compatible_features.value();
+    h.autoclear = hv.autoclear_features.value();
+    h.refcount_order = hv.refcount_order.value();
+    h.header_length = hv.header_length.value();
+    if (h.header_length < kHeaderV3MinLength || h.header_length > (1ull << h.cluster_bits) ||
+        h.header_length > file_size)
+        return make_error(ErrorCode::corrupt, "header_length " + std::to_string(h.header_length) +
+                                                  " is outside 104..cluster size and file size")
+            .at(offsetof(HeaderV3, header_length));
+    if (h.header_length > kHeaderV3MinLength) h.compression = hv.compression_type.value();
+    return h;
+}
+
+// What this reader can open: known incompatible features, no encryption, refcount width, compression type.
+Status check_features(const Header& h) {
     if (uint64_t unknown = h.incompat & ~kIncompatKnown) {
         std::string bits;
         for (uint32_t i = 0; i < 64; ++i)
             if (unknown & (1ull << i)) bits += (bits.empty() ? "" : ", ") + std::to_string(i);
-        Error e = make_error(ErrorCode::unsupported, "unknown incompatible feature bit(s) " + bits + " (" +
-                                                         hex(unknown) + ")");
-        e.offset = kOffIncompatible;
-        return e;
+        return make_error(ErrorCode::unsupported,
+                          "unknown incompatible feature bit(s) " + bits + " (" + hex(unknown) + ")")
+            .at(kOffIncompatible);
     }
     if (h.crypt_method != 0)
         return make_error(ErrorCode::unsupported,
                           "encrypted qcow2 images are not supported (crypt_method " + std::to_string(h.crypt_method) + ")");
     if (h.refcount_order > 6)
-        return corrupt_at("refcount_order " + std::to_string(h.refcount_order) + " is larger than 6", 96);
+        return make_error(ErrorCode::corrupt,
+                          "refcount_order " + std::to_string(h.refcount_order) + " is larger than 6")
+            .at(offsetof(HeaderV3, refcount_order));
     if ((h.incompat & kIncompatCompression) == 0 && h.compression != kCompressionZlib)
-        return corrupt_at("compression type " + std::to_string(h.compression) +
-                              " set without the compression type feature bit",
-                          104);
+        return make_error(ErrorCode::corrupt, "compression type " + std::to_string(h.compression) +
+                                                  " set without the compression type feature bit")
+            .at(offsetof(HeaderV3, compression_type));
     if ((h.incompat & kIncompatCompression) && h.compression == kCompressionZlib)
-        return corrupt_at("compression type feature bit set with the zlib compression type", 104);
+        return make_error(ErrorCode::corrupt, "compression type feature bit set with the zlib compression type")
+            .at(offsetof(HeaderV3, compression_type));
     if (h.compression > kCompressionZstd)
         return make_error(ErrorCode::unsupported, "compression type " + std::to_string(h.compression) + " is not supported");
     if ((h.incompat & kIncompatExtendedL2) && h.cluster_bits < 14)
-        return corrupt_at("extended L2 entries need clusters of at least 16 KiB, not " + std::to_string(cs), 20);
+        return make_error(ErrorCode::corrupt, "extended L2 entries need clusters of at least 16 KiB, not " +
+                                                  std::to_string(1ull << h.cluster_bits))
+            .at(offsetof(HeaderV2, cluster_bits));
+    return ok();
+}
 
-    // The L1 table must cover the virtual size.
+// The L1 table covers the virtual size; the L1, refcount and snapshot tables lie in the file, within the limits.
+Status check_tables(const Header& h, uint64_t file_size, const Limits& limits) {
+    const uint64_t cs = 1ull << h.cluster_bits;
     uint64_t entry_bytes = (h.incompat & kIncompatExtendedL2) ? 16 : 8;
-    uint64_t bytes_per_l2 = (cs / entry_bytes) * cs;
-    uint64_t needed_l1 = util::div_round_up(h.size, bytes_per_l2);
+    uint64_t needed_l1 = util::div_round_up(h.size, (cs / entry_bytes) * cs);
     if (needed_l1 > h.l1_size)
-        return corrupt_at("L1 table has " + std::to_string(h.l1_size) + " entries; virtual size " + hex(h.size) +
-                              " needs " + std::to_string(needed_l1),
-                          36);
+        return make_error(ErrorCode::corrupt, "L1 table has " + std::to_string(h.l1_size) + " entries; virtual size " +
+                                                  hex(h.size) + " needs " + std::to_string(needed_l1))
+            .at(offsetof(HeaderV2, l1_size));
     VDISK_TRY(validate_table("L1 table", h.l1_offset, h.l1_size, 8, cs, file_size,
                              std::min(limits.max_metadata_bytes, limits.max_l1_bytes)));
-    if (h.rt_clusters == 0) return corrupt_at("refcount table has no clusters", 56);
+    if (h.rt_clusters == 0)
+        return make_error(ErrorCode::corrupt, "refcount table has no clusters")
+            .at(offsetof(HeaderV2, refcount_table_clusters));
     VDISK_TRY(validate_table("refcount table", h.rt_offset, uint64_t(h.rt_clusters) * cs / 8, 8, cs, file_size,
                              limits.max_metadata_bytes));
-    if (h.nb_snapshots > limits.max_snapshots) {
-        Error e = make_error(ErrorCode::limit_exceeded, std::to_string(h.nb_snapshots) + " snapshots exceed the limit of " +
-                                                            std::to_string(limits.max_snapshots));
-        e.offset = 60;
-        return e;
-    }
-    if (h.nb_snapshots) {
-        if (!util::is_aligned(h.snapshots_offset, cs))
-            return corrupt_at("snapshot table offset " + hex(h.snapshots_offset) + " is not cluster aligned", 64);
-        if (h.snapshots_offset >= file_size)
-            return corrupt_at("snapshot table at " + hex(h.snapshots_offset) + " starts past the end of the file", 64);
-        if (uint64_t(h.nb_snapshots) * sizeof(SnapshotHeader) > limits.max_metadata_bytes)
-            return limit_error("snapshot table", uint64_t(h.nb_snapshots) * sizeof(SnapshotHeader),
-                               limits.max_metadata_bytes, 64);
-    }
+    if (h.nb_snapshots > limits.max_snapshots)
+        return make_error(ErrorCode::limit_exceeded, std::to_string(h.nb_snapshots) +
+                                                         " snapshots exceed the limit of " +
+                                                         std::to_string(limits.max_snapshots))
+            .at(offsetof(HeaderV2, nb_snapshots));
+    if (!h.nb_snapshots) return ok();
+    constexpr uint64_t at = offsetof(HeaderV2, snapshots_offset);
+    if (!util::is_aligned(h.snapshots_offset, cs))
+        return make_error(ErrorCode::corrupt,
+                          "snapshot table offset " + hex(h.snapshots_offset) + " is not cluster aligned")
+            .at(at);
+    if (h.snapshots_offset >= file_size)
+        return make_error(ErrorCode::corrupt,
+                          "snapshot table at " + hex(h.snapshots_offset) + " starts past the end of the file")
+            .at(at);
+    if (uint64_t(h.nb_snapshots) * sizeof(SnapshotHeader) > limits.max_metadata_bytes)
+        return limit_error("snapshot table", uint64_t(h.nb_snapshots) * sizeof(SnapshotHeader),
+                           limits.max_metadata_bytes, at);
+    return ok();
+}
 
-    // Header extensions run from the end of the header to the backing file name or the end of cluster 0.
+// The backing file name, and the header extensions that run from the end of the header to the name or the end
+// of cluster 0.
+Status read_extensions(File& file, uint64_t file_size, const HeaderV2& b, Header& h) {
+    const uint64_t cs = 1ull << h.cluster_bits;
     uint64_t backing_off = b.backing_file_offset.value();
     uint32_t backing_len = b.backing_file_size.value();
     uint64_t ext_end = std::min<uint64_t>(cs, file_size);
     if (backing_off) {
+        constexpr uint64_t at = offsetof(HeaderV2, backing_file_offset);
         if (backing_len > kMaxBackingNameLength)
-            return corrupt_at("backing file name length " + std::to_string(backing_len) + " exceeds 1023", 16);
+            return make_error(ErrorCode::corrupt,
+                              "backing file name length " + std::to_string(backing_len) + " exceeds 1023")
+                .at(offsetof(HeaderV2, backing_file_size));
         if (backing_off >= cs || backing_off + backing_len > cs || backing_off + backing_len > file_size)
-            return corrupt_at("backing file name at " + hex(backing_off) + " lies outside the first cluster", 8);
+            return make_error(ErrorCode::corrupt,
+                              "backing file name at " + hex(backing_off) + " lies outside the first cluster")
+                .at(at);
         if (backing_off < h.header_length)
-            return corrupt_at("backing file name at " + hex(backing_off) + " overlaps the header", 8);
+            return make_error(ErrorCode::corrupt, "backing file name at " + hex(backing_off) + " overlaps the header")
+                .at(at);
         ext_end = std::min(ext_end, backing_off);
         std::string name(backing_len, '\0');
         VDISK_TRY(read_exact(file, backing_off, std::span<uint8_t>(reinterpret_cast<uint8_t*>(name.data()), backing_len),
@@ -156,31 +180,39 @@ Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits
     uint64_t pos = h.header_length;
     std::vector<uint8_t> ext(ext_end > pos ? ext_end - pos : 0);
     if (!ext.empty()) VDISK_TRY(read_exact(file, pos, ext, "header extensions"));
-    size_t p = 0;
-    while (p + sizeof(ExtensionHeader) <= ext.size()) {
+    for (size_t p = 0; p + sizeof(ExtensionHeader) <= ext.size();) {
         uint32_t type = util::load_be<uint32_t>(&ext[p]);
         uint32_t len = util::load_be<uint32_t>(&ext[p + 4]);
-        uint64_t at = pos + p;
         if (type == kExtEnd) break;
+        if (len > ext.size() - p - sizeof(ExtensionHeader))
+            return make_error(ErrorCode::corrupt, "header extension " + hex(type) + " length " + std::to_string(len) +
+                                                      " runs past the header cluster")
+                .at(pos + p);
         p += sizeof(ExtensionHeader);
-        if (len > ext.size() - p)
-            return corrupt_at("header extension " + hex(type) + " length " + std::to_string(len) +
-                                  " runs past the header cluster",
-                              at);
         std::string text(reinterpret_cast<const char*>(&ext[p]), len);
-        switch (type) {
-            case kExtBackingFormat: h.backing_format = text; break;
-            case kExtDataFile: h.data_file_name = text; break;
-            case kExtBitmaps: h.has_bitmaps_ext = true; break;
-            default: break;
-        }
+        if (type == kExtBackingFormat) h.backing_format = text;
+        if (type == kExtDataFile) h.data_file_name = text;
+        if (type == kExtBitmaps) h.has_bitmaps_ext = true;
         p += (len + 7u) & ~size_t(7);
     }
     if ((h.incompat & kIncompatDataFile) && !h.data_file_name)
-        return corrupt_at("external data file feature set but the header has no data file name", kOffIncompatible);
+        return make_error(ErrorCode::corrupt, "external data file feature set but the header has no data file name")
+            .at(kOffIncompatible);
     if (!(h.incompat & kIncompatDataFile)) h.data_file_name.reset();
     if (h.data_file_name && h.backing_name && (h.autoclear & kAutoclearDataFileRaw))
-        return corrupt_at("a raw external data file cannot have a backing file", 8);
+        return make_error(ErrorCode::corrupt, "a raw external data file cannot have a backing file")
+            .at(offsetof(HeaderV2, backing_file_offset));
+    return ok();
+}
+
+Result<Header> parse_header(File& file, uint64_t file_size, const Limits& limits) {
+    if (file_size < sizeof(HeaderV2)) return make_error(ErrorCode::invalid_format, "file too small for a qcow2 header");
+    HeaderV3 hv{};
+    VDISK_TRY(read_zero_fill(file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&hv), sizeof hv)));
+    VDISK_ASSIGN(Header h, read_fixed_fields(hv, file_size));
+    VDISK_TRY(check_features(h));
+    VDISK_TRY(check_tables(h, file_size, limits));
+    VDISK_TRY(read_extensions(file, file_size, hv.v2, h));
     return h;
 }
 
@@ -197,28 +229,22 @@ constexpr OptionSpec kOptions[] = {
     {"compression_type", "zlib (default) or zstd"},
 };
 
-void put_ext(std::vector<uint8_t>& out, uint32_t type, std::string_view data) {
-    size_t at = out.size();
-    out.resize(at + 8 + ((data.size() + 7) & ~size_t(7)), 0);
-    util::store_be<uint32_t>(&out[at], type);
-    util::store_be<uint32_t>(&out[at + 4], static_cast<uint32_t>(data.size()));
-    std::memcpy(&out[at + 8], data.data(), data.size());
-}
-
 class Qcow2Format final : public Format {
 public:
     std::string_view name() const noexcept override { return "qcow2"; }
 
     int probe(std::span<const uint8_t> head, std::span<const uint8_t>, uint64_t file_size) const noexcept override {
         if (head.size() < sizeof(HeaderV2)) return 0;
-        if (util::load_be<uint32_t>(head.data()) != kMagic) return 0;
-        uint32_t version = util::load_be<uint32_t>(head.data() + 4);
+        HeaderV2 b;
+        std::memcpy(&b, head.data(), sizeof b);
+        if (b.magic.value() != kMagic) return 0;
+        uint32_t version = b.version.value();
         if (version != 2 && version != 3) return 0;  // qcow version 1 is another format
         int score = 64;
-        uint32_t cbits = util::load_be<uint32_t>(head.data() + 20);
+        uint32_t cbits = b.cluster_bits.value();
         if (cbits >= 9 && cbits <= 21) {
             score += 8;
-            uint64_t l1 = util::load_be<uint64_t>(head.data() + 40), rt = util::load_be<uint64_t>(head.data() + 48);
+            uint64_t l1 = b.l1_table_offset.value(), rt = b.refcount_table_offset.value();
             if (util::is_aligned(l1, 1ull << cbits) && util::is_aligned(rt, 1ull << cbits) && rt < file_size) score += 8;
         }
         return score;
@@ -253,9 +279,37 @@ public:
 
 };
 
-// Host clusters of refcount table + blocks needed to count `clusters` clusters plus themselves: iterate to
-// the fixed point (the refcount structures count themselves too).
-uint64_t refcount_metadata_clusters(uint64_t clusters, uint64_t cs, uint32_t refcount_order) {
+Error bad(std::string message) { return make_error(ErrorCode::invalid_argument, std::move(message)); }
+
+// The creation options measure and create share.
+struct Params {
+    uint32_t version = 3;
+    uint64_t cs = 0, rbits = 0;
+    bool ext_l2 = false;
+    std::string prealloc;
+    uint32_t rorder() const { return static_cast<uint32_t>(__builtin_ctzll(rbits)); }
+};
+
+Result<Params> parse_params(const CreateOptions& opts) {
+    Params p;
+    std::string compat = opts.get("compat").value_or("1.1");
+    if (compat == "0.10" || compat == "v2") p.version = 2;
+    else if (compat != "1.1" && compat != "v3") return bad("compat must be 0.10 or 1.1, not '" + compat + "'");
+    VDISK_ASSIGN(p.cs, opts.get_size("cluster_size", 65536));
+    if (!util::is_pow2(p.cs) || p.cs < 512 || p.cs > (2u << 20))
+        return bad("cluster_size must be a power of two between 512 and 2M, not " + std::to_string(p.cs));
+    p.prealloc = opts.get("preallocation").value_or("off");
+    if (p.prealloc != "off" && p.prealloc != "metadata" && p.prealloc != "falloc" && p.prealloc != "full")
+        return bad("preallocation must be off, metadata, falloc or full, not '" + p.prealloc + "'");
+    VDISK_ASSIGN(p.ext_l2, opts.get_bool("extended_l2", false));
+    VDISK_ASSIGN(p.rbits, opts.get_size("refcount_bits", 16));
+    if (!util::is_pow2(p.rbits) || p.rbits > 64) return bad("refcount_bits must be a power of two up to 64");
+    return p;
+}
+
+// Refcount blocks and refcount table clusters needed to count `clusters` clusters plus themselves: iterate to the
+// fixed point (the refcount structures count themselves too).
+std::pair<uint64_t, uint64_t> refcount_metadata(uint64_t clusters, uint64_t cs, uint32_t refcount_order) {
     const uint64_t per_block = cs * 8 >> refcount_order, per_table_cluster = cs / 8;
     uint64_t table = 0, blocks = 0, n = 0, last;
     do {
@@ -264,30 +318,15 @@ uint64_t refcount_metadata_clusters(uint64_t clusters, uint64_t cs, uint32_t ref
         table = util::div_round_up(blocks, per_table_cluster);
         n = clusters + blocks + table;
     } while (n != last);
-    return blocks + table;
+    return {blocks, table};
 }
 
 // The figures qemu-img 7.2 prints: metadata for a fully allocated image of the (cluster-rounded) size, plus
 // the clusters the source has data in (all of them with a backing file or preallocation=falloc|full).
 Result<MeasureResult> Qcow2Format::measure(const CreateOptions& opts, const MeasureSource& src) const {
-    auto bad = [](std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); };
-    std::string compat = opts.get("compat").value_or("1.1");
-    uint32_t version;
-    if (compat == "0.10" || compat == "v2") version = 2;
-    else if (compat == "1.1" || compat == "v3") version = 3;
-    else return bad("compat must be 0.10 or 1.1, not '" + compat + "'");
-    VDISK_ASSIGN(bool ext_l2, opts.get_bool("extended_l2", false));
-    VDISK_ASSIGN(uint64_t cs, opts.get_size("cluster_size", 65536));
-    if (!util::is_pow2(cs) || cs < 512 || cs > (2u << 20))
-        return bad("cluster_size must be a power of two between 512 and 2M, not " + std::to_string(cs));
-    VDISK_ASSIGN(uint64_t rbits, opts.get_size("refcount_bits", 16));
-    if (!util::is_pow2(rbits) || rbits > 64) return bad("refcount_bits must be a power of two up to 64");
-    if (version == 2 && rbits != 16) return bad("refcount_bits other than 16 need compat=1.1");
-    std::string prealloc = opts.get("preallocation").value_or("off");
-    if (prealloc != "off" && prealloc != "metadata" && prealloc != "falloc" && prealloc != "full")
-        return bad("preallocation must be off, metadata, falloc or full, not '" + prealloc + "'");
-    const uint32_t rorder = static_cast<uint32_t>(__builtin_ctzll(rbits));
-    const uint64_t l2e = ext_l2 ? 16 : 8;
+    VDISK_ASSIGN(Params p, parse_params(opts));
+    if (p.version == 2 && p.rbits != 16) return bad("refcount_bits other than 16 need compat=1.1");
+    const uint64_t cs = p.cs, l2e = p.ext_l2 ? 16 : 8;
     auto vs = util::align_up(src.virtual_size, cs);
     if (!vs) return bad("virtual size " + std::to_string(src.virtual_size) + " is too large");
     const uint64_t vsize = *vs;
@@ -302,40 +341,28 @@ Result<MeasureResult> Qcow2Format::measure(const CreateOptions& opts, const Meas
             data = units * cs;
         }
     }
-    if (prealloc == "full" || prealloc == "falloc") data = vsize;
+    if (p.prealloc == "full" || p.prealloc == "falloc") data = vsize;
     // Header cluster, L2 tables for every cluster, the L1 table in whole clusters, then refcounts for it all.
     uint64_t nl2e = util::div_round_up(vsize / cs, cs / l2e) * (cs / l2e);
     uint64_t meta = cs + nl2e * l2e;
     uint64_t nl1e = util::div_round_up(nl2e * l2e / cs, cs / 8) * (cs / 8);
     meta += nl1e * 8;
-    meta += refcount_metadata_clusters((meta + vsize) / cs, cs, rorder) * cs;
+    auto [blocks, table] = refcount_metadata((meta + vsize) / cs, cs, p.rorder());
+    meta += (blocks + table) * cs;
     MeasureResult r;
     r.fully_allocated = meta + vsize;
     r.required = meta + data;
-    if (version >= 3 && src.has_image && src.source_has_bitmap_support) r.bitmaps = 0;
+    if (p.version >= 3 && src.has_image && src.source_has_bitmap_support) r.bitmaps = 0;
     return r;
 }
 
 Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& opts, const OpenContext& ctx) const {
-    auto bad = [](std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); };
     uint64_t size = opts.size.value_or(0);
-    std::string compat = opts.get("compat").value_or("1.1");
-    uint32_t version;
-    if (compat == "0.10" || compat == "v2") version = 2;
-    else if (compat == "1.1" || compat == "v3") version = 3;
-    else return bad("compat must be 0.10 or 1.1, not '" + compat + "'");
-    VDISK_ASSIGN(uint64_t cs, opts.get_size("cluster_size", 65536));
-    if (!util::is_pow2(cs) || cs < 512 || cs > (2u << 20))
-        return bad("cluster_size must be a power of two between 512 and 2M, not " + std::to_string(cs));
-    uint32_t cbits = static_cast<uint32_t>(__builtin_ctzll(cs));
-    std::string prealloc = opts.get("preallocation").value_or("off");
-    if (prealloc != "off" && prealloc != "metadata" && prealloc != "falloc" && prealloc != "full")
-        return bad("preallocation must be off, metadata, falloc or full, not '" + prealloc + "'");
+    VDISK_ASSIGN(Params p, parse_params(opts));
+    const uint64_t cs = p.cs, rbits = p.rbits;
+    const uint32_t version = p.version, cbits = static_cast<uint32_t>(__builtin_ctzll(cs)), rorder = p.rorder();
+    const bool ext_l2 = p.ext_l2;
     VDISK_ASSIGN(bool lazy, opts.get_bool("lazy_refcounts", false));
-    VDISK_ASSIGN(bool ext_l2, opts.get_bool("extended_l2", false));
-    VDISK_ASSIGN(uint64_t rbits, opts.get_size("refcount_bits", 16));
-    if (!util::is_pow2(rbits) || rbits > 64) return bad("refcount_bits must be a power of two up to 64");
-    uint32_t rorder = static_cast<uint32_t>(__builtin_ctzll(rbits));
     std::string ctype = opts.get("compression_type").value_or("zlib");
     if (ctype != "zlib" && ctype != "zstd") return bad("compression_type must be zlib or zstd, not '" + ctype + "'");
     auto backing = opts.get("backing_file");
@@ -369,43 +396,35 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
     h.l1_size = static_cast<uint32_t>(l1_entries);
     uint64_t l1c = util::div_round_up(l1_entries * 8, cs);
     uint64_t epb = (cs * 8) >> rorder;
-    uint64_t nblocks = 1, rtc = 1;
-    for (;;) {
-        uint64_t total = 1 + rtc + nblocks + l1c;
-        uint64_t nb = util::div_round_up(total, epb);
-        uint64_t rc = util::div_round_up(nb * 8, cs);
-        if (nb == nblocks && rc == rtc) break;
-        nblocks = nb;
-        rtc = rc;
-    }
+    auto [nblocks, rtc] = refcount_metadata(1 + l1c, cs, rorder);
     h.rt_offset = cs;
     h.rt_clusters = static_cast<uint32_t>(rtc);
     h.l1_offset = (1 + rtc + nblocks) * cs;
     uint64_t total = 1 + rtc + nblocks + l1c;
 
     // Cluster 0: header, extensions, backing file name.
-    std::vector<uint8_t> c0(h.header_length, 0);
-    util::store_be<uint32_t>(&c0[0], kMagic);
-    util::store_be<uint32_t>(&c0[4], version);
-    util::store_be<uint32_t>(&c0[20], cbits);
-    util::store_be<uint64_t>(&c0[24], size);
-    util::store_be<uint32_t>(&c0[36], h.l1_size);
-    util::store_be<uint64_t>(&c0[40], h.l1_offset);
-    util::store_be<uint64_t>(&c0[48], h.rt_offset);
-    util::store_be<uint32_t>(&c0[56], h.rt_clusters);
-    if (version == 3) {
-        util::store_be<uint64_t>(&c0[72], h.incompat);
-        util::store_be<uint64_t>(&c0[80], h.compat);
-        util::store_be<uint64_t>(&c0[88], h.autoclear);
-        util::store_be<uint32_t>(&c0[96], rorder);
-        util::store_be<uint32_t>(&c0[100], h.header_length);
-        c0[104] = h.compression;
-    }
+    HeaderV3 hv{};
+    hv.v2.magic = kMagic;
+    hv.v2.version = version;
+    hv.v2.cluster_bits = cbits;
+    hv.v2.size = size;
+    hv.v2.l1_size = h.l1_size;
+    hv.v2.l1_table_offset = h.l1_offset;
+    hv.v2.refcount_table_offset = h.rt_offset;
+    hv.v2.refcount_table_clusters = h.rt_clusters;
+    hv.incompatible_features = h.incompat;
+    hv.compatible_features = h.compat;
+    hv.autoclear_features = h.autoclear;
+    hv.refcount_order = rorder;
+    hv.header_length = h.header_length;
+    hv.compression_type = h.compression;
+    std::vector<uint8_t> c0(h.header_length);  // version 2 ends where version 3 starts its fields
+    std::memcpy(c0.data(), &hv, c0.size());
     if (backing_fmt) put_ext(c0, kExtBackingFormat, *backing_fmt);
     c0.resize(c0.size() + 8, 0);  // end of extensions
     if (backing) {
-        util::store_be<uint64_t>(&c0[8], c0.size());
-        util::store_be<uint32_t>(&c0[16], static_cast<uint32_t>(backing->size()));
+        util::store_be<uint64_t>(&c0[kOffBackingName], c0.size());
+        util::store_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)], static_cast<uint32_t>(backing->size()));
         c0.insert(c0.end(), backing->begin(), backing->end());
     }
     if (c0.size() > cs) return bad("header, extensions and backing file name do not fit one cluster");
@@ -428,7 +447,7 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
     dev->set_budget(ctx.budget());
     VDISK_TRY(dev->init_new());
     dev->require_backing();
-    if (prealloc != "off") VDISK_TRY(dev->preallocate(prealloc == "full", prealloc == "falloc"));
+    if (p.prealloc != "off") VDISK_TRY(dev->preallocate(p.prealloc == "full", p.prealloc == "falloc"));
     return std::unique_ptr<BlockDevice>(std::move(dev));
 }
 

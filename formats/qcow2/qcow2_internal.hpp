@@ -3,11 +3,13 @@
 // L2 cache, refcount maintenance and cluster allocation, compression.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -49,38 +51,39 @@ struct Snapshot {
     uint64_t entry_offset = 0;  ///< where the entry starts in the file (for messages)
 };
 
-/// A small LRU of whole clusters keyed by host offset (L2 tables, refcount blocks).
+/// A small cache of whole clusters keyed by host offset (L2 tables, refcount blocks), evicting the least
+/// recently used with a second chance. Exclusive users (writers) call find/insert; concurrent readers call
+/// peek under a shared lock: it only sets the entry's used flag, so lookups that hit never write shared state
+/// beyond that flag (and not even that once it is set).
 class ClusterCache {
 public:
     explicit ClusterCache(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
     /// Charge the clusters held to `budget` from now on; when it runs short the cache holds fewer.
     void attach(const std::shared_ptr<Budget>& budget) { charge_ = Charge::make(budget, 0, "cache").value(); }
     std::vector<uint8_t>* find(uint64_t key);
+    const std::vector<uint8_t>* peek(uint64_t key) const;
     std::vector<uint8_t>& insert(uint64_t key, std::vector<uint8_t> data);
-    void erase(uint64_t key);
-    void clear();
 
 private:
+    void erase(uint64_t key);
+    struct Item {
+        uint64_t key;
+        std::vector<uint8_t> data;
+        mutable std::atomic<bool> used{false};  // looked up since it last passed the eviction end
+    };
+    void evict_one();
     void account();
     size_t capacity_;
     uint64_t held_ = 0;
     Charge charge_;
-    std::list<std::pair<uint64_t, std::vector<uint8_t>>> items_;
-    std::unordered_map<uint64_t, std::list<std::pair<uint64_t, std::vector<uint8_t>>>::iterator> index_;
+    std::list<Item> items_;  // most recently inserted or found first
+    std::unordered_map<uint64_t, std::list<Item>::iterator> index_;
 };
 
 /// One L2 entry (the 64-bit descriptor and, with extended L2 entries, the subcluster bitmap).
 struct L2Entry {
     uint64_t word = 0;
     uint64_t bitmap = 0;
-};
-
-/// Where one cluster-bounded piece of the virtual disk lives.
-struct Mapping {
-    ExtentKind kind = ExtentKind::unallocated;
-    uint64_t length = 0;
-    bool compressed = false;
-    uint64_t host = 0;   ///< host byte offset (data), or the compressed descriptor
 };
 
 class Qcow2Device final : public BlockDevice {
@@ -119,7 +122,8 @@ public:
     uint64_t refcount_max() const;
     Result<uint64_t> get_refcount(uint64_t cluster);
     Status set_refcount(uint64_t cluster, uint64_t value);
-    /// Host clusters a compressed descriptor covers: [first, last].
+    /// Stored bytes of a compressed descriptor: {host offset, length}; and the host clusters they cover: [first, last].
+    std::pair<uint64_t, uint64_t> compressed_bytes(uint64_t word) const;
     std::pair<uint64_t, uint64_t> compressed_span(uint64_t word) const;
     Status write_header_field(uint64_t off, std::span<const uint8_t> bytes);
 
@@ -169,17 +173,21 @@ private:
     bool rt_loaded_ = false;
     uint64_t free_hint_ = 0;
     uint64_t compressed_cursor_ = 0;  // next free byte in the cluster used for packing compressed data
-    // Concurrent readers (see BlockDevice) share the L2 cache: lookups hold meta_mu_ while they find or load
-    // a table and copy one entry out; data I/O happens outside it (the generic read path). Writers hold the device exclusively, so the write paths touch the caches without these locks.
-    std::mutex meta_mu_;
+    // Concurrent readers (see BlockDevice) share the L2 cache: a lookup that hits holds meta_mu_ shared while it
+    // copies one entry out; a miss reads the table with no lock held and takes meta_mu_ alone only to insert it.
+    // Data I/O happens outside it (the generic read path). Writers hold the device exclusively, so the write
+    // paths touch the caches without these locks. Own cache line: readers' lock traffic must not evict the
+    // fields every map() reads.
+    alignas(64) std::shared_mutex meta_mu_;
     ClusterCache l2_cache_;
     ClusterCache rb_cache_;
     std::optional<Error> write_refusal_;
 
     File& data() const { return data_file_ ? *data_file_ : *file_; }
     Status refuse_if_needed();
-    Error limit_exceeded_error() const;
-    Result<Mapping> map(uint64_t offset, uint64_t max_len);
+    Result<StoredExtent> map(uint64_t offset, uint64_t max_len);
+    /// The L2 table L1 entry `l1i` names (0: none), checked to be a cluster inside the file.
+    Result<uint64_t> l2_offset(uint64_t l1i) const;
     Result<L2Entry> lookup(uint64_t vcluster, uint64_t* l2_offset_out = nullptr);
 
     // Writing.
@@ -214,7 +222,10 @@ private:
 Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type);
 /// Decompress into exactly `out` (one cluster); false on a malformed stream.
 bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uint8_t type);
-
-Error corrupt_at(std::string message, uint64_t offset);
+/// A table of `entries` entries at `off` is cluster aligned, inside the file, not at 0 and within `cap` bytes.
+Status validate_table(const char* what, uint64_t off, uint64_t entries, uint64_t entry_size, uint64_t cluster_size,
+                      uint64_t file_size, uint64_t cap);
+/// Append a header extension (type, length, data padded to 8 bytes) to `out`.
+void put_ext(std::vector<uint8_t>& out, uint32_t type, std::string_view data);
 
 }  // namespace vdisk::qcow2

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/endian/buffers.hpp>
+#include <cstddef>
 #include <cstdint>
 
 namespace vdisk::qcow2 {
@@ -51,10 +52,12 @@ inline constexpr uint32_t kHeaderV3MinLength = 104;
 inline constexpr uint32_t kHeaderV3Length = 112;
 
 // Byte offsets of header fields that are updated in place.
-inline constexpr uint64_t kOffSize = 24;
-inline constexpr uint64_t kOffL1Size = 36;           // l1_size (4) followed by l1_table_offset (8)
-inline constexpr uint64_t kOffRefcountTable = 48;    // refcount_table_offset (8) + clusters (4)
-inline constexpr uint64_t kOffIncompatible = 72;
+inline constexpr uint64_t kOffBackingName = offsetof(HeaderV2, backing_file_offset);  // offset (8) + size (4)
+inline constexpr uint64_t kOffSize = offsetof(HeaderV2, size);
+inline constexpr uint64_t kOffL1Size = offsetof(HeaderV2, l1_size);  // l1_size (4) followed by l1_table_offset (8)
+inline constexpr uint64_t kOffRefcountTable = offsetof(HeaderV2, refcount_table_offset);  // + clusters (4)
+inline constexpr uint64_t kOffSnapshots = offsetof(HeaderV2, nb_snapshots);  // count (4) + snapshots_offset (8)
+inline constexpr uint64_t kOffIncompatible = offsetof(HeaderV3, incompatible_features);
 
 // Incompatible feature bits.
 inline constexpr uint64_t kIncompatDirty = 1ull << 0;

@@ -87,8 +87,9 @@ Result<uint64_t> Qcow2Device::get_refcount(uint64_t cluster) {
     uint64_t off = rt_[r] & ~uint64_t(511);
     if (off == 0) return uint64_t(0);
     if (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_))
-        return corrupt_at("refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off),
-                          h_.rt_offset + r * 8);
+        return make_error(ErrorCode::corrupt,
+                          "refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off))
+            .at(h_.rt_offset + r * 8);
     VDISK_ASSIGN(auto* blk, refblock(off));
     return get_entry(blk->data(), cluster % rb_entries(), h_.refcount_order);
 }
@@ -103,8 +104,9 @@ Status Qcow2Device::set_refcount(uint64_t cluster, uint64_t value) {
     if ((rt_[r] & ~uint64_t(511)) == 0) VDISK_TRY(create_refblock(r));
     uint64_t off = rt_[r] & ~uint64_t(511);
     if (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_))
-        return corrupt_at("refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off),
-                          h_.rt_offset + r * 8);
+        return make_error(ErrorCode::corrupt,
+                          "refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off))
+            .at(h_.rt_offset + r * 8);
     VDISK_ASSIGN(auto* blk, refblock(off));
     auto [b, n] = set_entry(blk->data(), cluster % rb_entries(), h_.refcount_order, value);
     return file_->write_at(off + b, std::span<const uint8_t>(blk->data() + b, n));
@@ -232,8 +234,9 @@ Status Qcow2Device::free_clusters(uint64_t first, uint64_t n) {
     for (uint64_t c = first; c < first + n; ++c) {
         VDISK_ASSIGN(uint64_t rc, get_refcount(c));
         if (rc == 0)
-            return corrupt_at("refcount of cluster " + hex(c * cluster_size_) + " is already 0 when freeing it",
-                              c * cluster_size_);
+            return make_error(ErrorCode::corrupt,
+                              "refcount of cluster " + hex(c * cluster_size_) + " is already 0 when freeing it")
+                .at(c * cluster_size_);
         VDISK_TRY(set_refcount(c, rc - 1));
         if (rc == 1) {
             free_hint_ = std::min(free_hint_, c);

@@ -11,6 +11,7 @@
 // points at them; the old table is freed last. A crash in between leaks clusters (check -r leaks) rather
 // than corrupting data, as with qemu.
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 #include "qcow2_internal.hpp"
@@ -47,7 +48,9 @@ Status Qcow2Device::add_tree_refs(const std::vector<uint64_t>& l1, bool incremen
         uint64_t l2off = l1[i] & kOffsetMask;
         if (!l2off) continue;
         if (!util::is_aligned(l2off, cluster_size_) || !util::range_within(l2off, cluster_size_, file_size_))
-            return corrupt_at("L1 entry " + std::to_string(i) + " points at an invalid L2 table " + hex(l2off), 0);
+            return make_error(ErrorCode::corrupt,
+                              "L1 entry " + std::to_string(i) + " points at an invalid L2 table " + hex(l2off))
+                .at(0);
         // Copy the table: adjusting refcounts may evict it from the cache.
         VDISK_ASSIGN(auto* t, l2_table(l2off));
         std::vector<uint8_t> table = *t;
@@ -152,7 +155,7 @@ Status Qcow2Device::write_snapshot_table(std::vector<Snapshot> table) {
     uint8_t hdr[12];
     util::store_be<uint32_t>(hdr, static_cast<uint32_t>(table.size()));
     util::store_be<uint64_t>(hdr + 4, new_off);
-    VDISK_TRY(write_header_field(60, hdr));
+    VDISK_TRY(write_header_field(kOffSnapshots, hdr));
     VDISK_TRY(file_->sync());
     if (old_off && snapshots_table_bytes_) {
         uint64_t first = old_off / cluster_size_;
@@ -174,13 +177,10 @@ Status Qcow2Device::snapshot_create(const SnapshotInfo& info) {
     // A fresh id: one past the largest numeric id in use, as qemu does.
     uint64_t max_id = 0;
     for (auto& s : snapshots_) {
+        const char *first = s.info.id.data(), *last = first + s.info.id.size();
         uint64_t v = 0;
-        bool numeric = !s.info.id.empty() && s.info.id.size() < 19;
-        for (char c : s.info.id) {
-            if (c < '0' || c > '9') numeric = false;
-            else v = v * 10 + uint64_t(c - '0');
-        }
-        if (numeric) max_id = std::max(max_id, v);
+        auto [end, ec] = std::from_chars(first, last, v);
+        if (ec == std::errc() && end == last && last - first < 19) max_id = std::max(max_id, v);
     }
     VDISK_TRY(add_tree_refs(l1_, true));
     VDISK_TRY(fix_copied_flags());
@@ -207,13 +207,8 @@ Status Qcow2Device::snapshot_create(const SnapshotInfo& info) {
 // Read a snapshot's L1 table (validated against the file and the metadata cap).
 static Result<std::vector<uint64_t>> read_l1(File& f, const Snapshot& s, uint64_t cs, uint64_t file_size,
                                              uint64_t cap) {
-    uint64_t bytes = uint64_t{s.l1_size} * 8;
-    if (bytes > cap) return make_error(ErrorCode::limit_exceeded, "snapshot L1 table exceeds the metadata limit");
-    if (!util::is_aligned(s.l1_offset, cs) || !util::range_within(s.l1_offset, bytes, file_size) ||
-        (bytes && s.l1_offset == 0))
-        return corrupt_at("snapshot '" + s.info.name + "' L1 table at " + hex(s.l1_offset) + " is invalid",
-                          s.entry_offset);
-    std::vector<uint8_t> raw(static_cast<size_t>(bytes));
+    VDISK_TRY(validate_table("snapshot L1 table", s.l1_offset, s.l1_size, 8, cs, file_size, cap));
+    std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{s.l1_size} * 8));
     if (!raw.empty()) VDISK_TRY(read_exact(f, s.l1_offset, raw, "snapshot L1 table"));
     std::vector<uint64_t> l1(s.l1_size);
     for (size_t i = 0; i < l1.size(); ++i) l1[i] = util::load_be<uint64_t>(&raw[i * 8]);
@@ -266,6 +261,26 @@ Status Qcow2Device::snapshot_apply(const std::string& id_or_name) {
 
 namespace vdisk::qcow2 {
 
+namespace {
+// Cluster 0's header extensions from `start` up to the backing file name (or the cluster's end) as stored, each
+// padded, but those of type `drop`; `end` is where the walk stopped (the end marker).
+Result<std::vector<uint8_t>> kept_extensions(std::span<const uint8_t> c0, size_t start, uint32_t drop, size_t& end) {
+    const uint64_t name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
+    const size_t ext_end = name_off && name_off < c0.size() ? static_cast<size_t>(name_off) : c0.size();
+    std::vector<uint8_t> exts;
+    for (end = start; end + 8 <= ext_end;) {
+        uint32_t type = util::load_be<uint32_t>(&c0[end]);
+        if (type == kExtEnd) break;
+        size_t padded = (size_t(util::load_be<uint32_t>(&c0[end + 4])) + 7) & ~size_t(7);
+        if (padded > ext_end - end - 8)
+            return make_error(ErrorCode::corrupt, "header extension " + hex(type) + " runs past the header").at(end);
+        if (type != drop) exts.insert(exts.end(), c0.begin() + end, c0.begin() + end + 8 + padded);
+        end += 8 + padded;
+    }
+    return exts;
+}
+}  // namespace
+
 // Rewrite cluster 0's tail: the header extensions (all kept but the backing format, which is replaced),
 // the end marker, then the backing file name, and point the header fields at the name. The rewrite stays
 // inside cluster 0, which nothing else uses.
@@ -278,27 +293,11 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument, "a raw external data file cannot have a backing file");
     std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
-    const uint64_t old_name_off = util::load_be<uint64_t>(&c0[8]);
-    size_t ext_end = old_name_off && old_name_off < c0.size() ? static_cast<size_t>(old_name_off) : c0.size();
-    std::vector<uint8_t> exts;
-    size_t p = h_.header_length;
-    while (p + 8 <= ext_end) {
-        uint32_t type = util::load_be<uint32_t>(&c0[p]);
-        uint32_t len = util::load_be<uint32_t>(&c0[p + 4]);
-        if (type == kExtEnd) break;
-        size_t padded = (size_t(len) + 7) & ~size_t(7);
-        if (padded > ext_end - p - 8) return corrupt_at("header extension " + hex(type) + " runs past the header", p);
-        if (type != kExtBackingFormat) exts.insert(exts.end(), c0.begin() + p, c0.begin() + p + 8 + padded);
-        p += 8 + padded;
-    }
-    std::vector<uint8_t> tail;
-    if (!name.empty() && !format.empty()) {
-        tail.resize(8 + ((format.size() + 7) & ~size_t(7)), 0);
-        util::store_be<uint32_t>(&tail[0], kExtBackingFormat);
-        util::store_be<uint32_t>(&tail[4], static_cast<uint32_t>(format.size()));
-        std::memcpy(&tail[8], format.data(), format.size());
-    }
-    tail.insert(tail.begin(), exts.begin(), exts.end());
+    const uint64_t old_name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
+    const uint32_t old_name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
+    size_t p = 0;
+    VDISK_ASSIGN(std::vector<uint8_t> tail, kept_extensions(c0, h_.header_length, kExtBackingFormat, p));
+    if (!name.empty() && !format.empty()) put_ext(tail, kExtBackingFormat, format);
     tail.resize(tail.size() + 8, 0);  // end of extensions
     const uint64_t name_off = name.empty() ? 0 : h_.header_length + tail.size();
     tail.insert(tail.end(), name.begin(), name.end());
@@ -306,7 +305,7 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument,
                           "header extensions and backing file name do not fit the header cluster");
     // Clear what the old extensions and name occupied, then write the new tail and the pointers.
-    size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + util::load_be<uint32_t>(&c0[16])) : p + 8;
+    size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + old_name_len) : p + 8;
     size_t span = std::max(tail.size(), old_end > h_.header_length ? old_end - h_.header_length : 0);
     span = std::min<size_t>(span, c0.size() - h_.header_length);
     tail.resize(std::max(tail.size(), span), 0);
@@ -314,7 +313,7 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
     uint8_t ptr[12];
     util::store_be<uint64_t>(ptr, name_off);
     util::store_be<uint32_t>(ptr + 8, static_cast<uint32_t>(name.size()));
-    VDISK_TRY(write_header_field(8, ptr));
+    VDISK_TRY(write_header_field(kOffBackingName, ptr));
     VDISK_TRY(file_->sync());
     if (name.empty()) h_.backing_name.reset();
     else h_.backing_name = name;
@@ -331,38 +330,28 @@ namespace vdisk::qcow2 {
 Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
     std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
-    const uint64_t name_off = util::load_be<uint64_t>(&c0[8]);
-    const uint32_t name_len = util::load_be<uint32_t>(&c0[16]);
-    size_t ext_end = name_off && name_off < c0.size() ? static_cast<size_t>(name_off) : c0.size();
-    std::vector<uint8_t> exts;
-    size_t p = h_.header_length;
-    while (p + 8 <= ext_end) {
-        uint32_t type = util::load_be<uint32_t>(&c0[p]);
-        uint32_t len = util::load_be<uint32_t>(&c0[p + 4]);
-        if (type == kExtEnd) break;
-        size_t padded = (size_t(len) + 7) & ~size_t(7);
-        if (padded > ext_end - p - 8) return corrupt_at("header extension " + hex(type) + " runs past the header", p);
-        if (!(version == 2 && type == kExtFeatureTable))
-            exts.insert(exts.end(), c0.begin() + p, c0.begin() + p + 8 + padded);
-        p += 8 + padded;
-    }
+    const uint64_t name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
+    const uint32_t name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
+    size_t p = 0;
+    VDISK_ASSIGN(std::vector<uint8_t> exts,
+                 kept_extensions(c0, h_.header_length, version == 2 ? kExtFeatureTable : kExtEnd, p));
     std::string name;
     if (name_off) name.assign(reinterpret_cast<const char*>(&c0[name_off]), name_len);
     const uint32_t hlen = version == 3 ? kHeaderV3Length : kHeaderV2Length;
-    std::vector<uint8_t> out(c0.begin(), c0.begin() + kHeaderV2Length);
-    out.resize(hlen, 0);
-    util::store_be<uint32_t>(&out[4], version);
-    if (version == 3) {
-        util::store_be<uint64_t>(&out[72], h_.incompat);
-        util::store_be<uint64_t>(&out[80], compat);
-        util::store_be<uint64_t>(&out[88], h_.autoclear);
-        util::store_be<uint32_t>(&out[96], h_.refcount_order);
-        util::store_be<uint32_t>(&out[100], hlen);
-        out[104] = h_.compression;
-    }
+    HeaderV3 hv{};  // the version 2 fields as they are; version 3 adds the rest (the fields past 72 bytes)
+    std::memcpy(&hv.v2, c0.data(), sizeof hv.v2);
+    hv.v2.version = version;
+    hv.incompatible_features = h_.incompat;
+    hv.compatible_features = compat;
+    hv.autoclear_features = h_.autoclear;
+    hv.refcount_order = h_.refcount_order;
+    hv.header_length = hlen;
+    hv.compression_type = h_.compression;
+    std::vector<uint8_t> out(hlen);
+    std::memcpy(out.data(), &hv, hlen);
     out.insert(out.end(), exts.begin(), exts.end());
     out.resize(out.size() + 8, 0);
-    util::store_be<uint64_t>(&out[8], name.empty() ? 0 : out.size());
+    util::store_be<uint64_t>(&out[kOffBackingName], name.empty() ? 0 : out.size());
     out.insert(out.end(), name.begin(), name.end());
     if (out.size() > cluster_size_)
         return make_error(ErrorCode::invalid_argument, "the new header does not fit the header cluster");
@@ -433,7 +422,7 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
         for (auto& s : snapshots_) {
             std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{s.l1_size} * 8));
             if (!util::range_within(s.l1_offset, raw.size(), file_size_))
-                return corrupt_at("snapshot L1 table is invalid", s.entry_offset);
+                return make_error(ErrorCode::corrupt, "snapshot L1 table is invalid").at(s.entry_offset);
             if (!raw.empty()) VDISK_TRY(read_exact(*file_, s.l1_offset, raw, "snapshot L1 table"));
             std::vector<uint64_t> l1(s.l1_size);
             for (size_t i = 0; i < l1.size(); ++i) l1[i] = util::load_be<uint64_t>(&raw[i * 8]);

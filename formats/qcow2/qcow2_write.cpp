@@ -11,6 +11,7 @@
 #include "util/bytes.hpp"
 #include "util/checked.hpp"
 #include "util/endian.hpp"
+#include "util/units.hpp"
 
 namespace vdisk::qcow2 {
 
@@ -22,11 +23,8 @@ constexpr uint64_t kAllZero = 0xffffffffull << 32;      // extended L2: every su
 Result<uint64_t> Qcow2Device::ensure_l2(uint64_t l1i) {
     if (l1i >= l1_.size())
         return make_error(ErrorCode::out_of_range, "L1 index " + std::to_string(l1i) + " beyond the L1 table");
-    uint64_t off = l1_[l1i] & kOffsetMask;
+    VDISK_ASSIGN(uint64_t off, l2_offset(l1i));
     if (off) {
-        if (!util::is_aligned(off, cluster_size_) || !util::range_within(off, cluster_size_, file_size_))
-            return corrupt_at("L1 entry " + std::to_string(l1i) + " points to invalid L2 table " + hex(off),
-                              l1_offset_ + l1i * 8);
         if (!(l1_[l1i] & kFlagCopied)) {
             VDISK_ASSIGN(uint64_t rc, get_refcount(off / cluster_size_));
             if (rc != 1) return cow_l2(l1i, off);
@@ -118,8 +116,8 @@ Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8
             if (rc != 1) in_place[i] = false;
         }
         if (in_place[i] && host >= file_size_)
-            return corrupt_at("L2 entry " + hex(old[i].word) + " points past the end of the file",
-                              l2off + (first + i) * entry_bytes_);
+            return make_error(ErrorCode::corrupt, "L2 entry " + hex(old[i].word) + " points past the end of the file")
+                .at(l2off + (first + i) * entry_bytes_);
     }
     auto cluster_bytes = [&](uint64_t i, uint64_t n) -> std::span<const uint8_t> {
         uint64_t a = i * cluster_size_;
@@ -172,32 +170,22 @@ Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8
     return ok();
 }
 
+// Whole clusters (the generic layer aligns to write_granularity; the last may be partial), one L2 table's worth
+// at a time.
 Status Qcow2Device::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     VDISK_TRY(refuse_if_needed());
-    uint64_t vc = offset >> h_.cluster_bits;
-    while (!buf.empty()) {
-        uint64_t n = std::min<uint64_t>(l2_entries_ - vc % l2_entries_,
-                                        util::div_round_up(buf.size(), cluster_size_));
-        auto part = buf.first(static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, buf.size())));
-        VDISK_TRY(write_run(vc, n, part));
-        buf = buf.subspan(part.size());
-        vc += n;
-    }
-    return ok();
+    return util::for_each_unit(offset, buf.size(), l2_entries_ * cluster_size_, [&](const util::UnitPiece& p) {
+        return write_run((offset + p.done) >> h_.cluster_bits, util::div_round_up(p.length, cluster_size_),
+                         buf.subspan(static_cast<size_t>(p.done), static_cast<size_t>(p.length)));
+    });
 }
 
 Status Qcow2Device::preallocate(bool full_zero, bool falloc) {
-    uint64_t clusters = util::div_round_up(size(), cluster_size_);
-    for (uint64_t vc = 0; vc < clusters;) {
-        uint64_t n = std::min<uint64_t>(l2_entries_ - vc % l2_entries_, clusters - vc);
-        if (full_zero) {
-            std::vector<uint8_t> zero(static_cast<size_t>(n * cluster_size_), 0);
-            VDISK_TRY(write_run(vc, n, zero));
-        } else {
-            VDISK_TRY(write_run(vc, n, {}));
-        }
-        vc += n;
-    }
+    const uint64_t clusters = util::div_round_up(size(), cluster_size_);
+    VDISK_TRY(util::for_each_unit(0, clusters, l2_entries_, [&](const util::UnitPiece& p) {
+        std::vector<uint8_t> zero(full_zero ? static_cast<size_t>(p.length * cluster_size_) : 0, 0);
+        return write_run(p.done, p.length, zero);  // empty: allocate without writing data
+    }));
     if (falloc) VDISK_TRY(file_->allocate(0, file_size_));
     return ok();
 }
@@ -208,19 +196,15 @@ Status Qcow2Device::zero_or_discard(uint64_t offset, uint64_t len, bool discard,
     bool has_backing = h_.backing_name.has_value() || backing() != nullptr;
     bool v3 = h_.version >= 3;
     if (!discard && !v3 && has_backing) return BlockDevice::do_write_zeroes(offset, len, may_unmap);
-    uint64_t vc = offset >> h_.cluster_bits;
-    uint64_t end_vc = util::div_round_up(offset + len, cluster_size_);
-    while (vc < end_vc) {
-        uint64_t l1i = vc / l2_entries_;
-        uint64_t n = std::min<uint64_t>(l2_entries_ - vc % l2_entries_, end_vc - vc);
+    const uint64_t first_vc = offset >> h_.cluster_bits;
+    const uint64_t clusters = util::div_round_up(offset + len, cluster_size_) - first_vc;
+    const bool need_marks = !discard && v3 && has_backing;
+    // One L2 table's worth of clusters at a time.
+    return util::for_each_unit(first_vc, clusters, l2_entries_, [&](const util::UnitPiece& piece) -> Status {
+        const uint64_t l1i = piece.index, first = piece.in_unit, n = piece.length;
         uint64_t l2off = l1i < l1_.size() ? (l1_[l1i] & kOffsetMask) : 0;
-        bool need_marks = !discard && v3 && has_backing;
-        if (l2off == 0 && !need_marks) {
-            vc += n;
-            continue;
-        }
+        if (l2off == 0 && !need_marks) return ok();
         VDISK_ASSIGN(l2off, ensure_l2(l1i));
-        uint64_t first = vc % l2_entries_;
         std::vector<L2Entry> old(static_cast<size_t>(n));
         std::vector<bool> drop(static_cast<size_t>(n));
         {
@@ -252,9 +236,8 @@ Status Qcow2Device::zero_or_discard(uint64_t offset, uint64_t len, bool discard,
         VDISK_TRY(store_l2(l2off, first, n));
         for (uint64_t i = 0; i < n; ++i)
             if (drop[i]) VDISK_TRY(release(old[i]));
-        vc += n;
-    }
-    return ok();
+        return ok();
+    });
 }
 
 Status Qcow2Device::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -264,6 +265,15 @@ private:
     static constexpr size_t kReadAhead = 256 << 10;
 
     Result<size_t> read_small(uint64_t offset, std::span<uint8_t> buf) {
+        // A random read (neither where the last one ended nor inside the window) goes to pread without taking
+        // the lock: small random reads from several threads must not queue behind one another. The hints are
+        // read unlocked; a stale one only sends a read down the other path, which is just as correct.
+        const auto relaxed = std::memory_order_relaxed;
+        if (offset != last_end_.load(relaxed) &&
+            (offset < win_start_.load(relaxed) || offset >= win_end_.load(relaxed))) {
+            last_end_.store(offset + buf.size(), relaxed);
+            return read_direct(offset, buf);
+        }
         std::unique_lock lock(ra_mu_);
         auto serve = [&]() -> std::optional<size_t> {
             if (ra_.empty() || offset < ra_start_ || offset - ra_start_ >= ra_.size()) return std::nullopt;
@@ -271,16 +281,16 @@ private:
             size_t n = std::min(buf.size(), ra_.size() - at);
             if (n < buf.size() && ra_.size() == kReadAhead) return std::nullopt;  // crosses the window's end
             std::memcpy(buf.data(), ra_.data() + at, n);
-            last_end_ = offset + n;
+            last_end_.store(offset + n, relaxed);
             return n;
         };
         if (auto n = serve()) return *n;
-        if (offset != last_end_) {  // not sequential: no read-ahead
-            last_end_ = offset + buf.size();
-            // Random small reads from several threads must not queue behind one another's pread.
+        if (offset != last_end_.load(relaxed)) {  // not sequential: no read-ahead
+            last_end_.store(offset + buf.size(), relaxed);
             lock.unlock();
             return read_direct(offset, buf);
         }
+        win_end_.store(0, relaxed);
         ra_.resize(kReadAhead);
         auto got = read_direct(offset, ra_);
         if (!got) {
@@ -289,6 +299,8 @@ private:
         }
         ra_.resize(*got);
         ra_start_ = offset;
+        win_start_.store(offset, relaxed);
+        win_end_.store(offset + *got, relaxed);
         if (auto n = serve()) return *n;
         return size_t{0};
     }
@@ -302,9 +314,12 @@ private:
     std::shared_ptr<LockTable> locks_;
     std::mutex ra_mu_, wb_mu_;
     uint64_t wb_lo_ = UINT64_MAX, wb_hi_ = 0, wb_pending_ = 0;
-    std::vector<uint8_t> ra_;
+    std::vector<uint8_t> ra_;  // the read-ahead window, under ra_mu_
     uint64_t ra_start_ = 0;
-    uint64_t last_end_ = UINT64_MAX;
+    // Unlocked hints for read_small: where the last small read ended and what the window covers. Their own
+    // cache line: every reader writes last_end_.
+    alignas(64) std::atomic<uint64_t> last_end_{UINT64_MAX};
+    std::atomic<uint64_t> win_start_{0}, win_end_{0};
 };
 
 // QEMU's image locking protocol (block/file-posix.c): one byte per permission at 100 + bit says "I hold it",
