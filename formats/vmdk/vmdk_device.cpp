@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// VMDK device: reads and writes through flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse),
-// the one-pass streamOptimized writer, block status and info.
+// VMDK device: the map of flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse) that the generic
+// layer reads through, writes, the one-pass streamOptimized writer and info.
 #include <algorithm>
 #include <cstring>
 
@@ -176,7 +176,7 @@ Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
     return g;
 }
 
-// Reading ------------------------------------------------------------------------------------------------
+// Reading (map first) -------------------------------------------------------------------------------------
 
 Result<std::pair<uint64_t, uint64_t>> VmdkDevice::compressed_bytes(size_t ei, uint64_t gi, uint64_t host) {
     DiskExtent& e = extents_[ei];
@@ -188,173 +188,79 @@ Result<std::pair<uint64_t, uint64_t>> VmdkDevice::compressed_bytes(size_t ei, ui
     uint64_t len = util::load_le<uint32_t>(head + 8);
     uint64_t data_at = host + kGrainMarkerHead;
     if (len == 0 || len > cap)
-        return corrupt_at("compressed grain " + std::to_string(gi) + " has size " + std::to_string(len), host);
+        return make_error(ErrorCode::corrupt, "compressed grain " + std::to_string(gi) + " has size " +
+                                                  std::to_string(len)).at(host);
     if (!util::range_within(data_at, len, e.file_size))
-        return corrupt_at("compressed grain " + std::to_string(gi) + " of " + std::to_string(len) +
-                              " bytes runs past the end of the file (" + hex(e.file_size) + ")",
-                          host);
+        return make_error(ErrorCode::corrupt, "compressed grain " + std::to_string(gi) + " of " + std::to_string(len) +
+                                                  " bytes runs past the end of the file (" + hex(e.file_size) + ")")
+            .at(host);
     return std::pair{data_at, len};
 }
 
-// A grain may inflate to less than a grain (qemu accepts that); the rest reads as zeros.
-static Status inflate_grain(std::span<const uint8_t> in, std::span<uint8_t> grain, const std::string& what,
-                            uint64_t host) {
-    size_t produced = 0;
-    if (!util::inflate_into(in, grain, false, &produced)) return corrupt_at(what + " does not inflate", host);
-    std::memset(grain.data() + produced, 0, grain.size() - produced);
-    return ok();
-}
-
-Status VmdkDevice::read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain) {
-    DiskExtent& e = extents_[ei];
-    uint64_t key = (static_cast<uint64_t>(ei) << 48) ^ gi;
-    {
-        std::lock_guard lock(zgrain_mu_);
-        if (zkey_ == key && zgrain_.size() == grain.size()) {
-            std::memcpy(grain.data(), zgrain_.data(), grain.size());
-            return ok();
-        }
-    }
-    VDISK_ASSIGN(auto where, compressed_bytes(ei, gi, host));
-    std::vector<uint8_t> in(where.second);
-    VDISK_TRY(read_exact(*e.file, where.first, in, "compressed grain"));
-    VDISK_TRY(inflate_grain(in, grain, "compressed grain " + std::to_string(gi), host));
-    std::lock_guard lock(zgrain_mu_);
-    zkey_ = key;
-    zgrain_.assign(grain.begin(), grain.end());
-    return ok();
-}
-
+// Flat extents are one run of their file and ZERO extents zeros. In a sparse extent a compressed grain is one
+// unit (not past its extent, whose end need not be a grain multiple); following grains of the same state (data:
+// back to back in the file) make one run, within a bounded walk.
 Result<StoredExtent> VmdkDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
-    size_t ei = find_extent(offset);
-    DiskExtent& e = extents_[ei];
-    if (e.kind == StoreKind::hosted && e.compressed) {
-        uint64_t gi = (offset - e.start) / e.grain;
-        VDISK_ASSIGN(GrainState g, lookup(ei, gi));
-        if (g.kind == GrainState::compressed) {
-            VDISK_ASSIGN(auto where, compressed_bytes(ei, gi, g.host));
-            StoredExtent s;
-            s.kind = StoredKind::compressed;
-            s.offset = e.start + gi * e.grain;
-            s.length = e.grain;
-            s.file = e.file;
-            s.host_offset = where.first;
-            s.host_length = where.second;
-            return s;
-        }
+    const size_t ei = find_extent(offset);
+    const DiskExtent& e = extents_[ei];
+    const uint64_t rel = offset - e.start;
+    const uint64_t limit = std::min(max_len, e.length - rel);
+    StoredExtent s;
+    s.offset = offset;
+    s.length = limit;
+    if (e.kind == StoreKind::flat || e.kind == StoreKind::zero) {
+        s.kind = e.kind == StoreKind::flat ? StoredKind::data : StoredKind::zero;
+        s.file = e.file;
+        s.host_offset = e.flat_offset + rel;
+        return s;
     }
-    // Everything else as block_status says it (which never merges a compressed grain into another range).
-    return BlockDevice::do_map_stored(offset, max_len);
+    const uint64_t gi = rel / e.grain;
+    VDISK_ASSIGN(GrainState first, lookup(ei, gi));
+    s.file = e.file;
+    if (first.kind == GrainState::compressed) {
+        VDISK_ASSIGN(auto where, compressed_bytes(ei, gi, first.host));
+        s.kind = StoredKind::compressed;
+        s.offset = e.start + gi * e.grain;
+        s.length = std::min(e.grain, e.length - gi * e.grain);
+        s.host_offset = where.first;
+        s.host_length = where.second;
+        return s;
+    }
+    s.kind = first.kind == GrainState::data   ? StoredKind::data
+             : first.kind == GrainState::zero ? StoredKind::zero
+                                              : StoredKind::unallocated;
+    s.host_offset = first.host + rel % e.grain;
+    s.length = std::min(limit, e.grain - rel % e.grain);
+    uint64_t next = gi + 1;
+    for (unsigned steps = 0; s.length < limit && steps < 65536; ++steps) {
+        // A grain table the directory does not name is a table's worth of unallocated grains: one step.
+        const uint64_t gt = next / e.gtes_per_gt;
+        uint64_t grains = 1;
+        if (first.kind == GrainState::unallocated && next % e.gtes_per_gt == 0 &&
+            !(stream_writer_ && gt == stream_gt_) && (gt >= e.gd.size() || e.gd[gt] == 0)) {
+            grains = e.gtes_per_gt;
+        } else {
+            VDISK_ASSIGN(GrainState g, lookup(ei, next));
+            if (g.kind != first.kind || (g.kind == GrainState::data && g.host != first.host + e.grain * (next - gi)))
+                break;
+        }
+        s.length = std::min(limit, s.length + grains * e.grain);
+        next += grains;
+    }
+    return s;
 }
 
+// A grain may inflate to less than a grain (qemu accepts that); the rest reads as zeros.
 Status VmdkDevice::inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                                 std::span<uint8_t> out) const {
     if (unit.kind != StoredKind::compressed || out.size() != unit.length)
         return make_error(ErrorCode::invalid_argument, "vmdk: inflate_unit needs one compressed grain");
-    return inflate_grain(stored, out, "compressed grain at virtual offset " + hex(unit.offset), unit.host_offset);
-}
-
-Status VmdkDevice::read_sparse(size_t ei, uint64_t rel, std::span<uint8_t> buf) {
-    DiskExtent& e = extents_[ei];
-    std::vector<uint8_t> tmp;
-    size_t done = 0;
-    while (done < buf.size()) {
-        uint64_t pos = rel + done;
-        uint64_t gi = pos / e.grain;
-        uint64_t in_grain = pos % e.grain;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.grain - in_grain));
-        auto out = buf.subspan(done, n);
-        VDISK_ASSIGN(GrainState g, lookup(ei, gi));
-        switch (g.kind) {
-            case GrainState::unallocated:
-                VDISK_TRY(read_from_backing(e.start + pos, out));
-                break;
-            case GrainState::zero:
-                std::memset(out.data(), 0, n);
-                break;
-            case GrainState::data:
-                VDISK_TRY(read_zero_fill(*e.file, g.host + in_grain, out));
-                break;
-            case GrainState::compressed:
-                tmp.resize(e.grain);
-                VDISK_TRY(read_compressed(ei, gi, g.host, tmp));
-                std::memcpy(out.data(), tmp.data() + in_grain, n);
-                break;
-        }
-        done += n;
-    }
+    size_t produced = 0;
+    if (!util::inflate_into(stored, out, false, &produced))
+        return make_error(ErrorCode::corrupt, "compressed grain at virtual offset " + hex(unit.offset) +
+                                                  " does not inflate").at(unit.host_offset);
+    std::memset(out.data() + produced, 0, out.size() - produced);
     return ok();
-}
-
-Status VmdkDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
-    size_t done = 0;
-    while (done < buf.size()) {
-        uint64_t pos = offset + done;
-        size_t ei = find_extent(pos);
-        DiskExtent& e = extents_[ei];
-        uint64_t rel = pos - e.start;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
-        auto out = buf.subspan(done, n);
-        switch (e.kind) {
-            case StoreKind::flat:
-                VDISK_TRY(read_zero_fill(*e.file, e.flat_offset + rel, out));
-                break;
-            case StoreKind::zero:
-                std::memset(out.data(), 0, n);
-                break;
-            default:
-                VDISK_TRY(read_sparse(ei, rel, out));
-        }
-        done += n;
-    }
-    return ok();
-}
-
-Result<Extent> VmdkDevice::do_block_status(uint64_t offset, uint64_t max_len) {
-    size_t ei = find_extent(offset);
-    DiskExtent& e = extents_[ei];
-    uint64_t rel = offset - e.start;
-    uint64_t limit = std::min(max_len, e.length - rel);
-    Extent x;
-    x.offset = offset;
-    if (e.kind == StoreKind::flat) {
-        x.kind = ExtentKind::data;
-        x.length = limit;
-        x.file = e.file;
-        x.host_offset = e.flat_offset + rel;
-        return x;
-    }
-    if (e.kind == StoreKind::zero) {
-        x.kind = ExtentKind::zero;
-        x.length = limit;
-        return x;
-    }
-    uint64_t gi = rel / e.grain;
-    VDISK_ASSIGN(GrainState first, lookup(ei, gi));
-    uint64_t len = std::min(limit, e.grain - rel % e.grain);
-    // Coalesce following grains of the same kind (and, for data, contiguous in the file); bounded work.
-    for (unsigned steps = 0; len < limit && steps < 65536; ++steps) {
-        VDISK_ASSIGN(GrainState g, lookup(ei, gi + 1 + steps));
-        if (g.kind != first.kind) break;
-        if (g.kind == GrainState::data && g.host != first.host + e.grain * (steps + 1)) break;
-        if (g.kind == GrainState::compressed) break;
-        len = std::min(limit, len + e.grain);
-    }
-    x.length = len;
-    switch (first.kind) {
-        case GrainState::unallocated: x.kind = ExtentKind::unallocated; break;
-        case GrainState::zero: x.kind = ExtentKind::zero; break;
-        case GrainState::data:
-            x.kind = ExtentKind::data;
-            x.file = e.file;
-            x.host_offset = first.host + rel % e.grain;
-            break;
-        case GrainState::compressed:
-            x.kind = ExtentKind::data;
-            x.compressed = true;
-            break;
-    }
-    return x;
 }
 
 // Writing ------------------------------------------------------------------------------------------------
@@ -711,7 +617,6 @@ Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compresse
     stream_end_ += total;
     e.file_size = stream_end_;
     stream_next_grain_ = gi + 1;
-    zkey_ = UINT64_MAX;
     return ok();
 }
 

@@ -132,12 +132,10 @@ public:
     }
 
 protected:
-    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_flush() override;
     Status do_close() override;
     Status do_resize(uint64_t new_size) override;
-    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing_identity(BlockDevice& backing) override;
@@ -146,8 +144,6 @@ protected:
 private:
     size_t find_extent(uint64_t offset) const;
     Result<const std::vector<uint64_t>*> table(size_t ei, uint64_t gt);
-    Status read_sparse(size_t ei, uint64_t rel, std::span<uint8_t> buf);
-    Status read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain);
     /// Where the deflate stream of compressed grain `gi` (entry pointing at `host`) lies: {offset, length}.
     Result<std::pair<uint64_t, uint64_t>> compressed_bytes(size_t ei, uint64_t gi, uint64_t host);
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
@@ -168,10 +164,9 @@ private:
     bool cid_updated_ = false;
     Status update_cid();
     // Concurrent readers (see BlockDevice) share the grain-table cache: lookup() holds meta_mu_ while it finds
-    // or loads a table and reads one entry; grain data is read outside it. The last inflated grain has its own
-    // lock. Writers hold the device exclusively.
+    // or loads a table and reads one entry; grain data is read outside it (by the generic layer). Writers hold
+    // the device exclusively.
     std::mutex meta_mu_;
-    std::mutex zgrain_mu_;
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
     Charge gt_charge_;
@@ -180,9 +175,6 @@ private:
     // drops tables, and on flush/close; the grains they point to are always written first.
     uint64_t dirty_key_ = UINT64_MAX;
     uint64_t dirty_lo_ = 0, dirty_hi_ = 0;
-    // The last decompressed grain (streamOptimized reads are mostly sequential).
-    uint64_t zkey_ = UINT64_MAX;
-    std::vector<uint8_t> zgrain_;
     // One-pass streamOptimized writer state.
     bool stream_writer_ = false;
     bool stream_done_ = false;
