@@ -92,7 +92,6 @@ struct DiskExtent {
 };
 
 /// A VMDK: a descriptor plus extents laid end to end.
-Result<CheckResult> check_vmdk(BlockDevice& dev);
 
 class VmdkDevice final : public BlockDevice {
 public:
@@ -117,8 +116,6 @@ public:
 
     const Descriptor& descriptor() const { return desc_; }
     std::vector<DiskExtent>& extents() { return extents_; }
-    /// State of grain `gi` of extent `ei` (reads the grain table through the cache).
-    Result<GrainState> lookup(size_t ei, uint64_t gi);
     /// Turn this freshly created streamOptimized device into a one-pass writer (file end at `end`).
     void start_stream(uint64_t end);
     /// Accept a parent whose CID differs from parentCID (OpenOptions::force_parent_mismatch).
@@ -139,10 +136,13 @@ protected:
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing_identity(BlockDevice& backing) override;
-    Result<CheckResult> do_check(RepairMode) override { return check_vmdk(*this); }
+    /// Structure only (vmdk_check.cpp); repairs nothing.
+    Result<CheckResult> do_check(RepairMode) override;
 
 private:
     size_t find_extent(uint64_t offset) const;
+    /// State of grain `gi` of extent `ei` (reads the grain table through the cache).
+    Result<GrainState> lookup(size_t ei, uint64_t gi);
     Result<const std::vector<uint64_t>*> table(size_t ei, uint64_t gt);
     /// Where the deflate stream of compressed grain `gi` (entry pointing at `host`) lies: {offset, length}.
     Result<std::pair<uint64_t, uint64_t>> compressed_bytes(size_t ei, uint64_t gi, uint64_t host);
@@ -189,7 +189,5 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
 /// Create a VMDK (every subformat) and return it open read-write.
 Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx);
 Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSource& src);
-/// Consistency check of a device opened by this backend.
-Result<CheckResult> check_vmdk(BlockDevice& dev);
 
 }  // namespace vdisk::vmdk
