@@ -283,7 +283,7 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         e.length = size;
         extents.push_back(std::move(e));
         files.push_back(std::move(f));
-        auto dev = std::make_unique<VmdkDevice>(size, false, std::move(d), std::move(files), std::move(extents),
+        auto dev = std::make_unique<VmdkDevice>(size, false, VmdkParts{std::move(d), std::move(files), std::move(extents)},
                                                 ctx.limits());
         if (p.stream) dev->start_stream(dev->extents().front().file_size);
         return std::unique_ptr<BlockDevice>(std::move(dev));
@@ -327,7 +327,7 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
     std::string text = render_descriptor(d);
     VDISK_TRY(files.front()->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
     return std::unique_ptr<BlockDevice>(
-        new VmdkDevice(size, false, std::move(d), std::move(files), std::move(extents), ctx.limits()));
+        new VmdkDevice(size, false, VmdkParts{std::move(d), std::move(files), std::move(extents)}, ctx.limits()));
 }
 
 }  // namespace vdisk::vmdk

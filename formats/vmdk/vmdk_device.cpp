@@ -17,21 +17,17 @@ uint64_t gte_bytes(const DiskExtent& e) { return e.kind == StoreKind::sesparse ?
 uint64_t gt_bytes(const DiskExtent& e) { return e.gtes_per_gt * gte_bytes(e); }
 uint64_t gt_sectors(const DiskExtent& e) { return util::div_round_up(gt_bytes(e), kSector); }
 
-Error corrupt_at(std::string msg, uint64_t offset) {
-    Error e = make_error(ErrorCode::corrupt, std::move(msg));
-    e.offset = offset;
-    return e;
-}
-
 }  // namespace
 
-VmdkDevice::VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
-                       std::vector<DiskExtent> extents, const Limits& limits)
+VmdkDevice::VmdkDevice(uint64_t size, bool read_only, VmdkParts parts, const Limits& limits)
     : BlockDevice(size, read_only),
-      desc_(std::move(desc)),
-      files_(std::move(files)),
-      extents_(std::move(extents)),
-      limits_(limits) {}
+      desc_(std::move(parts.desc)),
+      files_(std::move(parts.files)),
+      extents_(std::move(parts.extents)),
+      limits_(limits),
+      desc_file_(parts.desc_file),
+      desc_at_(parts.desc_at),
+      desc_room_(parts.desc_room) {}
 
 std::vector<File*> VmdkDevice::files() const {
     std::vector<File*> out;
@@ -66,9 +62,8 @@ Status VmdkDevice::check_backing_identity(BlockDevice& backing) {
     }
     if (!parent_cid || *parent_cid == desc_.parent_cid) return ok();
     // A wrong parent means the child's grains were written against other data: reading would mix disks.
-    Error e = make_error(ErrorCode::corrupt, "parentCID " + hex(desc_.parent_cid) + " does not match the parent's CID " +
-                                                 hex(*parent_cid) + " (use force to open anyway)");
-    return e;
+    return make_error(ErrorCode::corrupt, "parentCID " + hex(desc_.parent_cid) + " does not match the parent's CID " +
+                                              hex(*parent_cid) + " (use force to open anyway)");
 }
 
 size_t VmdkDevice::find_extent(uint64_t offset) const {
@@ -89,25 +84,23 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
     if (auto it = gt_cache_.find(key); it != gt_cache_.end()) return &it->second;
 
     uint64_t off = 0;
-    uint64_t gd_entry_at = e.gd_offset + gt * (e.kind == StoreKind::sesparse ? 8 : 4);
+    const uint64_t gd_entry_at = e.gd_offset + gt * gte_bytes(e);
     if (e.kind == StoreKind::sesparse) {
         // seSparse GD entries are tagged: 0x1 in the top nibble, the grain table's index in the low 32 bits.
         if ((entry & 0xffffffff00000000ull) != 0x1000000000000000ull)
-            return corrupt_at("grain directory entry " + hex(entry) + " of seSparse extent '" + e.name +
-                                  "' has an unknown type", gd_entry_at);
+            return make_error(ErrorCode::corrupt, "grain directory entry " + hex(entry) + " of seSparse extent '" +
+                                                      e.name + "' has an unknown type").at(gd_entry_at);
         auto o = util::mul<uint64_t>(entry & 0xffffffffull, gt_bytes(e));
         auto o2 = o ? util::add<uint64_t>(*o, e.se_gt_base) : std::nullopt;
-        if (!o2) return corrupt_at("grain table index overflows", gd_entry_at);
+        if (!o2) return make_error(ErrorCode::corrupt, "grain table index overflows").at(gd_entry_at);
         off = *o2;
     } else {
-        auto o = util::mul<uint64_t>(entry, kSector);
-        if (!o) return corrupt_at("grain table offset overflows", gd_entry_at);
-        off = *o;
+        off = entry * kSector;  // entry < 2^32: no overflow
     }
     if (!util::range_within(off, gt_bytes(e), e.file_size))
-        return corrupt_at("grain table " + std::to_string(gt) + " at " + hex(off) + " of extent '" + e.name +
-                              "' lies past the end of the file (" + hex(e.file_size) + ")",
-                          gd_entry_at);
+        return make_error(ErrorCode::corrupt, "grain table " + std::to_string(gt) + " at " + hex(off) + " of extent '" +
+                                                  e.name + "' lies past the end of the file (" + hex(e.file_size) + ")")
+            .at(gd_entry_at);
     std::vector<uint8_t> raw(gt_bytes(e));
     VDISK_TRY(read_exact(*e.file, off, raw, "grain table"));
     std::vector<uint64_t> t(e.gtes_per_gt);

@@ -91,12 +91,23 @@ struct DiskExtent {
     Charge charge;                // the directories' memory, on the image's budget
 };
 
-/// A VMDK: a descriptor plus extents laid end to end.
+/// What a VmdkDevice is made of; the opener and create fill it in.
+struct VmdkParts {
+    Descriptor desc;
+    std::vector<std::unique_ptr<File>> files;  // the first is the main file
+    std::vector<DiskExtent> extents;           // laid end to end from virtual offset 0
+    // Where the descriptor text lives, so the first write can give the image a new CID (children then notice
+    // that their parent changed). Null: nowhere to update; room == 0: a descriptor file of its own that may
+    // change length.
+    File* desc_file = nullptr;
+    uint64_t desc_at = 0;
+    uint64_t desc_room = 0;
+};
 
+/// A VMDK: a descriptor plus extents laid end to end.
 class VmdkDevice final : public BlockDevice {
 public:
-    VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
-               std::vector<DiskExtent> extents, const Limits& limits);
+    VmdkDevice(uint64_t size, bool read_only, VmdkParts parts, const Limits& limits);
     ~VmdkDevice() override {
         // Best effort for a caller that never flushed or closed; close() reports errors properly.
         if (dirty_key_ != UINT64_MAX) (void)write_back_gt();
@@ -118,15 +129,6 @@ public:
     std::vector<DiskExtent>& extents() { return extents_; }
     /// Turn this freshly created streamOptimized device into a one-pass writer (file end at `end`).
     void start_stream(uint64_t end);
-    /// Accept a parent whose CID differs from parentCID (OpenOptions::force_parent_mismatch).
-    void set_force_parent(bool force) { force_parent_ = force; }
-    /// Where the descriptor text lives, so the first write can give the image a new CID (children then notice
-    /// that their parent changed). room == 0: a descriptor file of its own that may change length.
-    void set_descriptor_location(File* file, uint64_t at, uint64_t room) {
-        desc_file_ = file;
-        desc_at_ = at;
-        desc_room_ = room;
-    }
 
 protected:
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
@@ -157,7 +159,6 @@ private:
     std::vector<std::unique_ptr<File>> files_;
     std::vector<DiskExtent> extents_;
     Limits limits_;
-    bool force_parent_ = false;
     File* desc_file_ = nullptr;
     uint64_t desc_at_ = 0;
     uint64_t desc_room_ = 0;
