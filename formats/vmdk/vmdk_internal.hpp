@@ -126,7 +126,6 @@ public:
                         std::span<uint8_t> out) const override;
 
     const Descriptor& descriptor() const { return desc_; }
-    std::vector<DiskExtent>& extents() { return extents_; }
     /// Turn this freshly created streamOptimized device into a one-pass writer (file end at `end`).
     void start_stream(uint64_t end);
 
