@@ -312,10 +312,7 @@ Status VmdkDevice::write_back_gt() {
 }
 
 Status VmdkDevice::write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf) {
-    DiskExtent& e = extents_[ei];
-    if (e.kind != StoreKind::hosted || e.compressed)
-        return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
-                                                      (e.compressed ? " compressed" : "") + " extent is not supported");
+    DiskExtent& e = extents_[ei];  // hosted, not compressed (do_write checked)
     size_t done = 0;
     std::vector<uint8_t> grain;
     while (done < buf.size()) {
@@ -383,36 +380,30 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     if (stream_writer_) {
         const DiskExtent& e = extents_.front();
         for (uint64_t done = 0; done < buf.size(); done += e.grain) {
-            uint64_t n = std::min<uint64_t>(e.grain, buf.size() - done);
-            auto chunk = buf.subspan(done, n);
+            auto chunk = buf.subspan(done, std::min<uint64_t>(e.grain, buf.size() - done));
             uint64_t gi = (offset + done) / e.grain;
-            if (util::is_zero(chunk)) {
-                if (gi < stream_next_grain_)
-                    return make_error(ErrorCode::invalid_argument,
-                                      "streamOptimized images are written in one forward pass (grain " +
-                                          std::to_string(gi) + " after " + std::to_string(stream_next_grain_) + ")");
+            if (!util::is_zero(chunk)) {
+                VDISK_ASSIGN(auto z, compress_chunk(chunk));
+                VDISK_TRY(stream_append(gi, z));
+            } else {
+                VDISK_TRY(stream_in_order(gi));
                 stream_next_grain_ = gi + 1;
-                continue;
             }
-            VDISK_ASSIGN(auto z, compress_chunk(chunk));
-            VDISK_TRY(stream_append(gi, z));
         }
         return ok();
     }
-    if (!cid_updated_) {
-        // Refuse before touching the descriptor: a write that cannot happen must not change the CID.
-        for (uint64_t pos = offset; pos < offset + buf.size();) {
-            const DiskExtent& e = extents_[find_extent(pos)];
-            if (e.access != ExtentAccess::rw)
-                return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
-            if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
-                return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
-                                                              (e.compressed ? " compressed" : "") +
-                                                              " extent is not supported");
-            pos = e.start + e.length;
-        }
-        VDISK_TRY(update_cid());
+    // Refuse before touching anything: a write that cannot happen must not change the CID or half the data.
+    for (uint64_t pos = offset; pos < offset + buf.size();) {
+        const DiskExtent& e = extents_[find_extent(pos)];
+        if (e.access != ExtentAccess::rw)
+            return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
+        if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
+            return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
+                                                          (e.compressed ? " compressed" : "") +
+                                                          " extent is not supported");
+        pos = e.start + e.length;
     }
+    if (!cid_updated_) VDISK_TRY(update_cid());
     size_t done = 0;
     while (done < buf.size()) {
         uint64_t pos = offset + done;
@@ -421,8 +412,6 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         uint64_t rel = pos - e.start;
         size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
         auto piece = buf.subspan(done, n);
-        if (e.access != ExtentAccess::rw)
-            return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
         switch (e.kind) {
             case StoreKind::flat:
                 VDISK_TRY(e.file->write_at(e.flat_offset + rel, piece));
@@ -585,13 +574,17 @@ Status VmdkDevice::stream_flush_gt() {
     return ok();
 }
 
+Status VmdkDevice::stream_in_order(uint64_t gi) const {
+    if (gi >= stream_next_grain_) return ok();
+    return make_error(ErrorCode::invalid_argument, "streamOptimized images are written in one forward pass (grain " +
+                                                       std::to_string(gi) + " after " +
+                                                       std::to_string(stream_next_grain_) + ")");
+}
+
 Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compressed) {
     DiskExtent& e = extents_.front();
     if (stream_done_) return make_error(ErrorCode::invalid_argument, "streamOptimized image already finished");
-    if (gi < stream_next_grain_)
-        return make_error(ErrorCode::invalid_argument, "streamOptimized images are written in one forward pass (grain " +
-                                                           std::to_string(gi) + " after " +
-                                                           std::to_string(stream_next_grain_) + ")");
+    VDISK_TRY(stream_in_order(gi));
     uint64_t gt = gi / e.gtes_per_gt;
     if (gt != stream_gt_) {
         VDISK_TRY(stream_flush_gt());

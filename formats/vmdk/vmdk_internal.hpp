@@ -150,6 +150,8 @@ private:
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
     Status set_gte(size_t ei, uint64_t gi, uint32_t value);
     Status write_back_gt();
+    /// invalid_argument when grain `gi` lies before the next grain the one-pass writer can take.
+    Status stream_in_order(uint64_t gi) const;
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
     Status stream_flush_gt();
     Status stream_finish();
