@@ -2,6 +2,7 @@
 // VMDK device: the map of flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse) that the generic
 // layer reads through, writes, the one-pass streamOptimized writer and info.
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "util/bytes.hpp"
@@ -553,20 +554,27 @@ Status VmdkDevice::do_write_compressed_chunk(uint64_t offset, std::span<const ui
     return stream_append(offset / extents_.front().grain, compressed);
 }
 
+// A metadata marker of `type` and the table `entries` (32-bit) after it, whole sectors, appended to the stream.
+// Returns the sector where the table starts.
+Result<uint64_t> VmdkDevice::stream_put_table(uint32_t type, const std::vector<uint64_t>& entries) {
+    DiskExtent& e = extents_.front();
+    const uint64_t sectors = util::div_round_up(entries.size() * 4, kSector);
+    std::vector<uint8_t> buf((1 + sectors) * kSector, 0);
+    util::store_le<uint64_t>(buf.data() + offsetof(Marker, value), sectors);
+    util::store_le<uint32_t>(buf.data() + offsetof(Marker, type), type);
+    for (size_t i = 0; i < entries.size(); ++i)
+        util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(entries[i]));
+    VDISK_TRY(e.file->write_at(stream_end_, buf));
+    const uint64_t at = stream_end_ / kSector + 1;
+    stream_end_ += buf.size();
+    e.file_size = stream_end_;
+    return at;
+}
+
 Status VmdkDevice::stream_flush_gt() {
     if (stream_gt_ == UINT64_MAX) return ok();
-    DiskExtent& e = extents_.front();
-    bool any = std::any_of(stream_entries_.begin(), stream_entries_.end(), [](uint64_t v) { return v != 0; });
-    if (any) {
-        std::vector<uint8_t> buf((1 + gt_sectors(e)) * kSector, 0);
-        util::store_le<uint64_t>(buf.data(), gt_sectors(e));
-        util::store_le<uint32_t>(buf.data() + 12, kMarkerGt);
-        for (uint64_t i = 0; i < e.gtes_per_gt; ++i)
-            util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(stream_entries_[i]));
-        VDISK_TRY(e.file->write_at(stream_end_, buf));
-        e.gd[stream_gt_] = stream_end_ / kSector + 1;
-        stream_end_ += buf.size();
-        e.file_size = stream_end_;
+    if (std::any_of(stream_entries_.begin(), stream_entries_.end(), [](uint64_t v) { return v != 0; })) {
+        VDISK_ASSIGN(extents_.front().gd[stream_gt_], stream_put_table(kMarkerGt, stream_entries_));
         // The table now lives in the file; drop any stale cached copy.
         gt_cache_.erase(stream_gt_);
     }
@@ -609,19 +617,11 @@ Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compresse
 Status VmdkDevice::stream_finish() {
     DiskExtent& e = extents_.front();
     VDISK_TRY(stream_flush_gt());
-    uint64_t gd_sectors = util::div_round_up(e.gd.size() * 4, kSector);
-    std::vector<uint8_t> buf((1 + gd_sectors) * kSector, 0);
-    util::store_le<uint64_t>(buf.data(), gd_sectors);
-    util::store_le<uint32_t>(buf.data() + 12, kMarkerGd);
-    for (size_t i = 0; i < e.gd.size(); ++i)
-        util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(e.gd[i]));
-    uint64_t gd_at = stream_end_ / kSector + 1;
-    VDISK_TRY(e.file->write_at(stream_end_, buf));
-    stream_end_ += buf.size();
+    VDISK_ASSIGN(uint64_t gd_at, stream_put_table(kMarkerGd, e.gd));
     // Footer marker, footer (the header with the real GD offset), end-of-stream marker.
     std::vector<uint8_t> tail(3 * kSector, 0);
-    util::store_le<uint64_t>(tail.data(), 1);
-    util::store_le<uint32_t>(tail.data() + 12, kMarkerFooter);
+    util::store_le<uint64_t>(tail.data() + offsetof(Marker, value), 1);
+    util::store_le<uint32_t>(tail.data() + offsetof(Marker, type), kMarkerFooter);
     SparseExtentHeader footer = e.header;
     footer.gd_offset = gd_at;
     std::memcpy(tail.data() + kSector, &footer, sizeof footer);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // VMDK format: probe, open (sparse headers, text descriptors, extents).
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "util/bytes.hpp"

@@ -153,6 +153,7 @@ private:
     /// invalid_argument when grain `gi` lies before the next grain the one-pass writer can take.
     Status stream_in_order(uint64_t gi) const;
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
+    Result<uint64_t> stream_put_table(uint32_t type, const std::vector<uint64_t>& entries);
     Status stream_flush_gt();
     Status stream_finish();
 
