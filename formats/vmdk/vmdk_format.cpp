@@ -123,8 +123,8 @@ Status load_hosted(DiskExtent& e, const Limits& lim, std::string* desc_text) {
     e.markers = (flags & kFlagMarkers) != 0;
     e.zeroed_gte = (flags & kFlagZeroedGrainGte) != 0;
     if (e.compressed && h.compress_algorithm.value() != kCompressionDeflate)
-        return make_error(ErrorCode::unsupported, "compression algorithm " +
-                                                      std::to_string(h.compress_algorithm.value()) + " is not supported")
+        return make_error(ErrorCode::unsupported,
+                          "compression algorithm " + std::to_string(h.compress_algorithm.value()) + " is not supported")
             .at(offsetof(H, compress_algorithm));
     uint64_t grain_sectors = h.grain_size.value();
     if (!util::is_pow2(grain_sectors))
@@ -165,8 +165,8 @@ Status load_cowd(DiskExtent& e, const Limits& lim) {
     e.kind = StoreKind::cowd;
     uint64_t grain_sectors = h.grain_size.value();
     if (!util::is_pow2(grain_sectors) || grain_sectors > 2048)
-        return make_error(ErrorCode::corrupt, "COWD grain size " + std::to_string(grain_sectors) + " sectors is invalid")
-            .at(offsetof(CowdHeader, grain_size));
+        return make_error(ErrorCode::corrupt, "COWD grain size " + std::to_string(grain_sectors) +
+                                                  " sectors is invalid").at(offsetof(CowdHeader, grain_size));
     e.grain = grain_sectors * kSector;
     e.gtes_per_gt = kCowdGtesPerGt;
     e.capacity = uint64_t(h.num_sectors.value()) * kSector;
