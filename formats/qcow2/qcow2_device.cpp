@@ -54,6 +54,13 @@ void ClusterCache::account() {
     while (!charge_.resize(held_, "metadata cache") && items_.size() > 1) evict_one();
 }
 
+void ClusterCache::clear() {
+    index_.clear();
+    items_.clear();
+    held_ = 0;
+    account();
+}
+
 void ClusterCache::erase(uint64_t key) {
     auto it = index_.find(key);
     if (it == index_.end()) return;

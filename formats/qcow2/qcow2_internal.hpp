@@ -63,6 +63,8 @@ public:
     std::vector<uint8_t>* find(uint64_t key);
     const std::vector<uint8_t>* peek(uint64_t key) const;
     std::vector<uint8_t>& insert(uint64_t key, std::vector<uint8_t> data);
+    /// Drop every cluster (exclusive users only: the structures they cached were rewritten elsewhere).
+    void clear();
 
 private:
     void erase(uint64_t key);

@@ -17,11 +17,19 @@ constexpr uint64_t kGtes = 512;
 constexpr uint64_t kEmbeddedDescSectors = 20;
 constexpr uint64_t kSplitBytes = 2ull << 30;   // split subformats: at most 2 GiB per extent
 
+// What to create: the subformat and the options, checked by make_plan.
 struct Plan {
     std::string subformat;
     bool split = false;
     bool flat = false;
     bool stream = false;
+    bool zeroed_grain = false;
+    std::string adapter;
+    std::string hwversion;
+    std::string tools;
+    std::optional<std::string> backing;
+    uint64_t grain_sectors = kGrainSectors;
+    std::string prealloc = "off";  // flat extents: off, falloc or full
 };
 
 SparseExtentHeader base_header(uint64_t capacity_sectors, uint64_t grain_sectors) {
@@ -197,7 +205,10 @@ Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSourc
     return r;
 }
 
-Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx) {
+namespace {
+
+// The creation options, checked.
+Result<Plan> make_plan(const CreateOptions& opts) {
     Plan p;
     p.subformat = opts.get("subformat").value_or("monolithicSparse");
     if (p.subformat == "monolithicSparse") {
@@ -212,127 +223,139 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
     } else {
         return make_error(ErrorCode::invalid_argument, "unknown subformat '" + p.subformat + "'");
     }
-    std::string adapter = opts.get("adapter_type").value_or("ide");
-    if (adapter != "ide" && adapter != "lsilogic" && adapter != "buslogic" && adapter != "legacyESX")
-        return make_error(ErrorCode::invalid_argument, "unknown adapter_type '" + adapter + "'");
+    p.adapter = opts.get("adapter_type").value_or("ide");
+    if (p.adapter != "ide" && p.adapter != "lsilogic" && p.adapter != "buslogic" && p.adapter != "legacyESX")
+        return make_error(ErrorCode::invalid_argument, "unknown adapter_type '" + p.adapter + "'");
     VDISK_ASSIGN(bool compat6, opts.get_bool("compat6", false));
     auto hw = opts.get("hwversion");
     if (compat6 && hw && *hw != "6")
         return make_error(ErrorCode::invalid_argument, "compat6 conflicts with hwversion=" + *hw);
-    std::string hwversion = compat6 ? "6" : hw.value_or("4");
-    if (hwversion.empty() || hwversion.find_first_not_of("0123456789") != std::string::npos)
-        return make_error(ErrorCode::invalid_argument, "hwversion must be a number, not '" + hwversion + "'");
-    VDISK_ASSIGN(bool zeroed_grain, opts.get_bool("zeroed_grain", false));
-    std::string tools = opts.get("toolsversion").value_or("2147483647");
-    VDISK_ASSIGN(const uint64_t grain_sectors, grain_sectors_option(opts));
+    p.hwversion = compat6 ? "6" : hw.value_or("4");
+    if (p.hwversion.empty() || p.hwversion.find_first_not_of("0123456789") != std::string::npos)
+        return make_error(ErrorCode::invalid_argument, "hwversion must be a number, not '" + p.hwversion + "'");
+    VDISK_ASSIGN(p.zeroed_grain, opts.get_bool("zeroed_grain", false));
+    p.tools = opts.get("toolsversion").value_or("2147483647");
+    VDISK_ASSIGN(p.grain_sectors, grain_sectors_option(opts));
     if (opts.get("grain_size") && p.flat)
         return make_error(ErrorCode::invalid_argument, "grain_size applies to sparse subformats, not " + p.subformat);
-    const std::string prealloc = opts.get("preallocation").value_or("off");
-    if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
-        return make_error(ErrorCode::invalid_argument, "preallocation must be off, falloc or full, not '" + prealloc + "'");
-    if (prealloc != "off" && !p.flat)
+    p.prealloc = opts.get("preallocation").value_or("off");
+    if (p.prealloc != "off" && p.prealloc != "falloc" && p.prealloc != "full")
+        return make_error(ErrorCode::invalid_argument,
+                          "preallocation must be off, falloc or full, not '" + p.prealloc + "'");
+    if (p.prealloc != "off" && !p.flat)
         return make_error(ErrorCode::invalid_argument,
                           "preallocation applies to monolithicFlat and twoGbMaxExtentFlat, not " + p.subformat);
-    auto backing = opts.get("backing_file");
+    p.backing = opts.get("backing_file");
     if (auto bf = opts.get("backing_fmt"); bf && *bf != "vmdk")
         return make_error(ErrorCode::invalid_argument, "a VMDK's parent must be a VMDK, not " + *bf);
-    if (backing && p.flat) return make_error(ErrorCode::invalid_argument, "flat VMDKs cannot have a backing file");
+    if (p.backing && p.flat) return make_error(ErrorCode::invalid_argument, "flat VMDKs cannot have a backing file");
+    return p;
+}
 
-    uint64_t size = *util::align_up(*opts.size, kSector);
-    uint64_t sectors = size / kSector;
-    if (p.stream || !p.split) {
-        // One sparse extent addresses at most 2^32 sectors of grains (32-bit GTEs).
-        if (!p.flat && size > (1ull << 41))
-            return make_error(ErrorCode::invalid_argument, "a sparse VMDK extent is at most 2 TiB");
-    }
-
+// The descriptor without its extent lines: a new CID, the parent's CID and name, the DDB.
+Result<Descriptor> make_descriptor(const Plan& p, uint64_t sectors, const OpenContext& ctx) {
     Descriptor d;
     d.cid = random_cid();
     d.create_type = p.subformat;
-    if (backing) {
-        auto pf = ctx.open_related(*backing, Access::read_only, "backing file");
+    if (p.backing) {
+        const std::string& backing = *p.backing;
+        auto pf = ctx.open_related(backing, Access::read_only, "backing file");
         if (!pf) return std::move(pf).error();
         OpenOptions po;
         po.no_backing = true;
-        OpenContext pctx(ctx.fs(), resolve_reference(ctx.image_name(), *backing), po);
+        OpenContext pctx(ctx.fs(), resolve_reference(ctx.image_name(), backing), po);
         auto parent = open_vmdk(std::move(*pf), pctx);
         if (!parent)
-            return make_error(ErrorCode::invalid_argument, "backing file '" + *backing + "' is not a usable VMDK: " +
+            return make_error(ErrorCode::invalid_argument, "backing file '" + backing + "' is not a usable VMDK: " +
                                                                parent.error().message);
         d.parent_cid = static_cast<VmdkDevice&>(**parent).descriptor().cid;
-        d.parent_hint = *backing;
+        d.parent_hint = backing;
     }
-    uint64_t heads = adapter == "ide" ? 16 : 255;
+    uint64_t heads = p.adapter == "ide" ? 16 : 255;
     uint64_t cyl = sectors / (heads * 63);  // qemu-img does not clamp to 16383
-    d.ddb = {{"ddb.virtualHWVersion", hwversion},
+    d.ddb = {{"ddb.virtualHWVersion", p.hwversion},
              {"ddb.geometry.cylinders", std::to_string(cyl)},
              {"ddb.geometry.heads", std::to_string(heads)},
              {"ddb.geometry.sectors", "63"},
-             {"ddb.adapterType", adapter},
-             {"ddb.toolsVersion", tools},
+             {"ddb.adapterType", p.adapter},
+             {"ddb.toolsVersion", p.tools},
              {"ddb.uuid", uuid_text()}};
+    return d;
+}
 
+// streamOptimized: header and descriptor in the first grain; grains, tables, directory and footer are appended
+// as the one-pass writer goes.
+Result<DiskExtent> make_stream(File& f, uint64_t sectors, const std::string& text, uint64_t grain_sectors) {
+    uint64_t num_gts = util::div_round_up(sectors, grain_sectors * kGtes);
+    SparseExtentHeader h = base_header(sectors, grain_sectors);
+    const uint64_t head_sectors = *util::align_up(1 + kEmbeddedDescSectors, grain_sectors);
+    h.version = 3;
+    h.flags = kFlagValidNewline | kFlagCompressed | kFlagMarkers;
+    h.compress_algorithm = kCompressionDeflate;
+    h.descriptor_offset = 1;
+    h.descriptor_size = kEmbeddedDescSectors;
+    h.gd_offset = kGdAtEnd;
+    h.overhead = head_sectors;
+    std::vector<uint8_t> meta(head_sectors * kSector, 0);
+    std::memcpy(meta.data(), &h, sizeof h);
+    std::memcpy(meta.data() + kSector, text.data(), text.size());
+    VDISK_TRY(f.write_at(0, meta));
+    DiskExtent e;
+    e.kind = StoreKind::hosted;
+    e.type = ExtentType::sparse;
+    e.grain = grain_sectors * kSector;
+    e.gtes_per_gt = kGtes;
+    e.capacity = sectors * kSector;
+    e.gd.assign(num_gts, 0);
+    e.compressed = e.markers = true;
+    e.overhead = meta.size();
+    e.file_size = meta.size();
+    e.header = h;
+    e.file = &f;
+    return e;
+}
+
+// monolithicSparse / streamOptimized: one file, descriptor embedded after the header.
+Result<std::unique_ptr<BlockDevice>> create_monolithic(const Plan& p, Descriptor d, uint64_t size,
+                                                       const OpenContext& ctx) {
+    const uint64_t sectors = size / kSector;
     std::string base = std::string(base_name(ctx.image_name()));
-    std::string prefix = strip_vmdk(base);
-    std::vector<std::unique_ptr<File>> files;
-    std::vector<DiskExtent> extents;
-
-    if (!p.flat && !p.split) {
-        // monolithicSparse / streamOptimized: one file, descriptor embedded after the header.
-        d.extents.push_back({ExtentAccess::rw, sectors, ExtentType::sparse, base, 0});
-        std::string text = render_descriptor(d);
-        if (text.size() > kEmbeddedDescSectors * kSector)
-            return make_error(ErrorCode::invalid_argument, "descriptor too long for the embedded area");
-        VDISK_ASSIGN(auto f, ctx.fs().create(ctx.image_name()));
-        DiskExtent e;
-        if (p.stream) {
-            uint64_t num_gts = util::div_round_up(sectors, grain_sectors * kGtes);
-            SparseExtentHeader h = base_header(sectors, grain_sectors);
-            const uint64_t head_sectors = *util::align_up(1 + kEmbeddedDescSectors, grain_sectors);
-            h.version = 3;
-            h.flags = kFlagValidNewline | kFlagCompressed | kFlagMarkers;
-            h.compress_algorithm = kCompressionDeflate;
-            h.descriptor_offset = 1;
-            h.descriptor_size = kEmbeddedDescSectors;
-            h.gd_offset = kGdAtEnd;
-            h.overhead = head_sectors;
-            std::vector<uint8_t> meta(head_sectors * kSector, 0);
-            std::memcpy(meta.data(), &h, sizeof h);
-            std::memcpy(meta.data() + kSector, text.data(), text.size());
-            VDISK_TRY(f->write_at(0, meta));
-            e.kind = StoreKind::hosted;
-            e.type = ExtentType::sparse;
-            e.grain = grain_sectors * kSector;
-            e.gtes_per_gt = kGtes;
-            e.capacity = sectors * kSector;
-            e.gd.assign(num_gts, 0);
-            e.compressed = e.markers = true;
-            e.overhead = meta.size();
-            e.file_size = meta.size();
-            e.header = h;
-            e.file = f.get();
-        } else {
-            VDISK_ASSIGN(e, make_sparse(*f, size, &text, zeroed_grain, grain_sectors));
-        }
-        e.name = base;
-        e.embedded = true;
-        e.length = size;
-        // The directories are charged as at open (writes then charge the grain tables they cache).
-        VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
-        extents.push_back(std::move(e));
-        files.push_back(std::move(f));
-        auto dev = std::make_unique<VmdkDevice>(size, false, std::move(d), std::move(files), std::move(extents),
-                                                ctx.limits());
-        if (p.stream) dev->start_stream(dev->extents().front().file_size);
-        return std::unique_ptr<BlockDevice>(std::move(dev));
+    d.extents.push_back({ExtentAccess::rw, sectors, ExtentType::sparse, base, 0});
+    std::string text = render_descriptor(d);
+    if (text.size() > kEmbeddedDescSectors * kSector)
+        return make_error(ErrorCode::invalid_argument, "descriptor too long for the embedded area");
+    VDISK_ASSIGN(auto f, ctx.fs().create(ctx.image_name()));
+    DiskExtent e;
+    if (p.stream) {
+        VDISK_ASSIGN(e, make_stream(*f, sectors, text, p.grain_sectors));
+    } else {
+        VDISK_ASSIGN(e, make_sparse(*f, size, &text, p.zeroed_grain, p.grain_sectors));
     }
+    e.name = base;
+    e.embedded = true;
+    e.length = size;
+    // The directories are charged as at open (writes then charge the grain tables they cache).
+    VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
+    const uint64_t end = e.file_size;
+    VmdkParts parts;
+    parts.desc = std::move(d);
+    parts.extents.push_back(std::move(e));
+    parts.files.push_back(std::move(f));
+    auto dev = std::make_unique<VmdkDevice>(size, false, std::move(parts), ctx.limits());
+    if (p.stream) dev->start_stream(end);
+    return std::unique_ptr<BlockDevice>(std::move(dev));
+}
 
-    // Descriptor file plus one or more extent files beside it.
+// monolithicFlat / twoGbMaxExtent*: a descriptor file plus one or more extent files beside it.
+Result<std::unique_ptr<BlockDevice>> create_with_extent_files(const Plan& p, Descriptor d, uint64_t size,
+                                                              const OpenContext& ctx) {
+    std::string prefix = strip_vmdk(base_name(ctx.image_name()));
+    VmdkParts parts;
     uint64_t per = p.split ? kSplitBytes : size;
     uint64_t count = std::max<uint64_t>(1, util::div_round_up(size, per));
     if (count > 9999) return make_error(ErrorCode::invalid_argument, "too many split extents");
     VDISK_ASSIGN(auto desc_file, ctx.fs().create(ctx.image_name()));
-    files.push_back(std::move(desc_file));
+    parts.files.push_back(std::move(desc_file));
     for (uint64_t i = 0; i < count; ++i) {
         uint64_t start = i * per;
         uint64_t len = std::min(per, size - start);
@@ -348,26 +371,43 @@ Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, cons
         DiskExtent e;
         if (p.flat) {
             VDISK_TRY(f->resize(len));
-            VDISK_TRY(preallocate_flat(*f, len, prealloc));
+            VDISK_TRY(preallocate_flat(*f, len, p.prealloc));
             e.kind = StoreKind::flat;
             e.type = ExtentType::flat;
             e.file_size = len;
         } else {
-            VDISK_ASSIGN(e, make_sparse(*f, len, nullptr, zeroed_grain, grain_sectors));
+            VDISK_ASSIGN(e, make_sparse(*f, len, nullptr, p.zeroed_grain, p.grain_sectors));
         }
         e.file = f.get();
         e.name = name;
         e.start = start;
         e.length = len;
         d.extents.push_back({ExtentAccess::rw, len / kSector, p.flat ? ExtentType::flat : ExtentType::sparse, name, 0});
+        // The directories are charged as at open (writes then charge the grain tables they cache).
         VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
-        extents.push_back(std::move(e));
-        files.push_back(std::move(f));
+        parts.extents.push_back(std::move(e));
+        parts.files.push_back(std::move(f));
     }
     std::string text = render_descriptor(d);
-    VDISK_TRY(files.front()->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
-    return std::unique_ptr<BlockDevice>(
-        new VmdkDevice(size, false, std::move(d), std::move(files), std::move(extents), ctx.limits()));
+    VDISK_TRY(parts.files.front()->write_at(
+        0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
+    parts.desc = std::move(d);
+    return std::unique_ptr<BlockDevice>(std::make_unique<VmdkDevice>(size, false, std::move(parts), ctx.limits()));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx) {
+    VDISK_ASSIGN(Plan p, make_plan(opts));
+    uint64_t size = *util::align_up(*opts.size, kSector);
+    if (p.stream || !p.split) {
+        // One sparse extent addresses at most 2^32 sectors of grains (32-bit GTEs).
+        if (!p.flat && size > (1ull << 41))
+            return make_error(ErrorCode::invalid_argument, "a sparse VMDK extent is at most 2 TiB");
+    }
+    VDISK_ASSIGN(Descriptor d, make_descriptor(p, size / kSector, ctx));
+    if (!p.flat && !p.split) return create_monolithic(p, std::move(d), size, ctx);
+    return create_with_extent_files(p, std::move(d), size, ctx);
 }
 
 }  // namespace vdisk::vmdk

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// VMDK device: reads and writes through flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse),
-// the one-pass streamOptimized writer, block status and info.
+// VMDK device: the map of flat, zero and sparse extents (hosted KDMV, ESX COWD, seSparse) that the generic
+// layer reads through, writes, the one-pass streamOptimized writer and info.
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "util/bytes.hpp"
@@ -17,21 +18,17 @@ uint64_t gte_bytes(const DiskExtent& e) { return e.kind == StoreKind::sesparse ?
 uint64_t gt_bytes(const DiskExtent& e) { return e.gtes_per_gt * gte_bytes(e); }
 uint64_t gt_sectors(const DiskExtent& e) { return util::div_round_up(gt_bytes(e), kSector); }
 
-Error corrupt_at(std::string msg, uint64_t offset) {
-    Error e = make_error(ErrorCode::corrupt, std::move(msg));
-    e.offset = offset;
-    return e;
-}
-
 }  // namespace
 
-VmdkDevice::VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
-                       std::vector<DiskExtent> extents, const Limits& limits)
+VmdkDevice::VmdkDevice(uint64_t size, bool read_only, VmdkParts parts, const Limits& limits)
     : BlockDevice(size, read_only),
-      desc_(std::move(desc)),
-      files_(std::move(files)),
-      extents_(std::move(extents)),
-      limits_(limits) {}
+      desc_(std::move(parts.desc)),
+      files_(std::move(parts.files)),
+      extents_(std::move(parts.extents)),
+      limits_(limits),
+      desc_file_(parts.desc_file),
+      desc_at_(parts.desc_at),
+      desc_room_(parts.desc_room) {}
 
 std::vector<File*> VmdkDevice::files() const {
     std::vector<File*> out;
@@ -66,9 +63,8 @@ Status VmdkDevice::check_backing_identity(BlockDevice& backing) {
     }
     if (!parent_cid || *parent_cid == desc_.parent_cid) return ok();
     // A wrong parent means the child's grains were written against other data: reading would mix disks.
-    Error e = make_error(ErrorCode::corrupt, "parentCID " + hex(desc_.parent_cid) + " does not match the parent's CID " +
-                                                 hex(*parent_cid) + " (use force to open anyway)");
-    return e;
+    return make_error(ErrorCode::corrupt, "parentCID " + hex(desc_.parent_cid) + " does not match the parent's CID " +
+                                              hex(*parent_cid) + " (use force to open anyway)");
 }
 
 size_t VmdkDevice::find_extent(uint64_t offset) const {
@@ -89,25 +85,23 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
     if (auto it = gt_cache_.find(key); it != gt_cache_.end()) return &it->second;
 
     uint64_t off = 0;
-    uint64_t gd_entry_at = e.gd_offset + gt * (e.kind == StoreKind::sesparse ? 8 : 4);
+    const uint64_t gd_entry_at = e.gd_offset + gt * gte_bytes(e);
     if (e.kind == StoreKind::sesparse) {
         // seSparse GD entries are tagged: 0x1 in the top nibble, the grain table's index in the low 32 bits.
         if ((entry & 0xffffffff00000000ull) != 0x1000000000000000ull)
-            return corrupt_at("grain directory entry " + hex(entry) + " of seSparse extent '" + e.name +
-                                  "' has an unknown type", gd_entry_at);
+            return make_error(ErrorCode::corrupt, "grain directory entry " + hex(entry) + " of seSparse extent '" +
+                                                      e.name + "' has an unknown type").at(gd_entry_at);
         auto o = util::mul<uint64_t>(entry & 0xffffffffull, gt_bytes(e));
         auto o2 = o ? util::add<uint64_t>(*o, e.se_gt_base) : std::nullopt;
-        if (!o2) return corrupt_at("grain table index overflows", gd_entry_at);
+        if (!o2) return make_error(ErrorCode::corrupt, "grain table index overflows").at(gd_entry_at);
         off = *o2;
     } else {
-        auto o = util::mul<uint64_t>(entry, kSector);
-        if (!o) return corrupt_at("grain table offset overflows", gd_entry_at);
-        off = *o;
+        off = entry * kSector;  // entry < 2^32: no overflow
     }
     if (!util::range_within(off, gt_bytes(e), e.file_size))
-        return corrupt_at("grain table " + std::to_string(gt) + " at " + hex(off) + " of extent '" + e.name +
-                              "' lies past the end of the file (" + hex(e.file_size) + ")",
-                          gd_entry_at);
+        return make_error(ErrorCode::corrupt, "grain table " + std::to_string(gt) + " at " + hex(off) + " of extent '" +
+                                                  e.name + "' lies past the end of the file (" + hex(e.file_size) + ")")
+            .at(gd_entry_at);
     std::vector<uint8_t> raw(gt_bytes(e));
     VDISK_TRY(read_exact(*e.file, off, raw, "grain table"));
     std::vector<uint64_t> t(e.gtes_per_gt);
@@ -176,7 +170,7 @@ Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
     return g;
 }
 
-// Reading ------------------------------------------------------------------------------------------------
+// Reading (map first) -------------------------------------------------------------------------------------
 
 Result<std::pair<uint64_t, uint64_t>> VmdkDevice::compressed_bytes(size_t ei, uint64_t gi, uint64_t host) {
     DiskExtent& e = extents_[ei];
@@ -188,173 +182,79 @@ Result<std::pair<uint64_t, uint64_t>> VmdkDevice::compressed_bytes(size_t ei, ui
     uint64_t len = util::load_le<uint32_t>(head + 8);
     uint64_t data_at = host + kGrainMarkerHead;
     if (len == 0 || len > cap)
-        return corrupt_at("compressed grain " + std::to_string(gi) + " has size " + std::to_string(len), host);
+        return make_error(ErrorCode::corrupt, "compressed grain " + std::to_string(gi) + " has size " +
+                                                  std::to_string(len)).at(host);
     if (!util::range_within(data_at, len, e.file_size))
-        return corrupt_at("compressed grain " + std::to_string(gi) + " of " + std::to_string(len) +
-                              " bytes runs past the end of the file (" + hex(e.file_size) + ")",
-                          host);
+        return make_error(ErrorCode::corrupt, "compressed grain " + std::to_string(gi) + " of " + std::to_string(len) +
+                                                  " bytes runs past the end of the file (" + hex(e.file_size) + ")")
+            .at(host);
     return std::pair{data_at, len};
 }
 
-// A grain may inflate to less than a grain (qemu accepts that); the rest reads as zeros.
-static Status inflate_grain(std::span<const uint8_t> in, std::span<uint8_t> grain, const std::string& what,
-                            uint64_t host) {
-    size_t produced = 0;
-    if (!util::inflate_into(in, grain, false, &produced)) return corrupt_at(what + " does not inflate", host);
-    std::memset(grain.data() + produced, 0, grain.size() - produced);
-    return ok();
-}
-
-Status VmdkDevice::read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain) {
-    DiskExtent& e = extents_[ei];
-    uint64_t key = (static_cast<uint64_t>(ei) << 48) ^ gi;
-    {
-        std::lock_guard lock(zgrain_mu_);
-        if (zkey_ == key && zgrain_.size() == grain.size()) {
-            std::memcpy(grain.data(), zgrain_.data(), grain.size());
-            return ok();
-        }
-    }
-    VDISK_ASSIGN(auto where, compressed_bytes(ei, gi, host));
-    std::vector<uint8_t> in(where.second);
-    VDISK_TRY(read_exact(*e.file, where.first, in, "compressed grain"));
-    VDISK_TRY(inflate_grain(in, grain, "compressed grain " + std::to_string(gi), host));
-    std::lock_guard lock(zgrain_mu_);
-    zkey_ = key;
-    zgrain_.assign(grain.begin(), grain.end());
-    return ok();
-}
-
+// Flat extents are one run of their file and ZERO extents zeros. In a sparse extent a compressed grain is one
+// unit (not past its extent, whose end need not be a grain multiple); following grains of the same state (data:
+// back to back in the file) make one run, within a bounded walk.
 Result<StoredExtent> VmdkDevice::do_map_stored(uint64_t offset, uint64_t max_len) {
-    size_t ei = find_extent(offset);
-    DiskExtent& e = extents_[ei];
-    if (e.kind == StoreKind::hosted && e.compressed) {
-        uint64_t gi = (offset - e.start) / e.grain;
-        VDISK_ASSIGN(GrainState g, lookup(ei, gi));
-        if (g.kind == GrainState::compressed) {
-            VDISK_ASSIGN(auto where, compressed_bytes(ei, gi, g.host));
-            StoredExtent s;
-            s.kind = StoredKind::compressed;
-            s.offset = e.start + gi * e.grain;
-            s.length = e.grain;
-            s.file = e.file;
-            s.host_offset = where.first;
-            s.host_length = where.second;
-            return s;
-        }
+    const size_t ei = find_extent(offset);
+    const DiskExtent& e = extents_[ei];
+    const uint64_t rel = offset - e.start;
+    const uint64_t limit = std::min(max_len, e.length - rel);
+    StoredExtent s;
+    s.offset = offset;
+    s.length = limit;
+    if (e.kind == StoreKind::flat || e.kind == StoreKind::zero) {
+        s.kind = e.kind == StoreKind::flat ? StoredKind::data : StoredKind::zero;
+        s.file = e.file;
+        s.host_offset = e.flat_offset + rel;
+        return s;
     }
-    // Everything else as block_status says it (which never merges a compressed grain into another range).
-    return BlockDevice::do_map_stored(offset, max_len);
+    const uint64_t gi = rel / e.grain;
+    VDISK_ASSIGN(GrainState first, lookup(ei, gi));
+    s.file = e.file;
+    if (first.kind == GrainState::compressed) {
+        VDISK_ASSIGN(auto where, compressed_bytes(ei, gi, first.host));
+        s.kind = StoredKind::compressed;
+        s.offset = e.start + gi * e.grain;
+        s.length = std::min(e.grain, e.length - gi * e.grain);
+        s.host_offset = where.first;
+        s.host_length = where.second;
+        return s;
+    }
+    s.kind = first.kind == GrainState::data   ? StoredKind::data
+             : first.kind == GrainState::zero ? StoredKind::zero
+                                              : StoredKind::unallocated;
+    s.host_offset = first.host + rel % e.grain;
+    s.length = std::min(limit, e.grain - rel % e.grain);
+    uint64_t next = gi + 1;
+    for (unsigned steps = 0; s.length < limit && steps < 65536; ++steps) {
+        // A grain table the directory does not name is a table's worth of unallocated grains: one step.
+        const uint64_t gt = next / e.gtes_per_gt;
+        uint64_t grains = 1;
+        if (first.kind == GrainState::unallocated && next % e.gtes_per_gt == 0 &&
+            !(stream_writer_ && gt == stream_gt_) && (gt >= e.gd.size() || e.gd[gt] == 0)) {
+            grains = e.gtes_per_gt;
+        } else {
+            VDISK_ASSIGN(GrainState g, lookup(ei, next));
+            if (g.kind != first.kind || (g.kind == GrainState::data && g.host != first.host + e.grain * (next - gi)))
+                break;
+        }
+        s.length = std::min(limit, s.length + grains * e.grain);
+        next += grains;
+    }
+    return s;
 }
 
+// A grain may inflate to less than a grain (qemu accepts that); the rest reads as zeros.
 Status VmdkDevice::inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                                 std::span<uint8_t> out) const {
     if (unit.kind != StoredKind::compressed || out.size() != unit.length)
         return make_error(ErrorCode::invalid_argument, "vmdk: inflate_unit needs one compressed grain");
-    return inflate_grain(stored, out, "compressed grain at virtual offset " + hex(unit.offset), unit.host_offset);
-}
-
-Status VmdkDevice::read_sparse(size_t ei, uint64_t rel, std::span<uint8_t> buf) {
-    DiskExtent& e = extents_[ei];
-    std::vector<uint8_t> tmp;
-    size_t done = 0;
-    while (done < buf.size()) {
-        uint64_t pos = rel + done;
-        uint64_t gi = pos / e.grain;
-        uint64_t in_grain = pos % e.grain;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.grain - in_grain));
-        auto out = buf.subspan(done, n);
-        VDISK_ASSIGN(GrainState g, lookup(ei, gi));
-        switch (g.kind) {
-            case GrainState::unallocated:
-                VDISK_TRY(read_from_backing(e.start + pos, out));
-                break;
-            case GrainState::zero:
-                std::memset(out.data(), 0, n);
-                break;
-            case GrainState::data:
-                VDISK_TRY(read_zero_fill(*e.file, g.host + in_grain, out));
-                break;
-            case GrainState::compressed:
-                tmp.resize(e.grain);
-                VDISK_TRY(read_compressed(ei, gi, g.host, tmp));
-                std::memcpy(out.data(), tmp.data() + in_grain, n);
-                break;
-        }
-        done += n;
-    }
+    size_t produced = 0;
+    if (!util::inflate_into(stored, out, false, &produced))
+        return make_error(ErrorCode::corrupt, "compressed grain at virtual offset " + hex(unit.offset) +
+                                                  " does not inflate").at(unit.host_offset);
+    std::memset(out.data() + produced, 0, out.size() - produced);
     return ok();
-}
-
-Status VmdkDevice::do_read(uint64_t offset, std::span<uint8_t> buf) {
-    size_t done = 0;
-    while (done < buf.size()) {
-        uint64_t pos = offset + done;
-        size_t ei = find_extent(pos);
-        DiskExtent& e = extents_[ei];
-        uint64_t rel = pos - e.start;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
-        auto out = buf.subspan(done, n);
-        switch (e.kind) {
-            case StoreKind::flat:
-                VDISK_TRY(read_zero_fill(*e.file, e.flat_offset + rel, out));
-                break;
-            case StoreKind::zero:
-                std::memset(out.data(), 0, n);
-                break;
-            default:
-                VDISK_TRY(read_sparse(ei, rel, out));
-        }
-        done += n;
-    }
-    return ok();
-}
-
-Result<Extent> VmdkDevice::do_block_status(uint64_t offset, uint64_t max_len) {
-    size_t ei = find_extent(offset);
-    DiskExtent& e = extents_[ei];
-    uint64_t rel = offset - e.start;
-    uint64_t limit = std::min(max_len, e.length - rel);
-    Extent x;
-    x.offset = offset;
-    if (e.kind == StoreKind::flat) {
-        x.kind = ExtentKind::data;
-        x.length = limit;
-        x.file = e.file;
-        x.host_offset = e.flat_offset + rel;
-        return x;
-    }
-    if (e.kind == StoreKind::zero) {
-        x.kind = ExtentKind::zero;
-        x.length = limit;
-        return x;
-    }
-    uint64_t gi = rel / e.grain;
-    VDISK_ASSIGN(GrainState first, lookup(ei, gi));
-    uint64_t len = std::min(limit, e.grain - rel % e.grain);
-    // Coalesce following grains of the same kind (and, for data, contiguous in the file); bounded work.
-    for (unsigned steps = 0; len < limit && steps < 65536; ++steps) {
-        VDISK_ASSIGN(GrainState g, lookup(ei, gi + 1 + steps));
-        if (g.kind != first.kind) break;
-        if (g.kind == GrainState::data && g.host != first.host + e.grain * (steps + 1)) break;
-        if (g.kind == GrainState::compressed) break;
-        len = std::min(limit, len + e.grain);
-    }
-    x.length = len;
-    switch (first.kind) {
-        case GrainState::unallocated: x.kind = ExtentKind::unallocated; break;
-        case GrainState::zero: x.kind = ExtentKind::zero; break;
-        case GrainState::data:
-            x.kind = ExtentKind::data;
-            x.file = e.file;
-            x.host_offset = first.host + rel % e.grain;
-            break;
-        case GrainState::compressed:
-            x.kind = ExtentKind::data;
-            x.compressed = true;
-            break;
-    }
-    return x;
 }
 
 // Writing ------------------------------------------------------------------------------------------------
@@ -413,10 +313,7 @@ Status VmdkDevice::write_back_gt() {
 }
 
 Status VmdkDevice::write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf) {
-    DiskExtent& e = extents_[ei];
-    if (e.kind != StoreKind::hosted || e.compressed)
-        return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
-                                                      (e.compressed ? " compressed" : "") + " extent is not supported");
+    DiskExtent& e = extents_[ei];  // hosted, not compressed (do_write checked)
     size_t done = 0;
     std::vector<uint8_t> grain;
     while (done < buf.size()) {
@@ -484,36 +381,30 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     if (stream_writer_) {
         const DiskExtent& e = extents_.front();
         for (uint64_t done = 0; done < buf.size(); done += e.grain) {
-            uint64_t n = std::min<uint64_t>(e.grain, buf.size() - done);
-            auto chunk = buf.subspan(done, n);
+            auto chunk = buf.subspan(done, std::min<uint64_t>(e.grain, buf.size() - done));
             uint64_t gi = (offset + done) / e.grain;
-            if (util::is_zero(chunk)) {
-                if (gi < stream_next_grain_)
-                    return make_error(ErrorCode::invalid_argument,
-                                      "streamOptimized images are written in one forward pass (grain " +
-                                          std::to_string(gi) + " after " + std::to_string(stream_next_grain_) + ")");
+            if (!util::is_zero(chunk)) {
+                VDISK_ASSIGN(auto z, compress_chunk(chunk));
+                VDISK_TRY(stream_append(gi, z));
+            } else {
+                VDISK_TRY(stream_in_order(gi));
                 stream_next_grain_ = gi + 1;
-                continue;
             }
-            VDISK_ASSIGN(auto z, compress_chunk(chunk));
-            VDISK_TRY(stream_append(gi, z));
         }
         return ok();
     }
-    if (!cid_updated_) {
-        // Refuse before touching the descriptor: a write that cannot happen must not change the CID.
-        for (uint64_t pos = offset; pos < offset + buf.size();) {
-            const DiskExtent& e = extents_[find_extent(pos)];
-            if (e.access != ExtentAccess::rw)
-                return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
-            if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
-                return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
-                                                              (e.compressed ? " compressed" : "") +
-                                                              " extent is not supported");
-            pos = e.start + e.length;
-        }
-        VDISK_TRY(update_cid());
+    // Refuse before touching anything: a write that cannot happen must not change the CID or half the data.
+    for (uint64_t pos = offset; pos < offset + buf.size();) {
+        const DiskExtent& e = extents_[find_extent(pos)];
+        if (e.access != ExtentAccess::rw)
+            return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
+        if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
+            return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
+                                                          (e.compressed ? " compressed" : "") +
+                                                          " extent is not supported");
+        pos = e.start + e.length;
     }
+    if (!cid_updated_) VDISK_TRY(update_cid());
     size_t done = 0;
     while (done < buf.size()) {
         uint64_t pos = offset + done;
@@ -522,8 +413,6 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         uint64_t rel = pos - e.start;
         size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
         auto piece = buf.subspan(done, n);
-        if (e.access != ExtentAccess::rw)
-            return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
         switch (e.kind) {
             case StoreKind::flat:
                 VDISK_TRY(e.file->write_at(e.flat_offset + rel, piece));
@@ -669,20 +558,27 @@ Status VmdkDevice::do_write_compressed_chunk(uint64_t offset, std::span<const ui
     return stream_append(offset / extents_.front().grain, compressed);
 }
 
+// A metadata marker of `type` and the table `entries` (32-bit) after it, whole sectors, appended to the stream.
+// Returns the sector where the table starts.
+Result<uint64_t> VmdkDevice::stream_put_table(uint32_t type, const std::vector<uint64_t>& entries) {
+    DiskExtent& e = extents_.front();
+    const uint64_t sectors = util::div_round_up(entries.size() * 4, kSector);
+    std::vector<uint8_t> buf((1 + sectors) * kSector, 0);
+    util::store_le<uint64_t>(buf.data() + offsetof(Marker, value), sectors);
+    util::store_le<uint32_t>(buf.data() + offsetof(Marker, type), type);
+    for (size_t i = 0; i < entries.size(); ++i)
+        util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(entries[i]));
+    VDISK_TRY(e.file->write_at(stream_end_, buf));
+    const uint64_t at = stream_end_ / kSector + 1;
+    stream_end_ += buf.size();
+    e.file_size = stream_end_;
+    return at;
+}
+
 Status VmdkDevice::stream_flush_gt() {
     if (stream_gt_ == UINT64_MAX) return ok();
-    DiskExtent& e = extents_.front();
-    bool any = std::any_of(stream_entries_.begin(), stream_entries_.end(), [](uint64_t v) { return v != 0; });
-    if (any) {
-        std::vector<uint8_t> buf((1 + gt_sectors(e)) * kSector, 0);
-        util::store_le<uint64_t>(buf.data(), gt_sectors(e));
-        util::store_le<uint32_t>(buf.data() + 12, kMarkerGt);
-        for (uint64_t i = 0; i < e.gtes_per_gt; ++i)
-            util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(stream_entries_[i]));
-        VDISK_TRY(e.file->write_at(stream_end_, buf));
-        e.gd[stream_gt_] = stream_end_ / kSector + 1;
-        stream_end_ += buf.size();
-        e.file_size = stream_end_;
+    if (std::any_of(stream_entries_.begin(), stream_entries_.end(), [](uint64_t v) { return v != 0; })) {
+        VDISK_ASSIGN(extents_.front().gd[stream_gt_], stream_put_table(kMarkerGt, stream_entries_));
         // The table now lives in the file; drop any stale cached copy.
         gt_cache_.erase(stream_gt_);
     }
@@ -690,13 +586,17 @@ Status VmdkDevice::stream_flush_gt() {
     return ok();
 }
 
+Status VmdkDevice::stream_in_order(uint64_t gi) const {
+    if (gi >= stream_next_grain_) return ok();
+    return make_error(ErrorCode::invalid_argument, "streamOptimized images are written in one forward pass (grain " +
+                                                       std::to_string(gi) + " after " +
+                                                       std::to_string(stream_next_grain_) + ")");
+}
+
 Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compressed) {
     DiskExtent& e = extents_.front();
     if (stream_done_) return make_error(ErrorCode::invalid_argument, "streamOptimized image already finished");
-    if (gi < stream_next_grain_)
-        return make_error(ErrorCode::invalid_argument, "streamOptimized images are written in one forward pass (grain " +
-                                                           std::to_string(gi) + " after " +
-                                                           std::to_string(stream_next_grain_) + ")");
+    VDISK_TRY(stream_in_order(gi));
     uint64_t gt = gi / e.gtes_per_gt;
     if (gt != stream_gt_) {
         VDISK_TRY(stream_flush_gt());
@@ -715,26 +615,17 @@ Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compresse
     stream_end_ += total;
     e.file_size = stream_end_;
     stream_next_grain_ = gi + 1;
-    zkey_ = UINT64_MAX;
     return ok();
 }
 
 Status VmdkDevice::stream_finish() {
     DiskExtent& e = extents_.front();
     VDISK_TRY(stream_flush_gt());
-    uint64_t gd_sectors = util::div_round_up(e.gd.size() * 4, kSector);
-    std::vector<uint8_t> buf((1 + gd_sectors) * kSector, 0);
-    util::store_le<uint64_t>(buf.data(), gd_sectors);
-    util::store_le<uint32_t>(buf.data() + 12, kMarkerGd);
-    for (size_t i = 0; i < e.gd.size(); ++i)
-        util::store_le<uint32_t>(buf.data() + kSector + i * 4, static_cast<uint32_t>(e.gd[i]));
-    uint64_t gd_at = stream_end_ / kSector + 1;
-    VDISK_TRY(e.file->write_at(stream_end_, buf));
-    stream_end_ += buf.size();
+    VDISK_ASSIGN(uint64_t gd_at, stream_put_table(kMarkerGd, e.gd));
     // Footer marker, footer (the header with the real GD offset), end-of-stream marker.
     std::vector<uint8_t> tail(3 * kSector, 0);
-    util::store_le<uint64_t>(tail.data(), 1);
-    util::store_le<uint32_t>(tail.data() + 12, kMarkerFooter);
+    util::store_le<uint64_t>(tail.data() + offsetof(Marker, value), 1);
+    util::store_le<uint32_t>(tail.data() + offsetof(Marker, type), kMarkerFooter);
     SparseExtentHeader footer = e.header;
     footer.gd_offset = gd_at;
     std::memcpy(tail.data() + kSector, &footer, sizeof footer);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// VMDK format: probe, open (sparse headers, text descriptors, extents), check.
+// VMDK format: probe, open (sparse headers, text descriptors, extents).
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "util/bytes.hpp"
@@ -11,85 +12,110 @@
 namespace vdisk::vmdk {
 namespace {
 
-Error err_at(ErrorCode code, std::string msg, uint64_t offset) {
-    Error e = make_error(code, std::move(msg));
-    e.offset = offset;
-    return e;
-}
-
-// Read a table of `count` little-endian entries of `width` bytes at `offset`, validated against the file first.
-// The decoded table is charged to `held` (the extent's charge) for as long as the extent lives; the raw
-// bytes only while they are decoded.
-Result<std::vector<uint64_t>> read_dir(File& f, uint64_t file_size, uint64_t offset, uint64_t count, unsigned width,
-                                       const Limits& lim, const char* what, Charge& held) {
+// Read a table of `count` little-endian entries of `width` bytes at `offset` of the extent's file, validated
+// against the file first. The decoded table is charged to the extent's charge for as long as the extent lives;
+// the raw bytes only while they are decoded.
+Result<std::vector<uint64_t>> read_dir(DiskExtent& e, uint64_t offset, uint64_t count, unsigned width,
+                                       const Limits& lim, const char* what) {
     auto bytes = util::mul<uint64_t>(count, width);
     if (!bytes || *bytes > lim.max_metadata_bytes)
         return make_error(ErrorCode::limit_exceeded, std::string(what) + " of " + std::to_string(count) +
                                                          " entries exceeds the metadata limit (" +
                                                          std::to_string(lim.max_metadata_bytes) + " bytes)");
-    if (!util::range_within(offset, *bytes, file_size))
-        return err_at(ErrorCode::corrupt, std::string(what) + " at " + hex(offset) + " (" + std::to_string(*bytes) +
-                                              " bytes) lies past the end of the file (" + hex(file_size) + ")",
-                      offset);
-    VDISK_TRY(held.resize(held.bytes() + count * sizeof(uint64_t) + *bytes, what));
-    if (held.budget()) VDISK_TRY(held.budget()->work(count, what));
+    if (!util::range_within(offset, *bytes, e.file_size))
+        return make_error(ErrorCode::corrupt, std::string(what) + " at " + hex(offset) + " (" + std::to_string(*bytes) +
+                                                  " bytes) lies past the end of the file (" + hex(e.file_size) + ")")
+            .at(offset);
+    VDISK_TRY(e.charge.resize(e.charge.bytes() + count * sizeof(uint64_t) + *bytes, what));
+    if (e.charge.budget()) VDISK_TRY(e.charge.budget()->work(count, what));
     std::vector<uint64_t> out(count);
     {
         std::vector<uint8_t> raw(*bytes);
-        VDISK_TRY(read_exact(f, offset, raw, what));
+        VDISK_TRY(read_exact(*e.file, offset, raw, what));
         for (uint64_t i = 0; i < count; ++i)
-            out[i] = width == 8 ? util::load_le<uint64_t>(raw.data() + i * 8) : util::load_le<uint32_t>(raw.data() + i * 4);
+            out[i] = width == 8 ? util::load_le<uint64_t>(raw.data() + i * 8)
+                                : util::load_le<uint32_t>(raw.data() + i * 4);
     }
-    VDISK_TRY(held.resize(held.bytes() - *bytes, what));
+    VDISK_TRY(e.charge.resize(e.charge.bytes() - *bytes, what));
     return out;
 }
 
+// `at`: where the header field holding `sectors` lies.
 Result<uint64_t> sectors_to_bytes(uint64_t sectors, const char* what, uint64_t at) {
     auto b = util::mul<uint64_t>(sectors, kSector);
-    if (!b) return err_at(ErrorCode::corrupt, std::string(what) + " " + std::to_string(sectors) + " sectors overflows", at);
+    if (!b)
+        return make_error(ErrorCode::corrupt, std::string(what) + " " + std::to_string(sectors) + " sectors overflows")
+            .at(at);
     return *b;
 }
 
+template <typename T>
+std::span<uint8_t> bytes_of(T& t) {
+    return {reinterpret_cast<uint8_t*>(&t), sizeof t};
+}
+
+// streamOptimized: the real header (footer) sits 1024 bytes before the end, between a footer marker and the
+// end-of-stream marker. Replaces `h` with it, keeping the header's descriptor when the footer names none.
+Status load_stream_footer(DiskExtent& e, SparseExtentHeader& h) {
+    File& f = *e.file;
+    if (e.file_size < 1536 + kSector)
+        return make_error(ErrorCode::corrupt, "grain directory is at the end but the file is too short for a footer")
+            .at(offsetof(SparseExtentHeader, gd_offset));
+    const uint64_t fm_at = e.file_size - 1536, footer_at = e.file_size - 1024, eos_at = e.file_size - 512;
+    Marker fm, eos;
+    VDISK_TRY(read_exact(f, fm_at, bytes_of(fm), "footer marker"));
+    VDISK_TRY(read_exact(f, eos_at, bytes_of(eos), "end-of-stream marker"));
+    if (fm.size.value() != 0 || fm.type.value() != kMarkerFooter)
+        return make_error(ErrorCode::corrupt, "footer marker missing (type " + std::to_string(fm.type.value()) +
+                                                  "): truncated streamOptimized image?")
+            .at(fm_at);
+    if (eos.size.value() != 0 || eos.type.value() != kMarkerEos || eos.value.value() != 0)
+        return make_error(ErrorCode::corrupt, "end-of-stream marker missing").at(eos_at);
+    SparseExtentHeader footer;
+    VDISK_TRY(read_exact(f, footer_at, bytes_of(footer), "footer"));
+    if (footer.magic.value() != kSparseMagic)
+        return make_error(ErrorCode::corrupt, "footer magic is not KDMV").at(footer_at);
+    if (footer.gd_offset.value() == kGdAtEnd)
+        return make_error(ErrorCode::corrupt, "footer has no grain directory offset").at(footer_at);
+    // The descriptor is written with the header; some writers leave it out of the footer.
+    if (footer.descriptor_offset.value() == 0) {
+        footer.descriptor_offset = h.descriptor_offset.value();
+        footer.descriptor_size = h.descriptor_size.value();
+    }
+    h = footer;
+    return ok();
+}
+
+// The descriptor embedded in a hosted sparse extent (header fields checked against the file and the limit).
+Status load_embedded_descriptor(const DiskExtent& e, const Limits& lim, std::string& text) {
+    const SparseExtentHeader& h = e.header;
+    uint64_t ds = h.descriptor_size.value();
+    if (ds > lim.max_descriptor_bytes / kSector)
+        return make_error(ErrorCode::limit_exceeded, "embedded descriptor of " + std::to_string(ds) +
+                                                         " sectors exceeds the descriptor limit")
+            .at(offsetof(SparseExtentHeader, descriptor_size));
+    constexpr uint64_t doff_at = offsetof(SparseExtentHeader, descriptor_offset);
+    VDISK_ASSIGN(uint64_t doff, sectors_to_bytes(h.descriptor_offset.value(), "descriptor offset", doff_at));
+    if (!util::range_within(doff, ds * kSector, e.file_size))
+        return make_error(ErrorCode::corrupt, "embedded descriptor at " + hex(doff) + " lies past the end of the file")
+            .at(doff_at);
+    text.resize(ds * kSector);
+    return read_exact(*e.file, doff, std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()),
+                      "embedded descriptor");
+}
+
 // Hosted sparse extent (KDMV). `desc_text` receives the embedded descriptor, if any.
-Status load_hosted(File& f, DiskExtent& e, const Limits& lim, std::string* desc_text) {
-    VDISK_ASSIGN(e.file_size, f.size());
+Status load_hosted(DiskExtent& e, const Limits& lim, std::string* desc_text) {
+    using H = SparseExtentHeader;
     SparseExtentHeader h;
-    VDISK_TRY(read_exact(f, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&h), sizeof h), "sparse extent header"));
-    if (h.magic.value() != kSparseMagic) return err_at(ErrorCode::invalid_format, "sparse extent magic is not KDMV", 0);
+    VDISK_TRY(read_exact(*e.file, 0, bytes_of(h), "sparse extent header"));
+    if (h.magic.value() != kSparseMagic)
+        return make_error(ErrorCode::invalid_format, "sparse extent magic is not KDMV").at(offsetof(H, magic));
     uint32_t version = h.version.value();
     if (version < 1 || version > 3)
-        return err_at(ErrorCode::unsupported, "sparse extent version " + std::to_string(version) + " is not supported", 4);
-    if (h.gd_offset.value() == kGdAtEnd) {
-        // streamOptimized: the real header (footer) sits 1024 bytes before the end, between a footer marker
-        // and the end-of-stream marker.
-        if (e.file_size < 1536 + kSector)
-            return err_at(ErrorCode::corrupt, "grain directory is at the end but the file is too short for a footer", 56);
-        uint64_t fm_at = e.file_size - 1536;
-        Marker fm, eos;
-        VDISK_TRY(read_exact(f, fm_at, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&fm), sizeof fm), "footer marker"));
-        VDISK_TRY(read_exact(f, e.file_size - 512, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&eos), sizeof eos),
-                             "end-of-stream marker"));
-        if (fm.size.value() != 0 || fm.type.value() != kMarkerFooter)
-            return err_at(ErrorCode::corrupt, "footer marker missing (type " + std::to_string(fm.type.value()) +
-                                                  "): truncated streamOptimized image?",
-                          fm_at);
-        if (eos.size.value() != 0 || eos.type.value() != kMarkerEos || eos.value.value() != 0)
-            return err_at(ErrorCode::corrupt, "end-of-stream marker missing", e.file_size - 512);
-        SparseExtentHeader footer;
-        VDISK_TRY(read_exact(f, e.file_size - 1024, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&footer), sizeof footer),
-                             "footer"));
-        if (footer.magic.value() != kSparseMagic)
-            return err_at(ErrorCode::corrupt, "footer magic is not KDMV", e.file_size - 1024);
-        if (footer.gd_offset.value() == kGdAtEnd)
-            return err_at(ErrorCode::corrupt, "footer has no grain directory offset", e.file_size - 1024);
-        uint64_t desc_off = h.descriptor_offset.value(), desc_size = h.descriptor_size.value();
-        h = footer;
-        // The descriptor is written with the header; some writers leave it out of the footer.
-        if (h.descriptor_offset.value() == 0) {
-            h.descriptor_offset = desc_off;
-            h.descriptor_size = desc_size;
-        }
-    }
+        return make_error(ErrorCode::unsupported, "sparse extent version " + std::to_string(version) +
+                                                      " is not supported").at(offsetof(H, version));
+    if (h.gd_offset.value() == kGdAtEnd) VDISK_TRY(load_stream_footer(e, h));
     uint32_t flags = h.flags.value();
     e.header = h;
     e.kind = StoreKind::hosted;
@@ -97,115 +123,119 @@ Status load_hosted(File& f, DiskExtent& e, const Limits& lim, std::string* desc_
     e.markers = (flags & kFlagMarkers) != 0;
     e.zeroed_gte = (flags & kFlagZeroedGrainGte) != 0;
     if (e.compressed && h.compress_algorithm.value() != kCompressionDeflate)
-        return err_at(ErrorCode::unsupported,
-                      "compression algorithm " + std::to_string(h.compress_algorithm.value()) + " is not supported", 77);
+        return make_error(ErrorCode::unsupported,
+                          "compression algorithm " + std::to_string(h.compress_algorithm.value()) + " is not supported")
+            .at(offsetof(H, compress_algorithm));
     uint64_t grain_sectors = h.grain_size.value();
     if (!util::is_pow2(grain_sectors))
-        return err_at(ErrorCode::corrupt, "grain size " + std::to_string(grain_sectors) + " sectors is not a power of two", 20);
+        return make_error(ErrorCode::corrupt, "grain size " + std::to_string(grain_sectors) +
+                                                  " sectors is not a power of two").at(offsetof(H, grain_size));
     if (grain_sectors > 2048)
-        return err_at(ErrorCode::unsupported,
-                      "grain size " + std::to_string(grain_sectors) + " sectors is larger than 1 MiB", 20);
+        return make_error(ErrorCode::unsupported, "grain size " + std::to_string(grain_sectors) +
+                                                      " sectors is larger than 1 MiB").at(offsetof(H, grain_size));
     e.grain = grain_sectors * kSector;
     e.gtes_per_gt = h.num_gtes_per_gt.value();
     if (e.gtes_per_gt == 0)
-        return err_at(ErrorCode::corrupt, "numGTEsPerGT is 0", 44);
+        return make_error(ErrorCode::corrupt, "numGTEsPerGT is 0").at(offsetof(H, num_gtes_per_gt));
     if (e.gtes_per_gt > 4096)
-        return err_at(ErrorCode::unsupported, "numGTEsPerGT " + std::to_string(e.gtes_per_gt) + " is larger than 4096", 44);
-    VDISK_ASSIGN(e.capacity, sectors_to_bytes(h.capacity.value(), "capacity", 12));
-    uint64_t cover = e.grain * e.gtes_per_gt;
-    uint64_t num_gts = util::div_round_up(e.capacity, cover);
-    VDISK_ASSIGN(e.gd_offset, sectors_to_bytes(h.gd_offset.value(), "grain directory offset", 56));
-    if (h.gd_offset.value() == 0 && num_gts) return err_at(ErrorCode::corrupt, "grain directory offset is 0", 56);
-    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, num_gts, 4, lim, "grain directory", e.charge));
+        return make_error(ErrorCode::unsupported, "numGTEsPerGT " + std::to_string(e.gtes_per_gt) +
+                                                      " is larger than 4096").at(offsetof(H, num_gtes_per_gt));
+    VDISK_ASSIGN(e.capacity, sectors_to_bytes(h.capacity.value(), "capacity", offsetof(H, capacity)));
+    uint64_t num_gts = util::div_round_up(e.capacity, e.grain * e.gtes_per_gt);
+    VDISK_ASSIGN(e.gd_offset,
+                 sectors_to_bytes(h.gd_offset.value(), "grain directory offset", offsetof(H, gd_offset)));
+    if (h.gd_offset.value() == 0 && num_gts)
+        return make_error(ErrorCode::corrupt, "grain directory offset is 0").at(offsetof(H, gd_offset));
+    VDISK_ASSIGN(e.gd, read_dir(e, e.gd_offset, num_gts, 4, lim, "grain directory"));
     if ((flags & kFlagRedundantGt) && h.rgd_offset.value() != 0 && !e.compressed) {
-        VDISK_ASSIGN(e.rgd_offset, sectors_to_bytes(h.rgd_offset.value(), "redundant grain directory offset", 48));
-        VDISK_ASSIGN(e.rgd, read_dir(f, e.file_size, e.rgd_offset, num_gts, 4, lim, "redundant grain directory", e.charge));
+        VDISK_ASSIGN(e.rgd_offset, sectors_to_bytes(h.rgd_offset.value(), "redundant grain directory offset",
+                                                    offsetof(H, rgd_offset)));
+        VDISK_ASSIGN(e.rgd, read_dir(e, e.rgd_offset, num_gts, 4, lim, "redundant grain directory"));
     }
     e.overhead = h.overhead.value() <= (UINT64_MAX >> 9) ? h.overhead.value() * kSector : 0;
-    if (desc_text && h.descriptor_offset.value() != 0 && h.descriptor_size.value() != 0) {
-        uint64_t ds = h.descriptor_size.value();
-        if (ds > lim.max_descriptor_bytes / kSector)
-            return err_at(ErrorCode::limit_exceeded, "embedded descriptor of " + std::to_string(ds) +
-                                                         " sectors exceeds the descriptor limit",
-                          36);
-        VDISK_ASSIGN(uint64_t doff, sectors_to_bytes(h.descriptor_offset.value(), "descriptor offset", 28));
-        if (!util::range_within(doff, ds * kSector, e.file_size))
-            return err_at(ErrorCode::corrupt, "embedded descriptor at " + hex(doff) + " lies past the end of the file", 28);
-        desc_text->resize(ds * kSector);
-        VDISK_TRY(read_exact(f, doff, std::span<uint8_t>(reinterpret_cast<uint8_t*>(desc_text->data()), desc_text->size()),
-                             "embedded descriptor"));
-    }
+    if (desc_text && h.descriptor_offset.value() != 0 && h.descriptor_size.value() != 0)
+        VDISK_TRY(load_embedded_descriptor(e, lim, *desc_text));
     return ok();
 }
 
 // ESX hosted sparse extent (vmfsSparse, "COWD").
-Status load_cowd(File& f, DiskExtent& e, const Limits& lim) {
-    VDISK_ASSIGN(e.file_size, f.size());
+Status load_cowd(DiskExtent& e, const Limits& lim) {
     CowdHeader h;
-    VDISK_TRY(read_exact(f, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&h), sizeof h), "COWD header"));
+    VDISK_TRY(read_exact(*e.file, 0, bytes_of(h), "COWD header"));
     e.kind = StoreKind::cowd;
     uint64_t grain_sectors = h.grain_size.value();
     if (!util::is_pow2(grain_sectors) || grain_sectors > 2048)
-        return err_at(ErrorCode::corrupt, "COWD grain size " + std::to_string(grain_sectors) + " sectors is invalid", 16);
+        return make_error(ErrorCode::corrupt, "COWD grain size " + std::to_string(grain_sectors) +
+                                                  " sectors is invalid").at(offsetof(CowdHeader, grain_size));
     e.grain = grain_sectors * kSector;
     e.gtes_per_gt = kCowdGtesPerGt;
     e.capacity = uint64_t(h.num_sectors.value()) * kSector;
     uint64_t need = util::div_round_up(e.capacity, e.grain * e.gtes_per_gt);
     if (h.num_gd_entries.value() < need)
-        return err_at(ErrorCode::corrupt, "COWD grain directory has " + std::to_string(h.num_gd_entries.value()) +
-                                              " entries, " + std::to_string(need) + " needed",
-                      24);
+        return make_error(ErrorCode::corrupt, "COWD grain directory has " + std::to_string(h.num_gd_entries.value()) +
+                                                  " entries, " + std::to_string(need) + " needed")
+            .at(offsetof(CowdHeader, num_gd_entries));
     e.gd_offset = uint64_t(h.gd_offset.value()) * kSector;
-    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, need, 4, lim, "grain directory", e.charge));
+    VDISK_ASSIGN(e.gd, read_dir(e, e.gd_offset, need, 4, lim, "grain directory"));
     return ok();
 }
 
 // Space-efficient sparse extent (seSparse).
-Status load_sesparse(File& f, DiskExtent& e, const Limits& lim) {
-    VDISK_ASSIGN(e.file_size, f.size());
+Status load_sesparse(DiskExtent& e, const Limits& lim) {
+    using H = SeSparseConstHeader;
     SeSparseConstHeader h;
-    VDISK_TRY(read_exact(f, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&h), sizeof h), "seSparse header"));
+    VDISK_TRY(read_exact(*e.file, 0, bytes_of(h), "seSparse header"));
     e.kind = StoreKind::sesparse;
     if (h.version.value() != 0x0000000200000001ull)
-        return err_at(ErrorCode::unsupported, "seSparse version " + hex(h.version.value()) + " is not supported", 8);
+        return make_error(ErrorCode::unsupported, "seSparse version " + hex(h.version.value()) + " is not supported")
+            .at(offsetof(H, version));
     if (h.grain_size.value() != 8 || h.grain_table_size.value() != 64)
-        return err_at(ErrorCode::unsupported, "seSparse grain size " + std::to_string(h.grain_size.value()) +
-                                                  " / grain table size " + std::to_string(h.grain_table_size.value()) +
-                                                  " sectors is not supported",
-                      24);
-    if (h.flags.value() != 0) return err_at(ErrorCode::unsupported, "seSparse flags " + hex(h.flags.value()), 40);
-    VDISK_ASSIGN(uint64_t vol_at, sectors_to_bytes(h.volatile_header_offset.value(), "volatile header offset", 80));
+        return make_error(ErrorCode::unsupported, "seSparse grain size " + std::to_string(h.grain_size.value()) +
+                                                      " / grain table size " +
+                                                      std::to_string(h.grain_table_size.value()) +
+                                                      " sectors is not supported")
+            .at(offsetof(H, grain_size));
+    if (h.flags.value() != 0)
+        return make_error(ErrorCode::unsupported, "seSparse flags " + hex(h.flags.value())).at(offsetof(H, flags));
+    VDISK_ASSIGN(uint64_t vol_at, sectors_to_bytes(h.volatile_header_offset.value(), "volatile header offset",
+                                                   offsetof(H, volatile_header_offset)));
     uint8_t vol[32];
-    VDISK_TRY(read_exact(f, vol_at, vol, "seSparse volatile header"));
+    VDISK_TRY(read_exact(*e.file, vol_at, vol, "seSparse volatile header"));
     if (util::load_le<uint64_t>(vol) != kSeSparseVolatileMagic)
-        return err_at(ErrorCode::corrupt, "seSparse volatile header magic is wrong", vol_at);
+        return make_error(ErrorCode::corrupt, "seSparse volatile header magic is wrong").at(vol_at);
     if (util::load_le<uint64_t>(vol + 24) != 0)
-        return err_at(ErrorCode::unsupported, "seSparse journal needs replay", vol_at + 24);
+        return make_error(ErrorCode::unsupported, "seSparse journal needs replay").at(vol_at + 24);
     e.grain = 8 * kSector;
     e.gtes_per_gt = 64 * kSector / 8;
-    VDISK_ASSIGN(e.capacity, sectors_to_bytes(h.capacity.value(), "capacity", 16));
-    VDISK_ASSIGN(e.gd_offset, sectors_to_bytes(h.grain_dir_offset.value(), "grain directory offset", 128));
-    VDISK_ASSIGN(uint64_t gd_bytes, sectors_to_bytes(h.grain_dir_size.value(), "grain directory size", 136));
-    VDISK_ASSIGN(e.se_gt_base, sectors_to_bytes(h.grain_tables_offset.value(), "grain tables offset", 144));
-    VDISK_ASSIGN(e.se_grains_base, sectors_to_bytes(h.grains_offset.value(), "grains offset", 192));
+    VDISK_ASSIGN(e.capacity, sectors_to_bytes(h.capacity.value(), "capacity", offsetof(H, capacity)));
+    VDISK_ASSIGN(e.gd_offset, sectors_to_bytes(h.grain_dir_offset.value(), "grain directory offset",
+                                               offsetof(H, grain_dir_offset)));
+    VDISK_ASSIGN(uint64_t gd_bytes, sectors_to_bytes(h.grain_dir_size.value(), "grain directory size",
+                                                     offsetof(H, grain_dir_size)));
+    VDISK_ASSIGN(e.se_gt_base, sectors_to_bytes(h.grain_tables_offset.value(), "grain tables offset",
+                                                offsetof(H, grain_tables_offset)));
+    VDISK_ASSIGN(e.se_grains_base,
+                 sectors_to_bytes(h.grains_offset.value(), "grains offset", offsetof(H, grains_offset)));
     uint64_t need = util::div_round_up(e.capacity, e.grain * e.gtes_per_gt);
     if (gd_bytes / 8 < need)
-        return err_at(ErrorCode::corrupt, "seSparse grain directory has " + std::to_string(gd_bytes / 8) +
-                                              " entries, " + std::to_string(need) + " needed",
-                      136);
-    VDISK_ASSIGN(e.gd, read_dir(f, e.file_size, e.gd_offset, need, 8, lim, "grain directory", e.charge));
+        return make_error(ErrorCode::corrupt, "seSparse grain directory has " + std::to_string(gd_bytes / 8) +
+                                                  " entries, " + std::to_string(need) + " needed")
+            .at(offsetof(H, grain_dir_size));
+    VDISK_ASSIGN(e.gd, read_dir(e, e.gd_offset, need, 8, lim, "grain directory"));
     return ok();
 }
 
-// Load whichever sparse kind the file holds.
-Status load_sparse_file(File& f, DiskExtent& e, const Limits& lim, std::string* desc_text) {
+// Load whichever sparse kind the extent's file holds.
+Status load_sparse_file(DiskExtent& e, const Limits& lim, std::string* desc_text) {
+    VDISK_ASSIGN(e.file_size, e.file->size());
     uint8_t head[8] = {};
-    VDISK_TRY(read_zero_fill(f, 0, head));
+    VDISK_TRY(read_zero_fill(*e.file, 0, head));
     uint32_t m = util::load_le<uint32_t>(head);
-    if (m == kSparseMagic) return load_hosted(f, e, lim, desc_text);
-    if (m == kCowdMagic) return load_cowd(f, e, lim);
-    if (util::load_le<uint64_t>(head) == kSeSparseConstMagic) return load_sesparse(f, e, lim);
-    return err_at(ErrorCode::corrupt, "extent '" + e.name + "' is not a sparse extent (magic " + hex(m) + ")", 0);
+    if (m == kSparseMagic) return load_hosted(e, lim, desc_text);
+    if (m == kCowdMagic) return load_cowd(e, lim);
+    if (util::load_le<uint64_t>(head) == kSeSparseConstMagic) return load_sesparse(e, lim);
+    return make_error(ErrorCode::corrupt, "extent '" + e.name + "' is not a sparse extent (magic " + hex(m) + ")")
+        .at(0);
 }
 
 bool known_create_type(std::string_view t) {
@@ -219,58 +249,41 @@ bool known_create_type(std::string_view t) {
     });
 }
 
-}  // namespace
-
-Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const OpenContext& ctx) {
+// A sparse file opened directly: it is the only extent; an embedded descriptor supplies CID, parent and DDB,
+// but its extent lines are not followed (the file is the extent).
+Result<VmdkParts> open_sparse_file(std::unique_ptr<File> file, uint32_t magic, const OpenContext& ctx) {
     const Limits& lim = ctx.limits();
-    bool ro = !ctx.options().read_write;
-    VDISK_ASSIGN(uint64_t fsize, file->size());
-    uint8_t head[8] = {};
-    VDISK_TRY(read_zero_fill(*file, 0, head));
-    uint32_t magic = util::load_le<uint32_t>(head);
-    std::vector<std::unique_ptr<File>> files;
-    std::vector<DiskExtent> extents;
-    Descriptor desc;
-
-    bool binary = magic == kSparseMagic || magic == kCowdMagic || util::load_le<uint64_t>(head) == kSeSparseConstMagic;
-    if (binary) {
-        // A sparse file opened directly: it is the only extent; an embedded descriptor supplies CID, parent
-        // and DDB, but its extent lines are not followed (the file is the extent).
-        DiskExtent e;
-        e.type = magic == kCowdMagic ? ExtentType::vmfssparse
-                 : magic == kSparseMagic ? ExtentType::sparse : ExtentType::sesparse;
-        e.name = std::string(base_name(file->name()));
-        e.embedded = true;
-        e.file = file.get();
-        std::string text;
-        VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), 0, "grain directory"));
-        VDISK_TRY(load_sparse_file(*file, e, lim, &text));
-        if (!text.empty()) {
-            VDISK_ASSIGN(desc, parse_descriptor(text, lim));
-        } else {
-            desc.create_type = magic == kCowdMagic ? "vmfsSparse"
-                               : magic != kSparseMagic ? "seSparse"
-                               : e.compressed ? "streamOptimized" : "monolithicSparse";
-        }
-        e.length = e.capacity;
-        desc.extents.clear();
-        ExtentLine l;
-        l.sectors = e.capacity / kSector;
-        l.type = e.type;
-        l.name = e.name;
-        desc.extents.push_back(l);
-        extents.push_back(std::move(e));
-        files.push_back(std::move(file));
-        uint64_t size = extents.front().length;
-        const auto& h = extents.front().header;
-        bool has_text = !text.empty();
-        uint64_t desc_at = h.descriptor_offset.value() * kSector, desc_room = h.descriptor_size.value() * kSector;
-        auto dev = std::make_unique<VmdkDevice>(size, ro, std::move(desc), std::move(files), std::move(extents), lim);
-        dev->set_force_parent(ctx.options().force_parent_mismatch);
-        if (has_text) dev->set_descriptor_location(dev->files().front(), desc_at, desc_room);
-        return std::unique_ptr<BlockDevice>(std::move(dev));
+    VmdkParts p;
+    DiskExtent e;
+    e.type = magic == kCowdMagic ? ExtentType::vmfssparse
+             : magic == kSparseMagic ? ExtentType::sparse : ExtentType::sesparse;
+    e.name = std::string(base_name(file->name()));
+    e.embedded = true;
+    e.file = file.get();
+    std::string text;
+    VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), 0, "grain directory"));
+    VDISK_TRY(load_sparse_file(e, lim, &text));
+    if (!text.empty()) {
+        VDISK_ASSIGN(p.desc, parse_descriptor(text, lim));
+        p.desc_file = file.get();
+        p.desc_at = e.header.descriptor_offset.value() * kSector;
+        p.desc_room = e.header.descriptor_size.value() * kSector;
+    } else {
+        p.desc.create_type = magic == kCowdMagic ? "vmfsSparse"
+                             : magic != kSparseMagic ? "seSparse"
+                             : e.compressed ? "streamOptimized" : "monolithicSparse";
     }
+    e.length = e.capacity;
+    p.desc.extents = {ExtentLine{ExtentAccess::rw, e.capacity / kSector, e.type, e.name, 0}};
+    p.extents.push_back(std::move(e));
+    p.files.push_back(std::move(file));
+    return p;
+}
 
+// A text descriptor file and the extent files its lines name.
+Result<VmdkParts> open_descriptor_file(std::unique_ptr<File> file, const OpenContext& ctx) {
+    const Limits& lim = ctx.limits();
+    VDISK_ASSIGN(uint64_t fsize, file->size());
     if (fsize > lim.max_descriptor_bytes)
         return make_error(ErrorCode::limit_exceeded, "descriptor file of " + std::to_string(fsize) +
                                                          " bytes exceeds the descriptor limit (" +
@@ -280,14 +293,16 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
                          "descriptor"));
     if (!looks_like_descriptor(text) && text.find("createType") == std::string::npos)
         return make_error(ErrorCode::invalid_format, "not a VMDK: no sparse magic and no text descriptor");
-    VDISK_ASSIGN(desc, parse_descriptor(text, lim));
-    if (!known_create_type(desc.create_type))
-        return make_error(ErrorCode::unsupported, "createType '" + desc.create_type + "' is not supported");
-    if (desc.extents.empty()) return make_error(ErrorCode::corrupt, "descriptor lists no extents");
-    files.push_back(std::move(file));
+    VmdkParts p;
+    VDISK_ASSIGN(p.desc, parse_descriptor(text, lim));
+    if (!known_create_type(p.desc.create_type))
+        return make_error(ErrorCode::unsupported, "createType '" + p.desc.create_type + "' is not supported");
+    if (p.desc.extents.empty()) return make_error(ErrorCode::corrupt, "descriptor lists no extents");
+    p.desc_file = file.get();
+    p.files.push_back(std::move(file));
     uint64_t pos = 0;
-    Access access = ro ? Access::read_only : Access::read_write;
-    for (auto& l : desc.extents) {
+    Access access = ctx.options().read_write ? Access::read_write : Access::read_only;
+    for (auto& l : p.desc.extents) {
         DiskExtent e;
         e.type = l.type;
         e.access = l.access;
@@ -297,11 +312,11 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
         pos += e.length;
         if (l.type == ExtentType::zero) {
             e.kind = StoreKind::zero;
-            extents.push_back(std::move(e));
+            p.extents.push_back(std::move(e));
             continue;
         }
         if (l.name.empty())
-            return make_error(ErrorCode::corrupt, "descriptor extent " + std::to_string(extents.size() + 1) +
+            return make_error(ErrorCode::corrupt, "descriptor extent " + std::to_string(p.extents.size() + 1) +
                                                       " has an empty file name");
         auto f = ctx.open_related(l.name, l.access == ExtentAccess::rw ? access : Access::read_only, "extent");
         if (!f) {
@@ -319,7 +334,7 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
             // Every extent charges the one image budget: 64 extent lines naming one big sparse file cost
             // 64 times its tables, not one cap each.
             VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), 0, "grain directory"));
-            auto st = load_sparse_file(*e.file, e, lim, nullptr);
+            auto st = load_sparse_file(e, lim, nullptr);
             if (!st) {
                 Error err = std::move(st).error();
                 err.message = "extent '" + l.name + "': " + err.message;
@@ -327,14 +342,27 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
                 return err;
             }
         }
-        files.push_back(std::move(*f));
-        extents.push_back(std::move(e));
+        p.files.push_back(std::move(*f));
+        p.extents.push_back(std::move(e));
     }
     if (pos == 0) return make_error(ErrorCode::corrupt, "descriptor extents add up to 0 sectors");
-    auto dev = std::make_unique<VmdkDevice>(pos, ro, std::move(desc), std::move(files), std::move(extents), lim);
-    dev->set_force_parent(ctx.options().force_parent_mismatch);
-    dev->set_descriptor_location(dev->files().front(), 0, 0);
-    return std::unique_ptr<BlockDevice>(std::move(dev));
+    return p;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const OpenContext& ctx) {
+    uint8_t head[8] = {};
+    VDISK_TRY(read_zero_fill(*file, 0, head));
+    const uint32_t magic = util::load_le<uint32_t>(head);
+    const bool binary =
+        magic == kSparseMagic || magic == kCowdMagic || util::load_le<uint64_t>(head) == kSeSparseConstMagic;
+    auto parts = binary ? open_sparse_file(std::move(file), magic, ctx) : open_descriptor_file(std::move(file), ctx);
+    if (!parts) return std::move(parts).error();
+    const DiskExtent& last = parts->extents.back();
+    const uint64_t size = last.start + last.length;
+    return std::unique_ptr<BlockDevice>(
+        std::make_unique<VmdkDevice>(size, !ctx.options().read_write, std::move(*parts), ctx.limits()));
 }
 
 namespace {

@@ -91,13 +91,23 @@ struct DiskExtent {
     Charge charge;                // the directories' memory, on the image's budget
 };
 
-/// A VMDK: a descriptor plus extents laid end to end.
-Result<CheckResult> check_vmdk(BlockDevice& dev);
+/// What a VmdkDevice is made of; the opener and create fill it in.
+struct VmdkParts {
+    Descriptor desc;
+    std::vector<std::unique_ptr<File>> files;  // the first is the main file
+    std::vector<DiskExtent> extents;           // laid end to end from virtual offset 0
+    // Where the descriptor text lives, so the first write can give the image a new CID (children then notice
+    // that their parent changed). Null: nowhere to update; room == 0: a descriptor file of its own that may
+    // change length.
+    File* desc_file = nullptr;
+    uint64_t desc_at = 0;
+    uint64_t desc_room = 0;
+};
 
+/// A VMDK: a descriptor plus extents laid end to end.
 class VmdkDevice final : public BlockDevice {
 public:
-    VmdkDevice(uint64_t size, bool read_only, Descriptor desc, std::vector<std::unique_ptr<File>> files,
-               std::vector<DiskExtent> extents, const Limits& limits);
+    VmdkDevice(uint64_t size, bool read_only, VmdkParts parts, const Limits& limits);
     ~VmdkDevice() override {
         // Best effort for a caller that never flushed or closed; close() reports errors properly.
         if (dirty_key_ != UINT64_MAX) (void)write_back_gt();
@@ -118,38 +128,25 @@ public:
                         std::span<uint8_t> out) const override;
 
     const Descriptor& descriptor() const { return desc_; }
-    std::vector<DiskExtent>& extents() { return extents_; }
-    /// State of grain `gi` of extent `ei` (reads the grain table through the cache).
-    Result<GrainState> lookup(size_t ei, uint64_t gi);
     /// Turn this freshly created streamOptimized device into a one-pass writer (file end at `end`).
     void start_stream(uint64_t end);
-    /// Accept a parent whose CID differs from parentCID (OpenOptions::force_parent_mismatch).
-    void set_force_parent(bool force) { force_parent_ = force; }
-    /// Where the descriptor text lives, so the first write can give the image a new CID (children then notice
-    /// that their parent changed). room == 0: a descriptor file of its own that may change length.
-    void set_descriptor_location(File* file, uint64_t at, uint64_t room) {
-        desc_file_ = file;
-        desc_at_ = at;
-        desc_room_ = room;
-    }
 
 protected:
-    Status do_read(uint64_t offset, std::span<uint8_t> buf) override;
     Status do_write(uint64_t offset, std::span<const uint8_t> buf) override;
     Status do_flush() override;
     Status do_close() override;
     Status do_resize(uint64_t new_size) override;
-    Result<Extent> do_block_status(uint64_t offset, uint64_t max_len) override;
     Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len) override;
     ImageInfo do_info() const override;
     Status check_backing_identity(BlockDevice& backing) override;
-    Result<CheckResult> do_check(RepairMode) override { return check_vmdk(*this); }
+    /// Structure only (vmdk_check.cpp); repairs nothing.
+    Result<CheckResult> do_check(RepairMode) override;
 
 private:
     size_t find_extent(uint64_t offset) const;
+    /// State of grain `gi` of extent `ei` (reads the grain table through the cache).
+    Result<GrainState> lookup(size_t ei, uint64_t gi);
     Result<const std::vector<uint64_t>*> table(size_t ei, uint64_t gt);
-    Status read_sparse(size_t ei, uint64_t rel, std::span<uint8_t> buf);
-    Status read_compressed(size_t ei, uint64_t gi, uint64_t host, std::span<uint8_t> grain);
     /// Where the deflate stream of compressed grain `gi` (entry pointing at `host`) lies: {offset, length}.
     Result<std::pair<uint64_t, uint64_t>> compressed_bytes(size_t ei, uint64_t gi, uint64_t host);
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
@@ -159,7 +156,10 @@ private:
     Status grow_sparse(uint64_t new_size);
     /// Rewrite the descriptor text where it lives (embedded within its sectors, or its own file); vmdk_reference.cpp.
     Status write_descriptor(const Descriptor& d);
+    /// invalid_argument when grain `gi` lies before the next grain the one-pass writer can take.
+    Status stream_in_order(uint64_t gi) const;
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
+    Result<uint64_t> stream_put_table(uint32_t type, const std::vector<uint64_t>& entries);
     Status stream_flush_gt();
     Status stream_finish();
 
@@ -167,17 +167,15 @@ private:
     std::vector<std::unique_ptr<File>> files_;
     std::vector<DiskExtent> extents_;
     Limits limits_;
-    bool force_parent_ = false;
     File* desc_file_ = nullptr;
     uint64_t desc_at_ = 0;
     uint64_t desc_room_ = 0;
     bool cid_updated_ = false;
     Status update_cid();
     // Concurrent readers (see BlockDevice) share the grain-table cache: lookup() holds meta_mu_ while it finds
-    // or loads a table and reads one entry; grain data is read outside it. The last inflated grain has its own
-    // lock. Writers hold the device exclusively.
+    // or loads a table and reads one entry; grain data is read outside it (by the generic layer). Writers hold
+    // the device exclusively.
     std::mutex meta_mu_;
-    std::mutex zgrain_mu_;
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
     Charge gt_charge_;
@@ -186,9 +184,6 @@ private:
     // drops tables, and on flush/close; the grains they point to are always written first.
     uint64_t dirty_key_ = UINT64_MAX;
     uint64_t dirty_lo_ = 0, dirty_hi_ = 0;
-    // The last decompressed grain (streamOptimized reads are mostly sequential).
-    uint64_t zkey_ = UINT64_MAX;
-    std::vector<uint8_t> zgrain_;
     // One-pass streamOptimized writer state.
     bool stream_writer_ = false;
     bool stream_done_ = false;
@@ -203,7 +198,5 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
 /// Create a VMDK (every subformat) and return it open read-write.
 Result<std::unique_ptr<BlockDevice>> create_vmdk(const CreateOptions& opts, const OpenContext& ctx);
 Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSource& src);
-/// Consistency check of a device opened by this backend.
-Result<CheckResult> check_vmdk(BlockDevice& dev);
 
 }  // namespace vdisk::vmdk
