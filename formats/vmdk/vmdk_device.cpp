@@ -126,9 +126,21 @@ Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
     DiskExtent& e = extents_[ei];
     GrainState g;
     uint64_t v = 0;
-    {
+    const uint64_t gt = gi / e.gtes_per_gt;
+    bool hit = false;
+    if (!(stream_writer_ && gt == stream_gt_)) {
+        // Readers that find their table cached share the lock (the directory and the cache change only under
+        // the device's exclusive lock or meta_mu_ held exclusively); a miss loads it alone, below.
+        std::shared_lock lock(meta_mu_);
+        if (gt >= e.gd.size() || e.gd[gt] == 0) return g;
+        if (auto it = gt_cache_.find((static_cast<uint64_t>(ei) << 40) | gt); it != gt_cache_.end()) {
+            v = it->second[gi % e.gtes_per_gt];
+            hit = true;
+        }
+    }
+    if (!hit) {
         std::lock_guard lock(meta_mu_);
-        VDISK_ASSIGN(const std::vector<uint64_t>* t, table(ei, gi / e.gtes_per_gt));
+        VDISK_ASSIGN(const std::vector<uint64_t>* t, table(ei, gt));
         if (!t) return g;
         v = (*t)[gi % e.gtes_per_gt];
     }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -172,10 +173,10 @@ private:
     uint64_t desc_room_ = 0;
     bool cid_updated_ = false;
     Status update_cid();
-    // Concurrent readers (see BlockDevice) share the grain-table cache: lookup() holds meta_mu_ while it finds
-    // or loads a table and reads one entry; grain data is read outside it (by the generic layer). Writers hold
+    // Concurrent readers (see BlockDevice) share the grain-table cache: lookup() holds meta_mu_ shared while it
+    // finds a cached table and reads one entry, exclusively while it loads one; grain data is read outside it (by the generic layer). Writers hold
     // the device exclusively.
-    std::mutex meta_mu_;
+    std::shared_mutex meta_mu_;
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;
     Charge gt_charge_;
