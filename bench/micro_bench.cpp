@@ -137,8 +137,10 @@ void BM_Convert(benchmark::State& st, const std::string& from, const std::string
     st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(img->device->size() / 4));
 }
 BENCHMARK_CAPTURE(BM_Convert, raw_to_raw, std::string("raw"), std::string("raw"), false)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Convert, vmdk_to_qcow2, std::string("vmdk"), std::string("qcow2"), false)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Convert, raw_to_qcow2_c, std::string("raw"), std::string("qcow2"), true)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Convert, vmdk_to_qcow2, std::string("vmdk"), std::string("qcow2"), false)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Convert, raw_to_qcow2_c, std::string("raw"), std::string("qcow2"), true)
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

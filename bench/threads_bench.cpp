@@ -60,8 +60,7 @@ struct Image {
 
 Image& image(const std::string& fmt, bool host) {
     // Built once per case before the threads start (function-local statics initialise thread-safely).
-    static Image qcow2_host("qcow2", true), qcow2_mem("qcow2", false), vmdk_host("vmdk", true),
-        vmdk_mem("vmdk", false);
+    static Image qcow2_host("qcow2", true), qcow2_mem("qcow2", false), vmdk_host("vmdk", true), vmdk_mem("vmdk", false);
     if (fmt == "qcow2") return host ? qcow2_host : qcow2_mem;
     return host ? vmdk_host : vmdk_mem;
 }

@@ -45,9 +45,9 @@ inline void fix_checksums(uint8_t* data, size_t size) {
 }  // namespace vdisk::fuzz
 
 /// Define LLVMFuzzerCustomMutator in a target that includes this header.
-#define VDISK_FUZZ_CHECKSUM_MUTATOR                                                                     \
+#define VDISK_FUZZ_CHECKSUM_MUTATOR                                                                         \
     extern "C" size_t LLVMFuzzerCustomMutator(uint8_t* data, size_t size, size_t max_size, unsigned seed) { \
-        size = LLVMFuzzerMutate(data, size, max_size);                                                  \
-        if (seed % 8 != 0) vdisk::fuzz::fix_checksums(data, size);                                      \
-        return size;                                                                                    \
+        size = LLVMFuzzerMutate(data, size, max_size);                                                      \
+        if (seed % 8 != 0) vdisk::fuzz::fix_checksums(data, size);                                          \
+        return size;                                                                                        \
     }

@@ -47,7 +47,7 @@ struct Member {
 };
 
 std::optional<uint64_t> tar_number(const uint8_t* p, size_t n) {
-    if (p[0] & 0x80) {  // GNU base-256 for sizes >= 8 GiB
+    if (p[0] & 0x80) {                          // GNU base-256 for sizes >= 8 GiB
         if (p[0] != 0x80) return std::nullopt;  // negative or absurd
         uint64_t v = 0;
         for (size_t i = 1; i < n; ++i) {
@@ -103,7 +103,8 @@ Result<std::vector<Member>> index_tar(File& f, bool stop_after_first) {
         VDISK_TRY(read_exact(f, pos, h, "tar header"));
         if (std::all_of(h.begin(), h.end(), [](uint8_t b) { return b == 0; })) break;  // end of archive
         if (++headers > 2 * kMaxTarMembers)
-            return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members", f.name());
+            return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members",
+                       f.name());
         if (!tar_checksum_ok(h.data()))
             return bad(ErrorCode::corrupt, "tar header checksum mismatch at " + hex(pos), f.name(), pos);
         auto size = tar_number(h.data() + 124, 12);
@@ -114,14 +115,17 @@ Result<std::vector<Member>> index_tar(File& f, bool stop_after_first) {
         auto padded = util::add<uint64_t>(sz, uint64_t{kBlock - 1});
         auto next = padded ? util::add<uint64_t>(data, *padded / kBlock * kBlock) : std::nullopt;
         if (!next || data + sz > fsize)
-            return bad(ErrorCode::corrupt, "tar member at " + hex(pos) + " (" + std::to_string(sz) +
-                                               " bytes) runs past the end of the file (" + std::to_string(fsize) + ")",
+            return bad(ErrorCode::corrupt,
+                       "tar member at " + hex(pos) + " (" + std::to_string(sz) +
+                           " bytes) runs past the end of the file (" + std::to_string(fsize) + ")",
                        f.name(), pos);
         const char type = static_cast<char>(h[156]);
         if (type == 'L' || type == 'x') {
-            if (sz > kMaxLongName) return bad(ErrorCode::limit_exceeded, "tar name record too long at " + hex(pos), f.name(), pos);
+            if (sz > kMaxLongName)
+                return bad(ErrorCode::limit_exceeded, "tar name record too long at " + hex(pos), f.name(), pos);
             std::string rec(static_cast<size_t>(sz), '\0');
-            VDISK_TRY(read_exact(f, data, std::span<uint8_t>(reinterpret_cast<uint8_t*>(rec.data()), rec.size()), "tar record"));
+            VDISK_TRY(read_exact(f, data, std::span<uint8_t>(reinterpret_cast<uint8_t*>(rec.data()), rec.size()),
+                                 "tar record"));
             if (type == 'L') {
                 long_name = rec.substr(0, rec.find('\0'));
             } else {
@@ -131,7 +135,10 @@ Result<std::vector<Member>> index_tar(File& f, bool stop_after_first) {
                     if (sp == std::string::npos) break;
                     size_t len = 0;
                     for (size_t i = p; i < sp; ++i) {
-                        if (rec[i] < '0' || rec[i] > '9' || len > kMaxLongName) { len = 0; break; }
+                        if (rec[i] < '0' || rec[i] > '9' || len > kMaxLongName) {
+                            len = 0;
+                            break;
+                        }
                         len = len * 10 + static_cast<size_t>(rec[i] - '0');
                     }
                     if (len <= sp - p + 1 || p + len > rec.size()) break;
@@ -166,7 +173,8 @@ Result<std::vector<Member>> index_tar(File& f, bool stop_after_first) {
             }
             out.push_back(Member{clean_member_name(name), data, sz});
             if (out.size() > kMaxTarMembers)
-                return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members", f.name());
+                return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members",
+                           f.name());
             if (stop_after_first) break;
         }
         long_name.clear();
@@ -229,13 +237,18 @@ void XMLCALL on_start(void* ud, const XML_Char* name, const XML_Char** attrs) {
     }
     std::map<std::string, std::string, std::less<>> a;
     for (size_t i = 0; attrs[i] && attrs[i + 1]; i += 2) a[std::string(local_name(attrs[i]))] = attrs[i + 1];
-    auto get = [&](const char* k) { auto it = a.find(k); return it == a.end() ? std::string() : it->second; };
+    auto get = [&](const char* k) {
+        auto it = a.find(k);
+        return it == a.end() ? std::string() : it->second;
+    };
     if (el == "File") {
-        OvfFile f{get("id"), get("href"), get("compression"), parse_u64(get("size")), parse_u64(get("chunkSize")).value_or(0)};
+        OvfFile f{get("id"), get("href"), get("compression"), parse_u64(get("size")),
+                  parse_u64(get("chunkSize")).value_or(0)};
         p.files.push_back(std::move(f));
     } else {
-        OvfDisk d{get("diskId"), get("fileRef"), get("capacity"), get("capacityAllocationUnits"), get("format"),
-                  parse_u64(get("populatedSize"))};
+        OvfDisk d{get("diskId"),   get("fileRef"),
+                  get("capacity"), get("capacityAllocationUnits"),
+                  get("format"),   parse_u64(get("populatedSize"))};
         p.disks.push_back(std::move(d));
     }
 }
@@ -305,11 +318,11 @@ bool unsafe_href(std::string_view h) {
 
 struct Source {
     Appliance app;
-    std::string name;                 // the .ova / .ovf as given
-    std::shared_ptr<File> tar;        // archive only
-    std::vector<Member> members;      // archive only
+    std::string name;                                    // the .ova / .ovf as given
+    std::shared_ptr<File> tar;                           // archive only
+    std::vector<Member> members;                         // archive only
     std::map<std::string, size_t, std::less<>> by_name;  // member name -> index (names are unique)
-    FileSystem* base = nullptr;       // bare .ovf: the files beside it
+    FileSystem* base = nullptr;                          // bare .ovf: the files beside it
     OpenOptions options;
 
     const Member* member(std::string_view n) const {
@@ -357,7 +370,8 @@ public:
             if (d.compression == "gzip" || (ends_with_ci(d.href, ".gz") && looks_gzip(*joined)))
                 return make_gzip_file(joined, src_->name + "/" + d.href);
             if (!d.compression.empty())
-                return bad(ErrorCode::unsupported, "compression '" + d.compression + "' of '" + d.href + "'", src_->name);
+                return bad(ErrorCode::unsupported, "compression '" + d.compression + "' of '" + d.href + "'",
+                           src_->name);
             return std::unique_ptr<File>(std::make_unique<SharedFile>(joined));
         }
         // Other names an image inside may refer to (a VMDK descriptor's extents): members of the archive,
@@ -374,7 +388,9 @@ public:
     Status rename(std::string_view from, std::string_view) override {
         return bad(ErrorCode::read_only, "cannot rename inside an appliance", from);
     }
-    Status remove(std::string_view name) override { return bad(ErrorCode::read_only, "cannot remove inside an appliance", name); }
+    Status remove(std::string_view name) override {
+        return bad(ErrorCode::read_only, "cannot remove inside an appliance", name);
+    }
     bool exists(std::string_view name) override {
         if (name == src_->app.disks[disk_].href) return true;
         return src_->app.archive ? src_->member(name) != nullptr
@@ -432,7 +448,8 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, cons
     src->name = std::string(name);
     src->options = options;
     VDISK_ASSIGN(Kind kind, sniff(*file));
-    if (kind == Kind::none) return bad(ErrorCode::invalid_format, "not an OVA (tar with an .ovf first) or OVF descriptor", name);
+    if (kind == Kind::none)
+        return bad(ErrorCode::invalid_format, "not an OVA (tar with an .ovf first) or OVF descriptor", name);
     std::string xml;
     if (kind == Kind::ova) {
         src->app.archive = true;
@@ -441,22 +458,26 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, cons
         const Member& d = src->members.front();
         src->app.descriptor = d.name;
         if (d.size > kMaxOvfBytes)
-            return bad(ErrorCode::limit_exceeded, "OVF descriptor of " + std::to_string(d.size) + " bytes (cap " +
-                                                      std::to_string(kMaxOvfBytes) + ")", name);
+            return bad(ErrorCode::limit_exceeded,
+                       "OVF descriptor of " + std::to_string(d.size) + " bytes (cap " + std::to_string(kMaxOvfBytes) +
+                           ")",
+                       name);
         xml.resize(static_cast<size_t>(d.size));
         VDISK_TRY(read_exact(*file, d.offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(xml.data()), xml.size()),
                              "OVF descriptor"));
         // Two members of one name would make "the" disk ambiguous; a packer never writes that.
         for (size_t i = 0; i < src->members.size(); ++i)
             if (!src->by_name.emplace(src->members[i].name, i).second)
-                return bad(ErrorCode::corrupt, "the archive holds two members named '" + src->members[i].name + "'", name);
+                return bad(ErrorCode::corrupt, "the archive holds two members named '" + src->members[i].name + "'",
+                           name);
     } else {
         src->base = &fs;
         src->app.descriptor = std::string(base_name(name));
         VDISK_ASSIGN(uint64_t sz, file->size());
         if (sz > kMaxOvfBytes)
-            return bad(ErrorCode::limit_exceeded, "OVF descriptor of " + std::to_string(sz) + " bytes (cap " +
-                                                      std::to_string(kMaxOvfBytes) + ")", name);
+            return bad(ErrorCode::limit_exceeded,
+                       "OVF descriptor of " + std::to_string(sz) + " bytes (cap " + std::to_string(kMaxOvfBytes) + ")",
+                       name);
         xml.resize(static_cast<size_t>(sz));
         VDISK_TRY(read_exact(*file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(xml.data()), xml.size()),
                              "OVF descriptor"));
@@ -467,24 +488,30 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, cons
         ad.disk_id = d.id;
         auto f = std::find_if(ovf.files.begin(), ovf.files.end(), [&](const OvfFile& x) { return x.id == d.file_ref; });
         if (d.file_ref.empty() || f == ovf.files.end())
-            return bad(ErrorCode::invalid_format, "disk '" + d.id + "' names file '" + d.file_ref +
-                                                      "', which the References section does not list", name);
+            return bad(ErrorCode::invalid_format,
+                       "disk '" + d.id + "' names file '" + d.file_ref +
+                           "', which the References section does not list",
+                       name);
         ad.href = f->href;
         if (unsafe_href(ad.href))
-            return bad(ErrorCode::access_denied, "disk '" + d.id + "' refers to '" + ad.href +
-                                                     "', outside the appliance (absolute, '..' or a URL)", name);
+            return bad(ErrorCode::access_denied,
+                       "disk '" + d.id + "' refers to '" + ad.href +
+                           "', outside the appliance (absolute, '..' or a URL)",
+                       name);
         if (!src->app.archive) {
             if (options.references) options.references->push_back("appliance file '" + ad.href + "'");
             if (options.untrusted)
-                return bad(ErrorCode::access_denied, "untrusted OVF descriptor refers to the file '" + ad.href +
-                                                         "'; refusing to open it (give the disk itself)", name);
+                return bad(ErrorCode::access_denied,
+                           "untrusted OVF descriptor refers to the file '" + ad.href +
+                               "'; refusing to open it (give the disk itself)",
+                           name);
         }
         auto units = unit_bytes(d.units);
         auto cap = parse_u64(d.capacity);
         auto bytes = (units && cap) ? util::mul<uint64_t>(*cap, *units) : std::nullopt;
         if (!bytes)
-            return bad(ErrorCode::invalid_format, "disk '" + d.id + "' has capacity '" + d.capacity + "' in units '" +
-                                                      d.units + "'", name);
+            return bad(ErrorCode::invalid_format,
+                       "disk '" + d.id + "' has capacity '" + d.capacity + "' in units '" + d.units + "'", name);
         ad.capacity = *bytes;
         ad.populated_size = d.populated;
         ad.format_url = d.format;
@@ -501,11 +528,13 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, cons
                 ad.pieces.push_back(n);
             }
             if (ad.pieces.empty())
-                return bad(ErrorCode::not_found, "disk '" + d.id + "': chunk '" + ad.href + ".000000000' not found", name);
+                return bad(ErrorCode::not_found, "disk '" + d.id + "': chunk '" + ad.href + ".000000000' not found",
+                           name);
         } else {
             if (!src->piece_exists(ad.href))
-                return bad(ErrorCode::not_found, "disk '" + d.id + "': file '" + ad.href + "' not found" +
-                                                     (src->app.archive ? " in the archive" : " beside the descriptor"),
+                return bad(ErrorCode::not_found,
+                           "disk '" + d.id + "': file '" + ad.href + "' not found" +
+                               (src->app.archive ? " in the archive" : " beside the descriptor"),
                            name);
             ad.pieces.push_back(ad.href);
         }
@@ -540,8 +569,10 @@ Result<OpenedImage> open_disk(const Registry& registry, FileSystem& fs, std::str
     if (options.read_write) return bad(ErrorCode::read_only, "an appliance is opened read-only", name);
     VDISK_ASSIGN(auto src, load(fs, name, file, options));
     if (index >= src->app.disks.size())
-        return bad(ErrorCode::not_found, "disk " + std::to_string(index) + " asked for; the appliance has " +
-                                             std::to_string(src->app.disks.size()) + " (numbered from 0)", name);
+        return bad(ErrorCode::not_found,
+                   "disk " + std::to_string(index) + " asked for; the appliance has " +
+                       std::to_string(src->app.disks.size()) + " (numbered from 0)",
+                   name);
     ApplianceFileSystem afs(src, index);
     OpenOptions inner = options;
     // The disk is a file of the appliance, not another file: untrusted rules apply to what it refers to.

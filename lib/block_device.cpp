@@ -292,10 +292,9 @@ Result<StoredExtent> BlockDevice::map_stored(uint64_t offset, uint64_t max_len) 
     if (!r) return named(std::move(r).error());
     const StoredExtent& e = *r;
     // Contract check, as for block_status: a compressed unit must contain `offset` and name its bytes.
-    bool good = e.length > 0 &&
-                (e.kind == StoredKind::compressed
-                     ? e.offset <= offset && offset - e.offset < e.length && e.file && e.host_length > 0
-                     : e.offset == offset && e.length <= max_len);
+    bool good = e.length > 0 && (e.kind == StoredKind::compressed
+                                     ? e.offset <= offset && offset - e.offset < e.length && e.file && e.host_length > 0
+                                     : e.offset == offset && e.length <= max_len);
     if (!good)
         return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(e.offset) + ", +" + hex(e.length) +
                                                   ") for request at " + hex(offset));
@@ -326,7 +325,7 @@ Result<StoredExtent> BlockDevice::do_map_stored(uint64_t offset, uint64_t max_le
     StoredExtent s;
     s.offset = x.offset;
     s.length = x.length;
-    s.kind = x.kind == ExtentKind::zero ? StoredKind::zero
+    s.kind = x.kind == ExtentKind::zero          ? StoredKind::zero
              : x.kind == ExtentKind::unallocated ? StoredKind::unallocated
                                                  : StoredKind::data;  // compressed too: read() decodes it
     return s;
@@ -401,8 +400,7 @@ Result<CheckResult> BlockDevice::do_check(RepairMode) {
 Result<std::vector<uint8_t>> BlockDevice::compress_chunk(std::span<const uint8_t>) const {
     return make_error(ErrorCode::unsupported, "compression is not supported by this format");
 }
-Status BlockDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
-                                          uint64_t raw_length) {
+Status BlockDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length) {
     ExclusiveGuard g(*this);
     const uint64_t dev_size = size();
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
@@ -457,7 +455,7 @@ Result<Extent> BlockDevice::do_block_status(uint64_t offset, uint64_t max_len) {
         return e;
     }
     e.length = m.length;
-    e.kind = m.kind == StoredKind::zero ? ExtentKind::zero
+    e.kind = m.kind == StoredKind::zero          ? ExtentKind::zero
              : m.kind == StoredKind::unallocated ? ExtentKind::unallocated
                                                  : ExtentKind::data;
     if (m.kind == StoredKind::data && m.file) {
@@ -491,8 +489,8 @@ Status BlockDevice::read_mapped(uint64_t offset, std::span<uint8_t> buf) {
             continue;
         }
         if (m.offset != offset || m.length == 0 || m.length > buf.size())
-            return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(m.offset) + ", +" +
-                                                      hex(m.length) + ") for a read at " + hex(offset));
+            return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(m.offset) + ", +" + hex(m.length) +
+                                                      ") for a read at " + hex(offset));
         if (m.kind == StoredKind::data && !m.file)
             return make_error(ErrorCode::unsupported, "internal: backend maps data without a host file at " +
                                                           hex(offset) + " and does not read it itself");

@@ -23,8 +23,7 @@ Status Budget::charge_here(uint64_t bytes, std::string_view what) {
         if (used_.compare_exchange_weak(cur, cur + bytes, std::memory_order_relaxed)) break;
     }
     uint64_t now = cur + bytes, peak = peak_.load(std::memory_order_relaxed);
-    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-    }
+    while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {}
     return ok();
 }
 
@@ -51,8 +50,7 @@ Status Budget::charge(uint64_t bytes, std::string_view what) {
 void Budget::release(uint64_t bytes) noexcept {
     if (bytes == 0) return;
     uint64_t cur = used_.load(std::memory_order_relaxed);
-    while (!used_.compare_exchange_weak(cur, cur >= bytes ? cur - bytes : 0, std::memory_order_relaxed)) {
-    }
+    while (!used_.compare_exchange_weak(cur, cur >= bytes ? cur - bytes : 0, std::memory_order_relaxed)) {}
     if (parent_) parent_->release(bytes);
 }
 

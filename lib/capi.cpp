@@ -168,7 +168,7 @@ vdisk_extent to_c(const vdisk::Extent& e) {
     vdisk_extent x{};
     x.offset = e.offset;
     x.length = e.length;
-    x.kind = e.kind == vdisk::ExtentKind::data ? VDISK_EXTENT_DATA
+    x.kind = e.kind == vdisk::ExtentKind::data   ? VDISK_EXTENT_DATA
              : e.kind == vdisk::ExtentKind::zero ? VDISK_EXTENT_ZERO
                                                  : VDISK_EXTENT_UNALLOCATED;
     x.compressed = e.compressed;

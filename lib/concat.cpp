@@ -15,7 +15,8 @@ uint64_t total_size(const std::vector<BlockDevice*>& parts) {
 
 class ConcatDevice final : public BlockDevice {
 public:
-    explicit ConcatDevice(std::vector<BlockDevice*> parts) : BlockDevice(total_size(parts), true), parts_(std::move(parts)) {
+    explicit ConcatDevice(std::vector<BlockDevice*> parts)
+        : BlockDevice(total_size(parts), true), parts_(std::move(parts)) {
         uint64_t at = 0;
         for (auto* p : parts_) {
             starts_.push_back(at);

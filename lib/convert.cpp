@@ -59,8 +59,9 @@ public:
     void account(uint64_t bytes) {
         if (!rate_) return;
         total_ += bytes;
-        const auto due = start_ + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                      std::chrono::duration<double>(static_cast<double>(total_) / static_cast<double>(rate_)));
+        const auto due = start_ +
+                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                             std::chrono::duration<double>(static_cast<double>(total_) / static_cast<double>(rate_)));
         std::this_thread::sleep_until(due);
     }
 
@@ -117,9 +118,9 @@ Result<MappedExtent> map_source(BlockDevice& src, uint64_t off, uint64_t len, co
 
 // What the target needs besides the source's data.
 struct TargetMode {
-    bool zero_init = true;  // unwritten ranges of the target read as zeros (a new file, a zeroed device)
-    bool backing = false;   // the target has a backing chain: write only what differs from what it reads
-    uint64_t sparse = 4096; // -S
+    bool zero_init = true;   // unwritten ranges of the target read as zeros (a new file, a zeroed device)
+    bool backing = false;    // the target has a backing chain: write only what differs from what it reads
+    uint64_t sparse = 4096;  // -S
 };
 
 // ConvertOptions::content_sink sees the whole virtual content in order: what the copy skipped before
@@ -402,14 +403,16 @@ Status collect_units(BlockDevice& src, uint64_t start, std::span<uint8_t> data, 
     uint64_t run_host = 0, run_len = 0;
     size_t run_at = 0;
     auto flush_run = [&]() -> Status {
-        if (run_len) VDISK_TRY(read_zero_fill(*run_file, run_host, std::span<uint8_t>(stored.data() + run_at, run_len)));
+        if (run_len)
+            VDISK_TRY(read_zero_fill(*run_file, run_host, std::span<uint8_t>(stored.data() + run_at, run_len)));
         run_len = 0;
         return ok();
     };
     uint64_t plain = start;  // start of the plain range not yet read
     auto read_plain = [&](uint64_t upto) -> Status {
         if (upto > plain)
-            VDISK_TRY(src.read(plain, std::span<uint8_t>(data.data() + (plain - start), static_cast<size_t>(upto - plain))));
+            VDISK_TRY(
+                src.read(plain, std::span<uint8_t>(data.data() + (plain - start), static_cast<size_t>(upto - plain))));
         return ok();
     };
     for (uint64_t p = start; p < end;) {
@@ -506,9 +509,9 @@ Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const Conve
             Window* raw = w.get();
             // --salvage reads through read() sector by sector where it fails; otherwise compressed units of
             // the top layer are inflated on the inflater threads.
-            Status st = o.salvage
-                            ? read_source(src, start, std::span<uint8_t>(w->data.data(), static_cast<size_t>(w->length)), o)
-                            : fill_window(src, *w);
+            Status st = o.salvage ? read_source(src, start,
+                                                std::span<uint8_t>(w->data.data(), static_cast<size_t>(w->length)), o)
+                                  : fill_window(src, *w);
             if (!st) {
                 q.give_back(std::move(w));
                 return st;
@@ -575,7 +578,8 @@ private:
         bool in_run = false;
         auto flush = [&](uint64_t to) -> Status {
             in_run = false;
-            VDISK_TRY(dst_.write(off + run_from, data.subspan(static_cast<size_t>(run_from), static_cast<size_t>(to - run_from))));
+            VDISK_TRY(dst_.write(off + run_from,
+                                 data.subspan(static_cast<size_t>(run_from), static_cast<size_t>(to - run_from))));
             rate_.account(to - run_from);
             return ok();
         };
@@ -601,7 +605,8 @@ private:
 
 Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, const TargetMode& t) {
     // 4 KiB zero detection keeps raw targets as sparse as the host file system allows.
-    const uint64_t unit = std::max<uint64_t>(dst.write_granularity(), std::min<uint64_t>(std::max<uint64_t>(t.sparse, 512), 4096));
+    const uint64_t unit = std::max<uint64_t>(dst.write_granularity(),
+                                             std::min<uint64_t>(std::max<uint64_t>(t.sparse, 512), 4096));
     const uint64_t chunk = std::max(unit, util::align_up(std::max<uint64_t>(o.chunk_size, unit), unit).value_or(unit));
     WindowQueue q(4);
     std::thread reader([&] { q.finish(guarded([&] { return read_windows(src, unit, chunk, o, t, q); })); });
@@ -617,7 +622,9 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, c
                 uint64_t pos = 0;
                 for (auto& [b, e] : w->runs) {
                     s = out.zeros(w->start + pos, b - pos);
-                    if (s) s = out.write(w->start + b, std::span<const uint8_t>(w->data.data() + b, static_cast<size_t>(e - b)));
+                    if (s)
+                        s = out.write(w->start + b,
+                                      std::span<const uint8_t>(w->data.data() + b, static_cast<size_t>(e - b)));
                     if (!s) break;
                     pos = e;
                 }
@@ -646,7 +653,7 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, c
 struct Chunk {
     uint64_t offset = 0;
     uint64_t length = 0;
-    bool zero = false;  // reads as zeros: nothing to compress
+    bool zero = false;       // reads as zeros: nothing to compress
     bool scan_zero = false;  // the worker finds out whether it is zero once its units are inflated
     std::vector<uint8_t> raw;
     // Compressed units of the source still to be inflated into `raw` by the worker (see collect_units).
@@ -907,8 +914,8 @@ Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs, st
                const ConvertOptions& options) {
     const ConvertOptions& o = options;
     if (o.sparse_size % 512 != 0)
-        return make_error(ErrorCode::invalid_argument, "sparse size " + std::to_string(o.sparse_size) +
-                                                           " is not a multiple of 512");
+        return make_error(ErrorCode::invalid_argument,
+                          "sparse size " + std::to_string(o.sparse_size) + " is not a multiple of 512");
     if (o.target_is_zero && !o.existing_target)
         return make_error(ErrorCode::invalid_argument, "target_is_zero needs existing_target (-n)");
     VDISK_ASSIGN(const Format* fmt, registry.lookup(o.output_format));
@@ -951,8 +958,7 @@ Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs, st
         case FileKind::regular:
             if (!st.replaceable) return named(create_and_copy(registry, source, fs, target, o, t));
             break;
-        case FileKind::missing:
-            break;
+        case FileKind::missing: break;
     }
     // A new file, or one that a renamed new file replaces without loss: nothing is visible under the target's
     // name until the whole image is written and synced; on any failure `stage` removes the temporary file.

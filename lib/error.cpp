@@ -60,8 +60,7 @@ void bad_result_access(const Error* error) noexcept {
     if (error)
         std::fprintf(stderr, "vdisk: Result::value() called on an error: %s\n",
                      escape_for_terminal(error->to_string()).c_str());
-    else
-        std::fputs("vdisk: Result::error() called on a success\n", stderr);
+    else std::fputs("vdisk: Result::error() called on a success\n", stderr);
     std::abort();
 }
 

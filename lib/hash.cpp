@@ -128,8 +128,8 @@ struct HashSink::Impl {
                 w.hex += digits[md[i] & 15];
             }
         } else {
-            w.status = make_error(ErrorCode::io, "libcrypto: " + std::string(hash_algorithm_name(w.algorithm)) +
-                                                     " digest failed");
+            w.status = make_error(ErrorCode::io,
+                                  "libcrypto: " + std::string(hash_algorithm_name(w.algorithm)) + " digest failed");
         }
         EVP_MD_CTX_free(ctx);
     }

@@ -12,7 +12,8 @@ namespace vdisk {
 
 Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_len) {
     if (offset >= top.size())
-        return make_error(ErrorCode::out_of_range, "map at " + hex(offset) + " is past the end (" + hex(top.size()) + ")");
+        return make_error(ErrorCode::out_of_range,
+                          "map at " + hex(offset) + " is past the end (" + hex(top.size()) + ")");
     uint64_t len = std::min(max_len, top.size() - offset);
     BlockDevice* d = &top;
     uint32_t depth = 0;

@@ -15,12 +15,11 @@ namespace {
 struct ChainState {
     std::vector<FileIdentity> seen;
     std::shared_ptr<Budget> budget;  // every layer's budget is charged here too
-    bool allow_appliance = true;  // the top file may be an OVF package (not a disk inside one)
+    bool allow_appliance = true;     // the top file may be an OVF package (not a disk inside one)
 };
 
-Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
-                               const OpenOptions& options, std::string_view format_name, uint32_t depth,
-                               bool writable, ChainState& chain);
+Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name, const OpenOptions& options,
+                               std::string_view format_name, uint32_t depth, bool writable, ChainState& chain);
 
 // Open the image below `dev` (the layer named `name` at `depth`) and attach it, recursively.
 Status open_backing(const Registry& reg, FileSystem& fs, const std::string& name, BlockDevice& dev,
@@ -54,9 +53,8 @@ Status open_backing(const Registry& reg, FileSystem& fs, const std::string& name
     return dev.attach_backing(std::move(parent.device), options.force_parent_mismatch);
 }
 
-Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name,
-                               const OpenOptions& options, std::string_view format_name, uint32_t depth,
-                               bool writable, ChainState& chain) {
+Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::string& name, const OpenOptions& options,
+                               std::string_view format_name, uint32_t depth, bool writable, ChainState& chain) {
     auto file_r = fs.open(name, writable ? Access::read_write : Access::read_only);
     if (!file_r) return std::move(file_r).error();
     auto file = std::move(*file_r);
@@ -88,9 +86,9 @@ Result<OpenedImage> open_layer(const Registry& reg, FileSystem& fs, const std::s
     }
 
     if (depth == 0 && !options.snapshot.empty() && !fmt->has_internal_snapshots())
-        return make_error(ErrorCode::unsupported,
-                          std::string(fmt->name()) + " images have no internal snapshots (snapshot '" +
-                              options.snapshot + "' asked for)")
+        return make_error(ErrorCode::unsupported, std::string(fmt->name()) +
+                                                      " images have no internal snapshots (snapshot '" +
+                                                      options.snapshot + "' asked for)")
             .in(name, fmt->name());
     OpenOptions layer_opts = options;
     layer_opts.read_write = writable;
@@ -144,7 +142,8 @@ Status validate_create_options(const Format& fmt, const CreateOptions& opts) {
             std::string names;
             for (auto& s : table) names += (names.empty() ? "" : ", ") + std::string(s.name);
             return make_error(ErrorCode::invalid_argument, std::string(fmt.name()) + " does not support option '" + k +
-                                                               "' (supported: " + (names.empty() ? "none" : names) + ")");
+                                                               "' (supported: " + (names.empty() ? "none" : names) +
+                                                               ")");
         }
     }
     return ok();
@@ -159,7 +158,8 @@ Result<std::unique_ptr<BlockDevice>> create_image(const Registry& registry, File
     if (!opts.size) {
         auto backing = opts.get("backing_file");
         if (!backing)
-            return make_error(ErrorCode::invalid_argument, "image size is required (or a backing_file to take it from)");
+            return make_error(ErrorCode::invalid_argument,
+                              "image size is required (or a backing_file to take it from)");
         OpenOptions bo;
         bo.format = opts.get("backing_fmt").value_or("");
         std::string resolved = resolve_reference(name, *backing);

@@ -26,10 +26,12 @@ void partition_checks(BlockDevice& dev, Json& report, std::vector<std::string>& 
             if (type == 0 || count == 0) continue;
             if (type == 0xee) protective = true;
             bool inside = uint64_t(start) + count <= sectors || type == 0xee;
-            parts.push(Json::object().set("type", unsigned(type)).set("start-sector", unsigned(start))
-                           .set("sectors", unsigned(count)).set("inside-disk", inside));
-            if (!inside)
-                reasons.push_back("MBR partition " + std::to_string(i + 1) + " ends past the end of the disk");
+            parts.push(Json::object()
+                           .set("type", unsigned(type))
+                           .set("start-sector", unsigned(start))
+                           .set("sectors", unsigned(count))
+                           .set("inside-disk", inside));
+            if (!inside) reasons.push_back("MBR partition " + std::to_string(i + 1) + " ends past the end of the disk");
         }
         pt.set("mbr-partitions", std::move(parts));
         if (protective && dev.size() >= 1024) {
@@ -39,8 +41,11 @@ void partition_checks(BlockDevice& dev, Json& report, std::vector<std::string>& 
                 uint32_t n = util::load_le<uint32_t>(h.data() + 80), esz = util::load_le<uint32_t>(h.data() + 84);
                 bool ok = entries_lba < sectors && n <= 4096 && esz >= 128 && esz <= 4096 &&
                           entries_lba + (uint64_t(n) * esz + 511) / 512 <= sectors;
-                pt.set("gpt", Json::object().set("entries-lba", entries_lba).set("entries", unsigned(n))
-                                  .set("entry-size", unsigned(esz)).set("sane", ok));
+                pt.set("gpt", Json::object()
+                                  .set("entries-lba", entries_lba)
+                                  .set("entries", unsigned(n))
+                                  .set("entry-size", unsigned(esz))
+                                  .set("sane", ok));
                 if (!ok) reasons.push_back("GPT header describes a partition array outside the disk");
             }
         }
@@ -66,7 +71,8 @@ Json safety_report(const Registry& registry, FileSystem& fs, std::string_view na
     Json matches = Json::array();
     std::string detected;
     if (auto all = registry.probe_all(**file)) {
-        for (auto& [fmt, score] : *all) matches.push(Json::object().set("format", std::string(fmt->name())).set("score", score));
+        for (auto& [fmt, score] : *all)
+            matches.push(Json::object().set("format", std::string(fmt->name())).set("score", score));
         if (!all->empty()) detected = std::string((*all)[0].first->name());
         if (all->size() > 1)
             reasons.push_back("the bytes match more than one format (" + std::string((*all)[0].first->name()) + ", " +

@@ -70,7 +70,8 @@ public:
         return ok();
     }
     Error truncated(std::string_view what) const {
-        Error e = make_error(ErrorCode::corrupt, "the stream ended at " + std::to_string(pos_) + " inside " + std::string(what));
+        Error e = make_error(ErrorCode::corrupt,
+                             "the stream ended at " + std::to_string(pos_) + " inside " + std::string(what));
         e.file = in_.name();
         e.offset = pos_;
         return e;
@@ -204,22 +205,26 @@ struct VmdkStreamHeader {
 // The streamOptimized header (VMDK 5.0 technote, "Stream-Optimized Compressed Sparse Extents").
 Result<VmdkStreamHeader> vmdk_header(Reader& r, std::span<const uint8_t, 512> h) {
     if (util::load_le<uint32_t>(h.data()) != 0x564d444b)
-        return r.bad(ErrorCode::invalid_format, "vmdk: the stream does not start with a sparse extent header (KDMV); "
-                                                "a descriptor-first or flat VMDK needs random access");
+        return r.bad(ErrorCode::invalid_format,
+                     "vmdk: the stream does not start with a sparse extent header (KDMV); "
+                     "a descriptor-first or flat VMDK needs random access");
     const uint32_t flags = util::load_le<uint32_t>(h.data() + 8);
     const bool compressed = flags & (1u << 16), markers = flags & (1u << 17);
     if (!compressed || !markers)
-        return r.bad(ErrorCode::unsupported, "vmdk: only streamOptimized VMDKs (compressed grains with markers) can "
-                                             "be read from a pipe; this sparse VMDK keeps its grain tables elsewhere");
+        return r.bad(ErrorCode::unsupported,
+                     "vmdk: only streamOptimized VMDKs (compressed grains with markers) can "
+                     "be read from a pipe; this sparse VMDK keeps its grain tables elsewhere");
     if (util::load_le<uint16_t>(h.data() + 77) != 1)
-        return r.bad(ErrorCode::unsupported, "vmdk: compression algorithm " + std::to_string(util::load_le<uint16_t>(h.data() + 77)));
+        return r.bad(ErrorCode::unsupported,
+                     "vmdk: compression algorithm " + std::to_string(util::load_le<uint16_t>(h.data() + 77)));
     VmdkStreamHeader v;
     auto cap = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 12), 512);
     auto grain = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 20), 512);
     auto over = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 64), 512);
     if (!cap || !grain || !over || *grain == 0 || *grain > kMaxGrainBytes || !util::is_pow2(*grain) || *over < 512)
-        return r.bad(ErrorCode::corrupt, "vmdk: header with capacity " + std::to_string(util::load_le<uint64_t>(h.data() + 12)) +
-                                             ", grain " + std::to_string(util::load_le<uint64_t>(h.data() + 20)) + ", overhead " +
+        return r.bad(ErrorCode::corrupt, "vmdk: header with capacity " +
+                                             std::to_string(util::load_le<uint64_t>(h.data() + 12)) + ", grain " +
+                                             std::to_string(util::load_le<uint64_t>(h.data() + 20)) + ", overhead " +
                                              std::to_string(util::load_le<uint64_t>(h.data() + 64)) + " sectors");
     v.capacity_bytes = *cap;
     v.grain_bytes = *grain;
@@ -247,21 +252,26 @@ Status copy_vmdk_stream(Reader& r, const VmdkStreamHeader& v, ForwardWriter& w, 
             VDISK_TRY(r.exact(std::span<uint8_t>(sector.data() + 12, 500), "a metadata marker"));
             const uint32_t type = util::load_le<uint32_t>(sector.data() + 12);
             if (type == 0) return ok();  // end of stream
-            if (type > 3) return r.bad(ErrorCode::corrupt, "vmdk: unknown marker type " + std::to_string(type) + " at " + hex(marker_at));
+            if (type > 3)
+                return r.bad(ErrorCode::corrupt,
+                             "vmdk: unknown marker type " + std::to_string(type) + " at " + hex(marker_at));
             auto bytes = util::mul<uint64_t>(val, 512);
             if (!bytes || *bytes > (1ull << 32))
-                return r.bad(ErrorCode::corrupt, "vmdk: metadata marker at " + hex(marker_at) + " spans " + std::to_string(val) + " sectors");
+                return r.bad(ErrorCode::corrupt, "vmdk: metadata marker at " + hex(marker_at) + " spans " +
+                                                     std::to_string(val) + " sectors");
             VDISK_TRY(r.skip(*bytes, "VMDK metadata"));
             continue;
         }
         // A compressed grain: LBA `val`, `size` bytes of zlib data, padded to a sector.
         if (size > 2 * v.grain_bytes + 4096)
             return r.bad(ErrorCode::corrupt, "vmdk: grain at " + hex(marker_at) + " claims " + std::to_string(size) +
-                                                 " compressed bytes for a " + std::to_string(v.grain_bytes) + "-byte grain");
+                                                 " compressed bytes for a " + std::to_string(v.grain_bytes) +
+                                                 "-byte grain");
         auto off = util::mul<uint64_t>(val, 512);
         if (!off || *off >= v.capacity_bytes || *off % v.grain_bytes)
-            return r.bad(ErrorCode::corrupt, "vmdk: grain marker at " + hex(marker_at) + " for sector " + std::to_string(val) +
-                                                 " (capacity " + std::to_string(v.capacity_bytes / 512) + " sectors)");
+            return r.bad(ErrorCode::corrupt, "vmdk: grain marker at " + hex(marker_at) + " for sector " +
+                                                 std::to_string(val) + " (capacity " +
+                                                 std::to_string(v.capacity_bytes / 512) + " sectors)");
         packed.resize(size);
         VDISK_TRY(r.exact(packed, "a compressed grain"));
         const uint64_t pad = (512 - (12 + static_cast<uint64_t>(size)) % 512) % 512;
@@ -270,7 +280,8 @@ Status copy_vmdk_stream(Reader& r, const VmdkStreamHeader& v, ForwardWriter& w, 
         size_t produced = 0;
         if (!util::inflate_into(packed, std::span<uint8_t>(grain.data(), want), false, &produced))
             return r.bad(ErrorCode::corrupt, "vmdk: grain at " + hex(marker_at) + " does not inflate");
-        std::fill(grain.begin() + static_cast<std::ptrdiff_t>(produced), grain.begin() + static_cast<std::ptrdiff_t>(want), 0);
+        std::fill(grain.begin() + static_cast<std::ptrdiff_t>(produced),
+                  grain.begin() + static_cast<std::ptrdiff_t>(want), 0);
         VDISK_TRY(w.put(*off, std::span<const uint8_t>(grain.data(), want)));
     }
 }
@@ -294,11 +305,13 @@ bool stream_readable_format(const Registry& registry, std::string_view format) {
 Status convert_stream(const Registry& registry, InputStream& in, const StreamSource& source, FileSystem& fs,
                       std::string_view dest_name, const ConvertOptions& options) {
     const std::string fmt = canonical(registry, source.format);
-    if (fmt.empty()) return make_error(ErrorCode::invalid_argument, "a stream source needs its format (-f raw|vmdk|vhd)");
+    if (fmt.empty())
+        return make_error(ErrorCode::invalid_argument, "a stream source needs its format (-f raw|vmdk|vhd)");
     if (!stream_readable_format(registry, fmt))
         return make_error(ErrorCode::unsupported,
-                          "format " + fmt + " cannot be read from a pipe: it needs random access (its tables say where "
-                          "the data is, out of order); only raw, streamOptimized vmdk and fixed vhd stream");
+                          "format " + fmt +
+                              " cannot be read from a pipe: it needs random access (its tables say where "
+                              "the data is, out of order); only raw, streamOptimized vmdk and fixed vhd stream");
     Reader r(in);
     uint64_t size = 0;
     VmdkStreamHeader vh;
@@ -314,7 +327,8 @@ Status convert_stream(const Registry& registry, InputStream& in, const StreamSou
     } else {
         if (!source.size)
             return make_error(ErrorCode::invalid_argument,
-                              fmt + " from a pipe: give the virtual size (--size): the stream states it only at its end");
+                              fmt +
+                                  " from a pipe: give the virtual size (--size): the stream states it only at its end");
         size = *source.size;
     }
 
@@ -338,9 +352,10 @@ Status convert_stream(const Registry& registry, InputStream& in, const StreamSou
             std::array<uint8_t, 512> head{};
             VDISK_TRY(r.exact(head, "the disk data"));
             if (std::memcmp(head.data(), "conectix", 8) == 0 && util::load_be<uint32_t>(head.data() + 60) != 2)
-                return r.bad(ErrorCode::unsupported, "vhd: this is a dynamic or differencing VHD (disk type " +
-                                                         std::to_string(util::load_be<uint32_t>(head.data() + 60)) +
-                                                         "): its block table needs random access; only fixed VHDs stream");
+                return r.bad(ErrorCode::unsupported,
+                             "vhd: this is a dynamic or differencing VHD (disk type " +
+                                 std::to_string(util::load_be<uint32_t>(head.data() + 60)) +
+                                 "): its block table needs random access; only fixed VHDs stream");
             VDISK_TRY(w.put(0, head));
             done = 512;
         }
@@ -350,16 +365,20 @@ Status convert_stream(const Registry& registry, InputStream& in, const StreamSou
             std::array<uint8_t, 512> f{};
             VDISK_TRY(r.exact(f, "the VHD footer"));
             if (std::memcmp(f.data(), "conectix", 8) != 0)
-                return r.bad(ErrorCode::invalid_format, "vhd: no footer ('conectix') after " + std::to_string(size) +
-                                                            " bytes of data: is --size right, and is this a fixed VHD?");
+                return r.bad(ErrorCode::invalid_format,
+                             "vhd: no footer ('conectix') after " + std::to_string(size) +
+                                 " bytes of data: is --size right, and is this a fixed VHD?");
             uint32_t sum = 0;
             for (size_t i = 0; i < 512; ++i) sum += (i >= 64 && i < 68) ? 0 : f[i];
-            if (~sum != util::load_be<uint32_t>(f.data() + 64)) return r.bad(ErrorCode::corrupt, "vhd: footer checksum mismatch");
+            if (~sum != util::load_be<uint32_t>(f.data() + 64))
+                return r.bad(ErrorCode::corrupt, "vhd: footer checksum mismatch");
             if (util::load_be<uint32_t>(f.data() + 60) != 2)
-                return r.bad(ErrorCode::unsupported, "vhd: disk type " + std::to_string(util::load_be<uint32_t>(f.data() + 60)) +
+                return r.bad(ErrorCode::unsupported, "vhd: disk type " +
+                                                         std::to_string(util::load_be<uint32_t>(f.data() + 60)) +
                                                          " is not fixed (2): dynamic VHDs need random access");
             if (util::load_be<uint64_t>(f.data() + 48) != size)
-                return r.bad(ErrorCode::corrupt, "vhd: the footer's current size " + std::to_string(util::load_be<uint64_t>(f.data() + 48)) +
+                return r.bad(ErrorCode::corrupt, "vhd: the footer's current size " +
+                                                     std::to_string(util::load_be<uint64_t>(f.data() + 48)) +
                                                      " differs from the " + std::to_string(size) + " bytes of data");
         }
         std::array<uint8_t, 1> extra{};

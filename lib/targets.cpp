@@ -18,27 +18,55 @@ constexpr uint64_t kMiB = 1ull << 20, kGiB = 1ull << 30, kTiB = 1ull << 40;
 
 const std::vector<CloudTarget>& table() {
     static const std::vector<CloudTarget> t = {
-        {"azure", "Microsoft Azure", "vhd", {{"azure", "on"}}, "",
+        {"azure",
+         "Microsoft Azure",
+         "vhd",
+         {{"azure", "on"}},
+         "",
          "fixed VHD (not VHDX, not dynamic), virtual size a whole number of MiB, at most 32767 GiB (2 TiB for a "
          "generation 1 OS disk)",
          "https://learn.microsoft.com/azure/virtual-machines/linux/create-upload-generic#general-linux-installation-notes"},
-        {"aws", "AWS VM Import/Export", "vmdk", {{"subformat", "streamOptimized"}}, "",
+        {"aws",
+         "AWS VM Import/Export",
+         "vmdk",
+         {{"subformat", "streamOptimized"}},
+         "",
          "streamOptimized VMDK, VHD/VHDX (fixed or dynamic), raw or OVA; volumes at most 16 TiB",
          "https://docs.aws.amazon.com/vm-import/latest/userguide/prerequisites.html"},
-        {"gce", "Google Compute Engine", "raw", {}, "tar.gz",
+        {"gce",
+         "Google Compute Engine",
+         "raw",
+         {},
+         "tar.gz",
          "a raw image named disk.raw inside a gzip'd tar (tar --format=oldgnu -Sczf), size a whole number of GiB",
          "https://cloud.google.com/compute/docs/import/import-existing-image"},
-        {"esxi", "VMware ESXi", "vmdk", {{"subformat", "monolithicFlat"}, {"adapter_type", "lsilogic"}}, "",
+        {"esxi",
+         "VMware ESXi",
+         "vmdk",
+         {{"subformat", "monolithicFlat"}, {"adapter_type", "lsilogic"}},
+         "",
          "a flat VMDK (descriptor plus -flat extent: monolithicFlat or vmfs); hosted sparse VMDKs need "
          "vmkfstools -i first; at most 62 TiB",
          "https://kb.vmware.com/s/article/1028042 (hosted vs. ESXi disks), VMware Virtual Disk Format 5.0"},
-        {"hyperv", "Microsoft Hyper-V", "vhdx", {}, "",
+        {"hyperv",
+         "Microsoft Hyper-V",
+         "vhdx",
+         {},
+         "",
          "VHDX (generation 2 VMs boot only from VHDX; VHD only for generation 1), at most 64 TiB",
          "https://learn.microsoft.com/windows-server/virtualization/hyper-v/plan/should-i-create-a-generation-1-or-2-virtual-machine-in-hyper-v"},
-        {"virtualbox", "Oracle VirtualBox", "vdi", {}, "",
+        {"virtualbox",
+         "Oracle VirtualBox",
+         "vdi",
+         {},
+         "",
          "VDI is native; VMDK, VHD, HDD, QED and QCOW are also attached (the manual's list)",
          "https://www.virtualbox.org/manual/ch05.html#vdidetails"},
-        {"proxmox", "Proxmox VE", "qcow2", {}, "",
+        {"proxmox",
+         "Proxmox VE",
+         "qcow2",
+         {},
+         "",
          "qcow2 on file storage (qm disk import converts anything qemu-img reads); one standalone file",
          "https://pve.proxmox.com/pve-docs/qm.1.html (qm disk import)"},
     };
@@ -158,7 +186,9 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
     BlockDevice& dev = *image.device;
     r.format = image.format ? std::string(image.format->name()) : dev.info().format;
     r.virtual_size = dev.size();
-    const std::string ext = t.container == "tar.gz" ? ".tar.gz" : t.format == "vhd" ? ".vhd" : "." + std::string(t.format);
+    const std::string ext = t.container == "tar.gz" ? ".tar.gz"
+                            : t.format == "vhd"     ? ".vhd"
+                                                    : "." + std::string(t.format);
     std::string out = stem(name) + ext;
     if (out == base_name(name)) out = stem(name) + "-" + std::string(t.name) + ext;  // never overwrite the input
     const std::string fix = "vdisk convert --target " + std::string(t.name) + " " + q(name) + " " + q(out);
@@ -173,33 +203,48 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
 
     // Every platform imports one self-contained file: a backing chain would be silently missing.
     if (info.backing_filename)
-        add("backing-file", "the image has a backing file '" + *info.backing_filename +
-                                "': the platform imports one file, without its chain", true);
+        add("backing-file",
+            "the image has a backing file '" + *info.backing_filename +
+                "': the platform imports one file, without its chain",
+            true);
 
     if (t.name == "azure") {
         VhdFooter v = r.format == "vhd" ? vhd_footer(fs, name) : VhdFooter{};
         if (r.format != "vhd") add("format", "format " + r.format + ": Azure accepts fixed VHD only", true);
         else if (v.found && v.disk_type != 2)
-            add("vhd-type", std::string("a ") + (v.disk_type == 3 ? "dynamic" : v.disk_type == 4 ? "differencing" : "non-fixed") +
-                                " VHD: Azure accepts fixed VHDs only", true);
+            add("vhd-type",
+                std::string("a ") +
+                    (v.disk_type == 3   ? "dynamic"
+                     : v.disk_type == 4 ? "differencing"
+                                        : "non-fixed") +
+                    " VHD: Azure accepts fixed VHDs only",
+                true);
         const uint64_t vs = v.found ? v.current_size : size;
         if (vs % kMiB)
-            add("size-alignment", "virtual size " + std::to_string(vs) + " bytes is not a whole number of MiB (" +
-                                      std::to_string(vs % kMiB) + " bytes over " + size_text(vs / kMiB * kMiB) + ")", true);
-        if (vs > 32767 * kGiB) add("size-limit", "virtual size " + size_text(vs) + " exceeds Azure's 32767 GiB disk limit", true,
-                                   "shrink the file system and partitions below 32767 GiB, then vdisk resize --shrink");
+            add("size-alignment",
+                "virtual size " + std::to_string(vs) + " bytes is not a whole number of MiB (" +
+                    std::to_string(vs % kMiB) + " bytes over " + size_text(vs / kMiB * kMiB) + ")",
+                true);
+        if (vs > 32767 * kGiB)
+            add("size-limit", "virtual size " + size_text(vs) + " exceeds Azure's 32767 GiB disk limit", true,
+                "shrink the file system and partitions below 32767 GiB, then vdisk resize --shrink");
         else if (vs > 2 * kTiB)
-            add("os-disk-size", "virtual size " + size_text(vs) + " is over 2 TiB: usable as a data disk or a "
-                                "generation 2 OS disk, not a generation 1 OS disk", false, "use it as a data disk or with generation 2");
+            add("os-disk-size",
+                "virtual size " + size_text(vs) +
+                    " is over 2 TiB: usable as a data disk or a "
+                    "generation 2 OS disk, not a generation 1 OS disk",
+                false, "use it as a data disk or with generation 2");
     } else if (t.name == "aws") {
         bool ok_fmt = r.format == "raw" || r.format == "vhd" || r.format == "vhdx" ||
                       (r.format == "vmdk" && create_type == "streamOptimized");
         if (!ok_fmt)
-            add("format", r.format == "vmdk" ? "a " + create_type + " VMDK: VM Import takes VMDKs in streamOptimized form only"
-                                             : "format " + r.format + ": VM Import takes VMDK (streamOptimized), VHD/VHDX or raw",
+            add("format",
+                r.format == "vmdk" ? "a " + create_type + " VMDK: VM Import takes VMDKs in streamOptimized form only"
+                                   : "format " + r.format + ": VM Import takes VMDK (streamOptimized), VHD/VHDX or raw",
                 true);
-        if (size > 16 * kTiB) add("size-limit", "virtual size " + size_text(size) + " exceeds VM Import's 16 TiB volume limit", true,
-                                  "shrink the file system and partitions below 16 TiB, then vdisk resize --shrink");
+        if (size > 16 * kTiB)
+            add("size-limit", "virtual size " + size_text(size) + " exceeds VM Import's 16 TiB volume limit", true,
+                "shrink the file system and partitions below 16 TiB, then vdisk resize --shrink");
     } else if (t.name == "gce") {
         TarGzHead g = r.format == "raw" ? targz_head(fs, name) : TarGzHead{};
         uint64_t disk_size = size;
@@ -209,8 +254,8 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
                                        q(g.name.empty() ? "DISK" : g.name) + " disk.tar.gz";
             if (!g.tar) add("container", "a gzip file that does not hold a tar archive", true);
             else if (g.name != "disk.raw")
-                add("file-name", "the archive's first member is '" + g.name + "'; Compute Engine reads 'disk.raw'", true,
-                    repack);
+                add("file-name", "the archive's first member is '" + g.name + "'; Compute Engine reads 'disk.raw'",
+                    true, repack);
             if (g.tar && g.size % kGiB)
                 add("size-alignment", "disk.raw holds " + std::to_string(g.size) + " bytes, not a whole number of GiB",
                     true, repack);
@@ -224,36 +269,44 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
             add("container", "a bare raw file: Compute Engine wants it as disk.raw inside a gzip'd tar", true);
         }
         if (disk_size % kGiB)
-            add("size-alignment", "virtual size " + std::to_string(disk_size) + " bytes is not a whole number of GiB (" +
-                                      "convert --target gce pads disk.raw with zeros to " +
-                                      size_text((disk_size / kGiB + 1) * kGiB) + ")",
+            add("size-alignment",
+                "virtual size " + std::to_string(disk_size) + " bytes is not a whole number of GiB (" +
+                    "convert --target gce pads disk.raw with zeros to " + size_text((disk_size / kGiB + 1) * kGiB) +
+                    ")",
                 true);
     } else if (t.name == "esxi") {
         bool flat = r.format == "vmdk" && (create_type == "monolithicFlat" || create_type == "vmfs");
         if (!flat)
-            add("format", r.format == "vmdk" ? "a " + create_type + " VMDK: ESXi runs flat VMDKs (monolithicFlat/vmfs); "
-                                                                    "hosted sparse disks need vmkfstools -i"
-                                             : "format " + r.format + ": ESXi runs VMDK disks",
+            add("format",
+                r.format == "vmdk" ? "a " + create_type +
+                                         " VMDK: ESXi runs flat VMDKs (monolithicFlat/vmfs); "
+                                         "hosted sparse disks need vmkfstools -i"
+                                   : "format " + r.format + ": ESXi runs VMDK disks",
                 true);
-        if (size > 62 * kTiB) add("size-limit", "virtual size " + size_text(size) + " exceeds ESXi's 62 TiB VMDK limit", true,
-                                  "shrink the file system and partitions below 62 TiB, then vdisk resize --shrink");
+        if (size > 62 * kTiB)
+            add("size-limit", "virtual size " + size_text(size) + " exceeds ESXi's 62 TiB VMDK limit", true,
+                "shrink the file system and partitions below 62 TiB, then vdisk resize --shrink");
     } else if (t.name == "hyperv") {
         if (r.format == "vhd")
             add("format", "a VHD: Hyper-V attaches it to generation 1 VMs only; generation 2 needs VHDX", false);
         else if (r.format != "vhdx")
             add("format", "format " + r.format + ": Hyper-V attaches VHDX (and VHD for generation 1)", true);
-        if (size > 64 * kTiB) add("size-limit", "virtual size " + size_text(size) + " exceeds the VHDX limit of 64 TiB", true,
-                                  "shrink the file system and partitions below 64 TiB, then vdisk resize --shrink");
+        if (size > 64 * kTiB)
+            add("size-limit", "virtual size " + size_text(size) + " exceeds the VHDX limit of 64 TiB", true,
+                "shrink the file system and partitions below 64 TiB, then vdisk resize --shrink");
     } else if (t.name == "virtualbox") {
         if (r.format != "vdi") {
             bool attachable = r.format == "vmdk" || r.format == "vhd" || r.format == "qcow2";
-            add("format", "format " + r.format + (attachable ? ": VirtualBox attaches it, but VDI is its native format"
-                                                             : ": VirtualBox does not attach this format"),
+            add("format",
+                "format " + r.format +
+                    (attachable ? ": VirtualBox attaches it, but VDI is its native format"
+                                : ": VirtualBox does not attach this format"),
                 !attachable);
         }
     } else if (t.name == "proxmox") {
         if (r.format != "qcow2")
-            add("format", "format " + r.format + ": qm disk import converts it, but qcow2 is what file storage keeps", false);
+            add("format", "format " + r.format + ": qm disk import converts it, but qcow2 is what file storage keeps",
+                false);
     }
     return r;
 }
@@ -278,7 +331,8 @@ public:
         std::memcpy(h.data() + 108, "0000000", 7);
         std::memcpy(h.data() + 116, "0000000", 7);
         if (size_ < (1ull << 33)) {
-            std::snprintf(reinterpret_cast<char*>(h.data() + 124), 12, "%011llo", static_cast<unsigned long long>(size_));
+            std::snprintf(reinterpret_cast<char*>(h.data() + 124), 12, "%011llo",
+                          static_cast<unsigned long long>(size_));
         } else {
             h[124] = 0x80;
             for (int i = 0; i < 8; ++i) h[135 - i] = static_cast<uint8_t>(size_ >> (8 * i));
@@ -354,7 +408,8 @@ private:
 
 }  // namespace
 
-Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view dest_name, const ConvertOptions& options) {
+Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view dest_name,
+                         const ConvertOptions& options) {
     StagingFileSystem stage(fs);
     VDISK_ASSIGN(auto file, stage.create(dest_name));
     // Compute Engine wants a whole number of GiB: disk.raw is the source followed by zeros up to the next one.

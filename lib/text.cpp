@@ -14,7 +14,10 @@ size_t utf8_len(std::string_view s, size_t i) noexcept {
     auto at = [&](size_t k) -> unsigned { return k < s.size() ? static_cast<uint8_t>(s[k]) : 0x100u; };
     unsigned b0 = at(i);
     if (b0 < 0x80) return 1;
-    auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) { unsigned c = at(k); return c >= lo && c <= hi; };
+    auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xbf) {
+        unsigned c = at(k);
+        return c >= lo && c <= hi;
+    };
     if (b0 >= 0xc2 && b0 <= 0xdf) return cont(i + 1) ? 2 : 0;
     if (b0 == 0xe0) return cont(i + 1, 0xa0, 0xbf) && cont(i + 2) ? 3 : 0;
     if ((b0 >= 0xe1 && b0 <= 0xec) || b0 == 0xee || b0 == 0xef) return cont(i + 1) && cont(i + 2) ? 3 : 0;

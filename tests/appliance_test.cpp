@@ -20,14 +20,15 @@ std::string ovf(const std::vector<DiskEntry>& disks, const std::string& doctype 
     std::string refs, section;
     for (size_t i = 0; i < disks.size(); ++i) {
         std::string id = std::to_string(i + 1);
-        refs += "    <File ovf:href=\"" + disks[i].href + "\" ovf:id=\"file" + id + "\" " + disks[i].extra_file_attrs + "/>\n";
+        refs += "    <File ovf:href=\"" + disks[i].href + "\" ovf:id=\"file" + id + "\" " + disks[i].extra_file_attrs +
+                "/>\n";
         section += "    <Disk " + disks[i].capacity_attrs + " ovf:diskId=\"vmdisk" + id + "\" ovf:fileRef=\"file" + id +
                    "\" ovf:format=\"http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized\"/>\n";
     }
     return "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + doctype +
            "<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\" "
-           "xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\">\n  <References>\n" + refs +
-           "  </References>\n  <DiskSection>\n    <Info>Virtual disk information</Info>\n" + section +
+           "xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/1\">\n  <References>\n" +
+           refs + "  </References>\n  <DiskSection>\n    <Info>Virtual disk information</Info>\n" + section +
            "  </DiskSection>\n  <VirtualSystem ovf:id=\"vm\"><Info>A virtual machine</Info></VirtualSystem>\n</Envelope>\n";
 }
 
@@ -55,26 +56,32 @@ TEST_CASE("OVA: info lists the disks, convert reads plain, gzip'd and chunked me
     make_sources(t);
     // disk1: vdisk's streamOptimized; disk2: qemu-img's, gzip'd; disk3: vdisk's, split into 5 MB chunks.
     vt::sh(vt::in_dir(t, vt::tool() + " convert -O vmdk -o subformat=streamOptimized big.raw disk1.vmdk"));
-    vt::sh(vt::in_dir(t, "qemu-img convert -O vmdk -o subformat=streamOptimized small.raw disk2.vmdk && gzip -k disk2.vmdk"));
+    vt::sh(
+        vt::in_dir(t,
+                   "qemu-img convert -O vmdk -o subformat=streamOptimized small.raw disk2.vmdk && gzip -k disk2.vmdk"));
     // disk4: the OVF spec's way, compressed content under the plain name (bigger than one checkpoint spacing).
     vt::sh(vt::in_dir(t, "gzip -c disk1.vmdk > disk4.vmdk"));
     REQUIRE(std::filesystem::file_size(t / "disk1.vmdk") > (16u << 20));
-    vt::sh(vt::in_dir(t, "cp disk1.vmdk disk3.vmdk && split -b 5000000 -d -a 9 disk3.vmdk disk3.vmdk. && rm disk3.vmdk"));
-    write_text(t / "app.ovf", ovf({{"disk1.vmdk", "", "ovf:capacity=\"40\" ovf:capacityAllocationUnits=\"byte * 2^20\""},
-                                   {"disk2.vmdk.gz", "ovf:compression=\"gzip\"", "ovf:capacity=\"3145728\""},
-                                   {"disk3.vmdk", "ovf:chunkSize=\"5000000\"",
-                                    "ovf:capacity=\"40\" ovf:capacityAllocationUnits=\"MegaBytes\""},
-                                   {"disk4.vmdk", "ovf:compression=\"gzip\"", "ovf:capacity=\"41943040\""}}));
+    vt::sh(
+        vt::in_dir(t, "cp disk1.vmdk disk3.vmdk && split -b 5000000 -d -a 9 disk3.vmdk disk3.vmdk. && rm disk3.vmdk"));
+    write_text(t / "app.ovf",
+               ovf({{"disk1.vmdk", "", "ovf:capacity=\"40\" ovf:capacityAllocationUnits=\"byte * 2^20\""},
+                    {"disk2.vmdk.gz", "ovf:compression=\"gzip\"", "ovf:capacity=\"3145728\""},
+                    {"disk3.vmdk", "ovf:chunkSize=\"5000000\"",
+                     "ovf:capacity=\"40\" ovf:capacityAllocationUnits=\"MegaBytes\""},
+                    {"disk4.vmdk", "ovf:compression=\"gzip\"", "ovf:capacity=\"41943040\""}}));
     size_t chunks = 0;
     for (auto& de : std::filesystem::directory_iterator(t.path))
         if (de.path().filename().string().rfind("disk3.vmdk.", 0) == 0) ++chunks;
     REQUIRE(chunks >= 2);
     for (std::string fmt : {"ustar", "gnu", "pax"}) {
         INFO("tar --format=" << fmt);
-        vt::sh(vt::in_dir(t, "rm -f app.ova && tar --format=" + fmt + " -cf app.ova app.ovf disk1.vmdk disk2.vmdk.gz disk3.vmdk.0* disk4.vmdk"));
+        vt::sh(vt::in_dir(t, "rm -f app.ova && tar --format=" + fmt +
+                                 " -cf app.ova app.ovf disk1.vmdk disk2.vmdk.gz disk3.vmdk.0* disk4.vmdk"));
         auto r = vt::run(vt::in_dir(t, vt::tool() + " info app.ova"));
         REQUIRE_MESSAGE(r.status == 0, r.output);
-        CHECK(r.output.find("[0] vmdisk1: file disk1.vmdk, capacity 40 MiB (41943040 bytes), format vmdk streamOptimized") !=
+        CHECK(r.output.find(
+                  "[0] vmdisk1: file disk1.vmdk, capacity 40 MiB (41943040 bytes), format vmdk streamOptimized") !=
               std::string::npos);
         CHECK(r.output.find("[1] vmdisk2: file disk2.vmdk.gz, capacity 3 MiB (3145728 bytes)") != std::string::npos);
         CHECK(r.output.find(" gzip\n") != std::string::npos);
@@ -108,7 +115,8 @@ TEST_CASE("OVA: info lists the disks, convert reads plain, gzip'd and chunked me
     CHECK(r.status == 1);
     CHECK(r.output.find("disk 4 asked for; the appliance has 4") != std::string::npos);
     // Every operation takes the OVA as its source: hash equals qemu-img's reading of the disk itself.
-    r = vt::run(vt::in_dir(t, vt::tool() + " hash app.ova && " + vt::tool() + " hash --disk 1 app.ova; sha256sum big.raw small.raw"));
+    r = vt::run(vt::in_dir(t, vt::tool() + " hash app.ova && " + vt::tool() +
+                                  " hash --disk 1 app.ova; sha256sum big.raw small.raw"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     auto lines = r.output;
     auto word = [&](size_t n) {
@@ -153,7 +161,8 @@ TEST_CASE("OVF: a bare descriptor with its files beside it, which untrusted mode
     vt::TempDir t;
     make_sources(t);
     vt::sh(vt::in_dir(t, "mkdir pkg && qemu-img convert -O vmdk -o subformat=streamOptimized small.raw pkg/disk.vmdk"));
-    write_text(t / "pkg/vm.ovf", ovf({{"disk.vmdk", "", "ovf:capacity=\"3\" ovf:capacityAllocationUnits=\"byte * 2^20\""}}));
+    write_text(t / "pkg/vm.ovf",
+               ovf({{"disk.vmdk", "", "ovf:capacity=\"3\" ovf:capacityAllocationUnits=\"byte * 2^20\""}}));
     vt::sh(vt::in_dir(t, vt::tool() + " convert pkg/vm.ovf -O vdi out.vdi && qemu-img compare -q small.raw out.vdi"));
     auto r = vt::run(vt::in_dir(t, vt::tool() + " convert --untrusted pkg/vm.ovf -O qcow2 u.qcow2"));
     CHECK(r.status == 1);
@@ -184,7 +193,8 @@ TEST_CASE("OVA: hostile descriptors and archives fail with exact error kinds") {
     expect(ovf({{"http://example.com/d.vmdk", "", cap}}), vdisk::ErrorCode::access_denied, "outside the appliance");
     expect(ovf({{"missing.vmdk", "", cap}}), vdisk::ErrorCode::not_found, "'missing.vmdk' not found in the archive");
     expect(ovf({{"d.vmdk", "ovf:chunkSize=\"100\"", cap}}), vdisk::ErrorCode::not_found, "d.vmdk.000000000");
-    expect(ovf({{"d.vmdk", "", "ovf:capacity=\"99999999999999999999\""}}), vdisk::ErrorCode::invalid_format, "capacity");
+    expect(ovf({{"d.vmdk", "", "ovf:capacity=\"99999999999999999999\""}}), vdisk::ErrorCode::invalid_format,
+           "capacity");
     expect(ovf({{"d.vmdk", "", "ovf:capacity=\"1\" ovf:capacityAllocationUnits=\"byte * 2^70\""}}),
            vdisk::ErrorCode::invalid_format, "capacity");
     expect(ovf({{"d.vmdk", "", "ovf:capacity=\"4\" ovf:capacityAllocationUnits=\"byte * 2^62\""}}),
@@ -243,8 +253,8 @@ TEST_CASE("gzip member: random reads, forward and backward, equal the plain byte
     REQUIRE(sz.ok());
     CHECK(*sz == plain.size());
     std::vector<uint8_t> buf(300000);
-    const uint64_t offsets[] = {39u << 20, 0, (16u << 20) - 7, 1000, (33u << 20) + 5, (25u << 20) - 100, 20u << 20,
-                                (40u << 20) - 300000};
+    const uint64_t offsets[] = {39u << 20,         0,         (16u << 20) - 7,     1000, (33u << 20) + 5,
+                                (25u << 20) - 100, 20u << 20, (40u << 20) - 300000};
     for (uint64_t off : offsets) {
         INFO("offset " << off);
         auto n = gz->read_at(off, buf);

@@ -42,7 +42,8 @@ TEST_CASE("convert --target writes what each platform imports, and lint accepts 
         auto r = vt::run(vt::in_dir(t, "qemu-img info --output=json -f " + std::string(c.qemu_format) + " " + c.out));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         CHECK(r.output.find("\"format\": \"" + std::string(c.qemu_format) + "\"") != std::string::npos);
-        if (*c.create_type) CHECK(r.output.find("\"create-type\": \"" + std::string(c.create_type) + "\"") != std::string::npos);
+        if (*c.create_type)
+            CHECK(r.output.find("\"create-type\": \"" + std::string(c.create_type) + "\"") != std::string::npos);
         // Same content (a VHD rounded up to a whole MiB holds zeros past the source's end).
         vt::sh(vt::in_dir(t, "qemu-img compare -q -f raw -F " + std::string(c.qemu_format) + " src.raw " + c.out));
         r = vt::run(vt::in_dir(t, vt::tool() + " lint --target " + c.target + " " + c.out));
@@ -83,9 +84,16 @@ TEST_CASE("lint reports every broken rule with its fix, exit 1 when the platform
         int status;
         std::vector<std::string> expect;
     } cases[] = {
-        {"azure", "src.qcow2", 1, {"[format] format qcow2: Azure accepts fixed VHD only", "[size-alignment]",
-                                   "fix: vdisk convert --target azure 'src.qcow2' 'src.vhd'"}},
-        {"azure", "odd.vhd", 1, {"[size-alignment] virtual size 10000384 bytes is not a whole number of MiB", "fix: vdisk convert --target azure 'odd.vhd' 'odd-azure.vhd'"}},
+        {"azure",
+         "src.qcow2",
+         1,
+         {"[format] format qcow2: Azure accepts fixed VHD only", "[size-alignment]",
+          "fix: vdisk convert --target azure 'src.qcow2' 'src.vhd'"}},
+        {"azure",
+         "odd.vhd",
+         1,
+         {"[size-alignment] virtual size 10000384 bytes is not a whole number of MiB",
+          "fix: vdisk convert --target azure 'odd.vhd' 'odd-azure.vhd'"}},
         {"azure", "dyn.vhd", 1, {"[vhd-type] a dynamic VHD: Azure accepts fixed VHDs only"}},
         {"aws", "sparse.vmdk", 1, {"a monolithicSparse VMDK: VM Import takes VMDKs in streamOptimized form only"}},
         {"aws", "src.raw", 0, {}},

@@ -37,7 +37,9 @@ std::vector<uint8_t> mixed_disk(size_t size) {
                 for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>("the quick brown fox jumps\n"[next() % 26]);
                 for (size_t at = 9000; at + 3000 <= n; at += 12000) std::memcpy(b + at, b + at - 8500, 3000);
                 break;
-            case 1: for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(next() >> 24); break;
+            case 1:
+                for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>(next() >> 24);
+                break;
             case 2: break;
             case 3:
                 for (size_t i = 0; i < n; ++i) b[i] = static_cast<uint8_t>((next() >> 40) & 15);
@@ -132,8 +134,8 @@ TEST_CASE("compressed: images qemu-img writes convert back exactly, whatever the
             const char* fmt;
             const char* opts;
         };
-        for (const Out& out : {Out{"qcow2", ""}, Out{"raw", ""}, Out{"qcow2", "-c"},
-                               Out{"vmdk", "-o subformat=streamOptimized"}}) {
+        for (const Out& out :
+             {Out{"qcow2", ""}, Out{"raw", ""}, Out{"qcow2", "-c"}, Out{"vmdk", "-o subformat=streamOptimized"}}) {
             for (const char* m : {"1", "4"}) {
                 INFO(out.fmt << " " << out.opts << " -m " << m);
                 std::string dst = t / (std::string("dst.") + out.fmt);
@@ -194,7 +196,7 @@ TEST_CASE("compressed: map_stored and inflate_unit agree with read()") {
                 off += m->length;
             }
         }
-        CHECK(units > 10);  // the text pieces were stored compressed
+        CHECK(units > 10);                       // the text pieces were stored compressed
         if (c.fmt == "qcow2") CHECK(plain > 0);  // random pieces were stored as they are
     }
     // A backend without compressed units answers from block_status and inflates nothing.
@@ -267,7 +269,8 @@ TEST_CASE("compressed: converting a compressed image does not grow memory with i
         auto [st1, rss1] = run_measured(tool + " convert -f raw " + c.opts + " " + sh_quote(src) + " " + sh_quote(z));
         REQUIRE(st1 == 0);
         std::filesystem::remove(back);
-        auto [st2, rss2] = run_measured(tool + " convert -f " + c.fmt + " -O raw " + sh_quote(z) + " " + sh_quote(back));
+        auto [st2,
+              rss2] = run_measured(tool + " convert -f " + c.fmt + " -O raw " + sh_quote(z) + " " + sh_quote(back));
         REQUIRE(st2 == 0);
         MESSAGE(c.name << ": peak RSS compressing " << rss1 << " KiB, inflating " << rss2 << " KiB");
         CHECK(rss1 < 96 * 1024);

@@ -15,7 +15,8 @@ namespace {
 // A file that fails every read touching [bad_from, bad_to), as a disk with unreadable sectors does.
 class FailingFile final : public testlib::ForwardingFile {
 public:
-    FailingFile(std::unique_ptr<File> f, uint64_t from, uint64_t to) : ForwardingFile(std::move(f)), from_(from), to_(to) {}
+    FailingFile(std::unique_ptr<File> f, uint64_t from, uint64_t to)
+        : ForwardingFile(std::move(f)), from_(from), to_(to) {}
     Result<size_t> read_at(uint64_t off, std::span<uint8_t> buf) override {
         if (off < to_ && off + buf.size() > from_) {
             Error e = make_error(ErrorCode::io, "read: Input/output error");
@@ -115,9 +116,11 @@ TEST_CASE("--salvage writes zeros for the unreadable sector and reports it, as q
     auto data = vt::pattern(1u << 20, 11);
     vt::write_file(t / "sv.raw", data);
     // qemu-img on the same input: blkdebug fails every read touching sector 100.
-    auto q = vt::run(vt::in_dir(t, "qemu-img convert --salvage -O raw 'json:{\"driver\":\"raw\",\"file\":"
-                     "{\"driver\":\"blkdebug\",\"inject-error\":[{\"event\":\"none\",\"sector\":100,\"once\":false}],"
-                     "\"image\":{\"driver\":\"file\",\"filename\":\"sv.raw\"}}}' q.raw"));
+    auto q = vt::run(
+        vt::in_dir(t,
+                   "qemu-img convert --salvage -O raw 'json:{\"driver\":\"raw\",\"file\":"
+                   "{\"driver\":\"blkdebug\",\"inject-error\":[{\"event\":\"none\",\"sector\":100,\"once\":false}],"
+                   "\"image\":{\"driver\":\"file\",\"filename\":\"sv.raw\"}}}' q.raw"));
     REQUIRE_MESSAGE(q.status == 0, q.output);
     MemoryFileSystem mem;
     mem.add("sv.raw", data);

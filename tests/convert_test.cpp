@@ -12,10 +12,10 @@ using vt::sh_quote;
 namespace {
 
 struct Target {
-    std::string fmt;    // vdisk -O
-    std::string opts;   // vdisk -o
-    std::string qfmt;   // qemu-img's name for reading it back
-    bool qemu_check;    // qemu-img check supports it
+    std::string fmt;   // vdisk -O
+    std::string opts;  // vdisk -o
+    std::string qfmt;  // qemu-img's name for reading it back
+    bool qemu_check;   // qemu-img check supports it
     bool compress = false;
 };
 
@@ -28,8 +28,14 @@ TEST_CASE("convert: every source format into every target format, verified by qe
     auto reg = vdisk::Registry::builtin();
     vt::TempDir t;
     const std::vector<std::pair<std::string, std::string>> sources = {
-        {"qcow2", ""}, {"vmdk", ""}, {"vpc", ""}, {"vhdx", ""}, {"vdi", ""}, {"raw", ""},
-        {"qcow2", "compat=0.10,cluster_size=4096"}, {"vmdk", "subformat=streamOptimized"},
+        {"qcow2", ""},
+        {"vmdk", ""},
+        {"vpc", ""},
+        {"vhdx", ""},
+        {"vdi", ""},
+        {"raw", ""},
+        {"qcow2", "compat=0.10,cluster_size=4096"},
+        {"vmdk", "subformat=streamOptimized"},
     };
     const std::vector<Target> targets = {
         {"raw", "", "raw", false},
@@ -51,18 +57,24 @@ TEST_CASE("convert: every source format into every target format, verified by qe
         auto& [sq, sopts] = sources[si];
         if (!built(reg, sq == "vpc" ? "vhd" : sq)) continue;
         std::string src = t / ("src" + std::to_string(si) + "." + sq);
-        auto c = run("qemu-img create -q -f " + sq + (sopts.empty() ? "" : " -o " + sopts) + " " + sh_quote(src) + " 48M");
+        auto c = run("qemu-img create -q -f " + sq + (sopts.empty() ? "" : " -o " + sopts) + " " + sh_quote(src) +
+                     " 48M");
         REQUIRE_MESSAGE(c.status == 0, c.output);
         if (sopts.find("streamOptimized") != std::string::npos) {
             // qemu-io cannot write streamOptimized in place: build it by conversion instead.
             std::string tmp = t / "stream-src.qcow2";
             REQUIRE(run("qemu-img create -q -f qcow2 " + sh_quote(tmp) + " 48M").status == 0);
-            REQUIRE(run("qemu-io -f qcow2 -c 'write -P 0x11 0 1M' -c 'write -P 0x22 7M 300k' -c 'write -P 0x33 47M 1M' " +
-                        sh_quote(tmp)).status == 0);
-            REQUIRE(run("qemu-img convert -f qcow2 -O vmdk -o " + sopts + " " + sh_quote(tmp) + " " + sh_quote(src)).status == 0);
+            REQUIRE(
+                run("qemu-io -f qcow2 -c 'write -P 0x11 0 1M' -c 'write -P 0x22 7M 300k' -c 'write -P 0x33 47M 1M' " +
+                    sh_quote(tmp))
+                    .status == 0);
+            REQUIRE(run("qemu-img convert -f qcow2 -O vmdk -o " + sopts + " " + sh_quote(tmp) + " " + sh_quote(src))
+                        .status == 0);
         } else {
-            auto w = run("qemu-io -f " + sq + " -c 'write -P 0x11 0 1M' -c 'write -P 0x22 7M 300k' "
-                         "-c 'write -z 20M 2M' -c 'write -P 0x33 47M 1M' " + sh_quote(src));
+            auto w = run("qemu-io -f " + sq +
+                         " -c 'write -P 0x11 0 1M' -c 'write -P 0x22 7M 300k' "
+                         "-c 'write -z 20M 2M' -c 'write -P 0x33 47M 1M' " +
+                         sh_quote(src));
             REQUIRE_MESSAGE(w.status == 0, w.output);
         }
         for (auto& tg : targets) {
@@ -160,8 +172,12 @@ TEST_CASE("convert -c and streamOptimized: mixed data packs as tightly as qemu-i
     for (size_t p = 0; p * piece < img.size(); ++p) {
         uint8_t* b = img.data() + p * piece;
         switch (p % 4) {
-            case 0: for (size_t i = 0; i < piece; ++i) b[i] = static_cast<uint8_t>(next() >> 24); break;
-            case 1: for (size_t i = 0; i < piece; ++i) b[i] = static_cast<uint8_t>("etaoin shrdlu\n"[next() % 14]); break;
+            case 0:
+                for (size_t i = 0; i < piece; ++i) b[i] = static_cast<uint8_t>(next() >> 24);
+                break;
+            case 1:
+                for (size_t i = 0; i < piece; ++i) b[i] = static_cast<uint8_t>("etaoin shrdlu\n"[next() % 14]);
+                break;
             case 2: break;  // zeros
             case 3:
                 for (size_t i = 0; i < piece; ++i) b[i] = static_cast<uint8_t>(next() >> 24);

@@ -102,7 +102,8 @@ TEST_CASE("memory file system") {
     auto w = fs.create("b.img");
     REQUIRE(w);
     // A hostile size must not make the memory file system allocate without bound.
-    CHECK((*w)->write_at(uint64_t(1) << 62, std::span<const uint8_t>(buf, 1)).error().code == ErrorCode::limit_exceeded);
+    CHECK((*w)->write_at(uint64_t(1) << 62, std::span<const uint8_t>(buf, 1)).error().code ==
+          ErrorCode::limit_exceeded);
     CHECK((*f)->identity() != (*w)->identity());
     CHECK(read_exact(**f, 2, std::span<uint8_t>(buf, 4), "header").error().code == ErrorCode::corrupt);
 }
@@ -208,14 +209,14 @@ TEST_CASE("safety report: raw needs -f raw, MBR partitions must fit the disk") {
     disk[510] = 0x55;
     disk[511] = 0xaa;
     uint8_t* e = disk.data() + 446;
-    e[4] = 0x83;      // Linux
+    e[4] = 0x83;  // Linux
     e[8] = 2048 & 0xff;
     e[9] = 2048 >> 8;  // start 2048
     e[12] = 0;
-    e[13] = 0x04;      // 1024 sectors: ends at 3072 > 2048 sectors of the disk
+    e[13] = 0x04;  // 1024 sectors: ends at 3072 > 2048 sectors of the disk
     fs.add("bad.raw", disk);
-    e[13] = 0x02;      // 512 sectors starting at 2048: still past 2048 sectors
-    e[9] = 0x04;       // start 1024, 512 sectors: inside
+    e[13] = 0x02;  // 512 sectors starting at 2048: still past 2048 sectors
+    e[9] = 0x04;   // start 1024, 512 sectors: inside
     fs.add("good.raw", disk);
     Limits lim;
     Json unknown = safety_report(reg, fs, "good.raw", "", lim);

@@ -137,8 +137,8 @@ std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
 struct Toy {
     MemoryFileSystem fs;
     std::vector<Piece> pieces;
-    std::vector<uint8_t> expected;   // what read() must return with the backing attached
-    std::vector<uint8_t> backing;    // the backing device's content
+    std::vector<uint8_t> expected;  // what read() must return with the backing attached
+    std::vector<uint8_t> backing;   // the backing device's content
     uint64_t size = 0;
 
     Toy() {
@@ -147,11 +147,11 @@ struct Toy {
         auto put = [&](uint64_t at, const std::vector<uint8_t>& bytes) {
             std::copy(bytes.begin(), bytes.end(), host.begin() + static_cast<std::ptrdiff_t>(at));
         };
-        auto d1 = pattern(2 * kUnit, 1);     // data, two runs contiguous on the host
+        auto d1 = pattern(2 * kUnit, 1);  // data, two runs contiguous on the host
         auto d2 = pattern(kUnit, 2);
-        auto c1 = pattern(kUnit, 3);          // compressed unit contents
+        auto c1 = pattern(kUnit, 3);  // compressed unit contents
         auto c2 = pattern(kUnit, 4);
-        auto d3 = pattern(kUnit + 1000, 5);   // data not contiguous with d2, odd length (ends the device)
+        auto d3 = pattern(kUnit + 1000, 5);  // data not contiguous with d2, odd length (ends the device)
         put(0, d1);
         put(2 * kUnit, d2);
         std::vector<uint8_t> z1(c1), z2(c2);
@@ -160,10 +160,10 @@ struct Toy {
         put(6 * kUnit, z1);
         put(7 * kUnit, z2);
         put(9 * kUnit, d3);
-        pieces = {{StoredKind::data, 2 * kUnit, 0},       {StoredKind::data, kUnit, 2 * kUnit},
-                  {StoredKind::zero, kUnit + 512, 0},     {StoredKind::unallocated, 2 * kUnit - 512, 0},
+        pieces = {{StoredKind::data, 2 * kUnit, 0},           {StoredKind::data, kUnit, 2 * kUnit},
+                  {StoredKind::zero, kUnit + 512, 0},         {StoredKind::unallocated, 2 * kUnit - 512, 0},
                   {StoredKind::compressed, kUnit, 6 * kUnit}, {StoredKind::compressed, kUnit, 7 * kUnit},
-                  {StoredKind::unallocated, kUnit, 0},    {StoredKind::data, kUnit + 1000, 9 * kUnit}};
+                  {StoredKind::unallocated, kUnit, 0},        {StoredKind::data, kUnit + 1000, 9 * kUnit}};
         for (auto& p : pieces) size += p.length;
         expected.insert(expected.end(), d1.begin(), d1.end());
         expected.insert(expected.end(), d2.begin(), d2.end());
@@ -410,7 +410,9 @@ TEST_CASE("UTF-16 decoder: byte orders, surrogate pairs, unpaired surrogates, NU
         be.push_back(static_cast<uint8_t>(u >> 8));
         be.push_back(static_cast<uint8_t>(u));
     }
-    const std::string head = "A\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd" "B";
+    const std::string head =
+        "A\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd"
+        "B";
     CHECK(util::utf16_to_utf8(le, Utf16Order::little, Utf16Nul::ends) == head);
     CHECK(util::utf16_to_utf8(be, Utf16Order::big, Utf16Nul::ends) == head);
     CHECK(util::utf16_to_utf8(le, Utf16Order::little, Utf16Nul::kept) == head + std::string(1, '\0') + "C");

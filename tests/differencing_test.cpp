@@ -109,13 +109,19 @@ std::vector<uint8_t> make_chain(const vdisk::Registry& reg, const vt::TempDir& t
     sh("cd " + sh_quote(t.path) + " && " + V() + " create -q -f " + fmt + " -b " + sh_quote(backing) + " c." + fmt);
     if (page_aligned)
         write_child(reg, child, fmt,
-                    {{4096, 4096, 1}, {kMiB + 4096, 8192, 2}, {9 * kMiB + 4096 * 100, 3 * 4096, 3},
-                     {16 * kMiB, 2 * kMiB, 4}, {size - 4096, 4096, 5}},
+                    {{4096, 4096, 1},
+                     {kMiB + 4096, 8192, 2},
+                     {9 * kMiB + 4096 * 100, 3 * 4096, 3},
+                     {16 * kMiB, 2 * kMiB, 4},
+                     {size - 4096, 4096, 5}},
                     expect);
     else
         write_child(reg, child, fmt,
-                    {{512 * 3, 512, 1}, {kMiB + 4096, 8192, 2}, {9 * kMiB + 512 * 1000, 3 * 512, 3},
-                     {16 * kMiB, 2 * kMiB, 4}, {size - 4096, 4096, 5}},
+                    {{512 * 3, 512, 1},
+                     {kMiB + 4096, 8192, 2},
+                     {9 * kMiB + 512 * 1000, 3 * 512, 3},
+                     {16 * kMiB, 2 * kMiB, 4},
+                     {size - 4096, 4096, 5}},
                     expect);
     return expect;
 }
@@ -193,7 +199,8 @@ TEST_CASE("differencing create: vhd, vhdx and vdi children read back by vdisk, l
                 REQUIRE(own.size() == size);
                 int copied = 0;
                 for (uint64_t b = 0; b < size; b += kMiB) {
-                    bool is_zero = std::all_of(own.begin() + b, own.begin() + b + kMiB, [](uint8_t x) { return x == 0; });
+                    bool is_zero = std::all_of(own.begin() + b, own.begin() + b + kMiB,
+                                               [](uint8_t x) { return x == 0; });
                     bool same = std::equal(own.begin() + b, own.begin() + b + kMiB, expect.begin() + b);
                     CHECK_MESSAGE((is_zero || same), "block at " << b);
                     copied += !is_zero;

@@ -44,7 +44,8 @@ struct Range {
 // libvmdk reads each range and checks its fill; an image of several GiB is never read whole.
 void pyvmdk_check(const std::string& img, const std::vector<Range>& ranges) {
     std::string args;
-    for (auto& r : ranges) args += " " + std::to_string(r.offset) + ":" + std::to_string(r.length) + ":" + std::to_string(r.fill);
+    for (auto& r : ranges)
+        args += " " + std::to_string(r.offset) + ":" + std::to_string(r.length) + ":" + std::to_string(r.fill);
     auto r = run("/usr/bin/python3 -c " +
                  sh_quote("import pyvmdk, sys\n"
                           "h = pyvmdk.handle()\n"
@@ -83,8 +84,7 @@ TEST_CASE("resize sparse vmdk: grow with the directory in place and moved, read 
         std::string size = std::to_string(c.from);
         if (c.maker == "qemu")
             sh("qemu-img create -q -f vmdk -o subformat=" + c.sub + " " + sh_quote(img) + " " + size);
-        else
-            sh(V() + " create -q -f vmdk -o subformat=" + c.sub + " " + sh_quote(img) + " " + size);
+        else sh(V() + " create -q -f vmdk -o subformat=" + c.sub + " " + sh_quote(img) + " " + size);
         const uint64_t last = c.from - kMiB;
         sh("qemu-io -f vmdk -c 'write -P 0x11 1M 2M' -c 'write -P 0x12 " + std::to_string(last) + " 1M' " +
            sh_quote(img) + " >/dev/null");

@@ -143,8 +143,8 @@ TEST_CASE("vdisk hash equals qemu-img's raw reading digested by coreutils, on ev
         // All three at once, each on its own thread, in the order asked.
         r = vt::run(vt::tool() + " hash --algo md5 --algo sha1,sha256 " + vt::sh_quote(img));
         REQUIRE_MESSAGE(r.status == 0, r.output);
-        CHECK(r.output == "MD5 (" + img + ") = " + w5 + "\nSHA1 (" + img + ") = " + w1 + "\nSHA256 (" + img +
-                              ") = " + w256 + "\n");
+        CHECK(r.output ==
+              "MD5 (" + img + ") = " + w5 + "\nSHA1 (" + img + ") = " + w1 + "\nSHA256 (" + img + ") = " + w256 + "\n");
     }
 }
 
@@ -152,7 +152,8 @@ TEST_CASE("vdisk hash follows backing chains as qemu-img reads them") {
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     std::string src = make_source(t);
-    REQUIRE(vt::run("qemu-img convert -O qcow2 " + vt::sh_quote(src) + " " + vt::sh_quote(t / "base.qcow2")).status == 0);
+    REQUIRE(vt::run("qemu-img convert -O qcow2 " + vt::sh_quote(src) + " " + vt::sh_quote(t / "base.qcow2")).status ==
+            0);
     REQUIRE(vt::run("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + vt::sh_quote(t / "top.qcow2")).status == 0);
     auto io = vt::run("qemu-io -c 'write -P 0x5a 6M 1M' -c 'write -z 5M 512k' " + vt::sh_quote(t / "top.qcow2"));
     REQUIRE_MESSAGE(io.status == 0, io.output);
@@ -234,13 +235,14 @@ TEST_CASE("convert --hash digests the source in the same pass, plain and compres
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     std::string src = make_source(t);
-    REQUIRE(vt::run("qemu-img convert -O qcow2 " + vt::sh_quote(src) + " " + vt::sh_quote(t / "src.qcow2")).status == 0);
+    REQUIRE(vt::run("qemu-img convert -O qcow2 " + vt::sh_quote(src) + " " + vt::sh_quote(t / "src.qcow2")).status ==
+            0);
     const std::string want256 = oracle(src, "raw", t.path, "sha256sum");
     const std::string want5 = oracle(src, "raw", t.path, "md5sum");
     for (std::string target : {"-O qcow2", "-O qcow2 -c", "-O vmdk -o subformat=streamOptimized", "-O vhdx"}) {
         INFO(target);
         auto r = vt::run(vt::in_dir(t, vt::tool() + " convert " + target +
-                         " --hash sha256 --hash md5 --hash-file sums src.qcow2 out.img"));
+                                           " --hash sha256 --hash md5 --hash-file sums src.qcow2 out.img"));
         REQUIRE_MESSAGE(r.status == 0, r.output);
         std::string lines = "SHA256 (src.qcow2) = " + want256 + "\nMD5 (src.qcow2) = " + want5 + "\n";
         CHECK(r.output == lines);
@@ -250,14 +252,15 @@ TEST_CASE("convert --hash digests the source in the same pass, plain and compres
         std::filesystem::remove(t / "out.img");
     }
     // A raw target: the line names the target, so sha256sum -c verifies what was written.
-    auto r = vt::run(vt::in_dir(t, vt::tool() +
-                     " convert -O raw --hash-file sums src.qcow2 out.raw && sha256sum -c sums"));
+    auto r = vt::run(
+        vt::in_dir(t, vt::tool() + " convert -O raw --hash-file sums src.qcow2 out.raw && sha256sum -c sums"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output.find(want256 + "  out.raw\n") == 0);
     CHECK(r.output.find("out.raw: OK") != std::string::npos);
     // To stdout: the digests go to stderr, the image to the pipe.
-    r = vt::run(vt::in_dir(t, vt::tool() +
-                " convert -O vmdk -o subformat=streamOptimized --hash sha1 src.qcow2 - 2>err >pipe.vmdk && cat err"));
+    r = vt::run(vt::in_dir(
+        t, vt::tool() +
+               " convert -O vmdk -o subformat=streamOptimized --hash sha1 src.qcow2 - 2>err >pipe.vmdk && cat err"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output == oracle(src, "raw", t.path, "sha1sum") + "  src.qcow2\n");
     vt::expect_qemu_compare(src, t / "pipe.vmdk");

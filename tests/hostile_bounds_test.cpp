@@ -229,9 +229,10 @@ std::vector<uint8_t> vmdk_header(const VmdkGeo& g, uint64_t overhead) {
     b[74] = ' ';
     b[75] = '\r';
     b[76] = '\n';
-    std::string desc = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-                       "createType=\"monolithicSparse\"\n\nRW " + std::to_string(g.gd_entries * 512 * 128) +
-                       " SPARSE \"x.vmdk\"\n\nddb.adapterType = \"ide\"\n";
+    std::string desc =
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        "createType=\"monolithicSparse\"\n\nRW " +
+        std::to_string(g.gd_entries * 512 * 128) + " SPARSE \"x.vmdk\"\n\nddb.adapterType = \"ide\"\n";
     std::memcpy(b.data() + 512, desc.data(), desc.size());
     return b;
 }
@@ -296,8 +297,9 @@ TEST_CASE("7: trusted defaults: 64 descriptor extents name one sparse extent fil
     b.resize((g.gd_sector + gd_sectors) * 512, 0);
     vt::write_file(d / "ext.vmdk", b);
     uint64_t sectors = g.gd_entries * 512 * 128;
-    std::string desc = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-                       "createType=\"twoGbMaxExtentSparse\"\n\n";
+    std::string desc =
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        "createType=\"twoGbMaxExtentSparse\"\n\n";
     for (int i = 0; i < 64; ++i) desc += "RW " + std::to_string(sectors) + " SPARSE \"ext.vmdk\"\n";
     std::ofstream(d / "top.vmdk") << desc;
     vdisk::OpenOptions o;
@@ -454,16 +456,17 @@ TEST_CASE("9: names from an image are escaped for the terminal and valid UTF-8 i
     put_be(b, 16, name.size(), 4);
     std::memcpy(b.data() + 512, name.data(), name.size());
     vt::write_file(p, b);
-    for (const char* args : {"info ", "info --untrusted ", "info --output=json ", "check ", "map ", "check --untrusted ",
-                             "info --output=json --untrusted "}) {
+    for (const char* args : {"info ", "info --untrusted ", "info --output=json ", "check ", "map ",
+                             "check --untrusted ", "info --output=json --untrusted "}) {
         CAPTURE(args);
         auto r = run(sh_quote(vt::tool_path()) + " " + args + sh_quote(p));
         INFO(r.output);
         CHECK(r.output.find('\x1b') == std::string::npos);
         CHECK(r.output.find('\x07') == std::string::npos);
         if (std::string(args).find("json") != std::string::npos && r.status == 0) {
-            auto py = run("python3 -c 'import json,sys; json.load(open(sys.argv[1], encoding=\"utf-8\"))' /dev/stdin <<'EOF'\n" +
-                          r.output + "\nEOF");
+            auto py = run(
+                "python3 -c 'import json,sys; json.load(open(sys.argv[1], encoding=\"utf-8\"))' /dev/stdin <<'EOF'\n" +
+                r.output + "\nEOF");
             CHECK_MESSAGE(py.status == 0, py.output);
         }
     }
@@ -474,7 +477,8 @@ TEST_CASE("9: names from an image are escaped for the terminal and valid UTF-8 i
     vdisk::Json back;
     CHECK(vdisk::Json::parse(dumped, back));
     CHECK(vdisk::utf8_valid(dumped));
-    CHECK(vdisk::escape_for_terminal("a\x1b" "b\n\xc3\xa9\xff") == "a\\x1bb\\x0a\xc3\xa9\\xff");
+    CHECK(vdisk::escape_for_terminal("a\x1b"
+                                     "b\n\xc3\xa9\xff") == "a\\x1bb\\x0a\xc3\xa9\\xff");
 }
 
 }  // namespace

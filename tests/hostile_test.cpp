@@ -47,9 +47,9 @@ void expect_clean(const Outcome& o, const std::string& what, const std::string& 
 using vt::patch_file;
 
 struct Base {
-    std::string fmt;         // vdisk name
-    std::string qfmt;        // qemu-img name
-    std::string opts;        // qemu-img create options
+    std::string fmt;               // vdisk name
+    std::string qfmt;              // qemu-img name
+    std::string opts;              // qemu-img create options
     std::vector<uint64_t> fields;  // offsets of header fields worth breaking
 };
 
@@ -59,8 +59,10 @@ const std::vector<Base>& bases() {
         {"qcow2", "qcow2", "cluster_size=4096", {4, 8, 16, 20, 24, 32, 36, 40, 48, 56, 60, 64, 72, 96, 100}},
         {"vmdk", "vmdk", "", {4, 8, 12, 20, 28, 36, 44, 48, 56, 64}},
         {"vhd", "vpc", "", {512 + 8, 512 + 16, 512 + 28, 512 + 32, 512 + 36, 40, 48, 56}},
-        {"vhdx", "vhdx", "block_size=1M", {65536 + 8, 65536 + 16, 131072 + 8, 196608 + 8, 196608 + 16, 196608 + 32,
-                                           196608 + 48, 196608 + 64}},
+        {"vhdx",
+         "vhdx",
+         "block_size=1M",
+         {65536 + 8, 65536 + 16, 131072 + 8, 196608 + 8, 196608 + 16, 196608 + 32, 196608 + 48, 196608 + 64}},
         {"vdi", "vdi", "", {64, 68, 72, 76, 340, 344, 352, 368, 372, 376, 384}},
     };
     return b;
@@ -74,9 +76,11 @@ TEST_CASE("malformed images of every format end cleanly (generated: truncations 
     int cases = 0;
     for (auto& b : bases()) {
         std::string base = t / ("base." + b.fmt);
-        auto c = run("qemu-img create -q -f " + b.qfmt + (b.opts.empty() ? "" : " -o " + b.opts) + " " + sh_quote(base) + " 64M");
+        auto c = run("qemu-img create -q -f " + b.qfmt + (b.opts.empty() ? "" : " -o " + b.opts) + " " +
+                     sh_quote(base) + " 64M");
         REQUIRE_MESSAGE(c.status == 0, c.output);
-        REQUIRE(run("qemu-io -f " + b.qfmt + " -c 'write -P 0x5a 0 256k' -c 'write -P 0xa5 40M 64k' " + sh_quote(base)).status == 0);
+        REQUIRE(run("qemu-io -f " + b.qfmt + " -c 'write -P 0x5a 0 256k' -c 'write -P 0xa5 40M 64k' " + sh_quote(base))
+                    .status == 0);
         uint64_t size = std::filesystem::file_size(base);
         std::vector<std::pair<std::string, std::function<void(const std::string&)>>> mutations;
         for (uint64_t cut : {uint64_t(0), uint64_t(1), uint64_t(100), uint64_t(511), uint64_t(512), uint64_t(4096),
@@ -89,7 +93,9 @@ TEST_CASE("malformed images of every format end cleanly (generated: truncations 
             if (off + 8 > size) continue;
             for (uint8_t v : {uint8_t(0x00), uint8_t(0xff), uint8_t(0x7f)})
                 mutations.emplace_back("field at " + std::to_string(off) + " := " + std::to_string(v) + "s",
-                                       [off, v](const std::string& p) { patch_file(p, off, std::vector<uint8_t>(8, v)); });
+                                       [off, v](const std::string& p) {
+                                           patch_file(p, off, std::vector<uint8_t>(8, v));
+                                       });
         }
         mutations.emplace_back("metadata scrambled", [](const std::string& p) {
             auto junk = vt::pattern(3 * 4096, 99);
@@ -103,9 +109,11 @@ TEST_CASE("malformed images of every format end cleanly (generated: truncations 
             // -f pins the format so the damage reaches the parser instead of falling back to raw.
             auto info = run_tool("info -f " + b.fmt + " " + sh_quote(p), t / "rss");
             expect_clean(info, what + " (info)", p);
-            auto conv = run_tool("convert -f " + b.fmt + " -O raw " + sh_quote(p) + " " + sh_quote(t / "out.raw"), t / "rss");
+            auto conv = run_tool("convert -f " + b.fmt + " -O raw " + sh_quote(p) + " " + sh_quote(t / "out.raw"),
+                                 t / "rss");
             expect_clean(conv, what + " (convert)", p);
-            if (conv.status == 1) CHECK_MESSAGE(!std::filesystem::exists(t / "out.raw"), what << ": failed convert left a target");
+            if (conv.status == 1)
+                CHECK_MESSAGE(!std::filesystem::exists(t / "out.raw"), what << ": failed convert left a target");
             std::filesystem::remove(t / "out.raw");
             std::filesystem::remove(p);
             ++cases;
@@ -169,7 +177,8 @@ TEST_CASE("backing chains that loop or go too deep are refused") {
     REQUIRE(run("qemu-img create -q -f qcow2 " + sh_quote(t / "l0.qcow2") + " 16M").status == 0);
     for (int i = 1; i <= 20; ++i)
         REQUIRE(run("qemu-img create -q -f qcow2 -F qcow2 -b l" + std::to_string(i - 1) + ".qcow2 " +
-                    sh_quote(t / ("l" + std::to_string(i) + ".qcow2"))).status == 0);
+                    sh_quote(t / ("l" + std::to_string(i) + ".qcow2")))
+                    .status == 0);
     o = run_tool("info " + sh_quote(t / "l20.qcow2"), t / "rss");
     CHECK(o.status == 1);
     CHECK(o.output.find("deeper than 16") != std::string::npos);

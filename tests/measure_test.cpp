@@ -21,12 +21,12 @@ Sources make_sources(const vt::TempDir& t) {
     Sources s{t / "holes.raw", t / "ov.qcow2", t / "comp.qcow2"};
     vt::sh("qemu-img create -q -f raw " + sh_quote(s.raw) + " 64M");
     vt::sh("qemu-io -f raw -c 'write -P 1 1M 100k' -c 'write -P 2 10M 1' -c 'write -P 3 63M 1M' " + sh_quote(s.raw) +
-       " >/dev/null");
+           " >/dev/null");
     vt::sh("qemu-img create -q -f qcow2 " + sh_quote(t / "base.qcow2") + " 100M");
     vt::sh("qemu-io -c 'write -P 7 0 3M' -c 'write -z 40M 2M' " + sh_quote(t / "base.qcow2") + " >/dev/null");
     vt::sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 " + sh_quote(s.overlay));
     vt::sh("qemu-io -c 'write -P 9 50M 1M' -c 'write -z 0 1M' -c 'write -P 5 99M 1M' " + sh_quote(s.overlay) +
-       " >/dev/null");
+           " >/dev/null");
     vt::sh("qemu-img convert -c -O qcow2 " + sh_quote(s.overlay) + " " + sh_quote(s.compressed));
     return s;
 }
@@ -130,7 +130,8 @@ TEST_CASE("measure: other formats within one unit of what convert writes") {
     // streamOptimized: an upper bound (compression is not predicted).
     std::string dir = t / "out-stream";
     std::filesystem::create_directory(dir);
-    vt::sh(vt::tool() + " convert -O vmdk -o subformat=streamOptimized " + sh_quote(full) + " " + sh_quote(dir + "/s.vmdk"));
+    vt::sh(vt::tool() + " convert -O vmdk -o subformat=streamOptimized " + sh_quote(full) + " " +
+           sh_quote(dir + "/s.vmdk"));
     auto m = run(vt::tool() + " measure -O vmdk -o subformat=streamOptimized " + sh_quote(full));
     REQUIRE(m.status == 0);
     CHECK(field(m.output, "required size: ") >= files_size(dir));

@@ -69,8 +69,9 @@ TEST_CASE("qcow2 check numbers equal qemu-img check on clean images") {
     vt::write_file(tmp / "src.raw", src);
     vt::sh("qemu-img convert -c -f raw -O qcow2 " + tmp / "src.raw" + " " + tmp / "a.qcow2");
     vt::sh("qemu-img resize -q " + tmp / "a.qcow2" + " 16M");
-    vt::sh("qemu-io -f qcow2 -c 'write -P 1 5M 100k' -c 'write -P 2 9M 64k' -c 'write -P 3 7M 4k' -c 'write -z 100k 64k' " +
-       tmp / "a.qcow2");
+    vt::sh(
+        "qemu-io -f qcow2 -c 'write -P 1 5M 100k' -c 'write -P 2 9M 64k' -c 'write -P 3 7M 4k' -c 'write -z 100k 64k' " +
+        tmp / "a.qcow2");
     expect_same_numbers(reg, tmp / "a.qcow2");
     vt::sh("qemu-img snapshot -c s1 " + tmp / "a.qcow2");
     vt::sh("qemu-io -f qcow2 -c 'write -P 4 5M 200k' " + tmp / "a.qcow2");

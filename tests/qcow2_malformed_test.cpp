@@ -86,14 +86,14 @@ TEST_CASE("qcow2 malformed headers give the exact error code") {
     CHECK(open_error(reg, patched(4, uint32_t(1))) == ErrorCode::unsupported);
     CHECK(open_error(reg, patched(4, uint32_t(4))) == ErrorCode::unsupported);
     for (uint32_t cb : {0u, 8u, 22u, 63u, 0xffffffffu}) CHECK(open_error(reg, patched(20, cb)) == ErrorCode::corrupt);
-    CHECK(open_error(reg, patched(32, uint32_t(1))) == ErrorCode::unsupported);            // AES encryption
+    CHECK(open_error(reg, patched(32, uint32_t(1))) == ErrorCode::unsupported);              // AES encryption
     CHECK(open_error(reg, patched(36, uint32_t(0xffffffff))) == ErrorCode::limit_exceeded);  // l1_size
-    CHECK(open_error(reg, patched(36, uint32_t(0))) == ErrorCode::corrupt);                 // too small for the size
-    CHECK(open_error(reg, patched(36, uint32_t(1000000))) == ErrorCode::corrupt);           // past EOF
-    CHECK(open_error(reg, patched(40, uint64_t(0x30200))) == ErrorCode::corrupt);           // L1 unaligned
-    CHECK(open_error(reg, patched(40, uint64_t(1) << 50)) == ErrorCode::corrupt);           // L1 past EOF
-    CHECK(open_error(reg, patched(24, uint64_t(1) << 62)) == ErrorCode::corrupt);           // size vs L1
-    CHECK(open_error(reg, patched(48, uint64_t(0x10200))) == ErrorCode::corrupt);           // refcount table
+    CHECK(open_error(reg, patched(36, uint32_t(0))) == ErrorCode::corrupt);                  // too small for the size
+    CHECK(open_error(reg, patched(36, uint32_t(1000000))) == ErrorCode::corrupt);            // past EOF
+    CHECK(open_error(reg, patched(40, uint64_t(0x30200))) == ErrorCode::corrupt);            // L1 unaligned
+    CHECK(open_error(reg, patched(40, uint64_t(1) << 50)) == ErrorCode::corrupt);            // L1 past EOF
+    CHECK(open_error(reg, patched(24, uint64_t(1) << 62)) == ErrorCode::corrupt);            // size vs L1
+    CHECK(open_error(reg, patched(48, uint64_t(0x10200))) == ErrorCode::corrupt);            // refcount table
     CHECK(open_error(reg, patched(56, uint32_t(0))) == ErrorCode::corrupt);
     CHECK(open_error(reg, patched(56, uint32_t(0xffffffff))) == ErrorCode::limit_exceeded);
     CHECK(open_error(reg, patched(56, uint32_t(1000))) == ErrorCode::corrupt);
@@ -160,7 +160,7 @@ TEST_CASE("qcow2 malformed L2 entries and compressed descriptors fail reads with
         return b;
     };
     CHECK(read_error(reg, with_entry(0, (1ull << 63) | (1ull << 40))) == ErrorCode::corrupt);  // past EOF
-    CHECK(read_error(reg, with_entry(0, (1ull << 63) | 0x50200)) == ErrorCode::corrupt);      // unaligned
+    CHECK(read_error(reg, with_entry(0, (1ull << 63) | 0x50200)) == ErrorCode::corrupt);       // unaligned
     // Compressed: offset past EOF; then an absurd sector count over garbage.
     CHECK(read_error(reg, with_entry(3, (1ull << 62) | (1ull << 45))) == ErrorCode::corrupt);
     CHECK(read_error(reg, with_entry(3, (1ull << 62) | (0xffull << 54) | 0x200)) == ErrorCode::corrupt);

@@ -74,15 +74,16 @@ TEST_CASE("qcow2 compressed clusters: zlib and zstd, and qemu-img convert -c out
     vt::TempDir tmp;
     auto data = vt::pattern(3 << 20, 7);
     // Compressible: repeat short runs.
-    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>((i / 97) & 0xff) ^ ((i % 4096 < 64) ? data[i] : 0);
+    for (size_t i = 0; i < data.size(); ++i)
+        data[i] = static_cast<uint8_t>((i / 97) & 0xff) ^ ((i % 4096 < 64) ? data[i] : 0);
     std::fill(data.begin() + (1 << 20), data.begin() + (1 << 20) + 200000, 0);
     vt::write_file(tmp / "src.raw", data);
     for (const char* ct : {"zlib", "zstd"}) {
         for (const char* cs : {"65536", "4096", "2M"}) {
             std::string img = tmp / (std::string(ct) + cs + ".qcow2");
             INFO(ct << " " << cs);
-            vt::sh("qemu-img convert -c -f raw -O qcow2 -o compression_type=" + std::string(ct) + ",cluster_size=" + cs +
-               " " + tmp / "src.raw" + " " + img);
+            vt::sh("qemu-img convert -c -f raw -O qcow2 -o compression_type=" + std::string(ct) +
+                   ",cluster_size=" + cs + " " + tmp / "src.raw" + " " + img);
             expect_same_as_qemu(reg, img, tmp.path);
             auto opened = vt::open_host(reg, img);
             REQUIRE(opened.ok());
@@ -199,8 +200,8 @@ TEST_CASE("qcow2 internal snapshots are listed and readable by id or name") {
         REQUIRE_MESSAGE(s.ok(), vt::error_text(s));
         auto mine = vt::read_all(*s->device);
         std::string out = tmp / (std::string("snap_") + which + ".raw");
-        vt::sh("qemu-img convert -f qcow2 -O raw -l snapshot." + std::string(which[0] == '2' ? "id=2" : "name=first") + " " +
-           img + " " + out);
+        vt::sh("qemu-img convert -f qcow2 -O raw -l snapshot." + std::string(which[0] == '2' ? "id=2" : "name=first") +
+               " " + img + " " + out);
         CHECK(mine == vt::read_file(out));
     }
     OpenOptions o;
@@ -269,7 +270,8 @@ TEST_CASE("qcow2 hostile corpus images fail cleanly or stay bounded") {
     if (!root) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    std::string json = vt::unpack_corpus(*root, "hostile/containerized-data-importer/invalid-qcow-large-json.img.xz", tmp.path);
+    std::string json = vt::unpack_corpus(*root, "hostile/containerized-data-importer/invalid-qcow-large-json.img.xz",
+                                         tmp.path);
     auto img = vt::open_host(reg, json);
     REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
     CHECK(img->device->info().snapshots.size() == 65536);
@@ -283,7 +285,8 @@ TEST_CASE("qcow2 hostile corpus images fail cleanly or stay bounded") {
         REQUIRE(!limited.ok());
         CHECK(limited.error().code == ErrorCode::limit_exceeded);
     }
-    std::string v1 = vt::unpack_corpus(*root, "hostile/containerized-data-importer/invalid-qcow-large-size.img.xz", tmp.path);
+    std::string v1 = vt::unpack_corpus(*root, "hostile/containerized-data-importer/invalid-qcow-large-size.img.xz",
+                                       tmp.path);
     auto fs = make_posix_file_system();
     OpenOptions o;
     o.format = "qcow2";

@@ -71,7 +71,9 @@ void exercise(BlockDevice& dev, std::vector<uint8_t>& ref, uint32_t seed) {
             REQUIRE(dev.discard(off, len).ok());
             uint64_t cs = *dev.info().cluster_size;
             uint64_t a = (off + cs - 1) / cs * cs, b = off + len == size ? size : (off + len) / cs * cs;
-            if (a < b) std::fill(ref.begin() + static_cast<std::ptrdiff_t>(a), ref.begin() + static_cast<std::ptrdiff_t>(b), 0);
+            if (a < b)
+                std::fill(ref.begin() + static_cast<std::ptrdiff_t>(a), ref.begin() + static_cast<std::ptrdiff_t>(b),
+                          0);
         }
     }
 }
@@ -204,7 +206,8 @@ TEST_CASE("qcow2 preallocation modes") {
     for (const char* p : {"metadata", "falloc", "full"}) {
         INFO(std::string(p));
         std::string name = std::string("p_") + p + ".qcow2";
-        auto dev = create_image(reg, *fs, name, "qcow2", opts_from(std::string("preallocation=") + p, (3 << 20) + 4096));
+        auto dev = create_image(reg, *fs, name, "qcow2",
+                                opts_from(std::string("preallocation=") + p, (3 << 20) + 4096));
         REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
         auto e = (*dev)->block_status(0, 1 << 20);
         REQUIRE(e.ok());
@@ -286,7 +289,8 @@ TEST_CASE("qcow2 overlay created with backing_file: create attaches the backing,
     vt::sh("qemu-img create -q -f qcow2 " + tmp / "base.qcow2" + " 2M");
     vt::sh("qemu-io -f qcow2 -c 'write -P 0x3c 0 2M' " + tmp / "base.qcow2");
     auto fs = make_posix_file_system(tmp.path);
-    auto dev = create_image(reg, *fs, "ov.qcow2", "qcow2", opts_from("backing_file=base.qcow2,backing_fmt=qcow2", 2 << 20));
+    auto dev = create_image(reg, *fs, "ov.qcow2", "qcow2",
+                            opts_from("backing_file=base.qcow2,backing_fmt=qcow2", 2 << 20));
     REQUIRE_MESSAGE(dev.ok(), vt::error_text(dev));
     REQUIRE((*dev)->backing() != nullptr);
     auto data = vt::pattern(1000, 8);

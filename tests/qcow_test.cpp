@@ -22,7 +22,7 @@ std::string make_chain(const vt::TempDir& tmp) {
     std::string base = tmp / "base.qcow", top = tmp / "top.qcow";
     vt::sh("qemu-img create -q -f qcow " + vt::sh_quote(base) + " 8M");
     vt::sh("qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 64k' -c 'write -P 0x44 8388096 512' " +
-       vt::sh_quote(base) + " >/dev/null");
+           vt::sh_quote(base) + " >/dev/null");
     vt::sh("qemu-img create -q -f qcow -b base.qcow -F qcow " + vt::sh_quote(top));
     vt::sh("qemu-io -c 'write -P 0x33 512k 1M' -c 'write -P 0x55 5000 3000' " + vt::sh_quote(top) + " >/dev/null");
     return top;
@@ -55,8 +55,10 @@ TEST_CASE("qcow v1: probed (not raw), chain read byte for byte as qemu-img reads
     // Compressed clusters: qemu-io writes them one cluster at a time (qemu-img 7.2's convert -c -O qcow fails).
     std::string c = tmp / "c.qcow";
     vt::sh("qemu-img create -q -f qcow " + vt::sh_quote(c) + " 1M");
-    vt::sh("qemu-io -c 'write -c -P 0x66 0 4k' -c 'write -c -P 0x67 4k 4k' -c 'write -c -P 0 64k 4k' "
-       "-c 'write -P 0x68 128k 4k' " + vt::sh_quote(c) + " >/dev/null");
+    vt::sh(
+        "qemu-io -c 'write -c -P 0x66 0 4k' -c 'write -c -P 0x67 4k 4k' -c 'write -c -P 0 64k 4k' "
+        "-c 'write -P 0x68 128k 4k' " +
+        vt::sh_quote(c) + " >/dev/null");
     auto ci = vt::open_host(reg, c);
     REQUIRE_MESSAGE(ci.ok(), vt::error_text(ci));
     auto st = ci->device->block_status(0, 64 << 10);

@@ -93,7 +93,8 @@ std::vector<std::pair<uint64_t, std::vector<uint8_t>>> make_chain(const std::str
     return own;
 }
 
-std::vector<uint8_t> overlay(std::vector<uint8_t> base, const std::vector<std::pair<uint64_t, std::vector<uint8_t>>>& own) {
+std::vector<uint8_t> overlay(std::vector<uint8_t> base,
+                             const std::vector<std::pair<uint64_t, std::vector<uint8_t>>>& own) {
     for (auto& [off, data] : own) std::memcpy(base.data() + off, data.data(), data.size());
     return base;
 }
@@ -135,7 +136,8 @@ void check_link(const std::string& fmt, const std::string& top, const std::strin
         CHECK(std::memcmp(c.data() + 0x1a8, p.data() + 0x188, 32) == 0);  // creation and modification UUIDs
     } else {
         auto r = run("qemu-img info " + sh_quote(top));
-        CHECK_MESSAGE(r.output.find("backing file: " + std::string(vdisk::base_name(parent))) != std::string::npos, r.output);
+        CHECK_MESSAGE(r.output.find("backing file: " + std::string(vdisk::base_name(parent))) != std::string::npos,
+                      r.output);
         sh("qemu-img check -q " + sh_quote(top));
     }
 }

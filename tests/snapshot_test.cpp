@@ -6,9 +6,7 @@
 using vt::run;
 using vt::sh_quote;
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("snapshot: create, list, apply and delete as qemu-img sees them") {
     if (!vt::need_qemu()) return;
@@ -20,7 +18,7 @@ TEST_CASE("snapshot: create, list, apply and delete as qemu-img sees them") {
     vt::sh(vt::tool() + " snapshot -c first " + sh_quote(img));
     vt::expect_qemu_check(img);
     vt::sh("qemu-io -c 'write -P 2 0 512k' -c 'write -P 3 5M 1M' -c 'write -c -P 6 3M 64k' " + sh_quote(img) +
-       " >/dev/null");
+           " >/dev/null");
     auto state2 = vt::qemu_read_raw(img, "qcow2", t.path);
     vt::sh(vt::tool() + " snapshot -c second " + sh_quote(img));
     vt::expect_qemu_check(img);
@@ -45,7 +43,8 @@ TEST_CASE("snapshot: create, list, apply and delete as qemu-img sees them") {
     // Delete by name, then by id; the list matches qemu-img's after each.
     vt::sh(vt::tool() + " snapshot -d first " + sh_quote(img));
     vt::expect_qemu_check(img);
-    CHECK(run(vt::tool() + " snapshot -l " + sh_quote(img)).output == run("qemu-img snapshot -l " + sh_quote(img)).output);
+    CHECK(run(vt::tool() + " snapshot -l " + sh_quote(img)).output ==
+          run("qemu-img snapshot -l " + sh_quote(img)).output);
     vt::sh("qemu-img convert -l snapshot.name=second -O raw " + sh_quote(img) + " " + sh_quote(t / "second2.raw"));
     CHECK(vt::read_file(t / "second2.raw") == state2);
     vt::sh(vt::tool() + " snapshot -d 2 " + sh_quote(img));
@@ -68,7 +67,8 @@ TEST_CASE("snapshot: snapshots qemu-img made are applied and deleted cleanly, an
     CHECK(vt::qemu_read_raw(img, "qcow2", t.path) == before);
     vt::sh(vt::tool() + " snapshot -c mine " + sh_quote(img));
     vt::expect_qemu_check(img);
-    CHECK(run(vt::tool() + " snapshot -l " + sh_quote(img)).output == run("qemu-img snapshot -l " + sh_quote(img)).output);
+    CHECK(run(vt::tool() + " snapshot -l " + sh_quote(img)).output ==
+          run("qemu-img snapshot -l " + sh_quote(img)).output);
     vt::sh(vt::tool() + " snapshot -d q1 " + sh_quote(img));
     vt::expect_qemu_check(img);
 

@@ -35,17 +35,21 @@ TEST_CASE("stdin: raw, streamOptimized vmdk and fixed vhd converted in one pass"
         {"cat f.vhd |", "-f vpc --size " + size},
     };
     for (auto& c : cases)
-        for (std::string target : {"-O qcow2", "-O qcow2 -c", "-O vhdx", "-O vdi", "-O vmdk -o subformat=streamOptimized"}) {
+        for (std::string target :
+             {"-O qcow2", "-O qcow2 -c", "-O vhdx", "-O vdi", "-O vmdk -o subformat=streamOptimized"}) {
             INFO(c.feed << " " << c.fmt << " " << target);
             vt::sh(vt::in_dir(t, c.feed + " " + vt::tool() + " convert " + c.fmt + " - " + target + " out.img"));
             vt::sh(vt::in_dir(t, "qemu-img compare -q src.raw out.img"));
             std::filesystem::remove(t / "out.img");
         }
     // Redirected from a file: the size comes from the file, no --size needed.
-    vt::sh(vt::in_dir(t, vt::tool() + " convert -f raw - -O qcow2 a.qcow2 < src.raw && qemu-img compare -q src.raw a.qcow2"));
-    vt::sh(vt::in_dir(t, vt::tool() + " convert -f vhd - -O qcow2 b.qcow2 < f.vhd && qemu-img compare -q src.raw b.qcow2"));
+    vt::sh(vt::in_dir(t, vt::tool() +
+                             " convert -f raw - -O qcow2 a.qcow2 < src.raw && qemu-img compare -q src.raw a.qcow2"));
+    vt::sh(vt::in_dir(t, vt::tool() +
+                             " convert -f vhd - -O qcow2 b.qcow2 < f.vhd && qemu-img compare -q src.raw b.qcow2"));
     // --hash works on a stream too, equal to sha256sum of the raw bytes.
-    auto r = vt::run(vt::in_dir(t, "cat q.vmdk | " + vt::tool() + " convert -f vmdk - -O raw --hash sha256 h.raw; sha256sum src.raw"));
+    auto r = vt::run(vt::in_dir(t, "cat q.vmdk | " + vt::tool() +
+                                       " convert -f vmdk - -O raw --hash sha256 h.raw; sha256sum src.raw"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     CHECK(r.output.substr(0, 64) == r.output.substr(r.output.find('\n') + 1, 64));
 }
@@ -54,10 +58,12 @@ TEST_CASE("stdin to stdout: raw into streamOptimized VMDK, through a pipe and ba
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     make_source(t);
-    vt::sh(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - > s.vmdk"));
+    vt::sh(vt::in_dir(t, "cat src.raw | " + vt::tool() +
+                             " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - > s.vmdk"));
     vt::sh(vt::in_dir(t, "qemu-img check -q s.vmdk && qemu-img compare -q src.raw s.vmdk"));
-    vt::sh(vt::in_dir(t, "cat src.raw | " + vt::tool() + " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - | " +
-               vt::tool() + " convert -f vmdk - -O raw - | cmp - src.raw"));
+    vt::sh(vt::in_dir(t, "cat src.raw | " + vt::tool() +
+                             " convert -f raw --size 20M - -O vmdk -o subformat=streamOptimized - | " + vt::tool() +
+                             " convert -f vmdk - -O raw - | cmp - src.raw"));
 }
 
 TEST_CASE("stdin: formats that need random access are refused before stdin is read") {
@@ -68,7 +74,8 @@ TEST_CASE("stdin: formats that need random access are refused before stdin is re
     for (std::string f : {"qcow2", "vhdx", "vdi"}) {
         INFO(f);
         // The same stdin goes on to wc: every byte still there means convert read none.
-        auto r = vt::run(vt::in_dir(t, "{ " + vt::tool() + " convert -f " + f + " - -O raw x.raw; echo rc=$?; wc -c; } < a.qcow2"));
+        auto r = vt::run(
+            vt::in_dir(t, "{ " + vt::tool() + " convert -f " + f + " - -O raw x.raw; echo rc=$?; wc -c; } < a.qcow2"));
         CHECK(r.output.find("cannot be read from stdin: it needs random access") != std::string::npos);
         CHECK(r.output.find("rc=1") != std::string::npos);
         CHECK(r.output.find(std::to_string(std::filesystem::file_size(t / "a.qcow2"))) != std::string::npos);
@@ -105,8 +112,10 @@ TEST_CASE("stdin: memory stays bounded whatever the stream's length") {
     if (!vt::have("/usr/bin/time")) return;
     vt::TempDir t;
     // 3 GiB through the pipe: peak RSS must stay far below it (the window is 2 MiB).
-    auto r = vt::run(vt::in_dir(t, "{ head -c 1G /dev/urandom 2>/dev/null | head -c 64M; head -c 3008M /dev/zero; } | "
-                           "/usr/bin/time -f 'rss=%M' " + vt::tool() + " convert -f raw --size 3G - -O qcow2 big.qcow2"));
+    auto r = vt::run(vt::in_dir(t,
+                                "{ head -c 1G /dev/urandom 2>/dev/null | head -c 64M; head -c 3008M /dev/zero; } | "
+                                "/usr/bin/time -f 'rss=%M' " +
+                                    vt::tool() + " convert -f raw --size 3G - -O qcow2 big.qcow2"));
     REQUIRE_MESSAGE(r.status == 0, r.output);
     auto p = r.output.find("rss=");
     REQUIRE(p != std::string::npos);

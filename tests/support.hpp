@@ -72,8 +72,7 @@ vdisk::Json corpus_manifest(const std::string& root);
 /// into `dir`, open it with `reg` (probing), and compare virtual size, each data extent's SHA-256, and
 /// zeros everywhere else against what qemu-img recorded. `expect_format` is vdisk's name ("vhd" for vpc).
 void verify_manifest_entry(const vdisk::Registry& reg, const std::string& root, const vdisk::Json& entry,
-                           const std::string& dir, const std::string& expect_format,
-                           const std::string& open_name = "");
+                           const std::string& dir, const std::string& expect_format, const std::string& open_name = "");
 /// The manifest entry for a corpus path like "real/dfvfs/ext2.qcow2.xz".
 vdisk::Json manifest_entry(const std::string& root, const std::string& rel);
 
@@ -199,10 +198,10 @@ struct WriteCompare {
 /// What a round trip leaves for format-specific checks.
 struct Written {
     std::unique_ptr<TempDir> dir;
-    std::string path;              ///< the image vdisk wrote
-    uint64_t created_size = 0;     ///< the size of the device create_image returned
-    std::string qemu_info;         ///< qemu-img info --output=json of it
-    vdisk::OpenedImage back;       ///< vdisk's reopening of it
+    std::string path;           ///< the image vdisk wrote
+    uint64_t created_size = 0;  ///< the size of the device create_image returned
+    std::string qemu_info;      ///< qemu-img info --output=json of it
+    vdisk::OpenedImage back;    ///< vdisk's reopening of it
 };
 Written write_and_compare(const vdisk::Registry& reg, const WriteCompare& c);
 

@@ -21,16 +21,16 @@ struct stat stat_of(const std::string& p) {
     return st;
 }
 
-bool temp_left(const std::string& dir) {
-    return run("ls -A " + sh_quote(dir) + " | grep -q vdisk-").status == 0;
-}
+bool temp_left(const std::string& dir) { return run("ls -A " + sh_quote(dir) + " | grep -q vdisk-").status == 0; }
 
 // A raw source of 64 MiB: data with holes and short zero runs inside, so sparseness rules show.
 std::string make_source(const vt::TempDir& t) {
     std::string p = t / "src.raw";
     vt::sh("truncate -s 64M " + sh_quote(p));
-    vt::sh("qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0 64k 8k' -c 'write -P 0x11 5M 3M' "
-       "-c 'write -P 0x22 40M 100k' -c 'write -P 0x33 63M 1M' " + sh_quote(p));
+    vt::sh(
+        "qemu-io -f raw -c 'write -P 0x5a 0 1M' -c 'write -P 0 64k 8k' -c 'write -P 0x11 5M 3M' "
+        "-c 'write -P 0x22 40M 100k' -c 'write -P 0x33 63M 1M' " +
+        sh_quote(p));
     return p;
 }
 
@@ -153,11 +153,14 @@ TEST_CASE("convert over an existing file keeps its owner, group and mode; hard l
     // Extended attributes (ACLs, security labels) cannot be carried over by a rename: in place.
     std::string x = t / "xattr.raw";
     vt::sh("touch " + sh_quote(x));
-    if (run("python3 -c 'import os,sys; os.setxattr(sys.argv[1], \"user.vdisk\", b\"1\")' " + sh_quote(x)).status == 0) {
+    if (run("python3 -c 'import os,sys; os.setxattr(sys.argv[1], \"user.vdisk\", b\"1\")' " + sh_quote(x)).status ==
+        0) {
         const auto xi = stat_of(x).st_ino;
         vt::sh(vt::tool() + " convert -O raw " + sh_quote(src) + " " + sh_quote(x));
         CHECK(stat_of(x).st_ino == xi);
-        CHECK(run("python3 -c 'import os,sys; assert os.getxattr(sys.argv[1], \"user.vdisk\") == b\"1\"' " + sh_quote(x)).status == 0);
+        CHECK(
+            run("python3 -c 'import os,sys; assert os.getxattr(sys.argv[1], \"user.vdisk\") == b\"1\"' " + sh_quote(x))
+                .status == 0);
         CHECK(run("cmp " + sh_quote(src) + " " + sh_quote(x)).status == 0);
     }
 }
@@ -171,7 +174,8 @@ TEST_CASE("an unprivileged user converts into a writable file in a directory it 
     vt::TempDir t;
     std::string src = make_source(t);
     std::string dir = t / "ro";
-    vt::sh("mkdir " + sh_quote(dir) + " && chmod 755 " + sh_quote(t.path) + " " + sh_quote(dir) + " && chmod 644 " + sh_quote(src));
+    vt::sh("mkdir " + sh_quote(dir) + " && chmod 755 " + sh_quote(t.path) + " " + sh_quote(dir) + " && chmod 644 " +
+           sh_quote(src));
     std::string dst = dir + "/disk.raw";
     vt::sh("touch " + sh_quote(dst) + " && chown nobody " + sh_quote(dst));
     auto as_nobody = [&](const std::string& cmd) {
@@ -204,8 +208,9 @@ TEST_CASE("SIGINT, SIGTERM and SIGHUP stop a convert cleanly: exit 128+n, target
         for (int delay_ms : {150, 700}) {
             CAPTURE(sig);
             CAPTURE(delay_ms);
-            auto r = run("(" + vt::tool() + " convert -r 3M -O qcow2 " + sh_quote(src) + " " + sh_quote(dst) + " & pid=$!; sleep " +
-                         std::to_string(delay_ms / 1000.0) + "; kill -" + std::to_string(sig) + " $pid; wait $pid)");
+            auto r = run("(" + vt::tool() + " convert -r 3M -O qcow2 " + sh_quote(src) + " " + sh_quote(dst) +
+                         " & pid=$!; sleep " + std::to_string(delay_ms / 1000.0) + "; kill -" + std::to_string(sig) +
+                         " $pid; wait $pid)");
             CHECK(r.status == 128 + sig);
             CHECK(r.output.find("interrupted") != std::string::npos);
             CHECK(vt::sha256_file(dst) == before);
@@ -225,7 +230,9 @@ TEST_CASE("convert -S: 0 allocates everything and larger sizes leave only long z
     auto blocks = [&](const std::string& p) {
         return run("python3 -c 'import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY); end=os.fstat(fd).st_size; o=0\n"
                    "while o<end:\n    try: d=os.lseek(fd,o,os.SEEK_DATA)\n    except OSError: break\n"
-                   "    o=os.lseek(fd,d,os.SEEK_HOLE); print(d,o)' " + sh_quote(p)).output;
+                   "    o=os.lseek(fd,d,os.SEEK_HOLE); print(d,o)' " +
+                   sh_quote(p))
+            .output;
     };
     for (std::string s : {"0", "4k", "64k", "1M"}) {
         CAPTURE(s);
@@ -253,7 +260,8 @@ TEST_CASE("convert -t none / -T none / writethrough / unsafe give qemu-img's con
     std::string src = make_source(t);
     for (std::string mode : {"none", "directsync", "writethrough", "unsafe", "writeback"}) {
         CAPTURE(mode);
-        auto r = run(vt::tool() + " convert -t " + mode + " -T " + mode + " -O qcow2 " + sh_quote(src) + " " + sh_quote(t / "c.qcow2"));
+        auto r = run(vt::tool() + " convert -t " + mode + " -T " + mode + " -O qcow2 " + sh_quote(src) + " " +
+                     sh_quote(t / "c.qcow2"));
         if (r.status != 0 && r.output.find("O_DIRECT") != std::string::npos) {
             MESSAGE("O_DIRECT refused by this file system: " << r.output);
             continue;
@@ -274,11 +282,13 @@ TEST_CASE("convert -B writes only what differs from the backing file, -n writes 
     std::string base = t / "base.qcow2";
     // The base holds part of the source and other data where the source has zeros.
     vt::sh("qemu-img create -q -f qcow2 " + sh_quote(base) + " 64M");
-    vt::sh("qemu-io -f qcow2 -c 'write -P 0x11 5M 3M' -c 'write -P 0x77 20M 2M' -c 'write -P 0x5a 0 64k' " + sh_quote(base));
+    vt::sh("qemu-io -f qcow2 -c 'write -P 0x11 5M 3M' -c 'write -P 0x77 20M 2M' -c 'write -P 0x5a 0 64k' " +
+           sh_quote(base));
     for (std::string flags : {"", "-c "}) {
         CAPTURE(flags);
         std::string out = t / "overlay.qcow2", qout = t / "qoverlay.qcow2";
-        vt::sh(vt::tool() + " convert " + flags + "-B base.qcow2 -F qcow2 -O qcow2 " + sh_quote(src) + " " + sh_quote(out));
+        vt::sh(vt::tool() + " convert " + flags + "-B base.qcow2 -F qcow2 -O qcow2 " + sh_quote(src) + " " +
+               sh_quote(out));
         vt::sh("qemu-img convert " + flags + "-B base.qcow2 -F qcow2 -O qcow2 " + sh_quote(src) + " " + sh_quote(qout));
         auto info = run("qemu-img info --output=json " + sh_quote(out)).output;
         CHECK(info.find("\"backing-filename\": \"base.qcow2\"") != std::string::npos);
@@ -287,7 +297,8 @@ TEST_CASE("convert -B writes only what differs from the backing file, -n writes 
         // Nothing of the 3 MiB the base already holds is copied: the overlay is no larger than qemu-img's.
         auto alloc = [&](const std::string& p) {
             return run("qemu-img map --output=json " + sh_quote(p) +
-                       " | python3 -c 'import json,sys; print(sum(e[\"length\"] for e in json.load(sys.stdin) if e[\"depth\"]==0 and e[\"present\"]))'").output;
+                       " | python3 -c 'import json,sys; print(sum(e[\"length\"] for e in json.load(sys.stdin) if e[\"depth\"]==0 and e[\"present\"]))'")
+                .output;
         };
         CHECK(std::stoull(alloc(out)) <= std::stoull(alloc(qout)));
     }
@@ -319,8 +330,10 @@ TEST_CASE("convert with several sources concatenates them as qemu-img does; -W -
     std::string q2 = t / "b.qcow2";
     vt::sh("qemu-img create -q -f qcow2 " + sh_quote(q2) + " 3M");
     vt::sh("qemu-io -f qcow2 -c 'write -P 0x42 1M 1M' " + sh_quote(q2));
-    vt::sh("qemu-img convert -O raw " + sh_quote(src) + " " + sh_quote(q2) + " " + sh_quote(src) + " " + sh_quote(t / "q.raw"));
-    vt::sh(vt::tool() + " convert -O qcow2 " + sh_quote(src) + " " + sh_quote(q2) + " " + sh_quote(src) + " " + sh_quote(t / "v.qcow2"));
+    vt::sh("qemu-img convert -O raw " + sh_quote(src) + " " + sh_quote(q2) + " " + sh_quote(src) + " " +
+           sh_quote(t / "q.raw"));
+    vt::sh(vt::tool() + " convert -O qcow2 " + sh_quote(src) + " " + sh_quote(q2) + " " + sh_quote(src) + " " +
+           sh_quote(t / "v.qcow2"));
     CHECK(run("qemu-img compare -f raw -F qcow2 " + sh_quote(t / "q.raw") + " " + sh_quote(t / "v.qcow2")).status == 0);
     vt::sh(vt::tool() + " convert -W -c -m 2 -O qcow2 " + sh_quote(src) + " " + sh_quote(t / "w.qcow2"));
     vt::expect_qemu_compare(src, t / "w.qcow2");
@@ -341,8 +354,9 @@ TEST_CASE("convert to a pipe refuses a format that cannot stream before writing 
     // A FIFO: raw streamed through it byte for byte.
     std::string fifo = t / "fifo";
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-    auto f = run("(cat " + sh_quote(fifo) + " > " + sh_quote(t / "via-fifo.raw") + " &) ; " + vt::tool() + " convert -O raw " +
-                 sh_quote(src) + " " + sh_quote(fifo) + " && sleep 0.5 && cmp " + sh_quote(src) + " " + sh_quote(t / "via-fifo.raw"));
+    auto f = run("(cat " + sh_quote(fifo) + " > " + sh_quote(t / "via-fifo.raw") + " &) ; " + vt::tool() +
+                 " convert -O raw " + sh_quote(src) + " " + sh_quote(fifo) + " && sleep 0.5 && cmp " + sh_quote(src) +
+                 " " + sh_quote(t / "via-fifo.raw"));
     CHECK_MESSAGE(f.status == 0, f.output);
 }
 
@@ -351,7 +365,8 @@ TEST_CASE("errors name the user's target, never the temporary file") {
     std::string src = t / "s.raw";
     vt::sh("head -c 4M /dev/urandom > " + sh_quote(src));
     // A 1 MiB file size limit makes the write fail with EFBIG.
-    auto r = run("trap '' XFSZ; ulimit -f 1024; " + vt::tool() + " convert -O raw " + sh_quote(src) + " " + sh_quote(t / "big.raw"));
+    auto r = run("trap '' XFSZ; ulimit -f 1024; " + vt::tool() + " convert -O raw " + sh_quote(src) + " " +
+                 sh_quote(t / "big.raw"));
     CHECK(r.status == 1);
     CHECK(r.output.find("big.raw") != std::string::npos);
     CHECK(r.output.find("big.raw.vdisk-") == std::string::npos);
@@ -367,13 +382,13 @@ TEST_CASE("check -r leaks repairs, checks again and exits as qemu-img does") {
     // Mark two free clusters used: two leaks.
     vt::write_file(t / "leak.py", {});
     std::string py =
-       "import struct,sys\n"
-       "b=bytearray(open(sys.argv[1],'rb').read())\n"
-       "rt=struct.unpack('>Q',b[48:56])[0]; rb=struct.unpack('>Q',b[rt:rt+8])[0]; n=0\n"
-       "for c in range(len(b)//65536):\n"
-       "    if n<2 and struct.unpack('>H',b[rb+2*c:rb+2*c+2])[0]==0:\n"
-       "        b[rb+2*c:rb+2*c+2]=struct.pack('>H',1); n+=1\n"
-       "open(sys.argv[1],'wb').write(b)\n";
+        "import struct,sys\n"
+        "b=bytearray(open(sys.argv[1],'rb').read())\n"
+        "rt=struct.unpack('>Q',b[48:56])[0]; rb=struct.unpack('>Q',b[rt:rt+8])[0]; n=0\n"
+        "for c in range(len(b)//65536):\n"
+        "    if n<2 and struct.unpack('>H',b[rb+2*c:rb+2*c+2])[0]==0:\n"
+        "        b[rb+2*c:rb+2*c+2]=struct.pack('>H',1); n+=1\n"
+        "open(sys.argv[1],'wb').write(b)\n";
     vt::write_file(t / "leak.py", std::vector<uint8_t>(py.begin(), py.end()));
     vt::sh("python3 " + sh_quote(t / "leak.py") + " " + sh_quote(img));
     vt::sh("cp " + sh_quote(img) + " " + sh_quote(t / "q.qcow2"));
@@ -407,16 +422,30 @@ TEST_CASE("every qemu-img 7.2 flag vdisk does not implement is refused in one li
     std::string src = t / "s.raw";
     vt::sh("truncate -s 1M " + sh_quote(src));
     const std::vector<std::string> refused = {
-        "convert -C -O raw {S} {D}", "convert --bitmaps -O raw {S} {D}", "convert --skip-broken-bitmaps -O raw {S} {D}",
-        "convert --object secret,id=a,data=b -O raw {S} {D}", "info --object secret,id=a,data=b {S}",
-        "check --object secret,id=a,data=b {S}", "map --object secret,id=a,data=b {S}", "create --object x -f raw {D} 1M",
-        "compare --object x {S} {S}", "resize --object x {S} 2M", "bench -w {S}", "bench -n {S}", "bench -i native {S}",
-        "bench -d 4 {S}", "bench --pattern=1 {S}", "bench --flush-interval=1 {S}", "bench --no-drain {S}",
-        "convert -F qcow2 -O raw {S} {D}", "resize --preallocation=bogus {S} 2M",
+        "convert -C -O raw {S} {D}",
+        "convert --bitmaps -O raw {S} {D}",
+        "convert --skip-broken-bitmaps -O raw {S} {D}",
+        "convert --object secret,id=a,data=b -O raw {S} {D}",
+        "info --object secret,id=a,data=b {S}",
+        "check --object secret,id=a,data=b {S}",
+        "map --object secret,id=a,data=b {S}",
+        "create --object x -f raw {D} 1M",
+        "compare --object x {S} {S}",
+        "resize --object x {S} 2M",
+        "bench -w {S}",
+        "bench -n {S}",
+        "bench -i native {S}",
+        "bench -d 4 {S}",
+        "bench --pattern=1 {S}",
+        "bench --flush-interval=1 {S}",
+        "bench --no-drain {S}",
+        "convert -F qcow2 -O raw {S} {D}",
+        "resize --preallocation=bogus {S} 2M",
     };
     for (auto cmd : refused) {
         CAPTURE(cmd);
-        for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{{"{S}", sh_quote(src)}, {"{D}", sh_quote(t / "d.raw")}})
+        for (auto [k, v] :
+             std::vector<std::pair<std::string, std::string>>{{"{S}", sh_quote(src)}, {"{D}", sh_quote(t / "d.raw")}})
             for (size_t p; (p = cmd.find(k)) != std::string::npos;) cmd.replace(p, k.size(), v);
         auto r = run(vt::tool() + " " + cmd);
         CHECK(r.status == (cmd.rfind("compare", 0) == 0 ? 2 : 1));  // compare's errors exit 2, as qemu-img's
@@ -433,7 +462,8 @@ TEST_CASE("every qemu-img 7.2 flag vdisk does not implement is refused in one li
     }
     // Per-command help explains every option.
     auto help = run(vt::tool() + " convert --help");
-    for (std::string opt : {"-n ", "--target-is-zero", "-B BACKING", "-S SIZE", "-t CACHE", "-W ", "-r RATE", "--salvage"})
+    for (std::string opt :
+         {"-n ", "--target-is-zero", "-B BACKING", "-S SIZE", "-t CACHE", "-W ", "-r RATE", "--salvage"})
         CHECK_MESSAGE(help.output.find(opt) != std::string::npos, opt);
 }
 
@@ -443,9 +473,10 @@ TEST_CASE("image locks as qemu's: an image qemu uses is refused unless -U, and q
     std::string img = t / "busy.qcow2";
     vt::sh("qemu-img create -q -f qcow2 " + sh_quote(img) + " 16M");
     // qemu-io keeps the image open read-write (as a running VM does) for a few seconds.
-    auto r = run("(qemu-io -f qcow2 -c 'sleep 3000' " + sh_quote(img) + " & sleep 0.7; " + vt::tool() + " info " + sh_quote(img) +
-                 "; echo \"info=$?\"; " + vt::tool() + " info -U " + sh_quote(img) + " >/dev/null; echo \"shared=$?\"; " + vt::tool() +
-                 " convert -n -O qcow2 " + sh_quote(img) + " " + sh_quote(img) + "2 ; wait)");
+    auto r = run("(qemu-io -f qcow2 -c 'sleep 3000' " + sh_quote(img) + " & sleep 0.7; " + vt::tool() + " info " +
+                 sh_quote(img) + "; echo \"info=$?\"; " + vt::tool() + " info -U " + sh_quote(img) +
+                 " >/dev/null; echo \"shared=$?\"; " + vt::tool() + " convert -n -O qcow2 " + sh_quote(img) + " " +
+                 sh_quote(img) + "2 ; wait)");
     CHECK(r.output.find("info=1") != std::string::npos);
     CHECK(r.output.find("Failed to get shared \"write\" lock") != std::string::npos);
     CHECK(r.output.find("shared=0") != std::string::npos);

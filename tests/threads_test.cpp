@@ -71,12 +71,18 @@ void hammer(BlockDevice& dev, BlockDevice& single, const std::vector<uint8_t>& r
                 if (i % 3) off &= ~uint64_t(511);
                 if (i % 4 == 3) {
                     auto e = dev.block_status(off, len);
-                    if (!e) { record(e.error()); continue; }
+                    if (!e) {
+                        record(e.error());
+                        continue;
+                    }
                     Result<Extent> s = [&] {
                         std::lock_guard lock(single_mu);
                         return single.block_status(off, len);
                     }();
-                    if (!s) { record(s.error()); continue; }
+                    if (!s) {
+                        record(s.error());
+                        continue;
+                    }
                     if (e->length != s->length || e->kind != s->kind || e->host_offset != s->host_offset) ++bad_status;
                     auto first = ref.begin() + static_cast<long>(off);
                     auto last = first + static_cast<long>(e->length);
@@ -86,7 +92,10 @@ void hammer(BlockDevice& dev, BlockDevice& single, const std::vector<uint8_t>& r
                 }
                 buf.assign(static_cast<size_t>(len), 0xee);
                 auto st = dev.read(off, buf);
-                if (!st) { record(st.error()); continue; }
+                if (!st) {
+                    record(st.error());
+                    continue;
+                }
                 if (std::memcmp(buf.data(), ref.data() + off, buf.size()) != 0) ++bad_reads;
             }
         });
@@ -125,8 +134,8 @@ TEST_CASE("threads: concurrent reads and block status of every format match one 
             } else {
                 REQUIRE(vt::run("qemu-img create -q -f qcow2 " + src + " 32M").status == 0);
                 fill_image(src, "qcow2");
-                auto r =
-                    vt::run("qemu-img convert -f qcow2 -O " + c.fmt + " " + c.convert_opts + " " + src + " " + img);
+                auto r = vt::run("qemu-img convert -f qcow2 -O " + c.fmt + " " + c.convert_opts + " " + src + " " +
+                                 img);
                 REQUIRE_MESSAGE(r.status == 0, r.output);
             }
             auto ref = vt::qemu_read_raw(img, c.fmt, dir.path);

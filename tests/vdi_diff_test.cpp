@@ -414,7 +414,8 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
         CHECK(fs.lists == 0);
         CHECK(fs.opens == 1);
         CHECK(img->device->backing() == nullptr);
-        CHECK(refs == std::vector<std::string>{"parent uuid '" + util::guid_to_string(c.base.data() + kUuidCreate) + "'"});
+        CHECK(refs ==
+              std::vector<std::string>{"parent uuid '" + util::guid_to_string(c.base.data() + kUuidCreate) + "'"});
         auto r = img->device->read(0, buf);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == ErrorCode::not_found);
@@ -440,10 +441,10 @@ TEST_CASE("differencing: no parent beside the image, untrusted mode, many decoys
             decoy[kUuidCreate] ^= static_cast<uint8_t>(i + 1);
             fs.add("vm/decoy" + std::to_string(i) + ".vdi", decoy);
         }
-        fs.add("vm/short.vdi", {1, 2, 3});                          // too short for a header
-        fs.add("vm/junk.vdi", vt::pattern(4096, 3));                // no signature
-        fs.add("vm/.vdi", head);                                    // no name before the suffix
-        fs.add("vm/dir.vdi/inner.txt", {1});                        // a directory named like an image
+        fs.add("vm/short.vdi", {1, 2, 3});            // too short for a header
+        fs.add("vm/junk.vdi", vt::pattern(4096, 3));  // no signature
+        fs.add("vm/.vdi", head);                      // no name before the suffix
+        fs.add("vm/dir.vdi/inner.txt", {1});          // a directory named like an image
         fs.add("vm/BASE.VDI", c.base);
         fs.add("vm/Snapshots/child.vdi", c.diff);
         auto img = open_mem(reg, fs, "vm/Snapshots/child.vdi");

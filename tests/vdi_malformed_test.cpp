@@ -25,7 +25,12 @@ TEST_CASE("check: out-of-range, duplicated and miscounted map entries agree with
         {"clean", [](std::vector<uint8_t>&) {}, 0},
         {"count", [](std::vector<uint8_t>& b) { put_le32(b, kAllocated, 2); }, 1},
         {"duplicate", [&](std::vector<uint8_t>& b) { put_le32(b, bm + 4, 0); }, 1},
-        {"range", [&](std::vector<uint8_t>& b) { put_le32(b, bm + 12, 9); put_le32(b, kAllocated, 3); }, 1},
+        {"range",
+         [&](std::vector<uint8_t>& b) {
+             put_le32(b, bm + 12, 9);
+             put_le32(b, kAllocated, 3);
+         },
+         1},
     };
     for (auto& c : cases) {
         INFO(c.name);
@@ -133,7 +138,7 @@ TEST_CASE("malformed images give exact error codes") {
         CHECK(vt::read_range(*d->device, 0, MiB) == vt::bytes(MiB, 0x12));
         auto chk = d->format->check(*d->device, RepairMode::none);
         REQUIRE(chk.ok());
-        CHECK(chk->corruptions == 2);  // out of range (>= blocks_in_image) and the count
+        CHECK(chk->corruptions == 2);       // out of range (>= blocks_in_image) and the count
         put_le32(img, bm + 8, 0xfffffffd);  // the largest slot number: no overflow, no long scan
         fs.add("m3.vdi", img);
         auto d3 = open_mem(reg, fs, "m3.vdi");
@@ -141,7 +146,7 @@ TEST_CASE("malformed images give exact error codes") {
         r = d3->device->read(2 * MiB, buf);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == ErrorCode::corrupt);
-        put_le32(img, bm + 8, 3);         // in range but past EOF
+        put_le32(img, bm + 8, 3);  // in range but past EOF
         put_le32(img, kAllocated, 2);
         fs.add("m2.vdi", img);
         auto d2 = open_mem(reg, fs, "m2.vdi");
@@ -172,7 +177,10 @@ TEST_CASE("random corruption of the header and map: clean errors or bounded read
     auto reg = make_reg();
     auto base = small_image(8 * MiB, {{0, vt::bytes(MiB, 0x12)}, {5 * MiB, vt::bytes(MiB, 0x34)}});
     uint32_t seed = 12345;
-    auto rnd = [&] { seed = seed * 1103515245 + 12345; return seed >> 8; };
+    auto rnd = [&] {
+        seed = seed * 1103515245 + 12345;
+        return seed >> 8;
+    };
     for (int i = 0; i < 150; ++i) {
         auto img = base;
         int flips = 1 + rnd() % 4;

@@ -27,8 +27,10 @@ TEST_CASE("probe, info and block status of a qemu-made image") {
     vt::TempDir tmp;
     std::string img = tmp / "q.vdi";
     REQUIRE(vt::run("qemu-img create -f vdi " + img + " 10M").status == 0);
-    auto w = vt::run("qemu-io -f vdi -c 'write -P 0xab 1M 64k' -c 'write -P 0x5c 3584k 1M' -c 'write -P 0x11 "
-                     "10484736 512' " + img);
+    auto w = vt::run(
+        "qemu-io -f vdi -c 'write -P 0xab 1M 64k' -c 'write -P 0x5c 3584k 1M' -c 'write -P 0x11 "
+        "10484736 512' " +
+        img);
     REQUIRE_MESSAGE(w.status == 0, w.output);
     auto want = vt::qemu_read_raw(img, "vdi", tmp.path);
     auto dev = vt::open_host(reg, img);
@@ -122,11 +124,11 @@ TEST_CASE("non-default block size, block extra data and a version 0 header") {
     std::vector<uint8_t> v0(72 + 348, 0);
     put_le32(v0, 0x40, 0xbeda107f);
     put_le32(v0, kVersion, 0x00000000);
-    put_le32(v0, 72, 1);                    // type
+    put_le32(v0, 72, 1);                       // type
     put_le64(v0, 72 + 8 + 256 + 16, 2 * MiB);  // disk size
-    put_le32(v0, 72 + 288, 1 * MiB);        // block size
-    put_le32(v0, 72 + 292, 2);              // blocks
-    put_le32(v0, 72 + 296, 1);              // allocated
+    put_le32(v0, 72 + 288, 1 * MiB);           // block size
+    put_le32(v0, 72 + 292, 2);                 // blocks
+    put_le32(v0, 72 + 296, 1);                 // allocated
     v0.resize(v0.size() + 8, 0);
     put_le32(v0, 420, 0xffffffff);
     put_le32(v0, 424, 0);

@@ -15,8 +15,13 @@ namespace {
 void write_and_compare(bool is_static, uint64_t size, const vt::Writes& writes,
                        const std::vector<std::pair<uint64_t, uint64_t>>& zeroes = {}, bool full = true) {
     auto reg = make_reg();
-    vt::WriteCompare c{.format = "vdi", .qemu_format = "vdi", .options = is_static ? "static=on" : "static=off",
-                       .size = size, .writes = writes, .zeroes = zeroes, .full_compare = full,
+    vt::WriteCompare c{.format = "vdi",
+                       .qemu_format = "vdi",
+                       .options = is_static ? "static=on" : "static=off",
+                       .size = size,
+                       .writes = writes,
+                       .zeroes = zeroes,
+                       .full_compare = full,
                        .zeros_before_writes = true};
     auto w = vt::write_and_compare(reg, c);
     CHECK(w.created_size == size);
@@ -29,7 +34,7 @@ TEST_CASE("create and write: dynamic, unaligned writes, zero marking") {
         {0, vt::pattern(65536, 1)},
         {3 * MiB - 100, vt::pattern(300, 2)},      // unaligned, crosses a block boundary
         {9 * MiB, vt::pattern(2 * MiB + 512, 3)},  // several blocks
-        {5 * MiB, vt::bytes(1 * MiB, 0)},               // zeros allocate nothing
+        {5 * MiB, vt::bytes(1 * MiB, 0)},          // zeros allocate nothing
         {16 * MiB - 512, vt::pattern(512, 4)},     // the last sector
     };
     write_and_compare(false, 16 * MiB, w);
@@ -52,7 +57,9 @@ TEST_CASE("create and write: static image") {
 TEST_CASE("create: > 4 GiB sparse dynamic image with data past 4 GiB") {
     if (!vt::need_qemu()) return;
     write_and_compare(false, 6 * GiB,
-                      {{1 * MiB, vt::bytes(65536, 0x11)}, {4 * GiB + 3 * MiB, vt::bytes(70000, 0x22)}, {6 * GiB - 8192, vt::bytes(8192, 0x33)}},
+                      {{1 * MiB, vt::bytes(65536, 0x11)},
+                       {4 * GiB + 3 * MiB, vt::bytes(70000, 0x22)},
+                       {6 * GiB - 8192, vt::bytes(8192, 0x33)}},
                       {}, false);
 }
 

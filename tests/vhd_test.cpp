@@ -72,7 +72,9 @@ ErrorCode open_error(std::vector<uint8_t> bytes) {
 
 }  // namespace
 
-TEST_CASE("corpus: Hyper-V 2012 R2 dynamic sized by current_size") { verify("real/qemu-iotests/hyperv2012r2-dynamic.vhd.bz2"); }
+TEST_CASE("corpus: Hyper-V 2012 R2 dynamic sized by current_size") {
+    verify("real/qemu-iotests/hyperv2012r2-dynamic.vhd.bz2");
+}
 TEST_CASE("corpus: Virtual PC dynamic sized by CHS") { verify("real/qemu-iotests/virtualpc-dynamic.vhd.bz2"); }
 TEST_CASE("corpus: Disk2vhd zero-filled") { verify("real/qemu-iotests/d2v-zerofilled.vhd.bz2"); }
 TEST_CASE("corpus: Windows 10 dynamic") { verify("real/dissect.hypervisor/dynamic.vhd.gz"); }
@@ -108,9 +110,13 @@ TEST_CASE("hostile corpus") {
     if (!root) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    struct Case { const char* rel; const char* needle; };
-    for (Case c : {Case{"hostile/qemu-iotests/afl5.img.bz2", "dynamic header"}, Case{"hostile/dfvfs/image.vhd.xz", "checksum"},
-                   Case{"hostile/dfvfs/image-differential.vhd.xz", "checksum"}}) {
+    struct Case {
+        const char* rel;
+        const char* needle;
+    };
+    for (Case c :
+         {Case{"hostile/qemu-iotests/afl5.img.bz2", "dynamic header"}, Case{"hostile/dfvfs/image.vhd.xz", "checksum"},
+          Case{"hostile/dfvfs/image-differential.vhd.xz", "checksum"}}) {
         auto path = vt::unpack_corpus(*root, c.rel, tmp.path);
         auto r = vt::open_host(reg, path, "vhd");
         REQUIRE_FALSE(r.ok());
@@ -202,8 +208,14 @@ namespace {
 void write_and_compare(const std::string& opts, uint64_t size, uint64_t want_size, const vt::Writes& writes,
                        bool full = true) {
     auto reg = make_reg();
-    vt::WriteCompare c{.format = "vhd", .qemu_format = "vpc", .options = opts, .size = size, .writes = writes,
-                       .full_compare = full, .qemu_check = false, .libyal_info = "vhdiinfo"};
+    vt::WriteCompare c{.format = "vhd",
+                       .qemu_format = "vpc",
+                       .options = opts,
+                       .size = size,
+                       .writes = writes,
+                       .full_compare = full,
+                       .qemu_check = false,
+                       .libyal_info = "vhdiinfo"};
     auto w = vt::write_and_compare(reg, c);
     CHECK(w.created_size == want_size);
     for (auto& [off, data] : writes) CHECK(vt::read_range(*w.back.device, off, data.size()) == data);
@@ -214,7 +226,9 @@ TEST_CASE("create dynamic with CHS rounding, write, qemu-img compare") {
     if (!vt::need_qemu()) return;
     // 10 MiB is not a CHS product: qemu rounds it up to 10514432 bytes.
     write_and_compare("", 10 * MiB, 10514432,
-                      {{0, vt::bytes(4096, 0x11)}, {3 * MiB + 512, vt::bytes(1536, 0x22)}, {10514432 - 512, vt::bytes(512, 0x33)}});
+                      {{0, vt::bytes(4096, 0x11)},
+                       {3 * MiB + 512, vt::bytes(1536, 0x22)},
+                       {10514432 - 512, vt::bytes(512, 0x33)}});
     // The rounding agrees with qemu-img create for other sizes too.
     vt::TempDir tmp;
     auto reg = make_reg();
@@ -234,7 +248,8 @@ TEST_CASE("create dynamic with CHS rounding, write, qemu-img compare") {
 
 TEST_CASE("create dynamic force_size and fixed") {
     if (!vt::need_qemu()) return;
-    write_and_compare("force_size=on", 10 * MiB, 10 * MiB, {{MiB, vt::bytes(65536, 0x44)}, {10 * MiB - 4096, vt::bytes(4096, 0x45)}});
+    write_and_compare("force_size=on", 10 * MiB, 10 * MiB,
+                      {{MiB, vt::bytes(65536, 0x44)}, {10 * MiB - 4096, vt::bytes(4096, 0x45)}});
     write_and_compare("subformat=fixed", 10 * MiB, 10514432, {{MiB, vt::bytes(65536, 0x46)}});
     write_and_compare("subformat=fixed,force_size=on", 5 * MiB, 5 * MiB, {{0, vt::bytes(512, 0x47)}});
 }
@@ -254,7 +269,9 @@ TEST_CASE("create azure: fixed, MiB aligned, exact size") {
 TEST_CASE("create > 4 GiB sparse dynamic") {
     if (!vt::need_qemu()) return;
     write_and_compare("force_size=on", 6 * GiB, 6 * GiB,
-                      {{0, vt::bytes(4096, 0x51)}, {5 * GiB + 3 * MiB, vt::bytes(8192, 0x52)}, {6 * GiB - 512, vt::bytes(512, 0x53)}},
+                      {{0, vt::bytes(4096, 0x51)},
+                       {5 * GiB + 3 * MiB, vt::bytes(8192, 0x52)},
+                       {6 * GiB - 512, vt::bytes(512, 0x53)}},
                       false);
 }
 
@@ -437,7 +454,7 @@ TEST_CASE("check reports overlapping and duplicated BAT entries") {
     auto reg = make_reg();
     auto b = small_image(6 * MiB, {{0, vt::bytes(512, 1)}, {2 * MiB, vt::bytes(512, 2)}});
     size_t bat = static_cast<size_t>(be64(b, 512 + kHTable));
-    put_be32(b, bat + 4, be32(b, bat));  // block 1 shares block 0's place
+    put_be32(b, bat + 4, be32(b, bat));      // block 1 shares block 0's place
     put_be32(b, bat + 8, be32(b, bat) + 8);  // block 2 overlaps block 0
     reseal(b);
     MemoryFileSystem fs;

@@ -61,7 +61,8 @@ struct DiffFixture {
         child = small_image(8 * MiB, {}, "block_size=1M,block_state_zero=off");
         child[kItems + 4] |= 2;  // HasParent
         if (linkage.empty()) linkage = data_write_guid(parent);
-        auto loc = parent_locator({{"parent_linkage", linkage}, {"relative_path", ".\\sub\\..\\parent.vhdx"},
+        auto loc = parent_locator({{"parent_linkage", linkage},
+                                   {"relative_path", ".\\sub\\..\\parent.vhdx"},
                                    {"absolute_win32_path", "C:\\vms\\parent.vhdx"}});
         std::memcpy(child.data() + kItems + 64, loc.data(), loc.size());
         size_t e = kMeta + 32 + 32 * 5;
@@ -174,9 +175,9 @@ TEST_CASE("differencing: parent_linkage mismatch and writes that materialise blo
             auto img = f.open(fs, o);
             REQUIRE_MESSAGE(img.ok(), vt::error_text(img));
             auto w = vt::pattern(1024, 30);
-            REQUIRE(img->device->write(200 * 512, w).ok());           // partially present block
-            REQUIRE(img->device->write(5 * MiB + 512, w).ok());       // not present: copy up from the parent
-            REQUIRE(img->device->write_zeroes(6 * MiB, MiB).ok());    // whole not-present block -> ZERO
+            REQUIRE(img->device->write(200 * 512, w).ok());         // partially present block
+            REQUIRE(img->device->write(5 * MiB + 512, w).ok());     // not present: copy up from the parent
+            REQUIRE(img->device->write_zeroes(6 * MiB, MiB).ok());  // whole not-present block -> ZERO
             std::memcpy(f.expect.data() + 200 * 512, w.data(), w.size());
             std::memcpy(f.expect.data() + 5 * MiB + 512, w.data(), w.size());
             std::fill(f.expect.begin() + 6 * MiB, f.expect.begin() + 7 * MiB, 0);

@@ -38,9 +38,9 @@ inline size_t current_header(const std::vector<uint8_t>& img) {
 }
 
 // Layout of images vdisk creates with the default 1 MiB log (see vhdx_format.cpp create()).
-constexpr size_t kMeta = 2 * MiB;      // metadata region
+constexpr size_t kMeta = 2 * MiB;  // metadata region
 constexpr size_t kItems = kMeta + (64 << 10);
-constexpr size_t kBat = 3 * MiB;       // BAT region
+constexpr size_t kBat = 3 * MiB;  // BAT region
 
 // A small dynamic image made by vdisk (1 MiB blocks), with `writes` applied, as bytes.
 inline std::vector<uint8_t> small_image(uint64_t size = 16 * MiB, const vt::Writes& writes = {},
@@ -66,8 +66,14 @@ inline ErrorCode open_error(const std::vector<uint8_t>& bytes, OpenOptions o = {
 }
 
 // One log entry (MS-VHDX 2.3.1): data descriptors for 4 KiB sectors, zero descriptors for ranges.
-struct LogData { uint64_t file_offset; std::vector<uint8_t> sector; };
-struct LogZero { uint64_t file_offset; uint64_t length; };
+struct LogData {
+    uint64_t file_offset;
+    std::vector<uint8_t> sector;
+};
+struct LogZero {
+    uint64_t file_offset;
+    uint64_t length;
+};
 inline std::vector<uint8_t> log_entry(uint64_t seq, uint32_t tail, const uint8_t* guid, std::vector<LogData> data,
                                       std::vector<LogZero> zeros, uint64_t flushed, uint64_t last) {
     size_t ndesc = data.size() + zeros.size();

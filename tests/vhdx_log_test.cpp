@@ -168,8 +168,8 @@ TEST_CASE("log: a read-only overlay of 32000 zero descriptors is indexed, not sc
     auto ro = open_mem(fs, f.img);
     REQUIRE_MESSAGE(ro.ok(), vt::error_text(ro));
     auto& budget = *ro->device->budget();
-    CHECK(budget.work_done() >= n);          // the descriptors were counted once, at open
-    CHECK(budget.memory_used() >= n * 32);   // and the replay is charged
+    CHECK(budget.work_done() >= n);         // the descriptors were counted once, at open
+    CHECK(budget.memory_used() >= n * 32);  // and the replay is charged
     uint64_t before = budget.noted();
     std::vector<uint8_t> buf(4096);
     for (uint64_t off = 0; off < ro->device->size(); off += buf.size()) REQUIRE(ro->device->read(off, buf).ok());

@@ -144,8 +144,10 @@ TEST_CASE("log writes: vdisk-written images have an empty log after close, qemu-
     // A qemu-made source whose writes span three BAT pages (1 MiB blocks: 512 entries a page).
     std::string src = tmp / "src.vhdx";
     REQUIRE(vt::run("qemu-img create -f vhdx -o block_size=1M " + src + " 1200M").status == 0);
-    auto w = vt::run("qemu-io -f vhdx -c 'write -P 0xa1 0 3M' -c 'write -P 0xb2 600M 1536K' -c 'write -P 0xc3 1100M 512' "
-                     "-c 'write -P 0xd4 1199M 1M' " + src);
+    auto w = vt::run(
+        "qemu-io -f vhdx -c 'write -P 0xa1 0 3M' -c 'write -P 0xb2 600M 1536K' -c 'write -P 0xc3 1100M 512' "
+        "-c 'write -P 0xd4 1199M 1M' " +
+        src);
     REQUIRE_MESSAGE(w.status == 0, w.output);
     convert_to_vhdx_1m(reg, *fs, "src.vhdx", "vhdx", "dst.vhdx");
     CHECK(log_guids_clear(tmp / "dst.vhdx"));
@@ -164,7 +166,8 @@ TEST_CASE("log writes: vdisk-written images have an empty log after close, qemu-
     auto raw = create_image(reg, *fs, "w.raw", "raw", ro);
     REQUIRE(raw.ok());
     uint32_t seed = 1;
-    for (uint64_t off : std::vector<uint64_t>{0, 700 * MiB + 4096, 5 * MiB - 512, 1100 * MiB, 300 * MiB, 1200 * MiB - 8192}) {
+    for (uint64_t off :
+         std::vector<uint64_t>{0, 700 * MiB + 4096, 5 * MiB - 512, 1100 * MiB, 300 * MiB, 1200 * MiB - 8192}) {
         auto data = vt::pattern(8192, seed++);
         REQUIRE((*dev)->write(off, data).ok());
         REQUIRE((*raw)->write(off, data).ok());
@@ -288,7 +291,10 @@ TEST_CASE("log crash states: before the entry is flushed the old metadata, after
 
     bool seen_new = false;
     for (size_t i = 0; i < states.size(); ++i) {
-        INFO("state " << i << (states[i].at_sync ? " (sync)" : states[i].ordered ? " (before a write)" : " (one write)"));
+        INFO("state " << i
+                      << (states[i].at_sync   ? " (sync)"
+                          : states[i].ordered ? " (before a write)"
+                                              : " (one write)"));
         const auto& img = states[i].img;
         bool is_new;
         {
@@ -351,7 +357,7 @@ TEST_CASE("log crash states: before the entry is flushed the old metadata, after
             INFO("variant " << variant);
             auto img = d;
             size_t at = MiB + static_cast<size_t>(pos);
-            if (variant == 0) img[at + 4096 + 100] ^= 1;                          // a data sector's byte
+            if (variant == 0) img[at + 4096 + 100] ^= 1;                            // a data sector's byte
             if (variant == 1) std::fill_n(img.begin() + at + len - 4096, 4096, 0);  // last sector never written
             // A descriptor's file offset. qemu rejects the whole image then (it validates descriptors before
             // the checksum), so this one is for vdisk only.

@@ -21,28 +21,46 @@ TEST_CASE("malformed images give exact error codes") {
     CHECK(open_error(patched([](auto& b) { b[3] = 'X'; })) == ErrorCode::invalid_format);
     CHECK(open_error(patched([](auto& b) { b.resize(100 << 10); })) == ErrorCode::corrupt);
     SUBCASE("both headers bad") {
-        CHECK(open_error(patched([](auto& b) { b[(64 << 10) + 20] ^= 1; b[(128 << 10)] = 'x'; })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) {
+                  b[(64 << 10) + 20] ^= 1;
+                  b[(128 << 10)] = 'x';
+              })) == ErrorCode::corrupt);
         // One bad header is fine: the other one is used.
         MemoryFileSystem fs;
         CHECK(open_mem(fs, patched([](auto& b) { b[(64 << 10) + 20] ^= 1; })).ok());
     }
     SUBCASE("header version") {
-        CHECK(open_error(patched([](auto& b) { put_le16(b, (64 << 10) + 66, 2); put_le16(b, (128 << 10) + 66, 2); seal_headers(b); })) ==
-              ErrorCode::unsupported);
+        CHECK(open_error(patched([](auto& b) {
+                  put_le16(b, (64 << 10) + 66, 2);
+                  put_le16(b, (128 << 10) + 66, 2);
+                  seal_headers(b);
+              })) == ErrorCode::unsupported);
     }
     SUBCASE("region table") {
-        CHECK(open_error(patched([](auto& b) { put_le32(b, (192 << 10) + 8, 100000); put_le32(b, (256 << 10) + 8, 100000); seal_regions(b); })) ==
-              ErrorCode::corrupt);
-        CHECK(open_error(patched([](auto& b) { b[(192 << 10) + 30] ^= 1; b[(256 << 10) + 30] ^= 1; })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) {
+                  put_le32(b, (192 << 10) + 8, 100000);
+                  put_le32(b, (256 << 10) + 8, 100000);
+                  seal_regions(b);
+              })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) {
+                  b[(192 << 10) + 30] ^= 1;
+                  b[(256 << 10) + 30] ^= 1;
+              })) == ErrorCode::corrupt);
         // BAT region past the end of the file.
-        CHECK(open_error(patched([](auto& b) { for (size_t t : {192u << 10, 256u << 10}) put_le64(b, t + 16 + 16, 1ull << 40); seal_regions(b); })) ==
-              ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) {
+                  for (size_t t : {192u << 10, 256u << 10}) put_le64(b, t + 16 + 16, 1ull << 40);
+                  seal_regions(b);
+              })) == ErrorCode::corrupt);
         // Unknown required region.
-        CHECK(open_error(patched([](auto& b) { for (size_t t : {192u << 10, 256u << 10}) b[t + 16] ^= 0xff; seal_regions(b); })) ==
-              ErrorCode::unsupported);
+        CHECK(open_error(patched([](auto& b) {
+                  for (size_t t : {192u << 10, 256u << 10}) b[t + 16] ^= 0xff;
+                  seal_regions(b);
+              })) == ErrorCode::unsupported);
         // Misaligned region.
-        CHECK(open_error(patched([](auto& b) { for (size_t t : {192u << 10, 256u << 10}) put_le64(b, t + 16 + 16, 3 * MiB + 4096); seal_regions(b); })) ==
-              ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) {
+                  for (size_t t : {192u << 10, 256u << 10}) put_le64(b, t + 16 + 16, 3 * MiB + 4096);
+                  seal_regions(b);
+              })) == ErrorCode::corrupt);
     }
     SUBCASE("metadata") {
         CHECK(open_error(patched([](auto& b) { put_le16(b, kMeta + 10, 60000); })) == ErrorCode::corrupt);
@@ -56,12 +74,16 @@ TEST_CASE("malformed images give exact error codes") {
             CHECK(open_error(patched([&](auto& b) { put_le64(b, kItems + 8, vs); })) == ErrorCode::corrupt);
         // 64 TiB with 1 MiB blocks needs a 512 MiB BAT; the region holds 1 MiB.
         CHECK(open_error(patched([](auto& b) { put_le64(b, kItems + 8, 64ull << 40); })) == ErrorCode::corrupt);
-        CHECK(open_error(patched([](auto& b) { b[kItems + 4] |= 2; })) == ErrorCode::corrupt);  // has-parent, no locator
+        CHECK(open_error(patched([](auto& b) { b[kItems + 4] |= 2; })) ==
+              ErrorCode::corrupt);  // has-parent, no locator
         // Item outside the region, oversized item, unknown required item, missing item.
         CHECK(open_error(patched([](auto& b) { put_le32(b, kMeta + 32 + 16, 0xfffff0); })) == ErrorCode::corrupt);
         CHECK(open_error(patched([](auto& b) { put_le32(b, kMeta + 32 + 20, 2 * MiB); })) == ErrorCode::corrupt);
         CHECK(open_error(patched([](auto& b) { b[kMeta + 32 + 32 * 3] ^= 0xff; })) == ErrorCode::unsupported);
-        CHECK(open_error(patched([](auto& b) { b[kMeta + 32] ^= 0xff; b[kMeta + 32 + 24] = 0; })) == ErrorCode::corrupt);
+        CHECK(open_error(patched([](auto& b) {
+                  b[kMeta + 32] ^= 0xff;
+                  b[kMeta + 32 + 24] = 0;
+              })) == ErrorCode::corrupt);
     }
     SUBCASE("duplicate metadata item") {
         CHECK(open_error(patched([](auto& b) {
@@ -145,11 +167,14 @@ TEST_CASE("random corruption of structures: clean errors or bounded reads") {
     set_log_guid(f.img, kGuid);
     const auto base = f.img;
     uint32_t seed = 12345;
-    auto rnd = [&] { seed = seed * 1103515245 + 12345; return seed >> 8; };
+    auto rnd = [&] {
+        seed = seed * 1103515245 + 12345;
+        return seed >> 8;
+    };
     // Where the structures are: headers, region tables, log entry, metadata table and items, BAT.
-    const std::vector<std::pair<size_t, size_t>> areas = {
-        {64 << 10, 96}, {128 << 10, 96}, {192 << 10, 96}, {256 << 10, 96}, {MiB, 12288},
-        {kMeta, 256}, {kItems, 64}, {kBat, 64}};
+    const std::vector<std::pair<size_t, size_t>> areas = {{64 << 10, 96},  {128 << 10, 96}, {192 << 10, 96},
+                                                          {256 << 10, 96}, {MiB, 12288},    {kMeta, 256},
+                                                          {kItems, 64},    {kBat, 64}};
     auto reg = make_reg();
     for (int iter = 0; iter < 60; ++iter) {
         auto img = base;
@@ -171,9 +196,9 @@ TEST_CASE("random corruption of structures: clean errors or bounded reads") {
 
 TEST_CASE("check -r all resets unusable BAT entries on a writable image") {
     auto img = small_image(16 * MiB, {{0, vt::bytes(MiB, 1)}, {MiB, vt::bytes(MiB, 2)}});
-    put_le64(img, kBat + 8, (1ull << 40) | 6);   // past EOF
-    put_le64(img, kBat + 16, 5);                 // invalid state
-    put_le64(img, kBat + 24, 2 | (1ull << 5));   // reserved bit
+    put_le64(img, kBat + 8, (1ull << 40) | 6);  // past EOF
+    put_le64(img, kBat + 16, 5);                // invalid state
+    put_le64(img, kBat + 24, 2 | (1ull << 5));  // reserved bit
     MemoryFileSystem fs;
     {
         auto r = open_mem(fs, img, true);

@@ -14,7 +14,9 @@ namespace {
 void verify(const std::string& rel) { vt::verify_corpus_image(make_reg(), rel, "vhdx"); }
 }  // namespace
 
-TEST_CASE("corpus: Disk2vhd image with equal header sequence numbers") { verify("real/qemu-iotests/test-disk2vhd.vhdx.bz2"); }
+TEST_CASE("corpus: Disk2vhd image with equal header sequence numbers") {
+    verify("real/qemu-iotests/test-disk2vhd.vhdx.bz2");
+}
 TEST_CASE("corpus: Hyper-V dynamic 1 GiB") { verify("real/qemu-iotests/iotest-dynamic-1G.vhdx.bz2"); }
 TEST_CASE("corpus: dirty log replayed in memory on a read-only open") {
     verify("real/qemu-iotests/iotest-dirtylog-10G-4M.vhdx.bz2");
@@ -98,8 +100,10 @@ TEST_CASE("qemu-made images with qemu-io writes read identically") {
         INFO(opts);
         std::string img = tmp / "q.vhdx";
         REQUIRE(vt::run("qemu-img create -f vhdx -o " + opts + " " + img + " 40M").status == 0);
-        auto w = vt::run("qemu-io -f vhdx -c 'write -P 0xab 0 64k' -c 'write -P 0x5c 1536k 3M' -c 'write -P 0x11 "
-                         "40894464 512' " + img);
+        auto w = vt::run(
+            "qemu-io -f vhdx -c 'write -P 0xab 0 64k' -c 'write -P 0x5c 1536k 3M' -c 'write -P 0x11 "
+            "40894464 512' " +
+            img);
         REQUIRE_MESSAGE(w.status == 0, w.output);
         auto want = vt::qemu_read_raw(img, "vhdx", tmp.path);
         auto dev = vt::open_host(reg, img);

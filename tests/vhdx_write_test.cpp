@@ -17,8 +17,14 @@ namespace {
 // large images are checked with qemu-io pattern reads of each write (constant fills) and its surroundings.
 void write_and_compare(const std::string& opts, uint64_t size, const vt::Writes& writes, bool full = true) {
     auto reg = make_reg();
-    vt::WriteCompare c{.format = "vhdx", .qemu_format = "vhdx", .options = opts, .size = size, .writes = writes,
-                       .full_compare = full, .zeros_before_writes = true, .libyal_info = "vhdiinfo"};
+    vt::WriteCompare c{.format = "vhdx",
+                       .qemu_format = "vhdx",
+                       .options = opts,
+                       .size = size,
+                       .writes = writes,
+                       .full_compare = full,
+                       .zeros_before_writes = true,
+                       .libyal_info = "vhdiinfo"};
     auto w = vt::write_and_compare(reg, c);
     CHECK(w.created_size == size);
     auto inf = w.back.device->info();
@@ -38,10 +44,10 @@ TEST_CASE("create and write: dynamic, fixed, block_state_zero=off, unaligned wri
     if (!vt::need_qemu()) return;
     vt::Writes w = {
         {0, vt::pattern(65536, 1)},
-        {3 * MiB - 100, vt::pattern(300, 2)},          // unaligned, crosses a block boundary
-        {9 * MiB, vt::pattern(2 * MiB + 512, 3)},      // several blocks
-        {0, vt::pattern(512, 4)},                      // rewrite an allocated block
-        {24 * MiB - 512, vt::pattern(512, 5)},         // last sector
+        {3 * MiB - 100, vt::pattern(300, 2)},      // unaligned, crosses a block boundary
+        {9 * MiB, vt::pattern(2 * MiB + 512, 3)},  // several blocks
+        {0, vt::pattern(512, 4)},                  // rewrite an allocated block
+        {24 * MiB - 512, vt::pattern(512, 5)},     // last sector
     };
     write_and_compare("block_size=1M", 24 * MiB, w);
     write_and_compare("", 24 * MiB, w);

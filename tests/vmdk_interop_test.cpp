@@ -39,8 +39,10 @@ void check_clean(const Registry& reg, const std::string& path) {
 TEST_CASE("qemu-img written images of every subformat read byte-exact") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
-    std::vector<std::tuple<uint64_t, uint64_t, int>> w = {
-        {0, 65536, 0xab}, {3 * MiB + 512, 700 * 512, 0x11}, {33 * MiB - 4096, 8192, 0x22}, {40 * MiB - 512, 512, 0x33}};
+    std::vector<std::tuple<uint64_t, uint64_t, int>> w = {{0, 65536, 0xab},
+                                                          {3 * MiB + 512, 700 * 512, 0x11},
+                                                          {33 * MiB - 4096, 8192, 0x22},
+                                                          {40 * MiB - 512, 512, 0x33}};
     for (std::string opts : {"subformat=monolithicSparse", "subformat=monolithicFlat", "subformat=twoGbMaxExtentSparse",
                              "subformat=twoGbMaxExtentFlat", "subformat=monolithicSparse,zeroed_grain=on",
                              "subformat=monolithicSparse,adapter_type=lsilogic,hwversion=7"}) {
@@ -95,7 +97,11 @@ namespace {
 void create_write_compare(const std::string& opts, uint64_t size, const vt::Writes& writes, bool full_compare) {
     CAPTURE(opts);
     auto reg = make_reg();
-    vt::WriteCompare c{.format = "vmdk", .qemu_format = "vmdk", .options = opts, .size = size, .writes = writes,
+    vt::WriteCompare c{.format = "vmdk",
+                       .qemu_format = "vmdk",
+                       .options = opts,
+                       .size = size,
+                       .writes = writes,
                        .full_compare = full_compare};
     if (opts.find("Flat") == std::string::npos) c.libyal_info = "vmdkinfo";
     vt::write_and_compare(reg, c);
@@ -107,14 +113,14 @@ TEST_CASE("create and write: every subformat against qemu-img check/compare") {
     if (!vt::need_qemu()) return;
     vt::Writes w = {
         {0, vt::pattern(65536, 1)},
-        {3 * MiB - 100, vt::pattern(300, 2)},       // unaligned, crosses a grain boundary
-        {9 * MiB, vt::pattern(2 * MiB + 512, 3)},   // several grains and a grain table boundary nearby
-        {0, vt::pattern(512, 4)},                   // rewrite an allocated grain
-        {48 * MiB - 512, vt::pattern(512, 5)},      // last sector
+        {3 * MiB - 100, vt::pattern(300, 2)},      // unaligned, crosses a grain boundary
+        {9 * MiB, vt::pattern(2 * MiB + 512, 3)},  // several grains and a grain table boundary nearby
+        {0, vt::pattern(512, 4)},                  // rewrite an allocated grain
+        {48 * MiB - 512, vt::pattern(512, 5)},     // last sector
     };
-    for (const char* o : {"", "subformat=monolithicFlat", "subformat=twoGbMaxExtentSparse",
-                          "subformat=twoGbMaxExtentFlat", "zeroed_grain=on,adapter_type=lsilogic",
-                          "compat6=on,toolsversion=1234"})
+    for (const char* o :
+         {"", "subformat=monolithicFlat", "subformat=twoGbMaxExtentSparse", "subformat=twoGbMaxExtentFlat",
+          "zeroed_grain=on,adapter_type=lsilogic", "compat6=on,toolsversion=1234"})
         create_write_compare(o, 48 * MiB, w, true);
 }
 
@@ -137,8 +143,8 @@ TEST_CASE("writes hopping between grain tables with a one-table cache: deferred 
     // Tables 0, 5, 0, 7, 3, 5, 0 in turn; whole grains, runs of grains, and partial grains.
     const uint64_t T = 32 * MiB;
     const std::vector<std::pair<uint64_t, size_t>> w = {
-        {0, 65536}, {5 * T + 4096, 3 * 65536}, {65536, 1000}, {7 * T, 4 * 65536}, {3 * T + 777, 70000},
-        {5 * T, 65536}, {T - 65536, 2 * 65536}, {size - 65536, 65536}};
+        {0, 65536},     {5 * T + 4096, 3 * 65536}, {65536, 1000},        {7 * T, 4 * 65536}, {3 * T + 777, 70000},
+        {5 * T, 65536}, {T - 65536, 2 * 65536},    {size - 65536, 65536}};
     int pat = 1;
     for (auto [off, len] : w) {
         auto data = vt::pattern(len, pat++);
@@ -164,7 +170,7 @@ TEST_CASE("create: streamOptimized written in one forward pass") {
     vt::Writes w = {
         {0, vt::pattern(65536, 1)},
         {MiB, vt::pattern(3 * MiB, 2)},
-        {40 * MiB, vt::bytes(65536, 0)},       // zero grain: stays unallocated
+        {40 * MiB, vt::bytes(65536, 0)},  // zero grain: stays unallocated
         {45 * MiB, vt::pattern(65536 * 3, 3)},
     };
     create_write_compare("subformat=streamOptimized", 48 * MiB, w, true);
@@ -222,7 +228,8 @@ TEST_CASE("backing chain: parentFileNameHint, CID check, force") {
     REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "base.vmdk", {{0, 2 * MiB, 0x61}, {8 * MiB, MiB, 0x62}})).status == 0);
     auto c = vt::run("qemu-img create -q -f vmdk -b base.vmdk -F vmdk " + tmp / "top.vmdk");
     REQUIRE_MESSAGE(c.status == 0, c.output);
-    REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "top.vmdk", {{MiB, 4096, 0x71}, {8 * MiB + 100 * 512, 512, 0x72}})).status == 0);
+    REQUIRE(vt::run(qemu_io_writes("vmdk", tmp / "top.vmdk", {{MiB, 4096, 0x71}, {8 * MiB + 100 * 512, 512, 0x72}}))
+                .status == 0);
     auto want = vt::qemu_read_raw(tmp / "top.vmdk", "vmdk", tmp.path);
     auto top = vt::open_host(reg, tmp / "top.vmdk");
     REQUIRE_MESSAGE(top.ok(), vt::error_text(top));
@@ -287,15 +294,17 @@ TEST_CASE("create with backing_file: child reads the parent, qemu-img agrees") {
     REQUIRE(child->device->close().ok());
     auto c = vt::run("qemu-img check " + tmp / "child.vmdk");
     CHECK_MESSAGE(c.status == 0, c.output);
-    vt::expect_qemu_io_reads(tmp / "child.vmdk", "vmdk",
-                             "-c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 7338496'");
+    vt::expect_qemu_io_reads(
+        tmp / "child.vmdk", "vmdk",
+        "-c 'read -P 0x61 0 1049088' -c 'read -P 0x99 1049088 1024' -c 'read -P 0x61 1050112 7338496'");
 }
 
 TEST_CASE("info: format-specific matches qemu-img's JSON") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
-    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse " + tmp / "a.vmdk" + " 3G").status == 0);
+    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse " + tmp / "a.vmdk" + " 3G").status ==
+            0);
     auto q = vt::run("qemu-img info --output=json " + tmp / "a.vmdk");
     REQUIRE(q.status == 0);
     Json qj;
@@ -325,7 +334,8 @@ TEST_CASE("writing to a parent gives it a new CID: its child then refuses to ope
     vt::TempDir tmp;
     for (std::string sub : {"monolithicSparse", "twoGbMaxExtentFlat"}) {
         CAPTURE(sub);
-        REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=" + sub + " " + tmp / "base.vmdk" + " 4M").status == 0);
+        REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=" + sub + " " + tmp / "base.vmdk" + " 4M").status ==
+                0);
         REQUIRE(vt::run("qemu-img create -q -f vmdk -b base.vmdk -F vmdk " + tmp / "top.vmdk").status == 0);
         auto fs = make_posix_file_system(tmp.path);
         REQUIRE(open_image(reg, *fs, "top.vmdk", OpenOptions{}).ok());
@@ -334,7 +344,8 @@ TEST_CASE("writing to a parent gives it a new CID: its child then refuses to ope
         {
             auto base = open_image(reg, *fs, "base.vmdk", rw);
             REQUIRE(base.ok());
-            uint32_t before = static_cast<uint32_t>(*base->device->info().format_specific.get("data")->get("cid")->as_uint());
+            uint32_t before = static_cast<uint32_t>(
+                *base->device->info().format_specific.get("data")->get("cid")->as_uint());
             REQUIRE(base->device->write(0, vt::pattern(4096, 1)).ok());
             REQUIRE(base->device->close().ok());
             auto again = open_image(reg, *fs, "base.vmdk", OpenOptions{});
@@ -358,7 +369,9 @@ TEST_CASE("block status: host offsets agree with qemu-img map (sparse and flat)"
         vt::TempDir tmp;
         std::string img = tmp / "m.vmdk";
         REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=" + sub + " " + img + " 8M").status == 0);
-        REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{MiB, 128 * 1024, 1}, {0, 4096, 2}, {7 * MiB, 65536, 3}})).status == 0);
+        REQUIRE(
+            vt::run(qemu_io_writes("vmdk", img, {{MiB, 128 * 1024, 1}, {0, 4096, 2}, {7 * MiB, 65536, 3}})).status ==
+            0);
         auto q = vt::run("qemu-img map --output=json " + img);
         REQUIRE(q.status == 0);
         Json qj;
@@ -379,7 +392,8 @@ TEST_CASE("block status: host offsets agree with qemu-img map (sparse and flat)"
                 CHECK(*bs->host_offset == *m.get("offset")->as_uint());
                 REQUIRE(bs->file);
                 if (auto* f = m.get("filename"))
-                    CHECK(std::filesystem::path(*f->as_string()).filename() == std::filesystem::path(bs->file->name()).filename());
+                    CHECK(std::filesystem::path(*f->as_string()).filename() ==
+                          std::filesystem::path(bs->file->name()).filename());
             } else {
                 CHECK(bs->kind != ExtentKind::data);
             }
@@ -403,13 +417,14 @@ TEST_CASE("vmfsSparse (COWD) extent behind a descriptor, against qemu") {
     put32(24, 1);     // GD entries
     put32(28, 36 + 16);
     put32(512, 2);
-    put32(2 * 512 + 3 * 4, 36);        // grain 3
+    put32(2 * 512 + 3 * 4, 36);         // grain 3
     put32(2 * 512 + 1000 * 4, 36 + 8);  // grain 1000
     std::memset(f.data() + 36 * 512, 0xa1, 4096);
     std::memset(f.data() + 44 * 512, 0xb2, 4096);
     vt::write_file(tmp / "c-delta.vmdk", f);
-    std::string d = "# Disk DescriptorFile\nversion=1\nCID=11111111\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\n"
-                    "RW 8192 VMFSSPARSE \"c-delta.vmdk\"\n";
+    std::string d =
+        "# Disk DescriptorFile\nversion=1\nCID=11111111\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\n"
+        "RW 8192 VMFSSPARSE \"c-delta.vmdk\"\n";
     vt::write_file(tmp / "c.vmdk", std::vector<uint8_t>(d.begin(), d.end()));
     auto want = vt::qemu_read_raw(tmp / "c.vmdk", "vmdk", tmp.path);
     auto dev = vt::open_host(reg, tmp / "c.vmdk");
@@ -442,7 +457,8 @@ TEST_CASE("create: descriptor DDB (geometry, adapter, hwversion, tools) as qemu-
         CAPTURE(o);
         for (uint64_t size : {uint64_t(20) << 30, uint64_t(7) << 20}) {
             std::string opts = "subformat=monolithicFlat" + (o.empty() ? "" : "," + o);
-            REQUIRE(vt::run("qemu-img create -q -f vmdk -o " + opts + " " + tmp / "q.vmdk" + " " + std::to_string(size)).status == 0);
+            REQUIRE(vt::run("qemu-img create -q -f vmdk -o " + opts + " " + tmp / "q.vmdk" + " " + std::to_string(size))
+                        .status == 0);
             CreateOptions co;
             co.size = size;
             co.values = *parse_option_list(opts);
@@ -460,7 +476,9 @@ TEST_CASE("an existing streamOptimized image opened read-write refuses writes an
     vt::TempDir tmp;
     std::vector<uint8_t> img(MiB, 0x3c);
     vt::write_file(tmp / "s.raw", img);
-    REQUIRE(vt::run("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized " + tmp / "s.raw" + " " + tmp / "s.vmdk").status == 0);
+    REQUIRE(
+        vt::run("qemu-img convert -f raw -O vmdk -o subformat=streamOptimized " + tmp / "s.raw" + " " + tmp / "s.vmdk")
+            .status == 0);
     auto before = vt::read_file(tmp / "s.vmdk");
     {
         auto dev = vt::open_host(reg, tmp / "s.vmdk", "", true);
@@ -501,8 +519,9 @@ TEST_CASE("monolithicSparse whose embedded descriptor names its extent \"\" (Fre
     CHECK(vt::read_all(*dev->device)[MiB] == 0x5a);
     // In a descriptor file an empty extent name is still an error.
     vt::write_file(tmp / "d.vmdk", [] {
-        std::string t = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-                        "createType=\"monolithicFlat\"\nRW 2048 FLAT \"\" 0\n";
+        std::string t =
+            "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+            "createType=\"monolithicFlat\"\nRW 2048 FLAT \"\" 0\n";
         return std::vector<uint8_t>(t.begin(), t.end());
     }());
     auto bad = vt::open_host(reg, tmp / "d.vmdk", "vmdk");
@@ -515,7 +534,8 @@ TEST_CASE("resize: a monolithicFlat VMDK grows and shrinks (qemu-img and vmdkinf
     auto reg = make_reg();
     vt::TempDir tmp;
     std::string img = tmp / "f.vmdk";
-    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=monolithicFlat " + vt::sh_quote(img) + " 100M").status == 0);
+    REQUIRE(vt::run("qemu-img create -q -f vmdk -o subformat=monolithicFlat " + vt::sh_quote(img) + " 100M").status ==
+            0);
     REQUIRE(vt::run(qemu_io_writes("vmdk", img, {{0, MiB, 0x11}, {99 * MiB, MiB, 0x22}})).status == 0);
     auto before = vt::qemu_read_raw(img, "vmdk", tmp.path);
     {

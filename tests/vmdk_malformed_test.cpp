@@ -31,8 +31,8 @@ OpenOptions vmdk_opts() {
 
 // A monolithicSparse image made by vdisk in memory, with data in the first grains.
 std::vector<uint8_t> sparse_image(const std::string& opts = "", uint64_t size = 8 * MiB) {
-    return vt::created_image(make_reg(), "vmdk", size, {{0, vt::pattern(3 * 65536, 1)}, {5 * MiB, vt::pattern(65536, 2)}},
-                             opts, "a.vmdk");
+    return vt::created_image(make_reg(), "vmdk", size,
+                             {{0, vt::pattern(3 * 65536, 1)}, {5 * MiB, vt::pattern(65536, 2)}}, opts, "a.vmdk");
 }
 
 Result<OpenedImage> open_bytes(MemoryFileSystem& fs, std::vector<uint8_t> bytes, OpenOptions o = vmdk_opts()) {
@@ -99,18 +99,66 @@ TEST_CASE("hostile corpus: clean errors") {
 
 TEST_CASE("malformed sparse headers") {
     auto img = sparse_image();
-    REQUIRE(open_code([&] { auto b = img; put_le64(b, 20, 0); return b; }()) == ErrorCode::corrupt);          // grain 0
-    CHECK(open_code([&] { auto b = img; put_le64(b, 20, 100); return b; }()) == ErrorCode::corrupt);         // not pow2
-    CHECK(open_code([&] { auto b = img; put_le64(b, 20, 1ull << 40); return b; }()) == ErrorCode::unsupported);  // huge
-    CHECK(open_code([&] { auto b = img; put_le32(b, 44, 0); return b; }()) == ErrorCode::corrupt);           // no GTEs
-    CHECK(open_code([&] { auto b = img; put_le32(b, 44, 0xffffffff); return b; }()) == ErrorCode::unsupported);
-    CHECK(open_code([&] { auto b = img; put_le64(b, 12, ~0ull); return b; }()) == ErrorCode::corrupt);       // 2^64 sectors
-    CHECK(open_code([&] { auto b = img; put_le64(b, 12, 1ull << 54); return b; }()) == ErrorCode::limit_exceeded);
-    CHECK(open_code([&] { auto b = img; put_le64(b, 56, 1ull << 30); return b; }()) == ErrorCode::corrupt);  // GD past EOF
-    CHECK(open_code([&] { auto b = img; put_le64(b, 56, ~0ull >> 8); return b; }()) == ErrorCode::corrupt);  // GD overflow
-    CHECK(open_code([&] { auto b = img; put_le32(b, 4, 9); return b; }()) == ErrorCode::unsupported);        // version
-    CHECK(open_code([&] { auto b = img; put_le64(b, 36, 1ull << 40); return b; }()) == ErrorCode::limit_exceeded);  // desc
-    CHECK(open_code([&] { auto b = img; put_le64(b, 28, 1ull << 40); return b; }()) == ErrorCode::corrupt);  // desc past EOF
+    REQUIRE(open_code([&] {
+                auto b = img;
+                put_le64(b, 20, 0);
+                return b;
+            }()) == ErrorCode::corrupt);  // grain 0
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 20, 100);
+              return b;
+          }()) == ErrorCode::corrupt);  // not pow2
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 20, 1ull << 40);
+              return b;
+          }()) == ErrorCode::unsupported);  // huge
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le32(b, 44, 0);
+              return b;
+          }()) == ErrorCode::corrupt);  // no GTEs
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le32(b, 44, 0xffffffff);
+              return b;
+          }()) == ErrorCode::unsupported);
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 12, ~0ull);
+              return b;
+          }()) == ErrorCode::corrupt);  // 2^64 sectors
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 12, 1ull << 54);
+              return b;
+          }()) == ErrorCode::limit_exceeded);
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 56, 1ull << 30);
+              return b;
+          }()) == ErrorCode::corrupt);  // GD past EOF
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 56, ~0ull >> 8);
+              return b;
+          }()) == ErrorCode::corrupt);  // GD overflow
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le32(b, 4, 9);
+              return b;
+          }()) == ErrorCode::unsupported);  // version
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 36, 1ull << 40);
+              return b;
+          }()) == ErrorCode::limit_exceeded);  // desc
+    CHECK(open_code([&] {
+              auto b = img;
+              put_le64(b, 28, 1ull << 40);
+              return b;
+          }()) == ErrorCode::corrupt);  // desc past EOF
     // The file cut inside the header.
     CHECK(open_code(std::vector<uint8_t>(img.begin(), img.begin() + 100)) == ErrorCode::corrupt);
 }
@@ -131,7 +179,7 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
     MemoryFileSystem fs;
     auto ov = img;
     put_le32(ov, gt + 8, le32(ov, gt + 4));  // grains 1 and 2 share storage
-    put_le32(ov, gt + 12, 0);                 // grain 3 pointing at the header
+    put_le32(ov, gt + 12, 0);                // grain 3 pointing at the header
     put_le32(ov, gt + 12, 2);
     auto r = open_bytes(fs, ov);
     REQUIRE(r.ok());
@@ -161,8 +209,8 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
     CHECK(chk4->corruptions >= 1);
     MemoryFileSystem fs5;
     auto on_desc = sparse_image("", 80 * MiB);
-    put_le32(on_desc, gd4 + 8, 1);                              // grain table 2 on top of the descriptor
-    put_le32(on_desc, le64(on_desc, 48) * 512 + 8, 1);         // and its redundant copy too
+    put_le32(on_desc, gd4 + 8, 1);                      // grain table 2 on top of the descriptor
+    put_le32(on_desc, le64(on_desc, 48) * 512 + 8, 1);  // and its redundant copy too
     auto r5 = open_bytes(fs5, on_desc);
     REQUIRE(r5.ok());
     auto chk5 = r5->format->check(*r5->device, RepairMode::none);
@@ -184,8 +232,10 @@ TEST_CASE("malformed grain tables: out-of-file entries fail the read, check repo
 TEST_CASE("malformed descriptors") {
     auto reg = make_reg();
     auto desc = [](const std::string& extents) {
-        std::string s = "# Disk DescriptorFile\r\nversion=1\r\nCID=12345678\r\nparentCID=ffffffff\r\n"
-                        "createType=\"monolithicFlat\"\r\n" + extents + "\r\n# ddb\r\nddb.adapterType = \"ide\"\r\n";
+        std::string s =
+            "# Disk DescriptorFile\r\nversion=1\r\nCID=12345678\r\nparentCID=ffffffff\r\n"
+            "createType=\"monolithicFlat\"\r\n" +
+            extents + "\r\n# ddb\r\nddb.adapterType = \"ide\"\r\n";
         return std::vector<uint8_t>(s.begin(), s.end());
     };
     auto open_desc = [&](const std::vector<uint8_t>& d, OpenOptions o = vmdk_opts()) {
@@ -197,11 +247,16 @@ TEST_CASE("malformed descriptors") {
     auto good = open_desc(desc("RW 8 FLAT \"f.raw\" 0\r\nRW 8 ZERO\r\n"));
     REQUIRE_MESSAGE(good.ok(), vt::error_text(good));
     CHECK(good->device->size() == 8192);
-    CHECK(vt::read_all(*good->device) == [] { std::vector<uint8_t> v(8192, 0); std::fill(v.begin(), v.begin() + 4096, 0x5c); return v; }());
+    CHECK(vt::read_all(*good->device) == [] {
+        std::vector<uint8_t> v(8192, 0);
+        std::fill(v.begin(), v.begin() + 4096, 0x5c);
+        return v;
+    }());
 
     // Key case, spacing and quotes vary between writers.
-    std::string odd = "\xEF\xBB\xBF# Disk DescriptorFile\n  CID = 0000abcd \nPARENTcid=ffffffff\nCREATETYPE = monolithicFlat\n"
-                      "# a comment\n\tRW 8 FLAT f.raw 0\nddb.UUID = \"60 00\"\n";
+    std::string odd =
+        "\xEF\xBB\xBF# Disk DescriptorFile\n  CID = 0000abcd \nPARENTcid=ffffffff\nCREATETYPE = monolithicFlat\n"
+        "# a comment\n\tRW 8 FLAT f.raw 0\nddb.UUID = \"60 00\"\n";
     auto o2 = open_desc(std::vector<uint8_t>(odd.begin(), odd.end()));
     REQUIRE_MESSAGE(o2.ok(), vt::error_text(o2));
     CHECK(*o2->device->info().format_specific.get("data")->get("cid")->as_uint() == 0xabcdu);
@@ -314,8 +369,10 @@ TEST_CASE("streamOptimized: compressed grains past EOF, bad deflate, deflate bom
     std::string bomb;
     REQUIRE(util::deflate_into(zeros, bomb, false, 9, 1 * MiB));
     auto bombed = make([&](BlockDevice& d) {
-        REQUIRE(d.write_compressed_chunk(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bomb.data()),
-                                                                      std::min<size_t>(bomb.size(), 100000)), 65536)
+        REQUIRE(d.write_compressed_chunk(0,
+                                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bomb.data()),
+                                                                  std::min<size_t>(bomb.size(), 100000)),
+                                         65536)
                     .ok());
     });
     CHECK(!read_code(bombed));

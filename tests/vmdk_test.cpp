@@ -42,8 +42,9 @@ TEST_CASE("multi-extent: a compressed grain cut short by its extent's end reads 
         REQUIRE((*d)->close().ok());
     }
     fs.add("f.raw", flat);
-    const std::string text = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-                             "createType=\"custom\"\nRW 100 SPARSE \"s.vmdk\"\nRW 2048 FLAT \"f.raw\" 0\n";
+    const std::string text =
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        "createType=\"custom\"\nRW 100 SPARSE \"s.vmdk\"\nRW 2048 FLAT \"f.raw\" 0\n";
     fs.add("d.vmdk", std::vector<uint8_t>(text.begin(), text.end()));
     auto img = open_image(reg, fs, "d.vmdk", {});
     REQUIRE(img.ok());

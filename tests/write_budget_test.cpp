@@ -80,7 +80,8 @@ void grow_until_refused(const std::string& fmt, uint64_t size, uint64_t cap, uin
 
 TEST_CASE("qcow2 resize charges the grown L1 table and refuses past the budget") {
     // 4 KiB clusters: one L1 entry per 2 MiB. 512 GiB needs a 2 MiB L1, 16 GiB a 64 KiB one.
-    grow_until_refused("qcow2", 1 * GiB, 1 * MiB, 512 * GiB, 16 * GiB, 56 * KiB, "L1 table", {{"cluster_size", "4096"}});
+    grow_until_refused("qcow2", 1 * GiB, 1 * MiB, 512 * GiB, 16 * GiB, 56 * KiB, "L1 table",
+                       {{"cluster_size", "4096"}});
 }
 
 TEST_CASE("vhd resize charges the grown BAT and refuses past the budget") {

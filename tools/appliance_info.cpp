@@ -63,7 +63,8 @@ int appliance_info(Env& env, const std::string& path, bool json, bool untrusted)
     for (size_t i = 0; i < app->disks.size(); ++i) {
         auto& d = app->disks[i];
         std::string fmt = d.format.empty() ? d.format_url : d.format;
-        if (auto h = d.format_url.find('#'); h != std::string::npos && !d.format.empty()) fmt += " " + d.format_url.substr(h + 1);
+        if (auto h = d.format_url.find('#'); h != std::string::npos && !d.format.empty())
+            fmt += " " + d.format_url.substr(h + 1);
         std::cout << "    [" << i << "] " << d.disk_id << ": file " << d.href << ", capacity " << human_size(d.capacity)
                   << " (" << d.capacity << " bytes), format " << (fmt.empty() ? "unknown" : fmt) << ", stored "
                   << human_size(d.stored_bytes);

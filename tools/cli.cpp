@@ -72,8 +72,7 @@ Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
             for (size_t k = 1; k < arg.size(); ++k) {
                 char c = arg[k];
                 auto pos = spec.shorts.find(c);
-                if (pos == std::string_view::npos || c == ':')
-                    return bad(std::string("invalid option -- '") + c + "'");
+                if (pos == std::string_view::npos || c == ':') return bad(std::string("invalid option -- '") + c + "'");
                 bool takes = pos + 1 < spec.shorts.size() && spec.shorts[pos + 1] == ':';
                 Opt o{std::string(1, c), {}};
                 if (takes) {
@@ -138,10 +137,12 @@ Result<std::pair<std::string, std::string>> parse_image_opts(const std::string& 
         else if (k == "file.driver" && v == "file") continue;
         else
             return make_error(ErrorCode::invalid_argument,
-                              "--image-opts: option '" + k + "' is not supported (vdisk knows driver=, file.filename=, "
-                              "file.driver=file)");
+                              "--image-opts: option '" + k +
+                                  "' is not supported (vdisk knows driver=, file.filename=, "
+                                  "file.driver=file)");
     }
-    if (path.empty()) return make_error(ErrorCode::invalid_argument, "--image-opts: no file.filename= in '" + text + "'");
+    if (path.empty())
+        return make_error(ErrorCode::invalid_argument, "--image-opts: no file.filename= in '" + text + "'");
     return std::make_pair(path, fmt);
 }
 
@@ -165,7 +166,8 @@ int apply_cache_modes(Env& env, const char* cmd, const Args& a) {
     auto m = parse_cache_mode(*name);
     if (!m) return fail(std::string(cmd) + ": " + m.error().message);
     if (m->unsafe)
-        return fail(std::string(cmd) + ": cache mode 'unsafe' is not supported here (every write is flushed at the end)");
+        return fail(std::string(cmd) +
+                    ": cache mode 'unsafe' is not supported here (every write is flushed at the end)");
     env.posix.direct = m->posix.direct;
     env.posix.write_through = m->posix.write_through;
     env.fs = make_posix_file_system({}, NamePolicy::any, env.posix);

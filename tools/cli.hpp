@@ -72,8 +72,8 @@ int fail(std::string_view message);
 /// Open an image for a command. `format` empty: probe. `untrusted`: OpenOptions::untrusted. `fs`: the file
 /// system to open it through (default env.fs; another one for a cache mode).
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
-                             bool read_write = false, const std::string& snapshot = {},
-                             const std::string& parent = {}, FileSystem* fs = nullptr);
+                             bool read_write = false, const std::string& snapshot = {}, const std::string& parent = {},
+                             FileSystem* fs = nullptr);
 
 /// --image-opts: "driver=FMT,file.filename=PATH" (also "filename=PATH", "file.driver=file") -> path and
 /// format. Any other key is an error naming it.
@@ -145,8 +145,8 @@ std::string format_digests(const std::vector<Digest>& digests, std::string_view 
 /// After `convert --hash`: finish the sink, print the digests (stderr when the image went to stdout) and
 /// write `hash_file` if given. The name on each line is the target when it is raw (so `sha256sum -c`
 /// verifies the written file), else the source.
-int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst,
-                           const std::string& out_fmt, const std::optional<std::string>& hash_file);
+int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst, const std::string& out_fmt,
+                           const std::optional<std::string>& hash_file);
 int cmd_measure(Env&, int argc, char** argv);
 int cmd_snapshot(Env&, int argc, char** argv);
 int cmd_rebase(Env&, int argc, char** argv);

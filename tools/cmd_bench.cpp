@@ -12,7 +12,8 @@ namespace vdisk::cli {
 int cmd_bench(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2,
                            {"hf:c:s:S:o:qd:t:ni:wU",
-                            {"help", "untrusted", "force-share", "image-opts", "flush-interval=", "pattern=", "no-drain"},
+                            {"help", "untrusted", "force-share", "image-opts",
+                             "flush-interval=", "pattern=", "no-drain"},
                             {{"n", "vdisk has no Linux native AIO; its reads are synchronous positional reads"},
                              {"i", "vdisk has no AIO engines (native, io_uring); its reads are synchronous"},
                              {"w", "vdisk bench measures reads only"},
@@ -56,9 +57,10 @@ int cmd_bench(Env& env, int argc, char** argv) {
     std::vector<uint8_t> buf(static_cast<size_t>(*size));
     const uint64_t span = dev.size() - *size + 1;
     if (!args->has("q"))
-        std::printf("Sending %llu read requests, %llu bytes each, 1 in parallel (starting at offset %llu, step size %llu)\n",
-                    (unsigned long long)*count, (unsigned long long)*size, (unsigned long long)*offset,
-                    (unsigned long long)*step);
+        std::printf(
+            "Sending %llu read requests, %llu bytes each, 1 in parallel (starting at offset %llu, step size %llu)\n",
+            (unsigned long long)*count, (unsigned long long)*size, (unsigned long long)*offset,
+            (unsigned long long)*step);
     auto t0 = std::chrono::steady_clock::now();
     uint64_t off = *offset % span;
     for (uint64_t i = 0; i < *count; ++i) {

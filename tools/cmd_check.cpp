@@ -11,7 +11,8 @@ namespace vdisk::cli {
 int cmd_check(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2,
                            {"hf:r:qT:U",
-                            {"help", "output=", "untrusted", "force-share", "format=", "repair=", "object=", "image-opts"},
+                            {"help", "output=", "untrusted", "force-share",
+                             "format=", "repair=", "object=", "image-opts"},
                             {{"object", kNoObjects}}});
     if (!args) return fail("check: " + args.error().message);
     if (args->has("U") || args->has("force-share")) env.force_share();
@@ -93,10 +94,12 @@ int cmd_check(Env& env, int argc, char** argv) {
             std::cout << "No errors were found on the image.\n";
         } else {
             if (c.corruptions)
-                std::cout << "\n" << c.corruptions << " errors were found on the image.\n"
+                std::cout << "\n"
+                          << c.corruptions << " errors were found on the image.\n"
                           << "Data may be corrupted, or further writes to the image may corrupt it.\n";
             if (c.leaks)
-                std::cout << "\n" << c.leaks << " leaked clusters were found on the image.\n"
+                std::cout << "\n"
+                          << c.leaks << " leaked clusters were found on the image.\n"
                           << "This means waste of disk space, but no harm to data.\n";
             if (c.check_errors)
                 std::cout << "\n" << c.check_errors << " internal errors have occurred during the check.\n";

@@ -8,7 +8,8 @@ namespace vdisk::cli {
 
 int cmd_compare(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2,
-                           {"hf:F:spqT:U", {"help", "untrusted", "force-share", "object=", "image-opts"},
+                           {"hf:F:spqT:U",
+                            {"help", "untrusted", "force-share", "object=", "image-opts"},
                             {{"object", kNoObjects}}});
     if (!args) {
         fail("compare: " + args.error().message);

@@ -46,8 +46,8 @@ const char* signal_name(int sig) {
 int cmd_convert(Env& env, int argc, char** argv) {
     const OptSpec spec{"hf:O:o:cpm:l:s:S:t:T:qUWnr:B:F:C",
                        {"help", "untrusted", "force-share", "threads=", "parent=", "object=", "image-opts",
-                        "target-image-opts", "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps", "hash=",
-                        "hash-file=", "disk=", "size=", "target=", "keep-uuid"},
+                        "target-image-opts", "target-is-zero", "salvage", "bitmaps", "skip-broken-bitmaps",
+                        "hash=", "hash-file=", "disk=", "size=", "target=", "keep-uuid"},
                        {{"object", kNoObjects},
                         {"C", "copy offloading (copy_file_range) is not implemented; vdisk copies through memory"},
                         {"bitmaps", "vdisk does not copy qcow2 persistent dirty bitmaps"},
@@ -77,7 +77,8 @@ int cmd_convert(Env& env, int argc, char** argv) {
     if (args->has("target-image-opts") && !co.existing_target)
         return fail("convert: --target-image-opts requires use of -n flag");
     if (auto b = args->get("B")) {
-        if (co.existing_target) return fail("convert: -B cannot be used with -n (the existing target keeps its backing)");
+        if (co.existing_target)
+            return fail("convert: -B cannot be used with -n (the existing target keeps its backing)");
         co.backing_file = *b;
         co.backing_format = args->get("F").value_or("");
     } else if (args->has("F")) {
@@ -86,13 +87,15 @@ int cmd_convert(Env& env, int argc, char** argv) {
     if (auto s = args->get("S")) {
         auto v = parse_size(*s);
         if (!v || *v % 512 || *v > (16u << 20))
-            return fail("convert: Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up "
-                        "to 16777216. Select 0 to disable sparse detection (fully allocates output).");
+            return fail(
+                "convert: Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up "
+                "to 16777216. Select 0 to disable sparse detection (fully allocates output).");
         co.sparse_size = *v;
     }
     if (auto r = args->get("r")) {
         auto v = parse_size(*r);
-        if (!v) return fail("convert: Invalid rate limit specified: '" + *r + "' (bytes per second; k, M, G, T suffixes)");
+        if (!v)
+            return fail("convert: Invalid rate limit specified: '" + *r + "' (bytes per second; k, M, G, T suffixes)");
         co.rate_limit = *v;
     }
     auto threads = args->get("m") ? args->get("m") : args->get("threads");
@@ -221,7 +224,8 @@ int cmd_convert(Env& env, int argc, char** argv) {
         if (e.code == ErrorCode::cancelled && g_signal.load()) {
             int sig = g_signal.load();
             std::cerr << "vdisk: convert: interrupted by " << signal_name(sig) << "; "
-                      << (in_place ? "the target (written in place) is incomplete" : "the target was not written") << "\n";
+                      << (in_place ? "the target (written in place) is incomplete" : "the target was not written")
+                      << "\n";
             return 128 + sig;
         }
         if (e.file.empty()) e.file = dst;

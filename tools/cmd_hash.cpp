@@ -15,7 +15,8 @@ Result<std::vector<HashAlgorithm>> parse_hash_list(const std::vector<std::string
         size_t start = 0;
         while (start <= v.size()) {
             size_t comma = v.find(',', start);
-            std::string_view one = std::string_view(v).substr(start, comma == std::string::npos ? v.npos : comma - start);
+            std::string_view one = std::string_view(v).substr(start,
+                                                              comma == std::string::npos ? v.npos : comma - start);
             VDISK_ASSIGN(HashAlgorithm a, parse_hash_algorithm(one));
             if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
             if (comma == std::string::npos) break;
@@ -36,8 +37,8 @@ std::string format_digests(const std::vector<Digest>& digests, std::string_view 
     return out;
 }
 
-int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst,
-                           const std::string& out_fmt, const std::optional<std::string>& hash_file) {
+int report_convert_digests(HashSink& sink, const std::string& src, const std::string& dst, const std::string& out_fmt,
+                           const std::optional<std::string>& hash_file) {
     auto digests = sink.finish();
     if (!digests) return fail(digests.error());
     const bool raw_file = out_fmt == "raw" && dst != "-";
@@ -53,7 +54,8 @@ int report_convert_digests(HashSink& sink, const std::string& src, const std::st
 }
 
 int cmd_hash(Env& env, int argc, char** argv) {
-    auto args = parse_args(argc, argv, 2, {"f:pU", {"algo=", "output=", "untrusted", "parent=", "force-share", "disk="}});
+    auto args = parse_args(argc, argv, 2,
+                           {"f:pU", {"algo=", "output=", "untrusted", "parent=", "force-share", "disk="}});
     if (!args) return fail(args.error());
     if (!take_disk_option(env, *args)) return 1;
     auto json = output_is_json(*args);

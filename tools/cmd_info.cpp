@@ -21,7 +21,8 @@ static void print_human(const Json& j, const std::vector<SnapshotInfo>& snaps) {
         if (auto* full = j.get("full-backing-filename"); full && *full->as_string() != *b->as_string())
             std::cout << " (actual path: " << T(*full->as_string()) << ")";
         std::cout << "\n";
-        if (auto* bf = j.get("backing-filename-format")) std::cout << "backing file format: " << T(*bf->as_string()) << "\n";
+        if (auto* bf = j.get("backing-filename-format"))
+            std::cout << "backing file format: " << T(*bf->as_string()) << "\n";
     }
     if (j.get("dirty-flag") && *j.get("dirty-flag")->as_bool()) std::cout << "dirty flag: yes\n";
     if (!snaps.empty()) {
@@ -91,8 +92,8 @@ static int untrusted_info(Env& env, const std::string& path, const std::string& 
 int cmd_info(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2,
                            {"hf:U",
-                            {"help", "output=", "untrusted", "backing-chain", "force-share", "image-opts", "parent=",
-                             "format=", "object=", "disk="},
+                            {"help", "output=", "untrusted", "backing-chain", "force-share", "image-opts",
+                             "parent=", "format=", "object=", "disk="},
                             {{"object", kNoObjects}}});
     if (!args) return fail("info: " + args.error().message);
     if (args->has("U") || args->has("force-share")) env.force_share();

@@ -74,7 +74,9 @@ int cmd_lint(Env& env, int argc, char** argv) {
         for (auto& f : report->findings)
             std::cout << "  " << (f.refused ? "error  " : "warning") << " [" << f.rule << "] " << f.problem
                       << "\n          fix: " << f.fix << "\n";
-        std::cout << (refused ? "refused" : report->findings.empty() ? "accepted" : "accepted with warnings")
+        std::cout << (refused                    ? "refused"
+                      : report->findings.empty() ? "accepted"
+                                                 : "accepted with warnings")
                   << " (rules: " << (*target)->source << ")\n";
     }
     return refused ? 1 : 0;

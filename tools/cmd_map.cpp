@@ -10,8 +10,8 @@ namespace vdisk::cli {
 int cmd_map(Env& env, int argc, char** argv) {
     auto args = parse_args(argc, argv, 2,
                            {"hf:s:l:U",
-                            {"help", "output=", "untrusted", "force-share", "start-offset=", "max-length=", "format=",
-                             "object=", "image-opts"},
+                            {"help", "output=", "untrusted", "force-share",
+                             "start-offset=", "max-length=", "format=", "object=", "image-opts"},
                             {{"object", kNoObjects}}});
     if (!args) return fail("map: " + args.error().message);
     if (args->has("U") || args->has("force-share")) env.force_share();
@@ -47,9 +47,10 @@ int cmd_map(Env& env, int argc, char** argv) {
     std::optional<MappedExtent> pending;
     auto emit = [&](const MappedExtent& e) {
         if (*json) {
-            std::printf("%s{ \"start\": %llu, \"length\": %llu, \"depth\": %u, \"present\": %s, \"zero\": %s, \"data\": %s",
-                        first ? "[" : ",\n", (unsigned long long)e.offset, (unsigned long long)e.length, e.depth,
-                        e.present ? "true" : "false", e.zero ? "true" : "false", e.data ? "true" : "false");
+            std::printf(
+                "%s{ \"start\": %llu, \"length\": %llu, \"depth\": %u, \"present\": %s, \"zero\": %s, \"data\": %s",
+                first ? "[" : ",\n", (unsigned long long)e.offset, (unsigned long long)e.length, e.depth,
+                e.present ? "true" : "false", e.zero ? "true" : "false", e.data ? "true" : "false");
             if (e.compressed) std::printf(", \"compressed\": true");
             if (e.host_offset && !e.compressed) std::printf(", \"offset\": %llu", (unsigned long long)*e.host_offset);
             std::printf("}");

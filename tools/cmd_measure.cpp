@@ -7,9 +7,9 @@
 namespace vdisk::cli {
 
 int cmd_measure(Env& env, int argc, char** argv) {
-    auto args = parse_args(
-        argc, argv, 2,
-        {"f:O:o:l:U", {"size=", "output=", "object=", "image-opts", "force-share", "untrusted", "parent="}});
+    auto args = parse_args(argc, argv, 2,
+                           {"f:O:o:l:U",
+                            {"size=", "output=", "object=", "image-opts", "force-share", "untrusted", "parent="}});
     if (!args) return fail(args.error());
     if (args->has("U") || args->has("force-share")) env.force_share();
     if (args->has("object")) return fail("measure: --object is not supported (vdisk has no secrets or QOM objects)");

@@ -16,7 +16,9 @@ int cmd_resize(Env& env, int argc, char** argv) {
         --argc;
     }
     auto args = parse_args(argc, argv, 2,
-                           {"hf:q", {"help", "shrink", "preallocation=", "object=", "image-opts"}, {{"object", kNoObjects}}});
+                           {"hf:q",
+                            {"help", "shrink", "preallocation=", "object=", "image-opts"},
+                            {{"object", kNoObjects}}});
     if (!args) return fail("resize: " + args.error().message);
     if (!neg.empty()) args->positional.push_back(neg);
     if (args->positional.size() != 2) return fail("resize: expected IMG [+|-]SIZE");

@@ -65,8 +65,8 @@ int cmd_sample(Env& env, int argc, char** argv) {
     dev->reset();
     if (auto st = stage.commit(); !st) return fail(st.error());
     if (!args->has("q"))
-        std::cout << "Wrote sample image '" << args->positional[0] << "' (" << size << " bytes, "
-                  << written / 1024 << " KiB of pattern data)\n";
+        std::cout << "Wrote sample image '" << args->positional[0] << "' (" << size << " bytes, " << written / 1024
+                  << " KiB of pattern data)\n";
     return 0;
 }
 

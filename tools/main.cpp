@@ -16,16 +16,19 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
-    {"info", vdisk::cli::cmd_info, "info [-f FMT] [--output=human|json] [--backing-chain] [--parent FILE] [--untrusted] IMG"},
+    {"info", vdisk::cli::cmd_info,
+     "info [-f FMT] [--output=human|json] [--backing-chain] [--parent FILE] [--untrusted] IMG"},
     {"convert", vdisk::cli::cmd_convert,
      "convert [-f FMT] -O FMT [-o k=v,...] [-c] [-p] [-q] [-n [--target-is-zero]] [-B BACKING [-F FMT]] [-S SIZE]\n"
      "                [-t CACHE] [-T CACHE] [-W] [-m N] [-r RATE] [--salvage] [-l snapshot.name=NAME|snapshot.id=ID]\n"
      "                [--image-opts] [--target-image-opts] [--parent FILE] [--untrusted] SRC [SRC2...] DST"},
     {"create", vdisk::cli::cmd_create, "create -f FMT [-o k=v,...] [-b BACKING [-F BACKING_FMT]] [-u] [-q] IMG [SIZE]"},
-    {"check", vdisk::cli::cmd_check, "check [-f FMT] [--output=human|json] [-r leaks|all] [-T CACHE] [-q] [--untrusted] IMG"},
+    {"check", vdisk::cli::cmd_check,
+     "check [-f FMT] [--output=human|json] [-r leaks|all] [-T CACHE] [-q] [--untrusted] IMG"},
     {"map", vdisk::cli::cmd_map, "map [-f FMT] [--output=human|json] [-s OFFSET] [-l LENGTH] [--untrusted] IMG"},
     {"compare", vdisk::cli::cmd_compare, "compare [-f FMT] [-F FMT] [-s] [-p] [-q] [-T CACHE] [--untrusted] IMG1 IMG2"},
-    {"resize", vdisk::cli::cmd_resize, "resize [-f FMT] [--shrink] [--preallocation=off|falloc|full] [-q] IMG [+|-]SIZE"},
+    {"resize", vdisk::cli::cmd_resize,
+     "resize [-f FMT] [--shrink] [--preallocation=off|falloc|full] [-q] IMG [+|-]SIZE"},
     {"snapshot", vdisk::cli::cmd_snapshot, "snapshot [-f FMT] [-q] [-l | -a NAME | -c NAME | -d NAME] IMG   (qcow2)"},
     {"rebase", vdisk::cli::cmd_rebase, "rebase [-f FMT] [-u] [-p] -b BACKING [-F BACKING_FMT] IMG   (qcow2)"},
     {"commit", vdisk::cli::cmd_commit, "commit [-f FMT] [-b BASE] [-d] [-p] IMG"},
@@ -33,9 +36,12 @@ constexpr Command kCommands[] = {
     {"amend", vdisk::cli::cmd_amend, "amend [-f FMT] -o compat=0.10|1.1,lazy_refcounts=on|off IMG   (qcow2)"},
     {"measure", vdisk::cli::cmd_measure,
      "measure [--output=human|json] [-O FMT] [-o k=v,...] [--size N | [-f FMT] [-l snapshot.name=NAME] IMG]"},
-    {"bench", vdisk::cli::cmd_bench, "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},
-    {"hash", vdisk::cli::cmd_hash, "hash [-f FMT] [--algo sha256|sha1|md5 ...] [--output=human|json] [-p] [--untrusted] IMG"},
-    {"lint", vdisk::cli::cmd_lint, "lint --target azure|aws|gce|esxi|hyperv|virtualbox|proxmox [-f FMT] [--output=human|json] IMG"},
+    {"bench", vdisk::cli::cmd_bench,
+     "bench [-f FMT] [-c COUNT] [-s SIZE] [-S STEP] [-o OFFSET] IMG   (qemu-img bench's reads)"},
+    {"hash", vdisk::cli::cmd_hash,
+     "hash [-f FMT] [--algo sha256|sha1|md5 ...] [--output=human|json] [-p] [--untrusted] IMG"},
+    {"lint", vdisk::cli::cmd_lint,
+     "lint --target azure|aws|gce|esxi|hyperv|virtualbox|proxmox [-f FMT] [--output=human|json] IMG"},
     {"sample", vdisk::cli::cmd_sample, "sample FILE [SIZE]   (write a raw image with a known test pattern)"},
 };
 

@@ -14,7 +14,8 @@ int convert_from_stdin(Env& env, const Args& args, const std::string& dst) {
     bool want_help = false;
     auto kv = collect_options(args, want_help);
     if (!kv) return fail(kv.error());
-    if (args.get("target") == "gce") return fail("convert: --target gce from stdin is not supported; convert to a file first");
+    if (args.get("target") == "gce")
+        return fail("convert: --target gce from stdin is not supported; convert to a file first");
     if (apply_convert_target(args, co.output_format, *kv)) return 1;
     co.create.values = std::move(*kv);
     co.compress = args.has("c");
@@ -43,7 +44,8 @@ int convert_from_stdin(Env& env, const Args& args, const std::string& dst) {
     if (auto f = env.registry.lookup(s.format); !f) return fail(f.error());
     // Refused here, before a byte of stdin is consumed.
     if (!stream_readable_format(env.registry, s.format))
-        return fail("convert: -f " + s.format + " cannot be read from stdin: it needs random access "
+        return fail("convert: -f " + s.format +
+                    " cannot be read from stdin: it needs random access "
                     "(only raw, streamOptimized vmdk and fixed vhd stream); save it to a file first");
     if (::isatty(0)) return fail("convert: stdin is a terminal, not an image");
     if (auto sz = args.get("size")) {

@@ -28,10 +28,13 @@ struct Meta {
 
 class QcowDevice final : public BlockDevice {
 public:
-    QcowDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint64_t> l1, uint64_t file_size,
-               uint64_t cache_cap)
-        : BlockDevice(meta.size, true), file_(std::move(file)), meta_(std::move(meta)), l1_(std::move(l1)),
-          file_size_(file_size), cache_cap_(cache_cap) {}
+    QcowDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint64_t> l1, uint64_t file_size, uint64_t cache_cap)
+        : BlockDevice(meta.size, true),
+          file_(std::move(file)),
+          meta_(std::move(meta)),
+          l1_(std::move(l1)),
+          file_size_(file_size),
+          cache_cap_(cache_cap) {}
 
     std::vector<File*> files() const override { return {file_.get()}; }
     std::optional<BackingReference> backing_reference() const override {
@@ -169,8 +172,8 @@ public:
         VDISK_TRY(read_exact(*file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(&h), sizeof h), "header"));
         if (h.magic.value() != kMagic) return make_error(ErrorCode::invalid_format, "no qcow magic");
         if (h.version.value() != kVersion)
-            return make_error(ErrorCode::unsupported, "qcow version " + std::to_string(h.version.value()) +
-                                                          " is not version 1");
+            return make_error(ErrorCode::unsupported,
+                              "qcow version " + std::to_string(h.version.value()) + " is not version 1");
         Meta m;
         m.cluster_bits = h.cluster_bits.value();
         m.l2_bits = h.l2_bits.value();

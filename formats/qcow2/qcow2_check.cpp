@@ -54,8 +54,8 @@ struct Checker {
         if (len == 0) return;
         if (off >= file_size || !util::range_within(off, len, util::align_up(file_size, cs).value_or(file_size))) {
             corruption([&] {
-                return std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size)
-                       + ")";
+                return std::string(what) + " at " + hex(off) + " lies past the end of the file (" + hex(file_size) +
+                       ")";
             });
             return;
         }
@@ -65,16 +65,15 @@ struct Checker {
 
     Status walk_l1(uint64_t l1_off, uint64_t l1_size, bool active) {
         if (!util::is_aligned(l1_off, cs) || !util::range_within(l1_off, l1_size * 8, file_size)) {
-            corruption([&] {
-                return "L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid";
-            });
+            corruption(
+                [&] { return "L1 table at " + hex(l1_off) + " (" + std::to_string(l1_size) + " entries) is invalid"; });
             return ok();
         }
         const uint64_t cap = std::min(dev.limits().max_metadata_bytes, dev.limits().max_l1_bytes);
         if (l1_size * 8 > cap)
-            return make_error(ErrorCode::limit_exceeded, "L1 table at " + hex(l1_off) + " of " +
-                                                             std::to_string(l1_size) + " entries exceeds the L1 limit of " +
-                                                             std::to_string(cap) + " bytes");
+            return make_error(ErrorCode::limit_exceeded,
+                              "L1 table at " + hex(l1_off) + " of " + std::to_string(l1_size) +
+                                  " entries exceeds the L1 limit of " + std::to_string(cap) + " bytes");
         ref(l1_off, l1_size * 8, "L1 table");
         // Snapshots never share an L1 table (each has its own copy); one that names a table already walked
         // would only repeat that walk, so it is reported instead (the refcounts then disagree, too).
@@ -95,9 +94,7 @@ struct Checker {
             uint64_t l2 = e & kOffsetMask;
             if (!l2) continue;
             if (!util::is_aligned(l2, cs) || !util::range_within(l2, cs, file_size)) {
-                corruption([&] {
-                    return "L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2);
-                });
+                corruption([&] { return "L1 entry " + std::to_string(i) + " points to invalid L2 table " + hex(l2); });
                 continue;
             }
             ref(l2, cs, "L2 table");
@@ -121,8 +118,8 @@ struct Checker {
             auto [first, last] = dev.compressed_span(e.word);
             if (first * cs >= file_size || last * cs >= util::align_up(file_size, cs).value_or(file_size)) {
                 corruption([&] {
-                    return "compressed cluster descriptor " + hex(e.word) + " at " + hex(at)
-                           + " points past the end of the file";
+                    return "compressed cluster descriptor " + hex(e.word) + " at " + hex(at) +
+                           " points past the end of the file";
                 });
                 return ok();
             }
@@ -138,24 +135,22 @@ struct Checker {
         uint64_t host = e.word & kOffsetMask;
         if (ext) {
             uint64_t alloc = e.bitmap & 0xffffffffull, zero = e.bitmap >> 32;
-            if (alloc & zero) corruption([&] {
-                return "extended L2 entry at " + hex(at) + " marks subclusters allocated and zero";
-            });
-            if (alloc && !host) corruption([&] {
-                return "extended L2 entry at " + hex(at) + " allocates subclusters without a cluster";
-            });
+            if (alloc & zero)
+                corruption([&] { return "extended L2 entry at " + hex(at) + " marks subclusters allocated and zero"; });
+            if (alloc && !host)
+                corruption(
+                    [&] { return "extended L2 entry at " + hex(at) + " allocates subclusters without a cluster"; });
         }
         if (!host) return ok();
         if (!util::is_aligned(host, cs)) {
-            corruption([&] {
-                return "L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset";
-            });
+            corruption(
+                [&] { return "L2 entry " + hex(e.word) + " at " + hex(at) + " has an unaligned cluster offset"; });
             return ok();
         }
         if (host >= file_size) {
             corruption([&] {
-                return "L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file ("
-                       + hex(file_size) + ")";
+                return "L2 entry " + hex(e.word) + " at " + hex(at) + " points past the end of the file (" +
+                       hex(file_size) + ")";
             });
             return ok();
         }
@@ -182,8 +177,8 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
     Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size(), 0, {}, {}, {}, {}};
     uint64_t nclusters = util::div_round_up(ck.file_size, ck.cs);
     if (nclusters * sizeof(uint32_t) > dev.limits().max_metadata_bytes)
-        return make_error(ErrorCode::limit_exceeded, "refcount rebuild for " + std::to_string(nclusters) +
-                                                         " clusters exceeds the metadata limit");
+        return make_error(ErrorCode::limit_exceeded,
+                          "refcount rebuild for " + std::to_string(nclusters) + " clusters exceeds the metadata limit");
     // The rebuilt refcounts and the two COPIED bitmaps: sized by the file.
     VDISK_ASSIGN(ck.state, Charge::make(dev.budget(), nclusters * 4 + 2 * 8 * util::div_round_up(nclusters, 64),
                                         "check: refcount rebuild"));
@@ -209,7 +204,8 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         VDISK_TRY(read_zero_fill(dev.main_file(), last.entry_offset, fixed));
         SnapshotHeader sh;
         std::memcpy(&sh, fixed, sizeof sh);
-        snap_bytes += (sizeof sh + sh.extra_data_size.value() + sh.id_str_size.value() + sh.name_size.value() + 7) & ~7ull;
+        snap_bytes += (sizeof sh + sh.extra_data_size.value() + sh.id_str_size.value() + sh.name_size.value() + 7) &
+                      ~7ull;
         ck.ref(h.snapshots_offset, snap_bytes, "snapshot table");
     }
     ck.ref(h.rt_offset, uint64_t(h.rt_clusters) * ck.cs, "refcount table");
@@ -221,9 +217,7 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         uint64_t off = rt[i] & ~uint64_t(511);
         if (!off) continue;
         if (!util::is_aligned(off, ck.cs) || !util::range_within(off, ck.cs, ck.file_size)) {
-            ck.corruption([&] {
-                return "refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid";
-            });
+            ck.corruption([&] { return "refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid"; });
             bad_block[i] = true;
             continue;
         }
@@ -248,8 +242,8 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         if (stored == want) continue;
         if (stored < want) {
             ck.corruption([&] {
-                return "cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) + " reference="
-                       + std::to_string(want);
+                return "cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                       " reference=" + std::to_string(want);
             });
             if (repair == RepairMode::all && want <= dev.refcount_max()) {
                 VDISK_TRY(dev.set_refcount(c, want));
@@ -258,8 +252,8 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         } else {
             ++ck.res.leaks;
             ck.note([&] {
-                return "Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored)
-                       + " reference=" + std::to_string(want);
+                return "Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                       " reference=" + std::to_string(want);
             });
             if (repair != RepairMode::none) {
                 VDISK_TRY(dev.set_refcount(c, want));

@@ -56,7 +56,8 @@ Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8
     thread_local Holder holder;
     if (!holder.c) return make_error(ErrorCode::io, "zstd: out of memory");
     size_t r = ZSTD_compressCCtx(holder.c, out.data(), out.size(), in.data(), in.size(), 3);
-    if (ZSTD_isError(r)) return make_error(ErrorCode::io, std::string("zstd compression failed: ") + ZSTD_getErrorName(r));
+    if (ZSTD_isError(r))
+        return make_error(ErrorCode::io, std::string("zstd compression failed: ") + ZSTD_getErrorName(r));
     if (r >= in.size()) return std::vector<uint8_t>{};
     out.resize(r);
     return out;

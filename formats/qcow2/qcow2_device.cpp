@@ -206,9 +206,11 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
         else if (h_.incompat & kIncompatDirty)
             write_refusal_ = make_error(ErrorCode::unsupported, "image is dirty (lazy refcounts); repair it first");
         else if (data_file_)
-            write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with an external data file is not supported");
+            write_refusal_ = make_error(ErrorCode::unsupported,
+                                        "writing to images with an external data file is not supported");
         else if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
-            write_refusal_ = make_error(ErrorCode::unsupported, "writing to images with persistent bitmaps is not supported");
+            write_refusal_ = make_error(ErrorCode::unsupported,
+                                        "writing to images with persistent bitmaps is not supported");
     }
     return ok();
 }

@@ -92,8 +92,8 @@ Status check_features(const Header& h) {
             .at(kOffIncompatible);
     }
     if (h.crypt_method != 0)
-        return make_error(ErrorCode::unsupported,
-                          "encrypted qcow2 images are not supported (crypt_method " + std::to_string(h.crypt_method) + ")");
+        return make_error(ErrorCode::unsupported, "encrypted qcow2 images are not supported (crypt_method " +
+                                                      std::to_string(h.crypt_method) + ")");
     if (h.refcount_order > 6)
         return make_error(ErrorCode::corrupt,
                           "refcount_order " + std::to_string(h.refcount_order) + " is larger than 6")
@@ -106,7 +106,8 @@ Status check_features(const Header& h) {
         return make_error(ErrorCode::corrupt, "compression type feature bit set with the zlib compression type")
             .at(offsetof(HeaderV3, compression_type));
     if (h.compression > kCompressionZstd)
-        return make_error(ErrorCode::unsupported, "compression type " + std::to_string(h.compression) + " is not supported");
+        return make_error(ErrorCode::unsupported,
+                          "compression type " + std::to_string(h.compression) + " is not supported");
     if ((h.incompat & kIncompatExtendedL2) && h.cluster_bits < 14)
         return make_error(ErrorCode::corrupt, "extended L2 entries need clusters of at least 16 KiB, not " +
                                                   std::to_string(1ull << h.cluster_bits))
@@ -173,7 +174,8 @@ Status read_extensions(File& file, uint64_t file_size, const HeaderV2& b, Header
                 .at(at);
         ext_end = std::min(ext_end, backing_off);
         std::string name(backing_len, '\0');
-        VDISK_TRY(read_exact(file, backing_off, std::span<uint8_t>(reinterpret_cast<uint8_t*>(name.data()), backing_len),
+        VDISK_TRY(read_exact(file, backing_off,
+                             std::span<uint8_t>(reinterpret_cast<uint8_t*>(name.data()), backing_len),
                              "backing file name"));
         h.backing_name = std::move(name);
     }
@@ -245,7 +247,8 @@ public:
         if (cbits >= 9 && cbits <= 21) {
             score += 8;
             uint64_t l1 = b.l1_table_offset.value(), rt = b.refcount_table_offset.value();
-            if (util::is_aligned(l1, 1ull << cbits) && util::is_aligned(rt, 1ull << cbits) && rt < file_size) score += 8;
+            if (util::is_aligned(l1, 1ull << cbits) && util::is_aligned(rt, 1ull << cbits) && rt < file_size)
+                score += 8;
         }
         return score;
     }
@@ -276,7 +279,6 @@ public:
     Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override;
 
     bool has_internal_snapshots() const noexcept override { return true; }
-
 };
 
 Error bad(std::string message) { return make_error(ErrorCode::invalid_argument, std::move(message)); }
@@ -432,8 +434,7 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
     VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
     std::vector<uint8_t> meta(static_cast<size_t>(total * cs), 0);
     std::copy(c0.begin(), c0.end(), meta.begin());
-    for (uint64_t i = 0; i < nblocks; ++i)
-        util::store_be<uint64_t>(&meta[cs + i * 8], (1 + rtc + i) * cs);
+    for (uint64_t i = 0; i < nblocks; ++i) util::store_be<uint64_t>(&meta[cs + i * 8], (1 + rtc + i) * cs);
     // Refcount 1 for every metadata cluster; entries are packed big-endian, sub-byte widths low bits first.
     for (uint64_t c = 0; c < total; ++c) {
         uint8_t* blk = &meta[(1 + rtc + c / epb) * cs];
@@ -442,8 +443,7 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
         else blk[i * rbits / 8 + rbits / 8 - 1] = 1;
     }
     VDISK_TRY(file->write_at(0, meta));
-    auto dev = std::make_unique<Qcow2Device>(std::move(file), nullptr, std::move(h), total * cs, false,
-                                             ctx.limits());
+    auto dev = std::make_unique<Qcow2Device>(std::move(file), nullptr, std::move(h), total * cs, false, ctx.limits());
     dev->set_budget(ctx.budget());
     VDISK_TRY(dev->init_new());
     dev->require_backing();

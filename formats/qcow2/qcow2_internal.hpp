@@ -104,7 +104,7 @@ public:
     uint64_t compress_granularity() const override { return cluster_size_; }
     Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
     Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
-                                  uint64_t raw_length) override;
+                                     uint64_t raw_length) override;
     Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                         std::span<uint8_t> out) const override;
 
@@ -132,8 +132,7 @@ public:
     Status snapshot_create(const SnapshotInfo& info) override;
     Status snapshot_remove(const std::string& id_or_name) override;
     Status snapshot_apply(const std::string& id_or_name) override;
-    Status set_backing_reference(const std::string& name, const std::string& format,
-                                 BlockDevice* new_backing) override;
+    Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* new_backing) override;
     Status amend(const std::vector<std::pair<std::string, std::string>>& options) override;
     Status rewrite_header(uint32_t version, uint64_t compat);
     /// After a successful repair: clear the dirty bit (lazy refcounts are exact again) and allow writes.
@@ -161,17 +160,17 @@ private:
     uint64_t file_size_;
     Limits limits_;
     uint64_t cluster_size_;
-    uint32_t entry_bytes_;   // 8, or 16 with extended L2 entries
+    uint32_t entry_bytes_;  // 8, or 16 with extended L2 entries
     uint64_t l2_entries_;
-    uint64_t sub_size_;      // subcluster size (== cluster size without extended L2)
+    uint64_t sub_size_;  // subcluster size (== cluster size without extended L2)
     std::vector<uint64_t> l1_;
     Charge l1_charge_, rt_charge_, snap_charge_;
     uint64_t l1_offset_ = 0;
     bool snapshot_view_ = false;
     uint64_t snapshots_table_bytes_ = 0;  // bytes of the snapshot table as loaded (freed when it is rewritten)
-    bool backing_required_ = false;  // writable with a named backing file: reads need it attached
+    bool backing_required_ = false;       // writable with a named backing file: reads need it attached
     std::vector<Snapshot> snapshots_;
-    std::vector<uint64_t> rt_;   // refcount table (loaded when writable)
+    std::vector<uint64_t> rt_;  // refcount table (loaded when writable)
     bool rt_loaded_ = false;
     uint64_t free_hint_ = 0;
     uint64_t compressed_cursor_ = 0;  // next free byte in the cluster used for packing compressed data

@@ -97,7 +97,8 @@ Result<uint64_t> Qcow2Device::get_refcount(uint64_t cluster) {
 Status Qcow2Device::set_refcount(uint64_t cluster, uint64_t value) {
     if (value > refcount_max())
         return make_error(ErrorCode::limit_exceeded, "refcount of cluster " + hex(cluster * cluster_size_) +
-                                                         " would exceed the maximum of " + std::to_string(refcount_max()));
+                                                         " would exceed the maximum of " +
+                                                         std::to_string(refcount_max()));
     VDISK_TRY(ensure_refcount_table());
     uint64_t r = cluster / rb_entries();
     if (r >= rt_.size()) VDISK_TRY(grow_refcount_table(r));
@@ -166,14 +167,15 @@ Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
     util::store_be<uint32_t>(hdr + 8, static_cast<uint32_t>(t));
     VDISK_TRY(write_header_field(kOffRefcountTable, hdr));
     for (uint64_t i = 0; i < k; ++i)
-        rb_cache_.insert((start + i) * cs, std::vector<uint8_t>(blocks.begin() + static_cast<std::ptrdiff_t>(i * cs),
-                                                                blocks.begin() + static_cast<std::ptrdiff_t>((i + 1) * cs)));
+        rb_cache_.insert((start + i) * cs,
+                         std::vector<uint8_t>(blocks.begin() + static_cast<std::ptrdiff_t>(i * cs),
+                                              blocks.begin() + static_cast<std::ptrdiff_t>((i + 1) * cs)));
     uint64_t old_off = h_.rt_offset, old_clusters = h_.rt_clusters;
     h_.rt_offset = (start + k) * cs;
     h_.rt_clusters = static_cast<uint32_t>(t);
     rt_ = std::move(table);
     VDISK_TRY(grown.resize(n * 8, "refcount table"));  // a release: the copies go (the blocks are in the cache)
-    rt_charge_ = std::move(grown);                      // and so does the old table's charge
+    rt_charge_ = std::move(grown);                     // and so does the old table's charge
     return free_clusters(old_off / cs, old_clusters);
 }
 
@@ -221,8 +223,8 @@ Result<std::pair<uint64_t, uint64_t>> Qcow2Device::alloc_some(uint64_t n, bool e
         free_hint_ = start + len;
         return std::make_pair(start * cluster_size_, len);
     }
-    return make_error(ErrorCode::limit_exceeded, "cannot find " + std::to_string(n) +
-                                                     " contiguous free clusters between refcount blocks");
+    return make_error(ErrorCode::limit_exceeded,
+                      "cannot find " + std::to_string(n) + " contiguous free clusters between refcount blocks");
 }
 
 Result<uint64_t> Qcow2Device::alloc_clusters(uint64_t n) {
@@ -274,9 +276,9 @@ Status Qcow2Device::change_refcount_order(uint32_t order) {
     const uint64_t max = order == 6 ? UINT64_MAX : (uint64_t(1) << (1u << order)) - 1;
     for (uint64_t c = 0; c < clusters; ++c)
         if (rc[c] > max)
-            return make_error(ErrorCode::invalid_argument,
-                              "cannot make refcounts " + std::to_string(1u << order) + " bits wide: the cluster at " +
-                                  hex(c * cs) + " has a refcount of " + std::to_string(rc[c]));
+            return make_error(ErrorCode::invalid_argument, "cannot make refcounts " + std::to_string(1u << order) +
+                                                               " bits wide: the cluster at " + hex(c * cs) +
+                                                               " has a refcount of " + std::to_string(rc[c]));
     const uint64_t epb = (cs * 8) >> order;
     uint64_t nb = 0, nt = 0;
     for (;;) {

@@ -167,7 +167,7 @@ Status Qcow2Device::write_snapshot_table(std::vector<Snapshot> table) {
     snapshots_table_bytes_ = out.empty() ? 0 : out.size();
     snapshots_ = std::move(table);
     VDISK_TRY(grown.resize(held, "snapshot table"));  // a release: the serialised copy goes
-    snap_charge_ = std::move(grown);                   // and so does the old table's charge
+    snap_charge_ = std::move(grown);                  // and so does the old table's charge
     return ok();
 }
 
@@ -226,8 +226,8 @@ Status Qcow2Device::snapshot_remove(const std::string& id_or_name) {
     VDISK_TRY(write_snapshot_table(std::move(table)));
     VDISK_TRY(add_tree_refs(l1, false));
     if (s.l1_size)
-        VDISK_TRY(free_clusters(s.l1_offset / cluster_size_,
-                                util::div_round_up(uint64_t{s.l1_size} * 8, cluster_size_)));
+        VDISK_TRY(
+            free_clusters(s.l1_offset / cluster_size_, util::div_round_up(uint64_t{s.l1_size} * 8, cluster_size_)));
     VDISK_TRY(fix_copied_flags());
     return file_->sync();
 }
@@ -394,8 +394,9 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
     }
     if (version == 2 && (compat & kCompatLazyRefcounts)) {
         if (opts.get("lazy_refcounts"))
-            return make_error(ErrorCode::invalid_argument, "Lazy refcounts only supported with compatibility level "
-                                                           "1.1 and above (use compat=1.1 or greater)");
+            return make_error(ErrorCode::invalid_argument,
+                              "Lazy refcounts only supported with compatibility level "
+                              "1.1 and above (use compat=1.1 or greater)");
         compat &= ~kCompatLazyRefcounts;  // a downgrade turns them off, as qemu-img does
     }
     if (version == 2 && order != 4)
@@ -403,8 +404,9 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
                           "Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
                           "compat=1.1 or greater)");
     if (order != h_.refcount_order && (h_.incompat & kIncompatDirty))
-        return make_error(ErrorCode::invalid_argument,
-                          "the image is dirty (lazy refcounts): repair it with check -r all before changing refcount_bits");
+        return make_error(
+            ErrorCode::invalid_argument,
+            "the image is dirty (lazy refcounts): repair it with check -r all before changing refcount_bits");
     if ((h_.incompat & kIncompatDirty) && !(compat & kCompatLazyRefcounts))
         return make_error(ErrorCode::invalid_argument,
                           "the image is dirty (lazy refcounts): repair it with check -r all first");
@@ -436,8 +438,9 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
                 for (uint64_t j = 0; j < l2_entries_; ++j) {
                     uint64_t w = util::load_be<uint64_t>(&(*t)[j * entry_bytes_]);
                     if (!(w & kFlagCompressed) && (w & kFlagZero))
-                        return make_error(ErrorCode::unsupported, "cannot downgrade: the image has zero clusters, "
-                                                                  "which compat=0.10 cannot express");
+                        return make_error(ErrorCode::unsupported,
+                                          "cannot downgrade: the image has zero clusters, "
+                                          "which compat=0.10 cannot express");
                 }
             }
     }

@@ -16,8 +16,8 @@
 namespace vdisk::qcow2 {
 
 namespace {
-constexpr uint64_t kAllAllocated = 0xffffffffull;       // extended L2: every subcluster allocated
-constexpr uint64_t kAllZero = 0xffffffffull << 32;      // extended L2: every subcluster reads as zero
+constexpr uint64_t kAllAllocated = 0xffffffffull;   // extended L2: every subcluster allocated
+constexpr uint64_t kAllZero = 0xffffffffull << 32;  // extended L2: every subcluster reads as zero
 }  // namespace
 
 Result<uint64_t> Qcow2Device::ensure_l2(uint64_t l1i) {
@@ -122,7 +122,8 @@ Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8
     auto cluster_bytes = [&](uint64_t i, uint64_t n) -> std::span<const uint8_t> {
         uint64_t a = i * cluster_size_;
         if (a >= data.size()) return {};
-        return data.subspan(static_cast<size_t>(a), static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, data.size() - a)));
+        return data.subspan(static_cast<size_t>(a),
+                            static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, data.size() - a)));
     };
     auto write_host = [&](uint64_t host, uint64_t i, uint64_t n) -> Status {
         if (data.empty()) {
@@ -152,7 +153,8 @@ Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8
             for (uint64_t x = i; x < j;) {
                 VDISK_ASSIGN(auto run, alloc_some(j - x, false));
                 VDISK_TRY(write_host(run.first, x, run.second));
-                for (uint64_t y = 0; y < run.second; ++y) now[x + y].word = (run.first + y * cluster_size_) | kFlagCopied;
+                for (uint64_t y = 0; y < run.second; ++y)
+                    now[x + y].word = (run.first + y * cluster_size_) | kFlagCopied;
                 x += run.second;
             }
         }
@@ -253,14 +255,15 @@ Status Qcow2Device::do_discard(uint64_t offset, uint64_t len) {
     return zero_or_discard(a, b - a, true, true);
 }
 
-Status Qcow2Device::do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length) {
+Status Qcow2Device::do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
+                                              uint64_t raw_length) {
     if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
     VDISK_TRY(refuse_if_needed());
     if (!util::is_aligned(offset, cluster_size_) || offset >= size() || raw_length > cluster_size_)
         return make_error(ErrorCode::invalid_argument, "compressed chunk at " + hex(offset) + " is not one cluster");
     if (compressed.empty() || compressed.size() > cluster_size_)
-        return make_error(ErrorCode::invalid_argument, "compressed chunk of " + std::to_string(compressed.size()) +
-                                                           " bytes does not fit a cluster");
+        return make_error(ErrorCode::invalid_argument,
+                          "compressed chunk of " + std::to_string(compressed.size()) + " bytes does not fit a cluster");
     // Pack compressed clusters byte after byte into shared host clusters. A descriptor may run on into the
     // next host cluster when that one is allocated right behind the current one (the spec allows it, qemu
     // does the same); otherwise the tail of the current cluster is left unused. Every host cluster a
@@ -302,7 +305,8 @@ Status Qcow2Device::do_write_compressed_chunk(uint64_t offset, std::span<const u
 
 Status Qcow2Device::grow_l1(uint64_t entries) {
     if (entries * 8 > limits_.max_metadata_bytes || entries > UINT32_MAX / 8)
-        return make_error(ErrorCode::limit_exceeded, "L1 table of " + std::to_string(entries) + " entries is too large");
+        return make_error(ErrorCode::limit_exceeded,
+                          "L1 table of " + std::to_string(entries) + " entries is too large");
     uint64_t old_clusters = util::div_round_up(l1_.size() * 8, cluster_size_);
     uint64_t new_clusters = util::div_round_up(entries * 8, cluster_size_);
     uint64_t old_off = l1_offset_;
@@ -331,7 +335,7 @@ Status Qcow2Device::grow_l1(uint64_t entries) {
     VDISK_TRY(write_header_field(kOffL1Size, hdr));
     l1_ = std::move(l1);
     VDISK_TRY(grown.resize(entries * 8, "L1 table"));  // a release: the on-disk copy goes
-    l1_charge_ = std::move(grown);                      // and so does the old table's charge
+    l1_charge_ = std::move(grown);                     // and so does the old table's charge
     l1_offset_ = off;
     h_.l1_size = static_cast<uint32_t>(entries);
     h_.l1_offset = off;

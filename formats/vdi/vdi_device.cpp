@@ -37,8 +37,8 @@ constexpr uint64_t kOffsetDataOffset = kHeaderOffset + offsetof(Header1, offset_
 
 class VdiDevice final : public BlockDevice {
 public:
-    VdiDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap, uint64_t file_size,
-              bool read_only, ParentLink parent)
+    VdiDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bmap, uint64_t file_size, bool read_only,
+              ParentLink parent)
         : BlockDevice(meta.disk_size, read_only),
           file_(std::move(file)),
           meta_(std::move(meta)),
@@ -99,9 +99,9 @@ private:
     uint64_t file_size_;
     ParentLink parent_;
     bool modified_ = false;
-    uint32_t next_slot_ = 0;          // first slot never used
+    uint32_t next_slot_ = 0;            // first slot never used
     std::vector<uint32_t> free_slots_;  // slots below next_slot_ no block uses (reused first)
-    uint32_t allocated_ = 0;           // entries that point at a slot
+    uint32_t allocated_ = 0;            // entries that point at a slot
 };
 
 void VdiDevice::index_slots() {
@@ -147,8 +147,8 @@ Result<StoredExtent> VdiDevice::do_map_stored(uint64_t offset, uint64_t max_len)
     uint64_t end = std::min<uint64_t>(offset + max_len, block_end(block));
     for (uint32_t prev = first; end < offset + max_len;) {
         const uint32_t entry = bmap_[end / bs];
-        const bool follows = is_allocated(first) ? is_allocated(entry) && entry == prev + 1 &&
-                                                       meta_.block_extra == 0 && slot_offset(entry) < file_size_
+        const bool follows = is_allocated(first) ? is_allocated(entry) && entry == prev + 1 && meta_.block_extra == 0 &&
+                                                       slot_offset(entry) < file_size_
                                                  : entry == first;
         if (!follows) break;
         prev = entry;
@@ -184,7 +184,8 @@ Status VdiDevice::do_resize(uint64_t new_size) {
     // the data area, which moves by whole slots when the map runs into it) while it is written.
     const uint64_t old_entries = bmap_.size(), gained = blocks64 > old_entries ? (blocks64 - old_entries) * 4 : 0;
     const uint64_t map_bytes = meta_.offset_bmap + blocks64 * 4 > meta_.offset_data
-                                   ? util::div_round_up(meta_.offset_bmap + blocks64 * 4 - meta_.offset_data, slot) * slot
+                                   ? util::div_round_up(meta_.offset_bmap + blocks64 * 4 - meta_.offset_data, slot) *
+                                         slot
                                    : 0;
     const uint64_t copy = meta_.offset_data - meta_.offset_bmap + map_bytes;
     VDISK_ASSIGN(Charge grown, Charge::make(budget(), gained + copy, "VDI block map"));
@@ -374,7 +375,8 @@ Status VdiDevice::allocate_block(uint64_t block, uint64_t within, std::span<cons
     std::copy(data.begin(), data.end(), blockbuf.begin() + static_cast<std::ptrdiff_t>(within));
     VDISK_TRY(file_->write_at(base, buf));
     file_size_ = std::max<uint64_t>(file_size_, base + buf.size());
-    if (reuse) free_slots_.pop_back(); else ++next_slot_;
+    if (reuse) free_slots_.pop_back();
+    else ++next_slot_;
     // Data before map, map before header count: a crash leaves at worst an unreferenced slot.
     VDISK_TRY(set_entry(block, slot));
     ++allocated_;
@@ -502,8 +504,8 @@ ImageInfo VdiDevice::do_info() const {
 
 Status VdiDevice::check_backing(BlockDevice&) {
     if (!meta_.is_diff())
-        return make_error(ErrorCode::invalid_argument, std::string("a ") + type_name(meta_.type) +
-                                                           " VDI image has no parent");
+        return make_error(ErrorCode::invalid_argument,
+                          std::string("a ") + type_name(meta_.type) + " VDI image has no parent");
     return ok();
 }
 
@@ -514,8 +516,7 @@ Status VdiDevice::check_backing_identity(BlockDevice& backing) {
         return make_error(ErrorCode::corrupt, "parent uuid " + util::guid_to_string(pm->uuid_create) +
                                                   " does not match the image's parent uuid " +
                                                   util::guid_to_string(meta_.uuid_linkage));
-    if (!is_null_uuid(meta_.uuid_parent_modify) &&
-        std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0)
+    if (!is_null_uuid(meta_.uuid_parent_modify) && std::memcmp(pm->uuid_modify, meta_.uuid_parent_modify, 16) != 0)
         return make_error(ErrorCode::corrupt, "parent was modified after this image was made: its modification uuid " +
                                                   util::guid_to_string(pm->uuid_modify) + " is not " +
                                                   util::guid_to_string(meta_.uuid_parent_modify));

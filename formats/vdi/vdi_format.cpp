@@ -258,7 +258,8 @@ public:
         const uint64_t bs = kDefaultBlockSize;
         const uint64_t blocks = util::div_round_up(src.virtual_size, bs);
         if (blocks >= kBlockZero)
-            return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(src.virtual_size) + " is too large");
+            return make_error(ErrorCode::invalid_argument,
+                              "VDI size " + std::to_string(src.virtual_size) + " is too large");
         const uint64_t data_off = *util::align_up(kBmapOffset + blocks * 4, kDataAlign);
         uint64_t used = 0;
         if (src.has_image) {
@@ -289,9 +290,9 @@ public:
             OpenContext pctx(ctx.fs(), resolve_reference(ctx.image_name(), *backing), po);
             auto pd = open(std::move(pf), pctx);
             if (!pd)
-                return make_error(ErrorCode::invalid_argument,
-                                  "backing file '" + *backing + "' is not a usable VDI (" + pd.error().message +
-                                      "); a differencing VDI's parent must be a VDI");
+                return make_error(ErrorCode::invalid_argument, "backing file '" + *backing + "' is not a usable VDI (" +
+                                                                   pd.error().message +
+                                                                   "); a differencing VDI's parent must be a VDI");
             parent = *device_meta(**pd);
             link.found = *backing;
         }
@@ -307,8 +308,8 @@ public:
         if (blocks >= kBlockZero)
             return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(size) + " is too large");
         if (blocks * 4 > ctx.limits().max_metadata_bytes)
-            return make_error(ErrorCode::limit_exceeded, "a block map of " + std::to_string(blocks) +
-                                                             " entries exceeds the metadata limit");
+            return make_error(ErrorCode::limit_exceeded,
+                              "a block map of " + std::to_string(blocks) + " entries exceeds the metadata limit");
         Meta m;
         m.header_size = kHeader1PlusSize;
         m.type = parent ? kTypeDiff : is_static ? kTypeFixed : kTypeNormal;

@@ -24,7 +24,7 @@ constexpr uint32_t kBlockZero = 0xfffffffe;  // not allocated, reads as zeros (d
 constexpr uint32_t kTypeNormal = 1;  // dynamic
 constexpr uint32_t kTypeFixed = 2;   // static: every block allocated at creation
 constexpr uint32_t kTypeUndo = 3;
-constexpr uint32_t kTypeDiff = 4;    // differencing: parent found by uuid_linkage
+constexpr uint32_t kTypeDiff = 4;  // differencing: parent found by uuid_linkage
 
 constexpr uint32_t kSectorSize = 512;
 constexpr uint32_t kDefaultBlockSize = 1u << 20;
@@ -73,18 +73,18 @@ struct Header1 {
     char comment[256];
     little_uint32_buf_t offset_bmap;  // offBlocks
     little_uint32_buf_t offset_data;  // offData
-    Geometry legacy_geometry;          // cbSector is the sector size; C/H/S are 0 in modern images
-    little_uint32_buf_t dummy;         // was the geometry translation
+    Geometry legacy_geometry;         // cbSector is the sector size; C/H/S are 0 in modern images
+    little_uint32_buf_t dummy;        // was the geometry translation
     little_uint64_buf_t disk_size;
     little_uint32_buf_t block_size;
-    little_uint32_buf_t block_extra;   // bytes of per-block data stored in front of each block
+    little_uint32_buf_t block_extra;  // bytes of per-block data stored in front of each block
     little_uint32_buf_t blocks_in_image;
     little_uint32_buf_t blocks_allocated;
     uint8_t uuid_create[16];
-    uint8_t uuid_modify[16];          // changes on every first write after open
-    uint8_t uuid_linkage[16];         // parent's uuid_create (differencing images)
-    uint8_t uuid_parent_modify[16];   // parent's uuid_modify when this child was made
-    Geometry lchs_geometry;            // only when header_size >= 0x190
+    uint8_t uuid_modify[16];         // changes on every first write after open
+    uint8_t uuid_linkage[16];        // parent's uuid_create (differencing images)
+    uint8_t uuid_parent_modify[16];  // parent's uuid_modify when this child was made
+    Geometry lchs_geometry;          // only when header_size >= 0x190
 };
 static_assert(sizeof(Header1) == 400);
 constexpr uint32_t kHeader1MinSize = 0x180;

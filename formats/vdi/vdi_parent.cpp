@@ -117,9 +117,9 @@ Result<ParentLink> find_parent(const File& self, const Meta& m, const OpenContex
         if (capped) break;
     }
     if (matches.size() > 1)
-        return make_error(ErrorCode::invalid_argument,
-                          "the parent uuid " + want + " is the creation uuid of both '" + matches[0].name + "' and '" +
-                              matches[1].name + "'; name the parent with --parent FILE");
+        return make_error(ErrorCode::invalid_argument, "the parent uuid " + want + " is the creation uuid of both '" +
+                                                           matches[0].name + "' and '" + matches[1].name +
+                                                           "'; name the parent with --parent FILE");
     if (matches.size() == 1) {
         link.found = std::move(matches[0].ref);
         return link;

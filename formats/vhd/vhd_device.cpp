@@ -34,7 +34,10 @@ void set_bit(std::vector<uint8_t>& bm, uint64_t i) { bm[i / 8] |= static_cast<ui
 class VhdDevice final : public BlockDevice {
 public:
     VhdDevice(std::unique_ptr<File> file, Meta meta, std::vector<uint32_t> bat, uint64_t file_size, bool read_only)
-        : BlockDevice(meta.size, read_only), file_(std::move(file)), meta_(std::move(meta)), bat_(std::move(bat)),
+        : BlockDevice(meta.size, read_only),
+          file_(std::move(file)),
+          meta_(std::move(meta)),
+          bat_(std::move(bat)),
           file_size_(file_size) {
         if (meta_.dynamic()) {
             uint64_t bat_end = meta_.bat_offset + uint64_t{meta_.max_table_entries} * 4;
@@ -176,7 +179,10 @@ Status VhdDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         std::vector<uint8_t> bm = *cbm;
         bool changed = false;
         for (uint64_t s = in / kSector; s < util::div_round_up(in + n, kSector); ++s)
-            if (!bit(bm, s)) { set_bit(bm, s); changed = true; }
+            if (!bit(bm, s)) {
+                set_bit(bm, s);
+                changed = true;
+            }
         if (changed) {
             VDISK_TRY(file_->write_at(block_host(block), bm));
             cached_bitmap_ = std::move(bm);
@@ -299,7 +305,8 @@ Status VhdDevice::do_close() {
 Status VhdDevice::set_backing_reference(const std::string& name, const std::string& format, BlockDevice* nb) {
     if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
     if (!meta_.dynamic())
-        return make_error(ErrorCode::invalid_argument, "a fixed VHD holds every sector itself and cannot have a parent");
+        return make_error(ErrorCode::invalid_argument,
+                          "a fixed VHD holds every sector itself and cannot have a parent");
     if (name.empty() && !meta_.differencing()) return ok();
     DynamicHeader dh;
     VDISK_TRY(read_exact(*file_, meta_.header_offset, {reinterpret_cast<uint8_t*>(&dh), sizeof dh}, "dynamic header"));
@@ -363,8 +370,7 @@ ImageInfo VhdDevice::do_info() const {
         return t;
     };
     Json data = Json::object();
-    data.set("disk-type",
-             meta_.type == kTypeFixed ? "fixed" : meta_.type == kTypeDynamic ? "dynamic" : "differencing");
+    data.set("disk-type", meta_.type == kTypeFixed ? "fixed" : meta_.type == kTypeDynamic ? "dynamic" : "differencing");
     data.set("creator-app", text4(f.creator_app));
     uint32_t cv = f.creator_version.value();
     data.set("creator-version", std::to_string(cv >> 16) + "." + std::to_string(cv & 0xffff));
@@ -401,8 +407,7 @@ ImageInfo VhdDevice::do_info() const {
 }
 
 Status VhdDevice::check_backing(BlockDevice&) {
-    if (!meta_.differencing())
-        return make_error(ErrorCode::invalid_argument, "only a differencing VHD has a parent");
+    if (!meta_.differencing()) return make_error(ErrorCode::invalid_argument, "only a differencing VHD has a parent");
     return ok();
 }
 
@@ -449,11 +454,15 @@ Result<CheckResult> VhdDevice::do_check(RepairMode repair) {
             continue;
         }
         if (host < m.header_offset + sizeof(DynamicHeader) && host + span > m.header_offset)
-            problem([&] { return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the dynamic header"; });
+            problem([&] {
+                return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the dynamic header";
+            });
         if (host < bat_end && host + span > m.bat_offset)
             problem([&] { return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the BAT"; });
         if (host < kSector)
-            problem([&] { return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the footer copy"; });
+            problem([&] {
+                return "BAT entry " + std::to_string(i) + " block at " + hex(host) + " overlaps the footer copy";
+            });
         used.emplace_back(host, i);
     }
     std::sort(used.begin(), used.end());

@@ -114,8 +114,8 @@ Status parse_parent(File& file, uint64_t file_size, const DynamicHeader& h, Meta
         if (name.empty()) continue;
         (w2ru ? relative : absolute).push_back(name);
     }
-    std::string unicode =
-        normalize_path(util::utf16_to_utf8(h.parent_unicode_name, util::Utf16Order::big, util::Utf16Nul::ends));
+    std::string unicode = normalize_path(
+        util::utf16_to_utf8(h.parent_unicode_name, util::Utf16Order::big, util::Utf16Nul::ends));
     for (auto* list : {&relative, &absolute})
         for (auto& n : *list)
             if (std::find(m.parent_names.begin(), m.parent_names.end(), n) == m.parent_names.end())
@@ -142,11 +142,12 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     DynamicHeader h;
     VDISK_TRY(read_exact(file, hoff, {reinterpret_cast<uint8_t*>(&h), sizeof h}, "dynamic header"));
     auto fail = [&](ErrorCode c, std::string msg) { return make_error(c, std::move(msg)).at(hoff); };
-    if (std::memcmp(h.cookie, "cxsparse", 8) != 0) return fail(ErrorCode::corrupt, "dynamic header has no 'cxsparse' cookie");
+    if (std::memcmp(h.cookie, "cxsparse", 8) != 0)
+        return fail(ErrorCode::corrupt, "dynamic header has no 'cxsparse' cookie");
     uint32_t want = checksum({reinterpret_cast<const uint8_t*>(&h), sizeof h}, offsetof(DynamicHeader, checksum));
     if (h.checksum.value() != want)
-        return fail(ErrorCode::corrupt, "dynamic header checksum " + hex(h.checksum.value()) +
-                                            " does not match the computed " + hex(want));
+        return fail(ErrorCode::corrupt,
+                    "dynamic header checksum " + hex(h.checksum.value()) + " does not match the computed " + hex(want));
     m.header_offset = hoff;
     m.block_size = h.block_size.value();
     if (m.block_size < kSector || !util::is_pow2(m.block_size))
@@ -159,12 +160,11 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     m.bat_offset = h.table_offset.value();
     const uint64_t bat_bytes = uint64_t{m.max_table_entries} * 4;
     if (!util::range_within(m.bat_offset, bat_bytes, file_size))
-        return fail(ErrorCode::corrupt, "BAT at " + hex(m.bat_offset) + " with " +
-                                            std::to_string(m.max_table_entries) +
+        return fail(ErrorCode::corrupt, "BAT at " + hex(m.bat_offset) + " with " + std::to_string(m.max_table_entries) +
                                             " entries extends past the end of the file (" + hex(file_size) + ")");
     if (bat_bytes > ctx.limits().max_metadata_bytes)
-        return fail(ErrorCode::limit_exceeded, "BAT of " + std::to_string(bat_bytes) +
-                                                   " bytes exceeds the metadata limit");
+        return fail(ErrorCode::limit_exceeded,
+                    "BAT of " + std::to_string(bat_bytes) + " bytes exceeds the metadata limit");
     // Entries past the virtual size are never used; only the needed ones are kept and validated.
     const uint64_t needed = util::div_round_up(m.size, m.block_size);
     VDISK_ASSIGN(Charge raw_charge, Charge::make(ctx.budget(), bat_bytes + needed * 4, "BAT"));
@@ -264,7 +264,8 @@ ParentFields set_parent(DynamicHeader& dh, const Footer& parent, const util::Par
     if (fits)
         for (size_t i = 0; i < units.size(); ++i) util::store_be<uint16_t>(dh.parent_unicode_name + 2 * i, units[i]);
     // Absolute (W2ku) first as Windows writes them, then relative (W2ru), each in whole sectors.
-    const std::pair<uint32_t, const std::string*> locs[] = {{0x57326b75, &names.absolute}, {0x57327275, &names.relative}};
+    const std::pair<uint32_t, const std::string*> locs[] = {{0x57326b75, &names.absolute},
+                                                            {0x57327275, &names.relative}};
     int slot = 0;
     for (auto& [code, name] : locs) {
         if (name->empty()) continue;
@@ -293,12 +294,14 @@ constexpr OptionSpec kOptions[] = {
     {"block_size", "dynamic images: block size, 512k to 256M, power of two (default 2M)"},
     {"uuid", "unique id (default: random), e.g. to keep a converted disk's identity"},
     {"preallocation", "fixed images: off (sparse file, default), falloc (reserved) or full (zeros written)"},
-    {"force_size", "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
-                   "CHS geometry as Virtual PC does"},
+    {"force_size",
+     "on: keep the exact size given (current_size, maximal CHS); off (default): round up to a "
+     "CHS geometry as Virtual PC does"},
     {"backing_file", "parent of a differencing image (a VHD; the size defaults to the parent's)"},
     {"backing_fmt", "format of the parent: vhd (alias vpc); other formats cannot be a VHD's parent"},
-    {"azure", "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
-              "(force_size semantics); implies subformat=fixed (vdisk extension, not in qemu-img)"},
+    {"azure",
+     "on: a fixed VHD as Azure requires it: size rounded up to a whole MiB and kept exactly "
+     "(force_size semantics); implies subformat=fixed (vdisk extension, not in qemu-img)"},
 };
 
 class VhdFormat final : public Format {
@@ -340,7 +343,8 @@ public:
                                                 " does not match the computed " + hex(want));
         m.type = m.footer.disk_type.value();
         if (m.type != kTypeFixed && m.type != kTypeDynamic && m.type != kTypeDifferencing)
-            return fail(ErrorCode::unsupported, "disk type " + std::to_string(m.type) + " is not fixed, dynamic or differencing");
+            return fail(ErrorCode::unsupported,
+                        "disk type " + std::to_string(m.type) + " is not fixed, dynamic or differencing");
         m.size = virtual_size(m.footer);
         if (m.size > kMaxSectors * kSector)
             return fail(ErrorCode::corrupt, "virtual size " + hex(m.size) + " exceeds the VHD maximum of 2040 GiB");
@@ -409,9 +413,9 @@ public:
         OpenContext pctx(ctx.fs(), p.names.resolved, po);
         auto parent = open(std::move(pf), pctx);
         if (!parent)
-            return make_error(ErrorCode::invalid_argument,
-                              "backing file '" + backing + "' is not a usable VHD (" + parent.error().message +
-                                  "); a differencing VHD's parent must be a VHD");
+            return make_error(ErrorCode::invalid_argument, "backing file '" + backing + "' is not a usable VHD (" +
+                                                               parent.error().message +
+                                                               "); a differencing VHD's parent must be a VHD");
         const Meta* pm = device_meta(**parent);
         p.footer = pm->footer;
         p.size = pm->size;
@@ -523,7 +527,8 @@ public:
                 loc_end = pf.end;
                 m.parent_names = std::move(pf.names);
             }
-            dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
+            dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh},
+                                   offsetof(DynamicHeader, checksum));
             seal_footer(f);
             VDISK_TRY(file->write_at(0, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
             VDISK_TRY(file->write_at(kSector, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
@@ -559,8 +564,8 @@ Result<uint64_t> resize_footer(Footer& f, uint64_t new_size) {
     t.current_size = 1024;
     const bool exact = virtual_size(t) == 1024;
     if (new_size % kSector)
-        return make_error(ErrorCode::invalid_argument, "VHD sizes are whole sectors; " + std::to_string(new_size) +
-                                                           " is not a multiple of 512");
+        return make_error(ErrorCode::invalid_argument,
+                          "VHD sizes are whole sectors; " + std::to_string(new_size) + " is not a multiple of 512");
     VDISK_ASSIGN(SizePlan plan, plan_size(new_size, false));
     uint64_t vsize = exact ? new_size : plan.sectors * kSector;
     if (vsize / kSector > kMaxSectors)

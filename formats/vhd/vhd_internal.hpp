@@ -16,15 +16,15 @@ namespace vdisk::vhd {
 
 /// What open() learned from the footer and dynamic header, validated.
 struct Meta {
-    Footer footer{};              ///< as read (rewritten on close for dynamic images)
+    Footer footer{};  ///< as read (rewritten on close for dynamic images)
     uint32_t type = 0;
-    uint64_t size = 0;            ///< virtual size by qemu's CHS/current_size rule
+    uint64_t size = 0;  ///< virtual size by qemu's CHS/current_size rule
     // Dynamic and differencing only.
     uint64_t header_offset = 0;
     uint64_t bat_offset = 0;
     uint32_t max_table_entries = 0;
     uint32_t block_size = 0;
-    uint32_t bitmap_size = 0;     ///< bytes of sector bitmap in front of each block, a multiple of 512
+    uint32_t bitmap_size = 0;  ///< bytes of sector bitmap in front of each block, a multiple of 512
     uint8_t parent_uuid[16]{};
     std::vector<std::string> parent_names;  ///< candidates, relative ones first
 

@@ -130,8 +130,7 @@ Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
         case kPayloadNotPresent:
         case kPayloadUndefined:
         case kPayloadZero:
-        case kPayloadUnmapped:
-            return e;
+        case kPayloadUnmapped: return e;
         case kPayloadPartiallyPresent:
             if (!g_.has_parent)
                 return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) +
@@ -361,7 +360,8 @@ Status VhdxDevice::commit_metadata() {
     std::vector<LogWrite> writes;
     auto add = [&](uint64_t offset, std::vector<uint8_t> page) {
         if (util::is_zero(page)) {
-            if (!writes.empty() && writes.back().data.empty() && writes.back().offset + writes.back().length == offset) {
+            if (!writes.empty() && writes.back().data.empty() &&
+                writes.back().offset + writes.back().length == offset) {
                 writes.back().length += kPage;
                 return;
             }
@@ -413,7 +413,8 @@ Status VhdxDevice::do_resize(uint64_t new_size) {
                                                       " bytes needs a BAT larger than its " + hex(g_.bat_length) +
                                                       "-byte region");
     // Entries gained are charged like the BAT read at open.
-    VDISK_ASSIGN(Charge grown, Charge::make(budget(), (entries - std::min<uint64_t>(entries, bat_.size())) * 8, "VHDX BAT"));
+    VDISK_ASSIGN(Charge grown,
+                 Charge::make(budget(), (entries - std::min<uint64_t>(entries, bat_.size())) * 8, "VHDX BAT"));
     VDISK_TRY(begin_write());
     VDISK_TRY(commit_metadata());
     // The old last block may extend past the old end with stale bytes; the grown disk must read zeros there.
@@ -508,13 +509,17 @@ Status VhdxDevice::set_backing_reference(const std::string& name, const std::str
     if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
     if (!g_.has_parent)
         return make_error(ErrorCode::unsupported, "giving a parent to a VHDX that has none is not supported");
-    if (name.empty()) return make_error(ErrorCode::unsupported, "removing the parent of a differencing VHDX is not supported");
+    if (name.empty())
+        return make_error(ErrorCode::unsupported, "removing the parent of a differencing VHDX is not supported");
     if (!format.empty() && format != "vhdx")
         return make_error(ErrorCode::invalid_argument,
-                   "a VHDX's parent must be a VHDX, not " + format + " (cross-format chains are refused)");
+                          "a VHDX's parent must be a VHDX, not " + format + " (cross-format chains are refused)");
     const Header* ph = nb ? device_header(*nb) : nullptr;
-    if (!ph) return make_error(ErrorCode::invalid_argument, "a VHDX's parent must be a VHDX image (linked by its DataWriteGuid)");
-    if (g_.metadata_length > 64 * MiB) return make_error(ErrorCode::limit_exceeded, "metadata region too large to rewrite");
+    if (!ph)
+        return make_error(ErrorCode::invalid_argument,
+                          "a VHDX's parent must be a VHDX image (linked by its DataWriteGuid)");
+    if (g_.metadata_length > 64 * MiB)
+        return make_error(ErrorCode::limit_exceeded, "metadata region too large to rewrite");
     VDISK_TRY(commit_metadata());
     std::vector<uint8_t> region(static_cast<size_t>(g_.metadata_length));
     VDISK_TRY(read_exact(*file_, g_.metadata_offset, region, "VHDX metadata region"));
@@ -532,9 +537,9 @@ Status VhdxDevice::set_backing_reference(const std::string& name, const std::str
     }
     for (size_t p = 0; p < fresh.size(); p += kPage)
         if (std::memcmp(fresh.data() + p, region.data() + p, std::min<size_t>(kPage, fresh.size() - p)) != 0)
-            dirty_meta_[g_.metadata_offset + p] =
-                std::vector<uint8_t>(fresh.begin() + static_cast<std::ptrdiff_t>(p),
-                                     fresh.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(p + kPage, fresh.size())));
+            dirty_meta_[g_.metadata_offset + p] = std::vector<uint8_t>(
+                fresh.begin() + static_cast<std::ptrdiff_t>(p),
+                fresh.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(p + kPage, fresh.size())));
     VDISK_TRY(commit_metadata());
     if (log_.active()) VDISK_TRY(log_.retire());
     g_.parent_linkage = kv[0].second;
@@ -597,7 +602,8 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
         return std::string(x.kind) + " (BAT entry " + std::to_string(x.idx) + ") at " + hex(x.start);
     };
     used.push_back({0, kHeaderSectionSize, UINT64_MAX, "header section"});
-    used.push_back({hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value(), UINT64_MAX, "log"});
+    used.push_back(
+        {hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value(), UINT64_MAX, "log"});
     used.push_back({g_.bat_offset, g_.bat_offset + g_.bat_length, UINT64_MAX, "BAT"});
     used.push_back({g_.metadata_offset, g_.metadata_offset + g_.metadata_length, UINT64_MAX, "metadata region"});
     uint64_t allocated = 0, end = alloc_end_;
@@ -625,7 +631,9 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
             if (st == kSbPresent) {
                 add_block(idx, host_of(e), kSectorBitmapBlockSize, "sector bitmap");
             } else if (st != kSbNotPresent) {
-                report([&] { return "sector bitmap entry " + std::to_string(idx) + " has invalid state " + std::to_string(st); });
+                report([&] {
+                    return "sector bitmap entry " + std::to_string(idx) + " has invalid state " + std::to_string(st);
+                });
                 fix(idx, 0);
             }
             continue;
@@ -635,7 +643,8 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
             case kPayloadPartiallyPresent:
                 if (st == kPayloadPartiallyPresent && !g_.has_parent) {
                     // Only the bitmap could say which sectors are valid, and without a parent there is none.
-                    report([&] { return "BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent"; });
+                    report(
+                        [&] { return "BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent"; });
                     e = host_of(e) | kPayloadFullyPresent;
                     fix(idx, e);
                 }
@@ -644,10 +653,11 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
             case kPayloadNotPresent:
             case kPayloadUndefined:
             case kPayloadZero:
-            case kPayloadUnmapped:
-                break;
+            case kPayloadUnmapped: break;
             default:
-                report([&] { return "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st); });
+                report([&] {
+                    return "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st);
+                });
                 fix(idx, 0);
         }
     }
@@ -658,7 +668,8 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
     std::stable_sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
     size_t reach = 0;
     for (size_t i = 1; i < used.size(); ++i) {
-        if (used[i].start < used[reach].end) report([&] { return name_of(used[i]) + " overlaps " + name_of(used[reach]); });
+        if (used[i].start < used[reach].end)
+            report([&] { return name_of(used[i]) + " overlaps " + name_of(used[reach]); });
         if (used[i].end > used[reach].end) reach = i;
     }
     r.image_end_offset = end;

@@ -190,8 +190,8 @@ Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geome
             seen[k] = true;
             VDISK_TRY(budget.work(vl / 2, "VHDX parent locator"));
             // Length-delimited: a NUL inside is kept as it is.
-            std::string value =
-                util::utf16_to_utf8(std::span(item).subspan(vo, vl), util::Utf16Order::little, util::Utf16Nul::kept);
+            std::string value = util::utf16_to_utf8(std::span(item).subspan(vo, vl), util::Utf16Order::little,
+                                                    util::Utf16Nul::kept);
             // Windows separators: the file system layer speaks '/'.
             std::replace(value.begin(), value.end(), '\\', '/');
             *dest[k] = std::move(value);
@@ -358,7 +358,8 @@ public:
             if (log.entries) log_sequence = log.head_sequence + 1;
             if (rw) {
                 // 2.3.3: replay, then record that the log is empty by clearing LogGuid in both headers.
-                if (!log.writes.empty() || log.last_file_offset > file_size) VDISK_TRY(replay_into(*file, log, file_size));
+                if (!log.writes.empty() || log.last_file_offset > file_size)
+                    VDISK_TRY(replay_into(*file, log, file_size));
                 hdr.h.log_guid = Guid{};
                 VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
                 VDISK_ASSIGN(file_size, file->size());
@@ -402,8 +403,13 @@ public:
         for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw + i * 8);
         bat_charge.keep();
         // Per-entry validation happens on access (and in check): one bad entry should not hide the rest.
-        return make_device({.file = std::move(file), .overlay = overlay, .hdr = hdr, .geo = std::move(g),
-                            .bat = std::move(entries), .read_only = !rw, .log_sequence = log_sequence});
+        return make_device({.file = std::move(file),
+                            .overlay = overlay,
+                            .hdr = hdr,
+                            .geo = std::move(g),
+                            .bat = std::move(entries),
+                            .read_only = !rw,
+                            .log_sequence = log_sequence});
     }
 
     std::span<const OptionSpec> create_options() const noexcept override;
@@ -479,7 +485,8 @@ std::vector<std::pair<std::string, std::string>> locator_values(const Guid& pare
 
 Result<std::vector<uint8_t>> replace_parent_locator(std::vector<uint8_t> region,
                                                     const std::vector<std::pair<std::string, std::string>>& kv) {
-    if (region.size() < kMetadataTableSize) return make_error(ErrorCode::corrupt, "metadata region is smaller than its table");
+    if (region.size() < kMetadataTableSize)
+        return make_error(ErrorCode::corrupt, "metadata region is smaller than its table");
     MetadataTableHeader h;
     std::memcpy(&h, region.data(), sizeof h);
     const uint32_t count = h.entry_count.value();
@@ -529,8 +536,8 @@ Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const Measu
     VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
     uint64_t size = src.virtual_size;
     if (size == 0 || size > kMaxVirtualSize)
-        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
-                                                           " must be between 1 byte and 64 TiB");
+        return make_error(ErrorCode::invalid_argument,
+                          "VHDX virtual size " + std::to_string(size) + " must be between 1 byte and 64 TiB");
     size = *util::align_up(size, 512);
     if (block_size == 0)
         block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
@@ -538,8 +545,8 @@ Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const Measu
         return make_error(ErrorCode::invalid_argument,
                           "block_size " + std::to_string(block_size) + " must be a power of two in 1 MiB..256 MiB");
     if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
-        return make_error(ErrorCode::invalid_argument, "log_size " + std::to_string(log_size) +
-                                                           " must be a multiple of 1 MiB below 4 GiB");
+        return make_error(ErrorCode::invalid_argument,
+                          "log_size " + std::to_string(log_size) + " must be a multiple of 1 MiB below 4 GiB");
     VDISK_ASSIGN(uint64_t lss, opts.get_size("logical_sector_size", 512));
     if (lss != 512 && lss != 4096) return make_error(ErrorCode::invalid_argument, "sector sizes must be 512 or 4096");
     const uint64_t chunk_ratio = (kChunkRatioNumerator * lss) / block_size;
@@ -595,15 +602,15 @@ Result<CreatePlan> plan_create(const Format& self, const CreateOptions& opts, co
         OpenContext pctx(ctx.fs(), names.resolved, po);
         auto pd = self.open(std::move(pf), pctx);
         if (!pd)
-            return make_error(ErrorCode::invalid_argument,
-                              "backing file '" + *backing + "' is not a usable VHDX (" + pd.error().message +
-                                  "); a differencing VHDX's parent must be a VHDX");
+            return make_error(ErrorCode::invalid_argument, "backing file '" + *backing + "' is not a usable VHDX (" +
+                                                               pd.error().message +
+                                                               "); a differencing VHDX's parent must be a VHDX");
         parent = *device_geometry(**pd);
         // The child addresses the parent's sectors: its logical sector size is the parent's.
         if (opts.get("logical_sector_size") && lss != parent->logical_sector)
-            return make_error(ErrorCode::invalid_argument,
-                              "logical_sector_size " + std::to_string(lss) + " differs from the parent's " +
-                                  std::to_string(parent->logical_sector));
+            return make_error(ErrorCode::invalid_argument, "logical_sector_size " + std::to_string(lss) +
+                                                               " differs from the parent's " +
+                                                               std::to_string(parent->logical_sector));
         lss = parent->logical_sector;
         if (!opts.get("physical_sector_size")) pss = parent->physical_sector;
         if (!opts.get("block_size")) block_size = parent->block_size;
@@ -616,8 +623,8 @@ Result<CreatePlan> plan_create(const Format& self, const CreateOptions& opts, co
     }
     uint64_t size = *opts.size;
     if (size == 0 || size > kMaxVirtualSize)
-        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
-                                                           " must be between 1 byte and 64 TiB");
+        return make_error(ErrorCode::invalid_argument,
+                          "VHDX virtual size " + std::to_string(size) + " must be between 1 byte and 64 TiB");
     if (size % lss)
         return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
                                                            " is not a multiple of the logical sector size " +
@@ -629,8 +636,8 @@ Result<CreatePlan> plan_create(const Format& self, const CreateOptions& opts, co
         return make_error(ErrorCode::invalid_argument,
                           "block_size " + std::to_string(block_size) + " must be a power of two in 1 MiB..256 MiB");
     if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
-        return make_error(ErrorCode::invalid_argument, "log_size " + std::to_string(log_size) +
-                                                           " must be a multiple of 1 MiB below 4 GiB");
+        return make_error(ErrorCode::invalid_argument,
+                          "log_size " + std::to_string(log_size) + " must be a multiple of 1 MiB below 4 GiB");
     Geometry g;
     g.virtual_size = size;
     g.block_size = static_cast<uint32_t>(block_size);
@@ -653,8 +660,8 @@ Result<CreatePlan> plan_create(const Format& self, const CreateOptions& opts, co
         g.absolute_win32_path = parent->absolute_win32_path;
     }
     if (g.bat_entries * 8 > ctx.limits().max_metadata_bytes)
-        return make_error(ErrorCode::limit_exceeded, "BAT of " + std::to_string(g.bat_entries) +
-                                                         " entries exceeds the metadata limit");
+        return make_error(ErrorCode::limit_exceeded,
+                          "BAT of " + std::to_string(g.bat_entries) + " entries exceeds the metadata limit");
     const uint64_t log_offset = kHeaderSectionSize;
     g.metadata_offset = log_offset + log_size;
     g.metadata_length = 1 * MiB;
@@ -776,8 +783,12 @@ Result<std::unique_ptr<BlockDevice>> VhdxFormat::create(const CreateOptions& opt
     VDISK_ASSIGN(auto bat, write_bat(*file, p.g, p.fixed, p.state_zero, p.data_start));
     VDISK_ASSIGN(ActiveHeader hdr, write_first_headers(*file, p.log_size, p.log_offset));
     bat_charge.keep();
-    return make_device({.file = std::move(file), .hdr = hdr, .geo = std::move(p.g), .bat = std::move(bat),
-                        .read_only = false, .fresh = true});
+    return make_device({.file = std::move(file),
+                        .hdr = hdr,
+                        .geo = std::move(p.g),
+                        .bat = std::move(bat),
+                        .read_only = false,
+                        .fresh = true});
 }
 
 }  // namespace

@@ -59,8 +59,8 @@ public:
         if (h.tail.value() % kLogSectorSize || h.tail.value() >= n) return std::nullopt;
         if (!guid_eq(h.log_guid, guid_) || h.sequence_number.value() == 0) return std::nullopt;
         uint64_t dcount = h.descriptor_count.value();
-        uint64_t desc_bytes = util::align_up(sizeof(LogEntryHeader) + dcount * sizeof(LogDescriptor),
-                                             kLogSectorSize).value_or(UINT64_MAX);
+        uint64_t desc_bytes = util::align_up(sizeof(LogEntryHeader) + dcount * sizeof(LogDescriptor), kLogSectorSize)
+                                  .value_or(UINT64_MAX);
         if (desc_bytes > len) return std::nullopt;
         if (h.last_file_offset.value() > kMaxLogFileOffset || h.flushed_file_offset.value() > kMaxLogFileOffset)
             return std::nullopt;
@@ -255,10 +255,8 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
 Status replay_into(File& file, const LogReplay& log, uint64_t file_size) {
     if (file_size < log.last_file_offset) VDISK_TRY(file.resize(log.last_file_offset));
     for (const auto& w : log.writes) {
-        if (!w.data.empty())
-            VDISK_TRY(file.write_at(w.offset, w.data));
-        else
-            VDISK_TRY(file.punch_hole(w.offset, w.length));  // reads as zeros, without writing them
+        if (!w.data.empty()) VDISK_TRY(file.write_at(w.offset, w.data));
+        else VDISK_TRY(file.punch_hole(w.offset, w.length));  // reads as zeros, without writing them
     }
     return file.sync();
 }
@@ -298,10 +296,8 @@ public:
             uint64_t s = std::max(offset, it->first), e = std::min(end, it->second.end);
             if (s >= e) continue;
             uint8_t* dst = part.data() + (s - offset);
-            if (!it->second.data)
-                std::memset(dst, 0, e - s);
-            else
-                std::memcpy(dst, it->second.data + (s - it->first), e - s);
+            if (!it->second.data) std::memset(dst, 0, e - s);
+            else std::memcpy(dst, it->second.data + (s - it->first), e - s);
         }
         budget_->note(visited);
         return n;

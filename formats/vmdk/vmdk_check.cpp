@@ -48,10 +48,11 @@ struct ExtentCheck {
                     uint64_t v = (*dir)[i];
                     if (!v) continue;
                     if (!util::range_within(v * kSector, gtb, e.file_size))
-                        problem([&] { return "grain table " + std::to_string(i) + " at " + hex(v * kSector) +
-                                             " lies past the end of the file"; });
-                    else
-                        meta.emplace_back(v * kSector, gtb);
+                        problem([&] {
+                            return "grain table " + std::to_string(i) + " at " + hex(v * kSector) +
+                                   " lies past the end of the file";
+                        });
+                    else meta.emplace_back(v * kSector, gtb);
                 }
         }
         std::sort(meta.begin(), meta.end());

@@ -12,10 +12,10 @@
 namespace vdisk::vmdk {
 namespace {
 
-constexpr uint64_t kGrainSectors = 128;        // 64 KiB grains by default, as VMware and qemu-img write them
+constexpr uint64_t kGrainSectors = 128;  // 64 KiB grains by default, as VMware and qemu-img write them
 constexpr uint64_t kGtes = 512;
 constexpr uint64_t kEmbeddedDescSectors = 20;
-constexpr uint64_t kSplitBytes = 2ull << 30;   // split subformats: at most 2 GiB per extent
+constexpr uint64_t kSplitBytes = 2ull << 30;  // split subformats: at most 2 GiB per extent
 
 // What to create: the subformat and the options, checked by make_plan.
 struct Plan {
@@ -146,7 +146,8 @@ Status preallocate_flat(File& f, uint64_t len, const std::string& mode) {
 uint32_t random_cid() {
     std::random_device rd;
     uint32_t v;
-    do v = rd(); while (v >= 0xfffffffeu);
+    do v = rd();
+    while (v >= 0xfffffffeu);
     return v;
 }
 
@@ -185,8 +186,7 @@ Result<MeasureResult> measure_vmdk(const CreateOptions& opts, const MeasureSourc
     } else if (sub == "streamOptimized") {
         uint64_t num_gts = util::div_round_up(util::div_round_up(size, kSector), grain_sectors * kGtes);
         uint64_t head = *util::align_up(1 + kEmbeddedDescSectors, grain_sectors) * kSector;
-        uint64_t tail = num_gts * (kSector + kGtes * 4) + kSector + *util::align_up(num_gts * 4, kSector) +
-                        3 * kSector;
+        uint64_t tail = num_gts * (kSector + kGtes * 4) + kSector + *util::align_up(num_gts * 4, kSector) + 3 * kSector;
         r.required = head + used * (grain + kSector) + tail;
         r.fully_allocated = head + grains * (grain + kSector) + tail;
     } else if (sub == "monolithicFlat" || sub == "twoGbMaxExtentFlat" || sub == "twoGbMaxExtentSparse") {
@@ -266,8 +266,8 @@ Result<Descriptor> make_descriptor(const Plan& p, uint64_t sectors, const OpenCo
         OpenContext pctx(ctx.fs(), resolve_reference(ctx.image_name(), backing), po);
         auto parent = open_vmdk(std::move(*pf), pctx);
         if (!parent)
-            return make_error(ErrorCode::invalid_argument, "backing file '" + backing + "' is not a usable VMDK: " +
-                                                               parent.error().message);
+            return make_error(ErrorCode::invalid_argument,
+                              "backing file '" + backing + "' is not a usable VMDK: " + parent.error().message);
         d.parent_cid = static_cast<VmdkDevice&>(**parent).descriptor().cid;
         d.parent_hint = backing;
     }
@@ -335,7 +335,8 @@ Result<std::unique_ptr<BlockDevice>> create_monolithic(const Plan& p, Descriptor
     e.embedded = true;
     e.length = size;
     // The directories are charged as at open (writes then charge the grain tables they cache).
-    VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
+    VDISK_ASSIGN(e.charge,
+                 Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
     const uint64_t end = e.file_size;
     VmdkParts parts;
     parts.desc = std::move(d);
@@ -384,13 +385,14 @@ Result<std::unique_ptr<BlockDevice>> create_with_extent_files(const Plan& p, Des
         e.length = len;
         d.extents.push_back({ExtentAccess::rw, len / kSector, p.flat ? ExtentType::flat : ExtentType::sparse, name, 0});
         // The directories are charged as at open (writes then charge the grain tables they cache).
-        VDISK_ASSIGN(e.charge, Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
+        VDISK_ASSIGN(e.charge,
+                     Charge::make(ctx.budget(), (e.gd.size() + e.rgd.size()) * sizeof(uint64_t), "grain directory"));
         parts.extents.push_back(std::move(e));
         parts.files.push_back(std::move(f));
     }
     std::string text = render_descriptor(d);
-    VDISK_TRY(parts.files.front()->write_at(
-        0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
+    VDISK_TRY(parts.files.front()->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
+                                                                        text.size())));
     parts.desc = std::move(d);
     return std::unique_ptr<BlockDevice>(std::make_unique<VmdkDevice>(size, false, std::move(parts), ctx.limits()));
 }

@@ -91,7 +91,8 @@ Result<ExtentLine> parse_extent(std::string_view line, size_t lineno) {
     e.access = *parse_access(t[0]);
     auto sectors = parse_dec(t[1]);
     if (!sectors)
-        return line_error(ErrorCode::corrupt, lineno, "extent sector count '" + std::string(t[1]) + "' is not a number");
+        return line_error(ErrorCode::corrupt, lineno,
+                          "extent sector count '" + std::string(t[1]) + "' is not a number");
     e.sectors = *sectors;
     std::string_view type = t[2];
     if (type == "SPARSE") e.type = ExtentType::sparse;
@@ -169,8 +170,8 @@ Result<Descriptor> parse_descriptor(std::string_view text, const Limits& limits)
         size_t sp = line.find_first_of(" \t");
         if (sp != std::string_view::npos && parse_access(line.substr(0, sp))) {
             if (d.extents.size() >= limits.max_extents)
-                return make_error(ErrorCode::limit_exceeded, "descriptor has more than " +
-                                                                 std::to_string(limits.max_extents) + " extents");
+                return make_error(ErrorCode::limit_exceeded,
+                                  "descriptor has more than " + std::to_string(limits.max_extents) + " extents");
             VDISK_ASSIGN(auto e, parse_extent(line, lineno));
             auto t = util::add<uint64_t>(total, e.sectors);
             if (!t || *t > (UINT64_MAX >> 9))
@@ -194,8 +195,7 @@ Result<Descriptor> parse_descriptor(std::string_view text, const Limits& limits)
             d.cid = *v;
         } else if (iequals(key, "parentCID")) {
             auto v = parse_hex32(value);
-            if (!v)
-                return line_error(ErrorCode::corrupt, lineno, "parentCID '" + std::string(value) + "' is not hex");
+            if (!v) return line_error(ErrorCode::corrupt, lineno, "parentCID '" + std::string(value) + "' is not hex");
             d.parent_cid = *v;
         } else if (iequals(key, "createType")) {
             d.create_type = std::string(value);

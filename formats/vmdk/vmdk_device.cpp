@@ -90,7 +90,8 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
         // seSparse GD entries are tagged: 0x1 in the top nibble, the grain table's index in the low 32 bits.
         if ((entry & 0xffffffff00000000ull) != 0x1000000000000000ull)
             return make_error(ErrorCode::corrupt, "grain directory entry " + hex(entry) + " of seSparse extent '" +
-                                                      e.name + "' has an unknown type").at(gd_entry_at);
+                                                      e.name + "' has an unknown type")
+                .at(gd_entry_at);
         auto o = util::mul<uint64_t>(entry & 0xffffffffull, gt_bytes(e));
         auto o2 = o ? util::add<uint64_t>(*o, e.se_gt_base) : std::nullopt;
         if (!o2) return make_error(ErrorCode::corrupt, "grain table index overflows").at(gd_entry_at);
@@ -110,7 +111,8 @@ Result<const std::vector<uint64_t>*> VmdkDevice::table(size_t ei, uint64_t gt) {
                                              : util::load_le<uint32_t>(raw.data() + i * 4);
     uint64_t bytes = t.size() * sizeof(uint64_t);
     if (!gt_charge_.budget()) gt_charge_ = Charge::make(budget(), 0, "grain table cache").value();
-    if (gt_cache_bytes_ + bytes > limits_.max_cache_bytes || !gt_charge_.resize(gt_cache_bytes_ + bytes, "grain table cache")) {
+    if (gt_cache_bytes_ + bytes > limits_.max_cache_bytes ||
+        !gt_charge_.resize(gt_cache_bytes_ + bytes, "grain table cache")) {
         VDISK_TRY(write_back_gt());
         gt_cache_.clear();
         gt_cache_bytes_ = 0;
@@ -164,8 +166,8 @@ Result<GrainState> VmdkDevice::lookup(size_t ei, uint64_t gi) {
                 return g;
             }
             default:
-                return make_error(ErrorCode::corrupt,
-                                  "grain table entry " + hex(v) + " for grain " + std::to_string(gi) + " has an unknown type");
+                return make_error(ErrorCode::corrupt, "grain table entry " + hex(v) + " for grain " +
+                                                          std::to_string(gi) + " has an unknown type");
         }
     }
     if (v == kGteZeroed && e.kind == StoreKind::hosted) {
@@ -194,8 +196,9 @@ Result<std::pair<uint64_t, uint64_t>> VmdkDevice::compressed_bytes(size_t ei, ui
     uint64_t len = util::load_le<uint32_t>(head + 8);
     uint64_t data_at = host + kGrainMarkerHead;
     if (len == 0 || len > cap)
-        return make_error(ErrorCode::corrupt, "compressed grain " + std::to_string(gi) + " has size " +
-                                                  std::to_string(len)).at(host);
+        return make_error(ErrorCode::corrupt,
+                          "compressed grain " + std::to_string(gi) + " has size " + std::to_string(len))
+            .at(host);
     if (!util::range_within(data_at, len, e.file_size))
         return make_error(ErrorCode::corrupt, "compressed grain " + std::to_string(gi) + " of " + std::to_string(len) +
                                                   " bytes runs past the end of the file (" + hex(e.file_size) + ")")
@@ -263,8 +266,9 @@ Status VmdkDevice::inflate_unit(const StoredExtent& unit, std::span<const uint8_
         return make_error(ErrorCode::invalid_argument, "vmdk: inflate_unit needs one compressed grain");
     size_t produced = 0;
     if (!util::inflate_into(stored, out, false, &produced))
-        return make_error(ErrorCode::corrupt, "compressed grain at virtual offset " + hex(unit.offset) +
-                                                  " does not inflate").at(unit.host_offset);
+        return make_error(ErrorCode::corrupt,
+                          "compressed grain at virtual offset " + hex(unit.offset) + " does not inflate")
+            .at(unit.host_offset);
     std::memset(out.data() + produced, 0, out.size() - produced);
     return ok();
 }
@@ -275,7 +279,8 @@ Status VmdkDevice::set_gte(size_t ei, uint64_t gi, uint32_t value) {
     DiskExtent& e = extents_[ei];
     uint64_t gt = gi / e.gtes_per_gt;
     uint64_t j = gi % e.gtes_per_gt;
-    if (gt >= e.gd.size()) return make_error(ErrorCode::corrupt, "grain " + std::to_string(gi) + " lies outside the grain directory");
+    if (gt >= e.gd.size())
+        return make_error(ErrorCode::corrupt, "grain " + std::to_string(gi) + " lies outside the grain directory");
     uint64_t gtsz = gt_sectors(e) * kSector;
     auto alloc_table = [&](std::vector<uint64_t>& dir, uint64_t dir_offset) -> Status {
         if (dir[gt] != 0) return ok();
@@ -314,7 +319,8 @@ Status VmdkDevice::write_back_gt() {
     const uint64_t gt = dirty_key_ & ((1ull << 40) - 1);
     DiskExtent& e = extents_[ei];
     auto it = gt_cache_.find(dirty_key_);
-    if (it == gt_cache_.end()) return make_error(ErrorCode::io, "dirty grain table " + std::to_string(gt) + " left the cache");
+    if (it == gt_cache_.end())
+        return make_error(ErrorCode::io, "dirty grain table " + std::to_string(gt) + " left the cache");
     std::vector<uint8_t> raw((dirty_hi_ - dirty_lo_) * 4);
     for (uint64_t j = dirty_lo_; j < dirty_hi_; ++j)
         util::store_le<uint32_t>(raw.data() + (j - dirty_lo_) * 4, static_cast<uint32_t>(it->second[j]));
@@ -426,15 +432,12 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.length - rel));
         auto piece = buf.subspan(done, n);
         switch (e.kind) {
-            case StoreKind::flat:
-                VDISK_TRY(e.file->write_at(e.flat_offset + rel, piece));
-                break;
+            case StoreKind::flat: VDISK_TRY(e.file->write_at(e.flat_offset + rel, piece)); break;
             case StoreKind::zero:
                 if (!util::is_zero(piece))
                     return make_error(ErrorCode::unsupported, "cannot write data to a ZERO extent");
                 break;
-            default:
-                VDISK_TRY(write_sparse(ei, rel, piece));
+            default: VDISK_TRY(write_sparse(ei, rel, piece));
         }
         done += n;
     }
@@ -474,8 +477,8 @@ Status VmdkDevice::do_resize(uint64_t new_size) {
         }
     std::string text = render_descriptor(d);
     VDISK_TRY(desc_file_->resize(text.size()));
-    VDISK_TRY(desc_file_->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
-                                                               text.size())));
+    VDISK_TRY(
+        desc_file_->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
     desc_ = std::move(d);
     set_size(new_size);
     for (auto& f : files_) VDISK_TRY(f->sync());
@@ -514,8 +517,9 @@ Status VmdkDevice::update_cid() {
                 if (desc_room_ && updated.size() > desc_room_) return ok();
                 if (!desc_room_) VDISK_TRY(desc_file_->resize(updated.size()));
                 else updated.resize(std::max<size_t>(updated.size(), end), '\0');  // blank the old tail
-                VDISK_TRY(desc_file_->write_at(desc_at_, std::span<const uint8_t>(
-                                                             reinterpret_cast<const uint8_t*>(updated.data()), updated.size())));
+                VDISK_TRY(desc_file_->write_at(desc_at_, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(
+                                                                                      updated.data()),
+                                                                                  updated.size())));
                 desc_.cid = cid;
                 return ok();
             }

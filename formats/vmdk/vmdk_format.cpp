@@ -91,8 +91,8 @@ Status load_embedded_descriptor(const DiskExtent& e, const Limits& lim, std::str
     const SparseExtentHeader& h = e.header;
     uint64_t ds = h.descriptor_size.value();
     if (ds > lim.max_descriptor_bytes / kSector)
-        return make_error(ErrorCode::limit_exceeded, "embedded descriptor of " + std::to_string(ds) +
-                                                         " sectors exceeds the descriptor limit")
+        return make_error(ErrorCode::limit_exceeded,
+                          "embedded descriptor of " + std::to_string(ds) + " sectors exceeds the descriptor limit")
             .at(offsetof(SparseExtentHeader, descriptor_size));
     constexpr uint64_t doff_at = offsetof(SparseExtentHeader, descriptor_offset);
     VDISK_ASSIGN(uint64_t doff, sectors_to_bytes(h.descriptor_offset.value(), "descriptor offset", doff_at));
@@ -113,8 +113,9 @@ Status load_hosted(DiskExtent& e, const Limits& lim, std::string* desc_text) {
         return make_error(ErrorCode::invalid_format, "sparse extent magic is not KDMV").at(offsetof(H, magic));
     uint32_t version = h.version.value();
     if (version < 1 || version > 3)
-        return make_error(ErrorCode::unsupported, "sparse extent version " + std::to_string(version) +
-                                                      " is not supported").at(offsetof(H, version));
+        return make_error(ErrorCode::unsupported,
+                          "sparse extent version " + std::to_string(version) + " is not supported")
+            .at(offsetof(H, version));
     if (h.gd_offset.value() == kGdAtEnd) VDISK_TRY(load_stream_footer(e, h));
     uint32_t flags = h.flags.value();
     e.header = h;
@@ -128,22 +129,23 @@ Status load_hosted(DiskExtent& e, const Limits& lim, std::string* desc_text) {
             .at(offsetof(H, compress_algorithm));
     uint64_t grain_sectors = h.grain_size.value();
     if (!util::is_pow2(grain_sectors))
-        return make_error(ErrorCode::corrupt, "grain size " + std::to_string(grain_sectors) +
-                                                  " sectors is not a power of two").at(offsetof(H, grain_size));
+        return make_error(ErrorCode::corrupt,
+                          "grain size " + std::to_string(grain_sectors) + " sectors is not a power of two")
+            .at(offsetof(H, grain_size));
     if (grain_sectors > 2048)
-        return make_error(ErrorCode::unsupported, "grain size " + std::to_string(grain_sectors) +
-                                                      " sectors is larger than 1 MiB").at(offsetof(H, grain_size));
+        return make_error(ErrorCode::unsupported,
+                          "grain size " + std::to_string(grain_sectors) + " sectors is larger than 1 MiB")
+            .at(offsetof(H, grain_size));
     e.grain = grain_sectors * kSector;
     e.gtes_per_gt = h.num_gtes_per_gt.value();
-    if (e.gtes_per_gt == 0)
-        return make_error(ErrorCode::corrupt, "numGTEsPerGT is 0").at(offsetof(H, num_gtes_per_gt));
+    if (e.gtes_per_gt == 0) return make_error(ErrorCode::corrupt, "numGTEsPerGT is 0").at(offsetof(H, num_gtes_per_gt));
     if (e.gtes_per_gt > 4096)
-        return make_error(ErrorCode::unsupported, "numGTEsPerGT " + std::to_string(e.gtes_per_gt) +
-                                                      " is larger than 4096").at(offsetof(H, num_gtes_per_gt));
+        return make_error(ErrorCode::unsupported,
+                          "numGTEsPerGT " + std::to_string(e.gtes_per_gt) + " is larger than 4096")
+            .at(offsetof(H, num_gtes_per_gt));
     VDISK_ASSIGN(e.capacity, sectors_to_bytes(h.capacity.value(), "capacity", offsetof(H, capacity)));
     uint64_t num_gts = util::div_round_up(e.capacity, e.grain * e.gtes_per_gt);
-    VDISK_ASSIGN(e.gd_offset,
-                 sectors_to_bytes(h.gd_offset.value(), "grain directory offset", offsetof(H, gd_offset)));
+    VDISK_ASSIGN(e.gd_offset, sectors_to_bytes(h.gd_offset.value(), "grain directory offset", offsetof(H, gd_offset)));
     if (h.gd_offset.value() == 0 && num_gts)
         return make_error(ErrorCode::corrupt, "grain directory offset is 0").at(offsetof(H, gd_offset));
     VDISK_ASSIGN(e.gd, read_dir(e, e.gd_offset, num_gts, 4, lim, "grain directory"));
@@ -165,8 +167,9 @@ Status load_cowd(DiskExtent& e, const Limits& lim) {
     e.kind = StoreKind::cowd;
     uint64_t grain_sectors = h.grain_size.value();
     if (!util::is_pow2(grain_sectors) || grain_sectors > 2048)
-        return make_error(ErrorCode::corrupt, "COWD grain size " + std::to_string(grain_sectors) +
-                                                  " sectors is invalid").at(offsetof(CowdHeader, grain_size));
+        return make_error(ErrorCode::corrupt,
+                          "COWD grain size " + std::to_string(grain_sectors) + " sectors is invalid")
+            .at(offsetof(CowdHeader, grain_size));
     e.grain = grain_sectors * kSector;
     e.gtes_per_gt = kCowdGtesPerGt;
     e.capacity = uint64_t(h.num_sectors.value()) * kSector;
@@ -190,10 +193,9 @@ Status load_sesparse(DiskExtent& e, const Limits& lim) {
         return make_error(ErrorCode::unsupported, "seSparse version " + hex(h.version.value()) + " is not supported")
             .at(offsetof(H, version));
     if (h.grain_size.value() != 8 || h.grain_table_size.value() != 64)
-        return make_error(ErrorCode::unsupported, "seSparse grain size " + std::to_string(h.grain_size.value()) +
-                                                      " / grain table size " +
-                                                      std::to_string(h.grain_table_size.value()) +
-                                                      " sectors is not supported")
+        return make_error(ErrorCode::unsupported,
+                          "seSparse grain size " + std::to_string(h.grain_size.value()) + " / grain table size " +
+                              std::to_string(h.grain_table_size.value()) + " sectors is not supported")
             .at(offsetof(H, grain_size));
     if (h.flags.value() != 0)
         return make_error(ErrorCode::unsupported, "seSparse flags " + hex(h.flags.value())).at(offsetof(H, flags));
@@ -208,10 +210,10 @@ Status load_sesparse(DiskExtent& e, const Limits& lim) {
     e.grain = 8 * kSector;
     e.gtes_per_gt = 64 * kSector / 8;
     VDISK_ASSIGN(e.capacity, sectors_to_bytes(h.capacity.value(), "capacity", offsetof(H, capacity)));
-    VDISK_ASSIGN(e.gd_offset, sectors_to_bytes(h.grain_dir_offset.value(), "grain directory offset",
-                                               offsetof(H, grain_dir_offset)));
-    VDISK_ASSIGN(uint64_t gd_bytes, sectors_to_bytes(h.grain_dir_size.value(), "grain directory size",
-                                                     offsetof(H, grain_dir_size)));
+    VDISK_ASSIGN(e.gd_offset,
+                 sectors_to_bytes(h.grain_dir_offset.value(), "grain directory offset", offsetof(H, grain_dir_offset)));
+    VDISK_ASSIGN(uint64_t gd_bytes,
+                 sectors_to_bytes(h.grain_dir_size.value(), "grain directory size", offsetof(H, grain_dir_size)));
     VDISK_ASSIGN(e.se_gt_base, sectors_to_bytes(h.grain_tables_offset.value(), "grain tables offset",
                                                 offsetof(H, grain_tables_offset)));
     VDISK_ASSIGN(e.se_grains_base,
@@ -239,9 +241,18 @@ Status load_sparse_file(DiskExtent& e, const Limits& lim, std::string* desc_text
 }
 
 bool known_create_type(std::string_view t) {
-    static constexpr std::string_view kTypes[] = {
-        "monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized",
-        "vmfs", "vmfsThin", "vmfsSparse", "vmfsPreallocated", "vmfsEagerZeroedThick", "seSparse", "custom"};
+    static constexpr std::string_view kTypes[] = {"monolithicSparse",
+                                                  "monolithicFlat",
+                                                  "twoGbMaxExtentSparse",
+                                                  "twoGbMaxExtentFlat",
+                                                  "streamOptimized",
+                                                  "vmfs",
+                                                  "vmfsThin",
+                                                  "vmfsSparse",
+                                                  "vmfsPreallocated",
+                                                  "vmfsEagerZeroedThick",
+                                                  "seSparse",
+                                                  "custom"};
     return std::any_of(std::begin(kTypes), std::end(kTypes), [&](std::string_view k) {
         return k.size() == t.size() && std::equal(k.begin(), k.end(), t.begin(), [](char a, char b) {
                    return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
@@ -255,8 +266,9 @@ Result<VmdkParts> open_sparse_file(std::unique_ptr<File> file, uint32_t magic, c
     const Limits& lim = ctx.limits();
     VmdkParts p;
     DiskExtent e;
-    e.type = magic == kCowdMagic ? ExtentType::vmfssparse
-             : magic == kSparseMagic ? ExtentType::sparse : ExtentType::sesparse;
+    e.type = magic == kCowdMagic     ? ExtentType::vmfssparse
+             : magic == kSparseMagic ? ExtentType::sparse
+                                     : ExtentType::sesparse;
     e.name = std::string(base_name(file->name()));
     e.embedded = true;
     e.file = file.get();
@@ -269,9 +281,10 @@ Result<VmdkParts> open_sparse_file(std::unique_ptr<File> file, uint32_t magic, c
         p.desc_at = e.header.descriptor_offset.value() * kSector;
         p.desc_room = e.header.descriptor_size.value() * kSector;
     } else {
-        p.desc.create_type = magic == kCowdMagic ? "vmfsSparse"
+        p.desc.create_type = magic == kCowdMagic     ? "vmfsSparse"
                              : magic != kSparseMagic ? "seSparse"
-                             : e.compressed ? "streamOptimized" : "monolithicSparse";
+                             : e.compressed          ? "streamOptimized"
+                                                     : "monolithicSparse";
     }
     e.length = e.capacity;
     p.desc.extents = {ExtentLine{ExtentAccess::rw, e.capacity / kSector, e.type, e.name, 0}};
@@ -289,8 +302,8 @@ Result<VmdkParts> open_descriptor_file(std::unique_ptr<File> file, const OpenCon
                                                          " bytes exceeds the descriptor limit (" +
                                                          std::to_string(lim.max_descriptor_bytes) + ")");
     std::string text(fsize, '\0');
-    VDISK_TRY(read_exact(*file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()),
-                         "descriptor"));
+    VDISK_TRY(
+        read_exact(*file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()), "descriptor"));
     if (!looks_like_descriptor(text) && text.find("createType") == std::string::npos)
         return make_error(ErrorCode::invalid_format, "not a VMDK: no sparse magic and no text descriptor");
     VmdkParts p;
@@ -316,8 +329,8 @@ Result<VmdkParts> open_descriptor_file(std::unique_ptr<File> file, const OpenCon
             continue;
         }
         if (l.name.empty())
-            return make_error(ErrorCode::corrupt, "descriptor extent " + std::to_string(p.extents.size() + 1) +
-                                                      " has an empty file name");
+            return make_error(ErrorCode::corrupt,
+                              "descriptor extent " + std::to_string(p.extents.size() + 1) + " has an empty file name");
         auto f = ctx.open_related(l.name, l.access == ExtentAccess::rw ? access : Access::read_only, "extent");
         if (!f) {
             Error err = std::move(f).error();
@@ -355,8 +368,8 @@ Result<std::unique_ptr<BlockDevice>> open_vmdk(std::unique_ptr<File> file, const
     uint8_t head[8] = {};
     VDISK_TRY(read_zero_fill(*file, 0, head));
     const uint32_t magic = util::load_le<uint32_t>(head);
-    const bool binary =
-        magic == kSparseMagic || magic == kCowdMagic || util::load_le<uint64_t>(head) == kSeSparseConstMagic;
+    const bool binary = magic == kSparseMagic || magic == kCowdMagic ||
+                        util::load_le<uint64_t>(head) == kSeSparseConstMagic;
     auto parts = binary ? open_sparse_file(std::move(file), magic, ctx) : open_descriptor_file(std::move(file), ctx);
     if (!parts) return std::move(parts).error();
     const DiskExtent& last = parts->extents.back();
@@ -369,7 +382,8 @@ namespace {
 
 constexpr OptionSpec kOptions[] = {
     {"size", "virtual disk size"},
-    {"subformat", "monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized"},
+    {"subformat",
+     "monolithicSparse (default), monolithicFlat, twoGbMaxExtentSparse, twoGbMaxExtentFlat, streamOptimized"},
     {"adapter_type", "ide (default), lsilogic, buslogic or legacyESX"},
     {"hwversion", "virtual hardware version (default 4)"},
     {"compat6", "VMDK version 6 image (hwversion 6)"},
@@ -377,10 +391,12 @@ constexpr OptionSpec kOptions[] = {
     {"backing_file", "name of the parent image"},
     {"backing_fmt", "format of the parent image (vmdk)"},
     {"toolsversion", "VMware guest tools version (default 2147483647)"},
-    {"grain_size", "sparse subformats: grain size, a power of two from 8k to 1M (default 64k; VMware's option, "
-                   "not qemu-img's)"},
-    {"preallocation", "flat subformats: off (sparse file, default), falloc (reserved) or full (zeros written: "
-                      "eagerZeroedThick)"},
+    {"grain_size",
+     "sparse subformats: grain size, a power of two from 8k to 1M (default 64k; VMware's option, "
+     "not qemu-img's)"},
+    {"preallocation",
+     "flat subformats: off (sparse file, default), falloc (reserved) or full (zeros written: "
+     "eagerZeroedThick)"},
 };
 
 class VmdkFormat final : public Format {
@@ -395,7 +411,8 @@ public:
                 SparseExtentHeader h;
                 std::memcpy(&h, head.data(), sizeof h);
                 int score = 64;
-                if (h.version.value() >= 1 && h.version.value() <= 3 && util::is_pow2(h.grain_size.value())) score += 16;
+                if (h.version.value() >= 1 && h.version.value() <= 3 && util::is_pow2(h.grain_size.value()))
+                    score += 16;
                 if (h.single_end_line_char == '\n' && h.non_end_line_char == ' ' && h.double_end_line_char1 == '\r' &&
                     h.double_end_line_char2 == '\n')
                     score += 8;

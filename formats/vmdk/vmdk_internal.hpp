@@ -75,14 +75,14 @@ struct DiskExtent {
     uint64_t flat_offset = 0;  // bytes
     uint64_t file_size = 0;
     // Sparse kinds.
-    uint64_t grain = 0;           // bytes
+    uint64_t grain = 0;  // bytes
     uint64_t gtes_per_gt = 0;
-    uint64_t capacity = 0;        // bytes covered by the grain directory
-    std::vector<uint64_t> gd;     // raw entries
-    std::vector<uint64_t> rgd;    // hosted only; empty when absent
-    uint64_t gd_offset = 0;       // bytes
-    uint64_t rgd_offset = 0;      // bytes
-    uint64_t overhead = 0;        // bytes of metadata at the start
+    uint64_t capacity = 0;      // bytes covered by the grain directory
+    std::vector<uint64_t> gd;   // raw entries
+    std::vector<uint64_t> rgd;  // hosted only; empty when absent
+    uint64_t gd_offset = 0;     // bytes
+    uint64_t rgd_offset = 0;    // bytes
+    uint64_t overhead = 0;      // bytes of metadata at the start
     bool compressed = false;
     bool markers = false;
     bool zeroed_gte = false;
@@ -121,10 +121,9 @@ public:
     bool compresses_every_write() const override { return stream_writer_; }
     Result<std::vector<uint8_t>> compress_chunk(std::span<const uint8_t> chunk) const override;
     Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
-                                  uint64_t raw_length) override;
+                                     uint64_t raw_length) override;
     std::optional<BackingReference> backing_reference() const override;
-    Status set_backing_reference(const std::string& name, const std::string& format,
-                                 BlockDevice* new_backing) override;
+    Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* new_backing) override;
     Status inflate_unit(const StoredExtent& unit, std::span<const uint8_t> stored,
                         std::span<uint8_t> out) const override;
 
@@ -174,8 +173,8 @@ private:
     bool cid_updated_ = false;
     Status update_cid();
     // Concurrent readers (see BlockDevice) share the grain-table cache: lookup() holds meta_mu_ shared while it
-    // finds a cached table and reads one entry, exclusively while it loads one; grain data is read outside it (by the generic layer). Writers hold
-    // the device exclusively.
+    // finds a cached table and reads one entry, exclusively while it loads one; grain data is read outside it (by the
+    // generic layer). Writers hold the device exclusively.
     std::shared_mutex meta_mu_;
     std::unordered_map<uint64_t, std::vector<uint64_t>> gt_cache_;
     uint64_t gt_cache_bytes_ = 0;

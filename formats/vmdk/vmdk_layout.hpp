@@ -41,14 +41,14 @@ struct SparseExtentHeader {
     little_uint64_buf_t descriptor_offset;  // sectors, 0: none embedded
     little_uint64_buf_t descriptor_size;    // sectors
     little_uint32_buf_t num_gtes_per_gt;
-    little_uint64_buf_t rgd_offset;         // redundant grain directory
+    little_uint64_buf_t rgd_offset;  // redundant grain directory
     little_uint64_buf_t gd_offset;
-    little_uint64_buf_t overhead;           // sectors of metadata before the first grain
+    little_uint64_buf_t overhead;  // sectors of metadata before the first grain
     uint8_t unclean_shutdown;
-    uint8_t single_end_line_char;           // '\n'
-    uint8_t non_end_line_char;              // ' '
-    uint8_t double_end_line_char1;          // '\r'
-    uint8_t double_end_line_char2;          // '\n'
+    uint8_t single_end_line_char;   // '\n'
+    uint8_t non_end_line_char;      // ' '
+    uint8_t double_end_line_char1;  // '\r'
+    uint8_t double_end_line_char2;  // '\n'
     little_uint16_buf_t compress_algorithm;
     uint8_t pad[433];
 };

@@ -45,9 +45,9 @@ Status VmdkDevice::set_backing_reference(const std::string& name, const std::str
         if (new_backing) {
             auto* p = dynamic_cast<VmdkDevice*>(new_backing);
             if (!p)
-                return make_error(ErrorCode::invalid_argument,
-                                  "a VMDK's parent must be a VMDK, not " + new_backing->info().format +
-                                      " (cross-format chains are refused)");
+                return make_error(ErrorCode::invalid_argument, "a VMDK's parent must be a VMDK, not " +
+                                                                   new_backing->info().format +
+                                                                   " (cross-format chains are refused)");
             d.parent_cid = p->descriptor().cid;
         }
     }

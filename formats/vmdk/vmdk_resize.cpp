@@ -24,7 +24,8 @@ constexpr uint64_t kTwoGb = 2ull << 30;
 Status write_dir_entries(File& f, uint64_t dir_offset, const std::vector<uint64_t>& dir, size_t from) {
     if (from >= dir.size()) return ok();
     std::vector<uint8_t> raw((dir.size() - from) * 4);
-    for (size_t i = from; i < dir.size(); ++i) util::store_le<uint32_t>(raw.data() + (i - from) * 4, static_cast<uint32_t>(dir[i]));
+    for (size_t i = from; i < dir.size(); ++i)
+        util::store_le<uint32_t>(raw.data() + (i - from) * 4, static_cast<uint32_t>(dir[i]));
     return f.write_at(dir_offset + from * 4, raw);
 }
 
@@ -33,8 +34,9 @@ Status write_dir_entries(File& f, uint64_t dir_offset, const std::vector<uint64_
 Status VmdkDevice::grow_sparse(uint64_t new_size) {
     DiskExtent& e = extents_.back();
     if (e.compressed || e.markers)
-        return make_error(ErrorCode::unsupported, "resizing a streamOptimized VMDK is not supported (its grain "
-                                                  "directory is written once, at the end of the stream)");
+        return make_error(ErrorCode::unsupported,
+                          "resizing a streamOptimized VMDK is not supported (its grain "
+                          "directory is written once, at the end of the stream)");
     if (!desc_file_ || desc_.extents.size() != extents_.size())
         return make_error(ErrorCode::unsupported, "resizing this VMDK is not supported (no descriptor to rewrite)");
     if (new_size % kSector)
@@ -46,8 +48,10 @@ Status VmdkDevice::grow_sparse(uint64_t new_size) {
     if (new_size == size()) return ok();
     const uint64_t len = new_size - e.start;
     if (desc_.create_type == "twoGbMaxExtentSparse" && len > kTwoGb)
-        return make_error(ErrorCode::unsupported, "growing the last extent of a twoGbMaxExtentSparse VMDK past 2 GiB "
-                                                  "(to " + std::to_string(len) + " bytes) is not supported");
+        return make_error(ErrorCode::unsupported,
+                          "growing the last extent of a twoGbMaxExtentSparse VMDK past 2 GiB "
+                          "(to " +
+                              std::to_string(len) + " bytes) is not supported");
     if (len / kSector > 0xffffffffull * (e.grain / kSector))
         return make_error(ErrorCode::invalid_argument, "a sparse VMDK extent cannot address " + std::to_string(len) +
                                                            " bytes with " + std::to_string(e.grain) + "-byte grains");
@@ -58,8 +62,8 @@ Status VmdkDevice::grow_sparse(uint64_t new_size) {
     const uint64_t new_gts = util::div_round_up(len, cover);
     const bool redundant = !e.rgd.empty();
     if (new_gts * 4 * (redundant ? 2 : 1) > limits_.max_metadata_bytes)
-        return make_error(ErrorCode::limit_exceeded, "a grain directory of " + std::to_string(new_gts) +
-                                                         " entries exceeds the metadata limit");
+        return make_error(ErrorCode::limit_exceeded,
+                          "a grain directory of " + std::to_string(new_gts) + " entries exceeds the metadata limit");
     const uint64_t gtsz = util::div_round_up(e.gtes_per_gt * 4, kSector) * kSector;
     std::vector<uint64_t> gd = e.gd, rgd = e.rgd;
     uint64_t at = *util::align_up(e.file_size, kSector);

@@ -18,21 +18,21 @@ namespace vdisk {
 
 /// One disk the OVF's DiskSection declares, joined with its References/File entry.
 struct ApplianceDisk {
-    std::string disk_id;                   ///< ovf:diskId
-    std::string href;                      ///< the File's ovf:href (a name inside the tar / beside the .ovf)
-    uint64_t capacity = 0;                 ///< bytes (ovf:capacity times ovf:capacityAllocationUnits)
+    std::string disk_id;                     ///< ovf:diskId
+    std::string href;                        ///< the File's ovf:href (a name inside the tar / beside the .ovf)
+    uint64_t capacity = 0;                   ///< bytes (ovf:capacity times ovf:capacityAllocationUnits)
     std::optional<uint64_t> populated_size;  ///< ovf:populatedSize
-    std::string format_url;                ///< ovf:format, e.g. ...vmdk.html#streamOptimized
-    std::string format;                    ///< vdisk's name for it ("vmdk", "vhd", ...) or "" when unknown
-    std::string compression;               ///< "gzip" or ""
-    uint64_t chunk_size = 0;               ///< ovf:chunkSize (0: one piece)
-    std::vector<std::string> pieces;       ///< the stored pieces: one member/file, or every chunk in order
-    uint64_t stored_bytes = 0;             ///< sum of the pieces' sizes
+    std::string format_url;                  ///< ovf:format, e.g. ...vmdk.html#streamOptimized
+    std::string format;                      ///< vdisk's name for it ("vmdk", "vhd", ...) or "" when unknown
+    std::string compression;                 ///< "gzip" or ""
+    uint64_t chunk_size = 0;                 ///< ovf:chunkSize (0: one piece)
+    std::vector<std::string> pieces;         ///< the stored pieces: one member/file, or every chunk in order
+    uint64_t stored_bytes = 0;               ///< sum of the pieces' sizes
 };
 
 struct Appliance {
-    bool archive = false;       ///< an .ova tar (else a bare .ovf)
-    std::string descriptor;     ///< the .ovf's name (the member name inside the tar)
+    bool archive = false;    ///< an .ova tar (else a bare .ovf)
+    std::string descriptor;  ///< the .ovf's name (the member name inside the tar)
     std::vector<ApplianceDisk> disks;
 };
 
@@ -53,7 +53,7 @@ Result<Appliance> read_appliance(FileSystem& fs, std::string_view name, const Op
 
 /// Open disk `index` (in DiskSection order) of the appliance `name` like open_image opens an image: the
 /// format is probed inside (ovf:format is only a hint), the device reads straight out of the tar.
-Result<OpenedImage> open_appliance_disk(const Registry& registry, FileSystem& fs, std::string_view name,
-                                        size_t index, const OpenOptions& options);
+Result<OpenedImage> open_appliance_disk(const Registry& registry, FileSystem& fs, std::string_view name, size_t index,
+                                        const OpenOptions& options);
 
 }  // namespace vdisk

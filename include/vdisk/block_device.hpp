@@ -28,11 +28,11 @@ enum class ExtentKind : uint8_t {
 
 /// A run of the virtual disk with one allocation state in one layer.
 struct Extent {
-    uint64_t offset = 0;   ///< virtual offset
-    uint64_t length = 0;   ///< bytes, > 0
+    uint64_t offset = 0;  ///< virtual offset
+    uint64_t length = 0;  ///< bytes, > 0
     ExtentKind kind = ExtentKind::unallocated;
-    bool compressed = false;            ///< data stored compressed (no meaningful host offset)
-    const File* file = nullptr;         ///< host file holding uncompressed data, when known
+    bool compressed = false;              ///< data stored compressed (no meaningful host offset)
+    const File* file = nullptr;           ///< host file holding uncompressed data, when known
     std::optional<uint64_t> host_offset;  ///< where the data of `offset` starts in `file`
 };
 
@@ -48,8 +48,8 @@ enum class StoredKind : uint8_t {
 /// the offset asked about: it may start before that offset and reach past the end of the device (the last,
 /// partial cluster inflates to a whole one). Every other kind starts at the offset asked about.
 struct StoredExtent {
-    uint64_t offset = 0;       ///< virtual offset
-    uint64_t length = 0;       ///< virtual bytes, > 0 (compressed: the bytes the unit inflates to)
+    uint64_t offset = 0;  ///< virtual offset
+    uint64_t length = 0;  ///< virtual bytes, > 0 (compressed: the bytes the unit inflates to)
     StoredKind kind = StoredKind::unallocated;
     File* file = nullptr;      ///< host file (data: may be nullptr = not known; compressed: never nullptr)
     uint64_t host_offset = 0;  ///< data: where `offset` is stored; compressed: first stored byte
@@ -70,9 +70,9 @@ struct SnapshotInfo {
 
 /// What `vdisk info` shows. Field names follow qemu-img's JSON where one exists.
 struct ImageInfo {
-    std::string format;                      ///< "qcow2", "vmdk", ...
+    std::string format;  ///< "qcow2", "vmdk", ...
     uint64_t virtual_size = 0;
-    std::optional<uint64_t> cluster_size;    ///< allocation granularity (cluster, grain, block)
+    std::optional<uint64_t> cluster_size;  ///< allocation granularity (cluster, grain, block)
     bool dirty = false;
     bool encrypted = false;
     std::optional<std::string> backing_filename;  ///< as stored in the image
@@ -235,8 +235,7 @@ public:
     /// no backing image), `format` recorded where the format can (may be empty). `new_backing` is the image
     /// `name` designates, opened, for formats that record its identity (VMDK parentCID); null when `name` is
     /// empty. Only the reference changes: nothing is attached or copied. Default: unsupported.
-    virtual Status set_backing_reference(const std::string& name, const std::string& format,
-                                         BlockDevice* new_backing);
+    virtual Status set_backing_reference(const std::string& name, const std::string& format, BlockDevice* new_backing);
 
     /// qemu-img amend: change creation options of an existing image in place (qcow2: compat,
     /// lazy_refcounts). Options the format cannot change are an error naming them. Default: unsupported.
@@ -266,8 +265,7 @@ protected:
     /// backend leaves reads to the generic layer. Default: from do_block_status (raw-like backends).
     virtual Result<StoredExtent> do_map_stored(uint64_t offset, uint64_t max_len);
     /// Store one compressed chunk; called by write_compressed_chunk after its checks. Default: unsupported.
-    virtual Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed,
-                                             uint64_t raw_length);
+    virtual Status do_write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length);
     /// The check; see check(). Default: unsupported.
     virtual Result<CheckResult> do_check(RepairMode repair);
     /// What a read of an unallocated range gets when no backing device is attached: ok() reads zeros; an

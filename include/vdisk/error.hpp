@@ -39,9 +39,9 @@ VDISK_API std::string_view to_string(ErrorCode code) noexcept;
 /// An error with its location. `format`, `file` and `offset` are filled where known.
 struct VDISK_API Error {
     ErrorCode code = ErrorCode::io;
-    std::string message;          ///< names the structure and value: "L2 entry 0x... points past end of file"
-    std::string format;           ///< "qcow2", "vmdk", ... or empty for generic errors
-    std::string file;             ///< the file name as the FileSystem knows it
+    std::string message;             ///< names the structure and value: "L2 entry 0x... points past end of file"
+    std::string format;              ///< "qcow2", "vmdk", ... or empty for generic errors
+    std::string file;                ///< the file name as the FileSystem knows it
     std::optional<uint64_t> offset;  ///< byte offset of the offending structure in `file`
 
     /// One line for a human: "FILE: FORMAT: MESSAGE (offset 0x...)".
@@ -75,22 +75,27 @@ class [[nodiscard]] Result;
 template <typename T>
 class [[nodiscard]] Result {
 public:
-    Result(T value) : ok_(true) { new (&value_) T(std::move(value)); }                     // NOLINT
-    Result(Error error) : ok_(false) { new (&error_) Error(std::move(error)); }            // NOLINT
-    template <typename U, typename = std::enable_if_t<std::is_convertible_v<U&&, T> &&
-                                                      !std::is_same_v<std::decay_t<U>, T> &&
-                                                      !std::is_same_v<std::decay_t<U>, Error>>>
-    Result(U&& v) : ok_(true) { new (&value_) T(std::forward<U>(v)); }                     // NOLINT
+    Result(T value) : ok_(true) { new (&value_) T(std::move(value)); }           // NOLINT
+    Result(Error error) : ok_(false) { new (&error_) Error(std::move(error)); }  // NOLINT
+    template <typename U,
+              typename = std::enable_if_t<std::is_convertible_v<U&&, T> && !std::is_same_v<std::decay_t<U>, T> &&
+                                          !std::is_same_v<std::decay_t<U>, Error>>>
+    Result(U&& v) : ok_(true) {
+        new (&value_) T(std::forward<U>(v));
+    }  // NOLINT
     Result(const Result& o) : ok_(o.ok_) {
-        if (ok_) new (&value_) T(o.value_); else new (&error_) Error(o.error_);
+        if (ok_) new (&value_) T(o.value_);
+        else new (&error_) Error(o.error_);
     }
     Result(Result&& o) noexcept : ok_(o.ok_) {
-        if (ok_) new (&value_) T(std::move(o.value_)); else new (&error_) Error(std::move(o.error_));
+        if (ok_) new (&value_) T(std::move(o.value_));
+        else new (&error_) Error(std::move(o.error_));
     }
     Result& operator=(Result o) noexcept {
         destroy();
         ok_ = o.ok_;
-        if (ok_) new (&value_) T(std::move(o.value_)); else new (&error_) Error(std::move(o.error_));
+        if (ok_) new (&value_) T(std::move(o.value_));
+        else new (&error_) Error(std::move(o.error_));
         return *this;
     }
     ~Result() { destroy(); }
@@ -134,7 +139,8 @@ public:
 
 private:
     void destroy() noexcept {
-        if (ok_) value_.~T(); else error_.~Error();
+        if (ok_) value_.~T();
+        else error_.~Error();
     }
     bool ok_;
     union {
@@ -179,10 +185,10 @@ inline Status ok() { return {}; }
 #define VDISK_CONCAT(a, b) VDISK_CONCAT_INNER(a, b)
 
 /// Propagate an error from an expression returning Result<...>.
-#define VDISK_TRY(expr)                                                       \
-    do {                                                                      \
-        auto&& vdisk_try_r_ = (expr);                                         \
-        if (!vdisk_try_r_) return std::move(vdisk_try_r_).error();            \
+#define VDISK_TRY(expr)                                            \
+    do {                                                           \
+        auto&& vdisk_try_r_ = (expr);                              \
+        if (!vdisk_try_r_) return std::move(vdisk_try_r_).error(); \
     } while (0)
 
 /// `VDISK_ASSIGN(auto x, f());` — declare/assign from a Result or propagate its error. Expands to several
@@ -191,8 +197,8 @@ inline Status ok() { return {}; }
 #define VDISK_ASSIGN(lhs, expr) VDISK_ASSIGN_IMPL(VDISK_CONCAT(vdisk_assign_r_, __COUNTER__), lhs, expr)
 // tmp and lhs are declarators, which cannot be parenthesised:
 // NOLINTBEGIN(bugprone-macro-parentheses)
-#define VDISK_ASSIGN_IMPL(tmp, lhs, expr)                                     \
-    auto tmp = (expr);                                                        \
-    if (!tmp) return std::move(tmp).error();                                  \
+#define VDISK_ASSIGN_IMPL(tmp, lhs, expr)    \
+    auto tmp = (expr);                       \
+    if (!tmp) return std::move(tmp).error(); \
     lhs = std::move(*tmp)
 // NOLINTEND(bugprone-macro-parentheses)

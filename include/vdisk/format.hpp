@@ -23,13 +23,13 @@ namespace vdisk {
 
 /// Caps that bound what a hostile image can make vdisk do.
 struct Limits {
-    uint32_t max_chain_depth = 16;                 ///< backing chain layers below the top image
-    uint64_t max_metadata_bytes = 128ull << 20;    ///< one table held in memory (BAT, GD, log, ...)
-    uint64_t max_cache_bytes = 32ull << 20;        ///< metadata caches (qcow2 L2, vmdk GT) per image
-    uint64_t max_descriptor_bytes = 1ull << 20;    ///< VMDK text descriptors
-    uint32_t max_extents = 4096;                   ///< VMDK extent lines
-    uint32_t max_snapshots = 65536;                ///< qcow2 internal snapshots listed
-    uint64_t max_l1_bytes = 32ull << 20;           ///< one qcow2 L1 table (qemu-img's own cap)
+    uint32_t max_chain_depth = 16;                    ///< backing chain layers below the top image
+    uint64_t max_metadata_bytes = 128ull << 20;       ///< one table held in memory (BAT, GD, log, ...)
+    uint64_t max_cache_bytes = 32ull << 20;           ///< metadata caches (qcow2 L2, vmdk GT) per image
+    uint64_t max_descriptor_bytes = 1ull << 20;       ///< VMDK text descriptors
+    uint32_t max_extents = 4096;                      ///< VMDK extent lines
+    uint32_t max_snapshots = 65536;                   ///< qcow2 internal snapshots listed
+    uint64_t max_l1_bytes = 32ull << 20;              ///< one qcow2 L1 table (qemu-img's own cap)
     uint64_t max_snapshot_table_bytes = 64ull << 20;  ///< qcow2 snapshot table, names included (qemu-img's)
     /// Everything one opened image holds that the file sizes (tables raw and decoded, caches, snapshot
     /// names, log replay, descriptor extents, check state), summed over its structures.
@@ -88,8 +88,7 @@ public:
 
     /// Open a file the image refers to (extent, data file), resolved relative to the image's directory.
     /// Refused with access_denied in untrusted mode; `what` names the reference in the message.
-    Result<std::unique_ptr<File>> open_related(std::string_view ref, Access access,
-                                               std::string_view what) const;
+    Result<std::unique_ptr<File>> open_related(std::string_view ref, Access access, std::string_view what) const;
     /// Create a file next to the image (split extents, descriptor files).
     Result<std::unique_ptr<File>> create_related(std::string_view ref) const;
 
@@ -166,14 +165,12 @@ public:
     virtual int probe(std::span<const uint8_t> head, std::span<const uint8_t> tail,
                       uint64_t file_size) const noexcept = 0;
     /// Open an image whose main file is `file`.
-    virtual Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file,
-                                                      const OpenContext& ctx) const = 0;
+    virtual Result<std::unique_ptr<BlockDevice>> open(std::unique_ptr<File> file, const OpenContext& ctx) const = 0;
     /// Options accepted by create (validated by the generic layer before create is called).
     virtual std::span<const OptionSpec> create_options() const noexcept { return {}; }
     /// Create a new image named ctx.image_name() through ctx.fs() and return it opened read-write.
     /// opts.size is set (the generic layer takes it from the backing file when omitted).
-    virtual Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts,
-                                                        const OpenContext& ctx) const;
+    virtual Result<std::unique_ptr<BlockDevice>> create(const CreateOptions& opts, const OpenContext& ctx) const;
     /// True when an image created with `opts` is written strictly forward, so it can go to a pipe or a
     /// character device (raw; streamOptimized VMDK). Default: false.
     virtual bool can_stream(const CreateOptions& opts) const noexcept {

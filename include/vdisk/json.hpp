@@ -51,20 +51,20 @@ public:
     using Object = std::vector<std::pair<std::string, Json>>;  // insertion-ordered
 
     Json() : v_(nullptr) {}
-    Json(std::nullptr_t) : v_(nullptr) {}                                    // NOLINT
-    Json(bool b) : v_(b) {}                                                  // NOLINT
-    Json(int v) : v_(static_cast<int64_t>(v)) {}                             // NOLINT
-    Json(int64_t v) : v_(v) {}                                               // NOLINT
-    Json(uint64_t v) : v_(v) {}                                              // NOLINT
-    Json(long long v) : v_(static_cast<int64_t>(v)) {}                       // NOLINT
-    Json(unsigned long long v) : v_(static_cast<uint64_t>(v)) {}             // NOLINT
-    Json(unsigned v) : v_(static_cast<uint64_t>(v)) {}                       // NOLINT
-    Json(double v) : v_(v) {}                                                // NOLINT
-    Json(const char* s) : v_(std::string(s)) {}                              // NOLINT
-    Json(std::string s) : v_(std::move(s)) {}                                // NOLINT
-    Json(std::string_view s) : v_(std::string(s)) {}                         // NOLINT
-    Json(Array a) : v_(std::move(a)) {}                                      // NOLINT
-    Json(Object o) : v_(std::move(o)) {}                                     // NOLINT
+    Json(std::nullptr_t) : v_(nullptr) {}                         // NOLINT
+    Json(bool b) : v_(b) {}                                       // NOLINT
+    Json(int v) : v_(static_cast<int64_t>(v)) {}                  // NOLINT
+    Json(int64_t v) : v_(v) {}                                    // NOLINT
+    Json(uint64_t v) : v_(v) {}                                   // NOLINT
+    Json(long long v) : v_(static_cast<int64_t>(v)) {}            // NOLINT
+    Json(unsigned long long v) : v_(static_cast<uint64_t>(v)) {}  // NOLINT
+    Json(unsigned v) : v_(static_cast<uint64_t>(v)) {}            // NOLINT
+    Json(double v) : v_(v) {}                                     // NOLINT
+    Json(const char* s) : v_(std::string(s)) {}                   // NOLINT
+    Json(std::string s) : v_(std::move(s)) {}                     // NOLINT
+    Json(std::string_view s) : v_(std::string(s)) {}              // NOLINT
+    Json(Array a) : v_(std::move(a)) {}                           // NOLINT
+    Json(Object o) : v_(std::move(o)) {}                          // NOLINT
 
     static Json object() { return Json(Object{}); }
     static Json array() { return Json(Array{}); }

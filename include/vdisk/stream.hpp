@@ -35,7 +35,7 @@ std::unique_ptr<InputStream> make_fd_input_stream(int fd, std::string display_na
 bool stream_readable_format(const Registry& registry, std::string_view format);
 
 struct StreamSource {
-    std::string format;            ///< raw, vmdk (streamOptimized) or vhd (fixed); required
+    std::string format;  ///< raw, vmdk (streamOptimized) or vhd (fixed); required
     /// Virtual size. Needed for raw and fixed VHD read from a pipe (the size is only known at the end of
     /// the stream); a streamOptimized VMDK states it in its header (a given size must then agree).
     std::optional<uint64_t> size;

@@ -42,7 +42,7 @@ struct LintFinding {
 struct LintReport {
     const CloudTarget* target = nullptr;
     std::string image;
-    std::string format;   ///< the image's format as opened
+    std::string format;  ///< the image's format as opened
     uint64_t virtual_size = 0;
     std::vector<LintFinding> findings;
     bool refused() const;
@@ -54,8 +54,10 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
                               const CloudTarget& target);
 
 /// GCE's import container: `dest_name` becomes a gzip'd tar holding one member, disk.raw, with the virtual
-/// content of `source` padded with zeros to a whole GiB (old GNU tar header, as `tar --format=oldgnu` writes). Written under a temporary name
-/// and renamed into place on success, like convert(). options.content_sink and progress are honoured.
-Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view dest_name, const ConvertOptions& options);
+/// content of `source` padded with zeros to a whole GiB (old GNU tar header, as `tar --format=oldgnu` writes). Written
+/// under a temporary name and renamed into place on success, like convert(). options.content_sink and progress are
+/// honoured.
+Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view dest_name,
+                         const ConvertOptions& options);
 
 }  // namespace vdisk

@@ -49,19 +49,19 @@ VDISK_API int vdisk_version_number(void);
 
 /* ---- errors --------------------------------------------------------------------------------------------- */
 #define VDISK_OK 0
-#define VDISK_E_IO (-1)               /* the operating system failed a read, write or open */
-#define VDISK_E_INVALID_FORMAT (-2)   /* the bytes are not this format (bad magic or signature) */
-#define VDISK_E_UNSUPPORTED (-3)      /* a valid feature vdisk does not implement */
-#define VDISK_E_CORRUPT (-4)          /* recognised, but a structure is inconsistent or out of range */
-#define VDISK_E_OUT_OF_RANGE (-5)     /* a request outside the device */
-#define VDISK_E_NOT_FOUND (-6)        /* a file, snapshot or format that does not exist */
-#define VDISK_E_ACCESS_DENIED (-7)    /* forbidden by policy (untrusted mode) */
-#define VDISK_E_LIMIT_EXCEEDED (-8)   /* a configured cap would be exceeded */
-#define VDISK_E_READ_ONLY (-9)        /* a write to a read-only image */
+#define VDISK_E_IO (-1)                /* the operating system failed a read, write or open */
+#define VDISK_E_INVALID_FORMAT (-2)    /* the bytes are not this format (bad magic or signature) */
+#define VDISK_E_UNSUPPORTED (-3)       /* a valid feature vdisk does not implement */
+#define VDISK_E_CORRUPT (-4)           /* recognised, but a structure is inconsistent or out of range */
+#define VDISK_E_OUT_OF_RANGE (-5)      /* a request outside the device */
+#define VDISK_E_NOT_FOUND (-6)         /* a file, snapshot or format that does not exist */
+#define VDISK_E_ACCESS_DENIED (-7)     /* forbidden by policy (untrusted mode) */
+#define VDISK_E_LIMIT_EXCEEDED (-8)    /* a configured cap would be exceeded */
+#define VDISK_E_READ_ONLY (-9)         /* a write to a read-only image */
 #define VDISK_E_INVALID_ARGUMENT (-10) /* bad argument: NULL or closed handle, bad option, bad flags */
-#define VDISK_E_CANCELLED (-11)       /* the progress callback asked to stop */
-#define VDISK_E_NO_MEMORY (-12)       /* out of memory */
-#define VDISK_E_INTERNAL (-13)        /* anything else (a newer library's error kind, a bug) */
+#define VDISK_E_CANCELLED (-11)        /* the progress callback asked to stop */
+#define VDISK_E_NO_MEMORY (-12)        /* out of memory */
+#define VDISK_E_INTERNAL (-13)         /* anything else (a newer library's error kind, a bug) */
 
 /* The last error recorded on the calling thread (a failed call records one; a successful call leaves it):
  * one line naming file, format, structure and offset where known, or NULL when no call has failed yet.
@@ -139,10 +139,11 @@ VDISK_API int vdisk_discard(vdisk_image *img, uint64_t offset, uint64_t length);
 VDISK_API int vdisk_flush(vdisk_image *img);
 
 /* ---- allocation status ---------------------------------------------------------------------------------- */
-#define VDISK_EXTENT_DATA 0        /* stored data: read it */
-#define VDISK_EXTENT_ZERO 1        /* reads as zeros (zero cluster, hole) */
-#define VDISK_EXTENT_UNALLOCATED 2 /* not in this layer (one layer) / in no layer (chain): reads fall through,
-                                      or read as zeros at the bottom of the chain */
+#define VDISK_EXTENT_DATA 0 /* stored data: read it */
+#define VDISK_EXTENT_ZERO 1 /* reads as zeros (zero cluster, hole) */
+#define VDISK_EXTENT_UNALLOCATED                                                  \
+    2 /* not in this layer (one layer) / in no layer (chain): reads fall through, \
+         or read as zeros at the bottom of the chain */
 
 typedef struct vdisk_extent {
     uint64_t offset;      /* virtual offset */
@@ -164,8 +165,8 @@ VDISK_API int vdisk_block_status(vdisk_image *img, uint64_t offset, uint64_t max
  * that value). */
 typedef int (*vdisk_extent_fn)(void *opaque, const vdisk_extent *extent);
 /* Walk [offset, offset+length) extent by extent. Returns 0, the callback's non-zero value, or an error. */
-VDISK_API int vdisk_extents(vdisk_image *img, uint64_t offset, uint64_t length, unsigned flags,
-                            vdisk_extent_fn fn, void *opaque);
+VDISK_API int vdisk_extents(vdisk_image *img, uint64_t offset, uint64_t length, unsigned flags, vdisk_extent_fn fn,
+                            void *opaque);
 
 /* ---- inspection, check, convert --------------------------------------------------------------------------- */
 /* What `vdisk info --output=json` prints for the top layer (qemu-img's field names), as a NUL-terminated

@@ -83,15 +83,14 @@ public:
     ProgressFn() = default;
     ProgressFn(std::nullptr_t) {}  // NOLINT: "no progress"
     template <typename F>
-        requires(!std::is_same_v<std::decay_t<F>, ProgressFn> && std::is_invocable_v<F&, uint64_t, uint64_t>)
-    ProgressFn(F f) {  // NOLINT: implicit, like std::function
+    requires(!std::is_same_v<std::decay_t<F>, ProgressFn> && std::is_invocable_v<F&, uint64_t, uint64_t>)
+        ProgressFn(F f) {  // NOLINT: implicit, like std::function
         if constexpr (std::is_void_v<std::invoke_result_t<F&, uint64_t, uint64_t>>)
             fn_ = [f = std::move(f)](uint64_t d, uint64_t t) mutable {
                 f(d, t);
                 return true;
             };
-        else
-            fn_ = [f = std::move(f)](uint64_t d, uint64_t t) mutable { return static_cast<bool>(f(d, t)); };
+        else fn_ = [f = std::move(f)](uint64_t d, uint64_t t) mutable { return static_cast<bool>(f(d, t)); };
     }
     explicit operator bool() const noexcept { return static_cast<bool>(fn_); }
     /// Call the callback: ok() to go on, ErrorCode::cancelled when it asked to stop or threw.
@@ -146,8 +145,8 @@ struct ConvertOptions {
 /// Copy every byte of `source` (through its chain) into the image `dest_name` on `fs` (see ConvertOptions
 /// for what the target may be). Unallocated and zero ranges are not written where the target reads zeros
 /// anyway; all-zero buffers are detected.
-VDISK_API Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs,
-                         std::string_view dest_name, const ConvertOptions& options);
+VDISK_API Status convert(const Registry& registry, BlockDevice& source, FileSystem& fs, std::string_view dest_name,
+                         const ConvertOptions& options);
 
 /// One read-only device whose content is the given devices' contents one after another (convert with
 /// several sources). The devices must outlive it.
@@ -161,7 +160,7 @@ struct RebaseOptions {
     std::string backing;
     std::string backing_format;  ///< recorded, and used to open the new backing (empty: probe)
     bool unsafe = false;
-    std::string image_format;    ///< empty: probe
+    std::string image_format;  ///< empty: probe
     uint64_t chunk_size = 1u << 20;
     ProgressFn progress;
 };

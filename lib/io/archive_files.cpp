@@ -54,7 +54,8 @@ public:
         size_t done = 0;
         while (done < buf.size() && offset < starts_.back()) {
             // The part holding `offset`: the last start <= offset.
-            size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) - starts_.begin()) - 1;
+            size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) - starts_.begin()) -
+                       1;
             uint64_t in_part = offset - starts_[i];
             size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, starts_[i + 1] - offset));
             VDISK_ASSIGN(size_t got, parts_[i]->read_at(in_part, buf.subspan(done, n)));
@@ -167,8 +168,8 @@ private:
                 }
                 inflateReset(&cur_.z);
             } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-                return corrupt(std::string("inflate: ") + (cur_.z.msg ? cur_.z.msg : "error") + " near compressed offset " +
-                               std::to_string(cur_.in));
+                return corrupt(std::string("inflate: ") + (cur_.z.msg ? cur_.z.msg : "error") +
+                               " near compressed offset " + std::to_string(cur_.in));
             }
         }
         size_t n = asked - cur_.z.avail_out;
@@ -252,8 +253,7 @@ private:
 
 }  // namespace
 
-std::unique_ptr<File> make_window_file(std::shared_ptr<File> base, uint64_t offset, uint64_t length,
-                                       std::string name) {
+std::unique_ptr<File> make_window_file(std::shared_ptr<File> base, uint64_t offset, uint64_t length, std::string name) {
     return std::make_unique<WindowFile>(std::move(base), offset, length, std::move(name));
 }
 

@@ -105,8 +105,10 @@ public:
     }
     Result<std::unique_ptr<File>> create(std::string_view name, bool) override {
         if (name != name_) {
-            Error e = make_error(ErrorCode::unsupported, "the target is a block device, which holds one file; this "
-                                                         "output also needs '" + std::string(name) + "'");
+            Error e = make_error(ErrorCode::unsupported,
+                                 "the target is a block device, which holds one file; this "
+                                 "output also needs '" +
+                                     std::string(name) + "'");
             e.file = name_;
             return e;
         }

@@ -198,7 +198,9 @@ private:
         while (done < buf.size()) {
             const uint64_t pos = offset + done;
             const uint64_t start = pos & ~(kAlign - 1);
-            const uint64_t want = std::min<uint64_t>(kBounce, ((pos + (buf.size() - done) + kAlign - 1) & ~(kAlign - 1)) - start);
+            const uint64_t want = std::min<uint64_t>(kBounce,
+                                                     ((pos + (buf.size() - done) + kAlign - 1) & ~(kAlign - 1)) -
+                                                         start);
             VDISK_ASSIGN(size_t got, read_direct(start, std::span<uint8_t>(b.get(), static_cast<size_t>(want))));
             if (got <= pos - start) break;  // end of file
             size_t n = std::min<size_t>(got - static_cast<size_t>(pos - start), buf.size() - done);
@@ -217,7 +219,8 @@ private:
         while (done < buf.size()) {
             const uint64_t pos = offset + done;
             const uint64_t start = pos & ~(kAlign - 1);
-            const uint64_t end = std::min<uint64_t>(start + kBounce, (pos + (buf.size() - done) + kAlign - 1) & ~(kAlign - 1));
+            const uint64_t end = std::min<uint64_t>(start + kBounce,
+                                                    (pos + (buf.size() - done) + kAlign - 1) & ~(kAlign - 1));
             const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, buf.size() - done));
             std::span<uint8_t> blk(b.get(), static_cast<size_t>(end - start));
             // Partial blocks at either edge keep the bytes around the caller's range.
@@ -367,7 +370,8 @@ Status apply_qemu_locks(int fd, bool read_write, const std::string& name, bool t
     for (unsigned bit = 0; test_conflicts && bit < 4; ++bit) {
         const unsigned p = 1u << bit;
         // Someone refuses to share what we hold, or holds what we refuse to share.
-        if ((perm & p) && someone_holds(kLockSharedBase + bit)) return conflict(std::string("\"") + kPermNames[bit] + "\"");
+        if ((perm & p) && someone_holds(kLockSharedBase + bit))
+            return conflict(std::string("\"") + kPermNames[bit] + "\"");
         if (!(shared & p) && (kPermAll & p) && someone_holds(kLockPermBase + bit))
             return conflict(std::string("shared \"") + kPermNames[bit] + "\"");
     }
@@ -383,8 +387,11 @@ public:
 
     Error open_error(int err, std::string_view what, std::string_view name) const {
         if (err == EINVAL && opts_.direct)
-            return os_error(err, std::string(what) + " with O_DIRECT (cache mode none/directsync; the file system "
-                                 "refuses it: use another cache mode)", std::string(name));
+            return os_error(err,
+                            std::string(what) +
+                                " with O_DIRECT (cache mode none/directsync; the file system "
+                                "refuses it: use another cache mode)",
+                            std::string(name));
         return os_error(err, what, std::string(name));
     }
 
@@ -458,7 +465,8 @@ public:
     Status rename(std::string_view from, std::string_view to) override {
         VDISK_ASSIGN(std::string a, host_path(from));
         VDISK_ASSIGN(std::string b, host_path(to));
-        if (::rename(a.c_str(), b.c_str()) != 0) return os_error(errno, "rename to " + std::string(to), std::string(from));
+        if (::rename(a.c_str(), b.c_str()) != 0)
+            return os_error(errno, "rename to " + std::string(to), std::string(from));
         return ok();
     }
 

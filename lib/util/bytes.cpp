@@ -216,7 +216,8 @@ std::optional<std::span<const uint8_t>> deflate_scratch(std::span<const uint8_t>
 namespace {
 // zlib streams (raw=false) come from libdeflate: full 32 KiB window, 2-4x zlib's speed at equal or better
 // ratio. One compressor per thread and level, kept for the thread's life (a few hundred KiB each).
-std::optional<std::span<const uint8_t>> libdeflate_scratch(std::span<const uint8_t> in, int level, size_t out_capacity) {
+std::optional<std::span<const uint8_t>> libdeflate_scratch(std::span<const uint8_t> in, int level,
+                                                           size_t out_capacity) {
     if (level < 0 || level > 12) level = 6;
     struct Holder {
         std::array<libdeflate_compressor*, 13> c{};

@@ -12,10 +12,10 @@ namespace vdisk::util {
 
 /// One piece of a range that lies inside a single unit.
 struct UnitPiece {
-    uint64_t index;      ///< which unit (offset / unit_size)
-    uint64_t in_unit;    ///< offset of the piece inside its unit
-    uint64_t length;     ///< bytes, > 0, in_unit + length <= unit_size
-    uint64_t done;       ///< bytes of the range before this piece
+    uint64_t index;    ///< which unit (offset / unit_size)
+    uint64_t in_unit;  ///< offset of the piece inside its unit
+    uint64_t length;   ///< bytes, > 0, in_unit + length <= unit_size
+    uint64_t done;     ///< bytes of the range before this piece
 };
 
 /// Call `fn(const UnitPiece&)` (returning Status) for each piece of [offset, offset + len) split at multiples

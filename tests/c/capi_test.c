@@ -17,13 +17,13 @@
 static int failures = 0;
 static char dir[64];
 
-#define CHECK(cond)                                                                                    \
-    do {                                                                                               \
-        if (!(cond)) {                                                                                 \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, __LINE__, #cond,     \
-                    vdisk_get_error() ? vdisk_get_error() : "(none)");                                 \
-            ++failures;                                                                                \
-        }                                                                                              \
+#define CHECK(cond)                                                                                 \
+    do {                                                                                            \
+        if (!(cond)) {                                                                              \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, __LINE__, #cond, \
+                    vdisk_get_error() ? vdisk_get_error() : "(none)");                              \
+            ++failures;                                                                             \
+        }                                                                                           \
     } while (0)
 
 static const char *path(const char *name) {
@@ -294,8 +294,8 @@ static void test_convert(void) {
     CHECK(prog[1] == 0 && prog[0] == 32u << 20 && prog[2] == 32u << 20);
     CHECK(sh("qemu-img compare -q -f vmdk -F vhdx %s %s", path("src.vmdk"), path("out.vhdx")) == 0);
     CHECK(vdisk_convert(img, path("out.qcow2"), "qcow2", NULL, VDISK_CONVERT_COMPRESS, NULL, NULL) == 0);
-    CHECK(sh("qemu-img compare -q -f vmdk -F qcow2 %s %s && qemu-img check -q %s", path("src.vmdk"),
-             path("out.qcow2"), path("out.qcow2")) == 0);
+    CHECK(sh("qemu-img compare -q -f vmdk -F qcow2 %s %s && qemu-img check -q %s", path("src.vmdk"), path("out.qcow2"),
+             path("out.qcow2")) == 0);
     CHECK(vdisk_convert(img, path("bad.out"), "nosuchformat", NULL, 0, NULL, NULL) == VDISK_E_NOT_FOUND);
     CHECK(vdisk_close(img) == 0);
 }
@@ -305,8 +305,9 @@ struct test_case {
     void (*fn)(void);
 };
 static const struct test_case cases[] = {
-    {"version", test_version},       {"misuse", test_misuse},   {"errors", test_errors},
-    {"write", test_write_then_qemu_reads}, {"extents", test_extents}, {"info_check", test_info_check},
+    {"version", test_version}, {"misuse", test_misuse},
+    {"errors", test_errors},   {"write", test_write_then_qemu_reads},
+    {"extents", test_extents}, {"info_check", test_info_check},
     {"convert", test_convert},
 };
 

@@ -226,7 +226,8 @@ inline void exercise(const Registry& reg, FileSystem& mem, std::string_view name
     }
     if (img->format) {
         auto c = img->format->check(dev, RepairMode::none);
-        if (c && c->messages.size() > max_check_messages) ib.over("check messages", c->messages.size(), max_check_messages);
+        if (c && c->messages.size() > max_check_messages)
+            ib.over("check messages", c->messages.size(), max_check_messages);
     }
     ib.check_device(dev);
 }

@@ -69,9 +69,9 @@ static int vdisk_plugin_config_complete(void) {
     return 0;
 }
 
-#define vdisk_plugin_config_help                                                                         \
-    "file=<IMAGE>     (required) The disk image (raw, qcow2, vmdk, vhd/vpc, vhdx, vdi).\n"                  \
-    "format=<FMT>               Its format (default: probe).\n"                                         \
+#define vdisk_plugin_config_help                                                           \
+    "file=<IMAGE>     (required) The disk image (raw, qcow2, vmdk, vhd/vpc, vhdx, vdi).\n" \
+    "format=<FMT>               Its format (default: probe).\n"                            \
     "untrusted=<BOOL>           Open no other file (backing, extents) and use tighter limits."
 
 /* Errors: the library's message, and an errno the NBD client understands. */
