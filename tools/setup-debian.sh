@@ -4,7 +4,7 @@
 # when a package is missing. Needs root (or sudo) the first time.
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format clang-tidy
   zlib1g-dev libboost-dev uuid-dev libzstd-dev libdeflate-dev libssl-dev libexpat1-dev libbenchmark-dev doctest-dev
   qemu-utils libvhdi-utils python3-libvhdi libvmdk-utils python3-libvmdk libqcow-utils nbdkit nbdkit-plugin-dev libnbd-bin
   xz-utils bzip2 gzip e2fsprogs time coreutils python3 util-linux mount man-db groff-base
