@@ -69,6 +69,7 @@ public:
 private:
     void erase(uint64_t key);
     struct Item {
+        Item(uint64_t k, std::vector<uint8_t> d) : key(k), data(std::move(d)) {}  // clang 14: no paren aggregate init
         uint64_t key;
         std::vector<uint8_t> data;
         mutable std::atomic<bool> used{false};  // looked up since it last passed the eviction end
