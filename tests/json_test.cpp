@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // vdisk::Json: strict RFC 8259, locale-independent numbers, 64-bit overflow detected, UTF-8 in and out.
+#include <locale.h>
+
 #include <clocale>
 #include <cstdint>
 #include <cstdlib>
@@ -38,39 +40,58 @@ struct CommaDecimal : std::numpunct<char> {
     std::string do_grouping() const override { return "\3"; }
 };
 
-// Switch the C and C++ global locales to a comma-decimal one for the scope: de_DE.UTF-8 when installed,
-// else compiled here with localedef into a temporary LOCPATH, else C.UTF-8 with CommaDecimal as the
-// global C++ locale (then only the C++ side is exercised, which the test says).
+// Switch this thread's C locale (uselocale) and the global C++ locale to comma-decimal ones for the scope:
+// de_DE.UTF-8 when installed, else compiled here with localedef into a temporary LOCPATH, else only the C++
+// side (C.UTF-8 has a decimal point), which the test says. uselocale rather than setlocale: the rest of the
+// process keeps its locale.
+// glibc keeps what it loads for a locale (names, paths) for the life of the process, which LeakSanitizer would
+// report: its allocations are made with leak checking off. Weak: absent outside sanitized builds.
+extern "C" void __lsan_disable() __attribute__((weak));  // NOLINT(bugprone-reserved-identifier)
+extern "C" void __lsan_enable() __attribute__((weak));   // NOLINT(bugprone-reserved-identifier)
+locale_t load_locale(const char* n) {
+    if (__lsan_disable) __lsan_disable();
+    locale_t l = newlocale(LC_ALL_MASK, n, static_cast<locale_t>(nullptr));
+    if (__lsan_enable) __lsan_enable();
+    return l;
+}
+
 struct CommaLocale {
-    std::string old_c;
     std::locale old_cpp;
+    locale_t loc = static_cast<locale_t>(nullptr);
+    std::string name;
     bool c_level = false;
     vt::TempDir dir;
 
     CommaLocale() {
-        old_c = std::setlocale(LC_ALL, nullptr);
         c_level = try_c("de_DE.UTF-8") || try_c("de_DE.utf8");
         if (!c_level &&
             std::system(("localedef -i de_DE -f UTF-8 " + dir / "de_DE.UTF-8" + " >/dev/null 2>&1").c_str()) == 0) {
             ::setenv("LOCPATH", dir.path.c_str(), 1);
             c_level = try_c("de_DE.UTF-8");
         }
-        if (c_level) {
-            std::locale::global(std::locale(std::locale(""), new CommaDecimal));
-        } else {
-            std::setlocale(LC_ALL, "C.UTF-8");
-            std::locale::global(std::locale(std::locale::classic(), new CommaDecimal));
-            MESSAGE("no comma-decimal C locale available: only the C++ global locale uses a decimal comma");
-        }
+        std::locale::global(std::locale(std::locale::classic(), new CommaDecimal));
+        if (!c_level) MESSAGE("no comma-decimal C locale available: only the C++ global locale uses a decimal comma");
     }
     ~CommaLocale() {
-        std::setlocale(LC_ALL, old_c.c_str());
+        uselocale(LC_GLOBAL_LOCALE);
+        if (loc) freelocale(loc);
         std::locale::global(old_cpp);
         ::unsetenv("LOCPATH");
     }
-    bool try_c(const char* name) {
-        if (!std::setlocale(LC_ALL, name)) return false;
-        return std::localeconv()->decimal_point[0] == ',';
+    CommaLocale(const CommaLocale&) = delete;
+    CommaLocale& operator=(const CommaLocale&) = delete;
+    bool try_c(const char* n) {
+        locale_t l = load_locale(n);
+        if (!l) return false;
+        uselocale(l);
+        if (std::localeconv()->decimal_point[0] != ',') {
+            uselocale(LC_GLOBAL_LOCALE);
+            freelocale(l);
+            return false;
+        }
+        loc = l;
+        name = n;
+        return true;
     }
 };
 
@@ -78,7 +99,7 @@ struct CommaLocale {
 
 TEST_CASE("JSON numbers are written and read the same under a comma-decimal locale") {
     CommaLocale guard;
-    MESSAGE("C locale: " << std::string(std::setlocale(LC_NUMERIC, nullptr)));
+    MESSAGE("C locale of this thread: " << (guard.c_level ? guard.name : std::string("C")));
     if (guard.c_level) {  // the locale really is in effect for C formatting
         char b[16];
         std::snprintf(b, sizeof b, "%.1f", 1.5);
