@@ -96,7 +96,7 @@ TEST_CASE("vmdk grain_size: every sparse subformat, read back by qemu-img and li
             CHECK(vt::read_all(*dev->device) == expect);
             CHECK(dev->device->info().cluster_size == grain);
             for (auto& f : std::filesystem::directory_iterator(t.path))
-                if (f.path().filename().string().rfind("g", 0) == 0) std::filesystem::remove(f.path());
+                if (f.path().filename().string().rfind('g', 0) == 0) std::filesystem::remove(f.path());
         }
     }
     // An image made by create with small grains takes qemu's writes (grain allocation in our layout).

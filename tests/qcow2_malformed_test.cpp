@@ -39,7 +39,7 @@ std::unique_ptr<Opened> open_bytes(const Registry& reg, std::vector<uint8_t> byt
 }
 
 ErrorCode open_error(const Registry& reg, std::vector<uint8_t> bytes, OpenOptions o = {}) {
-    auto r = open_bytes(reg, std::move(bytes), o);
+    auto r = open_bytes(reg, std::move(bytes), std::move(o));
     REQUIRE_MESSAGE(!r->img.ok(), "opened although malformed");
     INFO(r->img.error().to_string());
     CHECK(!r->img.error().message.empty());

@@ -340,7 +340,7 @@ std::vector<uint8_t> created_image(const vdisk::Registry& reg, const std::string
     const std::string name = file_name.empty() ? "image." + format : file_name;
     auto dev = vdisk::create_image(reg, fs, name, format, co);
     REQUIRE_MESSAGE(dev.ok(), error_text(dev));
-    for (auto& [off, data] : writes) REQUIRE_MESSAGE((*dev)->write(off, data).ok(), "write at " << off);
+    for (const auto& w : writes) REQUIRE_MESSAGE((*dev)->write(w.first, w.second).ok(), "write at " << w.first);
     REQUIRE((*dev)->close().ok());
     dev->reset();
     return *fs.content(name);
@@ -416,18 +416,19 @@ Written write_and_compare(const vdisk::Registry& reg, const WriteCompare& c) {
     ro.size = w.created_size;
     auto raw = vdisk::create_image(reg, *fs, "ref.raw", "raw", ro);
     REQUIRE_MESSAGE(raw.ok(), error_text(raw));
-    for (auto& [off, data] : c.writes) {
-        REQUIRE_MESSAGE((*dev)->write(off, data).ok(), "write at " << off);
-        REQUIRE((*raw)->write(off, data).ok());
+    // (named pairs, not structured bindings: doctest's message lambdas cannot capture those under clang)
+    for (const auto& wr : c.writes) {
+        REQUIRE_MESSAGE((*dev)->write(wr.first, wr.second).ok(), "write at " << wr.first);
+        REQUIRE((*raw)->write(wr.first, wr.second).ok());
     }
-    for (auto& [off, len] : c.zeroes) {
-        REQUIRE_MESSAGE((*dev)->write_zeroes(off, len).ok(), "write_zeroes at " << off);
-        REQUIRE((*raw)->write_zeroes(off, len, false).ok());
+    for (const auto& z : c.zeroes) {
+        REQUIRE_MESSAGE((*dev)->write_zeroes(z.first, z.second).ok(), "write_zeroes at " << z.first);
+        REQUIRE((*raw)->write_zeroes(z.first, z.second, false).ok());
     }
     // Read back before closing, through the same devices (table updates may still sit in caches).
-    for (auto& [off, data] : c.writes)
-        CHECK_MESSAGE(read_range(**dev, off, data.size()) == read_range(**raw, off, data.size()),
-                      "before close, at " << off);
+    for (const auto& wr : c.writes)
+        CHECK_MESSAGE(read_range(**dev, wr.first, wr.second.size()) == read_range(**raw, wr.first, wr.second.size()),
+                      "before close, at " << wr.first);
     REQUIRE((*dev)->close().ok());
     REQUIRE((*raw)->close().ok());
     dev->reset();
@@ -458,12 +459,13 @@ Written write_and_compare(const vdisk::Registry& reg, const WriteCompare& c) {
     REQUIRE_MESSAGE(back.ok(), error_text(back));
     auto ref = open_host(reg, ref_path, "raw");
     REQUIRE_MESSAGE(ref.ok(), error_text(ref));
-    for (auto& [off, data] : c.writes)
-        CHECK_MESSAGE(read_range(*back->device, off, data.size()) == read_range(*ref->device, off, data.size()),
-                      "after reopening, at " << off);
-    for (auto& [off, len] : c.zeroes)
-        CHECK_MESSAGE(read_range(*back->device, off, len) == read_range(*ref->device, off, len),
-                      "zeroed range after reopening, at " << off);
+    for (const auto& wr : c.writes)
+        CHECK_MESSAGE(read_range(*back->device, wr.first, wr.second.size()) ==
+                          read_range(*ref->device, wr.first, wr.second.size()),
+                      "after reopening, at " << wr.first);
+    for (const auto& z : c.zeroes)
+        CHECK_MESSAGE(read_range(*back->device, z.first, z.second) == read_range(*ref->device, z.first, z.second),
+                      "zeroed range after reopening, at " << z.first);
     auto chk = back->format->check(*back->device, vdisk::RepairMode::none);
     REQUIRE_MESSAGE(chk.ok(), error_text(chk));
     CHECK_MESSAGE(chk->corruptions == 0, (chk->messages.empty() ? "" : chk->messages.front()));

@@ -89,7 +89,7 @@ struct DiffFixture {
         std::memcpy(expect.data() + MiB, r.data(), MiB);
         std::fill(expect.begin() + 2 * MiB, expect.begin() + 3 * MiB, 0);
     }
-    Result<OpenedImage> open(MemoryFileSystem& fs, OpenOptions o = {}) {
+    Result<OpenedImage> open(MemoryFileSystem& fs, const OpenOptions& o = {}) {
         fs.add("parent.vhdx", parent);
         fs.add("vm/child.avhdx", child);
         static auto reg = make_reg();

@@ -75,7 +75,7 @@ struct LogZero {
     uint64_t length;
 };
 inline std::vector<uint8_t> log_entry(uint64_t seq, uint32_t tail, const uint8_t* guid, std::vector<LogData> data,
-                                      std::vector<LogZero> zeros, uint64_t flushed, uint64_t last) {
+                                      const std::vector<LogZero>& zeros, uint64_t flushed, uint64_t last) {
     size_t ndesc = data.size() + zeros.size();
     size_t desc_bytes = ((64 + 32 * ndesc) + 4095) / 4096 * 4096;
     std::vector<uint8_t> e(desc_bytes + 4096 * data.size(), 0);

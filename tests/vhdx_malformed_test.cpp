@@ -101,7 +101,7 @@ TEST_CASE("malformed images give exact error codes") {
 TEST_CASE("BAT entries past EOF, overlapping or invalid: reads fail cleanly and check reports them") {
     auto base = small_image(16 * MiB, {{0, vt::bytes(MiB, 1)}, {MiB, vt::bytes(MiB, 2)}});
     auto reg = make_reg();
-    auto run = [&](std::vector<uint8_t> img, uint64_t read_at, uint64_t expect_corruptions) {
+    auto run = [&](const std::vector<uint8_t>& img, uint64_t read_at, uint64_t expect_corruptions) {
         MemoryFileSystem fs;
         auto r = open_mem(fs, img);
         REQUIRE_MESSAGE(r.ok(), vt::error_text(r));

@@ -35,7 +35,7 @@ std::vector<uint8_t> sparse_image(const std::string& opts = "", uint64_t size = 
                              {{0, vt::pattern(3 * 65536, 1)}, {5 * MiB, vt::pattern(65536, 2)}}, opts, "a.vmdk");
 }
 
-Result<OpenedImage> open_bytes(MemoryFileSystem& fs, std::vector<uint8_t> bytes, OpenOptions o = vmdk_opts()) {
+Result<OpenedImage> open_bytes(MemoryFileSystem& fs, std::vector<uint8_t> bytes, const OpenOptions& o = vmdk_opts()) {
     static const Registry reg = make_reg();  // OpenedImage::format points into it
     fs.add("x.vmdk", std::move(bytes));
     return open_image(reg, fs, "x.vmdk", o);
@@ -238,7 +238,7 @@ TEST_CASE("malformed descriptors") {
             extents + "\r\n# ddb\r\nddb.adapterType = \"ide\"\r\n";
         return std::vector<uint8_t>(s.begin(), s.end());
     };
-    auto open_desc = [&](const std::vector<uint8_t>& d, OpenOptions o = vmdk_opts()) {
+    auto open_desc = [&](const std::vector<uint8_t>& d, const OpenOptions& o = vmdk_opts()) {
         MemoryFileSystem fs;
         fs.add("f.raw", std::vector<uint8_t>(4096, 0x5c));
         return open_bytes(fs, d, o);

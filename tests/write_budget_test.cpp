@@ -20,7 +20,7 @@ struct Grown {
 };
 
 void create(Grown& g, const std::string& name, const std::string& fmt, uint64_t size,
-            std::vector<std::pair<std::string, std::string>> opts = {}) {
+            const std::vector<std::pair<std::string, std::string>>& opts = {}) {
     CreateOptions co;
     co.size = size;
     for (auto& [k, v] : opts) co.set(k, v);
@@ -43,12 +43,12 @@ OpenedImage open_rw(Grown& g, const std::string& name, uint64_t memory) {
 // (charged at least `min_charge` more bytes).
 void grow_until_refused(const std::string& fmt, uint64_t size, uint64_t cap, uint64_t too_big, uint64_t ok_size,
                         uint64_t min_charge, const std::string& structure,
-                        std::vector<std::pair<std::string, std::string>> opts = {}) {
+                        const std::vector<std::pair<std::string, std::string>>& opts = {}) {
     vt::TempDir tmp;
     Grown g;
     g.fs = make_posix_file_system(tmp.path);
     const std::string name = "img." + fmt;
-    create(g, name, fmt, size, std::move(opts));
+    create(g, name, fmt, size, opts);
     auto img = open_rw(g, name, cap);
     BlockDevice& dev = *img.device;
     const Budget& b = *dev.budget();

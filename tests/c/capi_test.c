@@ -2,7 +2,7 @@
 /* Tests of the C API, written in C (C11, -Wall -Wextra -pedantic -Werror). qemu-img and qemu-io are the
  * oracles: they write the images vdisk reads and check the images vdisk writes.
  * usage: capi_test [CASE]   (no argument: every case) */
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L /* NOLINT(bugprone-reserved-identifier): the POSIX feature-test macro */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -28,10 +28,10 @@ inline void seal_vhdx_crc(uint8_t* data, size_t size, size_t at, size_t len) {
 }
 
 /// Where a VHDX keeps its two headers (4 KiB each) and its two region tables (64 KiB each).
-inline constexpr size_t kVhdxHeaders[] = {64 * 1024, 128 * 1024};
-inline constexpr size_t kVhdxHeaderBytes = 4 * 1024;
-inline constexpr size_t kVhdxRegionTables[] = {192 * 1024, 256 * 1024};
-inline constexpr size_t kVhdxRegionTableBytes = 64 * 1024;
+inline constexpr size_t kVhdxHeaders[] = {size_t{64} * 1024, size_t{128} * 1024};
+inline constexpr size_t kVhdxHeaderBytes = size_t{4} * 1024;
+inline constexpr size_t kVhdxRegionTables[] = {size_t{192} * 1024, size_t{256} * 1024};
+inline constexpr size_t kVhdxRegionTableBytes = size_t{64} * 1024;
 
 /// Recompute both VHDX headers' checksums.
 inline void seal_vhdx_headers(uint8_t* data, size_t size) {

@@ -9,7 +9,7 @@
  * in parallel and serializes writes, so the thread model is PARALLEL. Because all connections share one
  * handle, a flush on any connection covers the writes completed on all of them: multi-conn is safe and
  * advertised. The image is closed (footers, metadata, flush) when nbdkit unloads the plugin. */
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L /* NOLINT(bugprone-reserved-identifier): the POSIX feature-test macro */
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
