@@ -39,10 +39,10 @@ Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8
     // to gain; probing first saves compressing it only to throw the result away.
     if (util::likely_incompressible(in, type == kCompressionZlib ? 4096 : in.size())) return out;
     if (type == kCompressionZlib) {
-        // zlib level 4 with the 4 KiB window qemu's decoder requires (see util::deflate_into). Measured on
-        // 64 KiB clusters of real system files: level 6 (qemu's) 0.373 of the input at 41 MB/s per core,
-        // level 4 0.379 (+1.7 %) at 57 MB/s, level 3 0.389 (+4.4 %); ISA-L with a 4 KiB history is 5-10x
-        // faster but 0.400 (+7 %) even at its best level, and libdeflate cannot limit its window.
+        // zlib level 4 (memLevel 8) with the 4 KiB window qemu's decoder requires (see util::deflate_into).
+        // On 64 KiB clusters of real system files (bench/deflate_tune.cpp): +1.6 % of qemu's level 6 size at
+        // 1.6x its speed per core; level 3 is +4.8 %; ISA-L with a 4 KiB history is 5-10x faster but +7 % even
+        // at its best level, and libdeflate cannot limit its window.
         if (!util::deflate_into(in, out, true, 4, in.size() - 1)) out.clear();  // did not shrink
         return out;
     }
