@@ -27,72 +27,94 @@ std::vector<std::string> Args::all(std::string_view name) const {
     return v;
 }
 
+namespace {
+
+Error bad_option(std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); }
+
+/// "--name", "--name=VALUE" or "--name VALUE" (the value from the next word: advances i). The name is exact,
+/// else a unique prefix (getopt_long's abbreviations).
+Status parse_long(std::string_view arg, int argc, char** argv, int& i, const OptSpec& spec, Args& a) {
+    std::string_view body = arg.substr(2);
+    const auto eq = body.find('=');
+    std::string_view name = body.substr(0, eq), match;
+    int matches = 0;
+    for (auto l : spec.longs) {
+        std::string_view n = !l.empty() && l.back() == '=' ? l.substr(0, l.size() - 1) : l;
+        if (n == name) {
+            match = l;
+            matches = 1;
+            break;
+        }
+        if (n.substr(0, name.size()) == name) {
+            match = l;
+            ++matches;
+        }
+    }
+    if (matches == 0) return bad_option("unrecognized option '" + std::string(arg) + "'");
+    if (matches > 1) return bad_option("option '" + std::string(arg) + "' is ambiguous");
+    const bool takes = match.back() == '=';
+    Opt o{std::string(takes ? match.substr(0, match.size() - 1) : match), {}};
+    if (takes) {
+        if (eq != std::string_view::npos) o.value = std::string(body.substr(eq + 1));
+        else if (i + 1 < argc) o.value = argv[++i];
+        else return bad_option("option '--" + o.name + "' requires an argument");
+    } else if (eq != std::string_view::npos) {
+        return bad_option("option '--" + o.name + "' doesn't allow an argument");
+    }
+    a.opts.push_back(std::move(o));
+    return ok();
+}
+
+/// "-abc", getopt style: an option that takes a value ends the cluster ("-fqcow2", or "-f qcow2", which
+/// advances i).
+Status parse_shorts(std::string_view arg, int argc, char** argv, int& i, const OptSpec& spec, Args& a) {
+    for (size_t k = 1; k < arg.size(); ++k) {
+        char c = arg[k];
+        auto pos = spec.shorts.find(c);
+        if (pos == std::string_view::npos || c == ':') return bad_option(std::string("invalid option -- '") + c + "'");
+        bool takes = pos + 1 < spec.shorts.size() && spec.shorts[pos + 1] == ':';
+        Opt o{std::string(1, c), {}};
+        if (takes) {
+            if (k + 1 < arg.size()) o.value = std::string(arg.substr(k + 1));
+            else if (i + 1 < argc) o.value = argv[++i];
+            else return bad_option(std::string("option requires an argument -- '") + c + "'");
+        }
+        a.opts.push_back(std::move(o));
+        if (takes) break;
+    }
+    return ok();
+}
+
+}  // namespace
+
 Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec) {
     Args a;
-    auto bad = [](std::string m) { return make_error(ErrorCode::invalid_argument, std::move(m)); };
     for (int i = first; i < argc; ++i) {
         std::string_view arg = argv[i];
         if (arg == "--") {
             for (++i; i < argc; ++i) a.positional.emplace_back(argv[i]);
             break;
         }
-        if (arg.size() > 2 && arg.substr(0, 2) == "--") {
-            std::string_view body = arg.substr(2);
-            std::string_view name = body.substr(0, body.find('='));
-            // Exact name first, else a unique prefix (getopt_long's abbreviations).
-            std::string_view match;
-            int matches = 0;
-            for (auto l : spec.longs) {
-                std::string_view n = !l.empty() && l.back() == '=' ? l.substr(0, l.size() - 1) : l;
-                if (n == name) {
-                    match = l;
-                    matches = 1;
-                    break;
-                }
-                if (n.substr(0, name.size()) == name) {
-                    match = l;
-                    ++matches;
-                }
-            }
-            if (matches == 0) return bad("unrecognized option '" + std::string(arg) + "'");
-            if (matches > 1) return bad("option '" + std::string(arg) + "' is ambiguous");
-            const bool takes = match.back() == '=';
-            Opt o{std::string(takes ? match.substr(0, match.size() - 1) : match), {}};
-            if (takes) {
-                if (body.find('=') != std::string_view::npos) o.value = std::string(body.substr(body.find('=') + 1));
-                else if (i + 1 < argc) o.value = argv[++i];
-                else return bad("option '--" + o.name + "' requires an argument");
-            } else if (body.find('=') != std::string_view::npos) {
-                return bad("option '--" + o.name + "' doesn't allow an argument");
-            }
-            a.opts.push_back(std::move(o));
-            continue;
-        }
-        if (arg.size() > 1 && arg[0] == '-') {
-            for (size_t k = 1; k < arg.size(); ++k) {
-                char c = arg[k];
-                auto pos = spec.shorts.find(c);
-                if (pos == std::string_view::npos || c == ':') return bad(std::string("invalid option -- '") + c + "'");
-                bool takes = pos + 1 < spec.shorts.size() && spec.shorts[pos + 1] == ':';
-                Opt o{std::string(1, c), {}};
-                if (takes) {
-                    if (k + 1 < arg.size()) o.value = std::string(arg.substr(k + 1));
-                    else if (i + 1 < argc) o.value = argv[++i];
-                    else return bad(std::string("option requires an argument -- '") + c + "'");
-                    a.opts.push_back(std::move(o));
-                    break;
-                }
-                a.opts.push_back(std::move(o));
-            }
-            continue;
-        }
-        a.positional.emplace_back(arg);
+        if (arg.size() > 2 && arg.substr(0, 2) == "--") VDISK_TRY(parse_long(arg, argc, argv, i, spec, a));
+        else if (arg.size() > 1 && arg[0] == '-') VDISK_TRY(parse_shorts(arg, argc, argv, i, spec, a));
+        else a.positional.emplace_back(arg);
     }
     for (auto& o : a.opts)
         for (auto& [name, why] : spec.refused)
             if (o.name == name)
-                return bad((o.name.size() == 1 ? "-" : "--") + o.name + " is not supported: " + std::string(why));
+                return bad_option((o.name.size() == 1 ? "-" : "--") + o.name +
+                                  " is not supported: " + std::string(why));
     return a;
+}
+
+int read_snapshot_option(const Args& a, std::string_view cmd, std::string& snapshot) {
+    auto l = a.get("l");
+    if (!l) return 0;
+    if (l->rfind("snapshot.name=", 0) == 0) snapshot = l->substr(14);
+    else if (l->rfind("snapshot.id=", 0) == 0) snapshot = l->substr(12);
+    else if (l->find('=') == std::string::npos) snapshot = *l;
+    else return fail(std::string(cmd) + ": -l expects snapshot.name=NAME or snapshot.id=ID");
+    return 0;
 }
 
 int fail(const Error& e) {
@@ -105,6 +127,15 @@ int fail(std::string_view message) {
     return 1;
 }
 
+Limits untrusted_limits() {
+    Limits l;
+    l.max_metadata_bytes = 64ull << 20;
+    l.max_descriptor_bytes = 64ull << 10;
+    l.max_extents = 256;
+    l.max_snapshots = 1024;
+    return l;
+}
+
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
                              bool read_write, const std::string& snapshot, const std::string& parent, FileSystem* fs) {
     OpenOptions o;
@@ -114,13 +145,7 @@ Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::strin
     o.read_write = read_write;
     o.snapshot = snapshot;
     o.appliance_disk = env.appliance_disk;
-    if (untrusted) {
-        // Tighter caps for images from strangers.
-        o.limits.max_metadata_bytes = 64ull << 20;
-        o.limits.max_descriptor_bytes = 64ull << 10;
-        o.limits.max_extents = 256;
-        o.limits.max_snapshots = 1024;
-    }
+    if (untrusted) o.limits = untrusted_limits();
     if (!format.empty()) {
         auto f = env.registry.lookup(format);
         if (!f) return std::move(f).error();
@@ -146,6 +171,14 @@ Result<std::pair<std::string, std::string>> parse_image_opts(const std::string& 
     return std::make_pair(path, fmt);
 }
 
+int apply_image_opts(std::string_view cmd, std::string& path, std::string& fmt) {
+    auto io = parse_image_opts(path);
+    if (!io) return fail(std::string(cmd) + ": " + io.error().message);
+    path = io->first;
+    if (!io->second.empty()) fmt = io->second;
+    return 0;
+}
+
 Result<CacheMode> parse_cache_mode(const std::string& mode) {
     CacheMode m;
     if (mode == "none" || mode == "off") m.posix.direct = true;
@@ -156,20 +189,28 @@ Result<CacheMode> parse_cache_mode(const std::string& mode) {
     return m;
 }
 
+int read_cache_mode(const Args& a, const char* opt, std::string_view cmd, CacheMode& mode) {
+    auto name = a.get(opt);
+    if (!name) return 0;
+    auto m = parse_cache_mode(*name);
+    if (!m) return fail(std::string(cmd) + ": " + m.error().message);
+    mode = *m;
+    return 0;
+}
+
 int apply_cache_modes(Env& env, const char* cmd, const Args& a) {
     auto t = a.get("t"), T = a.get("T");
     if (t && T && *t != *T)
         return fail(std::string(cmd) + ": -t " + *t + " and -T " + *T +
                     " differ; vdisk opens every file of this command with one cache mode");
-    auto name = t ? t : T;
-    if (!name) return 0;
-    auto m = parse_cache_mode(*name);
-    if (!m) return fail(std::string(cmd) + ": " + m.error().message);
-    if (m->unsafe)
+    CacheMode m;
+    if (!t && !T) return 0;
+    if (read_cache_mode(a, t ? "t" : "T", cmd, m)) return 1;
+    if (m.unsafe)
         return fail(std::string(cmd) +
                     ": cache mode 'unsafe' is not supported here (every write is flushed at the end)");
-    env.posix.direct = m->posix.direct;
-    env.posix.write_through = m->posix.write_through;
+    env.posix.direct = m.posix.direct;
+    env.posix.write_through = m.posix.write_through;
     env.fs = make_posix_file_system({}, NamePolicy::any, env.posix);
     return 0;
 }

@@ -65,10 +65,15 @@ struct Args {
 /// Parse argv[first..]. Returns an error message on unknown options or missing values.
 Result<Args> parse_args(int argc, char** argv, int first, const OptSpec& spec);
 
+/// -l snapshot.name=NAME|snapshot.id=ID|NAME (if given) into `snapshot`. 0, or 1 after printing "CMD: message".
+int read_snapshot_option(const Args& a, std::string_view cmd, std::string& snapshot);
+
 /// Print "vdisk: MESSAGE" on stderr; returns 1.
 int fail(const Error& e);
 int fail(std::string_view message);
 
+/// Tighter caps for images from strangers (--untrusted).
+Limits untrusted_limits();
 /// Open an image for a command. `format` empty: probe. `untrusted`: OpenOptions::untrusted. `fs`: the file
 /// system to open it through (default env.fs; another one for a cache mode).
 Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::string& format, bool untrusted,
@@ -78,6 +83,8 @@ Result<OpenedImage> open_cli(Env& env, const std::string& path, const std::strin
 /// --image-opts: "driver=FMT,file.filename=PATH" (also "filename=PATH", "file.driver=file") -> path and
 /// format. Any other key is an error naming it.
 Result<std::pair<std::string, std::string>> parse_image_opts(const std::string& text);
+/// --image-opts: `path` becomes its file name, `fmt` its driver= (if any). 0, or 1 after printing "CMD: message".
+int apply_image_opts(std::string_view cmd, std::string& path, std::string& fmt);
 
 /// qemu-img's cache modes (-t / -T): none, writeback, writethrough, directsync, unsafe.
 struct CacheMode {
@@ -85,6 +92,8 @@ struct CacheMode {
     bool unsafe = false;  ///< no final sync
 };
 Result<CacheMode> parse_cache_mode(const std::string& mode);
+/// The cache mode option `opt` (-t or -T; if given) into `mode`. 0, or 1 after printing "CMD: message".
+int read_cache_mode(const Args& a, const char* opt, std::string_view cmd, CacheMode& mode);
 /// Commands that write one image with a cache mode (-t): env.fs itself opens files that way. A non-empty
 /// `other` (-T, for the files it reads) must name the same mode: one mode applies to every file. Returns
 /// 0, or 1 after printing an error. `unsafe` is refused where the command has no final sync to skip.
@@ -131,6 +140,13 @@ int apply_convert_target(const Args& a, std::string& out_fmt, std::vector<std::p
 /// convert with "-" as SRC: -f raw|vmdk|vhd read in one forward pass (--size for raw/vhd from a pipe).
 /// Takes convert's options (-O -o -c -m -p --hash --hash-file) itself.
 int convert_from_stdin(Env& env, const Args& args, const std::string& dst);
+/// Pieces both convert paths share; each returns 0, or 1 after printing an error. -m / --threads into
+/// co.threads; "-" as `dst`: `stream` writes stdout (refused on a terminal); --hash / --hash-file: `hasher`
+/// takes the content (co.content_sink). The failure's exit status: 128 + the signal that stopped it.
+int report_convert_failure(Error e, const std::string& dst, bool in_place);
+int read_thread_count(const Args& a, ConvertOptions& co);
+int open_stdout_target(const std::string& dst, std::unique_ptr<FileSystem>& stream);
+int attach_hasher(const Args& a, ConvertOptions& co, std::unique_ptr<HashSink>& hasher);
 
 /// --disk N (OVF packages) into env.appliance_disk; false with a message printed on a bad value.
 bool take_disk_option(Env& env, const Args& a);

@@ -25,11 +25,7 @@ int cmd_bench(Env& env, int argc, char** argv) {
     if (auto d = args->get("d"); d && *d != "1")
         return fail("bench: -d " + *d + " is not supported: vdisk bench keeps one request in flight (depth 1)");
     CacheMode cache;
-    if (auto t = args->get("t")) {
-        auto m = parse_cache_mode(*t);
-        if (!m) return fail("bench: " + m.error().message);
-        cache = *m;
-    }
+    if (read_cache_mode(*args, "t", "bench", cache)) return 1;
     auto cache_fs = file_system_for(env, cache);
     if (args->positional.size() != 1) return fail("bench: expected exactly one image");
     auto num = [&](const char* key, uint64_t dflt) -> Result<uint64_t> {
@@ -44,12 +40,7 @@ int cmd_bench(Env& env, int argc, char** argv) {
     if (!step) return fail(step.error());
     if (*size == 0 || *size > (64ull << 20)) return fail("bench: -s must be between 1 and 64M");
     std::string path = args->positional[0], fmt = args->get("f").value_or("");
-    if (args->has("image-opts")) {
-        auto io = parse_image_opts(path);
-        if (!io) return fail("bench: " + io.error().message);
-        path = io->first;
-        if (!io->second.empty()) fmt = io->second;
-    }
+    if (args->has("image-opts") && apply_image_opts("bench", path, fmt)) return 1;
     auto img = open_cli(env, path, fmt, args->has("untrusted"), false, {}, {}, cache_fs.get());
     if (!img) return fail(img.error());
     BlockDevice& dev = *img->device;

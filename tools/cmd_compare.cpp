@@ -11,50 +11,23 @@ int cmd_compare(Env& env, int argc, char** argv) {
                            {"hf:F:spqT:U",
                             {"help", "untrusted", "force-share", "object=", "image-opts"},
                             {{"object", kNoObjects}}});
-    if (!args) {
-        fail("compare: " + args.error().message);
-        return 2;
-    }
+    // Errors exit with 2 here (fail() returns 1, which means "the images differ").
+    auto error = [](const auto& e) { return fail(e) + 1; };
+    if (!args) return error("compare: " + args.error().message);
     if (args->has("U") || args->has("force-share")) env.force_share();
     CacheMode cache;
-    if (auto t = args->get("T")) {
-        auto m = parse_cache_mode(*t);
-        if (!m) {
-            fail("compare: " + m.error().message);
-            return 2;
-        }
-        cache = *m;
-    }
+    if (read_cache_mode(*args, "T", "compare", cache)) return 2;
     auto cache_fs = file_system_for(env, cache);
-    if (args->positional.size() != 2) {
-        fail("compare: expected two images");
-        return 2;
-    }
+    if (args->positional.size() != 2) return error("compare: expected two images");
     std::string fa = args->get("f").value_or("");
     std::string fb = args->get("F").value_or(fa);
     std::string pa = args->positional[0], pb = args->positional[1];
-    if (args->has("image-opts")) {
-        auto ia = parse_image_opts(pa);
-        auto ib = parse_image_opts(pb);
-        if (!ia || !ib) {
-            fail("compare: " + (!ia ? ia.error() : ib.error()).message);
-            return 2;
-        }
-        pa = ia->first;
-        pb = ib->first;
-        if (!ia->second.empty()) fa = ia->second;
-        if (!ib->second.empty()) fb = ib->second;
-    }
+    if (args->has("image-opts") && (apply_image_opts("compare", pa, fa) || apply_image_opts("compare", pb, fb)))
+        return 2;
     auto a = open_cli(env, pa, fa, args->has("untrusted"), false, {}, {}, cache_fs.get());
-    if (!a) {
-        fail(a.error());
-        return 2;
-    }
+    if (!a) return error(a.error());
     auto b = open_cli(env, pb, fb, args->has("untrusted"), false, {}, {}, cache_fs.get());
-    if (!b) {
-        fail(b.error());
-        return 2;
-    }
+    if (!b) return error(b.error());
     bool strict = args->has("s");
     if (strict && a->device->size() != b->device->size()) {
         std::cout << "Strict mode: Image size mismatch!\n";
@@ -64,10 +37,7 @@ int cmd_compare(Env& env, int argc, char** argv) {
     ProgressFn progress;
     if (args->has("p")) progress = progress_printer();
     auto r = compare(*a->device, *b->device, strict, progress);
-    if (!r) {
-        fail(r.error());
-        return 2;
-    }
+    if (!r) return error(r.error());
     if (*r) {
         if (!args->has("q")) std::cout << "Content mismatch at offset " << **r << "!\n";
         return 1;

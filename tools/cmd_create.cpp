@@ -22,11 +22,7 @@ int cmd_create(Env& env, int argc, char** argv) {
     co.values = std::move(*kv);
     if (auto b = args->get("b")) co.set("backing_file", *b);
     if (auto bf = args->get("F")) co.set("backing_fmt", *bf);
-    if (args->positional.size() == 2) {
-        auto size = parse_size(args->positional[1]);
-        if (!size) return fail(size.error());
-        co.size = *size;
-    } else if (auto s = co.get("size")) {
+    if (auto s = args->positional.size() == 2 ? args->positional[1] : co.get("size")) {
         auto size = parse_size(*s);
         if (!size) return fail(size.error());
         co.size = *size;

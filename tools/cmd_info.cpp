@@ -55,12 +55,7 @@ static void print_human(const Json& j, const std::vector<SnapshotInfo>& snaps) {
 // --untrusted: the usual information when the image opens under untrusted rules, plus the safety report.
 // Exit status 1 when the verdict is unsafe.
 static int untrusted_info(Env& env, const std::string& path, const std::string& format, bool json) {
-    Limits limits;
-    limits.max_metadata_bytes = 64ull << 20;
-    limits.max_descriptor_bytes = 64ull << 10;
-    limits.max_extents = 256;
-    limits.max_snapshots = 1024;
-    Json report = safety_report(env.registry, *env.fs, path, format, limits);
+    Json report = safety_report(env.registry, *env.fs, path, format, untrusted_limits());
     bool safe = report.get("verdict") && *report.get("verdict")->as_string() == "safe";
     Json out = Json::object();
     std::vector<SnapshotInfo> snaps;
@@ -103,10 +98,9 @@ int cmd_info(Env& env, int argc, char** argv) {
     if (args->positional.size() != 1) return fail("info: expected exactly one image (see vdisk info --help)");
     std::string path = args->positional[0];
     if (args->has("image-opts")) {
-        auto io = parse_image_opts(path);
-        if (!io) return fail("info: " + io.error().message);
-        path = io->first;
-        if (!io->second.empty()) args->opts.push_back({"f", io->second});
+        std::string fmt;
+        if (apply_image_opts("info", path, fmt)) return 1;
+        if (!fmt.empty()) args->opts.push_back({"f", fmt});
     }
     if (!take_disk_option(env, *args)) return 1;
     if (int rc = appliance_info(env, path, *json, args->has("untrusted")); rc >= 0) return rc;

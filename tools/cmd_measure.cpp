@@ -36,12 +36,7 @@ int cmd_measure(Env& env, int argc, char** argv) {
         opts.size = *n;
     } else {
         std::string snapshot;
-        if (auto l = args->get("l")) {
-            if (l->rfind("snapshot.name=", 0) == 0) snapshot = l->substr(14);
-            else if (l->rfind("snapshot.id=", 0) == 0) snapshot = l->substr(12);
-            else if (l->find('=') == std::string::npos) snapshot = *l;
-            else return fail("measure: -l expects snapshot.name=NAME or snapshot.id=ID");
-        }
+        if (read_snapshot_option(*args, "measure", snapshot)) return 1;
         auto opened = open_cli(env, args->positional[0], args->get("f").value_or(""), args->has("untrusted"), false,
                                snapshot, args->get("parent").value_or(""));
         if (!opened) return fail(opened.error());

@@ -23,12 +23,7 @@ int cmd_resize(Env& env, int argc, char** argv) {
     if (!neg.empty()) args->positional.push_back(neg);
     if (args->positional.size() != 2) return fail("resize: expected IMG [+|-]SIZE");
     std::string path = args->positional[0], fmt = args->get("f").value_or("");
-    if (args->has("image-opts")) {
-        auto io = parse_image_opts(path);
-        if (!io) return fail("resize: " + io.error().message);
-        path = io->first;
-        if (!io->second.empty()) fmt = io->second;
-    }
+    if (args->has("image-opts") && apply_image_opts("resize", path, fmt)) return 1;
     const std::string prealloc = args->get("preallocation").value_or("off");
     if (prealloc != "off" && prealloc != "falloc" && prealloc != "full" && prealloc != "metadata")
         return fail("resize: Invalid preallocation mode '" + prealloc + "'");

@@ -19,23 +19,11 @@ int convert_from_stdin(Env& env, const Args& args, const std::string& dst) {
     if (apply_convert_target(args, co.output_format, *kv)) return 1;
     co.create.values = std::move(*kv);
     co.compress = args.has("c");
-    if (auto threads = args.get("m") ? args.get("m") : args.get("threads")) {
-        char* end = nullptr;
-        unsigned long n = std::strtoul(threads->c_str(), &end, 10);
-        if (!end || *end || n < 1 || n > 256) return fail("convert: -m expects a thread count from 1 to 256");
-        co.threads = static_cast<unsigned>(n);
-    }
+    if (read_thread_count(args, co)) return 1;
     if (args.has("p")) co.progress = progress_printer();
-    auto hash_algos = parse_hash_list(args.all("hash"));
-    if (!hash_algos) return fail(hash_algos.error());
-    if (hash_algos->empty() && args.has("hash-file")) hash_algos->push_back(HashAlgorithm::sha256);
     std::unique_ptr<HashSink> hasher;
-    if (!hash_algos->empty()) co.content_sink = (hasher = std::make_unique<HashSink>(*hash_algos)).get();
     std::unique_ptr<FileSystem> stream;
-    if (dst == "-") {
-        if (::isatty(1)) return fail("convert: refusing to write an image to a terminal");
-        stream = make_stream_file_system(1, "-");
-    }
+    if (attach_hasher(args, co, hasher) || open_stdout_target(dst, stream)) return 1;
     FileSystem& out_fs = stream ? *stream : *env.fs;
 
     StreamSource s;
@@ -64,11 +52,7 @@ int convert_from_stdin(Env& env, const Args& args, const std::string& dst) {
     }
     auto in = make_fd_input_stream(0, "-");
     auto st = convert_stream(env.registry, *in, s, out_fs, dst, co);
-    if (!st) {
-        Error e = std::move(st).error();
-        if (e.file.empty()) e.file = dst;
-        return fail(e);
-    }
+    if (!st) return report_convert_failure(std::move(st).error(), dst, false);
     if (hasher) return report_convert_digests(*hasher, "-", dst, co.output_format, args.get("hash-file"));
     return 0;
 }
