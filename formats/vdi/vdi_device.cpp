@@ -86,6 +86,7 @@ private:
     uint64_t block_end(uint64_t block) const {
         return std::min<uint64_t>(size(), (block + 1) * uint64_t{meta_.block_size});
     }
+    Status write_le32(uint64_t at, uint32_t value);
     Status rewrite_blocks_allocated(uint32_t count);
     Status set_entry(uint64_t block, uint32_t entry);
     Status allocate_block(uint64_t block, uint64_t within, std::span<const uint8_t> data);
@@ -228,10 +229,8 @@ Status VdiDevice::write_map_and_sizes() {
     uint8_t b8[8];
     util::store_le<uint64_t>(b8, meta_.disk_size);
     VDISK_TRY(file_->write_at(kDiskSizeOffset, std::span<const uint8_t>(b8, 8)));
-    util::store_le<uint32_t>(b8, meta_.blocks_in_image);
-    VDISK_TRY(file_->write_at(kBlocksInImageOffset, std::span<const uint8_t>(b8, 4)));
-    util::store_le<uint32_t>(b8, static_cast<uint32_t>(meta_.offset_data));
-    return file_->write_at(kOffsetDataOffset, std::span<const uint8_t>(b8, 4));
+    VDISK_TRY(write_le32(kBlocksInImageOffset, meta_.blocks_in_image));
+    return write_le32(kOffsetDataOffset, static_cast<uint32_t>(meta_.offset_data));
 }
 
 // Slots must stay below the new block count (readers check it): blocks in higher slots move down into free
@@ -320,10 +319,8 @@ Status VdiDevice::set_backing_reference(const std::string& name, const std::stri
         std::memcpy(link + 16, pm->uuid_modify, 16);
         type = kTypeDiff;
     }
-    uint8_t t[4];
-    util::store_le<uint32_t>(t, type);
     VDISK_TRY(file_->write_at(kHeaderOffset + offsetof(Header1, uuid_linkage), std::span<const uint8_t>(link, 32)));
-    VDISK_TRY(file_->write_at(kHeaderOffset + offsetof(Header1, type), std::span<const uint8_t>(t, 4)));
+    VDISK_TRY(write_le32(kHeaderOffset + offsetof(Header1, type), type));
     VDISK_TRY(file_->sync());
     meta_.type = type;
     std::memcpy(meta_.uuid_linkage, link, 16);
@@ -347,18 +344,20 @@ Status VdiDevice::mark_modified() {
     return ok();
 }
 
-Status VdiDevice::rewrite_blocks_allocated(uint32_t count) {
+Status VdiDevice::write_le32(uint64_t at, uint32_t value) {
     uint8_t b[4];
-    util::store_le<uint32_t>(b, count);
-    VDISK_TRY(file_->write_at(kBlocksAllocatedOffset, b));
+    util::store_le<uint32_t>(b, value);
+    return file_->write_at(at, b);
+}
+
+Status VdiDevice::rewrite_blocks_allocated(uint32_t count) {
+    VDISK_TRY(write_le32(kBlocksAllocatedOffset, count));
     meta_.blocks_allocated = count;
     return ok();
 }
 
 Status VdiDevice::set_entry(uint64_t block, uint32_t entry) {
-    uint8_t b[4];
-    util::store_le<uint32_t>(b, entry);
-    VDISK_TRY(file_->write_at(meta_.offset_bmap + block * 4, b));
+    VDISK_TRY(write_le32(meta_.offset_bmap + block * 4, entry));
     bmap_[block] = entry;
     return ok();
 }

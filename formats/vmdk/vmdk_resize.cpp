@@ -53,10 +53,9 @@ Descriptor resized(Descriptor d, uint64_t len, uint64_t new_size) {
 // Where a grow puts the new grain tables (and their redundant copies) at the end of the file, then the
 // directories when they outgrow their sectors.
 struct GrowPlan {
-    std::vector<uint64_t> gd, rgd;  // with entries for the new tables
-    uint64_t gd_offset = 0, rgd_offset = 0;
-    uint64_t end = 0;   // file end after everything placed
-    bool move = false;  // the directories are written whole at new offsets
+    std::vector<uint64_t> gd, rgd;        // with entries for the new tables
+    uint64_t gd_offset, rgd_offset, end;  // the directories' offsets, the file end after everything placed
+    bool move = false;                    // the directories are written whole at new offsets
 };
 
 Result<GrowPlan> plan_grow(const DiskExtent& e, uint64_t new_gts) {
