@@ -86,11 +86,16 @@ private:
     uint64_t block_end(uint64_t block) const {
         return std::min<uint64_t>(size(), (block + 1) * uint64_t{meta_.block_size});
     }
+    Status write_le32(uint64_t at, uint32_t value);
     Status rewrite_blocks_allocated(uint32_t count);
     Status set_entry(uint64_t block, uint32_t entry);
     Status allocate_block(uint64_t block, uint64_t within, std::span<const uint8_t> data);
     Status unallocate_block(uint64_t block);
     Status mark_modified();
+    Status shrink_map(uint32_t blocks);
+    Status write_map_and_sizes();
+    Status make_map_room(uint64_t count);
+    Status move_block(uint64_t block, uint32_t to, std::vector<uint8_t>& buf);
     void index_slots();
 
     std::unique_ptr<File> file_;
@@ -168,10 +173,10 @@ Status VdiDevice::missing_backing_error() const {
 }
 
 // Growing needs block map room: when the map would run into the data area, the blocks in the first slots
-// move to new slots at the end and the data area starts that many slots later (slot numbers are relative
-// to it, so every entry shifts down). Map and header are rewritten in place; a crash between the two
-// writes leaves them disagreeing, as with VirtualBox's own resize. Shrinking frees the blocks past the end.
-// A fixed (static) image gets its new blocks allocated.
+// move to new slots at the end and the data area starts that many slots later (make_map_room). Map and header
+// are rewritten in place; a crash between the two writes leaves them disagreeing, as with VirtualBox's own
+// resize. Shrinking frees the blocks past the end (shrink_map). A fixed (static) image gets its new blocks
+// allocated.
 Status VdiDevice::do_resize(uint64_t new_size) {
     if (meta_.version != kVersion1_1 && (meta_.version >> 16) != 1)
         return make_error(ErrorCode::unsupported, "resizing VDI version 0 images is not supported");
@@ -180,69 +185,17 @@ Status VdiDevice::do_resize(uint64_t new_size) {
     if (blocks64 >= kBlockZero)
         return make_error(ErrorCode::invalid_argument, "VDI size " + std::to_string(new_size) + " is too large");
     const auto blocks = static_cast<uint32_t>(blocks64);
+    // Slots the data area moves by when the map runs into it.
+    const uint64_t map_end = meta_.offset_bmap + blocks64 * 4;
+    const uint64_t room_slots = map_end > meta_.offset_data ? util::div_round_up(map_end - meta_.offset_data, slot) : 0;
     // Entries gained are charged like the block map read at open, its on-disk copy (the map region up to
     // the data area, which moves by whole slots when the map runs into it) while it is written.
     const uint64_t old_entries = bmap_.size(), gained = blocks64 > old_entries ? (blocks64 - old_entries) * 4 : 0;
-    const uint64_t map_bytes = meta_.offset_bmap + blocks64 * 4 > meta_.offset_data
-                                   ? util::div_round_up(meta_.offset_bmap + blocks64 * 4 - meta_.offset_data, slot) *
-                                         slot
-                                   : 0;
-    const uint64_t copy = meta_.offset_data - meta_.offset_bmap + map_bytes;
+    const uint64_t copy = meta_.offset_data - meta_.offset_bmap + room_slots * slot;
     VDISK_ASSIGN(Charge grown, Charge::make(budget(), gained + copy, "VDI block map"));
     VDISK_TRY(mark_modified());
-    if (blocks < bmap_.size()) {
-        for (uint64_t b = blocks; b < bmap_.size(); ++b)
-            if (is_allocated(bmap_[b])) VDISK_TRY(unallocate_block(b));
-        bmap_.resize(blocks);
-        // Slots must stay below the new block count (readers check it): blocks in higher slots move down
-        // into free ones, then the file ends after the last slot in use.
-        std::vector<bool> used(blocks, false);
-        for (uint32_t e : bmap_)
-            if (is_allocated(e) && e < blocks) used[e] = true;
-        uint32_t low = 0;
-        std::vector<uint8_t> buf(static_cast<size_t>(slot));
-        for (uint64_t b = 0; b < bmap_.size(); ++b) {
-            uint32_t e = bmap_[b];
-            if (!is_allocated(e) || e < blocks) continue;
-            while (low < blocks && used[low]) ++low;
-            if (low >= blocks) return make_error(ErrorCode::corrupt, "more allocated blocks than slots");
-            VDISK_TRY(read_zero_fill(*file_, slot_offset(e) - meta_.block_extra, buf));
-            VDISK_TRY(file_->write_at(slot_offset(low) - meta_.block_extra, buf));
-            VDISK_TRY(set_entry(b, low));
-            used[low] = true;
-        }
-        uint32_t top = 0;
-        for (uint32_t e : bmap_)
-            if (is_allocated(e)) top = std::max(top, e + 1);
-        next_slot_ = top;
-        file_size_ = meta_.offset_data + uint64_t{top} * slot;
-        VDISK_TRY(file_->resize(file_size_));
-    }
-    const uint64_t map_end = meta_.offset_bmap + blocks64 * 4;
-    if (map_end > meta_.offset_data) {
-        const uint64_t k64 = util::div_round_up(map_end - meta_.offset_data, slot);
-        if (meta_.offset_data + k64 * slot > 0xffffffffull)
-            return make_error(ErrorCode::limit_exceeded, "the VDI data area cannot start past 4 GiB");
-        const auto k = static_cast<uint32_t>(k64);
-        std::vector<uint8_t> buf(static_cast<size_t>(slot));
-        for (uint64_t b = 0; b < bmap_.size(); ++b) {
-            uint32_t e = bmap_[b];
-            if (!is_allocated(e) || e >= k) continue;
-            uint32_t to = std::max<uint32_t>(next_slot_, k);  // never into the slots being vacated
-            uint64_t from_host = slot_offset(e) - meta_.block_extra, to_host = slot_offset(to) - meta_.block_extra;
-            VDISK_TRY(read_zero_fill(*file_, from_host, buf));
-            VDISK_TRY(file_->write_at(to_host, buf));
-            file_size_ = std::max(file_size_, to_host + slot);
-            VDISK_TRY(set_entry(b, to));
-            next_slot_ = to + 1;
-        }
-        VDISK_TRY(file_->sync());
-        // Slots 0..k-1 are unused now: the data area starts after them.
-        meta_.offset_data += k64 * slot;
-        for (auto& e : bmap_)
-            if (is_allocated(e)) e -= k;
-        next_slot_ = next_slot_ > k ? next_slot_ - k : 0;
-    }
+    if (blocks < bmap_.size()) VDISK_TRY(shrink_map(blocks));
+    if (room_slots) VDISK_TRY(make_map_room(room_slots));
     const uint32_t old_blocks = static_cast<uint32_t>(bmap_.size());
     bmap_.resize(blocks, kBlockFree);
     meta_.blocks_in_image = blocks;
@@ -255,20 +208,10 @@ Status VdiDevice::do_resize(uint64_t new_size) {
         file_size_ = std::max(file_size_, meta_.offset_data + uint64_t{next_slot_} * slot);
         VDISK_TRY(file_->resize(file_size_));
     }
-    std::vector<uint8_t> raw(static_cast<size_t>(meta_.offset_data - meta_.offset_bmap), 0);
-    for (size_t i = 0; i < bmap_.size(); ++i) util::store_le<uint32_t>(&raw[i * 4], bmap_[i]);
-    VDISK_TRY(file_->write_at(meta_.offset_bmap, raw));
-    raw = {};
+    VDISK_TRY(write_map_and_sizes());
     VDISK_TRY(grown.resize(gained, "VDI block map"));
     grown.keep();
     if (blocks64 < old_entries) budget()->release((old_entries - blocks64) * 4);
-    uint8_t b8[8];
-    util::store_le<uint64_t>(b8, new_size);
-    VDISK_TRY(file_->write_at(kDiskSizeOffset, std::span<const uint8_t>(b8, 8)));
-    util::store_le<uint32_t>(b8, blocks);
-    VDISK_TRY(file_->write_at(kBlocksInImageOffset, std::span<const uint8_t>(b8, 4)));
-    util::store_le<uint32_t>(b8, static_cast<uint32_t>(meta_.offset_data));
-    VDISK_TRY(file_->write_at(kOffsetDataOffset, std::span<const uint8_t>(b8, 4)));
     // Recount and rebuild the free-slot list for the renumbered slots.
     allocated_ = 0;
     free_slots_.clear();
@@ -276,6 +219,78 @@ Status VdiDevice::do_resize(uint64_t new_size) {
     VDISK_TRY(rewrite_blocks_allocated(allocated_));
     set_size(new_size);
     return file_->sync();
+}
+
+// The map region up to the data area (zeros past the last entry), then the header fields that size the image.
+Status VdiDevice::write_map_and_sizes() {
+    std::vector<uint8_t> raw(static_cast<size_t>(meta_.offset_data - meta_.offset_bmap), 0);
+    for (size_t i = 0; i < bmap_.size(); ++i) util::store_le<uint32_t>(&raw[i * 4], bmap_[i]);
+    VDISK_TRY(file_->write_at(meta_.offset_bmap, raw));
+    uint8_t b8[8];
+    util::store_le<uint64_t>(b8, meta_.disk_size);
+    VDISK_TRY(file_->write_at(kDiskSizeOffset, std::span<const uint8_t>(b8, 8)));
+    VDISK_TRY(write_le32(kBlocksInImageOffset, meta_.blocks_in_image));
+    return write_le32(kOffsetDataOffset, static_cast<uint32_t>(meta_.offset_data));
+}
+
+// Slots must stay below the new block count (readers check it): blocks in higher slots move down into free
+// ones, then the file ends after the last slot in use.
+Status VdiDevice::shrink_map(uint32_t blocks) {
+    for (uint64_t b = blocks; b < bmap_.size(); ++b)
+        if (is_allocated(bmap_[b])) VDISK_TRY(unallocate_block(b));
+    bmap_.resize(blocks);
+    std::vector<bool> used(blocks, false);
+    for (uint32_t e : bmap_)
+        if (is_allocated(e) && e < blocks) used[e] = true;
+    uint32_t low = 0;
+    std::vector<uint8_t> buf(static_cast<size_t>(meta_.slot_size()));
+    for (uint64_t b = 0; b < bmap_.size(); ++b) {
+        uint32_t e = bmap_[b];
+        if (!is_allocated(e) || e < blocks) continue;
+        while (low < blocks && used[low]) ++low;
+        if (low >= blocks) return make_error(ErrorCode::corrupt, "more allocated blocks than slots");
+        VDISK_TRY(move_block(b, low, buf));
+        used[low] = true;
+    }
+    uint32_t top = 0;
+    for (uint32_t e : bmap_)
+        if (is_allocated(e)) top = std::max(top, e + 1);
+    next_slot_ = top;
+    file_size_ = meta_.offset_data + uint64_t{top} * meta_.slot_size();
+    return file_->resize(file_size_);
+}
+
+// The blocks in the first `count` slots move to the end; slot numbers are relative to the data area, which
+// then starts `count` slots later, so every entry shifts down.
+Status VdiDevice::make_map_room(uint64_t count) {
+    const uint64_t slot = meta_.slot_size();
+    if (meta_.offset_data + count * slot > 0xffffffffull)
+        return make_error(ErrorCode::limit_exceeded, "the VDI data area cannot start past 4 GiB");
+    const auto k = static_cast<uint32_t>(count);
+    std::vector<uint8_t> buf(static_cast<size_t>(slot));
+    for (uint64_t b = 0; b < bmap_.size(); ++b) {
+        uint32_t e = bmap_[b];
+        if (!is_allocated(e) || e >= k) continue;
+        uint32_t to = std::max<uint32_t>(next_slot_, k);  // never into the slots being vacated
+        VDISK_TRY(move_block(b, to, buf));
+        next_slot_ = to + 1;
+    }
+    VDISK_TRY(file_->sync());
+    // Slots 0..k-1 are unused now: the data area starts after them.
+    meta_.offset_data += count * slot;
+    for (auto& e : bmap_)
+        if (is_allocated(e)) e -= k;
+    next_slot_ = next_slot_ > k ? next_slot_ - k : 0;
+    return ok();
+}
+
+// Copies the slot of `block` (extra data included) to slot `to` and points the block there.
+Status VdiDevice::move_block(uint64_t block, uint32_t to, std::vector<uint8_t>& buf) {
+    const uint64_t to_host = slot_offset(to) - meta_.block_extra;
+    VDISK_TRY(read_zero_fill(*file_, slot_offset(bmap_[block]) - meta_.block_extra, buf));
+    VDISK_TRY(file_->write_at(to_host, buf));
+    file_size_ = std::max<uint64_t>(file_size_, to_host + buf.size());
+    return set_entry(block, to);
 }
 
 // Rebase: the parent is the new backing's creation UUID and its modification UUID now (as create links a
@@ -304,10 +319,8 @@ Status VdiDevice::set_backing_reference(const std::string& name, const std::stri
         std::memcpy(link + 16, pm->uuid_modify, 16);
         type = kTypeDiff;
     }
-    uint8_t t[4];
-    util::store_le<uint32_t>(t, type);
     VDISK_TRY(file_->write_at(kHeaderOffset + offsetof(Header1, uuid_linkage), std::span<const uint8_t>(link, 32)));
-    VDISK_TRY(file_->write_at(kHeaderOffset + offsetof(Header1, type), std::span<const uint8_t>(t, 4)));
+    VDISK_TRY(write_le32(kHeaderOffset + offsetof(Header1, type), type));
     VDISK_TRY(file_->sync());
     meta_.type = type;
     std::memcpy(meta_.uuid_linkage, link, 16);
@@ -331,18 +344,20 @@ Status VdiDevice::mark_modified() {
     return ok();
 }
 
-Status VdiDevice::rewrite_blocks_allocated(uint32_t count) {
+Status VdiDevice::write_le32(uint64_t at, uint32_t value) {
     uint8_t b[4];
-    util::store_le<uint32_t>(b, count);
-    VDISK_TRY(file_->write_at(kBlocksAllocatedOffset, b));
+    util::store_le<uint32_t>(b, value);
+    return file_->write_at(at, b);
+}
+
+Status VdiDevice::rewrite_blocks_allocated(uint32_t count) {
+    VDISK_TRY(write_le32(kBlocksAllocatedOffset, count));
     meta_.blocks_allocated = count;
     return ok();
 }
 
 Status VdiDevice::set_entry(uint64_t block, uint32_t entry) {
-    uint8_t b[4];
-    util::store_le<uint32_t>(b, entry);
-    VDISK_TRY(file_->write_at(meta_.offset_bmap + block * 4, b));
+    VDISK_TRY(write_le32(meta_.offset_bmap + block * 4, entry));
     bmap_[block] = entry;
     return ok();
 }

@@ -130,13 +130,43 @@ struct ExtentCheck {
             mark(host / kSector, std::min(file_sectors, util::div_round_up(host + e.grain, kSector))))
             problem([&] { return at() + " overlaps another grain"; });
     }
+
+    // Grains 0..grains-1 through `lookup` (the device's, through its table cache): allocated ones counted in
+    // the result, uncompressed ones placed.
+    template <typename Lookup>
+    Status walk_grains(uint64_t grains, Lookup&& lookup) {
+        for (uint64_t gi = 0; gi < grains; ++gi) {
+            if (gi % e.gtes_per_gt == 0) {
+                // A directory entry of zero is a whole table of unallocated grains: skip it in one step.
+                uint64_t gt = gi / e.gtes_per_gt;
+                VDISK_TRY(budget->work(1, "check: grain tables"));
+                if (gt < e.gd.size() && e.gd[gt] == 0) {
+                    gi += e.gtes_per_gt - 1;
+                    continue;
+                }
+                VDISK_TRY(budget->work(e.gtes_per_gt, "check: grain tables"));
+            }
+            auto g = lookup(gi);
+            if (!g) {
+                problem([&] { return g.error().message; });
+                // Skip the rest of a grain table that cannot be read.
+                gi = (gi / e.gtes_per_gt + 1) * e.gtes_per_gt - 1;
+                continue;
+            }
+            if (g->kind == GrainState::unallocated || g->kind == GrainState::zero) continue;
+            ++*r.allocated_clusters;
+            if (g->kind == GrainState::compressed) ++*r.compressed_clusters;
+            else place_grain(gi, g->host);
+        }
+        return ok();
+    }
 };
 
 }  // namespace
 
 Result<CheckResult> VmdkDevice::do_check(RepairMode) {
     CheckResult r;
-    uint64_t total = 0, allocated = 0, compressed = 0;
+    r.total_clusters = r.allocated_clusters = r.compressed_clusters = 0;
     for (size_t ei = 0; ei < extents_.size(); ++ei) {
         const DiskExtent& e = extents_[ei];
         if (e.kind == StoreKind::flat || e.kind == StoreKind::zero) continue;
@@ -145,35 +175,10 @@ Result<CheckResult> VmdkDevice::do_check(RepairMode) {
         VDISK_TRY(c.compare_redundant());
         c.start_tracking();
         uint64_t grains = util::div_round_up(std::min(e.length, e.capacity ? e.capacity : e.length), e.grain);
-        total += grains;
-        for (uint64_t gi = 0; gi < grains; ++gi) {
-            if (gi % e.gtes_per_gt == 0) {
-                // A directory entry of zero is a whole table of unallocated grains: skip it in one step.
-                uint64_t gt = gi / e.gtes_per_gt;
-                VDISK_TRY(budget()->work(1, "check: grain tables"));
-                if (gt < e.gd.size() && e.gd[gt] == 0) {
-                    gi += e.gtes_per_gt - 1;
-                    continue;
-                }
-                VDISK_TRY(budget()->work(e.gtes_per_gt, "check: grain tables"));
-            }
-            auto g = lookup(ei, gi);
-            if (!g) {
-                c.problem([&] { return g.error().message; });
-                // Skip the rest of a grain table that cannot be read.
-                gi = (gi / e.gtes_per_gt + 1) * e.gtes_per_gt - 1;
-                continue;
-            }
-            if (g->kind == GrainState::unallocated || g->kind == GrainState::zero) continue;
-            ++allocated;
-            if (g->kind == GrainState::compressed) ++compressed;
-            else c.place_grain(gi, g->host);
-        }
+        *r.total_clusters += grains;
+        VDISK_TRY(c.walk_grains(grains, [&](uint64_t gi) { return lookup(ei, gi); }));
         if (e.file == files_.front().get() || ei + 1 == extents_.size()) r.image_end_offset = e.file_size;
     }
-    r.total_clusters = total;
-    r.allocated_clusters = allocated;
-    r.compressed_clusters = compressed;
     return r;
 }
 

@@ -78,7 +78,7 @@ std::optional<ExtentAccess> parse_access(std::string_view t) {
     return std::nullopt;
 }
 
-Error line_error(ErrorCode code, size_t lineno, std::string msg) {
+Error line_error(ErrorCode code, size_t lineno, const std::string& msg) {
     return make_error(code, "descriptor line " + std::to_string(lineno) + ": " + msg);
 }
 

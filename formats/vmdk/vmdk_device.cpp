@@ -18,6 +18,45 @@ uint64_t gte_bytes(const DiskExtent& e) { return e.kind == StoreKind::sesparse ?
 uint64_t gt_bytes(const DiskExtent& e) { return e.gtes_per_gt * gte_bytes(e); }
 uint64_t gt_sectors(const DiskExtent& e) { return util::div_round_up(gt_bytes(e), kSector); }
 
+// Where `bytes` of new grains or grain tables go: the sector-aligned end of the file (directory and table
+// entries count sectors in 32 bits).
+Result<uint64_t> append_at(const DiskExtent& e, uint64_t bytes) {
+    uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
+    if (at == 0 || (at + bytes) / kSector > 0xffffffffull)
+        return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
+    return at;
+}
+
+// Writes go to flat, zero and uncompressed hosted sparse extents open for writing.
+Status writable(const DiskExtent& e) {
+    if (e.access != ExtentAccess::rw)
+        return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
+    if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
+        return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
+                                                      (e.compressed ? " compressed" : "") + " extent is not supported");
+    return ok();
+}
+
+// The value of the descriptor's "CID=" line (any case, possibly indented): {first, end} offsets in `text`,
+// trailing CRs and blanks left out.
+std::optional<std::pair<size_t, size_t>> cid_value(std::string_view text) {
+    for (size_t pos = 0; pos < text.size();) {
+        size_t nl = std::min(text.find('\n', pos), text.size());
+        size_t k = text.find_first_not_of(" \t", pos);
+        if (k < nl && nl - k >= 4 && (text[k] == 'C' || text[k] == 'c') && (text[k + 1] == 'I' || text[k + 1] == 'i') &&
+            (text[k + 2] == 'D' || text[k + 2] == 'd')) {
+            size_t eq = text.find_first_not_of(" \t", k + 3);
+            if (eq < nl && text[eq] == '=') {
+                size_t vend = nl;
+                while (vend > eq + 1 && (text[vend - 1] == '\r' || text[vend - 1] == ' ')) --vend;
+                return std::pair{eq + 1, vend};
+            }
+        }
+        pos = nl + 1;
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 VmdkDevice::VmdkDevice(uint64_t size, bool read_only, VmdkParts parts, const Limits& limits)
@@ -284,9 +323,7 @@ Status VmdkDevice::set_gte(size_t ei, uint64_t gi, uint32_t value) {
     uint64_t gtsz = gt_sectors(e) * kSector;
     auto alloc_table = [&](std::vector<uint64_t>& dir, uint64_t dir_offset) -> Status {
         if (dir[gt] != 0) return ok();
-        uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
-        if (at == 0 || at / kSector > 0xffffffffull)
-            return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
+        VDISK_ASSIGN(uint64_t at, append_at(e, 0));
         std::vector<uint8_t> zeros(gtsz, 0);
         VDISK_TRY(e.file->write_at(at, zeros));
         e.file_size = at + gtsz;
@@ -333,7 +370,6 @@ Status VmdkDevice::write_back_gt() {
 Status VmdkDevice::write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf) {
     DiskExtent& e = extents_[ei];  // hosted, not compressed (do_write checked)
     size_t done = 0;
-    std::vector<uint8_t> grain;
     while (done < buf.size()) {
         uint64_t pos = rel + done;
         uint64_t gi = pos / e.grain;
@@ -341,85 +377,65 @@ Status VmdkDevice::write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t
         size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - done, e.grain - in_grain));
         auto piece = buf.subspan(done, n);
         VDISK_ASSIGN(GrainState g, lookup(ei, gi));
+        const bool zero_piece = g.kind != GrainState::data && util::is_zero(piece);
         if (g.kind == GrainState::data) {
             VDISK_TRY(e.file->write_at(g.host + in_grain, piece));
-            done += n;
-            continue;
-        }
-        bool zero_piece = util::is_zero(piece);
-        if (zero_piece && (g.kind == GrainState::zero || (g.kind == GrainState::unallocated && !backing()))) {
-            done += n;
-            continue;
-        }
-        if (zero_piece && n == e.grain && e.zeroed_gte) {
+        } else if (zero_piece && (g.kind == GrainState::zero || (g.kind == GrainState::unallocated && !backing()))) {
+            // Already reads as zeros.
+        } else if (zero_piece && n == e.grain && e.zeroed_gte) {
             VDISK_TRY(set_gte(ei, gi, kGteZeroed));
-            done += n;
-            continue;
+        } else if (in_grain == 0 && n == e.grain) {
+            VDISK_ASSIGN(n, append_grains(ei, gi, buf.subspan(done)));
+        } else {
+            VDISK_TRY(allocate_grain(ei, gi, g.kind, in_grain, piece));
         }
-        if (in_grain == 0 && n == e.grain) {
-            // Whole new grains: take the run of following whole grains that are not allocated yet and hold
-            // data, place them back to back at the end of the file and write them with one call.
-            uint64_t run = 1;
-            while (done + (run + 1) * e.grain <= buf.size() && run < 256) {
-                VDISK_ASSIGN(GrainState ng, lookup(ei, gi + run));
-                if (ng.kind == GrainState::data || ng.kind == GrainState::compressed) break;
-                if (util::is_zero(buf.subspan(done + run * e.grain, e.grain))) break;
-                ++run;
-            }
-            uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
-            if (at == 0 || (at + run * e.grain) / kSector > 0xffffffffull)
-                return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
-            VDISK_TRY(e.file->write_at(at, buf.subspan(done, run * e.grain)));
-            e.file_size = at + run * e.grain;
-            for (uint64_t k = 0; k < run; ++k)
-                VDISK_TRY(set_gte(ei, gi + k, static_cast<uint32_t>((at + k * e.grain) / kSector)));
-            done += run * e.grain;
-            continue;
-        }
-        // Allocate a whole grain: the parts not written come from the backing (copy on write) or are zeros.
-        grain.assign(e.grain, 0);
-        uint64_t gstart = gi * e.grain;
-        if (g.kind == GrainState::unallocated && gstart < e.length) {
-            uint64_t avail = std::min<uint64_t>(e.grain, e.length - gstart);
-            VDISK_TRY(read_from_backing(e.start + gstart, std::span<uint8_t>(grain.data(), avail)));
-        }
-        std::memcpy(grain.data() + in_grain, piece.data(), n);
-        uint64_t at = util::align_up(e.file_size, kSector).value_or(0);
-        if (at == 0 || (at + e.grain) / kSector > 0xffffffffull)
-            return make_error(ErrorCode::limit_exceeded, "extent '" + e.name + "' cannot grow past 2 TiB");
-        VDISK_TRY(e.file->write_at(at, grain));
-        e.file_size = at + e.grain;
-        VDISK_TRY(set_gte(ei, gi, static_cast<uint32_t>(at / kSector)));
         done += n;
     }
     return ok();
 }
 
-Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
-    if (stream_writer_) {
-        const DiskExtent& e = extents_.front();
-        for (uint64_t done = 0; done < buf.size(); done += e.grain) {
-            auto chunk = buf.subspan(done, std::min<uint64_t>(e.grain, buf.size() - done));
-            uint64_t gi = (offset + done) / e.grain;
-            if (!util::is_zero(chunk)) {
-                VDISK_ASSIGN(auto z, compress_chunk(chunk));
-                VDISK_TRY(stream_append(gi, z));
-            } else {
-                VDISK_TRY(stream_in_order(gi));
-                stream_next_grain_ = gi + 1;
-            }
-        }
-        return ok();
+// Whole new grains: take the run of following whole grains that are not allocated yet and hold data, place
+// them back to back at the end of the file and write them with one call. Returns the bytes written.
+Result<size_t> VmdkDevice::append_grains(size_t ei, uint64_t gi, std::span<const uint8_t> buf) {
+    DiskExtent& e = extents_[ei];
+    uint64_t run = 1;
+    while ((run + 1) * e.grain <= buf.size() && run < 256) {
+        VDISK_ASSIGN(GrainState ng, lookup(ei, gi + run));
+        if (ng.kind == GrainState::data || ng.kind == GrainState::compressed) break;
+        if (util::is_zero(buf.subspan(run * e.grain, e.grain))) break;
+        ++run;
     }
+    VDISK_ASSIGN(uint64_t at, append_at(e, run * e.grain));
+    VDISK_TRY(e.file->write_at(at, buf.first(run * e.grain)));
+    e.file_size = at + run * e.grain;
+    for (uint64_t k = 0; k < run; ++k)
+        VDISK_TRY(set_gte(ei, gi + k, static_cast<uint32_t>((at + k * e.grain) / kSector)));
+    return static_cast<size_t>(run * e.grain);
+}
+
+// Allocate a whole grain for part of it: the parts not written come from the backing (copy on write) or are zeros.
+Status VmdkDevice::allocate_grain(size_t ei, uint64_t gi, GrainState::Kind was, uint64_t in_grain,
+                                  std::span<const uint8_t> piece) {
+    DiskExtent& e = extents_[ei];
+    std::vector<uint8_t> grain(e.grain, 0);
+    uint64_t gstart = gi * e.grain;
+    if (was == GrainState::unallocated && gstart < e.length) {
+        uint64_t avail = std::min<uint64_t>(e.grain, e.length - gstart);
+        VDISK_TRY(read_from_backing(e.start + gstart, std::span<uint8_t>(grain.data(), avail)));
+    }
+    std::memcpy(grain.data() + in_grain, piece.data(), piece.size());
+    VDISK_ASSIGN(uint64_t at, append_at(e, e.grain));
+    VDISK_TRY(e.file->write_at(at, grain));
+    e.file_size = at + e.grain;
+    return set_gte(ei, gi, static_cast<uint32_t>(at / kSector));
+}
+
+Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
+    if (stream_writer_) return stream_write(offset, buf);
     // Refuse before touching anything: a write that cannot happen must not change the CID or half the data.
     for (uint64_t pos = offset; pos < offset + buf.size();) {
         const DiskExtent& e = extents_[find_extent(pos)];
-        if (e.access != ExtentAccess::rw)
-            return make_error(ErrorCode::read_only, "extent '" + e.name + "' is not writable");
-        if ((e.kind != StoreKind::flat && e.kind != StoreKind::zero && e.kind != StoreKind::hosted) || e.compressed)
-            return make_error(ErrorCode::unsupported, "writing to a " + std::string(to_string(e.type)) +
-                                                          (e.compressed ? " compressed" : "") +
-                                                          " extent is not supported");
+        VDISK_TRY(writable(e));
         pos = e.start + e.length;
     }
     if (!cid_updated_) VDISK_TRY(update_cid());
@@ -444,47 +460,6 @@ Status VmdkDevice::do_write(uint64_t offset, std::span<const uint8_t> buf) {
     return ok();
 }
 
-// A disk whose last extent is FLAT (monolithicFlat, twoGbMaxExtentFlat's last piece) grows or shrinks
-// within that extent: the flat file changes length and the descriptor file is rewritten with the new
-// extent size and cylinder count. Sparse extents keep a grain directory sized at creation: unsupported.
-Status VmdkDevice::do_resize(uint64_t new_size) {
-    if (!extents_.empty() && extents_.back().kind == StoreKind::hosted && extents_.back().type == ExtentType::sparse)
-        return grow_sparse(new_size);
-    if (extents_.empty() || extents_.back().kind != StoreKind::flat || !desc_file_ || desc_room_ != 0 ||
-        desc_.extents.size() != extents_.size())
-        return make_error(ErrorCode::unsupported,
-                          "resizing VMDK images is supported for flat extents with a descriptor file only");
-    if (new_size % kSector)
-        return make_error(ErrorCode::invalid_argument, "VMDK sizes are whole sectors, not " + std::to_string(new_size));
-    DiskExtent& e = extents_.back();
-    if (new_size <= e.start)
-        return make_error(ErrorCode::unsupported, "shrinking a VMDK below its last extent is not supported");
-    const uint64_t len = new_size - e.start;
-    VDISK_TRY(e.file->resize(e.flat_offset + len));
-    e.length = len;
-    e.file_size = e.flat_offset + len;
-    Descriptor d = desc_;
-    d.extents.back().sectors = len / kSector;
-    for (auto& [k, v] : d.ddb)
-        if (k == "ddb.geometry.cylinders") {
-            const std::string* heads = d.ddb_value("ddb.geometry.heads");
-            const std::string* spt = d.ddb_value("ddb.geometry.sectors");
-            uint64_t h = heads ? std::strtoull(heads->c_str(), nullptr, 10) : 16;
-            uint64_t s = spt ? std::strtoull(spt->c_str(), nullptr, 10) : 63;
-            auto per_cyl = util::mul<uint64_t>(h, s);  // hostile values must not wrap to a zero divisor
-            if (per_cyl && *per_cyl && util::mul<uint64_t>(*per_cyl, kSector))
-                v = std::to_string(new_size / (*per_cyl * kSector));  // unclamped, as create writes it
-        }
-    std::string text = render_descriptor(d);
-    VDISK_TRY(desc_file_->resize(text.size()));
-    VDISK_TRY(
-        desc_file_->write_at(0, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size())));
-    desc_ = std::move(d);
-    set_size(new_size);
-    for (auto& f : files_) VDISK_TRY(f->sync());
-    return ok();
-}
-
 Status VmdkDevice::update_cid() {
     cid_updated_ = true;
     if (!desc_file_) return ok();
@@ -496,36 +471,20 @@ Status VmdkDevice::update_cid() {
     std::string text(len, '\0');
     VDISK_TRY(read_zero_fill(*desc_file_, desc_at_, std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), len)));
     size_t end = std::min(text.find('\0'), text.size());
-    // Find the "CID=" line (any case, possibly indented) and replace its value.
-    size_t pos = 0;
-    while (pos < end) {
-        size_t nl = text.find('\n', pos);
-        if (nl == std::string::npos || nl > end) nl = end;
-        size_t k = text.find_first_not_of(" \t", pos);
-        if (k < nl && nl - k >= 4 && (text[k] == 'C' || text[k] == 'c') && (text[k + 1] == 'I' || text[k + 1] == 'i') &&
-            (text[k + 2] == 'D' || text[k + 2] == 'd')) {
-            size_t eq = text.find_first_not_of(" \t", k + 3);
-            if (eq < nl && text[eq] == '=') {
-                uint8_t rnd[16];
-                util::generate_uuid(rnd);
-                uint32_t cid = util::load_le<uint32_t>(rnd) % 0xfffffffeu;
-                char hexs[16];
-                std::snprintf(hexs, sizeof hexs, "%08x", cid);
-                size_t vend = nl;
-                while (vend > eq + 1 && (text[vend - 1] == '\r' || text[vend - 1] == ' ')) --vend;
-                std::string updated = text.substr(0, eq + 1) + hexs + text.substr(vend, end - vend);
-                if (desc_room_ && updated.size() > desc_room_) return ok();
-                if (!desc_room_) VDISK_TRY(desc_file_->resize(updated.size()));
-                else updated.resize(std::max<size_t>(updated.size(), end), '\0');  // blank the old tail
-                VDISK_TRY(desc_file_->write_at(desc_at_, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(
-                                                                                      updated.data()),
-                                                                                  updated.size())));
-                desc_.cid = cid;
-                return ok();
-            }
-        }
-        pos = nl + 1;
-    }
+    auto value = cid_value(std::string_view(text).substr(0, end));
+    if (!value) return ok();
+    uint8_t rnd[16];
+    util::generate_uuid(rnd);
+    uint32_t cid = util::load_le<uint32_t>(rnd) % 0xfffffffeu;
+    char hexs[16];
+    std::snprintf(hexs, sizeof hexs, "%08x", cid);
+    std::string updated = text.substr(0, value->first) + hexs + text.substr(value->second, end - value->second);
+    if (desc_room_ && updated.size() > desc_room_) return ok();
+    if (!desc_room_) VDISK_TRY(desc_file_->resize(updated.size()));
+    else updated.resize(std::max<size_t>(updated.size(), end), '\0');  // blank the old tail
+    VDISK_TRY(desc_file_->write_at(desc_at_, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(updated.data()),
+                                                                      updated.size())));
+    desc_.cid = cid;
     return ok();
 }
 
@@ -607,6 +566,22 @@ Status VmdkDevice::stream_in_order(uint64_t gi) const {
     return make_error(ErrorCode::invalid_argument, "streamOptimized images are written in one forward pass (grain " +
                                                        std::to_string(gi) + " after " +
                                                        std::to_string(stream_next_grain_) + ")");
+}
+
+Status VmdkDevice::stream_write(uint64_t offset, std::span<const uint8_t> buf) {
+    const DiskExtent& e = extents_.front();
+    for (uint64_t done = 0; done < buf.size(); done += e.grain) {
+        auto chunk = buf.subspan(done, std::min<uint64_t>(e.grain, buf.size() - done));
+        uint64_t gi = (offset + done) / e.grain;
+        if (!util::is_zero(chunk)) {
+            VDISK_ASSIGN(auto z, compress_chunk(chunk));
+            VDISK_TRY(stream_append(gi, z));
+        } else {
+            VDISK_TRY(stream_in_order(gi));
+            stream_next_grain_ = gi + 1;
+        }
+    }
+    return ok();
 }
 
 Status VmdkDevice::stream_append(uint64_t gi, std::span<const uint8_t> compressed) {

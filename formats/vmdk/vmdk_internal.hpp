@@ -150,6 +150,9 @@ private:
     /// Where the deflate stream of compressed grain `gi` (entry pointing at `host`) lies: {offset, length}.
     Result<std::pair<uint64_t, uint64_t>> compressed_bytes(size_t ei, uint64_t gi, uint64_t host);
     Status write_sparse(size_t ei, uint64_t rel, std::span<const uint8_t> buf);
+    Result<size_t> append_grains(size_t ei, uint64_t gi, std::span<const uint8_t> buf);
+    Status allocate_grain(size_t ei, uint64_t gi, GrainState::Kind was, uint64_t in_grain,
+                          std::span<const uint8_t> piece);
     Status set_gte(size_t ei, uint64_t gi, uint32_t value);
     Status write_back_gt();
     /// Resize of an image whose last extent is hosted sparse: grow only (vmdk_resize.cpp).
@@ -158,6 +161,7 @@ private:
     Status write_descriptor(const Descriptor& d);
     /// invalid_argument when grain `gi` lies before the next grain the one-pass writer can take.
     Status stream_in_order(uint64_t gi) const;
+    Status stream_write(uint64_t offset, std::span<const uint8_t> buf);
     Status stream_append(uint64_t gi, std::span<const uint8_t> compressed);
     Result<uint64_t> stream_put_table(uint32_t type, const std::vector<uint64_t>& entries);
     Status stream_flush_gt();
