@@ -211,19 +211,12 @@ Status BlockDevice::write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) 
     uint64_t end = offset + len;
     uint64_t a_start = util::align_up(offset, g).value_or(dev_size);
     uint64_t a_end = end == dev_size ? end : util::align_down(end, g);
-    if (a_start >= a_end) {
-        std::vector<uint8_t> z(static_cast<size_t>(len), 0);
-        return write(offset, z);
-    }
-    if (a_start > offset) {
-        std::vector<uint8_t> z(static_cast<size_t>(a_start - offset), 0);
-        VDISK_TRY(write(offset, z));
-    }
+    // Unaligned head and tail (or all of a short range) are written as zero bytes.
+    auto write_zero_bytes = [&](uint64_t at, uint64_t n) { return write(at, std::vector<uint8_t>(n, 0)); };
+    if (a_start >= a_end) return write_zero_bytes(offset, len);
+    if (a_start > offset) VDISK_TRY(write_zero_bytes(offset, a_start - offset));
     VDISK_TRY(do_write_zeroes(a_start, a_end - a_start, may_unmap));
-    if (end > a_end) {
-        std::vector<uint8_t> z(static_cast<size_t>(end - a_end), 0);
-        VDISK_TRY(write(a_end, z));
-    }
+    if (end > a_end) VDISK_TRY(write_zero_bytes(a_end, end - a_end));
     return ok();
 }
 

@@ -70,11 +70,7 @@ public:
         return ok();
     }
     Error truncated(std::string_view what) const {
-        Error e = make_error(ErrorCode::corrupt,
-                             "the stream ended at " + std::to_string(pos_) + " inside " + std::string(what));
-        e.file = in_.name();
-        e.offset = pos_;
-        return e;
+        return bad(ErrorCode::corrupt, "the stream ended at " + std::to_string(pos_) + " inside " + std::string(what));
     }
     Error bad(ErrorCode c, std::string m) const {
         Error e = make_error(c, std::move(m));
@@ -217,19 +213,15 @@ Result<VmdkStreamHeader> vmdk_header(Reader& r, std::span<const uint8_t, 512> h)
     if (util::load_le<uint16_t>(h.data() + 77) != 1)
         return r.bad(ErrorCode::unsupported,
                      "vmdk: compression algorithm " + std::to_string(util::load_le<uint16_t>(h.data() + 77)));
-    VmdkStreamHeader v;
-    auto cap = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 12), 512);
-    auto grain = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 20), 512);
-    auto over = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 64), 512);
+    const uint64_t cap_s = util::load_le<uint64_t>(h.data() + 12), grain_s = util::load_le<uint64_t>(h.data() + 20),
+                   over_s = util::load_le<uint64_t>(h.data() + 64);
+    auto cap = util::mul<uint64_t>(cap_s, 512), grain = util::mul<uint64_t>(grain_s, 512),
+         over = util::mul<uint64_t>(over_s, 512);
     if (!cap || !grain || !over || *grain == 0 || *grain > kMaxGrainBytes || !util::is_pow2(*grain) || *over < 512)
-        return r.bad(ErrorCode::corrupt, "vmdk: header with capacity " +
-                                             std::to_string(util::load_le<uint64_t>(h.data() + 12)) + ", grain " +
-                                             std::to_string(util::load_le<uint64_t>(h.data() + 20)) + ", overhead " +
-                                             std::to_string(util::load_le<uint64_t>(h.data() + 64)) + " sectors");
-    v.capacity_bytes = *cap;
-    v.grain_bytes = *grain;
-    v.overhead_bytes = *over;
-    return v;
+        return r.bad(ErrorCode::corrupt, "vmdk: header with capacity " + std::to_string(cap_s) + ", grain " +
+                                             std::to_string(grain_s) + ", overhead " + std::to_string(over_s) +
+                                             " sectors");
+    return VmdkStreamHeader{*cap, *grain, *over};
 }
 
 // A metadata marker (its 12 bytes in `sector`): type, then `val` sectors of grain table / directory / footer to
