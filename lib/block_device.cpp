@@ -123,6 +123,13 @@ static Error range_error(const char* op, uint64_t offset, uint64_t len, uint64_t
                                                    hex(offset) + " is outside the device (size " + hex(size) + ")");
 }
 
+// do_map_stored's contract: a compressed unit holds `offset` and names its bytes, other pieces start there and fit.
+static bool maps_at(const StoredExtent& e, uint64_t offset, uint64_t max_len) {
+    return e.length > 0 && (e.kind == StoredKind::compressed
+                                ? e.offset <= offset && offset - e.offset < e.length && e.file && e.host_length > 0
+                                : e.offset == offset && e.length <= max_len);
+}
+
 // Errors that come out of a layer name its main file when the backend did not (a read error deep in a chain
 // then says which image it came from).
 Error BlockDevice::named(Error e) const {
@@ -204,19 +211,12 @@ Status BlockDevice::write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) 
     uint64_t end = offset + len;
     uint64_t a_start = util::align_up(offset, g).value_or(dev_size);
     uint64_t a_end = end == dev_size ? end : util::align_down(end, g);
-    if (a_start >= a_end) {
-        std::vector<uint8_t> z(static_cast<size_t>(len), 0);
-        return write(offset, z);
-    }
-    if (a_start > offset) {
-        std::vector<uint8_t> z(static_cast<size_t>(a_start - offset), 0);
-        VDISK_TRY(write(offset, z));
-    }
+    // Unaligned head and tail (or all of a short range) are written as zero bytes.
+    auto write_zero_bytes = [&](uint64_t at, uint64_t n) { return write(at, std::vector<uint8_t>(n, 0)); };
+    if (a_start >= a_end) return write_zero_bytes(offset, len);
+    if (a_start > offset) VDISK_TRY(write_zero_bytes(offset, a_start - offset));
     VDISK_TRY(do_write_zeroes(a_start, a_end - a_start, may_unmap));
-    if (end > a_end) {
-        std::vector<uint8_t> z(static_cast<size_t>(end - a_end), 0);
-        VDISK_TRY(write(a_end, z));
-    }
+    if (end > a_end) VDISK_TRY(write_zero_bytes(a_end, end - a_end));
     return ok();
 }
 
@@ -235,15 +235,12 @@ Status BlockDevice::flush() {
     return do_flush();
 }
 
-Status BlockDevice::snapshot_create(const SnapshotInfo&) {
+static Error no_snapshots() {
     return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
 }
-Status BlockDevice::snapshot_remove(const std::string&) {
-    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
-}
-Status BlockDevice::snapshot_apply(const std::string&) {
-    return make_error(ErrorCode::unsupported, "this image format has no internal snapshots");
-}
+Status BlockDevice::snapshot_create(const SnapshotInfo&) { return no_snapshots(); }
+Status BlockDevice::snapshot_remove(const std::string&) { return no_snapshots(); }
+Status BlockDevice::snapshot_apply(const std::string&) { return no_snapshots(); }
 
 Status BlockDevice::set_backing_reference(const std::string&, const std::string&, BlockDevice*) {
     return make_error(ErrorCode::unsupported, "changing the backing file of this image format is not supported");
@@ -291,11 +288,8 @@ Result<StoredExtent> BlockDevice::map_stored(uint64_t offset, uint64_t max_len) 
     auto r = do_map_stored(offset, max_len);
     if (!r) return named(std::move(r).error());
     const StoredExtent& e = *r;
-    // Contract check, as for block_status: a compressed unit must contain `offset` and name its bytes.
-    bool good = e.length > 0 && (e.kind == StoredKind::compressed
-                                     ? e.offset <= offset && offset - e.offset < e.length && e.file && e.host_length > 0
-                                     : e.offset == offset && e.length <= max_len);
-    if (!good)
+    // Contract check, as for block_status.
+    if (!maps_at(e, offset, max_len))
         return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(e.offset) + ", +" + hex(e.length) +
                                                   ") for request at " + hex(offset));
     return r;
@@ -397,16 +391,17 @@ Result<CheckResult> BlockDevice::do_check(RepairMode) {
     return make_error(ErrorCode::unsupported, "this image format does not support checks");
 }
 
-Result<std::vector<uint8_t>> BlockDevice::compress_chunk(std::span<const uint8_t>) const {
+static Error no_compression() {
     return make_error(ErrorCode::unsupported, "compression is not supported by this format");
 }
+Result<std::vector<uint8_t>> BlockDevice::compress_chunk(std::span<const uint8_t>) const { return no_compression(); }
 Status BlockDevice::write_compressed_chunk(uint64_t offset, std::span<const uint8_t> compressed, uint64_t raw_length) {
     ExclusiveGuard g(*this);
     const uint64_t dev_size = size();
     if (read_only_) return make_error(ErrorCode::read_only, "device is read-only");
     if (closed_) return make_error(ErrorCode::invalid_argument, "write after close");
     const uint64_t gran = compress_granularity();
-    if (gran == 0) return make_error(ErrorCode::unsupported, "compression is not supported by this format");
+    if (gran == 0) return no_compression();
     if (!util::range_within(offset, raw_length, dev_size) || raw_length == 0)
         return range_error("compressed write", offset, raw_length, dev_size);
     if (offset % gran != 0 || (raw_length != gran && offset + raw_length != dev_size) || raw_length > gran)
@@ -420,9 +415,7 @@ Status BlockDevice::write_compressed_chunk(uint64_t offset, std::span<const uint
     return st;
 }
 
-Status BlockDevice::do_write_compressed_chunk(uint64_t, std::span<const uint8_t>, uint64_t) {
-    return make_error(ErrorCode::unsupported, "compression is not supported by this format");
-}
+Status BlockDevice::do_write_compressed_chunk(uint64_t, std::span<const uint8_t>, uint64_t) { return no_compression(); }
 
 // ---- the generic read path (map first) ---------------------------------------------------------------
 
@@ -433,6 +426,31 @@ bool same_kind_follows(const StoredExtent& m, const StoredExtent& n) {
     return n.file == m.file && n.host_offset == m.host_offset + m.length;
 }
 constexpr unsigned kMaxMergeSteps = 65536;  // bounded walk when merging pieces (block status, reads)
+
+// What a backend answered for a read at `offset` of `want` bytes, checked before the read trusts it.
+Status check_read_piece(const StoredExtent& m, uint64_t offset, uint64_t want) {
+    if (!maps_at(m, offset, want))
+        return make_error(ErrorCode::corrupt, std::string("internal: backend mapped ") +
+                                                  (m.kind == StoredKind::compressed ? "compressed unit [" : "[") +
+                                                  hex(m.offset) + ", +" + hex(m.length) + ") for a read at " +
+                                                  hex(offset));
+    if (m.kind == StoredKind::data && !m.file)
+        return make_error(ErrorCode::unsupported, "internal: backend maps data without a host file at " + hex(offset) +
+                                                      " and does not read it itself");
+    return ok();
+}
+
+// Extends the piece `m` read at `offset` (at most `want` bytes) over the following pieces of the same kind,
+// contiguous in the same file for data, so they are read with one I/O. `map` is the device's do_map_stored.
+template <typename Map>
+void merge_following(StoredExtent& m, uint64_t offset, uint64_t want, const Map& map) {
+    for (unsigned steps = 0; m.length < want && steps < kMaxMergeSteps; ++steps) {
+        auto n = map(offset + m.length, want - m.length);
+        // A piece that fails to map ends the merge: what maps is read, the next pass reports the error.
+        if (!n || n->offset != offset + m.length || n->length == 0 || !same_kind_follows(m, *n)) break;
+        m.length += std::min<uint64_t>(n->length, want - m.length);
+    }
+}
 }  // namespace
 
 Result<Extent> BlockDevice::do_block_status(uint64_t offset, uint64_t max_len) {
@@ -478,42 +496,27 @@ Status BlockDevice::do_read(uint64_t offset, std::span<uint8_t> buf) { return re
 Status BlockDevice::read_mapped(uint64_t offset, std::span<uint8_t> buf) {
     while (!buf.empty()) {
         VDISK_ASSIGN(StoredExtent m, do_map_stored(offset, buf.size()));
-        if (m.kind == StoredKind::compressed) {
-            if (m.offset > offset || offset - m.offset >= m.length || !m.file || m.host_length == 0)
-                return make_error(ErrorCode::corrupt, "internal: backend mapped compressed unit [" + hex(m.offset) +
-                                                          ", +" + hex(m.length) + ") for a read at " + hex(offset));
-            uint64_t n = std::min<uint64_t>(buf.size(), m.offset + m.length - offset);
-            VDISK_TRY(read_unit(m, offset, buf.first(static_cast<size_t>(n))));
-            offset += n;
-            buf = buf.subspan(static_cast<size_t>(n));
-            continue;
-        }
-        if (m.offset != offset || m.length == 0 || m.length > buf.size())
-            return make_error(ErrorCode::corrupt, "internal: backend mapped [" + hex(m.offset) + ", +" + hex(m.length) +
-                                                      ") for a read at " + hex(offset));
-        if (m.kind == StoredKind::data && !m.file)
-            return make_error(ErrorCode::unsupported, "internal: backend maps data without a host file at " +
-                                                          hex(offset) + " and does not read it itself");
-        // Merge following pieces of the same kind (contiguous in the same file for data) into one I/O.
-        for (unsigned steps = 0; m.length < buf.size() && steps < kMaxMergeSteps; ++steps) {
-            auto nr = do_map_stored(offset + m.length, buf.size() - m.length);
-            if (!nr) break;  // read what maps; the next pass reports the error
-            const StoredExtent& n = *nr;
-            if (n.offset != offset + m.length || n.length == 0 || !same_kind_follows(m, n)) break;
-            m.length += std::min<uint64_t>(n.length, buf.size() - m.length);
-        }
-        auto part = buf.first(static_cast<size_t>(m.length));
+        VDISK_TRY(check_read_piece(m, offset, buf.size()));
+        if (m.kind != StoredKind::compressed)
+            merge_following(m, offset, buf.size(), [this](uint64_t o, uint64_t l) { return do_map_stored(o, l); });
+        // A compressed unit may start before `offset` and end past the buffer.
+        const uint64_t n = m.kind == StoredKind::compressed
+                               ? std::min<uint64_t>(buf.size(), m.offset + m.length - offset)
+                               : m.length;
+        auto part = buf.first(static_cast<size_t>(n));
+        Status st;
         switch (m.kind) {
-            case StoredKind::data: VDISK_TRY(read_zero_fill(*m.file, m.host_offset, part)); break;
+            case StoredKind::data: st = read_zero_fill(*m.file, m.host_offset, part); break;
             case StoredKind::zero: std::fill(part.begin(), part.end(), 0); break;
             case StoredKind::unallocated:
-                if (!backing_) VDISK_TRY(missing_backing_error());
-                VDISK_TRY(read_from_backing(offset, part));
+                st = backing_ ? ok() : missing_backing_error();
+                if (st) st = read_from_backing(offset, part);
                 break;
-            case StoredKind::compressed: break;  // handled above
+            case StoredKind::compressed: st = read_unit(m, offset, part); break;
         }
-        offset += m.length;
-        buf = buf.subspan(static_cast<size_t>(m.length));
+        VDISK_TRY(st);
+        offset += n;
+        buf = buf.subspan(static_cast<size_t>(n));
     }
     return ok();
 }

@@ -106,13 +106,16 @@ Status read_source(BlockDevice& src, uint64_t off, std::span<uint8_t> buf, const
 }
 
 // Allocation through the chain; with --salvage an unreadable map counts as data (then read sector-wise).
-Result<MappedExtent> map_source(BlockDevice& src, uint64_t off, uint64_t len, const ConvertOptions& o) {
-    auto m = map_extent(src, off, len);
-    if (m || !o.salvage) return m;
+// Without scanning (-S 0: qemu-img looks for no unallocated or zero sectors) everything is data.
+Result<MappedExtent> map_source(BlockDevice& src, uint64_t off, uint64_t len, bool scan, const ConvertOptions& o) {
     MappedExtent d;
     d.offset = off;
-    d.length = std::min<uint64_t>(len, 1u << 20);
+    d.length = len;
     d.data = true;
+    if (!scan) return d;
+    auto m = map_extent(src, off, len);
+    if (m || !o.salvage) return m;
+    d.length = std::min<uint64_t>(len, 1u << 20);
     return d;
 }
 
@@ -134,11 +137,6 @@ Status feed_sink(ContentSink* sink, uint64_t& fed, uint64_t offset, std::span<co
     return ok();
 }
 
-Status finish_sink(ContentSink* sink, uint64_t fed, uint64_t size) {
-    if (!sink || fed >= size) return ok();
-    return sink->zeros(fed, size - fed);
-}
-
 // Plain copy, extent-driven and pipelined. A reader thread walks the source's allocation through its chain,
 // reads data in windows aligned to the target's unit (so the target never has to read-modify-write, which
 // a streamOptimized VMDK cannot) and finds the runs of zeros at least -S long; the calling thread writes
@@ -151,7 +149,7 @@ struct Window {
     bool hole = false;  // no data in the source's chain: reads as zeros
     std::vector<uint8_t> data;
     std::vector<std::pair<uint64_t, uint64_t>> runs;  // [begin, end) relative to start that must be written
-    // Reader side: compressed units still to be inflated into `data` (see fill_window), their stored bytes,
+    // Reader side: compressed units still to be inflated into `data` (see collect_units), their stored bytes,
     // and whether the window may go to the writer (its units are inflated and its runs found).
     std::vector<InflateJob> jobs;
     std::vector<uint8_t> stored;
@@ -211,6 +209,15 @@ protected:
     bool done_ = false, stop_ = false;
     Status status_;
 };
+
+// The end of either pipeline, once its threads are joined: the writer's outcome, the reader's, the zeros after
+// the last data for the content sink, the final progress.
+Status finish_copy(Status writer, PipelineControl& pipe, const ConvertOptions& o, uint64_t fed, uint64_t size) {
+    VDISK_TRY(writer);
+    VDISK_TRY(pipe.status());
+    if (o.content_sink && fed < size) VDISK_TRY(o.content_sink->zeros(fed, size - fed));
+    return o.progress(size, size);
+}
 
 class WindowQueue : public PipelineControl {
 public:
@@ -307,15 +314,15 @@ public:
         : src_(src), q_(q), unit_(unit), sparse_(sparse), threads_(std::max(1u, threads)) {}
     ~Inflater() { (void)finish(); }
 
-    // Reader: decode the window's jobs on the pool, then hand it to the writer.
-    void submit(Window* w) {
-        std::lock_guard l(mu_);
-        if (pool_.empty())
-            for (unsigned t = 0; t < threads_; ++t) pool_.emplace_back([this] { work(); });
-        w->pending = w->jobs.size();
-        for (size_t i = 0; i < w->jobs.size(); ++i) todo_.emplace_back(w, i);
-        outstanding_ += w->jobs.size();
-        cv_.notify_all();
+    // Reader: queue a filled window for the writer, in order. One without compressed units is complete (its
+    // runs are found here); the others are queued first, so the writer keeps the order, and wait for `ready`.
+    void dispatch(std::unique_ptr<Window> w) {
+        Window* raw = w.get();
+        const bool complete = raw->jobs.empty();
+        raw->ready = complete;
+        if (complete) find_runs(*raw, unit_, sparse_);
+        q_.push_full(std::move(w));
+        if (!complete) submit(raw);
     }
     bool failed() {
         std::lock_guard l(mu_);
@@ -336,6 +343,16 @@ public:
     }
 
 private:
+    // Decode the window's jobs on the pool, then hand it to the writer.
+    void submit(Window* w) {
+        std::lock_guard l(mu_);
+        if (pool_.empty())
+            for (unsigned t = 0; t < threads_; ++t) pool_.emplace_back([this] { work(); });
+        w->pending = w->jobs.size();
+        for (size_t i = 0; i < w->jobs.size(); ++i) todo_.emplace_back(w, i);
+        outstanding_ += w->jobs.size();
+        cv_.notify_all();
+    }
     void work() {
         std::vector<uint8_t> scratch;
         for (;;) {
@@ -454,82 +471,65 @@ Status collect_units(BlockDevice& src, uint64_t start, std::span<uint8_t> data, 
     return read_plain(end);
 }
 
-Status fill_window(BlockDevice& src, Window& w) {
-    return collect_units(src, w.start, std::span<uint8_t>(w.data.data(), static_cast<size_t>(w.length)), w.stored,
-                         w.jobs);
+// Where the data window for the data at `off` (`len` bytes, then following data extents) ends: at most `chunk`
+// bytes from the unit holding `off`, on a unit boundary or the device's end.
+Result<uint64_t> data_window_end(BlockDevice& src, uint64_t off, uint64_t len, uint64_t unit, uint64_t chunk, bool scan,
+                                 const ConvertOptions& o) {
+    const uint64_t size = src.size();
+    const uint64_t limit = std::min(size, util::align_down(off, unit) + chunk);
+    uint64_t data_end = std::min(limit, off + len);
+    while (data_end < limit) {
+        VDISK_ASSIGN(MappedExtent n, map_source(src, data_end, limit - data_end, scan, o));
+        if (!n.data) break;
+        data_end += n.length;
+    }
+    return std::min({limit, util::align_up(data_end, unit).value_or(size), size});
+}
+
+// The reader's walk: one window per hole, data windows read and handed to the inflaters.
+Status walk_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, bool scan, WindowQueue& q,
+                    Inflater& inflater) {
+    const uint64_t size = src.size();
+    for (uint64_t off = 0; off < size;) {
+        VDISK_TRY(check_cancel(o));
+        if (q.stopped() || inflater.failed()) return ok();
+        VDISK_ASSIGN(MappedExtent m, map_source(src, off, size - off, scan, o));
+        auto w = q.take_free();
+        if (!w) return ok();
+        w->runs.clear();
+        w->jobs.clear();
+        w->ready = true;
+        w->hole = !m.data;
+        if (w->hole) {
+            w->start = off;
+            w->length = m.length;
+            q.push_full(std::move(w));
+            off += m.length;
+            continue;
+        }
+        w->start = util::align_down(off, unit);
+        VDISK_ASSIGN(off, data_window_end(src, off, m.length, unit, chunk, scan, o));
+        w->length = off - w->start;
+        w->data.resize(static_cast<size_t>(chunk));
+        // --salvage reads through read() sector by sector where it fails; otherwise compressed units of
+        // the top layer are inflated on the inflater threads.
+        const std::span<uint8_t> data(w->data.data(), static_cast<size_t>(w->length));
+        Status st = o.salvage ? read_source(src, w->start, data, o)
+                              : collect_units(src, w->start, data, w->stored, w->jobs);
+        if (!st) {
+            q.give_back(std::move(w));
+            return st;
+        }
+        inflater.dispatch(std::move(w));
+    }
+    return ok();
 }
 
 Status read_windows(BlockDevice& src, uint64_t unit, uint64_t chunk, const ConvertOptions& o, const TargetMode& t,
                     WindowQueue& q) {
-    const uint64_t size = src.size();
-    // -S 0 copies every byte as it reads (qemu-img: no scan for unallocated or zero sectors).
-    const bool scan = t.sparse != 0;
-    const uint64_t sparse = t.backing ? 0 : t.sparse;
     const unsigned threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
-    Inflater inflater(src, q, unit, sparse, threads);
-    uint64_t off = 0;
-    auto walk = [&]() -> Status {
-        while (off < size) {
-            VDISK_TRY(check_cancel(o));
-            if (q.stopped() || inflater.failed()) return ok();
-            MappedExtent m;
-            if (scan) {
-                VDISK_ASSIGN(m, map_source(src, off, size - off, o));
-            } else {
-                m.length = size - off;
-                m.data = true;
-            }
-            auto w = q.take_free();
-            if (!w) return ok();
-            w->runs.clear();
-            w->jobs.clear();
-            w->ready = true;
-            if (!m.data) {
-                w->start = off;
-                w->length = m.length;
-                w->hole = true;
-                q.push_full(std::move(w));
-                off += m.length;
-                continue;
-            }
-            w->hole = false;
-            const uint64_t start = util::align_down(off, unit);
-            const uint64_t limit = std::min(size, start + chunk);
-            // Extend over following data extents up to the window limit.
-            uint64_t data_end = std::min(limit, off + m.length);
-            while (scan && data_end < limit) {
-                VDISK_ASSIGN(MappedExtent n, map_source(src, data_end, limit - data_end, o));
-                if (!n.data) break;
-                data_end += n.length;
-            }
-            const uint64_t end = std::min({limit, util::align_up(data_end, unit).value_or(size), size});
-            w->start = start;
-            w->length = end - start;
-            w->data.resize(static_cast<size_t>(chunk));
-            Window* raw = w.get();
-            // --salvage reads through read() sector by sector where it fails; otherwise compressed units of
-            // the top layer are inflated on the inflater threads.
-            Status st = o.salvage ? read_source(src, start,
-                                                std::span<uint8_t>(w->data.data(), static_cast<size_t>(w->length)), o)
-                                  : fill_window(src, *w);
-            if (!st) {
-                q.give_back(std::move(w));
-                return st;
-            }
-            if (raw->jobs.empty()) {
-                find_runs(*raw, unit, sparse);
-                q.push_full(std::move(w));
-            } else {
-                // Queue it first so the writer keeps the order; it waits for `ready`.
-                raw->ready = false;
-                q.push_full(std::move(w));
-                inflater.submit(raw);
-            }
-            off = end;
-        }
-        return ok();
-    };
-    Status st = walk();
+    Inflater inflater(src, q, unit, t.backing ? 0 : t.sparse, threads);
+    Status st = walk_windows(src, unit, chunk, o, t.sparse != 0, q, inflater);
     // Windows handed to the inflaters are decoded before the reader reports its end.
     Status inflated = inflater.finish();
     if (!st) return st;
@@ -639,10 +639,7 @@ Status copy_plain(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, c
     });
     q.stop();
     reader.join();
-    VDISK_TRY(st);
-    VDISK_TRY(q.status());
-    VDISK_TRY(finish_sink(o.content_sink, fed, src.size()));
-    return o.progress(src.size(), src.size());
+    return finish_copy(std::move(st), q, o, fed, src.size());
 }
 
 // Compressed copy: the target compresses whole chunks of compress_granularity() bytes. Three stages overlap:
@@ -736,65 +733,106 @@ private:
     std::vector<std::unique_ptr<Chunk>> owned_, spare_;
 };
 
+// A recycled chunk for [off, off + len), not ready yet; its buffer sized for the data (empty for a zero chunk).
+std::unique_ptr<Chunk> fresh_chunk(ChunkPipeline& pipe, uint64_t off, uint64_t len, bool zero) {
+    auto c = pipe.spare();
+    c->ready = false;
+    c->zero = zero;
+    c->offset = off;
+    c->length = len;
+    c->raw.resize(zero ? 0 : static_cast<size_t>(len));
+    return c;
+}
+
+// Where the run of whole chunks of `g` bytes at `off` that read as zeros everywhere in the chain ends (the
+// device's end counts as a chunk boundary); `off` when there is none.
+Result<uint64_t> zero_chunks_end(BlockDevice& src, uint64_t off, uint64_t g, bool scan, const ConvertOptions& o) {
+    const uint64_t size = src.size();
+    VDISK_ASSIGN(MappedExtent m, map_source(src, off, size - off, scan, o));
+    if (m.data) return off;
+    return m.length >= size - off ? size : util::align_down(off + m.length, g);
+}
+
+// Whether [off, off + len) holds data anywhere in the chain.
+Result<bool> chunk_has_data(BlockDevice& src, uint64_t off, uint64_t len, bool scan, const ConvertOptions& o) {
+    for (uint64_t p = off; p < off + len;) {
+        VDISK_ASSIGN(MappedExtent m, map_source(src, p, off + len - p, scan, o));
+        if (m.data) return true;
+        p += m.length;
+    }
+    return false;
+}
+
+// Compressed units of the source are inflated by the workers, next to the compression, so a
+// compressed-to-compressed convert decodes on every core; --salvage reads sector by sector. A chunk with units
+// is found zero (or not) by its worker once they are inflated.
+Status fill_chunk(BlockDevice& src, Chunk& c, bool scan, const ConvertOptions& o) {
+    c.jobs.clear();
+    if (o.salvage) VDISK_TRY(read_source(src, c.offset, c.raw, o));
+    else VDISK_TRY(collect_units(src, c.offset, c.raw, c.stored, c.jobs));
+    c.scan_zero = scan && !c.jobs.empty();
+    c.zero = scan && c.jobs.empty() && util::is_zero(c.raw);
+    return ok();
+}
+
 Status read_chunks(BlockDevice& src, uint64_t g, const ConvertOptions& o, const TargetMode& t, ChunkPipeline& pipe) {
     const uint64_t size = src.size();
     // Zero ranges matter to a target that does not read zeros there by itself.
     const bool report_zeros = !t.zero_init || t.backing;
     const bool scan = t.sparse != 0;
-    auto push_zero = [&](uint64_t off, uint64_t len) {
-        auto c = pipe.spare();
-        c->ready = false;
-        c->zero = true;
-        c->offset = off;
-        c->length = len;
-        c->raw.clear();
-        return pipe.push(std::move(c));
-    };
     for (uint64_t off = 0; off < size;) {
         VDISK_TRY(check_cancel(o));
         if (pipe.stopped()) return ok();
         // Jump over whole chunks that read as zeros everywhere in the chain (a 2 TiB sparse disk is mostly
         // this) with one lookup per extent, not one per chunk.
-        if (scan) {
-            VDISK_ASSIGN(MappedExtent m, map_source(src, off, size - off, o));
-            if (!m.data) {
-                uint64_t skip_to = m.length >= size - off ? size : util::align_down(off + m.length, g);
-                if (skip_to > off) {
-                    if (report_zeros && !push_zero(off, skip_to - off)) return ok();
-                    off = skip_to;
-                    continue;
-                }
-            }
-        }
-        uint64_t len = std::min(g, size - off);
+        VDISK_ASSIGN(const uint64_t skip_to, zero_chunks_end(src, off, g, scan, o));
+        const uint64_t len = skip_to > off ? skip_to - off : std::min(g, size - off);
         // Skip chunks that read as zeros everywhere in the chain without reading them.
-        bool any_data = !scan;
-        for (uint64_t p = off; !any_data && p < off + len;) {
-            VDISK_ASSIGN(MappedExtent m, map_source(src, p, off + len - p, o));
-            any_data = m.data;
-            p += m.length;
-        }
-        if (any_data) {
-            auto c = pipe.spare();
-            c->ready = false;
-            c->zero = false;
-            c->offset = off;
-            c->length = len;
-            c->raw.resize(static_cast<size_t>(len));
-            // Compressed units of the source are inflated by the workers, next to the compression, so a
-            // compressed-to-compressed convert decodes on every core; --salvage reads sector by sector.
-            c->jobs.clear();
-            if (o.salvage) VDISK_TRY(read_source(src, off, c->raw, o));
-            else VDISK_TRY(collect_units(src, off, c->raw, c->stored, c->jobs));
-            c->scan_zero = scan && !c->jobs.empty();
-            c->zero = scan && c->jobs.empty() && util::is_zero(c->raw);
+        VDISK_ASSIGN(const bool any_data, skip_to > off ? Result<bool>(false) : chunk_has_data(src, off, len, scan, o));
+        if (!any_data) {
+            if (report_zeros && !pipe.push(fresh_chunk(pipe, off, len, true))) return ok();
+        } else {
+            auto c = fresh_chunk(pipe, off, len, false);
+            VDISK_TRY(fill_chunk(src, *c, scan, o));
             if ((!c->zero || report_zeros) && !pipe.push(std::move(c))) return ok();
-        } else if (report_zeros && !push_zero(off, len)) {
-            return ok();
         }
         off += len;
     }
     return ok();
+}
+
+// A worker: inflate each chunk's compressed source units, then compress it for the target (or find it zero).
+void compress_chunks(const BlockDevice& src, const BlockDevice& dst, ChunkPipeline& pipe) {
+    std::vector<uint8_t> scratch;
+    while (Chunk* c = pipe.take_work()) {
+        try {
+            Status inflated;
+            for (const InflateJob& j : c->jobs) {
+                inflated = inflate_job(src, j, c->stored.data(), c->raw.data(), scratch);
+                if (!inflated) break;
+            }
+            if (!inflated) c->packed = std::move(inflated).error();
+            else if (c->scan_zero && util::is_zero(c->raw)) c->zero = true;
+            else c->packed = dst.compress_chunk(c->raw);
+        } catch (const std::exception& e) {
+            c->packed = make_error(ErrorCode::io, std::string("compress: ") + e.what());
+        }
+        pipe.work_done(c);
+    }
+}
+
+// The writer's part of one chunk: zeros, the raw data where compressing did not pay or the target compares
+// with its backing chain, else the compressed data. Zero chunks reach the content sink as the zeros between
+// data chunks.
+Status store_chunk(Chunk& c, BlockDevice& dst, TargetWriter& out, RateLimiter& rate, const TargetMode& t,
+                   const ConvertOptions& o, uint64_t& fed) {
+    if (c.zero) return out.zeros(c.offset, c.length);
+    VDISK_TRY(feed_sink(o.content_sink, fed, c.offset, c.raw));
+    if (!c.packed) return std::move(c.packed).error();
+    if (t.backing || c.packed->empty()) return out.write(c.offset, c.raw);
+    Status s = dst.write_compressed_chunk(c.offset, *c.packed, c.length);
+    rate.account(c.packed->size());
+    return s;
 }
 
 Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, const TargetMode& t) {
@@ -811,41 +849,13 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     ChunkPipeline pipe(slots, any_order);
     std::thread reader([&] { pipe.finish(guarded([&] { return read_chunks(src, g, o, t, pipe); })); });
     std::vector<std::thread> workers;
-    for (unsigned i = 0; i < threads; ++i)
-        workers.emplace_back([&] {
-            std::vector<uint8_t> scratch;
-            while (Chunk* c = pipe.take_work()) {
-                try {
-                    Status inflated;
-                    for (const InflateJob& j : c->jobs) {
-                        inflated = inflate_job(src, j, c->stored.data(), c->raw.data(), scratch);
-                        if (!inflated) break;
-                    }
-                    if (!inflated) c->packed = std::move(inflated).error();
-                    else if (c->scan_zero && util::is_zero(c->raw)) c->zero = true;
-                    else c->packed = dst.compress_chunk(c->raw);
-                } catch (const std::exception& e) {
-                    c->packed = make_error(ErrorCode::io, std::string("compress: ") + e.what());
-                }
-                pipe.work_done(c);
-            }
-        });
+    for (unsigned i = 0; i < threads; ++i) workers.emplace_back([&] { compress_chunks(src, dst, pipe); });
     TargetWriter out(dst, o, t);
     RateLimiter rate(t.backing ? 0 : o.rate_limit);
     uint64_t done = 0, fed = 0;
     Status st = guarded([&]() -> Status {
         while (auto c = pipe.take_next()) {
-            // Zero chunks reach the content sink as the zeros between data chunks.
-            Status s = c->zero ? out.zeros(c->offset, c->length) : feed_sink(o.content_sink, fed, c->offset, c->raw);
-            if (!s || c->zero) {
-            } else if (!c->packed) {
-                s = std::move(c->packed).error();
-            } else if (t.backing || c->packed->empty()) {
-                s = out.write(c->offset, c->raw);
-            } else {
-                s = dst.write_compressed_chunk(c->offset, *c->packed, c->length);
-                rate.account(c->packed->size());
-            }
+            Status s = store_chunk(*c, dst, out, rate, t, o, fed);
             if (s) s = check_cancel(o);
             done = std::max(done, c->offset + c->length);
             if (s) s = o.progress(done, size);
@@ -857,10 +867,7 @@ Status copy_compressed(BlockDevice& src, BlockDevice& dst, const ConvertOptions&
     pipe.stop();
     reader.join();
     for (auto& w : workers) w.join();
-    VDISK_TRY(st);
-    VDISK_TRY(pipe.status());
-    VDISK_TRY(finish_sink(o.content_sink, fed, size));
-    return o.progress(size, size);
+    return finish_copy(std::move(st), pipe, o, fed, size);
 }
 
 Status copy(BlockDevice& src, BlockDevice& dst, const ConvertOptions& o, TargetMode t) {

@@ -70,11 +70,7 @@ public:
         return ok();
     }
     Error truncated(std::string_view what) const {
-        Error e = make_error(ErrorCode::corrupt,
-                             "the stream ended at " + std::to_string(pos_) + " inside " + std::string(what));
-        e.file = in_.name();
-        e.offset = pos_;
-        return e;
+        return bad(ErrorCode::corrupt, "the stream ended at " + std::to_string(pos_) + " inside " + std::string(what));
     }
     Error bad(ErrorCode c, std::string m) const {
         Error e = make_error(c, std::move(m));
@@ -217,19 +213,59 @@ Result<VmdkStreamHeader> vmdk_header(Reader& r, std::span<const uint8_t, 512> h)
     if (util::load_le<uint16_t>(h.data() + 77) != 1)
         return r.bad(ErrorCode::unsupported,
                      "vmdk: compression algorithm " + std::to_string(util::load_le<uint16_t>(h.data() + 77)));
-    VmdkStreamHeader v;
-    auto cap = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 12), 512);
-    auto grain = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 20), 512);
-    auto over = util::mul<uint64_t>(util::load_le<uint64_t>(h.data() + 64), 512);
+    const uint64_t cap_s = util::load_le<uint64_t>(h.data() + 12), grain_s = util::load_le<uint64_t>(h.data() + 20),
+                   over_s = util::load_le<uint64_t>(h.data() + 64);
+    auto cap = util::mul<uint64_t>(cap_s, 512), grain = util::mul<uint64_t>(grain_s, 512),
+         over = util::mul<uint64_t>(over_s, 512);
     if (!cap || !grain || !over || *grain == 0 || *grain > kMaxGrainBytes || !util::is_pow2(*grain) || *over < 512)
-        return r.bad(ErrorCode::corrupt, "vmdk: header with capacity " +
-                                             std::to_string(util::load_le<uint64_t>(h.data() + 12)) + ", grain " +
-                                             std::to_string(util::load_le<uint64_t>(h.data() + 20)) + ", overhead " +
-                                             std::to_string(util::load_le<uint64_t>(h.data() + 64)) + " sectors");
-    v.capacity_bytes = *cap;
-    v.grain_bytes = *grain;
-    v.overhead_bytes = *over;
-    return v;
+        return r.bad(ErrorCode::corrupt, "vmdk: header with capacity " + std::to_string(cap_s) + ", grain " +
+                                             std::to_string(grain_s) + ", overhead " + std::to_string(over_s) +
+                                             " sectors");
+    return VmdkStreamHeader{*cap, *grain, *over};
+}
+
+// A metadata marker (its 12 bytes in `sector`): type, then `val` sectors of grain table / directory / footer to
+// pass over. False at the end-of-stream marker.
+Result<bool> skip_metadata(Reader& r, std::array<uint8_t, 512>& sector, uint64_t marker_at) {
+    const uint64_t val = util::load_le<uint64_t>(sector.data());
+    VDISK_TRY(r.exact(std::span<uint8_t>(sector.data() + 12, 500), "a metadata marker"));
+    const uint32_t type = util::load_le<uint32_t>(sector.data() + 12);
+    if (type == 0) return false;  // end of stream
+    if (type > 3)
+        return r.bad(ErrorCode::corrupt, "vmdk: unknown marker type " + std::to_string(type) + " at " + hex(marker_at));
+    auto bytes = util::mul<uint64_t>(val, 512);
+    if (!bytes || *bytes > (1ull << 32))
+        return r.bad(ErrorCode::corrupt,
+                     "vmdk: metadata marker at " + hex(marker_at) + " spans " + std::to_string(val) + " sectors");
+    VDISK_TRY(r.skip(*bytes, "VMDK metadata"));
+    return true;
+}
+
+// A compressed grain (its 12-byte marker in `marker`): LBA, `size` bytes of zlib data, padded to a sector.
+// `packed` and `grain` are the caller's buffers, reused from grain to grain.
+Status copy_grain(Reader& r, const VmdkStreamHeader& v, ForwardWriter& w, uint64_t marker_at,
+                  const std::array<uint8_t, 512>& marker, std::vector<uint8_t>& packed, std::vector<uint8_t>& grain) {
+    const uint64_t val = util::load_le<uint64_t>(marker.data());
+    const uint32_t size = util::load_le<uint32_t>(marker.data() + 8);
+    if (size > 2 * v.grain_bytes + 4096)
+        return r.bad(ErrorCode::corrupt, "vmdk: grain at " + hex(marker_at) + " claims " + std::to_string(size) +
+                                             " compressed bytes for a " + std::to_string(v.grain_bytes) +
+                                             "-byte grain");
+    auto off = util::mul<uint64_t>(val, 512);
+    if (!off || *off >= v.capacity_bytes || *off % v.grain_bytes)
+        return r.bad(ErrorCode::corrupt, "vmdk: grain marker at " + hex(marker_at) + " for sector " +
+                                             std::to_string(val) + " (capacity " +
+                                             std::to_string(v.capacity_bytes / 512) + " sectors)");
+    packed.resize(size);
+    VDISK_TRY(r.exact(packed, "a compressed grain"));
+    const uint64_t pad = (512 - (12 + static_cast<uint64_t>(size)) % 512) % 512;
+    VDISK_TRY(r.skip(pad, "grain padding"));
+    const size_t want = static_cast<size_t>(std::min(v.grain_bytes, v.capacity_bytes - *off));
+    size_t produced = 0;
+    if (!util::inflate_into(packed, std::span<uint8_t>(grain.data(), want), false, &produced))
+        return r.bad(ErrorCode::corrupt, "vmdk: grain at " + hex(marker_at) + " does not inflate");
+    std::memset(grain.data() + produced, 0, want - produced);
+    return w.put(*off, std::span<const uint8_t>(grain.data(), want));
 }
 
 Status copy_vmdk_stream(Reader& r, const VmdkStreamHeader& v, ForwardWriter& w, const ConvertOptions& o) {
@@ -245,45 +281,79 @@ Status copy_vmdk_stream(Reader& r, const VmdkStreamHeader& v, ForwardWriter& w, 
         // the stream at a marker boundary ends the disk too.
         if (got == 0) return ok();
         if (got < 12) return r.truncated("a grain marker");
-        const uint64_t val = util::load_le<uint64_t>(sector.data());
-        const uint32_t size = util::load_le<uint32_t>(sector.data() + 8);
-        if (size == 0) {
-            // A metadata marker: type, then `val` sectors of grain table / directory / footer to pass over.
-            VDISK_TRY(r.exact(std::span<uint8_t>(sector.data() + 12, 500), "a metadata marker"));
-            const uint32_t type = util::load_le<uint32_t>(sector.data() + 12);
-            if (type == 0) return ok();  // end of stream
-            if (type > 3)
-                return r.bad(ErrorCode::corrupt,
-                             "vmdk: unknown marker type " + std::to_string(type) + " at " + hex(marker_at));
-            auto bytes = util::mul<uint64_t>(val, 512);
-            if (!bytes || *bytes > (1ull << 32))
-                return r.bad(ErrorCode::corrupt, "vmdk: metadata marker at " + hex(marker_at) + " spans " +
-                                                     std::to_string(val) + " sectors");
-            VDISK_TRY(r.skip(*bytes, "VMDK metadata"));
+        if (util::load_le<uint32_t>(sector.data() + 8) != 0) {
+            VDISK_TRY(copy_grain(r, v, w, marker_at, sector, packed, grain));
             continue;
         }
-        // A compressed grain: LBA `val`, `size` bytes of zlib data, padded to a sector.
-        if (size > 2 * v.grain_bytes + 4096)
-            return r.bad(ErrorCode::corrupt, "vmdk: grain at " + hex(marker_at) + " claims " + std::to_string(size) +
-                                                 " compressed bytes for a " + std::to_string(v.grain_bytes) +
-                                                 "-byte grain");
-        auto off = util::mul<uint64_t>(val, 512);
-        if (!off || *off >= v.capacity_bytes || *off % v.grain_bytes)
-            return r.bad(ErrorCode::corrupt, "vmdk: grain marker at " + hex(marker_at) + " for sector " +
-                                                 std::to_string(val) + " (capacity " +
-                                                 std::to_string(v.capacity_bytes / 512) + " sectors)");
-        packed.resize(size);
-        VDISK_TRY(r.exact(packed, "a compressed grain"));
-        const uint64_t pad = (512 - (12 + static_cast<uint64_t>(size)) % 512) % 512;
-        VDISK_TRY(r.skip(pad, "grain padding"));
-        const size_t want = static_cast<size_t>(std::min(v.grain_bytes, v.capacity_bytes - *off));
-        size_t produced = 0;
-        if (!util::inflate_into(packed, std::span<uint8_t>(grain.data(), want), false, &produced))
-            return r.bad(ErrorCode::corrupt, "vmdk: grain at " + hex(marker_at) + " does not inflate");
-        std::fill(grain.begin() + static_cast<std::ptrdiff_t>(produced),
-                  grain.begin() + static_cast<std::ptrdiff_t>(want), 0);
-        VDISK_TRY(w.put(*off, std::span<const uint8_t>(grain.data(), want)));
+        VDISK_ASSIGN(bool more, skip_metadata(r, sector, marker_at));
+        if (!more) return ok();
     }
+}
+
+// The disk's virtual size: a streamOptimized VMDK states it in its header (read into `vh`; a given --size must
+// agree), raw and VHD only at the end of the stream, so they need --size.
+Result<uint64_t> stream_disk_size(Reader& r, const std::string& fmt, const StreamSource& source, VmdkStreamHeader& vh) {
+    if (fmt != "vmdk") {
+        if (!source.size)
+            return make_error(ErrorCode::invalid_argument,
+                              fmt +
+                                  " from a pipe: give the virtual size (--size): the stream states it only at its end");
+        return *source.size;
+    }
+    std::array<uint8_t, 512> h{};
+    VDISK_TRY(r.exact(h, "the VMDK header"));
+    VDISK_ASSIGN(vh, vmdk_header(r, h));
+    if (source.size && *source.size != vh.capacity_bytes)
+        return make_error(ErrorCode::invalid_argument, "--size " + std::to_string(*source.size) +
+                                                           " disagrees with the VMDK header's capacity " +
+                                                           std::to_string(vh.capacity_bytes));
+    return vh.capacity_bytes;
+}
+
+// The footer (VHD spec, "Hard Disk Footer Format"): cookie, disk type fixed (2), current size.
+Status check_vhd_footer(Reader& r, uint64_t size) {
+    std::array<uint8_t, 512> f{};
+    VDISK_TRY(r.exact(f, "the VHD footer"));
+    if (std::memcmp(f.data(), "conectix", 8) != 0)
+        return r.bad(ErrorCode::invalid_format, "vhd: no footer ('conectix') after " + std::to_string(size) +
+                                                    " bytes of data: is --size right, and is this a fixed VHD?");
+    uint32_t sum = 0;
+    for (size_t i = 0; i < 512; ++i) sum += (i >= 64 && i < 68) ? 0 : f[i];
+    if (~sum != util::load_be<uint32_t>(f.data() + 64))
+        return r.bad(ErrorCode::corrupt, "vhd: footer checksum mismatch");
+    if (util::load_be<uint32_t>(f.data() + 60) != 2)
+        return r.bad(ErrorCode::unsupported, "vhd: disk type " +
+                                                 std::to_string(util::load_be<uint32_t>(f.data() + 60)) +
+                                                 " is not fixed (2): dynamic VHDs need random access");
+    if (util::load_be<uint64_t>(f.data() + 48) != size)
+        return r.bad(ErrorCode::corrupt, "vhd: the footer's current size " +
+                                             std::to_string(util::load_be<uint64_t>(f.data() + 48)) +
+                                             " differs from the " + std::to_string(size) + " bytes of data");
+    return ok();
+}
+
+// Raw or fixed VHD: `size` bytes of data, the VHD's footer, and nothing after them.
+Status copy_flat_stream(Reader& r, const std::string& fmt, uint64_t size, ForwardWriter& w, const ConvertOptions& o) {
+    uint64_t done = 0;
+    if (fmt == "vhd" && size >= 512) {
+        // A dynamic or differencing VHD starts with a copy of its footer; a fixed one starts with data.
+        std::array<uint8_t, 512> head{};
+        VDISK_TRY(r.exact(head, "the disk data"));
+        if (std::memcmp(head.data(), "conectix", 8) == 0 && util::load_be<uint32_t>(head.data() + 60) != 2)
+            return r.bad(ErrorCode::unsupported, "vhd: this is a dynamic or differencing VHD (disk type " +
+                                                     std::to_string(util::load_be<uint32_t>(head.data() + 60)) +
+                                                     "): its block table needs random access; only fixed VHDs stream");
+        VDISK_TRY(w.put(0, head));
+        done = 512;
+    }
+    VDISK_TRY(copy_raw(r, done, size, w, o));
+    if (fmt == "vhd") VDISK_TRY(check_vhd_footer(r, size));
+    std::array<uint8_t, 1> extra{};
+    VDISK_ASSIGN(size_t more, r.fill(extra));
+    if (more)
+        return r.bad(ErrorCode::invalid_argument, "the stream is longer than its size " + std::to_string(size) +
+                                                      (fmt == "vhd" ? " plus the footer" : "") + " (check --size)");
+    return ok();
 }
 
 std::string canonical(const Registry& reg, std::string_view format) {
@@ -313,24 +383,8 @@ Status convert_stream(const Registry& registry, InputStream& in, const StreamSou
                               " cannot be read from a pipe: it needs random access (its tables say where "
                               "the data is, out of order); only raw, streamOptimized vmdk and fixed vhd stream");
     Reader r(in);
-    uint64_t size = 0;
     VmdkStreamHeader vh;
-    if (fmt == "vmdk") {
-        std::array<uint8_t, 512> h{};
-        VDISK_TRY(r.exact(h, "the VMDK header"));
-        VDISK_ASSIGN(vh, vmdk_header(r, h));
-        if (source.size && *source.size != vh.capacity_bytes)
-            return make_error(ErrorCode::invalid_argument, "--size " + std::to_string(*source.size) +
-                                                               " disagrees with the VMDK header's capacity " +
-                                                               std::to_string(vh.capacity_bytes));
-        size = vh.capacity_bytes;
-    } else {
-        if (!source.size)
-            return make_error(ErrorCode::invalid_argument,
-                              fmt +
-                                  " from a pipe: give the virtual size (--size): the stream states it only at its end");
-        size = *source.size;
-    }
+    VDISK_ASSIGN(const uint64_t size, stream_disk_size(r, fmt, source, vh));
 
     StagingFileSystem stage(fs);
     CreateOptions copts = options.create;
@@ -342,51 +396,7 @@ Status convert_stream(const Registry& registry, InputStream& in, const StreamSou
     const bool compressed = (options.compress || dst->compresses_every_write()) && dst->compress_granularity() != 0;
     // A target whose size was rounded (VHD geometry) is at least as large; the stream fills `size` of it.
     ForwardWriter w(*dst, options, compressed, size);
-
-    if (fmt == "vmdk") {
-        VDISK_TRY(copy_vmdk_stream(r, vh, w, options));
-    } else {
-        uint64_t done = 0;
-        if (fmt == "vhd" && size >= 512) {
-            // A dynamic or differencing VHD starts with a copy of its footer; a fixed one starts with data.
-            std::array<uint8_t, 512> head{};
-            VDISK_TRY(r.exact(head, "the disk data"));
-            if (std::memcmp(head.data(), "conectix", 8) == 0 && util::load_be<uint32_t>(head.data() + 60) != 2)
-                return r.bad(ErrorCode::unsupported,
-                             "vhd: this is a dynamic or differencing VHD (disk type " +
-                                 std::to_string(util::load_be<uint32_t>(head.data() + 60)) +
-                                 "): its block table needs random access; only fixed VHDs stream");
-            VDISK_TRY(w.put(0, head));
-            done = 512;
-        }
-        VDISK_TRY(copy_raw(r, done, size, w, options));
-        if (fmt == "vhd") {
-            // The footer (VHD spec, "Hard Disk Footer Format"): cookie, disk type fixed (2), current size.
-            std::array<uint8_t, 512> f{};
-            VDISK_TRY(r.exact(f, "the VHD footer"));
-            if (std::memcmp(f.data(), "conectix", 8) != 0)
-                return r.bad(ErrorCode::invalid_format,
-                             "vhd: no footer ('conectix') after " + std::to_string(size) +
-                                 " bytes of data: is --size right, and is this a fixed VHD?");
-            uint32_t sum = 0;
-            for (size_t i = 0; i < 512; ++i) sum += (i >= 64 && i < 68) ? 0 : f[i];
-            if (~sum != util::load_be<uint32_t>(f.data() + 64))
-                return r.bad(ErrorCode::corrupt, "vhd: footer checksum mismatch");
-            if (util::load_be<uint32_t>(f.data() + 60) != 2)
-                return r.bad(ErrorCode::unsupported, "vhd: disk type " +
-                                                         std::to_string(util::load_be<uint32_t>(f.data() + 60)) +
-                                                         " is not fixed (2): dynamic VHDs need random access");
-            if (util::load_be<uint64_t>(f.data() + 48) != size)
-                return r.bad(ErrorCode::corrupt, "vhd: the footer's current size " +
-                                                     std::to_string(util::load_be<uint64_t>(f.data() + 48)) +
-                                                     " differs from the " + std::to_string(size) + " bytes of data");
-        }
-        std::array<uint8_t, 1> extra{};
-        VDISK_ASSIGN(size_t more, r.fill(extra));
-        if (more)
-            return r.bad(ErrorCode::invalid_argument, "the stream is longer than its size " + std::to_string(size) +
-                                                          (fmt == "vhd" ? " plus the footer" : "") + " (check --size)");
-    }
+    VDISK_TRY(fmt == "vmdk" ? copy_vmdk_stream(r, vh, w, options) : copy_flat_stream(r, fmt, size, w, options));
     VDISK_TRY(w.finish());
     VDISK_TRY(dst->close());
     dst.reset();
