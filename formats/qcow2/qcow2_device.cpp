@@ -125,8 +125,12 @@ struct TableWindow {
     }
 };
 
-// Bytes of entry `i` at `pos` (fixed part `sh`), checked against the caps; `meta` sums the table so far.
-Result<uint64_t> entry_bytes(const SnapshotHeader& sh, uint32_t i, uint64_t pos, uint64_t& meta, const Limits& lim) {
+// Entry `i` at `pos`, checked against the caps (`meta`: the table so far) and charged; `pos` moves on to the
+// next entry. Its disk size is the image's unless the entry says otherwise.
+Result<Snapshot> read_snapshot(TableWindow& win, uint32_t i, uint64_t& pos, uint64_t& meta, Charge& charge,
+                               const Limits& lim, uint64_t disk_size) {
+    SnapshotHeader sh{};
+    VDISK_TRY(win.fetch(pos, sizeof sh, reinterpret_cast<uint8_t*>(&sh)));
     const uint64_t table_cap = std::min(lim.max_metadata_bytes, lim.max_snapshot_table_bytes);
     const uint64_t l1_cap = std::min(lim.max_l1_bytes, lim.max_metadata_bytes);
     const uint32_t extra = sh.extra_data_size.value();
@@ -142,12 +146,7 @@ Result<uint64_t> entry_bytes(const SnapshotHeader& sh, uint32_t i, uint64_t pos,
         return make_error(ErrorCode::limit_exceeded,
                           "snapshot " + std::to_string(i) + " L1 table of " + std::to_string(sh.l1_size.value()) +
                               " entries exceeds the L1 limit of " + std::to_string(l1_cap) + " bytes");
-    return entry;
-}
-
-// The entry at `pos` (fixed part `sh`, `entry` bytes in all); its disk size is the image's unless it says.
-Result<Snapshot> read_snapshot(TableWindow& win, const SnapshotHeader& sh, uint64_t pos, uint64_t entry,
-                               uint64_t disk_size) {
+    VDISK_TRY(charge.resize(charge.bytes() + entry, "snapshot table"));
     Snapshot s;
     s.entry_offset = pos;
     s.l1_offset = sh.l1_table_offset.value();
@@ -157,7 +156,6 @@ Result<Snapshot> read_snapshot(TableWindow& win, const SnapshotHeader& sh, uint6
     s.info.vm_clock_nsec = sh.vm_clock_nsec.value();
     s.info.vm_state_size = sh.vm_state_size.value();
     s.disk_size = disk_size;
-    const uint32_t extra = sh.extra_data_size.value();
     std::vector<uint8_t> rest(static_cast<size_t>(entry - sizeof sh));
     if (!rest.empty()) VDISK_TRY(win.fetch(pos + sizeof sh, rest.size(), rest.data()));
     SnapshotExtra ex{};
@@ -168,6 +166,7 @@ Result<Snapshot> read_snapshot(TableWindow& win, const SnapshotHeader& sh, uint6
     s.info.id.assign(reinterpret_cast<const char*>(rest.data() + extra), sh.id_str_size.value());
     s.info.name.assign(reinterpret_cast<const char*>(rest.data() + extra + sh.id_str_size.value()),
                        sh.name_size.value());
+    pos += (entry + 7) & ~uint64_t(7);
     return s;
 }
 }  // namespace
@@ -180,13 +179,8 @@ Status Qcow2Device::load_snapshots() {
     snapshots_.reserve(h_.nb_snapshots);
     for (uint32_t i = 0; i < h_.nb_snapshots; ++i) {
         VDISK_TRY(budget()->work(1, "snapshot table"));
-        SnapshotHeader sh{};
-        VDISK_TRY(win.fetch(pos, sizeof sh, reinterpret_cast<uint8_t*>(&sh)));
-        VDISK_ASSIGN(const uint64_t entry, entry_bytes(sh, i, pos, meta, limits_));
-        VDISK_TRY(snap_charge_.resize(snap_charge_.bytes() + entry, "snapshot table"));
-        VDISK_ASSIGN(Snapshot s, read_snapshot(win, sh, pos, entry, h_.size));
+        VDISK_ASSIGN(Snapshot s, read_snapshot(win, i, pos, meta, snap_charge_, limits_, h_.size));
         snapshots_.push_back(std::move(s));
-        pos += (entry + 7) & ~uint64_t(7);
     }
     snapshots_table_bytes_ = h_.nb_snapshots ? pos - h_.snapshots_offset : 0;
     return ok();

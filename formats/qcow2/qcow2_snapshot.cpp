@@ -259,12 +259,14 @@ Status Qcow2Device::snapshot_apply(const std::string& id_or_name) {
 
 namespace {
 // Cluster 0's header extensions from `start` up to the backing file name (or the cluster's end) as stored, each
-// padded, but those of type `drop`; `end` is where the walk stopped (the end marker).
-Result<std::vector<uint8_t>> kept_extensions(std::span<const uint8_t> c0, size_t start, uint32_t drop, size_t& end) {
+// padded, but those of type `drop`; `used`: where they and the name end (what a rewrite clears).
+Result<std::vector<uint8_t>> kept_extensions(std::span<const uint8_t> c0, size_t start, uint32_t drop, size_t& used) {
     const uint64_t name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
+    const uint32_t name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
     const size_t ext_end = name_off && name_off < c0.size() ? static_cast<size_t>(name_off) : c0.size();
     std::vector<uint8_t> exts;
-    for (end = start; end + 8 <= ext_end;) {
+    size_t end = start;
+    while (end + 8 <= ext_end) {
         uint32_t type = util::load_be<uint32_t>(&c0[end]);
         if (type == kExtEnd) break;
         size_t padded = (size_t(util::load_be<uint32_t>(&c0[end + 4])) + 7) & ~size_t(7);
@@ -273,6 +275,7 @@ Result<std::vector<uint8_t>> kept_extensions(std::span<const uint8_t> c0, size_t
         if (type != drop) exts.insert(exts.end(), c0.data() + end, c0.data() + end + 8 + padded);
         end += 8 + padded;
     }
+    used = name_off ? static_cast<size_t>(name_off + name_len) : end + 8;
     return exts;
 }
 }  // namespace
@@ -289,10 +292,8 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument, "a raw external data file cannot have a backing file");
     std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
-    const uint64_t old_name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
-    const uint32_t old_name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
-    size_t p = 0;
-    VDISK_ASSIGN(std::vector<uint8_t> tail, kept_extensions(c0, h_.header_length, kExtBackingFormat, p));
+    size_t old_end = 0;
+    VDISK_ASSIGN(std::vector<uint8_t> tail, kept_extensions(c0, h_.header_length, kExtBackingFormat, old_end));
     if (!name.empty() && !format.empty()) put_ext(tail, kExtBackingFormat, format);
     tail.resize(tail.size() + 8, 0);  // end of extensions
     const uint64_t name_off = name.empty() ? 0 : h_.header_length + tail.size();
@@ -301,7 +302,6 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument,
                           "header extensions and backing file name do not fit the header cluster");
     // Clear what the old extensions and name occupied, then write the new tail and the pointers.
-    size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + old_name_len) : p + 8;
     size_t span = std::max(tail.size(), old_end > h_.header_length ? old_end - h_.header_length : 0);
     span = std::min<size_t>(span, c0.size() - h_.header_length);
     tail.resize(std::max(tail.size(), span), 0);
@@ -324,9 +324,9 @@ Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
     const uint64_t name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
     const uint32_t name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
-    size_t p = 0;
+    size_t old_end = 0;
     VDISK_ASSIGN(std::vector<uint8_t> exts,
-                 kept_extensions(c0, h_.header_length, version == 2 ? kExtFeatureTable : kExtEnd, p));
+                 kept_extensions(c0, h_.header_length, version == 2 ? kExtFeatureTable : kExtEnd, old_end));
     std::string name;
     if (name_off) name.assign(reinterpret_cast<const char*>(&c0[name_off]), name_len);
     const uint32_t hlen = version == 3 ? kHeaderV3Length : kHeaderV2Length;
@@ -347,7 +347,6 @@ Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
     out.insert(out.end(), name.begin(), name.end());
     if (out.size() > cluster_size_)
         return make_error(ErrorCode::invalid_argument, "the new header does not fit the header cluster");
-    size_t old_end = name_off ? static_cast<size_t>(name_off + name_len) : p + 8;
     out.resize(std::min<size_t>(std::max(out.size(), old_end), c0.size()), 0);
     VDISK_TRY(file_->write_at(0, out));
     VDISK_TRY(file_->sync());
