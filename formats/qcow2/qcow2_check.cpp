@@ -27,6 +27,7 @@ struct Checker {
     std::vector<uint64_t> copied_set, copied_clear;
     std::vector<uint64_t> walked_l1;  // offsets of the L1 tables walked so far
     Charge state;
+    std::vector<bool> bad_block;  // per refcount table entry: the block it names is invalid
 
     static void mark(std::vector<uint64_t>& bits, uint64_t c) {
         if (c / 64 < bits.size()) bits[c / 64] |= 1ull << (c % 64);
@@ -45,9 +46,6 @@ struct Checker {
     void corruption(F&& make) {
         ++res.corruptions;
         note([&] { return "ERROR " + make(); });
-    }
-    void corruption(const char* m) {
-        corruption([&] { return std::string(m); });
     }
     // Count one reference to [off, off + len) (host bytes), reporting anything outside the file.
     void ref(uint64_t off, uint64_t len, const char* what) {
@@ -126,9 +124,9 @@ struct Checker {
             auto [coff, clen] = dev.compressed_bytes(e.word);
             ref(coff, clen, "compressed cluster");
             if (active) {
-                res.allocated_clusters = res.allocated_clusters.value_or(0) + 1;
-                res.compressed_clusters = res.compressed_clusters.value_or(0) + 1;
-                res.fragmented_clusters = res.fragmented_clusters.value_or(0) + 1;
+                ++*res.allocated_clusters;
+                ++*res.compressed_clusters;
+                ++*res.fragmented_clusters;
             }
             return ok();
         }
@@ -156,11 +154,114 @@ struct Checker {
         }
         ref(host, cs, "data cluster");
         if (active) {
-            res.allocated_clusters = res.allocated_clusters.value_or(0) + 1;
-            if (next_contiguous && host != next_contiguous)
-                res.fragmented_clusters = res.fragmented_clusters.value_or(0) + 1;
+            ++*res.allocated_clusters;
+            if (next_contiguous && host != next_contiguous) ++*res.fragmented_clusters;
             next_contiguous = host + cs;
             mark(e.word & kFlagCopied ? copied_set : copied_clear, host / cs);
+        }
+        return ok();
+    }
+
+    // The rebuilt refcounts and the two COPIED bitmaps: sized by the file.
+    Status size_state() {
+        const uint64_t nclusters = util::div_round_up(file_size, cs), words = util::div_round_up(nclusters, 64);
+        if (nclusters * sizeof(uint32_t) > dev.limits().max_metadata_bytes)
+            return make_error(ErrorCode::limit_exceeded, "refcount rebuild for " + std::to_string(nclusters) +
+                                                             " clusters exceeds the metadata limit");
+        VDISK_ASSIGN(state, Charge::make(dev.budget(), nclusters * 4 + words * 16, "check: refcount rebuild"));
+        counts.assign(static_cast<size_t>(nclusters), 0);
+        copied_set.assign(static_cast<size_t>(words), 0);
+        copied_clear.assign(static_cast<size_t>(words), 0);
+        res.total_clusters = util::div_round_up(dev.header().size, cs);
+        res.allocated_clusters = 0;
+        res.fragmented_clusters = 0;
+        res.compressed_clusters = 0;
+        return ok();
+    }
+
+    // The header, the L1 tables of the active layer and of each snapshot, and the snapshot table.
+    Status walk_layers() {
+        const Header& h = dev.header();
+        ref(0, cs, "header");
+        VDISK_TRY(walk_l1(h.l1_offset, h.l1_size, true));
+        for (auto& s : dev.snapshots()) VDISK_TRY(walk_l1(s.l1_offset, s.l1_size, false));
+        if (dev.snapshots().empty()) return ok();
+        // The table ends after the last entry; its size is recomputed from that entry.
+        const Snapshot& last = dev.snapshots().back();
+        uint8_t fixed[sizeof(SnapshotHeader)];
+        VDISK_TRY(read_zero_fill(dev.main_file(), last.entry_offset, fixed));
+        SnapshotHeader sh;
+        std::memcpy(&sh, fixed, sizeof sh);
+        const uint64_t last_bytes = (sizeof sh + sh.extra_data_size.value() + sh.id_str_size.value() +
+                                     sh.name_size.value() + 7) &
+                                    ~7ull;
+        ref(h.snapshots_offset, last.entry_offset - h.snapshots_offset + last_bytes, "snapshot table");
+        return ok();
+    }
+
+    // Count the refcount blocks; those that are not a cluster inside the file are reported, and the
+    // refcounts they would hold are not read.
+    void walk_refcount_blocks(const std::vector<uint64_t>& rt) {
+        bad_block.assign(rt.size(), false);
+        for (size_t i = 0; i < rt.size(); ++i) {
+            uint64_t off = rt[i] & ~uint64_t(511);
+            if (!off) continue;
+            if (!util::is_aligned(off, cs) || !util::range_within(off, cs, file_size)) {
+                corruption([&] { return "refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid"; });
+                bad_block[i] = true;
+                continue;
+            }
+            ref(off, cs, "refcount block");
+        }
+    }
+    bool readable(uint64_t c) const {
+        const uint64_t r = c / ((cs * 8) >> dev.header().refcount_order);
+        return r < bad_block.size() && !bad_block[r];
+    }
+
+    // Compare rebuilt and stored refcounts.
+    Status compare_refcounts(RepairMode repair) {
+        res.image_end_offset = cs;
+        for (uint64_t c = 0; c < counts.size(); ++c) {
+            uint64_t stored = 0;
+            if (readable(c)) {
+                VDISK_ASSIGN(stored, dev.get_refcount(c));
+            }
+            const uint64_t want = counts[c];
+            if (stored || want) res.image_end_offset = (c + 1) * cs;
+            if (stored != want) VDISK_TRY(mismatch(c, stored, want, repair));
+        }
+        return ok();
+    }
+    Status mismatch(uint64_t c, uint64_t stored, uint64_t want, RepairMode repair) {
+        auto detail = [&] {
+            return "cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
+                   " reference=" + std::to_string(want);
+        };
+        if (stored < want) {
+            corruption(detail);
+            if (repair != RepairMode::all || want > dev.refcount_max()) return ok();
+            ++res.corruptions_fixed;
+        } else {
+            ++res.leaks;
+            note([&] { return "Leaked " + detail(); });
+            if (repair == RepairMode::none) return ok();
+            ++res.leaks_fixed;
+        }
+        return dev.set_refcount(c, want);
+    }
+
+    // COPIED must match "refcount == 1" on the (repaired) stored refcounts.
+    Status check_copied() {
+        for (uint64_t c = 0; c < counts.size(); ++c) {
+            bool set = marked(copied_set, c), clear = marked(copied_clear, c);
+            if ((!set && !clear) || !readable(c)) continue;
+            VDISK_ASSIGN(uint64_t rc, dev.get_refcount(c));
+            if ((set && rc != 1) || (clear && rc == 1))
+                corruption([&] {
+                    return "OFLAG_COPIED cluster " + std::to_string(c) + ": an entry has COPIED " +
+                           (set && rc != 1 ? "set" : "clear") + ", refcount=" + std::to_string(rc);
+                });
         }
         return ok();
     }
@@ -174,105 +275,16 @@ Result<CheckResult> check_image(Qcow2Device& dev, RepairMode repair) {
         return make_error(ErrorCode::unsupported, "checking images with persistent bitmaps is not supported");
     if (repair != RepairMode::none && dev.read_only())
         return make_error(ErrorCode::read_only, "repair needs the image opened read-write");
-    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size(), 0, {}, {}, {}, {}};
-    uint64_t nclusters = util::div_round_up(ck.file_size, ck.cs);
-    if (nclusters * sizeof(uint32_t) > dev.limits().max_metadata_bytes)
-        return make_error(ErrorCode::limit_exceeded,
-                          "refcount rebuild for " + std::to_string(nclusters) + " clusters exceeds the metadata limit");
-    // The rebuilt refcounts and the two COPIED bitmaps: sized by the file.
-    VDISK_ASSIGN(ck.state, Charge::make(dev.budget(), nclusters * 4 + 2 * 8 * util::div_round_up(nclusters, 64),
-                                        "check: refcount rebuild"));
-    ck.counts.assign(static_cast<size_t>(nclusters), 0);
-    ck.copied_set.assign(static_cast<size_t>(util::div_round_up(nclusters, 64)), 0);
-    ck.copied_clear.assign(static_cast<size_t>(util::div_round_up(nclusters, 64)), 0);
-    ck.res.total_clusters = util::div_round_up(h.size, ck.cs);
-    ck.res.allocated_clusters = 0;
-    ck.res.fragmented_clusters = 0;
-    ck.res.compressed_clusters = 0;
-
-    ck.ref(0, ck.cs, "header");
-    VDISK_TRY(ck.walk_l1(h.l1_offset, h.l1_size, true));
-    uint64_t snap_bytes = 0;
-    for (auto& s : dev.snapshots()) {
-        VDISK_TRY(ck.walk_l1(s.l1_offset, s.l1_size, false));
-        snap_bytes = s.entry_offset - h.snapshots_offset;
-    }
-    if (!dev.snapshots().empty()) {
-        // The table ends after the last entry; its size is recomputed from that entry.
-        const Snapshot& last = dev.snapshots().back();
-        uint8_t fixed[sizeof(SnapshotHeader)];
-        VDISK_TRY(read_zero_fill(dev.main_file(), last.entry_offset, fixed));
-        SnapshotHeader sh;
-        std::memcpy(&sh, fixed, sizeof sh);
-        snap_bytes += (sizeof sh + sh.extra_data_size.value() + sh.id_str_size.value() + sh.name_size.value() + 7) &
-                      ~7ull;
-        ck.ref(h.snapshots_offset, snap_bytes, "snapshot table");
-    }
+    Checker ck{dev, {}, {}, dev.cluster_size(), dev.file_size(), 0, {}, {}, {}, {}, {}};
+    VDISK_TRY(ck.size_state());
+    VDISK_TRY(ck.walk_layers());
     ck.ref(h.rt_offset, uint64_t(h.rt_clusters) * ck.cs, "refcount table");
     VDISK_ASSIGN(auto rt, dev.load_refcount_table_for_check());
     VDISK_ASSIGN(Charge rt_copy, Charge::make(dev.budget(), rt.size() * 9, "check: refcount table"));
-    VDISK_TRY(dev.budget()->work(rt.size() + nclusters, "check: refcounts"));
-    std::vector<bool> bad_block(rt.size(), false);
-    for (size_t i = 0; i < rt.size(); ++i) {
-        uint64_t off = rt[i] & ~uint64_t(511);
-        if (!off) continue;
-        if (!util::is_aligned(off, ck.cs) || !util::range_within(off, ck.cs, ck.file_size)) {
-            ck.corruption([&] { return "refcount block " + std::to_string(i) + " at " + hex(off) + " is invalid"; });
-            bad_block[i] = true;
-            continue;
-        }
-        ck.ref(off, ck.cs, "refcount block");
-    }
-
-    // Compare rebuilt and stored refcounts.
-    const uint64_t epb = (ck.cs * 8) >> h.refcount_order;
-    uint64_t highest = 0;
-    bool any = false;
-    for (uint64_t c = 0; c < nclusters; ++c) {
-        uint64_t r = c / epb;
-        uint64_t stored = 0;
-        if (r < rt.size() && !bad_block[r]) {
-            VDISK_ASSIGN(stored, dev.get_refcount(c));
-        }
-        uint64_t want = ck.counts[c];
-        if (stored || want) {
-            highest = c;
-            any = true;
-        }
-        if (stored == want) continue;
-        if (stored < want) {
-            ck.corruption([&] {
-                return "cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
-                       " reference=" + std::to_string(want);
-            });
-            if (repair == RepairMode::all && want <= dev.refcount_max()) {
-                VDISK_TRY(dev.set_refcount(c, want));
-                ++ck.res.corruptions_fixed;
-            }
-        } else {
-            ++ck.res.leaks;
-            ck.note([&] {
-                return "Leaked cluster " + std::to_string(c) + " refcount=" + std::to_string(stored) +
-                       " reference=" + std::to_string(want);
-            });
-            if (repair != RepairMode::none) {
-                VDISK_TRY(dev.set_refcount(c, want));
-                ++ck.res.leaks_fixed;
-            }
-        }
-    }
-    ck.res.image_end_offset = any ? (highest + 1) * ck.cs : ck.cs;
-    for (uint64_t c = 0; c < nclusters; ++c) {
-        bool set = Checker::marked(ck.copied_set, c), clear = Checker::marked(ck.copied_clear, c);
-        if (!set && !clear) continue;
-        if (c / epb >= rt.size() || bad_block[c / epb]) continue;
-        VDISK_ASSIGN(uint64_t rc, dev.get_refcount(c));
-        if ((set && rc != 1) || (clear && rc == 1))
-            ck.corruption([&] {
-                return "OFLAG_COPIED cluster " + std::to_string(c) + ": an entry has COPIED " +
-                       (set && rc != 1 ? "set" : "clear") + ", refcount=" + std::to_string(rc);
-            });
-    }
+    VDISK_TRY(dev.budget()->work(rt.size() + ck.counts.size(), "check: refcounts"));
+    ck.walk_refcount_blocks(rt);
+    VDISK_TRY(ck.compare_refcounts(repair));
+    VDISK_TRY(ck.check_copied());
     if (ck.res.leaks_fixed || ck.res.corruptions_fixed) VDISK_TRY(dev.main_file().sync());
     if (repair == RepairMode::all && ck.res.corruptions == ck.res.corruptions_fixed) VDISK_TRY(dev.clear_dirty());
     return std::move(ck.res);

@@ -107,68 +107,87 @@ std::optional<BackingReference> Qcow2Device::backing_reference() const {
     return r;
 }
 
-Status Qcow2Device::load(const std::string& snapshot_name) {
-    // Snapshot table: entries are variable-sized, so read through a bounded sliding window.
-    uint64_t pos = h_.snapshots_offset, meta = 0;
+namespace {
+// Snapshot table entries are variable-sized: they are read through a bounded sliding window.
+struct TableWindow {
+    File& file;
     std::vector<uint8_t> win;
-    uint64_t win_off = 0;
-    auto fetch = [&](uint64_t off, size_t len, uint8_t* out) -> Status {
-        if (off < win_off || off + len > win_off + win.size()) {
-            win_off = off;
+    uint64_t off = 0;
+    Status fetch(uint64_t at, size_t len, uint8_t* out) {
+        if (at < off || at + len > off + win.size()) {
+            off = at;
             win.assign(static_cast<size_t>(std::max<uint64_t>(len, 256 << 10)), 0);
             // Like QEMU, bytes past the end of the file read as zeros; the metadata cap bounds the walk.
-            VDISK_TRY(read_zero_fill(*file_, off, win));
+            VDISK_TRY(read_zero_fill(file, at, win));
         }
-        std::memcpy(out, &win[static_cast<size_t>(off - win_off)], len);
+        std::memcpy(out, &win[static_cast<size_t>(at - off)], len);
         return ok();
-    };
-    const uint64_t table_cap = std::min(limits_.max_metadata_bytes, limits_.max_snapshot_table_bytes);
-    const uint64_t l1_cap = std::min(limits_.max_l1_bytes, limits_.max_metadata_bytes);
+    }
+};
+
+// Entry `i` at `pos`, checked against the caps (`meta`: the table so far) and charged; `pos` moves on to the
+// next entry. Its disk size is the image's unless the entry says otherwise.
+Result<Snapshot> read_snapshot(TableWindow& win, uint32_t i, uint64_t& pos, uint64_t& meta, Charge& charge,
+                               const Limits& lim, uint64_t disk_size) {
+    SnapshotHeader sh{};
+    VDISK_TRY(win.fetch(pos, sizeof sh, reinterpret_cast<uint8_t*>(&sh)));
+    const uint64_t table_cap = std::min(lim.max_metadata_bytes, lim.max_snapshot_table_bytes);
+    const uint64_t l1_cap = std::min(lim.max_l1_bytes, lim.max_metadata_bytes);
+    const uint32_t extra = sh.extra_data_size.value();
+    if (extra > 1024)
+        return make_error(ErrorCode::corrupt, "snapshot extra data size " + std::to_string(extra) + " exceeds 1024")
+            .at(pos);
+    const uint64_t entry = sizeof sh + extra + sh.id_str_size.value() + sh.name_size.value();
+    meta += entry;
+    if (meta > table_cap)
+        return make_error(ErrorCode::limit_exceeded,
+                          "snapshot table exceeds the limit of " + std::to_string(table_cap) + " bytes");
+    if (uint64_t{sh.l1_size.value()} * 8 > l1_cap)
+        return make_error(ErrorCode::limit_exceeded,
+                          "snapshot " + std::to_string(i) + " L1 table of " + std::to_string(sh.l1_size.value()) +
+                              " entries exceeds the L1 limit of " + std::to_string(l1_cap) + " bytes");
+    VDISK_TRY(charge.resize(charge.bytes() + entry, "snapshot table"));
+    Snapshot s;
+    s.entry_offset = pos;
+    s.l1_offset = sh.l1_table_offset.value();
+    s.l1_size = sh.l1_size.value();
+    s.info.date_sec = sh.date_sec.value();
+    s.info.date_nsec = sh.date_nsec.value();
+    s.info.vm_clock_nsec = sh.vm_clock_nsec.value();
+    s.info.vm_state_size = sh.vm_state_size.value();
+    s.disk_size = disk_size;
+    std::vector<uint8_t> rest(static_cast<size_t>(entry - sizeof sh));
+    if (!rest.empty()) VDISK_TRY(win.fetch(pos + sizeof sh, rest.size(), rest.data()));
+    SnapshotExtra ex{};
+    if (extra) std::memcpy(&ex, rest.data(), std::min<size_t>(extra, sizeof ex));
+    if (extra >= 8) s.info.vm_state_size = ex.vm_state_size_large.value();
+    if (extra >= 16) s.disk_size = ex.disk_size.value();
+    if (extra >= 24) s.info.icount = ex.icount.value();
+    s.info.id.assign(reinterpret_cast<const char*>(rest.data() + extra), sh.id_str_size.value());
+    s.info.name.assign(reinterpret_cast<const char*>(rest.data() + extra + sh.id_str_size.value()),
+                       sh.name_size.value());
+    pos += (entry + 7) & ~uint64_t(7);
+    return s;
+}
+}  // namespace
+
+Status Qcow2Device::load_snapshots() {
+    TableWindow win{*file_, {}, 0};
+    uint64_t pos = h_.snapshots_offset, meta = 0;
     snap_charge_ = Charge::make(budget(), 0, "snapshot table").value();
     VDISK_TRY(snap_charge_.resize(uint64_t(h_.nb_snapshots) * sizeof(Snapshot), "snapshot table"));
     snapshots_.reserve(h_.nb_snapshots);
     for (uint32_t i = 0; i < h_.nb_snapshots; ++i) {
         VDISK_TRY(budget()->work(1, "snapshot table"));
-        SnapshotHeader sh{};
-        VDISK_TRY(fetch(pos, sizeof sh, reinterpret_cast<uint8_t*>(&sh)));
-        Snapshot s;
-        s.entry_offset = pos;
-        s.l1_offset = sh.l1_table_offset.value();
-        s.l1_size = sh.l1_size.value();
-        s.info.date_sec = sh.date_sec.value();
-        s.info.date_nsec = sh.date_nsec.value();
-        s.info.vm_clock_nsec = sh.vm_clock_nsec.value();
-        s.info.vm_state_size = sh.vm_state_size.value();
-        s.disk_size = h_.size;
-        uint32_t extra = sh.extra_data_size.value();
-        if (extra > 1024)
-            return make_error(ErrorCode::corrupt, "snapshot extra data size " + std::to_string(extra) + " exceeds 1024")
-                .at(pos);
-        uint64_t entry = sizeof sh + extra + sh.id_str_size.value() + sh.name_size.value();
-        meta += entry;
-        if (meta > table_cap)
-            return make_error(ErrorCode::limit_exceeded,
-                              "snapshot table exceeds the limit of " + std::to_string(table_cap) + " bytes");
-        if (uint64_t(s.l1_size) * 8 > l1_cap)
-            return make_error(ErrorCode::limit_exceeded,
-                              "snapshot " + std::to_string(i) + " L1 table of " + std::to_string(s.l1_size) +
-                                  " entries exceeds the L1 limit of " + std::to_string(l1_cap) + " bytes");
-        VDISK_TRY(snap_charge_.resize(snap_charge_.bytes() + entry, "snapshot table"));
-        std::vector<uint8_t> rest(static_cast<size_t>(entry - sizeof sh));
-        if (!rest.empty()) VDISK_TRY(fetch(pos + sizeof sh, rest.size(), rest.data()));
-        SnapshotExtra ex{};
-        if (extra) std::memcpy(&ex, rest.data(), std::min<size_t>(extra, sizeof ex));
-        if (extra >= 8) s.info.vm_state_size = ex.vm_state_size_large.value();
-        if (extra >= 16) s.disk_size = ex.disk_size.value();
-        if (extra >= 24) s.info.icount = ex.icount.value();
-        s.info.id.assign(reinterpret_cast<const char*>(rest.data() + extra), sh.id_str_size.value());
-        s.info.name.assign(reinterpret_cast<const char*>(rest.data() + extra + sh.id_str_size.value()),
-                           sh.name_size.value());
+        VDISK_ASSIGN(Snapshot s, read_snapshot(win, i, pos, meta, snap_charge_, limits_, h_.size));
         snapshots_.push_back(std::move(s));
-        pos += (entry + 7) & ~uint64_t(7);
     }
     snapshots_table_bytes_ = h_.nb_snapshots ? pos - h_.snapshots_offset : 0;
+    return ok();
+}
 
+// The active L1 table, or the named snapshot's (then the device shows that snapshot, read-only).
+Status Qcow2Device::load_l1(const std::string& snapshot_name) {
     uint64_t l1_off = h_.l1_offset;
     uint32_t l1_size = h_.l1_size;
     if (!snapshot_name.empty()) {
@@ -197,21 +216,25 @@ Status Qcow2Device::load(const std::string& snapshot_name) {
     auto* raw = reinterpret_cast<uint8_t*>(l1_.data());
     if (l1_size) VDISK_TRY(read_exact(*file_, l1_off, std::span<uint8_t>(raw, uint64_t(l1_size) * 8), "L1 table"));
     for (uint32_t i = 0; i < l1_size; ++i) l1_[i] = util::load_be<uint64_t>(raw + uint64_t(i) * 8);
+    return ok();
+}
+
+Status Qcow2Device::load(const std::string& snapshot_name) {
+    VDISK_TRY(load_snapshots());
+    VDISK_TRY(load_l1(snapshot_name));
     l2_cache_.attach(budget());
     rb_cache_.attach(budget());
-
-    if (!read_only()) {
-        if (h_.incompat & kIncompatCorrupt)
-            write_refusal_ = make_error(ErrorCode::corrupt, "image is marked corrupt; refusing to write (run check)");
-        else if (h_.incompat & kIncompatDirty)
-            write_refusal_ = make_error(ErrorCode::unsupported, "image is dirty (lazy refcounts); repair it first");
-        else if (data_file_)
-            write_refusal_ = make_error(ErrorCode::unsupported,
-                                        "writing to images with an external data file is not supported");
-        else if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
-            write_refusal_ = make_error(ErrorCode::unsupported,
-                                        "writing to images with persistent bitmaps is not supported");
-    }
+    if (read_only()) return ok();
+    if (h_.incompat & kIncompatCorrupt)
+        write_refusal_ = make_error(ErrorCode::corrupt, "image is marked corrupt; refusing to write (run check)");
+    else if (h_.incompat & kIncompatDirty)
+        write_refusal_ = make_error(ErrorCode::unsupported, "image is dirty (lazy refcounts); repair it first");
+    else if (data_file_)
+        write_refusal_ = make_error(ErrorCode::unsupported,
+                                    "writing to images with an external data file is not supported");
+    else if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
+        write_refusal_ = make_error(ErrorCode::unsupported,
+                                    "writing to images with persistent bitmaps is not supported");
     return ok();
 }
 

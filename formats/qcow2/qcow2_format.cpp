@@ -309,20 +309,6 @@ Result<Params> parse_params(const CreateOptions& opts) {
     return p;
 }
 
-// Refcount blocks and refcount table clusters needed to count `clusters` clusters plus themselves: iterate to the
-// fixed point (the refcount structures count themselves too).
-std::pair<uint64_t, uint64_t> refcount_metadata(uint64_t clusters, uint64_t cs, uint32_t refcount_order) {
-    const uint64_t per_block = cs * 8 >> refcount_order, per_table_cluster = cs / 8;
-    uint64_t table = 0, blocks = 0, n = 0, last;
-    do {
-        last = n;
-        blocks = util::div_round_up(clusters + table + blocks, per_block);
-        table = util::div_round_up(blocks, per_table_cluster);
-        n = clusters + blocks + table;
-    } while (n != last);
-    return {blocks, table};
-}
-
 // The figures qemu-img 7.2 prints: metadata for a fully allocated image of the (cluster-rounded) size, plus
 // the clusters the source has data in (all of them with a backing file or preallocation=falloc|full).
 Result<MeasureResult> Qcow2Format::measure(const CreateOptions& opts, const MeasureSource& src) const {
@@ -435,13 +421,8 @@ Result<std::unique_ptr<BlockDevice>> Qcow2Format::create(const CreateOptions& op
     std::vector<uint8_t> meta(static_cast<size_t>(total * cs), 0);
     std::copy(c0.begin(), c0.end(), meta.begin());
     for (uint64_t i = 0; i < nblocks; ++i) util::store_be<uint64_t>(&meta[cs + i * 8], (1 + rtc + i) * cs);
-    // Refcount 1 for every metadata cluster; entries are packed big-endian, sub-byte widths low bits first.
-    for (uint64_t c = 0; c < total; ++c) {
-        uint8_t* blk = &meta[(1 + rtc + c / epb) * cs];
-        uint64_t i = c % epb;
-        if (rbits < 8) blk[i * rbits / 8] |= uint8_t(1u << ((i * rbits) % 8));
-        else blk[i * rbits / 8 + rbits / 8 - 1] = 1;
-    }
+    // Refcount 1 for every metadata cluster.
+    for (uint64_t c = 0; c < total; ++c) set_refcount_entry(&meta[(1 + rtc + c / epb) * cs], c % epb, rorder, 1);
     VDISK_TRY(file->write_at(0, meta));
     auto dev = std::make_unique<Qcow2Device>(std::move(file), nullptr, std::move(h), total * cs, false, ctx.limits());
     dev->set_budget(ctx.budget());

@@ -187,17 +187,28 @@ private:
 
     File& data() const { return data_file_ ? *data_file_ : *file_; }
     Status refuse_if_needed();
+    Status load_snapshots();
+    Status load_l1(const std::string& snapshot_name);
     Result<StoredExtent> map(uint64_t offset, uint64_t max_len);
     /// The L2 table L1 entry `l1i` names (0: none), checked to be a cluster inside the file.
     Result<uint64_t> l2_offset(uint64_t l1i) const;
     Result<L2Entry> lookup(uint64_t vcluster, uint64_t* l2_offset_out = nullptr);
 
     // Writing.
+    Status write_l1_entry(uint64_t l1_index);
+    Result<uint64_t> new_l2(uint64_t l1_index, std::vector<uint8_t> table);
     Result<uint64_t> ensure_l2(uint64_t l1_index);
     Result<uint64_t> cow_l2(uint64_t l1_index, uint64_t old_offset);
-    Status store_l2(uint64_t l2_offset, uint64_t first, uint64_t count);
+    Result<std::vector<L2Entry>> read_l2(uint64_t l2_offset, uint64_t first, uint64_t count);
+    Status replace_l2(uint64_t l2_offset, uint64_t first, const std::vector<L2Entry>& now,
+                      const std::vector<L2Entry>& old, const std::vector<bool>& drop);
+    Result<std::vector<bool>> moved_clusters(uint64_t l2_offset, uint64_t first, const std::vector<L2Entry>& old);
+    Status put_clusters(uint64_t host, std::span<const uint8_t> data, uint64_t i, uint64_t n);
+    Result<uint64_t> write_group(std::span<const uint8_t> data, uint64_t i, const std::vector<L2Entry>& old,
+                                 const std::vector<bool>& moved, std::vector<L2Entry>& now);
     Status write_run(uint64_t vc, uint64_t count, std::span<const uint8_t> data);
     Status release(const L2Entry& e);
+    Result<bool> zeroed_entry(const L2Entry& old, bool unmap, bool may_unmap, L2Entry& e);
     Status zero_or_discard(uint64_t offset, uint64_t len, bool discard, bool may_unmap);
     Status grow_l1(uint64_t entries);
 
@@ -207,11 +218,14 @@ private:
     Result<std::vector<uint8_t>*> refblock(uint64_t offset);
     Result<uint64_t> alloc_clusters(uint64_t n);
     Result<std::pair<uint64_t, uint64_t>> alloc_some(uint64_t n, bool exact);
+    Result<std::pair<uint64_t, uint64_t>> find_free_run(uint64_t n, bool exact);
+    Result<bool> cover_run(uint64_t start, uint64_t len);
     Status create_refblock(uint64_t index);
     Status grow_refcount_table(uint64_t needed_index);
     Status free_clusters(uint64_t first, uint64_t n);
     /// amend refcount_bits: new refcount structures of width 2^order, the header switched last.
     Status change_refcount_order(uint32_t order);
+    Result<std::vector<uint64_t>> refcounts_for(uint32_t order, uint64_t clusters);
     // Internal snapshots (qcow2_snapshot.cpp).
     Status add_tree_refs(const std::vector<uint64_t>& l1, bool increment);
     Status fix_copied_flags();
@@ -219,6 +233,8 @@ private:
     Status write_l1();
     Result<size_t> find_snapshot(const std::string& id_or_name) const;
     Status snapshot_preconditions() const;
+    Status check_amend(uint32_t version, uint64_t compat, uint32_t order);
+    Status refuse_zero_clusters();
 };
 
 Result<std::vector<uint8_t>> compress_cluster(std::span<const uint8_t> in, uint8_t type);
@@ -227,6 +243,10 @@ bool decompress_cluster(std::span<const uint8_t> in, std::span<uint8_t> out, uin
 /// A table of `entries` entries at `off` is cluster aligned, inside the file, not at 0 and within `cap` bytes.
 Status validate_table(const char* what, uint64_t off, uint64_t entries, uint64_t entry_size, uint64_t cluster_size,
                       uint64_t file_size, uint64_t cap);
+/// Refcount blocks and table clusters of width 2^refcount_order that count `clusters` clusters and themselves.
+std::pair<uint64_t, uint64_t> refcount_metadata(uint64_t clusters, uint64_t cs, uint32_t refcount_order);
+/// Set entry i of a refcount block of width 2^order to v; returns the bytes changed: {offset, length}.
+std::pair<size_t, size_t> set_refcount_entry(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v);
 /// Append a header extension (type, length, data padded to 8 bytes) to `out`.
 void put_ext(std::vector<uint8_t>& out, uint32_t type, std::string_view data);
 

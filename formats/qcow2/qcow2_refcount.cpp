@@ -28,8 +28,10 @@ uint64_t get_entry(const uint8_t* blk, uint64_t i, uint32_t order) {
     }
 }
 
+}  // namespace
+
 // Returns the byte offset within the block that changed and its length.
-std::pair<size_t, size_t> set_entry(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v) {
+std::pair<size_t, size_t> set_refcount_entry(uint8_t* blk, uint64_t i, uint32_t order, uint64_t v) {
     uint32_t bits = 1u << order;
     if (bits < 8) {
         size_t b = static_cast<size_t>(i * bits / 8);
@@ -47,8 +49,6 @@ std::pair<size_t, size_t> set_entry(uint8_t* blk, uint64_t i, uint32_t order, ui
     }
     return {b, bits / 8};
 }
-
-}  // namespace
 
 uint64_t Qcow2Device::refcount_max() const {
     return h_.refcount_order == 6 ? UINT64_MAX : (uint64_t(1) << (1u << h_.refcount_order)) - 1;
@@ -109,7 +109,7 @@ Status Qcow2Device::set_refcount(uint64_t cluster, uint64_t value) {
                           "refcount table entry " + std::to_string(r) + " points to invalid refcount block " + hex(off))
             .at(h_.rt_offset + r * 8);
     VDISK_ASSIGN(auto* blk, refblock(off));
-    auto [b, n] = set_entry(blk->data(), cluster % rb_entries(), h_.refcount_order, value);
+    auto [b, n] = set_refcount_entry(blk->data(), cluster % rb_entries(), h_.refcount_order, value);
     return file_->write_at(off + b, std::span<const uint8_t>(blk->data() + b, n));
 }
 
@@ -118,7 +118,7 @@ Status Qcow2Device::set_refcount(uint64_t cluster, uint64_t value) {
 Status Qcow2Device::create_refblock(uint64_t index) {
     uint64_t cluster = index * rb_entries();
     std::vector<uint8_t> blk(static_cast<size_t>(cluster_size_), 0);
-    set_entry(blk.data(), 0, h_.refcount_order, 1);
+    set_refcount_entry(blk.data(), 0, h_.refcount_order, 1);
     uint64_t off = cluster * cluster_size_;
     VDISK_TRY(file_->write_at(off, blk));
     file_size_ = std::max(file_size_, off + cluster_size_);
@@ -152,7 +152,7 @@ Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
     VDISK_ASSIGN(Charge grown, Charge::make(budget(), n * 8 + t * cs + k * cs, "refcount table"));
     std::vector<uint8_t> blocks(static_cast<size_t>(k * cs), 0);
     for (uint64_t c = start; c < start + k + t; ++c)
-        set_entry(&blocks[static_cast<size_t>((c / epb - base) * cs)], c % epb, h_.refcount_order, 1);
+        set_refcount_entry(&blocks[static_cast<size_t>((c / epb - base) * cs)], c % epb, h_.refcount_order, 1);
     std::vector<uint64_t> table(rt_);
     table.resize(static_cast<size_t>(n), 0);
     for (uint64_t i = 0; i < k; ++i) table[base + i] = (start + i) * cs;
@@ -179,49 +179,59 @@ Status Qcow2Device::grow_refcount_table(uint64_t needed_index) {
     return free_clusters(old_off / cs, old_clusters);
 }
 
+// The first cluster with refcount 0 at or after the hint and up to n - 1 more behind it (exactly n if `exact`):
+// {first cluster, count}.
+Result<std::pair<uint64_t, uint64_t>> Qcow2Device::find_free_run(uint64_t n, bool exact) {
+    uint64_t start = free_hint_;
+    for (;;) {
+        VDISK_ASSIGN(uint64_t rc, get_refcount(start));
+        if (!rc) break;
+        ++start;
+    }
+    uint64_t len = 1;
+    while (len < n) {
+        VDISK_ASSIGN(uint64_t rc, get_refcount(start + len));
+        if (!rc) {
+            ++len;
+        } else if (exact) {
+            start = start + len + 1;
+            len = 0;
+        } else {
+            break;
+        }
+    }
+    return std::make_pair(start, len);
+}
+
+// Creates the refcount blocks (and grows the table) that clusters [start, start + len) need; true if it did
+// any of that, which may have taken clusters of the run.
+Result<bool> Qcow2Device::cover_run(uint64_t start, uint64_t len) {
+    bool changed = false;
+    for (uint64_t r = start / rb_entries(); r <= (start + len - 1) / rb_entries(); ++r) {
+        if (r >= rt_.size()) {
+            VDISK_TRY(grow_refcount_table(r));
+            return true;
+        }
+        if ((rt_[r] & ~uint64_t(511)) == 0) {
+            VDISK_TRY(create_refblock(r));
+            changed = true;
+        }
+    }
+    return changed;
+}
+
 // Up to n contiguous free clusters at or after the hint; at least one. Refcount blocks missing for the
 // run are created first (each in the first cluster of its range, which may shorten the run), so the loop
 // settles within a few rounds.
 Result<std::pair<uint64_t, uint64_t>> Qcow2Device::alloc_some(uint64_t n, bool exact) {
     VDISK_TRY(ensure_refcount_table());
-    const uint64_t epb = rb_entries();
     for (unsigned attempt = 0; attempt < 64; ++attempt) {
-        uint64_t start = free_hint_;
-        for (;;) {
-            VDISK_ASSIGN(uint64_t rc, get_refcount(start));
-            if (!rc) break;
-            ++start;
-        }
-        uint64_t len = 1;
-        while (len < n) {
-            VDISK_ASSIGN(uint64_t rc, get_refcount(start + len));
-            if (rc) {
-                if (exact) {
-                    start = start + len + 1;
-                    len = 0;
-                    continue;
-                }
-                break;
-            }
-            ++len;
-        }
-        if (len == 0) continue;
-        bool changed = false;
-        for (uint64_t r = start / epb; r <= (start + len - 1) / epb; ++r) {
-            if (r >= rt_.size()) {
-                VDISK_TRY(grow_refcount_table(r));
-                changed = true;
-                break;
-            }
-            if ((rt_[r] & ~uint64_t(511)) == 0) {
-                VDISK_TRY(create_refblock(r));
-                changed = true;
-            }
-        }
+        VDISK_ASSIGN(auto run, find_free_run(n, exact));
+        VDISK_ASSIGN(bool changed, cover_run(run.first, run.second));
         if (changed) continue;
-        for (uint64_t i = 0; i < len; ++i) VDISK_TRY(set_refcount(start + i, 1));
-        free_hint_ = start + len;
-        return std::make_pair(start * cluster_size_, len);
+        for (uint64_t i = 0; i < run.second; ++i) VDISK_TRY(set_refcount(run.first + i, 1));
+        free_hint_ = run.first + run.second;
+        return std::make_pair(run.first * cluster_size_, run.second);
     }
     return make_error(ErrorCode::limit_exceeded,
                       "cannot find " + std::to_string(n) + " contiguous free clusters between refcount blocks");
@@ -248,21 +258,48 @@ Status Qcow2Device::free_clusters(uint64_t first, uint64_t n) {
     return ok();
 }
 
-// amend refcount_bits: every refcount is read into memory, checked against the new width, and written into
-// new refcount blocks and a new table after the end of the file, which count themselves (sized by
-// iterating until blocks, table and the clusters they cover agree). The old blocks and table get refcount 0
-// in the new structures. Only then does the header switch (table offset, clusters and refcount_order in one
-// write), so a crash before it leaves the old structures in charge and at worst leaks the new ones.
-Status Qcow2Device::change_refcount_order(uint32_t order) {
-    if (order == h_.refcount_order) return ok();
-    VDISK_TRY(ensure_refcount_table());
+// Refcount blocks and refcount table clusters needed to count `clusters` clusters plus themselves: iterate to the
+// fixed point (the refcount structures count themselves too).
+std::pair<uint64_t, uint64_t> refcount_metadata(uint64_t clusters, uint64_t cs, uint32_t refcount_order) {
+    const uint64_t per_block = cs * 8 >> refcount_order, per_table_cluster = cs / 8;
+    uint64_t table = 0, blocks = 0, n = 0, last;
+    do {
+        last = n;
+        blocks = util::div_round_up(clusters + table + blocks, per_block);
+        table = util::div_round_up(blocks, per_table_cluster);
+        n = clusters + blocks + table;
+    } while (n != last);
+    return {blocks, table};
+}
+
+namespace {
+// Write the refcounts `rc` as `nb` blocks of width 2^order from cluster `at` on and the table naming them
+// right behind them; returns the table.
+Result<std::vector<uint64_t>> write_refcount_structures(File& f, const std::vector<uint64_t>& rc, uint32_t order,
+                                                        uint64_t at, uint64_t nb, uint64_t nt, uint64_t cs) {
+    const uint64_t epb = (cs * 8) >> order;
+    std::vector<uint8_t> blk(static_cast<size_t>(cs));
+    for (uint64_t r = 0; r < nb; ++r) {
+        std::fill(blk.begin(), blk.end(), 0);
+        for (uint64_t i = 0; i < epb && r * epb + i < rc.size(); ++i)
+            if (rc[r * epb + i]) set_refcount_entry(blk.data(), i, order, rc[r * epb + i]);
+        VDISK_TRY(f.write_at((at + r) * cs, blk));
+    }
+    std::vector<uint64_t> table(static_cast<size_t>(nt * cs / 8), 0);
+    std::vector<uint8_t> raw(static_cast<size_t>(nt * cs), 0);
+    for (uint64_t r = 0; r < nb; ++r) {
+        table[r] = (at + r) * cs;
+        util::store_be<uint64_t>(&raw[r * 8], table[r]);
+    }
+    VDISK_TRY(f.write_at((at + nb) * cs, raw));
+    return table;
+}
+}  // namespace
+
+// Every refcount of the file's `clusters` clusters, those of the current refcount structures set to 0,
+// checked to fit width 2^order.
+Result<std::vector<uint64_t>> Qcow2Device::refcounts_for(uint32_t order, uint64_t clusters) {
     const uint64_t cs = cluster_size_;
-    const uint64_t clusters = util::div_round_up(file_size_, cs);
-    if (clusters * 8 > limits_.max_metadata_bytes)
-        return make_error(ErrorCode::limit_exceeded, "converting the refcounts of " + std::to_string(clusters) +
-                                                         " clusters exceeds the metadata limit");
-    VDISK_ASSIGN(Charge held, Charge::make(budget(), clusters * 8, "refcount conversion"));
-    VDISK_TRY(budget()->work(clusters, "refcount conversion"));
     std::vector<uint64_t> rc(static_cast<size_t>(clusters));
     for (uint64_t c = 0; c < clusters; ++c) {
         VDISK_ASSIGN(rc[c], get_refcount(c));
@@ -279,34 +316,32 @@ Status Qcow2Device::change_refcount_order(uint32_t order) {
             return make_error(ErrorCode::invalid_argument, "cannot make refcounts " + std::to_string(1u << order) +
                                                                " bits wide: the cluster at " + hex(c * cs) +
                                                                " has a refcount of " + std::to_string(rc[c]));
-    const uint64_t epb = (cs * 8) >> order;
-    uint64_t nb = 0, nt = 0;
-    for (;;) {
-        const uint64_t total = clusters + nb + nt;
-        const uint64_t b = util::div_round_up(total, epb), t = util::div_round_up(b * 8, cs);
-        if (b == nb && t == nt) break;
-        nb = b;
-        nt = t;
-    }
+    return rc;
+}
+
+// amend refcount_bits: every refcount is read into memory, checked against the new width, and written into
+// new refcount blocks and a new table after the end of the file, which count themselves (sized by
+// iterating until blocks, table and the clusters they cover agree). The old blocks and table get refcount 0
+// in the new structures. Only then does the header switch (table offset, clusters and refcount_order in one
+// write), so a crash before it leaves the old structures in charge and at worst leaks the new ones.
+Status Qcow2Device::change_refcount_order(uint32_t order) {
+    if (order == h_.refcount_order) return ok();
+    VDISK_TRY(ensure_refcount_table());
+    const uint64_t cs = cluster_size_;
+    const uint64_t clusters = util::div_round_up(file_size_, cs);
+    if (clusters * 8 > limits_.max_metadata_bytes)
+        return make_error(ErrorCode::limit_exceeded, "converting the refcounts of " + std::to_string(clusters) +
+                                                         " clusters exceeds the metadata limit");
+    VDISK_ASSIGN(Charge held, Charge::make(budget(), clusters * 8, "refcount conversion"));
+    VDISK_TRY(budget()->work(clusters, "refcount conversion"));
+    VDISK_ASSIGN(std::vector<uint64_t> rc, refcounts_for(order, clusters));
+    const auto [nb, nt] = refcount_metadata(clusters, cs, order);
     if (nt * cs > limits_.max_metadata_bytes || nt > UINT32_MAX)
         return make_error(ErrorCode::limit_exceeded, "the new refcount table exceeds the metadata limit");
     rc.resize(static_cast<size_t>(clusters + nb + nt), 1);  // the new blocks and table count themselves
     VDISK_TRY(held.resize(rc.size() * 8, "refcount conversion"));
-    std::vector<uint8_t> blk(static_cast<size_t>(cs));
-    for (uint64_t r = 0; r < nb; ++r) {
-        std::fill(blk.begin(), blk.end(), 0);
-        for (uint64_t i = 0; i < epb && r * epb + i < rc.size(); ++i)
-            if (rc[r * epb + i]) set_entry(blk.data(), i, order, rc[r * epb + i]);
-        VDISK_TRY(file_->write_at((clusters + r) * cs, blk));
-    }
-    std::vector<uint64_t> table(static_cast<size_t>(nt * cs / 8), 0);
-    std::vector<uint8_t> raw(static_cast<size_t>(nt * cs), 0);
-    for (uint64_t r = 0; r < nb; ++r) {
-        table[r] = (clusters + r) * cs;
-        util::store_be<uint64_t>(&raw[r * 8], table[r]);
-    }
+    VDISK_ASSIGN(std::vector<uint64_t> table, write_refcount_structures(*file_, rc, order, clusters, nb, nt, cs));
     const uint64_t table_off = (clusters + nb) * cs;
-    VDISK_TRY(file_->write_at(table_off, raw));
     VDISK_TRY(file_->sync());
     // Header bytes 48..100: refcount table offset and clusters, then (at 96) refcount_order, in one write.
     std::vector<uint8_t> hdr(52);

@@ -257,26 +257,25 @@ Status Qcow2Device::snapshot_apply(const std::string& id_or_name) {
     return file_->sync();
 }
 
-}  // namespace vdisk::qcow2
-
-namespace vdisk::qcow2 {
-
 namespace {
 // Cluster 0's header extensions from `start` up to the backing file name (or the cluster's end) as stored, each
-// padded, but those of type `drop`; `end` is where the walk stopped (the end marker).
-Result<std::vector<uint8_t>> kept_extensions(std::span<const uint8_t> c0, size_t start, uint32_t drop, size_t& end) {
+// padded, but those of type `drop`; `used`: where they and the name end (what a rewrite clears).
+Result<std::vector<uint8_t>> kept_extensions(std::span<const uint8_t> c0, size_t start, uint32_t drop, size_t& used) {
     const uint64_t name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
+    const uint32_t name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
     const size_t ext_end = name_off && name_off < c0.size() ? static_cast<size_t>(name_off) : c0.size();
     std::vector<uint8_t> exts;
-    for (end = start; end + 8 <= ext_end;) {
+    size_t end = start;
+    while (end + 8 <= ext_end) {
         uint32_t type = util::load_be<uint32_t>(&c0[end]);
         if (type == kExtEnd) break;
         size_t padded = (size_t(util::load_be<uint32_t>(&c0[end + 4])) + 7) & ~size_t(7);
         if (padded > ext_end - end - 8)
             return make_error(ErrorCode::corrupt, "header extension " + hex(type) + " runs past the header").at(end);
-        if (type != drop) exts.insert(exts.end(), c0.begin() + end, c0.begin() + end + 8 + padded);
+        if (type != drop) exts.insert(exts.end(), c0.data() + end, c0.data() + end + 8 + padded);
         end += 8 + padded;
     }
+    used = name_off ? static_cast<size_t>(name_off + name_len) : end + 8;
     return exts;
 }
 }  // namespace
@@ -293,10 +292,8 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument, "a raw external data file cannot have a backing file");
     std::vector<uint8_t> c0(static_cast<size_t>(std::min<uint64_t>(cluster_size_, file_size_)));
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
-    const uint64_t old_name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
-    const uint32_t old_name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
-    size_t p = 0;
-    VDISK_ASSIGN(std::vector<uint8_t> tail, kept_extensions(c0, h_.header_length, kExtBackingFormat, p));
+    size_t old_end = 0;
+    VDISK_ASSIGN(std::vector<uint8_t> tail, kept_extensions(c0, h_.header_length, kExtBackingFormat, old_end));
     if (!name.empty() && !format.empty()) put_ext(tail, kExtBackingFormat, format);
     tail.resize(tail.size() + 8, 0);  // end of extensions
     const uint64_t name_off = name.empty() ? 0 : h_.header_length + tail.size();
@@ -305,7 +302,6 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
         return make_error(ErrorCode::invalid_argument,
                           "header extensions and backing file name do not fit the header cluster");
     // Clear what the old extensions and name occupied, then write the new tail and the pointers.
-    size_t old_end = old_name_off ? static_cast<size_t>(old_name_off + old_name_len) : p + 8;
     size_t span = std::max(tail.size(), old_end > h_.header_length ? old_end - h_.header_length : 0);
     span = std::min<size_t>(span, c0.size() - h_.header_length);
     tail.resize(std::max(tail.size(), span), 0);
@@ -321,10 +317,6 @@ Status Qcow2Device::set_backing_reference(const std::string& name, const std::st
     return ok();
 }
 
-}  // namespace vdisk::qcow2
-
-namespace vdisk::qcow2 {
-
 // Rebuild cluster 0 for `version` (2: the 72-byte header; 3: the 112-byte one) keeping every header
 // extension (but the feature name table, which version 2 lacks) and the backing file name behind them.
 Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
@@ -332,9 +324,9 @@ Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
     VDISK_TRY(read_exact(*file_, 0, c0, "header cluster"));
     const uint64_t name_off = util::load_be<uint64_t>(&c0[kOffBackingName]);
     const uint32_t name_len = util::load_be<uint32_t>(&c0[offsetof(HeaderV2, backing_file_size)]);
-    size_t p = 0;
+    size_t old_end = 0;
     VDISK_ASSIGN(std::vector<uint8_t> exts,
-                 kept_extensions(c0, h_.header_length, version == 2 ? kExtFeatureTable : kExtEnd, p));
+                 kept_extensions(c0, h_.header_length, version == 2 ? kExtFeatureTable : kExtEnd, old_end));
     std::string name;
     if (name_off) name.assign(reinterpret_cast<const char*>(&c0[name_off]), name_len);
     const uint32_t hlen = version == 3 ? kHeaderV3Length : kHeaderV2Length;
@@ -355,7 +347,6 @@ Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
     out.insert(out.end(), name.begin(), name.end());
     if (out.size() > cluster_size_)
         return make_error(ErrorCode::invalid_argument, "the new header does not fit the header cluster");
-    size_t old_end = name_off ? static_cast<size_t>(name_off + name_len) : p + 8;
     out.resize(std::min<size_t>(std::max(out.size(), old_end), c0.size()), 0);
     VDISK_TRY(file_->write_at(0, out));
     VDISK_TRY(file_->sync());
@@ -365,40 +356,61 @@ Status Qcow2Device::rewrite_header(uint32_t version, uint64_t compat) {
     return ok();
 }
 
-Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>& options) {
-    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
-    VDISK_TRY(refuse_if_needed());
-    CreateOptions opts;
-    opts.values = options;
-    uint32_t version = h_.version;
-    uint64_t compat = h_.compat;
-    uint32_t order = h_.refcount_order;
-    for (auto& [k, v] : options) {
-        if (k == "compat") {
-            if (v == "0.10" || v == "v2") version = 2;
-            else if (v == "1.1" || v == "v3") version = 3;
-            else return make_error(ErrorCode::invalid_argument, "compat must be 0.10 or 1.1, not '" + v + "'");
-        } else if (k == "lazy_refcounts") {
-            VDISK_ASSIGN(bool lazy, opts.get_bool("lazy_refcounts", false));
-            compat = lazy ? (compat | kCompatLazyRefcounts) : (compat & ~kCompatLazyRefcounts);
-        } else if (k == "refcount_bits") {
-            VDISK_ASSIGN(uint64_t bits, opts.get_size("refcount_bits", 16));
-            if (!util::is_pow2(bits) || bits > 64)
-                return make_error(ErrorCode::invalid_argument,
-                                  "refcount_bits must be a power of two from 1 to 64, not '" + v + "'");
-            order = 0;
-            while ((uint64_t{1} << order) < bits) ++order;
-        } else {
-            return make_error(ErrorCode::unsupported, "amend cannot change option '" + k + "'");
-        }
-    }
-    if (version == 2 && (compat & kCompatLazyRefcounts)) {
-        if (opts.get("lazy_refcounts"))
+namespace {
+// One amend option applied to what the image will be: version, compatible features, refcount order.
+Status amend_option(const CreateOptions& opts, const std::string& k, const std::string& v, uint32_t& version,
+                    uint64_t& compat, uint32_t& order) {
+    if (k == "compat") {
+        if (v == "0.10" || v == "v2") version = 2;
+        else if (v == "1.1" || v == "v3") version = 3;
+        else return make_error(ErrorCode::invalid_argument, "compat must be 0.10 or 1.1, not '" + v + "'");
+    } else if (k == "lazy_refcounts") {
+        VDISK_ASSIGN(bool lazy, opts.get_bool("lazy_refcounts", false));
+        compat = lazy ? (compat | kCompatLazyRefcounts) : (compat & ~kCompatLazyRefcounts);
+    } else if (k == "refcount_bits") {
+        VDISK_ASSIGN(uint64_t bits, opts.get_size("refcount_bits", 16));
+        if (!util::is_pow2(bits) || bits > 64)
             return make_error(ErrorCode::invalid_argument,
-                              "Lazy refcounts only supported with compatibility level "
-                              "1.1 and above (use compat=1.1 or greater)");
-        compat &= ~kCompatLazyRefcounts;  // a downgrade turns them off, as qemu-img does
+                              "refcount_bits must be a power of two from 1 to 64, not '" + v + "'");
+        order = 0;
+        while ((uint64_t{1} << order) < bits) ++order;
+    } else {
+        return make_error(ErrorCode::unsupported, "amend cannot change option '" + k + "'");
     }
+    return ok();
+}
+}  // namespace
+
+// Zero clusters do not exist in version 2; qemu-img writes them out, vdisk refuses.
+Status Qcow2Device::refuse_zero_clusters() {
+    std::vector<std::vector<uint64_t>> tables{l1_};
+    for (auto& s : snapshots_) {
+        std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{s.l1_size} * 8));
+        if (!util::range_within(s.l1_offset, raw.size(), file_size_))
+            return make_error(ErrorCode::corrupt, "snapshot L1 table is invalid").at(s.entry_offset);
+        if (!raw.empty()) VDISK_TRY(read_exact(*file_, s.l1_offset, raw, "snapshot L1 table"));
+        std::vector<uint64_t> l1(s.l1_size);
+        for (size_t i = 0; i < l1.size(); ++i) l1[i] = util::load_be<uint64_t>(&raw[i * 8]);
+        tables.push_back(std::move(l1));
+    }
+    for (auto& l1 : tables)
+        for (uint64_t e : l1) {
+            uint64_t l2off = e & kOffsetMask;
+            if (!l2off) continue;
+            VDISK_ASSIGN(auto* t, l2_table(l2off));
+            for (uint64_t j = 0; j < l2_entries_; ++j) {
+                uint64_t w = util::load_be<uint64_t>(&(*t)[j * entry_bytes_]);
+                if (!(w & kFlagCompressed) && (w & kFlagZero))
+                    return make_error(
+                        ErrorCode::unsupported,
+                        "cannot downgrade: the image has zero clusters, which compat=0.10 cannot express");
+            }
+        }
+    return ok();
+}
+
+// Whether the image can become `version` with `compat` and refcount order `order`.
+Status Qcow2Device::check_amend(uint32_t version, uint64_t compat, uint32_t order) {
     if (version == 2 && order != 4)
         return make_error(ErrorCode::invalid_argument,
                           "Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
@@ -410,40 +422,33 @@ Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>
     if ((h_.incompat & kIncompatDirty) && !(compat & kCompatLazyRefcounts))
         return make_error(ErrorCode::invalid_argument,
                           "the image is dirty (lazy refcounts): repair it with check -r all first");
-    if (version == 2 && h_.version == 3) {
-        if (h_.incompat & ~kIncompatDirty)
-            return make_error(ErrorCode::unsupported,
-                              "cannot downgrade: the image uses version 3 features (incompatible bits " +
-                                  hex(h_.incompat) + ")");
-        if (order != 4)
-            return make_error(ErrorCode::unsupported, "cannot downgrade: compat=0.10 needs refcount_bits=16");
-        if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
-            return make_error(ErrorCode::unsupported, "cannot downgrade an image with persistent bitmaps");
-        // Zero clusters do not exist in version 2; qemu-img writes them out, vdisk refuses.
-        std::vector<std::vector<uint64_t>> tables{l1_};
-        for (auto& s : snapshots_) {
-            std::vector<uint8_t> raw(static_cast<size_t>(uint64_t{s.l1_size} * 8));
-            if (!util::range_within(s.l1_offset, raw.size(), file_size_))
-                return make_error(ErrorCode::corrupt, "snapshot L1 table is invalid").at(s.entry_offset);
-            if (!raw.empty()) VDISK_TRY(read_exact(*file_, s.l1_offset, raw, "snapshot L1 table"));
-            std::vector<uint64_t> l1(s.l1_size);
-            for (size_t i = 0; i < l1.size(); ++i) l1[i] = util::load_be<uint64_t>(&raw[i * 8]);
-            tables.push_back(std::move(l1));
-        }
-        for (auto& l1 : tables)
-            for (uint64_t e : l1) {
-                uint64_t l2off = e & kOffsetMask;
-                if (!l2off) continue;
-                VDISK_ASSIGN(auto* t, l2_table(l2off));
-                for (uint64_t j = 0; j < l2_entries_; ++j) {
-                    uint64_t w = util::load_be<uint64_t>(&(*t)[j * entry_bytes_]);
-                    if (!(w & kFlagCompressed) && (w & kFlagZero))
-                        return make_error(ErrorCode::unsupported,
-                                          "cannot downgrade: the image has zero clusters, "
-                                          "which compat=0.10 cannot express");
-                }
-            }
+    if (version != 2 || h_.version != 3) return ok();
+    if (h_.incompat & ~kIncompatDirty)
+        return make_error(ErrorCode::unsupported,
+                          "cannot downgrade: the image uses version 3 features (incompatible bits " + hex(h_.incompat) +
+                              ")");
+    if (order != 4) return make_error(ErrorCode::unsupported, "cannot downgrade: compat=0.10 needs refcount_bits=16");
+    if (h_.has_bitmaps_ext || (h_.autoclear & kAutoclearBitmaps))
+        return make_error(ErrorCode::unsupported, "cannot downgrade an image with persistent bitmaps");
+    return refuse_zero_clusters();
+}
+
+Status Qcow2Device::amend(const std::vector<std::pair<std::string, std::string>>& options) {
+    if (read_only()) return make_error(ErrorCode::read_only, "device is read-only");
+    VDISK_TRY(refuse_if_needed());
+    CreateOptions opts;
+    opts.values = options;
+    uint32_t version = h_.version, order = h_.refcount_order;
+    uint64_t compat = h_.compat;
+    for (auto& [k, v] : options) VDISK_TRY(amend_option(opts, k, v, version, compat, order));
+    if (version == 2 && (compat & kCompatLazyRefcounts)) {
+        if (opts.get("lazy_refcounts"))
+            return make_error(ErrorCode::invalid_argument,
+                              "Lazy refcounts only supported with compatibility level "
+                              "1.1 and above (use compat=1.1 or greater)");
+        compat &= ~kCompatLazyRefcounts;  // a downgrade turns them off, as qemu-img does
     }
+    VDISK_TRY(check_amend(version, compat, order));
     // New refcount width first (a version 3 header is current then), the version change after it.
     VDISK_TRY(change_refcount_order(order));
     if (version != h_.version || compat != h_.compat) VDISK_TRY(rewrite_header(version, compat));

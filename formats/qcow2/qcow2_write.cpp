@@ -20,30 +20,33 @@ constexpr uint64_t kAllAllocated = 0xffffffffull;   // extended L2: every subclu
 constexpr uint64_t kAllZero = 0xffffffffull << 32;  // extended L2: every subcluster reads as zero
 }  // namespace
 
+Status Qcow2Device::write_l1_entry(uint64_t l1i) {
+    uint8_t e[8];
+    util::store_be<uint64_t>(e, l1_[l1i]);
+    return file_->write_at(l1_offset_ + l1i * 8, e);
+}
+
+// `table` into a new cluster, which L1 entry l1i then names (with COPIED: no other L1 table does).
+Result<uint64_t> Qcow2Device::new_l2(uint64_t l1i, std::vector<uint8_t> table) {
+    VDISK_ASSIGN(uint64_t off, alloc_clusters(1));
+    VDISK_TRY(file_->write_at(off, table));
+    file_size_ = std::max(file_size_, off + cluster_size_);
+    l2_cache_.insert(off, std::move(table));
+    l1_[l1i] = off | kFlagCopied;
+    VDISK_TRY(write_l1_entry(l1i));
+    return off;
+}
+
 Result<uint64_t> Qcow2Device::ensure_l2(uint64_t l1i) {
     if (l1i >= l1_.size())
         return make_error(ErrorCode::out_of_range, "L1 index " + std::to_string(l1i) + " beyond the L1 table");
     VDISK_ASSIGN(uint64_t off, l2_offset(l1i));
-    if (off) {
-        if (!(l1_[l1i] & kFlagCopied)) {
-            VDISK_ASSIGN(uint64_t rc, get_refcount(off / cluster_size_));
-            if (rc != 1) return cow_l2(l1i, off);
-            l1_[l1i] |= kFlagCopied;
-            uint8_t e[8];
-            util::store_be<uint64_t>(e, l1_[l1i]);
-            VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
-        }
-        return off;
-    }
-    VDISK_ASSIGN(off, alloc_clusters(1));
-    std::vector<uint8_t> zero(static_cast<size_t>(cluster_size_), 0);
-    VDISK_TRY(file_->write_at(off, zero));
-    file_size_ = std::max(file_size_, off + cluster_size_);
-    l2_cache_.insert(off, std::move(zero));
-    l1_[l1i] = off | kFlagCopied;
-    uint8_t e[8];
-    util::store_be<uint64_t>(e, l1_[l1i]);
-    VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
+    if (!off) return new_l2(l1i, std::vector<uint8_t>(static_cast<size_t>(cluster_size_), 0));
+    if (l1_[l1i] & kFlagCopied) return off;
+    VDISK_ASSIGN(uint64_t rc, get_refcount(off / cluster_size_));
+    if (rc != 1) return cow_l2(l1i, off);
+    l1_[l1i] |= kFlagCopied;
+    VDISK_TRY(write_l1_entry(l1i));
     return off;
 }
 
@@ -57,22 +60,18 @@ Result<uint64_t> Qcow2Device::cow_l2(uint64_t l1i, uint64_t old_off) {
         uint64_t w = util::load_be<uint64_t>(&copy[i * entry_bytes_]);
         util::store_be<uint64_t>(&copy[i * entry_bytes_], w & ~kFlagCopied);
     }
-    VDISK_ASSIGN(uint64_t off, alloc_clusters(1));
-    VDISK_TRY(file_->write_at(off, copy));
-    file_size_ = std::max(file_size_, off + cluster_size_);
-    l2_cache_.insert(off, std::move(copy));
-    l1_[l1i] = off | kFlagCopied;
-    uint8_t e[8];
-    util::store_be<uint64_t>(e, l1_[l1i]);
-    VDISK_TRY(file_->write_at(l1_offset_ + l1i * 8, e));
+    VDISK_ASSIGN(uint64_t off, new_l2(l1i, std::move(copy)));
     VDISK_TRY(free_clusters(old_off / cluster_size_, 1));
     return off;
 }
 
-Status Qcow2Device::store_l2(uint64_t l2_offset, uint64_t first, uint64_t count) {
-    VDISK_ASSIGN(auto* t, l2_table(l2_offset));
-    size_t a = static_cast<size_t>(first * entry_bytes_), n = static_cast<size_t>(count * entry_bytes_);
-    return file_->write_at(l2_offset + a, std::span<const uint8_t>(t->data() + a, n));
+Result<std::vector<L2Entry>> Qcow2Device::read_l2(uint64_t l2off, uint64_t first, uint64_t count) {
+    VDISK_ASSIGN(auto* t, l2_table(l2off));
+    std::vector<L2Entry> entries(static_cast<size_t>(count));
+    for (uint64_t i = 0; i < count; ++i) {
+        VDISK_ASSIGN(entries[i], l2_entry_at(t->data(), first + i));
+    }
+    return entries;
 }
 
 // Drop the reference an L2 entry held (after the entry itself no longer points there).
@@ -86,90 +85,97 @@ Status Qcow2Device::release(const L2Entry& e) {
     return ok();
 }
 
-namespace {
-void put_entry(std::vector<uint8_t>& t, uint64_t i, uint32_t eb, const L2Entry& e) {
-    util::store_be<uint64_t>(&t[i * eb], e.word);
-    if (eb == 16) util::store_be<uint64_t>(&t[i * eb + 8], e.bitmap);
+// Entries from `first` on become `now` (in the cache and on disk), then the `old` entries marked in `drop`
+// lose their clusters.
+Status Qcow2Device::replace_l2(uint64_t l2off, uint64_t first, const std::vector<L2Entry>& now,
+                               const std::vector<L2Entry>& old, const std::vector<bool>& drop) {
+    VDISK_ASSIGN(auto* t, l2_table(l2off));
+    for (size_t x = 0; x < now.size(); ++x) {
+        util::store_be<uint64_t>(&(*t)[(first + x) * entry_bytes_], now[x].word);
+        if (entry_bytes_ == 16) util::store_be<uint64_t>(&(*t)[(first + x) * entry_bytes_ + 8], now[x].bitmap);
+    }
+    const size_t a = static_cast<size_t>(first * entry_bytes_), n = now.size() * entry_bytes_;
+    VDISK_TRY(file_->write_at(l2off + a, std::span<const uint8_t>(t->data() + a, n)));
+    for (size_t x = 0; x < old.size(); ++x)
+        if (drop[x]) VDISK_TRY(release(old[x]));
+    return ok();
 }
-}  // namespace
+
+// Which clusters of a run move to new host clusters: all but those allocated, not compressed and not shared.
+Result<std::vector<bool>> Qcow2Device::moved_clusters(uint64_t l2off, uint64_t first, const std::vector<L2Entry>& old) {
+    std::vector<bool> moved(old.size());
+    for (size_t i = 0; i < old.size(); ++i) {
+        const uint64_t host = old[i].word & kOffsetMask;
+        moved[i] = (old[i].word & kFlagCompressed) || host == 0;
+        if (!moved[i] && !(old[i].word & kFlagCopied)) {
+            // Shared with a snapshot: the whole cluster is rewritten, so a fresh cluster replaces it.
+            VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
+            moved[i] = rc != 1;
+        }
+        if (!moved[i] && host >= file_size_)
+            return make_error(ErrorCode::corrupt, "L2 entry " + hex(old[i].word) + " points past the end of the file")
+                .at(l2off + (first + i) * entry_bytes_);
+    }
+    return moved;
+}
+
+// Clusters [i, i + n) of a run to `host`: `data` holds the run's bytes (possibly short at the device's end);
+// an empty span preallocates.
+Status Qcow2Device::put_clusters(uint64_t host, std::span<const uint8_t> data, uint64_t i, uint64_t n) {
+    const uint64_t end = host + n * cluster_size_;
+    if (data.empty()) {
+        file_size_ = std::max(file_size_, end);
+        return file_->resize(file_size_);
+    }
+    const uint64_t a = std::min<uint64_t>(i * cluster_size_, data.size());
+    auto bytes = data.subspan(static_cast<size_t>(a),
+                              static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, data.size() - a)));
+    VDISK_TRY(file_->write_at(host, bytes));
+    if (bytes.size() < n * cluster_size_) {
+        // The device's last cluster is partial: the host cluster still ends inside the file.
+        std::vector<uint8_t> pad(static_cast<size_t>(n * cluster_size_ - bytes.size()), 0);
+        VDISK_TRY(file_->write_at(host + bytes.size(), pad));
+    }
+    file_size_ = std::max(file_size_, end);
+    return ok();
+}
+
+// The group of clusters of a run that starts at i: written in place while they stay and follow each other on
+// the host, or into new clusters while they move; their entries into `now`. Returns where the next group starts.
+Result<uint64_t> Qcow2Device::write_group(std::span<const uint8_t> data, uint64_t i, const std::vector<L2Entry>& old,
+                                          const std::vector<bool>& moved, std::vector<L2Entry>& now) {
+    const uint64_t count = old.size(), all = entry_bytes_ == 16 ? kAllAllocated : 0;
+    uint64_t j = i + 1;
+    if (!moved[i]) {
+        const uint64_t base = old[i].word & kOffsetMask;
+        while (j < count && !moved[j] && (old[j].word & kOffsetMask) == base + (j - i) * cluster_size_) ++j;
+        if (!data.empty()) VDISK_TRY(put_clusters(base, data, i, j - i));
+        for (uint64_t x = i; x < j; ++x) now[x] = L2Entry{(old[x].word & kOffsetMask) | kFlagCopied, all};
+        return j;
+    }
+    while (j < count && moved[j]) ++j;
+    for (uint64_t x = i; x < j;) {
+        VDISK_ASSIGN(auto run, alloc_some(j - x, false));
+        VDISK_TRY(put_clusters(run.first, data, x, run.second));
+        for (uint64_t y = 0; y < run.second; ++y)
+            now[x + y] = L2Entry{(run.first + y * cluster_size_) | kFlagCopied, all};
+        x += run.second;
+    }
+    return j;
+}
 
 // Write whole clusters [vc, vc + count) that share one L2 table. `data` holds the bytes (possibly short
 // at the device's end); an empty span preallocates without writing data.
 Status Qcow2Device::write_run(uint64_t vc, uint64_t count, std::span<const uint8_t> data) {
     VDISK_ASSIGN(uint64_t l2off, ensure_l2(vc / l2_entries_));
-    uint64_t first = vc % l2_entries_;
-    std::vector<L2Entry> old(static_cast<size_t>(count)), now(static_cast<size_t>(count));
-    {
-        VDISK_ASSIGN(auto* t, l2_table(l2off));
-        for (uint64_t i = 0; i < count; ++i) {
-            VDISK_ASSIGN(old[i], l2_entry_at(t->data(), first + i));
-        }
+    const uint64_t first = vc % l2_entries_;
+    VDISK_ASSIGN(std::vector<L2Entry> old, read_l2(l2off, first, count));
+    VDISK_ASSIGN(std::vector<bool> moved, moved_clusters(l2off, first, old));
+    std::vector<L2Entry> now(old.size());
+    for (uint64_t i = 0; i < count;) {
+        VDISK_ASSIGN(i, write_group(data, i, old, moved, now));
     }
-    std::vector<bool> in_place(static_cast<size_t>(count));
-    for (uint64_t i = 0; i < count; ++i) {
-        uint64_t host = old[i].word & kOffsetMask;
-        bool compressed = old[i].word & kFlagCompressed;
-        in_place[i] = !compressed && host != 0;
-        if (in_place[i] && !(old[i].word & kFlagCopied)) {
-            // Shared with a snapshot: the whole cluster is rewritten, so a fresh cluster replaces it.
-            VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
-            if (rc != 1) in_place[i] = false;
-        }
-        if (in_place[i] && host >= file_size_)
-            return make_error(ErrorCode::corrupt, "L2 entry " + hex(old[i].word) + " points past the end of the file")
-                .at(l2off + (first + i) * entry_bytes_);
-    }
-    auto cluster_bytes = [&](uint64_t i, uint64_t n) -> std::span<const uint8_t> {
-        uint64_t a = i * cluster_size_;
-        if (a >= data.size()) return {};
-        return data.subspan(static_cast<size_t>(a),
-                            static_cast<size_t>(std::min<uint64_t>(n * cluster_size_, data.size() - a)));
-    };
-    auto write_host = [&](uint64_t host, uint64_t i, uint64_t n) -> Status {
-        if (data.empty()) {
-            file_size_ = std::max(file_size_, host + n * cluster_size_);
-            return file_->resize(std::max(file_size_, host + n * cluster_size_));
-        }
-        auto bytes = cluster_bytes(i, n);
-        VDISK_TRY(file_->write_at(host, bytes));
-        if (bytes.size() < n * cluster_size_) {
-            // The device's last cluster is partial: the host cluster still ends inside the file.
-            std::vector<uint8_t> pad(static_cast<size_t>(n * cluster_size_ - bytes.size()), 0);
-            VDISK_TRY(file_->write_at(host + bytes.size(), pad));
-        }
-        file_size_ = std::max(file_size_, host + n * cluster_size_);
-        return ok();
-    };
-    uint64_t i = 0;
-    while (i < count) {
-        uint64_t j = i + 1;
-        if (in_place[i]) {
-            uint64_t base = old[i].word & kOffsetMask;
-            while (j < count && in_place[j] && (old[j].word & kOffsetMask) == base + (j - i) * cluster_size_) ++j;
-            if (!data.empty()) VDISK_TRY(write_host(base, i, j - i));
-            for (uint64_t x = i; x < j; ++x) now[x].word = (old[x].word & kOffsetMask) | kFlagCopied;
-        } else {
-            while (j < count && !in_place[j]) ++j;
-            for (uint64_t x = i; x < j;) {
-                VDISK_ASSIGN(auto run, alloc_some(j - x, false));
-                VDISK_TRY(write_host(run.first, x, run.second));
-                for (uint64_t y = 0; y < run.second; ++y)
-                    now[x + y].word = (run.first + y * cluster_size_) | kFlagCopied;
-                x += run.second;
-            }
-        }
-        for (uint64_t x = i; x < j; ++x) now[x].bitmap = entry_bytes_ == 16 ? kAllAllocated : 0;
-        i = j;
-    }
-    {
-        VDISK_ASSIGN(auto* t, l2_table(l2off));
-        auto& tt = *t;
-        for (uint64_t x = 0; x < count; ++x) put_entry(tt, first + x, entry_bytes_, now[x]);
-    }
-    VDISK_TRY(store_l2(l2off, first, count));
-    for (uint64_t x = 0; x < count; ++x)
-        if (!in_place[x]) VDISK_TRY(release(old[x]));
-    return ok();
+    return replace_l2(l2off, first, now, old, moved);
 }
 
 // Whole clusters (the generic layer aligns to write_granularity; the last may be partial), one L2 table's worth
@@ -192,6 +198,22 @@ Status Qcow2Device::preallocate(bool full_zero, bool falloc) {
     return ok();
 }
 
+// The entry that makes `old` read as zeros, and whether `old`'s cluster is dropped. `unmap`: leave the
+// cluster unallocated (reads zeros without a backing file, or whatever discard allows).
+Result<bool> Qcow2Device::zeroed_entry(const L2Entry& old, bool unmap, bool may_unmap, L2Entry& e) {
+    const uint64_t host = old.word & kOffsetMask;
+    bool exclusive = false;
+    if (!may_unmap && host && !(old.word & kFlagCompressed)) {
+        VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
+        exclusive = rc == 1;
+    }
+    if (unmap) return true;
+    e.bitmap = entry_bytes_ == 16 ? kAllZero : 0;
+    e.word = entry_bytes_ == 8 ? kFlagZero : 0;
+    if (exclusive) e.word |= host | kFlagCopied;
+    return !exclusive;
+}
+
 // Whole clusters only (the generic layer aligns to write_granularity); the last may be partial.
 Status Qcow2Device::zero_or_discard(uint64_t offset, uint64_t len, bool discard, bool may_unmap) {
     VDISK_TRY(refuse_if_needed());
@@ -200,45 +222,20 @@ Status Qcow2Device::zero_or_discard(uint64_t offset, uint64_t len, bool discard,
     if (!discard && !v3 && has_backing) return BlockDevice::do_write_zeroes(offset, len, may_unmap);
     const uint64_t first_vc = offset >> h_.cluster_bits;
     const uint64_t clusters = util::div_round_up(offset + len, cluster_size_) - first_vc;
-    const bool need_marks = !discard && v3 && has_backing;
+    const bool need_marks = !discard && v3 && has_backing, unmap = discard || (!v3 && !has_backing);
     // One L2 table's worth of clusters at a time.
     return util::for_each_unit(first_vc, clusters, l2_entries_, [&](const util::UnitPiece& piece) -> Status {
-        const uint64_t l1i = piece.index, first = piece.in_unit, n = piece.length;
+        const uint64_t l1i = piece.index, first = piece.in_unit;
         uint64_t l2off = l1i < l1_.size() ? (l1_[l1i] & kOffsetMask) : 0;
         if (l2off == 0 && !need_marks) return ok();
         VDISK_ASSIGN(l2off, ensure_l2(l1i));
-        std::vector<L2Entry> old(static_cast<size_t>(n));
-        std::vector<bool> drop(static_cast<size_t>(n));
-        {
-            VDISK_ASSIGN(auto* t, l2_table(l2off));
-            auto& tt = *t;
-            for (uint64_t i = 0; i < n; ++i) {
-                VDISK_ASSIGN(old[i], l2_entry_at(tt.data(), first + i));
-                uint64_t host = old[i].word & kOffsetMask;
-                bool compressed = old[i].word & kFlagCompressed;
-                L2Entry e;
-                bool exclusive = false;
-                if (!may_unmap && host && !compressed) {
-                    VDISK_ASSIGN(uint64_t rc, get_refcount(host / cluster_size_));
-                    exclusive = rc == 1;
-                }
-                if (discard || (!v3 && !has_backing)) {
-                    drop[i] = true;  // unallocated: reads zeros (no backing) or whatever discard allows
-                } else if (exclusive) {
-                    e.word = host | kFlagCopied | (entry_bytes_ == 8 ? kFlagZero : 0);
-                    e.bitmap = entry_bytes_ == 16 ? kAllZero : 0;
-                } else {
-                    drop[i] = true;
-                    e.word = entry_bytes_ == 8 ? kFlagZero : 0;
-                    e.bitmap = entry_bytes_ == 16 ? kAllZero : 0;
-                }
-                put_entry(tt, first + i, entry_bytes_, e);
-            }
+        VDISK_ASSIGN(std::vector<L2Entry> old, read_l2(l2off, first, piece.length));
+        std::vector<L2Entry> now(old.size());
+        std::vector<bool> drop(old.size());
+        for (size_t i = 0; i < old.size(); ++i) {
+            VDISK_ASSIGN(drop[i], zeroed_entry(old[i], unmap, may_unmap, now[i]));
         }
-        VDISK_TRY(store_l2(l2off, first, n));
-        for (uint64_t i = 0; i < n; ++i)
-            if (drop[i]) VDISK_TRY(release(old[i]));
-        return ok();
+        return replace_l2(l2off, first, now, old, drop);
     });
 }
 
@@ -292,15 +289,8 @@ Status Qcow2Device::do_write_compressed_chunk(uint64_t offset, std::span<const u
     e.word = kFlagCompressed | (extra_sectors << shift) | pos;
     uint64_t vc = offset >> h_.cluster_bits;
     VDISK_ASSIGN(uint64_t l2off, ensure_l2(vc / l2_entries_));
-    L2Entry old;
-    {
-        VDISK_ASSIGN(auto* t, l2_table(l2off));
-        auto& tt = *t;
-        VDISK_ASSIGN(old, l2_entry_at(tt.data(), vc % l2_entries_));
-        put_entry(tt, vc % l2_entries_, entry_bytes_, e);
-    }
-    VDISK_TRY(store_l2(l2off, vc % l2_entries_, 1));
-    return release(old);
+    VDISK_ASSIGN(std::vector<L2Entry> old, read_l2(l2off, vc % l2_entries_, 1));
+    return replace_l2(l2off, vc % l2_entries_, {e}, old, {true});
 }
 
 Status Qcow2Device::grow_l1(uint64_t entries) {
