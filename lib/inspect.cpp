@@ -50,6 +50,34 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
     }
 }
 
+namespace {
+
+// The sector of the first byte where x differs from y (from zeros when y is null), if any.
+std::optional<uint64_t> first_difference(const uint8_t* x, const uint8_t* y, uint64_t off, uint64_t n) {
+    if (y && std::memcmp(x, y, n) == 0) return std::nullopt;
+    for (uint64_t i = 0; i < n; ++i)
+        if (x[i] != (y ? y[i] : 0)) return (off + i) & ~uint64_t{511};
+    return std::nullopt;
+}
+
+// Past the shorter device's end, from `off`: the longer one must read zeros.
+Result<std::optional<uint64_t>> first_nonzero(BlockDevice& longer, uint64_t off, uint8_t* buf, uint64_t chunk,
+                                              const ProgressFn& progress) {
+    while (off < longer.size()) {
+        VDISK_ASSIGN(MappedExtent m, map_extent(longer, off, std::min(chunk, longer.size() - off)));
+        if (m.data) {
+            VDISK_TRY(longer.read(off, std::span<uint8_t>(buf, m.length)));
+            if (auto d = first_difference(buf, nullptr, off, m.length)) return d;
+        }
+        off += m.length;
+        VDISK_TRY(progress(off, longer.size()));
+    }
+    VDISK_TRY(progress(1, 1));
+    return std::optional<uint64_t>{};
+}
+
+}  // namespace
+
 Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size, const ProgressFn& progress) {
     if (strict_size && a.size() != b.size()) return std::optional<uint64_t>(std::min(a.size(), b.size()));
     const uint64_t common = std::min(a.size(), b.size());
@@ -69,29 +97,11 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
         }
         VDISK_TRY(a.read(off, std::span<uint8_t>(ba.get(), n)));
         VDISK_TRY(b.read(off, std::span<uint8_t>(bb.get(), n)));
-        if (std::memcmp(ba.get(), bb.get(), n) != 0) {
-            for (uint64_t i = 0; i < n; ++i)
-                if (ba[i] != bb[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
-        }
+        if (auto d = first_difference(ba.get(), bb.get(), off, n)) return d;
         off += n;
         VDISK_TRY(progress(off, std::max(a.size(), b.size())));
     }
-    // The longer one must read zeros past the shorter's end.
-    BlockDevice& longer = a.size() > b.size() ? a : b;
-    while (off < longer.size()) {
-        uint64_t n = std::min(kChunk, longer.size() - off);
-        VDISK_ASSIGN(MappedExtent m, map_extent(longer, off, n));
-        n = m.length;
-        if (m.data) {
-            VDISK_TRY(longer.read(off, std::span<uint8_t>(ba.get(), n)));
-            for (uint64_t i = 0; i < n; ++i)
-                if (ba[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
-        }
-        off += n;
-        VDISK_TRY(progress(off, longer.size()));
-    }
-    VDISK_TRY(progress(1, 1));
-    return std::optional<uint64_t>{};
+    return first_nonzero(a.size() > b.size() ? a : b, off, ba.get(), kChunk, progress);
 }
 
 Json info_json(BlockDevice& device, std::string_view filename) {
