@@ -15,17 +15,11 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
         return make_error(ErrorCode::out_of_range,
                           "map at " + hex(offset) + " is past the end (" + hex(top.size()) + ")");
     uint64_t len = std::min(max_len, top.size() - offset);
-    BlockDevice* d = &top;
-    uint32_t depth = 0;
     MappedExtent m;
     m.offset = offset;
-    while (true) {
-        if (offset >= d->size()) {  // a backing image shorter than its overlay reads zeros
-            m.length = len;
-            m.zero = true;
-            m.depth = depth;
-            return m;
-        }
+    // Down the chain to the layer that holds the range; past the end of the chain, or of a backing image
+    // shorter than its overlay, it reads zeros.
+    for (BlockDevice* d = &top; offset < d->size(); d = d->backing(), ++m.depth) {
         VDISK_ASSIGN(Extent e, d->block_status(offset, std::min(len, d->size() - offset)));
         len = e.length;
         if (e.kind != ExtentKind::unallocated) {
@@ -34,20 +28,15 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
             m.data = e.kind == ExtentKind::data;
             m.zero = e.kind == ExtentKind::zero;
             m.compressed = e.compressed;
-            m.depth = depth;
             m.file = e.file;
             m.host_offset = e.host_offset;
             return m;
         }
-        if (!d->backing()) {
-            m.length = len;
-            m.zero = true;
-            m.depth = depth;
-            return m;
-        }
-        d = d->backing();
-        ++depth;
+        if (!d->backing()) break;
     }
+    m.length = len;
+    m.zero = true;
+    return m;
 }
 
 namespace {
