@@ -10,6 +10,14 @@ namespace vdisk {
 
 namespace {
 
+OpenOptions open_options(const std::string& format, bool read_write, bool no_backing) {
+    OpenOptions o;
+    o.read_write = read_write;
+    o.format = format;
+    o.no_backing = no_backing;
+    return o;
+}
+
 bool share_a_file(BlockDevice& x, BlockDevice& y) {
     for (File* f : x.files())
         for (File* t : y.files())
@@ -48,17 +56,13 @@ Status keep_old_contents(BlockDevice& dev, BlockDevice* new_chain, const RebaseO
 }  // namespace
 
 Status rebase(const Registry& registry, FileSystem& fs, std::string_view image, const RebaseOptions& options) {
-    OpenOptions oo;
-    oo.read_write = true;
-    oo.format = options.image_format;
     // Unsafe mode must work when the old backing file is gone (the usual reason to use it).
-    oo.no_backing = options.unsafe;
-    VDISK_ASSIGN(OpenedImage top, open_image(registry, fs, image, oo));
+    VDISK_ASSIGN(OpenedImage top,
+                 open_image(registry, fs, image, open_options(options.image_format, true, options.unsafe)));
     if (!top.device->backing_reference() && options.backing.empty() && options.unsafe) return top.device->close();
     std::optional<OpenedImage> nb;
     if (!options.backing.empty()) {
-        OpenOptions bo;
-        bo.format = options.backing_format;
+        const OpenOptions bo = open_options(options.backing_format, false, false);
         VDISK_ASSIGN(nb, open_image(registry, fs, resolve_reference(image, options.backing), bo));
         if (share_a_file(*nb->device, *top.device))
             return make_error(ErrorCode::invalid_argument, "an image cannot be its own backing file");
@@ -78,15 +82,9 @@ namespace {
 // reference is rewritten to the same name with the base's new identity.
 Status relink(const Registry& registry, FileSystem& fs, const std::string& upper, const std::string& upper_format,
               const std::string& base, const std::string& base_format) {
-    OpenOptions uo;
-    uo.read_write = true;
-    uo.no_backing = true;
-    uo.format = upper_format;
-    VDISK_ASSIGN(OpenedImage up, open_image(registry, fs, upper, uo));
+    VDISK_ASSIGN(OpenedImage up, open_image(registry, fs, upper, open_options(upper_format, true, true)));
     auto ref = up.device->backing_reference();
-    OpenOptions bo;
-    bo.format = base_format;
-    bo.no_backing = true;
+    const OpenOptions bo = open_options(base_format, false, true);
     VDISK_ASSIGN(OpenedImage probe, open_image(registry, fs, base, bo));
     if (up.device->attach_backing(std::move(probe.device))) return up.device->close();
     // A layer that records no name for its base (VDI: UUIDs only) is given the base's name as seen from it.
@@ -101,10 +99,11 @@ Status relink(const Registry& registry, FileSystem& fs, const std::string& upper
 struct Chain {
     std::vector<std::string> names;
     uint32_t base_depth = 1;
+    BlockDevice* base = nullptr;  // as the read-only chain has it
 };
 
 Result<Chain> walk_chain(FileSystem& fs, std::string_view image, BlockDevice* d, const std::string& base) {
-    Chain c{{std::string(image)}};
+    Chain c{{std::string(image)}, 1, d->backing()};
     std::optional<FileIdentity> want;
     if (!base.empty())
         if (auto f = fs.open(resolve_reference(image, base), Access::read_only)) want = (*f)->identity();
@@ -116,6 +115,7 @@ Result<Chain> walk_chain(FileSystem& fs, std::string_view image, BlockDevice* d,
         auto files = d->backing()->files();
         if (!found && ((want && !files.empty() && files[0]->identity() == *want) || (named && ref->names[0] == base))) {
             c.base_depth = depth;
+            c.base = d->backing();
             found = true;
         }
     }
@@ -148,21 +148,15 @@ Status copy_down(BlockDevice& top, BlockDevice& dst, uint32_t base_depth, const 
 
 Status commit(const Registry& registry, FileSystem& fs, std::string_view image, const CommitOptions& options) {
     // The chain is opened read-only to find the base; the base is then reopened read-write on its own.
-    OpenOptions oo;
-    oo.format = options.image_format;
-    VDISK_ASSIGN(OpenedImage top, open_image(registry, fs, image, oo));
+    VDISK_ASSIGN(OpenedImage top, open_image(registry, fs, image, open_options(options.image_format, false, false)));
     if (!top.device->backing())
         return make_error(ErrorCode::invalid_argument, "image has no backing file to commit to");
     VDISK_ASSIGN(const Chain chain, walk_chain(fs, image, top.device.get(), options.base));
     const uint32_t base_depth = chain.base_depth;
-    BlockDevice* base_ro = top.device.get();
-    for (uint32_t i = 0; i < base_depth; ++i) base_ro = base_ro->backing();
-    std::string base_format(base_ro->info().format);
+    std::string base_format(chain.base->info().format);
     if (base_format == "vpc") base_format = "vhd";
-    OpenOptions bo;
-    bo.read_write = true;
-    bo.format = base_format;
-    VDISK_ASSIGN(OpenedImage base, open_image(registry, fs, chain.names[base_depth], bo));
+    VDISK_ASSIGN(OpenedImage base,
+                 open_image(registry, fs, chain.names[base_depth], open_options(base_format, true, false)));
     VDISK_TRY(copy_down(*top.device, *base.device, base_depth, options));
     VDISK_TRY(base.device->close());
     base.device.reset();
@@ -171,11 +165,7 @@ Status commit(const Registry& registry, FileSystem& fs, std::string_view image, 
                      chain.names[base_depth], base_format));
     if (options.keep_top) return ok();
     // Empty the image: whole-range discard drops its clusters where the format supports it.
-    OpenOptions to;
-    to.read_write = true;
-    to.format = options.image_format;
-    to.no_backing = true;
-    VDISK_ASSIGN(OpenedImage rw, open_image(registry, fs, image, to));
+    VDISK_ASSIGN(OpenedImage rw, open_image(registry, fs, image, open_options(options.image_format, true, true)));
     VDISK_TRY(rw.device->discard(0, rw.device->size()));
     return rw.device->close();
 }
