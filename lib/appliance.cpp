@@ -113,8 +113,7 @@ std::optional<uint64_t> decimal(std::string_view s, uint64_t cap) {
 // What GNU 'L' and pax 'x' records say about the member after them.
 struct Pending {
     std::string name;
-    uint64_t size = 0;  // when has_size
-    bool has_size = false;
+    std::optional<uint64_t> size;
 };
 
 // pax records: "LEN key=value\n" ...; path= and size= are the ones that matter here.
@@ -126,10 +125,8 @@ void read_pax(std::string_view rec, Pending& next) {
         if (len <= sp - p + 1 || p + len > rec.size()) break;
         std::string_view kv = rec.substr(sp + 1, len - (sp - p) - 2);  // without the newline
         if (kv.starts_with("path=")) next.name = kv.substr(5);
-        if (auto v = kv.starts_with("size=") ? decimal(kv.substr(5), (UINT64_MAX - 9) / 10) : std::nullopt) {
-            next.size = *v;
-            next.has_size = true;
-        }
+        if (auto v = kv.starts_with("size=") ? decimal(kv.substr(5), (UINT64_MAX - 9) / 10) : std::nullopt)
+            next.size = v;
         p += len;
     }
 }
@@ -153,7 +150,7 @@ Result<TarEntry> tar_entry(File& f, uint64_t fsize, uint64_t pos, const std::arr
         return bad(ErrorCode::corrupt, "tar header checksum mismatch at " + hex(pos), f.name(), pos);
     auto size = tar_number(h.data() + 124, 12);
     if (!size) return bad(ErrorCode::corrupt, "tar header at " + hex(pos) + " has a bad size field", f.name(), pos);
-    const uint64_t data = pos + kBlock, sz = pending.has_size ? pending.size : *size;
+    const uint64_t data = pos + kBlock, sz = pending.size.value_or(*size);
     auto padded = util::add<uint64_t>(sz, uint64_t{kBlock - 1});
     auto next = padded ? util::add<uint64_t>(data, *padded / kBlock * kBlock) : std::nullopt;
     if (!next || data + sz > fsize)
@@ -323,12 +320,11 @@ std::optional<uint64_t> unit_bytes(std::string u) {
 std::string format_from_url(std::string_view url) {
     std::string u(url);
     for (auto& c : u) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (u.find("vmdk") != std::string::npos) return "vmdk";
-    if (u.find("vhdx") != std::string::npos) return "vhdx";
-    if (u.find("vhd") != std::string::npos) return "vhd";
-    if (u.find("qcow") != std::string::npos) return "qcow2";
-    if (u.find("vdi") != std::string::npos) return "vdi";
-    if (u.find("raw") != std::string::npos) return "raw";
+    static constexpr std::pair<std::string_view, const char*> kWords[] = {{"vmdk", "vmdk"}, {"vhdx", "vhdx"},
+                                                                          {"vhd", "vhd"},   {"qcow", "qcow2"},
+                                                                          {"vdi", "vdi"},   {"raw", "raw"}};
+    for (auto [word, format] : kWords)
+        if (u.find(word) != std::string::npos) return format;
     return "";
 }
 
@@ -361,7 +357,7 @@ struct Source {
         VDISK_ASSIGN(auto f, base->open(resolve_reference(name, n), Access::read_only));
         return std::shared_ptr<File>(std::move(f));
     }
-    bool piece_exists(const std::string& n) const {
+    bool piece_exists(std::string_view n) const {
         return app.archive ? member(n) != nullptr : base->exists(resolve_reference(name, n));
     }
     Result<uint64_t> piece_size(const std::string& n) const {
@@ -414,9 +410,7 @@ public:
         return bad(ErrorCode::read_only, "cannot remove inside an appliance", name);
     }
     bool exists(std::string_view name) override {
-        if (name == src_->app.disks[disk_].href) return true;
-        return src_->app.archive ? src_->member(name) != nullptr
-                                 : src_->base->exists(resolve_reference(src_->name, name));
+        return name == src_->app.disks[disk_].href || src_->piece_exists(name);
     }
 
 private:
