@@ -169,7 +169,6 @@ struct Linter {
     std::string_view name;
     LintReport& r;
     std::string fix, create_type;
-    uint64_t size;
 
     void add(std::string rule, std::string problem, bool refused, const std::string& how = {}) {
         r.findings.push_back(LintFinding{std::move(rule), std::move(problem), refused, how.empty() ? fix : how});
@@ -193,7 +192,7 @@ struct Linter {
                                         : "non-fixed") +
                     " VHD: Azure accepts fixed VHDs only",
                 true);
-        const uint64_t vs = v.found ? v.current_size : size;
+        const uint64_t vs = v.found ? v.current_size : r.virtual_size;
         if (vs % kMiB)
             add("size-alignment",
                 "virtual size " + std::to_string(vs) + " bytes is not a whole number of MiB (" +
@@ -214,11 +213,11 @@ struct Linter {
                 r.format == "vmdk" ? "a " + create_type + " VMDK: VM Import takes VMDKs in streamOptimized form only"
                                    : "format " + r.format + ": VM Import takes VMDK (streamOptimized), VHD/VHDX or raw",
                 true);
-        over_limit(size, 16 * kTiB, "VM Import's 16 TiB volume limit", "16 TiB");
+        over_limit(r.virtual_size, 16 * kTiB, "VM Import's 16 TiB volume limit", "16 TiB");
     }
     void gce() {
         TarGzHead g = r.format == "raw" ? targz_head(fs, name) : TarGzHead{};
-        uint64_t disk_size = size;
+        uint64_t disk_size = r.virtual_size;
         if (g.gzip) {
             // The upload itself: a gzip'd tar whose first member must be disk.raw.
             const std::string repack = "tar -xzf " + q(name) + " && vdisk convert --target gce " +
@@ -254,14 +253,14 @@ struct Linter {
                                          "hosted sparse disks need vmkfstools -i"
                                    : "format " + r.format + ": ESXi runs VMDK disks",
                 true);
-        over_limit(size, 62 * kTiB, "ESXi's 62 TiB VMDK limit", "62 TiB");
+        over_limit(r.virtual_size, 62 * kTiB, "ESXi's 62 TiB VMDK limit", "62 TiB");
     }
     void hyperv() {
         if (r.format == "vhd")
             add("format", "a VHD: Hyper-V attaches it to generation 1 VMs only; generation 2 needs VHDX", false);
         else if (r.format != "vhdx")
             add("format", "format " + r.format + ": Hyper-V attaches VHDX (and VHD for generation 1)", true);
-        over_limit(size, 64 * kTiB, "the VHDX limit of 64 TiB", "64 TiB");
+        over_limit(r.virtual_size, 64 * kTiB, "the VHDX limit of 64 TiB", "64 TiB");
     }
     void virtualbox() {
         if (r.format == "vdi") return;
@@ -300,16 +299,15 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
     r.target = &t;
     r.image = std::string(name);
     BlockDevice& dev = *image.device;
-    r.format = image.format ? std::string(image.format->name()) : dev.info().format;
+    const ImageInfo info = dev.info();
+    r.format = image.format ? std::string(image.format->name()) : info.format;
     r.virtual_size = dev.size();
     const std::string ext = t.container == "tar.gz" ? ".tar.gz"
                             : t.format == "vhd"     ? ".vhd"
                                                     : "." + std::string(t.format);
     std::string out = stem(name) + ext;
     if (out == base_name(name)) out = stem(name) + "-" + std::string(t.name) + ext;  // never overwrite the input
-    Linter l{fs, name,      r, "vdisk convert --target " + std::string(t.name) + " " + q(name) + " " + q(out),
-             "", dev.size()};
-    const ImageInfo info = dev.info();
+    Linter l{fs, name, r, "vdisk convert --target " + std::string(t.name) + " " + q(name) + " " + q(out), ""};
     if (auto* d = info.format_specific.get("data"))
         if (auto* c = d->get("create-type"); c && c->as_string()) l.create_type = *c->as_string();
 
