@@ -90,96 +90,115 @@ std::string clean_member_name(std::string n) {
     return n;
 }
 
+// The name in a header's name field, behind its ustar prefix when it has one.
+std::string header_name(const uint8_t* h) {
+    std::string name = cstr(h, 100);
+    if (std::memcmp(h + 257, "ustar", 5) != 0) return name;
+    std::string prefix = cstr(h + 345, 155);
+    return prefix.empty() ? name : prefix + "/" + name;
+}
+
+// Digits only: the value, or nothing when the string is empty, holds another character, or the value would
+// pass `cap` before another digit.
+std::optional<uint64_t> decimal(std::string_view s, uint64_t cap) {
+    if (s.empty()) return std::nullopt;
+    uint64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9' || v > cap) return std::nullopt;
+        v = v * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return v;
+}
+
+// What GNU 'L' and pax 'x' records say about the member after them.
+struct Pending {
+    std::string name;
+    std::optional<uint64_t> size;
+};
+
+// pax records: "LEN key=value\n" ...; path= and size= are the ones that matter here.
+void read_pax(std::string_view rec, Pending& next) {
+    for (size_t p = 0; p < rec.size();) {
+        size_t sp = rec.find(' ', p);
+        if (sp == std::string_view::npos) break;
+        auto len = static_cast<size_t>(decimal(rec.substr(p, sp - p), kMaxLongName).value_or(0));
+        if (len <= sp - p + 1 || p + len > rec.size()) break;
+        std::string_view kv = rec.substr(sp + 1, len - (sp - p) - 2);  // without the newline
+        if (kv.starts_with("path=")) next.name = kv.substr(5);
+        if (auto v = kv.starts_with("size=") ? decimal(kv.substr(5), (UINT64_MAX - 9) / 10) : std::nullopt)
+            next.size = v;
+        p += len;
+    }
+}
+
+Result<std::string> read_string(File& f, uint64_t offset, uint64_t size, std::string_view what) {
+    std::string s(static_cast<size_t>(size), '\0');
+    VDISK_TRY(read_exact(f, offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(s.data()), s.size()), what));
+    return s;
+}
+
+// One validated header: the member's type, where its bytes start, how many (a pax size= overrides the
+// field), and where the next header is.
+struct TarEntry {
+    char type = 0;
+    uint64_t data = 0, size = 0, next = 0;
+};
+
+Result<TarEntry> tar_entry(File& f, uint64_t fsize, uint64_t pos, const std::array<uint8_t, kBlock>& h,
+                           const Pending& pending) {
+    if (!tar_checksum_ok(h.data()))
+        return bad(ErrorCode::corrupt, "tar header checksum mismatch at " + hex(pos), f.name(), pos);
+    auto size = tar_number(h.data() + 124, 12);
+    if (!size) return bad(ErrorCode::corrupt, "tar header at " + hex(pos) + " has a bad size field", f.name(), pos);
+    const uint64_t data = pos + kBlock, sz = pending.size.value_or(*size);
+    auto padded = util::add<uint64_t>(sz, uint64_t{kBlock - 1});
+    auto next = padded ? util::add<uint64_t>(data, *padded / kBlock * kBlock) : std::nullopt;
+    if (!next || data + sz > fsize)
+        return bad(ErrorCode::corrupt,
+                   "tar member at " + hex(pos) + " (" + std::to_string(sz) + " bytes) runs past the end of the file (" +
+                       std::to_string(fsize) + ")",
+                   f.name(), pos);
+    return TarEntry{static_cast<char>(h[156]), data, sz, *next};
+}
+
+// A GNU long name ('L') or pax ('x') record: the name (and size) of the member after it.
+Status read_name_record(File& f, uint64_t pos, const TarEntry& e, Pending& next) {
+    if (e.size > kMaxLongName)
+        return bad(ErrorCode::limit_exceeded, "tar name record too long at " + hex(pos), f.name(), pos);
+    VDISK_ASSIGN(std::string rec, read_string(f, e.data, e.size, "tar record"));
+    if (e.type == 'L') next.name = rec.substr(0, rec.find('\0'));
+    else read_pax(rec, next);
+    return ok();
+}
+
 // The regular files of a tar, in order. `stop_after_first` ends at the first regular file (probing).
 Result<std::vector<Member>> index_tar(File& f, bool stop_after_first) {
     VDISK_ASSIGN(uint64_t fsize, f.size());
     std::vector<Member> out;
     std::array<uint8_t, kBlock> h{};
-    std::string long_name;
-    uint64_t pax_size = 0;  // from a pax 'size=' record, when have_pax_size
-    bool have_pax_size = false;
+    Pending pending;
     uint32_t headers = 0;
+    auto too_many = [&] {
+        return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members", f.name());
+    };
     for (uint64_t pos = 0; pos + kBlock <= fsize;) {
         VDISK_TRY(read_exact(f, pos, h, "tar header"));
         if (std::all_of(h.begin(), h.end(), [](uint8_t b) { return b == 0; })) break;  // end of archive
-        if (++headers > 2 * kMaxTarMembers)
-            return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members",
-                       f.name());
-        if (!tar_checksum_ok(h.data()))
-            return bad(ErrorCode::corrupt, "tar header checksum mismatch at " + hex(pos), f.name(), pos);
-        auto size = tar_number(h.data() + 124, 12);
-        if (!size) return bad(ErrorCode::corrupt, "tar header at " + hex(pos) + " has a bad size field", f.name(), pos);
-        uint64_t data = pos + kBlock;
-        uint64_t sz = *size;
-        if (have_pax_size) sz = pax_size;
-        auto padded = util::add<uint64_t>(sz, uint64_t{kBlock - 1});
-        auto next = padded ? util::add<uint64_t>(data, *padded / kBlock * kBlock) : std::nullopt;
-        if (!next || data + sz > fsize)
-            return bad(ErrorCode::corrupt,
-                       "tar member at " + hex(pos) + " (" + std::to_string(sz) +
-                           " bytes) runs past the end of the file (" + std::to_string(fsize) + ")",
-                       f.name(), pos);
-        const char type = static_cast<char>(h[156]);
-        if (type == 'L' || type == 'x') {
-            if (sz > kMaxLongName)
-                return bad(ErrorCode::limit_exceeded, "tar name record too long at " + hex(pos), f.name(), pos);
-            std::string rec(static_cast<size_t>(sz), '\0');
-            VDISK_TRY(read_exact(f, data, std::span<uint8_t>(reinterpret_cast<uint8_t*>(rec.data()), rec.size()),
-                                 "tar record"));
-            if (type == 'L') {
-                long_name = rec.substr(0, rec.find('\0'));
-            } else {
-                // pax records: "LEN key=value\n" ...
-                for (size_t p = 0; p < rec.size();) {
-                    size_t sp = rec.find(' ', p);
-                    if (sp == std::string::npos) break;
-                    size_t len = 0;
-                    for (size_t i = p; i < sp; ++i) {
-                        if (rec[i] < '0' || rec[i] > '9' || len > kMaxLongName) {
-                            len = 0;
-                            break;
-                        }
-                        len = len * 10 + static_cast<size_t>(rec[i] - '0');
-                    }
-                    if (len <= sp - p + 1 || p + len > rec.size()) break;
-                    std::string kv = rec.substr(sp + 1, len - (sp - p) - 2);  // without the newline
-                    if (kv.rfind("path=", 0) == 0) long_name = kv.substr(5);
-                    if (kv.rfind("size=", 0) == 0) {
-                        uint64_t v = 0;
-                        bool okv = kv.size() > 5;
-                        for (size_t i = 5; i < kv.size() && okv; ++i) {
-                            if (kv[i] < '0' || kv[i] > '9' || v > (UINT64_MAX - 9) / 10) okv = false;
-                            else v = v * 10 + static_cast<uint64_t>(kv[i] - '0');
-                        }
-                        if (okv) {
-                            pax_size = v;
-                            have_pax_size = true;
-                        }
-                    }
-                    p += len;
-                }
-            }
-            pos = *next;
+        if (++headers > 2 * kMaxTarMembers) return too_many();
+        VDISK_ASSIGN(TarEntry e, tar_entry(f, fsize, pos, h, pending));
+        if (e.type == 'L' || e.type == 'x') {
+            VDISK_TRY(read_name_record(f, pos, e, pending));
+            pos = e.next;
             continue;
         }
-        if (type == '0' || type == '\0' || type == '7') {
-            std::string name = long_name;
-            if (name.empty()) {
-                name = cstr(h.data(), 100);
-                if (std::memcmp(h.data() + 257, "ustar", 5) == 0) {
-                    std::string prefix = cstr(h.data() + 345, 155);
-                    if (!prefix.empty()) name = prefix + "/" + name;
-                }
-            }
-            out.push_back(Member{clean_member_name(name), data, sz});
-            if (out.size() > kMaxTarMembers)
-                return bad(ErrorCode::limit_exceeded, "more than " + std::to_string(kMaxTarMembers) + " tar members",
-                           f.name());
+        if (e.type == '0' || e.type == '\0' || e.type == '7') {
+            std::string name = pending.name.empty() ? header_name(h.data()) : pending.name;
+            out.push_back(Member{clean_member_name(name), e.data, e.size});
+            if (out.size() > kMaxTarMembers) return too_many();
             if (stop_after_first) break;
         }
-        long_name.clear();
-        have_pax_size = false;
-        pos = *next;
+        pending = {};
+        pos = e.next;
     }
     return out;
 }
@@ -301,12 +320,11 @@ std::optional<uint64_t> unit_bytes(std::string u) {
 std::string format_from_url(std::string_view url) {
     std::string u(url);
     for (auto& c : u) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (u.find("vmdk") != std::string::npos) return "vmdk";
-    if (u.find("vhdx") != std::string::npos) return "vhdx";
-    if (u.find("vhd") != std::string::npos) return "vhd";
-    if (u.find("qcow") != std::string::npos) return "qcow2";
-    if (u.find("vdi") != std::string::npos) return "vdi";
-    if (u.find("raw") != std::string::npos) return "raw";
+    static constexpr std::pair<std::string_view, const char*> kWords[] = {{"vmdk", "vmdk"}, {"vhdx", "vhdx"},
+                                                                          {"vhd", "vhd"},   {"qcow", "qcow2"},
+                                                                          {"vdi", "vdi"},   {"raw", "raw"}};
+    for (auto [word, format] : kWords)
+        if (u.find(word) != std::string::npos) return format;
     return "";
 }
 
@@ -339,7 +357,7 @@ struct Source {
         VDISK_ASSIGN(auto f, base->open(resolve_reference(name, n), Access::read_only));
         return std::shared_ptr<File>(std::move(f));
     }
-    bool piece_exists(const std::string& n) const {
+    bool piece_exists(std::string_view n) const {
         return app.archive ? member(n) != nullptr : base->exists(resolve_reference(name, n));
     }
     Result<uint64_t> piece_size(const std::string& n) const {
@@ -392,9 +410,7 @@ public:
         return bad(ErrorCode::read_only, "cannot remove inside an appliance", name);
     }
     bool exists(std::string_view name) override {
-        if (name == src_->app.disks[disk_].href) return true;
-        return src_->app.archive ? src_->member(name) != nullptr
-                                 : src_->base->exists(resolve_reference(src_->name, name));
+        return name == src_->app.disks[disk_].href || src_->piece_exists(name);
     }
 
 private:
@@ -442,6 +458,80 @@ Result<Kind> sniff(File& f) {
     return Kind::none;
 }
 
+// The descriptor's bytes: the archive's first member, or the whole .ovf.
+Result<std::string> read_descriptor(File& f, uint64_t offset, uint64_t size, std::string_view name) {
+    if (size > kMaxOvfBytes)
+        return bad(ErrorCode::limit_exceeded,
+                   "OVF descriptor of " + std::to_string(size) + " bytes (cap " + std::to_string(kMaxOvfBytes) + ")",
+                   name);
+    return read_string(f, offset, size, "OVF descriptor");
+}
+
+// The stored pieces of a disk: every chunk (href.000000000, ...) present, in order, or the one file.
+Status find_pieces(const Source& src, ApplianceDisk& ad, std::string_view name) {
+    if (!ad.chunk_size) {
+        if (!src.piece_exists(ad.href))
+            return bad(ErrorCode::not_found,
+                       "disk '" + ad.disk_id + "': file '" + ad.href + "' not found" +
+                           (src.app.archive ? " in the archive" : " beside the descriptor"),
+                       name);
+        ad.pieces.push_back(ad.href);
+        return ok();
+    }
+    for (uint32_t i = 0; i < kMaxChunks; ++i) {
+        char suffix[16];
+        std::snprintf(suffix, sizeof suffix, ".%09u", i);
+        std::string n = ad.href + suffix;
+        if (!src.piece_exists(n)) break;
+        ad.pieces.push_back(n);
+    }
+    if (ad.pieces.empty())
+        return bad(ErrorCode::not_found, "disk '" + ad.disk_id + "': chunk '" + ad.href + ".000000000' not found",
+                   name);
+    return ok();
+}
+
+// One Disk element, joined with the File it names and checked against the rules for references.
+Result<ApplianceDisk> read_disk(const Source& src, const OvfParse& ovf, const OvfDisk& d, std::string_view name) {
+    ApplianceDisk ad;
+    ad.disk_id = d.id;
+    auto f = std::find_if(ovf.files.begin(), ovf.files.end(), [&](const OvfFile& x) { return x.id == d.file_ref; });
+    if (d.file_ref.empty() || f == ovf.files.end())
+        return bad(ErrorCode::invalid_format,
+                   "disk '" + d.id + "' names file '" + d.file_ref + "', which the References section does not list",
+                   name);
+    ad.href = f->href;
+    if (unsafe_href(ad.href))
+        return bad(ErrorCode::access_denied,
+                   "disk '" + d.id + "' refers to '" + ad.href + "', outside the appliance (absolute, '..' or a URL)",
+                   name);
+    if (!src.app.archive && src.options.references)
+        src.options.references->push_back("appliance file '" + ad.href + "'");
+    if (!src.app.archive && src.options.untrusted)
+        return bad(ErrorCode::access_denied,
+                   "untrusted OVF descriptor refers to the file '" + ad.href +
+                       "'; refusing to open it (give the disk itself)",
+                   name);
+    auto units = unit_bytes(d.units);
+    auto cap = parse_u64(d.capacity);
+    auto bytes = (units && cap) ? util::mul<uint64_t>(*cap, *units) : std::nullopt;
+    if (!bytes)
+        return bad(ErrorCode::invalid_format,
+                   "disk '" + d.id + "' has capacity '" + d.capacity + "' in units '" + d.units + "'", name);
+    ad.capacity = *bytes;
+    ad.populated_size = d.populated;
+    ad.format_url = d.format;
+    ad.format = format_from_url(d.format);
+    ad.compression = f->compression == "identity" ? std::string() : f->compression;
+    ad.chunk_size = f->chunk_size;
+    VDISK_TRY(find_pieces(src, ad, name));
+    for (auto& p : ad.pieces) {
+        VDISK_ASSIGN(uint64_t s, src.piece_size(p));
+        ad.stored_bytes += s;
+    }
+    return ad;
+}
+
 Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, const std::shared_ptr<File>& file,
                                      const OpenOptions& options) {
     auto src = std::make_shared<Source>();
@@ -457,14 +547,7 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, cons
         VDISK_ASSIGN(src->members, index_tar(*file, false));
         const Member& d = src->members.front();
         src->app.descriptor = d.name;
-        if (d.size > kMaxOvfBytes)
-            return bad(ErrorCode::limit_exceeded,
-                       "OVF descriptor of " + std::to_string(d.size) + " bytes (cap " + std::to_string(kMaxOvfBytes) +
-                           ")",
-                       name);
-        xml.resize(static_cast<size_t>(d.size));
-        VDISK_TRY(read_exact(*file, d.offset, std::span<uint8_t>(reinterpret_cast<uint8_t*>(xml.data()), xml.size()),
-                             "OVF descriptor"));
+        VDISK_ASSIGN(xml, read_descriptor(*file, d.offset, d.size, name));
         // Two members of one name would make "the" disk ambiguous; a packer never writes that.
         for (size_t i = 0; i < src->members.size(); ++i)
             if (!src->by_name.emplace(src->members[i].name, i).second)
@@ -474,74 +557,11 @@ Result<std::shared_ptr<Source>> load(FileSystem& fs, std::string_view name, cons
         src->base = &fs;
         src->app.descriptor = std::string(base_name(name));
         VDISK_ASSIGN(uint64_t sz, file->size());
-        if (sz > kMaxOvfBytes)
-            return bad(ErrorCode::limit_exceeded,
-                       "OVF descriptor of " + std::to_string(sz) + " bytes (cap " + std::to_string(kMaxOvfBytes) + ")",
-                       name);
-        xml.resize(static_cast<size_t>(sz));
-        VDISK_TRY(read_exact(*file, 0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(xml.data()), xml.size()),
-                             "OVF descriptor"));
+        VDISK_ASSIGN(xml, read_descriptor(*file, 0, sz, name));
     }
     VDISK_ASSIGN(OvfParse ovf, parse_ovf(xml, name));
     for (auto& d : ovf.disks) {
-        ApplianceDisk ad;
-        ad.disk_id = d.id;
-        auto f = std::find_if(ovf.files.begin(), ovf.files.end(), [&](const OvfFile& x) { return x.id == d.file_ref; });
-        if (d.file_ref.empty() || f == ovf.files.end())
-            return bad(ErrorCode::invalid_format,
-                       "disk '" + d.id + "' names file '" + d.file_ref +
-                           "', which the References section does not list",
-                       name);
-        ad.href = f->href;
-        if (unsafe_href(ad.href))
-            return bad(ErrorCode::access_denied,
-                       "disk '" + d.id + "' refers to '" + ad.href +
-                           "', outside the appliance (absolute, '..' or a URL)",
-                       name);
-        if (!src->app.archive) {
-            if (options.references) options.references->push_back("appliance file '" + ad.href + "'");
-            if (options.untrusted)
-                return bad(ErrorCode::access_denied,
-                           "untrusted OVF descriptor refers to the file '" + ad.href +
-                               "'; refusing to open it (give the disk itself)",
-                           name);
-        }
-        auto units = unit_bytes(d.units);
-        auto cap = parse_u64(d.capacity);
-        auto bytes = (units && cap) ? util::mul<uint64_t>(*cap, *units) : std::nullopt;
-        if (!bytes)
-            return bad(ErrorCode::invalid_format,
-                       "disk '" + d.id + "' has capacity '" + d.capacity + "' in units '" + d.units + "'", name);
-        ad.capacity = *bytes;
-        ad.populated_size = d.populated;
-        ad.format_url = d.format;
-        ad.format = format_from_url(d.format);
-        ad.compression = f->compression;
-        if (ad.compression == "identity") ad.compression.clear();
-        ad.chunk_size = f->chunk_size;
-        if (ad.chunk_size) {
-            for (uint32_t i = 0; i < kMaxChunks; ++i) {
-                char suffix[16];
-                std::snprintf(suffix, sizeof suffix, ".%09u", i);
-                std::string n = ad.href + suffix;
-                if (!src->piece_exists(n)) break;
-                ad.pieces.push_back(n);
-            }
-            if (ad.pieces.empty())
-                return bad(ErrorCode::not_found, "disk '" + d.id + "': chunk '" + ad.href + ".000000000' not found",
-                           name);
-        } else {
-            if (!src->piece_exists(ad.href))
-                return bad(ErrorCode::not_found,
-                           "disk '" + d.id + "': file '" + ad.href + "' not found" +
-                               (src->app.archive ? " in the archive" : " beside the descriptor"),
-                           name);
-            ad.pieces.push_back(ad.href);
-        }
-        for (auto& p : ad.pieces) {
-            VDISK_ASSIGN(uint64_t s, src->piece_size(p));
-            ad.stored_bytes += s;
-        }
+        VDISK_ASSIGN(ApplianceDisk ad, read_disk(*src, ovf, d, name));
         src->app.disks.push_back(std::move(ad));
     }
     if (src->app.disks.empty()) return bad(ErrorCode::invalid_format, "the OVF descriptor declares no disk", name);

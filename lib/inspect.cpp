@@ -15,17 +15,11 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
         return make_error(ErrorCode::out_of_range,
                           "map at " + hex(offset) + " is past the end (" + hex(top.size()) + ")");
     uint64_t len = std::min(max_len, top.size() - offset);
-    BlockDevice* d = &top;
-    uint32_t depth = 0;
     MappedExtent m;
     m.offset = offset;
-    while (true) {
-        if (offset >= d->size()) {  // a backing image shorter than its overlay reads zeros
-            m.length = len;
-            m.zero = true;
-            m.depth = depth;
-            return m;
-        }
+    // Down the chain to the layer that holds the range; past the end of the chain, or of a backing image
+    // shorter than its overlay, it reads zeros.
+    for (BlockDevice* d = &top; offset < d->size(); d = d->backing(), ++m.depth) {
         VDISK_ASSIGN(Extent e, d->block_status(offset, std::min(len, d->size() - offset)));
         len = e.length;
         if (e.kind != ExtentKind::unallocated) {
@@ -34,21 +28,44 @@ Result<MappedExtent> map_extent(BlockDevice& top, uint64_t offset, uint64_t max_
             m.data = e.kind == ExtentKind::data;
             m.zero = e.kind == ExtentKind::zero;
             m.compressed = e.compressed;
-            m.depth = depth;
             m.file = e.file;
             m.host_offset = e.host_offset;
             return m;
         }
-        if (!d->backing()) {
-            m.length = len;
-            m.zero = true;
-            m.depth = depth;
-            return m;
-        }
-        d = d->backing();
-        ++depth;
+        if (!d->backing()) break;
     }
+    m.length = len;
+    m.zero = true;
+    return m;
 }
+
+namespace {
+
+// The sector of the first byte where x differs from y (from zeros when y is null), if any.
+std::optional<uint64_t> first_difference(const uint8_t* x, const uint8_t* y, uint64_t off, uint64_t n) {
+    if (y && std::memcmp(x, y, n) == 0) return std::nullopt;
+    for (uint64_t i = 0; i < n; ++i)
+        if (x[i] != (y ? y[i] : 0)) return (off + i) & ~uint64_t{511};
+    return std::nullopt;
+}
+
+// Past the shorter device's end, from `off`: the longer one must read zeros.
+Result<std::optional<uint64_t>> first_nonzero(BlockDevice& longer, uint64_t off, uint8_t* buf, uint64_t chunk,
+                                              const ProgressFn& progress) {
+    while (off < longer.size()) {
+        VDISK_ASSIGN(MappedExtent m, map_extent(longer, off, std::min(chunk, longer.size() - off)));
+        if (m.data) {
+            VDISK_TRY(longer.read(off, std::span<uint8_t>(buf, m.length)));
+            if (auto d = first_difference(buf, nullptr, off, m.length)) return d;
+        }
+        off += m.length;
+        VDISK_TRY(progress(off, longer.size()));
+    }
+    VDISK_TRY(progress(1, 1));
+    return std::optional<uint64_t>{};
+}
+
+}  // namespace
 
 Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool strict_size, const ProgressFn& progress) {
     if (strict_size && a.size() != b.size()) return std::optional<uint64_t>(std::min(a.size(), b.size()));
@@ -69,29 +86,11 @@ Result<std::optional<uint64_t>> compare(BlockDevice& a, BlockDevice& b, bool str
         }
         VDISK_TRY(a.read(off, std::span<uint8_t>(ba.get(), n)));
         VDISK_TRY(b.read(off, std::span<uint8_t>(bb.get(), n)));
-        if (std::memcmp(ba.get(), bb.get(), n) != 0) {
-            for (uint64_t i = 0; i < n; ++i)
-                if (ba[i] != bb[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
-        }
+        if (auto d = first_difference(ba.get(), bb.get(), off, n)) return d;
         off += n;
         VDISK_TRY(progress(off, std::max(a.size(), b.size())));
     }
-    // The longer one must read zeros past the shorter's end.
-    BlockDevice& longer = a.size() > b.size() ? a : b;
-    while (off < longer.size()) {
-        uint64_t n = std::min(kChunk, longer.size() - off);
-        VDISK_ASSIGN(MappedExtent m, map_extent(longer, off, n));
-        n = m.length;
-        if (m.data) {
-            VDISK_TRY(longer.read(off, std::span<uint8_t>(ba.get(), n)));
-            for (uint64_t i = 0; i < n; ++i)
-                if (ba[i]) return std::optional<uint64_t>((off + i) & ~uint64_t{511});
-        }
-        off += n;
-        VDISK_TRY(progress(off, longer.size()));
-    }
-    VDISK_TRY(progress(1, 1));
-    return std::optional<uint64_t>{};
+    return first_nonzero(a.size() > b.size() ? a : b, off, ba.get(), kChunk, progress);
 }
 
 Json info_json(BlockDevice& device, std::string_view filename) {

@@ -163,6 +163,121 @@ std::string stem(std::string_view name) {
     return b;
 }
 
+// One lint run: what every target's rules look at, and how they report (the fixing command by default).
+struct Linter {
+    FileSystem& fs;
+    std::string_view name;
+    LintReport& r;
+    std::string fix, create_type;
+
+    void add(std::string rule, std::string problem, bool refused, const std::string& how = {}) {
+        r.findings.push_back(LintFinding{std::move(rule), std::move(problem), refused, how.empty() ? fix : how});
+    }
+    // Over a platform's size limit: refused, and only shrinking what is inside fixes it.
+    bool over_limit(uint64_t vs, uint64_t max, const std::string& limit, const std::string& below) {
+        if (vs <= max) return false;
+        add("size-limit", "virtual size " + size_text(vs) + " exceeds " + limit, true,
+            "shrink the file system and partitions below " + below + ", then vdisk resize --shrink");
+        return true;
+    }
+
+    void azure() {
+        VhdFooter v = r.format == "vhd" ? vhd_footer(fs, name) : VhdFooter{};
+        if (r.format != "vhd") add("format", "format " + r.format + ": Azure accepts fixed VHD only", true);
+        else if (v.found && v.disk_type != 2)
+            add("vhd-type",
+                std::string("a ") +
+                    (v.disk_type == 3   ? "dynamic"
+                     : v.disk_type == 4 ? "differencing"
+                                        : "non-fixed") +
+                    " VHD: Azure accepts fixed VHDs only",
+                true);
+        const uint64_t vs = v.found ? v.current_size : r.virtual_size;
+        if (vs % kMiB)
+            add("size-alignment",
+                "virtual size " + std::to_string(vs) + " bytes is not a whole number of MiB (" +
+                    std::to_string(vs % kMiB) + " bytes over " + size_text(vs / kMiB * kMiB) + ")",
+                true);
+        if (!over_limit(vs, 32767 * kGiB, "Azure's 32767 GiB disk limit", "32767 GiB") && vs > 2 * kTiB)
+            add("os-disk-size",
+                "virtual size " + size_text(vs) +
+                    " is over 2 TiB: usable as a data disk or a "
+                    "generation 2 OS disk, not a generation 1 OS disk",
+                false, "use it as a data disk or with generation 2");
+    }
+    void aws() {
+        bool ok_fmt = r.format == "raw" || r.format == "vhd" || r.format == "vhdx" ||
+                      (r.format == "vmdk" && create_type == "streamOptimized");
+        if (!ok_fmt)
+            add("format",
+                r.format == "vmdk" ? "a " + create_type + " VMDK: VM Import takes VMDKs in streamOptimized form only"
+                                   : "format " + r.format + ": VM Import takes VMDK (streamOptimized), VHD/VHDX or raw",
+                true);
+        over_limit(r.virtual_size, 16 * kTiB, "VM Import's 16 TiB volume limit", "16 TiB");
+    }
+    void gce() {
+        TarGzHead g = r.format == "raw" ? targz_head(fs, name) : TarGzHead{};
+        uint64_t disk_size = r.virtual_size;
+        if (g.gzip) {
+            // The upload itself: a gzip'd tar whose first member must be disk.raw.
+            const std::string repack = "tar -xzf " + q(name) + " && vdisk convert --target gce " +
+                                       q(g.name.empty() ? "DISK" : g.name) + " disk.tar.gz";
+            if (!g.tar) add("container", "a gzip file that does not hold a tar archive", true);
+            else if (g.name != "disk.raw")
+                add("file-name", "the archive's first member is '" + g.name + "'; Compute Engine reads 'disk.raw'",
+                    true, repack);
+            if (g.tar && g.size % kGiB)
+                add("size-alignment", "disk.raw holds " + std::to_string(g.size) + " bytes, not a whole number of GiB",
+                    true, repack);
+            disk_size = g.size;
+            r.format = "tar.gz";
+            r.virtual_size = g.size;
+        } else if (r.format != "raw") {
+            add("format", "format " + r.format + ": Compute Engine imports a raw disk.raw inside a .tar.gz", true);
+        } else {
+            add("container", "a bare raw file: Compute Engine wants it as disk.raw inside a gzip'd tar", true);
+        }
+        if (disk_size % kGiB)
+            add("size-alignment",
+                "virtual size " + std::to_string(disk_size) + " bytes is not a whole number of GiB (" +
+                    "convert --target gce pads disk.raw with zeros to " + size_text((disk_size / kGiB + 1) * kGiB) +
+                    ")",
+                true);
+    }
+    void esxi() {
+        bool flat = r.format == "vmdk" && (create_type == "monolithicFlat" || create_type == "vmfs");
+        if (!flat)
+            add("format",
+                r.format == "vmdk" ? "a " + create_type +
+                                         " VMDK: ESXi runs flat VMDKs (monolithicFlat/vmfs); "
+                                         "hosted sparse disks need vmkfstools -i"
+                                   : "format " + r.format + ": ESXi runs VMDK disks",
+                true);
+        over_limit(r.virtual_size, 62 * kTiB, "ESXi's 62 TiB VMDK limit", "62 TiB");
+    }
+    void hyperv() {
+        if (r.format == "vhd")
+            add("format", "a VHD: Hyper-V attaches it to generation 1 VMs only; generation 2 needs VHDX", false);
+        else if (r.format != "vhdx")
+            add("format", "format " + r.format + ": Hyper-V attaches VHDX (and VHD for generation 1)", true);
+        over_limit(r.virtual_size, 64 * kTiB, "the VHDX limit of 64 TiB", "64 TiB");
+    }
+    void virtualbox() {
+        if (r.format == "vdi") return;
+        bool attachable = r.format == "vmdk" || r.format == "vhd" || r.format == "qcow2";
+        add("format",
+            "format " + r.format +
+                (attachable ? ": VirtualBox attaches it, but VDI is its native format"
+                            : ": VirtualBox does not attach this format"),
+            !attachable);
+    }
+    void proxmox() {
+        if (r.format != "qcow2")
+            add("format", "format " + r.format + ": qm disk import converts it, but qcow2 is what file storage keeps",
+                false);
+    }
+};
+
 }  // namespace
 
 std::span<const CloudTarget> cloud_targets() { return table(); }
@@ -184,130 +299,30 @@ Result<LintReport> lint_image(FileSystem& fs, std::string_view name, const Opene
     r.target = &t;
     r.image = std::string(name);
     BlockDevice& dev = *image.device;
-    r.format = image.format ? std::string(image.format->name()) : dev.info().format;
+    const ImageInfo info = dev.info();
+    r.format = image.format ? std::string(image.format->name()) : info.format;
     r.virtual_size = dev.size();
     const std::string ext = t.container == "tar.gz" ? ".tar.gz"
                             : t.format == "vhd"     ? ".vhd"
                                                     : "." + std::string(t.format);
     std::string out = stem(name) + ext;
     if (out == base_name(name)) out = stem(name) + "-" + std::string(t.name) + ext;  // never overwrite the input
-    const std::string fix = "vdisk convert --target " + std::string(t.name) + " " + q(name) + " " + q(out);
-    auto add = [&](std::string rule, std::string problem, bool refused, const std::string& how = {}) {
-        r.findings.push_back(LintFinding{std::move(rule), std::move(problem), refused, how.empty() ? fix : how});
-    };
-    const ImageInfo info = dev.info();
-    std::string create_type;
+    Linter l{fs, name, r, "vdisk convert --target " + std::string(t.name) + " " + q(name) + " " + q(out), ""};
     if (auto* d = info.format_specific.get("data"))
-        if (auto* c = d->get("create-type"); c && c->as_string()) create_type = *c->as_string();
-    const uint64_t size = dev.size();
+        if (auto* c = d->get("create-type"); c && c->as_string()) l.create_type = *c->as_string();
 
     // Every platform imports one self-contained file: a backing chain would be silently missing.
     if (info.backing_filename)
-        add("backing-file",
-            "the image has a backing file '" + *info.backing_filename +
-                "': the platform imports one file, without its chain",
-            true);
-
-    if (t.name == "azure") {
-        VhdFooter v = r.format == "vhd" ? vhd_footer(fs, name) : VhdFooter{};
-        if (r.format != "vhd") add("format", "format " + r.format + ": Azure accepts fixed VHD only", true);
-        else if (v.found && v.disk_type != 2)
-            add("vhd-type",
-                std::string("a ") +
-                    (v.disk_type == 3   ? "dynamic"
-                     : v.disk_type == 4 ? "differencing"
-                                        : "non-fixed") +
-                    " VHD: Azure accepts fixed VHDs only",
-                true);
-        const uint64_t vs = v.found ? v.current_size : size;
-        if (vs % kMiB)
-            add("size-alignment",
-                "virtual size " + std::to_string(vs) + " bytes is not a whole number of MiB (" +
-                    std::to_string(vs % kMiB) + " bytes over " + size_text(vs / kMiB * kMiB) + ")",
-                true);
-        if (vs > 32767 * kGiB)
-            add("size-limit", "virtual size " + size_text(vs) + " exceeds Azure's 32767 GiB disk limit", true,
-                "shrink the file system and partitions below 32767 GiB, then vdisk resize --shrink");
-        else if (vs > 2 * kTiB)
-            add("os-disk-size",
-                "virtual size " + size_text(vs) +
-                    " is over 2 TiB: usable as a data disk or a "
-                    "generation 2 OS disk, not a generation 1 OS disk",
-                false, "use it as a data disk or with generation 2");
-    } else if (t.name == "aws") {
-        bool ok_fmt = r.format == "raw" || r.format == "vhd" || r.format == "vhdx" ||
-                      (r.format == "vmdk" && create_type == "streamOptimized");
-        if (!ok_fmt)
-            add("format",
-                r.format == "vmdk" ? "a " + create_type + " VMDK: VM Import takes VMDKs in streamOptimized form only"
-                                   : "format " + r.format + ": VM Import takes VMDK (streamOptimized), VHD/VHDX or raw",
-                true);
-        if (size > 16 * kTiB)
-            add("size-limit", "virtual size " + size_text(size) + " exceeds VM Import's 16 TiB volume limit", true,
-                "shrink the file system and partitions below 16 TiB, then vdisk resize --shrink");
-    } else if (t.name == "gce") {
-        TarGzHead g = r.format == "raw" ? targz_head(fs, name) : TarGzHead{};
-        uint64_t disk_size = size;
-        if (g.gzip) {
-            // The upload itself: a gzip'd tar whose first member must be disk.raw.
-            const std::string repack = "tar -xzf " + q(name) + " && vdisk convert --target gce " +
-                                       q(g.name.empty() ? "DISK" : g.name) + " disk.tar.gz";
-            if (!g.tar) add("container", "a gzip file that does not hold a tar archive", true);
-            else if (g.name != "disk.raw")
-                add("file-name", "the archive's first member is '" + g.name + "'; Compute Engine reads 'disk.raw'",
-                    true, repack);
-            if (g.tar && g.size % kGiB)
-                add("size-alignment", "disk.raw holds " + std::to_string(g.size) + " bytes, not a whole number of GiB",
-                    true, repack);
-            disk_size = 0;  // reported above
-            disk_size = g.size;
-            r.format = "tar.gz";
-            r.virtual_size = g.size;
-        } else if (r.format != "raw") {
-            add("format", "format " + r.format + ": Compute Engine imports a raw disk.raw inside a .tar.gz", true);
-        } else {
-            add("container", "a bare raw file: Compute Engine wants it as disk.raw inside a gzip'd tar", true);
-        }
-        if (disk_size % kGiB)
-            add("size-alignment",
-                "virtual size " + std::to_string(disk_size) + " bytes is not a whole number of GiB (" +
-                    "convert --target gce pads disk.raw with zeros to " + size_text((disk_size / kGiB + 1) * kGiB) +
-                    ")",
-                true);
-    } else if (t.name == "esxi") {
-        bool flat = r.format == "vmdk" && (create_type == "monolithicFlat" || create_type == "vmfs");
-        if (!flat)
-            add("format",
-                r.format == "vmdk" ? "a " + create_type +
-                                         " VMDK: ESXi runs flat VMDKs (monolithicFlat/vmfs); "
-                                         "hosted sparse disks need vmkfstools -i"
-                                   : "format " + r.format + ": ESXi runs VMDK disks",
-                true);
-        if (size > 62 * kTiB)
-            add("size-limit", "virtual size " + size_text(size) + " exceeds ESXi's 62 TiB VMDK limit", true,
-                "shrink the file system and partitions below 62 TiB, then vdisk resize --shrink");
-    } else if (t.name == "hyperv") {
-        if (r.format == "vhd")
-            add("format", "a VHD: Hyper-V attaches it to generation 1 VMs only; generation 2 needs VHDX", false);
-        else if (r.format != "vhdx")
-            add("format", "format " + r.format + ": Hyper-V attaches VHDX (and VHD for generation 1)", true);
-        if (size > 64 * kTiB)
-            add("size-limit", "virtual size " + size_text(size) + " exceeds the VHDX limit of 64 TiB", true,
-                "shrink the file system and partitions below 64 TiB, then vdisk resize --shrink");
-    } else if (t.name == "virtualbox") {
-        if (r.format != "vdi") {
-            bool attachable = r.format == "vmdk" || r.format == "vhd" || r.format == "qcow2";
-            add("format",
-                "format " + r.format +
-                    (attachable ? ": VirtualBox attaches it, but VDI is its native format"
-                                : ": VirtualBox does not attach this format"),
-                !attachable);
-        }
-    } else if (t.name == "proxmox") {
-        if (r.format != "qcow2")
-            add("format", "format " + r.format + ": qm disk import converts it, but qcow2 is what file storage keeps",
-                false);
-    }
+        l.add("backing-file",
+              "the image has a backing file '" + *info.backing_filename +
+                  "': the platform imports one file, without its chain",
+              true);
+    static constexpr std::pair<std::string_view, void (Linter::*)()> kRules[] = {
+        {"azure", &Linter::azure},    {"aws", &Linter::aws},       {"gce", &Linter::gce},
+        {"esxi", &Linter::esxi},      {"hyperv", &Linter::hyperv}, {"virtualbox", &Linter::virtualbox},
+        {"proxmox", &Linter::proxmox}};
+    for (auto& [target, rules] : kRules)
+        if (t.name == target) (l.*rules)();
     return r;
 }
 
@@ -406,6 +421,19 @@ private:
     ContentSink* b_;
 };
 
+// One step of disk.raw from `off`: up to a buffer of data, or a whole run of zeros; returns its length.
+Result<uint64_t> stream_extent(BlockDevice& source, ContentSink& sink, uint64_t off, std::span<uint8_t> buf) {
+    VDISK_ASSIGN(MappedExtent m, map_extent(source, off, source.size() - off));
+    if (!m.data) {
+        VDISK_TRY(sink.zeros(off, m.length));
+        return m.length;
+    }
+    auto b = buf.first(static_cast<size_t>(std::min<uint64_t>(m.length, buf.size())));
+    VDISK_TRY(source.read(off, b));
+    VDISK_TRY(sink.data(off, b));
+    return uint64_t{b.size()};
+}
+
 }  // namespace
 
 Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view dest_name,
@@ -421,15 +449,7 @@ Status write_gce_tarball(BlockDevice& source, FileSystem& fs, std::string_view d
     std::vector<uint8_t> buf(4u << 20);
     for (uint64_t off = 0; off < size;) {
         if (options.cancel && options.cancel->load()) return make_error(ErrorCode::io, "conversion cancelled");
-        VDISK_ASSIGN(MappedExtent m, map_extent(source, off, size - off));
-        uint64_t len = m.data ? std::min<uint64_t>(m.length, buf.size()) : m.length;
-        if (m.data) {
-            std::span<uint8_t> b(buf.data(), static_cast<size_t>(len));
-            VDISK_TRY(source.read(off, b));
-            VDISK_TRY(tee.data(off, b));
-        } else {
-            VDISK_TRY(tee.zeros(off, len));
-        }
+        VDISK_ASSIGN(uint64_t len, stream_extent(source, tee, off, buf));
         off += len;
         VDISK_TRY(options.progress(off, size));
     }
