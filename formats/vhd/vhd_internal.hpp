@@ -37,6 +37,15 @@ struct Meta {
 uint32_t checksum(std::span<const uint8_t> bytes, size_t skip);
 /// Seal a footer: zero its checksum field and store the computed one.
 void seal_footer(Footer& f);
+/// Store a dynamic header's computed checksum.
+void seal_header(DynamicHeader& h);
+/// An on-disk struct's bytes, to write it as it is.
+template <class T>
+std::span<const uint8_t> bytes_of(const T& v) {
+    return {reinterpret_cast<const uint8_t*>(&v), sizeof v};
+}
+/// Write `len` bytes of `byte` at `off`, at most 1 MiB at a time.
+Status fill(File& f, uint64_t off, uint64_t len, uint8_t byte);
 
 /// Set a footer's current_size and CHS geometry for a resize to `new_size`; returns the virtual size qemu
 /// will see (rounded up to the geometry for creators sized by CHS).
