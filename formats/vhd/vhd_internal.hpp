@@ -35,9 +35,8 @@ struct Meta {
 /// One's complement of the byte sum (the spec's checksum for the footer and the dynamic header), with
 /// the 4 checksum bytes at `skip` counted as zero.
 uint32_t checksum(std::span<const uint8_t> bytes, size_t skip);
-/// Seal a footer: zero its checksum field and store the computed one.
+/// Seal a footer or a dynamic header: store its computed checksum.
 void seal_footer(Footer& f);
-/// Store a dynamic header's computed checksum.
 void seal_header(DynamicHeader& h);
 /// An on-disk struct's bytes, to write it as it is.
 template <class T>

@@ -98,7 +98,7 @@ private:
     Status commit_metadata();
     Status commit_if_full() { return pending_pages() >= log_.max_data_pages() ? commit_metadata() : ok(); }
     Status allocate_block(uint64_t block, uint8_t old_state);
-    Status materialize_block(uint64_t block, uint64_t host);
+    Status materialize_block(uint64_t block, uint64_t host, bool from_parent = false);
     struct Checker;  // do_check's state
 
     std::unique_ptr<File> file_;
@@ -128,29 +128,24 @@ Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
     uint64_t idx = payload_index(g_, block);
     uint64_t e = bat_[idx];
     uint8_t st = e & kBatStateMask;
+    auto corrupt = [&](const std::string& what) {
+        return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) + what).at(entry_at(idx));
+    };
     switch (st) {
         case kPayloadNotPresent:
         case kPayloadUndefined:
         case kPayloadZero:
         case kPayloadUnmapped: return e;
         case kPayloadPartiallyPresent:
-            if (!g_.has_parent)
-                return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) +
-                                                          " is PARTIALLY_PRESENT in an image without a parent")
-                    .at(entry_at(idx));
+            if (!g_.has_parent) return corrupt(" is PARTIALLY_PRESENT in an image without a parent");
             [[fallthrough]];
         case kPayloadFullyPresent: {
             uint64_t h = host_of(e);
             if (h < kHeaderSectionSize || !util::range_within(h, g_.block_size, file_size_))
-                return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) + " points to block at " +
-                                                          hex(h) + " outside the file (size " + hex(file_size_) + ")")
-                    .at(entry_at(idx));
+                return corrupt(" points to block at " + hex(h) + " outside the file (size " + hex(file_size_) + ")");
             return e;
         }
-        default:
-            return make_error(ErrorCode::corrupt,
-                              "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st))
-                .at(entry_at(idx));
+        default: return corrupt(" has invalid payload state " + std::to_string(st));
     }
 }
 
@@ -161,14 +156,12 @@ Result<uint64_t> VhdxDevice::bitmap_host(uint64_t block) const {
             .at(entry_at(payload_index(g_, block)));
     uint64_t e = bat_[idx];
     uint64_t h = host_of(e);
-    if ((e & kBatStateMask) != kSbPresent)
-        return make_error(ErrorCode::corrupt,
-                          "sector bitmap entry " + std::to_string(idx) + " of a PARTIALLY_PRESENT block is not present")
-            .at(entry_at(idx));
+    auto corrupt = [&](const std::string& what) {
+        return make_error(ErrorCode::corrupt, "sector bitmap entry " + std::to_string(idx) + what).at(entry_at(idx));
+    };
+    if ((e & kBatStateMask) != kSbPresent) return corrupt(" of a PARTIALLY_PRESENT block is not present");
     if (h < kHeaderSectionSize || !util::range_within(h, kSectorBitmapBlockSize, file_size_))
-        return make_error(ErrorCode::corrupt,
-                          "sector bitmap entry " + std::to_string(idx) + " points to " + hex(h) + " outside the file")
-            .at(entry_at(idx));
+        return corrupt(" points to " + hex(h) + " outside the file");
     return h;
 }
 
@@ -282,27 +275,22 @@ Status VhdxDevice::allocate_block(uint64_t block, uint8_t old_state) {
         file_size_ = *end;
     }
     alloc_end_ = *end;
-    if (g_.has_parent && old_state == kPayloadNotPresent && backing()) {
-        // A fully present block must hold the parent's data for the sectors not written now.
-        std::vector<uint8_t> blk(g_.block_size);
-        uint64_t voff = block * g_.block_size;
-        uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
-        VDISK_TRY(read_from_backing(voff, std::span<uint8_t>(blk.data(), len)));
-        VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
-    }
+    // A fully present block must hold the parent's data for the sectors not written now.
+    if (g_.has_parent && old_state == kPayloadNotPresent && backing()) return materialize_block(block, host, true);
     uint64_t idx = payload_index(g_, block);
     bat_[idx] = host | kPayloadFullyPresent;
     mark_bat(idx);
     return ok();
 }
 
-Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
+// The block's content as it reads now (`from_parent`: the parent's), written at `host`, which it then names.
+Status VhdxDevice::materialize_block(uint64_t block, uint64_t host, bool from_parent) {
     forget_bitmaps();  // an earlier part of this write may have changed them
     std::vector<uint8_t> blk(g_.block_size);
     uint64_t voff = block * g_.block_size;
-    uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
-    VDISK_TRY(do_read(voff, std::span<uint8_t>(blk.data(), len)));
-    VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
+    const std::span<uint8_t> part(blk.data(), std::min<uint64_t>(g_.block_size, size() - voff));
+    VDISK_TRY(from_parent ? read_from_backing(voff, part) : do_read(voff, part));
+    VDISK_TRY(file_->write_at(host, part));
     uint64_t idx = payload_index(g_, block);
     bat_[idx] = host | kPayloadFullyPresent;
     mark_bat(idx);

@@ -164,19 +164,18 @@ bool utf16_key_is(const uint8_t* p, size_t bytes, std::string_view key) {
 // bounded by five values of at most 64 KiB however many entries the locator lists; every entry counts as
 // work all the same.
 Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geometry& g, Budget& budget) {
+    auto corrupt = [&](const std::string& what) {
+        return make_error(ErrorCode::corrupt, "parent locator " + what).at(at);
+    };
     if (item.size() < sizeof(ParentLocatorHeader))
-        return make_error(ErrorCode::corrupt,
-                          "parent locator of " + std::to_string(item.size()) + " bytes is too short")
-            .at(at);
+        return corrupt("of " + std::to_string(item.size()) + " bytes is too short");
     ParentLocatorHeader h;
     std::memcpy(&h, item.data(), sizeof h);
     if (!guid_eq(h.locator_type, kVhdxParentLocatorType))
         return make_error(ErrorCode::unsupported, "parent locator type " + guid_text(h.locator_type)).at(at);
     uint64_t count = h.key_value_count.value();
     if (sizeof(ParentLocatorHeader) + count * sizeof(ParentLocatorEntry) > item.size())
-        return make_error(ErrorCode::corrupt,
-                          "parent locator key/value count " + std::to_string(count) + " overruns the item")
-            .at(at);
+        return corrupt("key/value count " + std::to_string(count) + " overruns the item");
     VDISK_TRY(budget.work(count, "VHDX parent locator"));
     static constexpr std::string_view kKeys[] = {"parent_linkage", "parent_linkage2", "relative_path", "volume_path",
                                                  "absolute_win32_path"};
@@ -189,14 +188,10 @@ Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geome
         uint64_t ko = e.key_offset.value(), vo = e.value_offset.value();
         uint64_t kl = e.key_length.value(), vl = e.value_length.value();
         if (!util::range_within(ko, kl, item.size()) || !util::range_within(vo, vl, item.size()))
-            return make_error(ErrorCode::corrupt,
-                              "parent locator entry " + std::to_string(i) + " points outside the item")
-                .at(at);
+            return corrupt("entry " + std::to_string(i) + " points outside the item");
         for (size_t k = 0; k < 5; ++k) {
             if (!utf16_key_is(item.data() + ko, kl, kKeys[k])) continue;
-            if (seen[k])
-                return make_error(ErrorCode::corrupt, "parent locator lists '" + std::string(kKeys[k]) + "' twice")
-                    .at(at);
+            if (seen[k]) return corrupt("lists '" + std::string(kKeys[k]) + "' twice");
             seen[k] = true;
             VDISK_TRY(budget.work(vl / 2, "VHDX parent locator"));
             // Length-delimited: a NUL inside is kept as it is.
