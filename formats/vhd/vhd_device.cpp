@@ -22,7 +22,19 @@ uint32_t checksum(std::span<const uint8_t> bytes, size_t skip) {
 
 void seal_footer(Footer& f) {
     f.checksum = 0;
-    f.checksum = checksum({reinterpret_cast<const uint8_t*>(&f), sizeof f}, offsetof(Footer, checksum));
+    f.checksum = checksum(bytes_of(f), offsetof(Footer, checksum));
+}
+
+void seal_header(DynamicHeader& h) { h.checksum = checksum(bytes_of(h), offsetof(DynamicHeader, checksum)); }
+
+Status fill(File& f, uint64_t off, uint64_t len, uint8_t byte) {
+    const std::vector<uint8_t> chunk(static_cast<size_t>(std::min<uint64_t>(len, 1 << 20)), byte);
+    for (uint64_t done = 0; done < len;) {
+        const auto n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), len - done));
+        VDISK_TRY(f.write_at(off + done, std::span<const uint8_t>(chunk.data(), n)));
+        done += n;
+    }
+    return ok();
 }
 
 namespace {
@@ -80,6 +92,13 @@ private:
     Result<const std::vector<uint8_t>*> bitmap(uint64_t block);
     Status allocate(uint64_t block);
     uint64_t block_host(uint64_t block) const { return uint64_t{bat_[block]} * kSector; }
+    Status write_footer(uint64_t at, Footer f) {
+        seal_footer(f);
+        return file_->write_at(at, bytes_of(f));
+    }
+    Status resize_fixed(const Footer& f, uint64_t vsize);
+    Status resize_dynamic(const Footer& f, uint64_t vsize);
+    Status move_blocks_before(uint64_t bat_end);
 
     std::unique_ptr<File> file_;
     Meta meta_;
@@ -136,15 +155,8 @@ Status VhdDevice::allocate(uint64_t block) {
     std::vector<uint8_t> bm(meta_.bitmap_size, meta_.differencing() ? 0x00 : 0xff);
     VDISK_TRY(file_->write_at(host, bm));
     // Old bytes there (the previous footer) must not show through as block data.
-    if (file_size_ > host + meta_.bitmap_size) {
-        uint64_t stale = std::min(end, file_size_) - (host + meta_.bitmap_size);
-        std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(stale, 1 << 20)), 0);
-        for (uint64_t done = 0; done < stale;) {
-            auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), stale - done));
-            VDISK_TRY(file_->write_at(host + meta_.bitmap_size + done, std::span<const uint8_t>(zeros.data(), n)));
-            done += n;
-        }
-    }
+    if (file_size_ > host + meta_.bitmap_size)
+        VDISK_TRY(fill(*file_, host + meta_.bitmap_size, std::min(end, file_size_) - (host + meta_.bitmap_size), 0));
     VDISK_TRY(file_->resize(std::max(file_size_, end)));
     file_size_ = std::max(file_size_, end);
     uint8_t entry[4];
@@ -153,9 +165,7 @@ Status VhdDevice::allocate(uint64_t block) {
     bat_[block] = static_cast<uint32_t>(host / kSector);
     free_ = end;
     // The footer moves behind the new block so the file always ends with one.
-    Footer f = meta_.footer;
-    seal_footer(f);
-    VDISK_TRY(file_->write_at(end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    VDISK_TRY(write_footer(end, meta_.footer));
     file_size_ = end + kSector;
     cached_block_ = block;
     cached_bitmap_ = std::move(bm);
@@ -212,56 +222,60 @@ Status VhdDevice::do_write_zeroes(uint64_t offset, uint64_t len, bool may_unmap)
 // space stays in the file, unreferenced). Each step leaves a readable image: a block is referenced from its
 // new place before the BAT grows over its old one, and the headers change last.
 Status VhdDevice::do_resize(uint64_t new_size) {
-    if (cached_block_ != UINT64_MAX) cached_block_ = UINT64_MAX;
+    cached_block_ = UINT64_MAX;
     Footer f = meta_.footer;
     VDISK_ASSIGN(uint64_t vsize, resize_footer(f, new_size));
-    if (!meta_.dynamic()) {
-        const uint64_t old = size();
-        Footer sealed = f;
-        seal_footer(sealed);
-        VDISK_TRY(file_->write_at(vsize, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
-        if (vsize > old) {
-            std::vector<uint8_t> zeros(kSector, 0);  // the old footer is data now
-            VDISK_TRY(file_->write_at(old, zeros));
-        }
-        VDISK_TRY(file_->resize(vsize + kSector));
-        file_size_ = vsize + kSector;
-        meta_.footer = f;
-        meta_.size = vsize;
-        set_size(vsize);
-        return file_->sync();
+    VDISK_TRY(meta_.dynamic() ? resize_dynamic(f, vsize) : resize_fixed(f, vsize));
+    set_size(vsize);
+    return file_->sync();
+}
+
+Status VhdDevice::resize_fixed(const Footer& f, uint64_t vsize) {
+    const uint64_t old = size();
+    VDISK_TRY(write_footer(vsize, f));
+    if (vsize > old) VDISK_TRY(fill(*file_, old, kSector, 0));  // the old footer is data now
+    VDISK_TRY(file_->resize(vsize + kSector));
+    file_size_ = vsize + kSector;
+    meta_.footer = f;
+    meta_.size = vsize;
+    return ok();
+}
+
+// Copy the blocks that a BAT grown to `bat_end` would overwrite to the end of the file, each referenced from
+// its new place before the BAT grows over its old one.
+Status VhdDevice::move_blocks_before(uint64_t bat_end) {
+    const uint64_t span = uint64_t{meta_.bitmap_size} + meta_.block_size;
+    std::vector<uint8_t> buf;
+    for (uint64_t b = 0; b < bat_.size(); ++b) {
+        if (bat_[b] == kBatUnused) continue;
+        uint64_t host = block_host(b);
+        if (host >= bat_end || host + span <= meta_.bat_offset) continue;
+        const uint64_t to = *util::align_up(free_, kSector);
+        if (to / kSector > 0xfffffffeull)
+            return make_error(ErrorCode::limit_exceeded, "block offset " + hex(to) + " does not fit a BAT entry");
+        buf.resize(static_cast<size_t>(span));
+        VDISK_TRY(read_exact(*file_, host, buf, "data block"));
+        VDISK_TRY(file_->write_at(to, buf));
+        uint8_t entry[4];
+        util::store_be<uint32_t>(entry, static_cast<uint32_t>(to / kSector));
+        VDISK_TRY(file_->write_at(meta_.bat_offset + b * 4, entry));
+        bat_[b] = static_cast<uint32_t>(to / kSector);
+        free_ = to + span;
     }
+    return file_->sync();
+}
+
+Status VhdDevice::resize_dynamic(const Footer& f, uint64_t vsize) {
     const uint64_t entries = util::div_round_up(vsize, meta_.block_size);
     if (entries > 0xfffffffeull) return make_error(ErrorCode::invalid_argument, "too many blocks for a VHD BAT");
     const uint64_t bat_end = meta_.bat_offset + *util::align_up(entries * 4, kSector);
     if (meta_.header_offset >= meta_.bat_offset && meta_.header_offset < bat_end)
         return make_error(ErrorCode::unsupported, "the dynamic header follows the BAT; it cannot grow in place");
-    const uint64_t span = uint64_t{meta_.bitmap_size} + meta_.block_size;
     free_ = std::max(free_, bat_end);
     // Entries gained are charged like the BAT read at open, its on-disk copy while it is written.
     const uint64_t old_entries = bat_.size(), gained = entries > old_entries ? (entries - old_entries) * 4 : 0;
     VDISK_ASSIGN(Charge grown, Charge::make(budget(), gained + (bat_end - meta_.bat_offset), "BAT"));
-    if (entries > bat_.size()) {
-        // Move blocks that the grown BAT would overwrite.
-        std::vector<uint8_t> buf;
-        for (uint64_t b = 0; b < bat_.size(); ++b) {
-            if (bat_[b] == kBatUnused) continue;
-            uint64_t host = block_host(b);
-            if (host >= bat_end || host + span <= meta_.bat_offset) continue;
-            const uint64_t to = *util::align_up(free_, kSector);
-            if (to / kSector > 0xfffffffeull)
-                return make_error(ErrorCode::limit_exceeded, "block offset " + hex(to) + " does not fit a BAT entry");
-            buf.resize(static_cast<size_t>(span));
-            VDISK_TRY(read_exact(*file_, host, buf, "data block"));
-            VDISK_TRY(file_->write_at(to, buf));
-            uint8_t entry[4];
-            util::store_be<uint32_t>(entry, static_cast<uint32_t>(to / kSector));
-            VDISK_TRY(file_->write_at(meta_.bat_offset + b * 4, entry));
-            bat_[b] = static_cast<uint32_t>(to / kSector);
-            free_ = to + span;
-        }
-        VDISK_TRY(file_->sync());
-    }
+    if (entries > old_entries) VDISK_TRY(move_blocks_before(bat_end));
     file_size_ = std::max(file_size_, free_ + kSector);  // the footer follows everything, the grown BAT too
     bat_.resize(static_cast<size_t>(entries), kBatUnused);
     {
@@ -275,26 +289,20 @@ Status VhdDevice::do_resize(uint64_t new_size) {
     DynamicHeader dh;
     VDISK_TRY(read_exact(*file_, meta_.header_offset, {reinterpret_cast<uint8_t*>(&dh), sizeof dh}, "dynamic header"));
     dh.max_table_entries = static_cast<uint32_t>(entries);
-    dh.checksum = 0;
-    dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
-    VDISK_TRY(file_->write_at(meta_.header_offset, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
+    seal_header(dh);
+    VDISK_TRY(file_->write_at(meta_.header_offset, bytes_of(dh)));
     meta_.max_table_entries = static_cast<uint32_t>(entries);
     meta_.footer = f;
     meta_.size = vsize;
-    Footer sealed = f;
-    seal_footer(sealed);
-    VDISK_TRY(file_->write_at(0, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
-    VDISK_TRY(file_->write_at(file_size_ - kSector, {reinterpret_cast<const uint8_t*>(&sealed), sizeof sealed}));
-    set_size(vsize);
+    VDISK_TRY(write_footer(0, f));
+    VDISK_TRY(write_footer(file_size_ - kSector, f));
     dirty_ = true;
-    return file_->sync();
+    return ok();
 }
 
 Status VhdDevice::do_close() {
     if (read_only() || !dirty_) return ok();
-    Footer f = meta_.footer;
-    seal_footer(f);
-    VDISK_TRY(file_->write_at(file_size_ - kSector, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    VDISK_TRY(write_footer(file_size_ - kSector, meta_.footer));
     dirty_ = false;
     return file_->sync();
 }
@@ -335,17 +343,15 @@ Status VhdDevice::set_backing_reference(const std::string& name, const std::stri
         m.parent_names = pf.names;
         end = pf.end;
     }
-    dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh}, offsetof(DynamicHeader, checksum));
+    seal_header(dh);
     m.footer.disk_type = m.type;
-    Footer f = m.footer;
-    seal_footer(f);
     // Payloads and the footer behind them first, then the header that points at them, then the copy at 0.
     for (auto& [off, data] : pf.payloads) VDISK_TRY(file_->write_at(off, data));
-    VDISK_TRY(file_->write_at(end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    VDISK_TRY(write_footer(end, m.footer));
     if (end + kSector < file_size_) VDISK_TRY(file_->resize(end + kSector));
     VDISK_TRY(file_->sync());
-    VDISK_TRY(file_->write_at(meta_.header_offset, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
-    VDISK_TRY(file_->write_at(0, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
+    VDISK_TRY(file_->write_at(meta_.header_offset, bytes_of(dh)));
+    VDISK_TRY(write_footer(0, m.footer));
     VDISK_TRY(file_->sync());
     meta_ = std::move(m);
     free_ = end;

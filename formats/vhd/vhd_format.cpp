@@ -25,14 +25,7 @@ constexpr uint64_t kMiB = 1ull << 20;
 // preallocation=falloc reserves the range, full writes zeros over it (true thick, as VMware/Hyper-V mean it).
 Status preallocate_range(File& f, uint64_t off, uint64_t len, const std::string& mode) {
     if (mode == "falloc") return f.allocate(off, len);
-    if (mode != "full") return ok();
-    std::vector<uint8_t> zeros(static_cast<size_t>(std::min<uint64_t>(len, 1u << 20)), 0);
-    for (uint64_t done = 0; done < len;) {
-        auto n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), len - done));
-        VDISK_TRY(f.write_at(off + done, std::span<const uint8_t>(zeros.data(), n)));
-        done += n;
-    }
-    return ok();
+    return mode == "full" ? fill(f, off, len, 0) : ok();
 }
 
 bool is_footer(std::span<const uint8_t> b) { return b.size() >= 512 && std::memcmp(b.data(), "conectix", 8) == 0; }
@@ -144,7 +137,7 @@ Status parse_dynamic(File& file, uint64_t file_size, const OpenContext& ctx, Met
     auto fail = [&](ErrorCode c, std::string msg) { return make_error(c, std::move(msg)).at(hoff); };
     if (std::memcmp(h.cookie, "cxsparse", 8) != 0)
         return fail(ErrorCode::corrupt, "dynamic header has no 'cxsparse' cookie");
-    uint32_t want = checksum({reinterpret_cast<const uint8_t*>(&h), sizeof h}, offsetof(DynamicHeader, checksum));
+    uint32_t want = checksum(bytes_of(h), offsetof(DynamicHeader, checksum));
     if (h.checksum.value() != want)
         return fail(ErrorCode::corrupt,
                     "dynamic header checksum " + hex(h.checksum.value()) + " does not match the computed " + hex(want));
@@ -234,6 +227,109 @@ struct ParentInfo {
     uint32_t block_size = 0;  ///< 0: the parent is fixed
     util::ParentNames names;
 };
+
+// The options that decide an image's kind and size, checked: subformat, force_size, azure (a fixed image of
+// whole MiB, kept exactly), and for create preallocation. `size` is the size asked for.
+struct Shape {
+    std::string sub, prealloc;
+    bool force = false;
+    uint64_t size = 0;
+};
+
+Result<Shape> shape_options(const CreateOptions& opts, uint64_t size, bool create) {
+    Shape o{opts.get("subformat").value_or("dynamic"), opts.get("preallocation").value_or("off")};
+    if (o.sub != "dynamic" && o.sub != "fixed")
+        return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + o.sub + "'");
+    VDISK_ASSIGN(o.force, opts.get_bool("force_size", false));
+    VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
+    if (create && o.prealloc != "off" && o.prealloc != "falloc" && o.prealloc != "full")
+        return make_error(ErrorCode::invalid_argument,
+                          "preallocation must be off, falloc or full, not '" + o.prealloc + "'");
+    if (create && o.prealloc != "off" && o.sub != "fixed" && !azure)
+        return make_error(ErrorCode::invalid_argument, "preallocation needs subformat=fixed");
+    if (azure) {
+        if (create && opts.get("subformat") && o.sub != "fixed")
+            return make_error(ErrorCode::invalid_argument, "azure=on makes a fixed VHD, not a " + o.sub + " one");
+        o.sub = "fixed";
+        o.force = true;
+        auto up = util::align_up(size, kMiB);
+        if (!up) return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is too large");
+        size = *up;
+    }
+    o.size = size;
+    return o;
+}
+
+// The footer of a new image of `size` bytes, but for its type and data offset.
+Result<Footer> new_footer(uint64_t size, bool force, const std::optional<ParentInfo>& parent,
+                          const CreateOptions& opts) {
+    Footer f{};
+    std::memcpy(f.cookie, "conectix", 8);
+    f.features = 2;
+    f.version = 0x00010000;
+    // Seconds since 2000-01-01 00:00 UTC.
+    f.timestamp = static_cast<uint32_t>(static_cast<uint64_t>(std::time(nullptr)) - 946684800ull);
+    std::memcpy(f.creator_app, "qem2", 4);  // readers size it by current_size, as qemu does
+    f.creator_version = 0x00050003;
+    f.creator_os = 0x5769326b;  // "Wi2k"
+    VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+    if (parent && size == parent->size) {
+        // A child of the parent's size takes its exact size and geometry, as Hyper-V requires.
+        plan.sectors = size / kSector;
+        plan.c = parent->footer.cylinders.value();
+        plan.h = parent->footer.heads;
+        plan.s = parent->footer.sectors_per_track;
+    }
+    f.original_size = plan.sectors * kSector;
+    f.current_size = plan.sectors * kSector;
+    f.cylinders = plan.c;
+    f.heads = plan.h;
+    f.sectors_per_track = plan.s;
+    util::generate_uuid(f.unique_id);
+    if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, f.unique_id, false))
+        return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
+    return f;
+}
+
+// A dynamic image of m.size bytes in blocks of m.block_size, a differencing one with a `parent`: the footer
+// copy, the dynamic header, a BAT with every entry unused, a child's locator payloads, the footer (`f`,
+// sealed). Returns the file's size.
+Result<uint64_t> write_dynamic(File& file, Footer& f, Meta& m, const std::optional<ParentInfo>& parent) {
+    f.disk_type = parent ? kTypeDifferencing : kTypeDynamic;
+    f.data_offset = kSector;
+    m.type = parent ? kTypeDifferencing : kTypeDynamic;
+    m.bitmap_size = bitmap_bytes(m.block_size);
+    m.header_offset = kSector;
+    m.bat_offset = 3 * kSector;
+    m.max_table_entries = static_cast<uint32_t>(util::div_round_up(m.size, m.block_size));
+    DynamicHeader dh{};
+    std::memcpy(dh.cookie, "cxsparse", 8);
+    dh.data_offset = kNoOffset;
+    dh.table_offset = m.bat_offset;
+    dh.header_version = 0x00010000;
+    dh.max_table_entries = m.max_table_entries;
+    dh.block_size = m.block_size;
+    const uint64_t bat_bytes = *util::align_up(uint64_t{m.max_table_entries} * 4, kSector);
+    // Differencing: the parent's identity, its name, and the locator payloads after the BAT (each in
+    // whole sectors), absolute (W2ku) first as Windows writes them, then relative (W2ru).
+    uint64_t loc_end = m.bat_offset + bat_bytes;
+    std::vector<std::pair<uint64_t, std::vector<uint8_t>>> payloads;
+    if (parent) {
+        std::memcpy(m.parent_uuid, parent->footer.unique_id, 16);
+        ParentFields pf = set_parent(dh, parent->footer, parent->names, loc_end);
+        payloads = std::move(pf.payloads);
+        loc_end = pf.end;
+        m.parent_names = std::move(pf.names);
+    }
+    seal_header(dh);
+    seal_footer(f);
+    VDISK_TRY(file.write_at(0, bytes_of(f)));
+    VDISK_TRY(file.write_at(kSector, bytes_of(dh)));
+    VDISK_TRY(fill(file, m.bat_offset, bat_bytes, 0xff));
+    for (auto& [off, data] : payloads) VDISK_TRY(file.write_at(off, data));
+    VDISK_TRY(file.write_at(loc_end, bytes_of(f)));
+    return loc_end + kSector;
+}
 
 }  // namespace
 
@@ -364,23 +460,11 @@ public:
     // A dynamic image: footer copy, dynamic header, BAT, then a sector bitmap and a whole block per block
     // holding data, the footer last. A fixed one: the disk and its footer.
     Result<MeasureResult> measure(const CreateOptions& opts, const MeasureSource& src) const override {
-        std::string sub = opts.get("subformat").value_or("dynamic");
-        if (sub != "dynamic" && sub != "fixed")
-            return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
-        VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
-        VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
-        uint64_t size = src.virtual_size;
-        if (azure) {
-            sub = "fixed";
-            force = true;
-            auto up = util::align_up(size, kMiB);
-            if (!up) return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is too large");
-            size = *up;
-        }
-        VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
+        VDISK_ASSIGN(Shape shape, shape_options(opts, src.virtual_size, false));
+        VDISK_ASSIGN(SizePlan plan, plan_size(shape.size, shape.force));
         const uint64_t vsize = plan.sectors * kSector;
         MeasureResult r;
-        if (sub == "fixed") {
+        if (shape.sub == "fixed") {
             r.required = r.fully_allocated = vsize + kSector;
             return r;
         }
@@ -433,114 +517,26 @@ public:
                                   "a differencing VHD is dynamic: subformat, azure and preallocation do not apply");
             VDISK_ASSIGN(parent, read_parent(opts, ctx));
         }
-        std::string sub = opts.get("subformat").value_or("dynamic");
-        if (sub != "dynamic" && sub != "fixed")
-            return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
-        VDISK_ASSIGN(bool force, opts.get_bool("force_size", false));
-        VDISK_ASSIGN(bool azure, opts.get_bool("azure", false));
-        const std::string prealloc = opts.get("preallocation").value_or("off");
-        if (prealloc != "off" && prealloc != "falloc" && prealloc != "full")
-            return make_error(ErrorCode::invalid_argument,
-                              "preallocation must be off, falloc or full, not '" + prealloc + "'");
-        if (prealloc != "off" && sub != "fixed" && !azure)
-            return make_error(ErrorCode::invalid_argument, "preallocation needs subformat=fixed");
-        uint64_t size = *opts.size;
-        if (azure) {
-            if (opts.get("subformat") && sub != "fixed")
-                return make_error(ErrorCode::invalid_argument, "azure=on makes a fixed VHD, not a " + sub + " one");
-            sub = "fixed";
-            force = true;
-            auto up = util::align_up(size, kMiB);
-            if (!up) return make_error(ErrorCode::invalid_argument, "size " + hex(size) + " is too large");
-            size = *up;
-        }
-        Footer f{};
-        std::memcpy(f.cookie, "conectix", 8);
-        f.features = 2;
-        f.version = 0x00010000;
-        // Seconds since 2000-01-01 00:00 UTC.
-        f.timestamp = static_cast<uint32_t>(static_cast<uint64_t>(std::time(nullptr)) - 946684800ull);
-        std::memcpy(f.creator_app, "qem2", 4);  // readers size it by current_size, as qemu does
-        f.creator_version = 0x00050003;
-        f.creator_os = 0x5769326b;  // "Wi2k"
-        VDISK_ASSIGN(SizePlan plan, plan_size(size, force));
-        if (parent && size == parent->size) {
-            // A child of the parent's size takes its exact size and geometry, as Hyper-V requires.
-            plan.sectors = size / kSector;
-            plan.c = parent->footer.cylinders.value();
-            plan.h = parent->footer.heads;
-            plan.s = parent->footer.sectors_per_track;
-        }
-        const uint64_t vsize = plan.sectors * kSector;
-        const uint16_t c = plan.c;
-        const uint8_t h = plan.h, s = plan.s;
-        f.original_size = vsize;
-        f.current_size = vsize;
-        f.cylinders = c;
-        f.heads = h;
-        f.sectors_per_track = s;
-        util::generate_uuid(f.unique_id);
-        if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, f.unique_id, false))
-            return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
-
+        VDISK_ASSIGN(Shape shape, shape_options(opts, *opts.size, true));
+        VDISK_ASSIGN(Footer f, new_footer(shape.size, shape.force, parent, opts));
         VDISK_ASSIGN(auto file, ctx.fs().create(ctx.image_name()));
         Meta m;
-        m.size = vsize;
+        m.size = f.current_size.value();
         std::vector<uint32_t> bat;
-        uint64_t file_size;
-        if (sub == "fixed") {
+        uint64_t file_size = m.size + kSector;
+        if (shape.sub == "fixed") {
             f.disk_type = kTypeFixed;
             f.data_offset = kNoOffset;
             m.type = kTypeFixed;
             seal_footer(f);
-            VDISK_TRY(file->resize(vsize));
-            VDISK_TRY(preallocate_range(*file, 0, vsize, prealloc));
-            VDISK_TRY(file->write_at(vsize, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
-            file_size = vsize + kSector;
+            VDISK_TRY(file->resize(m.size));
+            VDISK_TRY(preallocate_range(*file, 0, m.size, shape.prealloc));
+            VDISK_TRY(file->write_at(m.size, bytes_of(f)));
         } else {
-            f.disk_type = parent ? kTypeDifferencing : kTypeDynamic;
-            f.data_offset = kSector;
-            m.type = parent ? kTypeDifferencing : kTypeDynamic;
             VDISK_ASSIGN(m.block_size, block_size_option(opts));
             // A child keeps its parent's block size unless told otherwise (Hyper-V makes them equal).
             if (parent && parent->block_size && !opts.get("block_size")) m.block_size = parent->block_size;
-            m.bitmap_size = bitmap_bytes(m.block_size);
-            m.header_offset = kSector;
-            m.bat_offset = 3 * kSector;
-            m.max_table_entries = static_cast<uint32_t>(util::div_round_up(vsize, m.block_size));
-            DynamicHeader dh{};
-            std::memcpy(dh.cookie, "cxsparse", 8);
-            dh.data_offset = kNoOffset;
-            dh.table_offset = m.bat_offset;
-            dh.header_version = 0x00010000;
-            dh.max_table_entries = m.max_table_entries;
-            dh.block_size = m.block_size;
-            const uint64_t bat_bytes = *util::align_up(uint64_t{m.max_table_entries} * 4, kSector);
-            // Differencing: the parent's identity, its name, and the locator payloads after the BAT (each in
-            // whole sectors), absolute (W2ku) first as Windows writes them, then relative (W2ru).
-            uint64_t loc_end = m.bat_offset + bat_bytes;
-            std::vector<std::pair<uint64_t, std::vector<uint8_t>>> payloads;
-            if (parent) {
-                std::memcpy(m.parent_uuid, parent->footer.unique_id, 16);
-                ParentFields pf = set_parent(dh, parent->footer, parent->names, loc_end);
-                payloads = std::move(pf.payloads);
-                loc_end = pf.end;
-                m.parent_names = std::move(pf.names);
-            }
-            dh.checksum = checksum({reinterpret_cast<const uint8_t*>(&dh), sizeof dh},
-                                   offsetof(DynamicHeader, checksum));
-            seal_footer(f);
-            VDISK_TRY(file->write_at(0, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
-            VDISK_TRY(file->write_at(kSector, {reinterpret_cast<const uint8_t*>(&dh), sizeof dh}));
-            std::vector<uint8_t> ones(static_cast<size_t>(std::min<uint64_t>(bat_bytes, 1 << 20)), 0xff);
-            for (uint64_t done = 0; done < bat_bytes;) {
-                auto n = static_cast<size_t>(std::min<uint64_t>(ones.size(), bat_bytes - done));
-                VDISK_TRY(file->write_at(m.bat_offset + done, std::span<const uint8_t>(ones.data(), n)));
-                done += n;
-            }
-            for (auto& [off, data] : payloads) VDISK_TRY(file->write_at(off, data));
-            VDISK_TRY(file->write_at(loc_end, {reinterpret_cast<const uint8_t*>(&f), sizeof f}));
-            file_size = loc_end + kSector;
+            VDISK_ASSIGN(file_size, write_dynamic(*file, f, m, parent));
             // Charged like a BAT read at open (resize charges what it adds, releases what it drops).
             VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), uint64_t{m.max_table_entries} * 4, "BAT"));
             bat_charge.keep();

@@ -35,8 +35,16 @@ struct Meta {
 /// One's complement of the byte sum (the spec's checksum for the footer and the dynamic header), with
 /// the 4 checksum bytes at `skip` counted as zero.
 uint32_t checksum(std::span<const uint8_t> bytes, size_t skip);
-/// Seal a footer: zero its checksum field and store the computed one.
+/// Seal a footer or a dynamic header: store its computed checksum.
 void seal_footer(Footer& f);
+void seal_header(DynamicHeader& h);
+/// An on-disk struct's bytes, to write it as it is.
+template <class T>
+std::span<const uint8_t> bytes_of(const T& v) {
+    return {reinterpret_cast<const uint8_t*>(&v), sizeof v};
+}
+/// Write `len` bytes of `byte` at `off`, at most 1 MiB at a time.
+Status fill(File& f, uint64_t off, uint64_t len, uint8_t byte);
 
 /// Set a footer's current_size and CHS geometry for a resize to `new_size`; returns the virtual size qemu
 /// will see (rounded up to the geometry for creators sized by CHS).

@@ -89,6 +89,7 @@ private:
     Result<std::pair<bool, uint64_t>> bitmap_run(uint64_t block, uint64_t first, uint64_t count) const;
     void forget_bitmaps() const;
     Status begin_write();
+    Status rotate_headers();
     // Metadata changes wait in memory (BAT pages by index, other pages by file offset) until commit_metadata()
     // sends them through the log: on flush, close, resize, or when one entry's worth has gathered.
     void mark_bat(uint64_t index) { dirty_bat_.insert(index / kEntriesPerPage); }
@@ -97,7 +98,8 @@ private:
     Status commit_metadata();
     Status commit_if_full() { return pending_pages() >= log_.max_data_pages() ? commit_metadata() : ok(); }
     Status allocate_block(uint64_t block, uint8_t old_state);
-    Status materialize_block(uint64_t block, uint64_t host);
+    Status materialize_block(uint64_t block, uint64_t host, bool from_parent = false);
+    struct Checker;  // do_check's state
 
     std::unique_ptr<File> file_;
     uint64_t file_size_;
@@ -126,29 +128,24 @@ Result<uint64_t> VhdxDevice::payload(uint64_t block) const {
     uint64_t idx = payload_index(g_, block);
     uint64_t e = bat_[idx];
     uint8_t st = e & kBatStateMask;
+    auto corrupt = [&](const std::string& what) {
+        return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) + what).at(entry_at(idx));
+    };
     switch (st) {
         case kPayloadNotPresent:
         case kPayloadUndefined:
         case kPayloadZero:
         case kPayloadUnmapped: return e;
         case kPayloadPartiallyPresent:
-            if (!g_.has_parent)
-                return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) +
-                                                          " is PARTIALLY_PRESENT in an image without a parent")
-                    .at(entry_at(idx));
+            if (!g_.has_parent) return corrupt(" is PARTIALLY_PRESENT in an image without a parent");
             [[fallthrough]];
         case kPayloadFullyPresent: {
             uint64_t h = host_of(e);
             if (h < kHeaderSectionSize || !util::range_within(h, g_.block_size, file_size_))
-                return make_error(ErrorCode::corrupt, "BAT entry " + std::to_string(idx) + " points to block at " +
-                                                          hex(h) + " outside the file (size " + hex(file_size_) + ")")
-                    .at(entry_at(idx));
+                return corrupt(" points to block at " + hex(h) + " outside the file (size " + hex(file_size_) + ")");
             return e;
         }
-        default:
-            return make_error(ErrorCode::corrupt,
-                              "BAT entry " + std::to_string(idx) + " has invalid payload state " + std::to_string(st))
-                .at(entry_at(idx));
+        default: return corrupt(" has invalid payload state " + std::to_string(st));
     }
 }
 
@@ -159,14 +156,12 @@ Result<uint64_t> VhdxDevice::bitmap_host(uint64_t block) const {
             .at(entry_at(payload_index(g_, block)));
     uint64_t e = bat_[idx];
     uint64_t h = host_of(e);
-    if ((e & kBatStateMask) != kSbPresent)
-        return make_error(ErrorCode::corrupt,
-                          "sector bitmap entry " + std::to_string(idx) + " of a PARTIALLY_PRESENT block is not present")
-            .at(entry_at(idx));
+    auto corrupt = [&](const std::string& what) {
+        return make_error(ErrorCode::corrupt, "sector bitmap entry " + std::to_string(idx) + what).at(entry_at(idx));
+    };
+    if ((e & kBatStateMask) != kSbPresent) return corrupt(" of a PARTIALLY_PRESENT block is not present");
     if (h < kHeaderSectionSize || !util::range_within(h, kSectorBitmapBlockSize, file_size_))
-        return make_error(ErrorCode::corrupt,
-                          "sector bitmap entry " + std::to_string(idx) + " points to " + hex(h) + " outside the file")
-            .at(entry_at(idx));
+        return corrupt(" points to " + hex(h) + " outside the file");
     return h;
 }
 
@@ -251,6 +246,10 @@ Status VhdxDevice::begin_write() {
     // Copy-up needs the parent: without it a partly written block would lose the parent's sectors.
     if (g_.has_parent && !backing())
         return make_error(ErrorCode::invalid_argument, "differencing VHDX opened without its parent cannot be written");
+    return rotate_headers();
+}
+
+Status VhdxDevice::rotate_headers() {
     if (headers_rotated_) return ok();
     // Metadata changes go through the log; a log region that cannot take them must be refused before the
     // first byte is written, not at the first flush.
@@ -276,27 +275,22 @@ Status VhdxDevice::allocate_block(uint64_t block, uint8_t old_state) {
         file_size_ = *end;
     }
     alloc_end_ = *end;
-    if (g_.has_parent && old_state == kPayloadNotPresent && backing()) {
-        // A fully present block must hold the parent's data for the sectors not written now.
-        std::vector<uint8_t> blk(g_.block_size);
-        uint64_t voff = block * g_.block_size;
-        uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
-        VDISK_TRY(read_from_backing(voff, std::span<uint8_t>(blk.data(), len)));
-        VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
-    }
+    // A fully present block must hold the parent's data for the sectors not written now.
+    if (g_.has_parent && old_state == kPayloadNotPresent && backing()) return materialize_block(block, host, true);
     uint64_t idx = payload_index(g_, block);
     bat_[idx] = host | kPayloadFullyPresent;
     mark_bat(idx);
     return ok();
 }
 
-Status VhdxDevice::materialize_block(uint64_t block, uint64_t host) {
+// The block's content as it reads now (`from_parent`: the parent's), written at `host`, which it then names.
+Status VhdxDevice::materialize_block(uint64_t block, uint64_t host, bool from_parent) {
     forget_bitmaps();  // an earlier part of this write may have changed them
     std::vector<uint8_t> blk(g_.block_size);
     uint64_t voff = block * g_.block_size;
-    uint64_t len = std::min<uint64_t>(g_.block_size, size() - voff);
-    VDISK_TRY(do_read(voff, std::span<uint8_t>(blk.data(), len)));
-    VDISK_TRY(file_->write_at(host, std::span<const uint8_t>(blk.data(), len)));
+    const std::span<uint8_t> part(blk.data(), std::min<uint64_t>(g_.block_size, size() - voff));
+    VDISK_TRY(from_parent ? read_from_backing(voff, part) : do_read(voff, part));
+    VDISK_TRY(file_->write_at(host, part));
     uint64_t idx = payload_index(g_, block);
     bat_[idx] = host | kPayloadFullyPresent;
     mark_bat(idx);
@@ -526,15 +520,7 @@ Status VhdxDevice::set_backing_reference(const std::string& name, const std::str
     const util::ParentNames names = util::parent_names(file_->name(), name);
     const auto kv = locator_values(ph->data_write_guid, names);
     VDISK_ASSIGN(auto fresh, replace_parent_locator(region, kv));
-    if (!headers_rotated_) {
-        const std::pair<uint64_t, uint64_t> regions[2] = {{g_.bat_offset, g_.bat_length},
-                                                          {g_.metadata_offset, g_.metadata_length}};
-        VDISK_TRY(log_.validate(file_size_, regions));
-        hdr_.h.file_write_guid = random_guid();
-        hdr_.h.data_write_guid = random_guid();
-        VDISK_TRY(write_headers(*file_, hdr_.h, hdr_.slot));
-        headers_rotated_ = true;
-    }
+    VDISK_TRY(rotate_headers());
     for (size_t p = 0; p < fresh.size(); p += kPage)
         if (std::memcmp(fresh.data() + p, region.data() + p, std::min<size_t>(kPage, fresh.size() - p)) != 0)
             dirty_meta_[g_.metadata_offset + p] = std::vector<uint8_t>(
@@ -557,9 +543,9 @@ Status VhdxDevice::set_backing_reference(const std::string& name, const std::str
 }
 
 Status VhdxDevice::check_backing_identity(BlockDevice& backing) {
-    auto* parent = dynamic_cast<VhdxDevice*>(&backing);
+    const Header* parent = device_header(backing);
     if (!parent) return make_error(ErrorCode::corrupt, "parent of a differencing VHDX must be a VHDX image");
-    const std::string want = guid_text(parent->header().data_write_guid);
+    const std::string want = guid_text(parent->data_write_guid);
     auto names_parent = [&](const std::string& s) {  // GUID text: letters in either case
         return s.size() == want.size() && strncasecmp(s.data(), want.data(), s.size()) == 0;
     };
@@ -568,66 +554,58 @@ Status VhdxDevice::check_backing_identity(BlockDevice& backing) {
                       "parent_linkage " + g_.parent_linkage + " does not match the parent's DataWriteGuid " + want);
 }
 
-// With a repair mode on a writable device, BAT entries that cannot be valid (past the end of the file,
-// invalid states, reserved bits) are reset so the rest of the image stays usable.
-Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
-    CheckResult r;
-    const bool repair = mode == RepairMode::all && !read_only();
-    // Past the message cap problems are counted, not formatted.
-    auto report = [&](auto&& make) {
-        ++r.corruptions;
-        if (r.messages.size() < max_check_messages) r.messages.push_back(make());
-        else ++r.messages_dropped;
-    };
-    auto corrupt = [&](const char* m) { report([&] { return std::string(m); }); };
-    // Reset an entry that cannot be used: the block reads as zeros (it could not be read before).
-    auto fix = [&](uint64_t idx, uint64_t value) {
-        if (!repair) return;
-        bat_[idx] = value;
-        mark_bat(idx);
-        ++r.corruptions_fixed;
-    };
-    if (overlay_) corrupt("log has not been replayed (open the image read-write to replay it)");
-    // Every allocated range, to find overlaps; the metadata structures come first. Names are made only for
-    // the messages that are kept: the list is one small record per BAT entry, sized by the BAT.
+// What do_check gathers: the result, and every allocated range to find overlaps (the metadata structures
+// first). Names are made only for the messages that are kept: the list is one small record per BAT entry.
+struct VhdxDevice::Checker {
     struct Range {
         uint64_t start, end, idx;
         const char* kind;  // static text; idx == UINT64_MAX for the fixed structures
     };
+    VhdxDevice& d;
+    bool repair;
+    CheckResult r;
     std::vector<Range> used;
-    VDISK_ASSIGN(Charge used_charge, Charge::make(budget(), (bat_.size() + 4) * sizeof(Range), "check: block list"));
-    VDISK_TRY(budget()->work(bat_.size(), "check: BAT"));
-    auto name_of = [](const Range& x) {
+    uint64_t allocated = 0;
+
+    static std::string name_of(const Range& x) {
         if (x.idx == UINT64_MAX) return std::string(x.kind);
         return std::string(x.kind) + " (BAT entry " + std::to_string(x.idx) + ") at " + hex(x.start);
-    };
-    used.push_back({0, kHeaderSectionSize, UINT64_MAX, "header section"});
-    used.push_back(
-        {hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value(), UINT64_MAX, "log"});
-    used.push_back({g_.bat_offset, g_.bat_offset + g_.bat_length, UINT64_MAX, "BAT"});
-    used.push_back({g_.metadata_offset, g_.metadata_offset + g_.metadata_length, UINT64_MAX, "metadata region"});
-    uint64_t allocated = 0, end = alloc_end_;
-    auto add_block = [&](uint64_t idx, uint64_t host, uint64_t len, const char* kind) {
-        if (host < kHeaderSectionSize || !util::range_within(host, len, file_size_)) {
+    }
+    // Past the message cap problems are counted, not formatted.
+    template <class Make>
+    void report(Make&& make) {
+        ++r.corruptions;
+        if (r.messages.size() < max_check_messages) r.messages.push_back(make());
+        else ++r.messages_dropped;
+    }
+    // Reset an entry that cannot be used: the block reads as zeros (it could not be read before).
+    void fix(uint64_t idx, uint64_t value) {
+        if (!repair) return;
+        d.bat_[idx] = value;
+        d.mark_bat(idx);
+        ++r.corruptions_fixed;
+    }
+    bool add_block(uint64_t idx, uint64_t host, uint64_t len, const char* kind) {
+        if (host < kHeaderSectionSize || !util::range_within(host, len, d.file_size_)) {
             report([&] {
-                return name_of({host, host + len, idx, kind}) + " lies outside the file (size " + hex(file_size_) + ")";
+                return name_of({host, host + len, idx, kind}) + " lies outside the file (size " + hex(d.file_size_) +
+                       ")";
             });
             fix(idx, 0);
             return false;
         }
         used.push_back({host, host + len, idx, kind});
         return true;
-    };
-    for (uint64_t idx = 0; idx < bat_.size(); ++idx) {
-        uint64_t e = bat_[idx];
-        uint8_t st = e & kBatStateMask;
-        bool is_bitmap = (idx + 1) % (g_.chunk_ratio + 1) == 0;
+    }
+    void entry(uint64_t idx) {
+        uint64_t e = d.bat_[idx];
         if (e & 0xffff8) {
             report([&] { return "BAT entry " + std::to_string(idx) + " has reserved bits set: " + hex(e); });
             e &= ~uint64_t(0xffff8);
             fix(idx, e);
         }
-        if (is_bitmap) {
+        const uint8_t st = e & kBatStateMask;
+        if ((idx + 1) % (d.g_.chunk_ratio + 1) == 0) {  // a sector bitmap entry
             if (st == kSbPresent) {
                 add_block(idx, host_of(e), kSectorBitmapBlockSize, "sector bitmap");
             } else if (st != kSbNotPresent) {
@@ -636,19 +614,19 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
                 });
                 fix(idx, 0);
             }
-            continue;
+            return;
         }
         switch (st) {
             case kPayloadFullyPresent:
             case kPayloadPartiallyPresent:
-                if (st == kPayloadPartiallyPresent && !g_.has_parent) {
+                if (st == kPayloadPartiallyPresent && !d.g_.has_parent) {
                     // Only the bitmap could say which sectors are valid, and without a parent there is none.
                     report(
                         [&] { return "BAT entry " + std::to_string(idx) + " is PARTIALLY_PRESENT without a parent"; });
                     e = host_of(e) | kPayloadFullyPresent;
                     fix(idx, e);
                 }
-                if (add_block(idx, host_of(e), g_.block_size, "payload block")) ++allocated;
+                if (add_block(idx, host_of(e), d.g_.block_size, "payload block")) ++allocated;
                 break;
             case kPayloadNotPresent:
             case kPayloadUndefined:
@@ -661,21 +639,41 @@ Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
                 fix(idx, 0);
         }
     }
-    if (repair && pending_pages()) {
+    void report_overlaps() {
+        std::stable_sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+        size_t reach = 0;
+        for (size_t i = 1; i < used.size(); ++i) {
+            if (used[i].start < used[reach].end)
+                report([&] { return name_of(used[i]) + " overlaps " + name_of(used[reach]); });
+            if (used[i].end > used[reach].end) reach = i;
+        }
+    }
+};
+
+// With a repair mode on a writable device, BAT entries that cannot be valid (past the end of the file,
+// invalid states, reserved bits) are reset so the rest of the image stays usable.
+Result<CheckResult> VhdxDevice::do_check(RepairMode mode) {
+    Checker c{*this, mode == RepairMode::all && !read_only(), {}, {}};
+    if (overlay_)
+        c.report([] { return std::string("log has not been replayed (open the image read-write to replay it)"); });
+    VDISK_ASSIGN(Charge used_charge,
+                 Charge::make(budget(), (bat_.size() + 4) * sizeof(Checker::Range), "check: block list"));
+    VDISK_TRY(budget()->work(bat_.size(), "check: BAT"));
+    c.used.push_back({0, kHeaderSectionSize, UINT64_MAX, "header section"});
+    c.used.push_back(
+        {hdr_.h.log_offset.value(), hdr_.h.log_offset.value() + hdr_.h.log_length.value(), UINT64_MAX, "log"});
+    c.used.push_back({g_.bat_offset, g_.bat_offset + g_.bat_length, UINT64_MAX, "BAT"});
+    c.used.push_back({g_.metadata_offset, g_.metadata_offset + g_.metadata_length, UINT64_MAX, "metadata region"});
+    for (uint64_t idx = 0; idx < bat_.size(); ++idx) c.entry(idx);
+    if (c.repair && pending_pages()) {
         VDISK_TRY(begin_write());
         VDISK_TRY(do_flush());
     }
-    std::stable_sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
-    size_t reach = 0;
-    for (size_t i = 1; i < used.size(); ++i) {
-        if (used[i].start < used[reach].end)
-            report([&] { return name_of(used[i]) + " overlaps " + name_of(used[reach]); });
-        if (used[i].end > used[reach].end) reach = i;
-    }
-    r.image_end_offset = end;
-    r.total_clusters = g_.data_blocks;
-    r.allocated_clusters = allocated;
-    return r;
+    c.report_overlaps();
+    c.r.image_end_offset = alloc_end_;
+    c.r.total_clusters = g_.data_blocks;
+    c.r.allocated_clusters = c.allocated;
+    return std::move(c.r);
 }
 
 }  // namespace

@@ -86,6 +86,56 @@ struct Region {
     bool found = false;
 };
 
+// One entry of a region table, `at` its file offset: the BAT and metadata regions are recorded in `bat` and
+// `meta`, others skipped unless required; `spans` are the regions seen so far, none may overlap.
+Status read_region_entry(const RegionTableEntry& e, uint64_t at, uint64_t file_size,
+                         std::vector<std::pair<uint64_t, uint64_t>>& spans, Region& bat, Region& meta) {
+    auto fail = [&](ErrorCode c, const std::string& what) {
+        return make_error(c, "region " + guid_text(e.guid) + what).at(at);
+    };
+    const uint64_t off = e.file_offset.value(), len = e.length.value();
+    Region* r = guid_eq(e.guid, kBatRegionGuid) ? &bat : guid_eq(e.guid, kMetadataRegionGuid) ? &meta : nullptr;
+    if (!r && (e.flags.value() & 1))
+        return make_error(ErrorCode::unsupported, "unknown required region " + guid_text(e.guid)).at(at);
+    if (!r) return ok();
+    if (r->found) return fail(ErrorCode::corrupt, " listed twice");
+    if (off < kHeaderSectionSize || off % kRegionAlignment || len == 0 || len % kRegionAlignment)
+        return fail(ErrorCode::corrupt,
+                    " at " + hex(off) + " length " + hex(len) + " is not 1 MiB aligned past the header section");
+    if (!util::range_within(off, len, file_size))
+        return fail(ErrorCode::corrupt,
+                    " [" + hex(off) + ", +" + hex(len) + ") extends past end of file (" + hex(file_size) + ")");
+    for (auto& s : spans)
+        if (off < s.first + s.second && s.first < off + len)
+            return make_error(ErrorCode::corrupt, "region at " + hex(off) + " overlaps another region").at(at);
+    spans.emplace_back(off, len);
+    *r = Region{off, len, true};
+    return ok();
+}
+
+// A region table whose signature and checksum are valid, read at `table`.
+Status read_region_table(const std::vector<uint8_t>& buf, uint64_t table, uint64_t file_size, Region& bat,
+                         Region& meta) {
+    RegionTableHeader h;
+    std::memcpy(&h, buf.data(), sizeof h);
+    const uint32_t count = h.entry_count.value();
+    if (count > kMaxRegionEntries)
+        return make_error(ErrorCode::corrupt, "region table entry count " + std::to_string(count) + " exceeds 2047")
+            .at(table);
+    bat = meta = Region{};
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (uint32_t i = 0; i < count; ++i) {
+        RegionTableEntry e;
+        const uint64_t at = sizeof(RegionTableHeader) + uint64_t(i) * sizeof e;
+        std::memcpy(&e, buf.data() + at, sizeof e);
+        VDISK_TRY(read_region_entry(e, table + at, file_size, spans, bat, meta));
+    }
+    if (!bat.found) return make_error(ErrorCode::corrupt, "region table has no BAT region").at(table);
+    if (!meta.found) return make_error(ErrorCode::corrupt, "region table has no metadata region").at(table);
+    return ok();
+}
+
+// The first region table with a valid signature and checksum is used.
 Status read_regions(File& f, uint64_t file_size, Region& bat, Region& meta) {
     std::vector<uint8_t> buf(kRegionTableSize);
     std::optional<Error> first_error;
@@ -93,51 +143,11 @@ Status read_regions(File& f, uint64_t file_size, Region& bat, Region& meta) {
         VDISK_TRY(read_zero_fill(f, table, buf));
         RegionTableHeader h;
         std::memcpy(&h, buf.data(), sizeof h);
-        if (h.signature.value() != kRegionSignature ||
-            crc_with_hole(buf, offsetof(RegionTableHeader, checksum)) != h.checksum.value()) {
-            if (!first_error)
-                first_error = make_error(ErrorCode::corrupt, "region table has a bad signature or CRC-32C").at(table);
-            continue;
-        }
-        uint32_t count = h.entry_count.value();
-        if (count > kMaxRegionEntries)
-            return make_error(ErrorCode::corrupt, "region table entry count " + std::to_string(count) + " exceeds 2047")
-                .at(table);
-        bat = meta = Region{};
-        std::vector<std::pair<uint64_t, uint64_t>> spans;
-        for (uint32_t i = 0; i < count; ++i) {
-            RegionTableEntry e;
-            uint64_t at = sizeof(RegionTableHeader) + uint64_t(i) * sizeof e;
-            std::memcpy(&e, buf.data() + at, sizeof e);
-            uint64_t off = e.file_offset.value(), len = e.length.value();
-            Region* r = guid_eq(e.guid, kBatRegionGuid) ? &bat : guid_eq(e.guid, kMetadataRegionGuid) ? &meta : nullptr;
-            if (!r) {
-                if (e.flags.value() & 1)
-                    return make_error(ErrorCode::unsupported, "unknown required region " + guid_text(e.guid))
-                        .at(table + at);
-                continue;
-            }
-            if (r->found)
-                return make_error(ErrorCode::corrupt, "region " + guid_text(e.guid) + " listed twice").at(table + at);
-            if (off < kHeaderSectionSize || off % kRegionAlignment || len == 0 || len % kRegionAlignment)
-                return make_error(ErrorCode::corrupt, "region " + guid_text(e.guid) + " at " + hex(off) + " length " +
-                                                          hex(len) + " is not 1 MiB aligned past the header section")
-                    .at(table + at);
-            if (!util::range_within(off, len, file_size))
-                return make_error(ErrorCode::corrupt, "region " + guid_text(e.guid) + " [" + hex(off) + ", +" +
-                                                          hex(len) + ") extends past end of file (" + hex(file_size) +
-                                                          ")")
-                    .at(table + at);
-            for (auto& s : spans)
-                if (off < s.first + s.second && s.first < off + len)
-                    return make_error(ErrorCode::corrupt, "region at " + hex(off) + " overlaps another region")
-                        .at(table + at);
-            spans.emplace_back(off, len);
-            *r = Region{off, len, true};
-        }
-        if (!bat.found) return make_error(ErrorCode::corrupt, "region table has no BAT region").at(table);
-        if (!meta.found) return make_error(ErrorCode::corrupt, "region table has no metadata region").at(table);
-        return ok();
+        if (h.signature.value() == kRegionSignature &&
+            crc_with_hole(buf, offsetof(RegionTableHeader, checksum)) == h.checksum.value())
+            return read_region_table(buf, table, file_size, bat, meta);
+        if (!first_error)
+            first_error = make_error(ErrorCode::corrupt, "region table has a bad signature or CRC-32C").at(table);
     }
     return std::move(*first_error);
 }
@@ -154,19 +164,18 @@ bool utf16_key_is(const uint8_t* p, size_t bytes, std::string_view key) {
 // bounded by five values of at most 64 KiB however many entries the locator lists; every entry counts as
 // work all the same.
 Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geometry& g, Budget& budget) {
+    auto corrupt = [&](const std::string& what) {
+        return make_error(ErrorCode::corrupt, "parent locator " + what).at(at);
+    };
     if (item.size() < sizeof(ParentLocatorHeader))
-        return make_error(ErrorCode::corrupt,
-                          "parent locator of " + std::to_string(item.size()) + " bytes is too short")
-            .at(at);
+        return corrupt("of " + std::to_string(item.size()) + " bytes is too short");
     ParentLocatorHeader h;
     std::memcpy(&h, item.data(), sizeof h);
     if (!guid_eq(h.locator_type, kVhdxParentLocatorType))
         return make_error(ErrorCode::unsupported, "parent locator type " + guid_text(h.locator_type)).at(at);
     uint64_t count = h.key_value_count.value();
     if (sizeof(ParentLocatorHeader) + count * sizeof(ParentLocatorEntry) > item.size())
-        return make_error(ErrorCode::corrupt,
-                          "parent locator key/value count " + std::to_string(count) + " overruns the item")
-            .at(at);
+        return corrupt("key/value count " + std::to_string(count) + " overruns the item");
     VDISK_TRY(budget.work(count, "VHDX parent locator"));
     static constexpr std::string_view kKeys[] = {"parent_linkage", "parent_linkage2", "relative_path", "volume_path",
                                                  "absolute_win32_path"};
@@ -179,14 +188,10 @@ Status parse_parent_locator(const std::vector<uint8_t>& item, uint64_t at, Geome
         uint64_t ko = e.key_offset.value(), vo = e.value_offset.value();
         uint64_t kl = e.key_length.value(), vl = e.value_length.value();
         if (!util::range_within(ko, kl, item.size()) || !util::range_within(vo, vl, item.size()))
-            return make_error(ErrorCode::corrupt,
-                              "parent locator entry " + std::to_string(i) + " points outside the item")
-                .at(at);
+            return corrupt("entry " + std::to_string(i) + " points outside the item");
         for (size_t k = 0; k < 5; ++k) {
             if (!utf16_key_is(item.data() + ko, kl, kKeys[k])) continue;
-            if (seen[k])
-                return make_error(ErrorCode::corrupt, "parent locator lists '" + std::string(kKeys[k]) + "' twice")
-                    .at(at);
+            if (seen[k]) return corrupt("lists '" + std::string(kKeys[k]) + "' twice");
             seen[k] = true;
             VDISK_TRY(budget.work(vl / 2, "VHDX parent locator"));
             // Length-delimited: a NUL inside is kept as it is.
@@ -332,6 +337,56 @@ Status read_metadata(File& f, const Region& meta, Geometry& g, Budget& budget) {
     return finish_metadata(meta, seen, g, budget);
 }
 
+// 2.5: payload and sector bitmap entries interleave, one bitmap entry after every chunk_ratio blocks; a
+// differencing image has one after every chunk, the last one included.
+void set_bat_layout(Geometry& g) {
+    g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
+    g.data_blocks = util::div_round_up(g.virtual_size, g.block_size);
+    g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
+    g.bat_entries = g.has_parent ? g.bitmap_blocks * (g.chunk_ratio + 1)
+                                 : g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
+}
+
+// 2.3.3: a log holding entries is replayed into the file, then recorded empty by clearing LogGuid in both
+// headers (read-write), or applied in memory through an overlay of the file (read-only).
+Status open_log(DeviceState& st, uint64_t& file_size, const OpenContext& ctx) {
+    VDISK_ASSIGN(LogReplay log, read_log(*st.file, st.hdr.h, file_size, ctx.limits(), ctx.budget()));
+    // Our own entries continue the sequence of the log found here.
+    if (log.entries) st.log_sequence = log.head_sequence + 1;
+    if (!st.read_only) {
+        if (!log.writes.empty() || log.last_file_offset > file_size) VDISK_TRY(replay_into(*st.file, log, file_size));
+        st.hdr.h.log_guid = Guid{};
+        VDISK_TRY(write_headers(*st.file, st.hdr.h, st.hdr.slot));
+        VDISK_ASSIGN(file_size, st.file->size());
+    } else if (log.entries) {
+        VDISK_ASSIGN(st.file, make_overlay(std::move(st.file), std::move(log), file_size, ctx.budget()));
+        st.overlay = true;
+        VDISK_ASSIGN(file_size, st.file->size());
+    }
+    return ok();
+}
+
+// The BAT, as the geometry lays it out, decoded in place: it is held once.
+Result<std::vector<uint64_t>> read_bat(File& file, Geometry& g, const OpenContext& ctx) {
+    set_bat_layout(g);
+    uint64_t bat_bytes = g.bat_entries * 8;  // <= 2^26 * 8 for 64 TiB / 1 MiB blocks: no overflow
+    if (bat_bytes > g.bat_length)
+        return make_error(ErrorCode::corrupt, "BAT region of " + hex(g.bat_length) + " bytes cannot hold " +
+                                                  std::to_string(g.bat_entries) + " entries")
+            .at(g.bat_offset);
+    if (bat_bytes > ctx.limits().max_metadata_bytes)
+        return make_error(ErrorCode::limit_exceeded, "BAT of " + hex(bat_bytes) + " bytes exceeds the metadata limit")
+            .at(g.bat_offset);
+    VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), bat_bytes, "VHDX BAT"));
+    VDISK_TRY(ctx.budget()->work(g.bat_entries, "VHDX BAT"));
+    std::vector<uint64_t> entries(static_cast<size_t>(g.bat_entries));
+    auto* raw = reinterpret_cast<uint8_t*>(entries.data());
+    VDISK_TRY(read_exact(file, g.bat_offset, std::span<uint8_t>(raw, bat_bytes), "VHDX BAT"));
+    for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw + i * 8);
+    bat_charge.keep();
+    return entries;
+}
+
 class VhdxFormat final : public Format {
 public:
     std::string_view name() const noexcept override { return "vhdx"; }
@@ -347,69 +402,21 @@ public:
         VDISK_TRY(read_zero_fill(*file, kFileIdOffset, sig));
         if (std::memcmp(sig, kFileSignature, 8) != 0)
             return make_error(ErrorCode::invalid_format, "file type identifier is not 'vhdxfile'").at(0);
-        VDISK_ASSIGN(ActiveHeader hdr, read_headers(*file));
-        const bool rw = ctx.options().read_write;
-
-        bool overlay = false;
-        uint64_t log_sequence = 1;
-        if (!guid_is_zero(hdr.h.log_guid)) {
-            VDISK_ASSIGN(LogReplay log, read_log(*file, hdr.h, file_size, ctx.limits(), ctx.budget()));
-            // Our own entries continue the sequence of the log found here.
-            if (log.entries) log_sequence = log.head_sequence + 1;
-            if (rw) {
-                // 2.3.3: replay, then record that the log is empty by clearing LogGuid in both headers.
-                if (!log.writes.empty() || log.last_file_offset > file_size)
-                    VDISK_TRY(replay_into(*file, log, file_size));
-                hdr.h.log_guid = Guid{};
-                VDISK_TRY(write_headers(*file, hdr.h, hdr.slot));
-                VDISK_ASSIGN(file_size, file->size());
-            } else if (log.entries) {
-                VDISK_ASSIGN(file, make_overlay(std::move(file), std::move(log), file_size, ctx.budget()));
-                overlay = true;
-                VDISK_ASSIGN(file_size, file->size());
-            }
-        }
-
+        DeviceState st;
+        st.file = std::move(file);
+        st.read_only = !ctx.options().read_write;
+        VDISK_ASSIGN(st.hdr, read_headers(*st.file));
+        if (!guid_is_zero(st.hdr.h.log_guid)) VDISK_TRY(open_log(st, file_size, ctx));
         Region bat, meta;
-        VDISK_TRY(read_regions(*file, file_size, bat, meta));
-        Geometry g;
-        g.bat_offset = bat.offset;
-        g.bat_length = bat.length;
-        g.metadata_offset = meta.offset;
-        g.metadata_length = meta.length;
-        VDISK_TRY(read_metadata(*file, meta, g, *ctx.budget()));
-
-        // 2.5: payload and sector bitmap entries interleave, one bitmap entry after every chunk_ratio blocks.
-        g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
-        g.data_blocks = util::div_round_up(g.virtual_size, g.block_size);
-        g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
-        g.bat_entries = g.has_parent ? g.bitmap_blocks * (g.chunk_ratio + 1)
-                                     : g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
-        uint64_t bat_bytes = g.bat_entries * 8;  // <= 2^26 * 8 for 64 TiB / 1 MiB blocks: no overflow
-        if (bat_bytes > g.bat_length)
-            return make_error(ErrorCode::corrupt, "BAT region of " + hex(g.bat_length) + " bytes cannot hold " +
-                                                      std::to_string(g.bat_entries) + " entries")
-                .at(g.bat_offset);
-        if (bat_bytes > ctx.limits().max_metadata_bytes)
-            return make_error(ErrorCode::limit_exceeded,
-                              "BAT of " + hex(bat_bytes) + " bytes exceeds the metadata limit")
-                .at(g.bat_offset);
-        // Decoded in place: the BAT is held once.
-        VDISK_ASSIGN(Charge bat_charge, Charge::make(ctx.budget(), bat_bytes, "VHDX BAT"));
-        VDISK_TRY(ctx.budget()->work(g.bat_entries, "VHDX BAT"));
-        std::vector<uint64_t> entries(static_cast<size_t>(g.bat_entries));
-        auto* raw = reinterpret_cast<uint8_t*>(entries.data());
-        VDISK_TRY(read_exact(*file, g.bat_offset, std::span<uint8_t>(raw, bat_bytes), "VHDX BAT"));
-        for (size_t i = 0; i < entries.size(); ++i) entries[i] = util::load_le<uint64_t>(raw + i * 8);
-        bat_charge.keep();
+        VDISK_TRY(read_regions(*st.file, file_size, bat, meta));
+        st.geo.bat_offset = bat.offset;
+        st.geo.bat_length = bat.length;
+        st.geo.metadata_offset = meta.offset;
+        st.geo.metadata_length = meta.length;
+        VDISK_TRY(read_metadata(*st.file, meta, st.geo, *ctx.budget()));
         // Per-entry validation happens on access (and in check): one bad entry should not hide the rest.
-        return make_device({.file = std::move(file),
-                            .overlay = overlay,
-                            .hdr = hdr,
-                            .geo = std::move(g),
-                            .bat = std::move(entries),
-                            .read_only = !rw,
-                            .log_sequence = log_sequence});
+        VDISK_ASSIGN(st.bat, read_bat(*st.file, st.geo, ctx));
+        return make_device(std::move(st));
     }
 
     std::span<const OptionSpec> create_options() const noexcept override;
@@ -526,18 +533,24 @@ void put_meta_entry(std::vector<uint8_t>& region, int i, const Guid& id, uint32_
     std::memcpy(region.data() + sizeof(MetadataTableHeader) + i * sizeof e, &e, sizeof e);
 }
 
-// Header section, log, metadata region, BAT region (1 MiB multiples), then whole payload blocks: a dynamic
-// image gets one per block holding data, a fixed one all of them.
-Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const MeasureSource& src) const {
+// subformat: whether the image is fixed.
+Result<bool> fixed_option(const CreateOptions& opts) {
     std::string sub = opts.get("subformat").value_or("dynamic");
     if (sub != "dynamic" && sub != "fixed")
         return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
-    VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
-    VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
-    uint64_t size = src.virtual_size;
+    return sub == "fixed";
+}
+
+// The virtual size (a multiple of `sector`, rounded up to 512 bytes), block size (0: by the size, in the
+// classes qemu-img uses so images match block for block) and log size of an image to be made.
+Status check_sizes(uint64_t& size, uint64_t sector, uint64_t& block_size, uint64_t log_size) {
     if (size == 0 || size > kMaxVirtualSize)
         return make_error(ErrorCode::invalid_argument,
                           "VHDX virtual size " + std::to_string(size) + " must be between 1 byte and 64 TiB");
+    if (size % sector)
+        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
+                                                           " is not a multiple of the logical sector size " +
+                                                           std::to_string(sector));
     size = *util::align_up(size, 512);
     if (block_size == 0)
         block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
@@ -547,19 +560,31 @@ Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const Measu
     if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
         return make_error(ErrorCode::invalid_argument,
                           "log_size " + std::to_string(log_size) + " must be a multiple of 1 MiB below 4 GiB");
+    return ok();
+}
+
+// Header section, log, metadata region, BAT region (1 MiB multiples), then whole payload blocks: a dynamic
+// image gets one per block holding data, a fixed one all of them.
+Result<MeasureResult> VhdxFormat::measure(const CreateOptions& opts, const MeasureSource& src) const {
+    VDISK_ASSIGN(bool fixed, fixed_option(opts));
+    VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
+    VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
+    Geometry g;
+    g.virtual_size = src.virtual_size;
+    VDISK_TRY(check_sizes(g.virtual_size, 1, block_size, log_size));  // any size: measure rounds it up
     VDISK_ASSIGN(uint64_t lss, opts.get_size("logical_sector_size", 512));
     if (lss != 512 && lss != 4096) return make_error(ErrorCode::invalid_argument, "sector sizes must be 512 or 4096");
-    const uint64_t chunk_ratio = (kChunkRatioNumerator * lss) / block_size;
-    const uint64_t data_blocks = util::div_round_up(size, block_size);
-    const uint64_t bat_entries = data_blocks + (data_blocks - 1) / chunk_ratio;
-    const uint64_t data_start = kHeaderSectionSize + log_size + 1 * MiB + *util::align_up(bat_entries * 8, MiB);
+    g.block_size = static_cast<uint32_t>(block_size);
+    g.logical_sector = static_cast<uint32_t>(lss);
+    set_bat_layout(g);
+    const uint64_t data_start = kHeaderSectionSize + log_size + 1 * MiB + *util::align_up(g.bat_entries * 8, MiB);
     uint64_t used = 0;
     if (src.has_image) {
         VDISK_ASSIGN(used, src.data_units(block_size));
     }
     MeasureResult r;
-    r.fully_allocated = data_start + data_blocks * block_size;
-    r.required = sub == "fixed" ? r.fully_allocated : data_start + used * block_size;
+    r.fully_allocated = data_start + g.data_blocks * block_size;
+    r.required = fixed ? r.fully_allocated : data_start + used * block_size;
     return r;
 }
 
@@ -568,108 +593,83 @@ struct CreatePlan {
     bool fixed = false;
     bool state_zero = true;
     uint64_t log_size = 0;
-    uint64_t log_offset = 0;
+    uint64_t log_offset = kHeaderSectionSize;
     uint64_t data_start = 0;
     Geometry g;
     std::vector<uint8_t> locator;  // a differencing image's parent locator item
 };
 
+// A differencing image: its parent must be a VHDX (opened alone, for its DataWriteGuid and geometry), whose
+// logical sector size the child takes; the physical sector and block sizes default to the parent's.
+Status plan_parent(const Format& self, const std::string& backing, const CreateOptions& opts, const OpenContext& ctx,
+                   CreatePlan& p, uint64_t& lss, uint64_t& pss, uint64_t& block_size) {
+    if (auto bf = opts.get("backing_fmt"); bf && *bf != "vhdx")
+        return make_error(ErrorCode::invalid_argument,
+                          "a differencing VHDX's parent must be a VHDX, not " + *bf +
+                              " (vdisk does not create cross-format chains; convert the parent to vhdx first)");
+    if (p.fixed) return make_error(ErrorCode::invalid_argument, "a differencing VHDX cannot be subformat=fixed");
+    util::ParentNames names = util::parent_names(ctx.image_name(), backing);
+    VDISK_ASSIGN(auto pf, ctx.open_related(backing, Access::read_only, "backing file"));
+    OpenOptions po;
+    po.no_backing = true;
+    OpenContext pctx(ctx.fs(), names.resolved, po);
+    auto pd = self.open(std::move(pf), pctx);
+    if (!pd)
+        return make_error(ErrorCode::invalid_argument, "backing file '" + backing + "' is not a usable VHDX (" +
+                                                           pd.error().message +
+                                                           "); a differencing VHDX's parent must be a VHDX");
+    const Geometry& parent = *device_geometry(**pd);
+    // The child addresses the parent's sectors: its logical sector size is the parent's.
+    if (opts.get("logical_sector_size") && lss != parent.logical_sector)
+        return make_error(ErrorCode::invalid_argument, "logical_sector_size " + std::to_string(lss) +
+                                                           " differs from the parent's " +
+                                                           std::to_string(parent.logical_sector));
+    lss = parent.logical_sector;
+    if (!opts.get("physical_sector_size")) pss = parent.physical_sector;
+    if (!opts.get("block_size")) block_size = parent.block_size;
+    auto kv = locator_values(device_header(**pd)->data_write_guid, names);
+    p.locator = parent_locator_item(kv);
+    p.g.has_parent = true;
+    p.g.relative_path = names.relative.empty() ? "" : win_path(names.relative, true);
+    std::replace(p.g.relative_path.begin(), p.g.relative_path.end(), '\\', '/');
+    p.g.absolute_win32_path = names.absolute;
+    p.g.parent_linkage = kv[0].second;
+    return ok();
+}
+
 Result<CreatePlan> plan_create(const Format& self, const CreateOptions& opts, const OpenContext& ctx) {
-    std::string sub = opts.get("subformat").value_or("dynamic");
-    if (sub != "dynamic" && sub != "fixed")
-        return make_error(ErrorCode::invalid_argument, "subformat must be dynamic or fixed, not '" + sub + "'");
-    const bool fixed = sub == "fixed";
+    CreatePlan p;
+    VDISK_ASSIGN(p.fixed, fixed_option(opts));
     VDISK_ASSIGN(uint64_t block_size, opts.get_size("block_size", 0));
-    VDISK_ASSIGN(uint64_t log_size, opts.get_size("log_size", 1 * MiB));
-    VDISK_ASSIGN(bool state_zero, opts.get_bool("block_state_zero", true));
+    VDISK_ASSIGN(p.log_size, opts.get_size("log_size", 1 * MiB));
+    VDISK_ASSIGN(p.state_zero, opts.get_bool("block_state_zero", true));
     VDISK_ASSIGN(uint64_t lss, opts.get_size("logical_sector_size", 512));
     VDISK_ASSIGN(uint64_t pss, opts.get_size("physical_sector_size", lss));
     if ((lss != 512 && lss != 4096) || (pss != 512 && pss != 4096))
         return make_error(ErrorCode::invalid_argument, "sector sizes must be 512 or 4096");
-    // A differencing image: its parent must be a VHDX (opened alone, for its DataWriteGuid and geometry).
-    std::vector<uint8_t> locator;
-    std::optional<Geometry> parent;
-    if (auto backing = opts.get("backing_file")) {
-        if (auto bf = opts.get("backing_fmt"); bf && *bf != "vhdx")
-            return make_error(ErrorCode::invalid_argument,
-                              "a differencing VHDX's parent must be a VHDX, not " + *bf +
-                                  " (vdisk does not create cross-format chains; convert the parent to vhdx first)");
-        if (fixed) return make_error(ErrorCode::invalid_argument, "a differencing VHDX cannot be subformat=fixed");
-        util::ParentNames names = util::parent_names(ctx.image_name(), *backing);
-        VDISK_ASSIGN(auto pf, ctx.open_related(*backing, Access::read_only, "backing file"));
-        OpenOptions po;
-        po.no_backing = true;
-        OpenContext pctx(ctx.fs(), names.resolved, po);
-        auto pd = self.open(std::move(pf), pctx);
-        if (!pd)
-            return make_error(ErrorCode::invalid_argument, "backing file '" + *backing + "' is not a usable VHDX (" +
-                                                               pd.error().message +
-                                                               "); a differencing VHDX's parent must be a VHDX");
-        parent = *device_geometry(**pd);
-        // The child addresses the parent's sectors: its logical sector size is the parent's.
-        if (opts.get("logical_sector_size") && lss != parent->logical_sector)
-            return make_error(ErrorCode::invalid_argument, "logical_sector_size " + std::to_string(lss) +
-                                                               " differs from the parent's " +
-                                                               std::to_string(parent->logical_sector));
-        lss = parent->logical_sector;
-        if (!opts.get("physical_sector_size")) pss = parent->physical_sector;
-        if (!opts.get("block_size")) block_size = parent->block_size;
-        auto kv = locator_values(device_header(**pd)->data_write_guid, names);
-        locator = parent_locator_item(kv);
-        parent->relative_path = names.relative.empty() ? "" : win_path(names.relative, true);
-        parent->absolute_win32_path = names.absolute;
-        parent->parent_linkage = kv[0].second;
-        std::replace(parent->relative_path.begin(), parent->relative_path.end(), '\\', '/');
-    }
-    uint64_t size = *opts.size;
-    if (size == 0 || size > kMaxVirtualSize)
-        return make_error(ErrorCode::invalid_argument,
-                          "VHDX virtual size " + std::to_string(size) + " must be between 1 byte and 64 TiB");
-    if (size % lss)
-        return make_error(ErrorCode::invalid_argument, "VHDX virtual size " + std::to_string(size) +
-                                                           " is not a multiple of the logical sector size " +
-                                                           std::to_string(lss));
-    size = *util::align_up(size, 512);
-    if (block_size == 0)  // the same size classes qemu-img uses, so images match block for block
-        block_size = size > 32 * TiB ? 64 * MiB : size > 100 * GiB ? 32 * MiB : size > 1 * GiB ? 16 * MiB : 8 * MiB;
-    if (!util::is_pow2(block_size) || block_size < kMinBlockSize || block_size > kMaxBlockSize)
-        return make_error(ErrorCode::invalid_argument,
-                          "block_size " + std::to_string(block_size) + " must be a power of two in 1 MiB..256 MiB");
-    if (log_size < 1 * MiB || log_size % MiB || log_size > 4 * GiB - MiB)
-        return make_error(ErrorCode::invalid_argument,
-                          "log_size " + std::to_string(log_size) + " must be a multiple of 1 MiB below 4 GiB");
-    Geometry g;
-    g.virtual_size = size;
+    if (auto backing = opts.get("backing_file"))
+        VDISK_TRY(plan_parent(self, *backing, opts, ctx, p, lss, pss, block_size));
+    Geometry& g = p.g;
+    g.virtual_size = *opts.size;
+    VDISK_TRY(check_sizes(g.virtual_size, lss, block_size, p.log_size));
     g.block_size = static_cast<uint32_t>(block_size);
     g.logical_sector = static_cast<uint32_t>(lss);
     g.physical_sector = static_cast<uint32_t>(pss);
-    g.leave_allocated = fixed;
+    g.leave_allocated = p.fixed;
     g.page83 = random_guid();
     if (auto u = opts.get("uuid"); u && !util::parse_uuid(*u, g.page83.b, true))
         return make_error(ErrorCode::invalid_argument, "uuid '" + *u + "' is not a UUID");
-    g.chunk_ratio = (kChunkRatioNumerator * g.logical_sector) / g.block_size;
-    g.data_blocks = util::div_round_up(size, block_size);
-    g.bitmap_blocks = util::div_round_up(g.data_blocks, g.chunk_ratio);
-    g.bat_entries = g.data_blocks + (g.data_blocks - 1) / g.chunk_ratio;
-    if (parent) {
-        // 2.5: a differencing image has a sector bitmap entry after every chunk, the last one included.
-        g.has_parent = true;
-        g.bat_entries = g.bitmap_blocks * (g.chunk_ratio + 1);
-        g.parent_linkage = parent->parent_linkage;
-        g.relative_path = parent->relative_path;
-        g.absolute_win32_path = parent->absolute_win32_path;
-    }
+    set_bat_layout(g);
     if (g.bat_entries * 8 > ctx.limits().max_metadata_bytes)
         return make_error(ErrorCode::limit_exceeded,
                           "BAT of " + std::to_string(g.bat_entries) + " entries exceeds the metadata limit");
-    const uint64_t log_offset = kHeaderSectionSize;
-    g.metadata_offset = log_offset + log_size;
+    g.metadata_offset = p.log_offset + p.log_size;
     g.metadata_length = 1 * MiB;
     g.size_item_offset = g.metadata_offset + kMetadataTableSize + 8;
     g.bat_offset = g.metadata_offset + g.metadata_length;
     g.bat_length = *util::align_up(g.bat_entries * 8, MiB);
-    const uint64_t data_start = g.bat_offset + g.bat_length;
-    return CreatePlan{fixed, state_zero, log_size, log_offset, data_start, std::move(g), std::move(locator)};
+    p.data_start = g.bat_offset + g.bat_length;
+    return p;
 }
 
 Status write_header_section(File& file, const Geometry& g) {
@@ -679,58 +679,52 @@ Status write_header_section(File& file, const Geometry& g) {
     const char* creator = "vdisk";
     for (size_t i = 0; creator[i]; ++i) buf[8 + 2 * i] = static_cast<uint8_t>(creator[i]);
     // Region tables (identical copies).
-    {
-        std::vector<uint8_t> rt(kRegionTableSize, 0);
-        RegionTableHeader h{};
-        h.signature = kRegionSignature;
-        h.entry_count = 2;
-        std::memcpy(rt.data(), &h, sizeof h);
-        RegionTableEntry e[2]{};
-        e[0].guid = kBatRegionGuid;
-        e[0].file_offset = g.bat_offset;
-        e[0].length = static_cast<uint32_t>(g.bat_length);
-        e[0].flags = 1;
-        e[1].guid = kMetadataRegionGuid;
-        e[1].file_offset = g.metadata_offset;
-        e[1].length = static_cast<uint32_t>(g.metadata_length);
-        e[1].flags = 1;
-        std::memcpy(rt.data() + sizeof h, e, sizeof e);
-        util::store_le<uint32_t>(rt.data() + offsetof(RegionTableHeader, checksum), util::crc32c(rt));
-        std::memcpy(buf.data() + kRegionTable1Offset, rt.data(), rt.size());
-        std::memcpy(buf.data() + kRegionTable2Offset, rt.data(), rt.size());
-    }
-    VDISK_TRY(file.write_at(0, buf));
-    return ok();
+    std::vector<uint8_t> rt(kRegionTableSize, 0);
+    RegionTableHeader h{};
+    h.signature = kRegionSignature;
+    h.entry_count = 2;
+    std::memcpy(rt.data(), &h, sizeof h);
+    RegionTableEntry e[2]{};
+    e[0].guid = kBatRegionGuid;
+    e[0].file_offset = g.bat_offset;
+    e[0].length = static_cast<uint32_t>(g.bat_length);
+    e[0].flags = 1;
+    e[1].guid = kMetadataRegionGuid;
+    e[1].file_offset = g.metadata_offset;
+    e[1].length = static_cast<uint32_t>(g.metadata_length);
+    e[1].flags = 1;
+    std::memcpy(rt.data() + sizeof h, e, sizeof e);
+    util::store_le<uint32_t>(rt.data() + offsetof(RegionTableHeader, checksum), util::crc32c(rt));
+    std::memcpy(buf.data() + kRegionTable1Offset, rt.data(), rt.size());
+    std::memcpy(buf.data() + kRegionTable2Offset, rt.data(), rt.size());
+    return file.write_at(0, buf);
 }
 
 Status write_metadata_region(File& file, const Geometry& g, bool fixed, const std::vector<uint8_t>& locator) {
     // Metadata region: the table, then the items from 64 KiB.
-    {
-        std::vector<uint8_t> m(static_cast<size_t>(g.metadata_length), 0);
-        MetadataTableHeader h{};
-        h.signature = kMetadataSignature;
-        h.entry_count = locator.empty() ? 5 : 6;
-        std::memcpy(m.data(), &h, sizeof h);
-        const uint32_t base = kMetadataTableSize;
-        put_meta_entry(m, 0, kFileParametersGuid, base, 8, kMetaIsRequired);
-        put_meta_entry(m, 1, kVirtualDiskSizeGuid, base + 8, 8, kMetaIsRequired | kMetaIsVirtualDisk);
-        put_meta_entry(m, 2, kPage83Guid, base + 16, 16, kMetaIsRequired | kMetaIsVirtualDisk);
-        put_meta_entry(m, 3, kLogicalSectorSizeGuid, base + 32, 4, kMetaIsRequired | kMetaIsVirtualDisk);
-        put_meta_entry(m, 4, kPhysicalSectorSizeGuid, base + 36, 4, kMetaIsRequired | kMetaIsVirtualDisk);
-        util::store_le<uint32_t>(m.data() + base, g.block_size);
-        util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : g.has_parent ? kHasParent : 0);
-        if (!locator.empty()) {
-            // Parent locator: required, not a property of the virtual disk (2.6.2.6).
-            put_meta_entry(m, 5, kParentLocatorGuid, base + 40, static_cast<uint32_t>(locator.size()), kMetaIsRequired);
-            std::memcpy(m.data() + base + 40, locator.data(), locator.size());
-        }
-        util::store_le<uint64_t>(m.data() + base + 8, g.virtual_size);
-        std::memcpy(m.data() + base + 16, g.page83.b, 16);
-        util::store_le<uint32_t>(m.data() + base + 32, g.logical_sector);
-        util::store_le<uint32_t>(m.data() + base + 36, g.physical_sector);
-        VDISK_TRY(file.write_at(g.metadata_offset, m));
+    std::vector<uint8_t> m(static_cast<size_t>(g.metadata_length), 0);
+    MetadataTableHeader h{};
+    h.signature = kMetadataSignature;
+    h.entry_count = locator.empty() ? 5 : 6;
+    std::memcpy(m.data(), &h, sizeof h);
+    const uint32_t base = kMetadataTableSize;
+    put_meta_entry(m, 0, kFileParametersGuid, base, 8, kMetaIsRequired);
+    put_meta_entry(m, 1, kVirtualDiskSizeGuid, base + 8, 8, kMetaIsRequired | kMetaIsVirtualDisk);
+    put_meta_entry(m, 2, kPage83Guid, base + 16, 16, kMetaIsRequired | kMetaIsVirtualDisk);
+    put_meta_entry(m, 3, kLogicalSectorSizeGuid, base + 32, 4, kMetaIsRequired | kMetaIsVirtualDisk);
+    put_meta_entry(m, 4, kPhysicalSectorSizeGuid, base + 36, 4, kMetaIsRequired | kMetaIsVirtualDisk);
+    util::store_le<uint32_t>(m.data() + base, g.block_size);
+    util::store_le<uint32_t>(m.data() + base + 4, fixed ? kLeaveBlocksAllocated : g.has_parent ? kHasParent : 0);
+    if (!locator.empty()) {
+        // Parent locator: required, not a property of the virtual disk (2.6.2.6).
+        put_meta_entry(m, 5, kParentLocatorGuid, base + 40, static_cast<uint32_t>(locator.size()), kMetaIsRequired);
+        std::memcpy(m.data() + base + 40, locator.data(), locator.size());
     }
-    return ok();
+    util::store_le<uint64_t>(m.data() + base + 8, g.virtual_size);
+    std::memcpy(m.data() + base + 16, g.page83.b, 16);
+    util::store_le<uint32_t>(m.data() + base + 32, g.logical_sector);
+    util::store_le<uint32_t>(m.data() + base + 36, g.physical_sector);
+    return file.write_at(g.metadata_offset, m);
 }
 
 Result<std::vector<uint64_t>> write_bat(File& file, const Geometry& g, bool fixed, bool state_zero,

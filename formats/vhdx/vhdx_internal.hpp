@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
@@ -16,16 +17,8 @@
 
 namespace vdisk::vhdx {
 
-inline bool guid_is_zero(const Guid& g) {
-    for (uint8_t b : g.b)
-        if (b) return false;
-    return true;
-}
-inline bool guid_eq(const Guid& a, const Guid& b) {
-    for (int i = 0; i < 16; ++i)
-        if (a.b[i] != b.b[i]) return false;
-    return true;
-}
+inline bool guid_eq(const Guid& a, const Guid& b) { return std::memcmp(a.b, b.b, sizeof a.b) == 0; }
+inline bool guid_is_zero(const Guid& g) { return guid_eq(g, Guid{}); }
 /// "{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}" in upper case, the form parent_linkage values use.
 std::string guid_text(const Guid& g);
 Guid random_guid();

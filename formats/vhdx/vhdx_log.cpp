@@ -141,6 +141,84 @@ private:
     bool budget_exhausted_ = false;
 };
 
+// The active sequence (2.3.2): of the sequences whose head's tail names one of their entries, the one with the
+// highest head sequence number, from that entry on; empty when there is none. `log_off` is where errors point.
+Result<std::vector<ParsedEntry>> find_active(LogScanner& sc, uint64_t log_len, uint64_t log_off) {
+    std::vector<ParsedEntry> best;
+    uint64_t pos = 0;
+    while (pos < log_len) {
+        auto first = sc.parse(pos);
+        if (!first) {
+            if (sc.limit_error()) return *sc.limit_error();
+            if (sc.budget_exhausted())
+                return make_error(ErrorCode::corrupt, "log scan gave up: too many invalid entries or descriptors")
+                    .at(log_off);
+            pos += kLogSectorSize;
+            continue;
+        }
+        // Follow entries with consecutive sequence numbers (2.3.2 "log sequence").
+        std::vector<ParsedEntry> seq;
+        std::vector<uint64_t> starts;
+        uint64_t at = pos, covered = 0;
+        std::optional<ParsedEntry> cur = std::move(first);
+        while (cur) {
+            covered += cur->length;
+            starts.push_back(at);
+            seq.push_back(std::move(*cur));
+            if (covered >= log_len) break;
+            at = (at + seq.back().length) % log_len;
+            cur = sc.parse(at);
+            if (cur && cur->sequence != seq.back().sequence + 1) cur.reset();
+        }
+        // Valid when the head's tail names an entry of the sequence; replay starts there.
+        const ParsedEntry& head = seq.back();
+        const auto tail = std::find(starts.begin(), starts.end(), head.tail);
+        if (tail != starts.end() && (best.empty() || head.sequence > best.back().sequence))
+            best.assign(std::make_move_iterator(seq.begin() + (tail - starts.begin())),
+                        std::make_move_iterator(seq.end()));
+        if (pos + covered >= log_len) break;
+        pos += std::max<uint64_t>(covered, kLogSectorSize);
+    }
+    return best;
+}
+
+// The writes of the active sequence, checked against the file they replay into.
+Result<LogReplay> make_replay(std::vector<ParsedEntry>& best, uint64_t file_size, uint64_t log_off,
+                              const std::shared_ptr<Budget>& budget) {
+    LogReplay r;
+    uint64_t bytes = 0;
+    for (auto& e : best)
+        for (auto& w : e.writes) bytes += sizeof(LogWrite) + w.data.size();
+    VDISK_ASSIGN(r.charge, Charge::make(budget, bytes, "VHDX log replay"));
+    r.flushed_file_offset = best.back().flushed;
+    r.last_file_offset = best.back().last;
+    r.head_sequence = best.back().sequence;
+    r.entries = static_cast<uint32_t>(best.size());
+    if (r.flushed_file_offset > file_size)
+        return make_error(ErrorCode::corrupt, "file is shorter (" + hex(file_size) +
+                                                  ") than the log's flushed file offset " + hex(r.flushed_file_offset))
+            .at(log_off);
+    // The log may grow the file (blocks allocated just before a crash), but not without bound: replay
+    // would otherwise turn a hostile LastFileOffset into terabytes of file.
+    if (r.last_file_offset > file_size && r.last_file_offset - file_size > kMaxLogGrowth)
+        return make_error(ErrorCode::corrupt, "log's last file offset " + hex(r.last_file_offset) +
+                                                  " is far past the end of the file (" + hex(file_size) + ")")
+            .at(log_off);
+    uint64_t limit = std::max(file_size, r.last_file_offset);
+    for (auto& e : best)
+        for (auto& w : e.writes) {
+            if (w.offset + w.length > limit)
+                return make_error(ErrorCode::corrupt, "log descriptor writes [" + hex(w.offset) + ", +" +
+                                                          hex(w.length) + ") past the file's last offset " + hex(limit))
+                    .at(log_off);
+            if (w.offset < kHeaderSectionSize)
+                return make_error(ErrorCode::corrupt, "log descriptor targets the header section at " + hex(w.offset))
+                    .at(log_off);
+            r.writes.push_back(std::move(w));
+        }
+    return r;
+}
+
 }  // namespace
 
 Status check_log_region(const Header& h, uint64_t file_size, uint64_t at) {
@@ -169,87 +247,12 @@ Result<LogReplay> read_log(File& file, const Header& header, uint64_t file_size,
     VDISK_ASSIGN(Charge log_charge, Charge::make(budget, log_len, "VHDX log"));
     std::vector<uint8_t> log(static_cast<size_t>(log_len));
     VDISK_TRY(read_exact(file, log_off, log, "VHDX log"));
-
     LogScanner sc(log, header.log_guid, budget, 8 * log_len + 16 * MiB);
-    std::vector<ParsedEntry> best;
-    uint64_t best_head = 0;
-    uint64_t pos = 0;
-    while (pos < log_len) {
-        auto first = sc.parse(pos);
-        if (!first) {
-            if (sc.limit_error()) return *sc.limit_error();
-            if (sc.budget_exhausted())
-                return make_error(ErrorCode::corrupt, "log scan gave up: too many invalid entries or descriptors")
-                    .at(log_off);
-            pos += kLogSectorSize;
-            continue;
-        }
-        // Follow entries with consecutive sequence numbers (2.3.2 "log sequence").
-        std::vector<ParsedEntry> seq;
-        std::vector<uint64_t> starts;
-        uint64_t at = pos, covered = 0;
-        std::optional<ParsedEntry> cur = std::move(first);
-        while (cur) {
-            covered += cur->length;
-            starts.push_back(at);
-            seq.push_back(std::move(*cur));
-            if (covered >= log_len) break;
-            at = (at + seq.back().length) % log_len;
-            cur = sc.parse(at);
-            if (cur && cur->sequence != seq.back().sequence + 1) cur.reset();
-        }
-        // Valid when the head's tail names an entry of the sequence; replay starts there.
-        const ParsedEntry& head = seq.back();
-        for (size_t i = 0; i < starts.size(); ++i) {
-            if (starts[i] != head.tail) continue;
-            if (best.empty() || head.sequence > best_head) {
-                best_head = head.sequence;
-                best.assign(std::make_move_iterator(seq.begin() + static_cast<std::ptrdiff_t>(i)),
-                            std::make_move_iterator(seq.end()));
-            }
-            break;
-        }
-        if (pos + covered >= log_len) break;
-        pos += std::max<uint64_t>(covered, kLogSectorSize);
-    }
-
-    LogReplay r;
-    if (best.empty()) return r;
+    VDISK_ASSIGN(std::vector<ParsedEntry> best, find_active(sc, log_len, log_off));
+    if (best.empty()) return LogReplay{};
     log = {};
     log_charge.reset();
-    {
-        uint64_t bytes = 0;
-        for (auto& e : best)
-            for (auto& w : e.writes) bytes += sizeof(LogWrite) + w.data.size();
-        VDISK_ASSIGN(r.charge, Charge::make(budget, bytes, "VHDX log replay"));
-    }
-    r.flushed_file_offset = best.back().flushed;
-    r.last_file_offset = best.back().last;
-    r.head_sequence = best.back().sequence;
-    r.entries = static_cast<uint32_t>(best.size());
-    if (r.flushed_file_offset > file_size)
-        return make_error(ErrorCode::corrupt, "file is shorter (" + hex(file_size) +
-                                                  ") than the log's flushed file offset " + hex(r.flushed_file_offset))
-            .at(log_off);
-    // The log may grow the file (blocks allocated just before a crash), but not without bound: replay
-    // would otherwise turn a hostile LastFileOffset into terabytes of file.
-    if (r.last_file_offset > file_size && r.last_file_offset - file_size > kMaxLogGrowth)
-        return make_error(ErrorCode::corrupt, "log's last file offset " + hex(r.last_file_offset) +
-                                                  " is far past the end of the file (" + hex(file_size) + ")")
-            .at(log_off);
-    uint64_t limit = std::max(file_size, r.last_file_offset);
-    for (auto& e : best)
-        for (auto& w : e.writes) {
-            if (w.offset + w.length > limit)
-                return make_error(ErrorCode::corrupt, "log descriptor writes [" + hex(w.offset) + ", +" +
-                                                          hex(w.length) + ") past the file's last offset " + hex(limit))
-                    .at(log_off);
-            if (w.offset < kHeaderSectionSize)
-                return make_error(ErrorCode::corrupt, "log descriptor targets the header section at " + hex(w.offset))
-                    .at(log_off);
-            r.writes.push_back(std::move(w));
-        }
-    return r;
+    return make_replay(best, file_size, log_off, budget);
 }
 
 Status replay_into(File& file, const LogReplay& log, uint64_t file_size) {
