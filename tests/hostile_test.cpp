@@ -185,7 +185,7 @@ TEST_CASE("backing chains that loop or go too deep are refused") {
     CHECK(run_tool("info " + sh_quote(t / "l12.qcow2"), t / "rss").status == 0);
 }
 
-TEST_CASE("untrusted mode refuses every external reference; path escapes are reported") {
+TEST_CASE("untrusted mode refuses every external reference - path escapes are reported") {
     if (!vt::need_qemu()) return;
     vt::TempDir t;
     std::filesystem::create_directory(t / "in");

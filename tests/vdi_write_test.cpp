@@ -63,7 +63,7 @@ TEST_CASE("create: > 4 GiB sparse dynamic image with data past 4 GiB") {
                       {}, false);
 }
 
-TEST_CASE("zero marking and discard write 0xfffffffe entries; freed slots are reused") {
+TEST_CASE("zero marking and discard write 0xfffffffe entries - freed slots are reused") {
     auto reg = make_reg();
     MemoryFileSystem fs;
     fs.add("a.vdi", small_image(4 * MiB, {{0, vt::bytes(2 * MiB, 0x44)}, {2 * MiB, vt::bytes(2 * MiB, 0x55)}}));
@@ -123,7 +123,7 @@ TEST_CASE("convert raw to vdi matches under qemu-img compare") {
     CHECK(le32(bytes, kAllocated) == 2);  // the zero megabyte was not written
 }
 
-TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slots; qemu-img reads and checks") {
+TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slots - qemu-img reads and checks") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;

@@ -384,7 +384,7 @@ TEST_CASE("log crash states: before the entry is flushed the old metadata, after
     }
 }
 
-TEST_CASE("log wraps within a session: entries straddle the end of the buffer; vdisk and qemu replay the newest") {
+TEST_CASE("log wraps within a session: entries straddle the end of the buffer - vdisk and qemu replay the newest") {
     // 200 GiB of 1 MiB blocks (sparse on the host). Each commit gathers one entry's worth of dirty BAT pages
     // (126, one descriptor sector): block k of page 0, which every commit rewrites, plus 125 pages of their
     // own. Entries are 127 sectors; in the 256-sector default log the third one wraps around the end.

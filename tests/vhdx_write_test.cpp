@@ -96,7 +96,7 @@ TEST_CASE("create: qemu's block size rule and info") {
     }
 }
 
-TEST_CASE("convert raw to vhdx matches under qemu-img compare; rewrite of a qemu image rotates GUIDs") {
+TEST_CASE("convert raw to vhdx matches under qemu-img compare - rewrite of a qemu image rotates GUIDs") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;

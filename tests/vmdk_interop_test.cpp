@@ -190,7 +190,7 @@ TEST_CASE("create: 5 GiB split images, data across the 2 GiB extent boundaries")
     create_write_compare("", 5 * GiB, w, false);
 }
 
-TEST_CASE("convert to streamOptimized with and without compression; qemu-img compares equal") {
+TEST_CASE("convert to streamOptimized with and without compression - qemu-img compares equal") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
@@ -529,7 +529,7 @@ TEST_CASE("monolithicSparse whose embedded descriptor names its extent \"\" (Fre
     CHECK(bad.error().code == ErrorCode::corrupt);
 }
 
-TEST_CASE("resize: a monolithicFlat VMDK grows and shrinks (qemu-img and vmdkinfo read it); sparse refused") {
+TEST_CASE("resize: a monolithicFlat VMDK grows and shrinks (qemu-img and vmdkinfo read it) - sparse refused") {
     if (!vt::need_qemu()) return;
     auto reg = make_reg();
     vt::TempDir tmp;
