@@ -16,8 +16,7 @@ constexpr uint64_t MiB = 1ull << 20;
 constexpr uint64_t GiB = 1ull << 30;
 
 // Footer / dynamic header field offsets (spec "Hard Disk Footer Format", "Dynamic Disk Header Format").
-constexpr size_t kFDataOffset = 16, kFCreator = 28, kFCurSize = 48, kFGeom = 56, kFType = 60, kFChecksum = 64,
-                 kFUuid = 68;
+constexpr size_t kFDataOffset = 16, kFCreator = 28, kFCurSize = 48, kFType = 60, kFChecksum = 64, kFUuid = 68;
 constexpr size_t kHTable = 16, kHMaxEntries = 28, kHBlockSize = 32, kHChecksum = 36, kHParentUuid = 40,
                  kHParentName = 64, kHLocators = 576;
 
