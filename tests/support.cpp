@@ -284,6 +284,21 @@ void expect_qemu_compare(const std::string& a, const std::string& b, const std::
     CHECK_MESSAGE(r.status == 0, "qemu-img compare " << a << " " << b << ": " << r.output);
 }
 
+void expect_qemu_reads_prefix(const std::string& path, const std::string& format, const std::vector<uint8_t>& prefix,
+                              uint64_t size, const std::string& tmpdir) {
+    const std::string ref = tmpdir + "/prefix-ref.raw";
+    {
+        std::ofstream out(ref, std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(prefix.data()), static_cast<std::streamsize>(prefix.size()));
+    }
+    std::filesystem::resize_file(ref, size);
+    expect_qemu_compare(ref, path, "raw", format);
+    auto info = run("qemu-img info --output=json -f " + format + " " + sh_quote(path));
+    CHECK_MESSAGE(info.output.find("\"virtual-size\": " + std::to_string(size) + ",") != std::string::npos,
+                  "virtual size is not " << size << ": " << info.output);
+    std::filesystem::remove(ref);
+}
+
 void expect_qemu_io_reads(const std::string& path, const std::string& qemu_format, const std::string& commands) {
     auto r = run("qemu-io -f " + qemu_format + " " + commands + " " + sh_quote(path));
     CHECK_MESSAGE((r.status == 0 && r.output.find("failed") == std::string::npos), r.output.substr(0, 2000));

@@ -100,6 +100,11 @@ void expect_qemu_compare(const std::string& a, const std::string& b, const std::
 /// pattern verification failed (CHECK).
 void expect_qemu_io_reads(const std::string& path, const std::string& qemu_format, const std::string& commands);
 
+/// qemu-img reads `path` as `prefix` followed by zeros, `size` bytes in all (qemu-img compare against a sparse
+/// raw file, and info's virtual size): checks a grown image without holding it in memory (CHECK).
+void expect_qemu_reads_prefix(const std::string& path, const std::string& format, const std::vector<uint8_t>& prefix,
+                              uint64_t size, const std::string& tmpdir);
+
 /// qemu-img's reading of an image as raw bytes (via qemu-img convert -O raw), for byte comparisons.
 std::vector<uint8_t> qemu_read_raw(const std::string& path, const std::string& format, const std::string& tmpdir);
 

@@ -144,11 +144,7 @@ TEST_CASE("resize: the block map grows over moved blocks, shrinking compacts slo
             REQUIRE(dev->device->close().ok());
         }
         vt::expect_qemu_check(img, "vdi");
-        auto after = vt::qemu_read_raw(img, "vdi", tmp.path);
-        REQUIRE(after.size() == 100 * MiB + GiB);
-        CHECK(std::equal(before.begin(), before.end(), after.begin()));
-        CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(before.size()), after.end(),
-                          [](uint8_t b) { return b == 0; }));
+        vt::expect_qemu_reads_prefix(img, "vdi", before, 100 * MiB + GiB, tmp.path);
         w = vt::run("qemu-io -f vdi -c 'write -P 0x33 1000M 1M' " + img);
         REQUIRE_MESSAGE(w.status == 0, w.output);
         {
