@@ -111,6 +111,12 @@ TEST_CASE("lint reports every broken rule with its fix, exit 1 when the platform
         for (auto& e : c.expect) CHECK(r.output.find(e) != std::string::npos);
         if (c.expect.empty()) CHECK(r.output.find("accepted (rules: ") != std::string::npos);
     }
+    // A disk.raw inside a .tar.gz that is not a whole number of GiB: one finding, naming the member.
+    vt::sh(vt::in_dir(t, "cp src.raw disk.raw && tar --format=oldgnu -Sczf odd.tar.gz disk.raw && rm disk.raw"));
+    auto odd = vt::run(vt::in_dir(t, vt::tool() + " lint --target gce odd.tar.gz"));
+    CHECK(odd.status == 1);
+    CHECK_MESSAGE(odd.output.find("[size-alignment] disk.raw holds") != std::string::npos, odd.output);
+    CHECK_MESSAGE(odd.output.find("[size-alignment]") == odd.output.rfind("[size-alignment]"), odd.output);
     // JSON: one finding per rule, a verdict, the source of the rules.
     auto r = vt::run(vt::in_dir(t, vt::tool() + " lint --target azure --output=json src.qcow2"));
     CHECK(r.status == 1);
